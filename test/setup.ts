@@ -1,0 +1,2 @@
+// @peculiar/x509 needs the Reflect metadata API before it is first imported.
+import 'reflect-metadata';
