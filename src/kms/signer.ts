@@ -11,8 +11,14 @@ export interface Signer {
   readonly algorithm: SignatureAlgorithm;
   /** SubjectPublicKeyInfo of the signing key, DER. */
   readonly spki: Uint8Array;
-  sign(data: Uint8Array): Promise<Uint8Array>;
+  /**
+   * `context` says what the signature is for (serial, profile...); the key hierarchy writes it to
+   * the audit log with the key use. It must never hold secrets.
+   */
+  sign(data: Uint8Array, context?: SignContext): Promise<Uint8Array>;
 }
+
+export type SignContext = Readonly<Record<string, string>>;
 
 export function signatureAlgorithmFor(key: KeyObject): SignatureAlgorithm {
   const type = key.asymmetricKeyType;

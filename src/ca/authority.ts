@@ -1,0 +1,248 @@
+import { createHash } from 'node:crypto';
+import { sql } from 'kysely';
+import type { CaKeyType, Profile, SubjectKeyType } from '../config/schema.ts';
+import type { CertificateRow, Db, Executor, IssuerRow, SanSet } from '../db/schema.ts';
+import type { KeyHierarchy } from '../kms/index.ts';
+import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
+import { CaError } from './errors.ts';
+import { normalizeSans } from './names.ts';
+import { toPem } from './pem.ts';
+import { checkAgainstProfile } from './profile-check.ts';
+import { normalizeSerial, randomSerial } from './serial.ts';
+import { x509 } from './x509.ts';
+
+const EKU_OIDS: Record<Profile['extKeyUsages'][number], string> = {
+  serverAuth: '1.3.6.1.5.5.7.3.1',
+  clientAuth: '1.3.6.1.5.5.7.3.2',
+  codeSigning: '1.3.6.1.5.5.7.3.3',
+  emailProtection: '1.3.6.1.5.5.7.3.4',
+};
+
+/** RFC 5280 leaves a minute of back-dating to absorb clock skew between us and relying parties. */
+const BACKDATE_MS = 60_000;
+
+export interface CaKeySpec {
+  keyType: CaKeyType;
+  commonName: string;
+  lifetime: number;
+}
+
+export interface InitSpec {
+  organization: string;
+  root: CaKeySpec;
+  intermediate: CaKeySpec;
+}
+
+/** A decided request: the front end has chosen names, key, profile and lifetime. */
+export interface IssueRequest {
+  subjectPublicKeyInfo: Uint8Array;
+  keyType: SubjectKeyType;
+  rsaBits?: number;
+  commonName?: string;
+  sans: SanSet;
+  profile: string;
+  /** Defaults to the profile's default lifetime. */
+  lifetimeMs?: number;
+  requester: string;
+}
+
+export interface IssuedCertificate {
+  serial: string;
+  issuerId: string;
+  der: Uint8Array;
+  notBefore: Date;
+  notAfter: Date;
+  /** Leaf first, then the intermediate. */
+  chainPem: string;
+}
+
+export interface Clock {
+  now(): Date;
+}
+
+const systemClock: Clock = { now: () => new Date() };
+
+type LeafBuilder = ReturnType<typeof createLeafBuilder>;
+
+interface ActiveIssuer {
+  row: IssuerRow;
+  builder: LeafBuilder;
+  chainPem: string;
+}
+
+export class CertificateAuthority {
+  private active: Promise<ActiveIssuer> | undefined;
+
+  constructor(
+    private readonly db: Db,
+    private readonly kms: KeyHierarchy,
+    readonly profiles: ReadonlyMap<string, Profile>,
+    private readonly clock: Clock = systemClock,
+  ) {}
+
+  /**
+   * Creates the root and the issuing intermediate in one unit of work. Idempotent: when the CA
+   * exists nothing changes. An advisory lock keeps two replicas from initialising at once.
+   */
+  async init(spec: InitSpec, principal: string): Promise<{ created: boolean; root: IssuerRow; intermediate: IssuerRow }> {
+    return this.db.transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtext('keyward:ca-init'))`.execute(trx);
+      const existing = await trx.selectFrom('issuers').selectAll().orderBy('created_at').execute();
+      const root0 = existing.find((i) => i.kind === 'root');
+      const inter0 = existing.find((i) => i.kind === 'intermediate' && i.active);
+      if (root0 && inter0) return { created: false, root: root0, intermediate: inter0 };
+      if (root0 || inter0) throw new CaError('notInitialized', 'the CA is half initialised (a root without an intermediate); restore the database');
+
+      const now = this.clock.now();
+      const notBefore = new Date(now.getTime() - BACKDATE_MS);
+      const rootKey = await this.kms.createKey(trx, { usage: 'root-ca', alg: spec.root.keyType, principal });
+      const rootSigner = await this.kms.signer(rootKey.id, 'sign-certificate', principal, trx);
+      const rootSerial = randomSerial();
+      const rootDer = await buildSelfSignedCa(
+        {
+          serial: Buffer.from(rootSerial, 'hex'),
+          notBefore,
+          notAfter: new Date(now.getTime() + spec.root.lifetime),
+          subject: { commonName: spec.root.commonName, organization: spec.organization },
+          subjectPublicKeyInfo: rootSigner.spki,
+          pathLength: 1,
+        },
+        rootSigner,
+      );
+      const root = await insertIssuer(trx, 'root', null, rootKey.id, rootDer);
+
+      const interKey = await this.kms.createKey(trx, { usage: 'intermediate', alg: spec.intermediate.keyType, principal });
+      const interSpki = new Uint8Array(interKey.publicKey.export({ type: 'spki', format: 'der' }));
+      const interSerial = randomSerial();
+      const interDer = await buildSubordinateCa(
+        {
+          serial: Buffer.from(interSerial, 'hex'),
+          notBefore,
+          notAfter: new Date(Math.min(now.getTime() + spec.intermediate.lifetime, root.not_after.getTime())),
+          subject: { commonName: spec.intermediate.commonName, organization: spec.organization },
+          subjectPublicKeyInfo: interSpki,
+          pathLength: 0,
+        },
+        { certificate: rootDer, signer: rootSigner },
+      );
+      const intermediate = await insertIssuer(trx, 'intermediate', root.id, interKey.id, interDer);
+      return { created: true, root, intermediate };
+    });
+  }
+
+  async issuers(): Promise<IssuerRow[]> {
+    return this.db.selectFrom('issuers').selectAll().orderBy('created_at').execute();
+  }
+
+  async rootsPem(): Promise<string> {
+    return (await this.issuers()).filter((i) => i.kind === 'root').map((i) => toPem(i.certificate)).join('');
+  }
+
+  async intermediatesPem(): Promise<string> {
+    return (await this.issuers()).filter((i) => i.kind === 'intermediate' && i.active).map((i) => toPem(i.certificate)).join('');
+  }
+
+  private activeIssuer(): Promise<ActiveIssuer> {
+    this.active ??= (async () => {
+      const row = await this.db.selectFrom('issuers').selectAll().where('kind', '=', 'intermediate').where('active', '=', true).orderBy('created_at', 'desc').executeTakeFirst();
+      if (!row) throw new CaError('notInitialized', 'the CA has no active intermediate; run `keyward init`');
+      const signer = await this.kms.signer(row.key_id, 'sign-certificate', 'keyward');
+      return { row, builder: createLeafBuilder({ certificate: row.certificate, signer }), chainPem: toPem(row.certificate) };
+    })();
+    this.active.catch(() => (this.active = undefined));
+    return this.active;
+  }
+
+  /**
+   * Signs a decided request. Serial first: the serial and request are recorded before signing, and
+   * the certificate is stored before it is returned, so no certificate exists that the database
+   * does not know.
+   */
+  async issue(req: IssueRequest): Promise<IssuedCertificate> {
+    const profile = this.profiles.get(req.profile);
+    if (!profile) throw new CaError('invalidProfile', `unknown profile "${req.profile}" (known: ${[...this.profiles.keys()].join(', ')})`);
+    const sans = normalizeSans(req.sans);
+    const lifetimeMs = req.lifetimeMs ?? profile.defaultLifetime;
+    checkAgainstProfile(profile, { type: req.keyType, bits: req.rsaBits }, sans, lifetimeMs);
+    const issuer = await this.activeIssuer();
+
+    const now = this.clock.now();
+    const notBefore = new Date(now.getTime() - BACKDATE_MS);
+    const notAfter = new Date(now.getTime() + lifetimeMs);
+    if (notAfter > issuer.row.not_after) throw new CaError('malformed', `the certificate would outlive its issuer (until ${issuer.row.not_after.toISOString()})`);
+    const serial = randomSerial();
+    const spkiSha256 = createHash('sha256').update(req.subjectPublicKeyInfo).digest();
+
+    const tbs = issuer.builder.tbs({
+      serial: Buffer.from(serial, 'hex'),
+      notBefore,
+      notAfter,
+      subjectPublicKeyInfo: req.subjectPublicKeyInfo,
+      commonName: req.commonName,
+      sans,
+      extKeyUsages: profile.extKeyUsages.map((e) => EKU_OIDS[e]),
+      keyEncipherment: req.keyType === 'rsa',
+    });
+    await this.db
+      .insertInto('serial_reservations')
+      .values({
+        serial,
+        issuer_id: issuer.row.id,
+        profile: profile.name,
+        requester: req.requester,
+        request: JSON.stringify({ tbs: Buffer.from(tbs).toString('base64'), spkiSha256: spkiSha256.toString('hex') }),
+      })
+      .execute();
+    const der = await issuer.builder.sign(tbs, { serial, profile: profile.name, requester: req.requester });
+
+    await this.db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto('certificates')
+        .values({
+          serial,
+          issuer_id: issuer.row.id,
+          der,
+          common_name: req.commonName ?? null,
+          sans: JSON.stringify(sans),
+          not_before: notBefore,
+          not_after: notAfter,
+          profile: profile.name,
+          spki_sha256: spkiSha256,
+          requester: req.requester,
+          revoked_at: null,
+          revocation_reason: null,
+        })
+        .execute();
+      await trx.updateTable('serial_reservations').set({ status: 'issued' }).where('serial', '=', serial).execute();
+    });
+    return { serial, issuerId: issuer.row.id, der, notBefore, notAfter, chainPem: toPem(der) + issuer.chainPem };
+  }
+
+  async certificate(serial: string): Promise<CertificateRow> {
+    const row = await this.db.selectFrom('certificates').selectAll().where('serial', '=', normalizeSerial(serial)).executeTakeFirst();
+    if (!row) throw new CaError('notFound', `no certificate with serial ${serial}`);
+    return row;
+  }
+
+  async certificates(opts: { limit?: number; status?: 'valid' | 'revoked' } = {}): Promise<CertificateRow[]> {
+    let q = this.db.selectFrom('certificates').selectAll().orderBy('created_at', 'desc').limit(opts.limit ?? 100);
+    if (opts.status) q = q.where('status', '=', opts.status);
+    return q.execute();
+  }
+
+  async chainFor(row: CertificateRow): Promise<string> {
+    const issuer = await this.db.selectFrom('issuers').select('certificate').where('id', '=', row.issuer_id).executeTakeFirstOrThrow();
+    return toPem(row.der) + toPem(issuer.certificate);
+  }
+}
+
+async function insertIssuer(trx: Executor, kind: 'root' | 'intermediate', parentId: string | null, keyId: string, der: Uint8Array): Promise<IssuerRow> {
+  const cert = new x509.X509Certificate(new Uint8Array(der));
+  const ski = new Uint8Array(await cert.publicKey.getKeyIdentifier('SHA-1'));
+  const id = Buffer.from(createHash('sha256').update(der).digest()).toString('hex').slice(0, 16);
+  return trx
+    .insertInto('issuers')
+    .values({ id, kind, parent_id: parentId, key_id: keyId, certificate: der, subject: cert.subject, ski, not_before: cert.notBefore, not_after: cert.notAfter })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}

@@ -1,0 +1,10 @@
+/** A refusal by the signing core; `code` maps onto the ACME error type of the same name. */
+export class CaError extends Error {
+  override name = 'CaError';
+  constructor(
+    readonly code: 'badCSR' | 'badPublicKey' | 'rejectedIdentifier' | 'invalidProfile' | 'malformed' | 'notInitialized' | 'notFound',
+    message: string,
+  ) {
+    super(message);
+  }
+}

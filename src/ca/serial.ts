@@ -1,0 +1,17 @@
+import { randomBytes } from 'node:crypto';
+
+/**
+ * A random positive 128-bit serial as 32 hex digits: the top bit is cleared so the DER INTEGER needs
+ * no padding, and the top nibble is non-zero so the hex form has no leading zero to normalise.
+ */
+export function randomSerial(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = (bytes[0]! & 0x7f) | 0x10;
+  return bytes.toString('hex');
+}
+
+export function normalizeSerial(text: string): string {
+  const hex = text.trim().replace(/^0x/i, '').replace(/:/g, '').toLowerCase();
+  if (!/^[0-9a-f]{1,40}$/.test(hex)) throw new Error(`"${text}" is not a hexadecimal serial number`);
+  return hex.replace(/^0+(?=.)/, '');
+}

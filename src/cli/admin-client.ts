@@ -1,0 +1,39 @@
+import { existsSync } from 'node:fs';
+import { request } from 'node:http';
+
+export class RemoteError extends Error {
+  override name = 'RemoteError';
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Calls a command on the running server through its admin socket; undefined when none listens. */
+export async function callAdmin(socketPath: string, command: string, input: unknown): Promise<{ result: unknown } | undefined> {
+  if (!existsSync(socketPath)) return undefined;
+  const body = JSON.stringify(input);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { socketPath, path: `/v1/${command}`, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          try {
+            const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { result?: unknown; error?: { code: string; message: string } };
+            if (parsed.error) reject(new RemoteError(parsed.error.code, parsed.error.message));
+            else resolve({ result: parsed.result });
+          } catch {
+            reject(new RemoteError('InternalError', `the server answered ${res.statusCode} with no JSON`));
+          }
+        });
+      },
+    );
+    // A socket file without a listener is left over from a server that died: run locally instead.
+    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? resolve(undefined) : reject(err)));
+    req.end(body);
+  });
+}

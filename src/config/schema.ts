@@ -1,0 +1,106 @@
+import { z } from 'zod';
+import { parseDuration } from './duration.ts';
+
+const duration = z.string().transform((value, ctx) => {
+  try {
+    return parseDuration(value);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const listen = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8443');
+
+export const caKeyType = z.enum(['ecdsa-p256', 'ecdsa-p384', 'rsa-3072', 'rsa-4096']);
+export type CaKeyType = z.infer<typeof caKeyType>;
+
+export const subjectKeyType = z.enum(['ecdsa-p256', 'ecdsa-p384', 'rsa', 'ed25519']);
+export type SubjectKeyType = z.infer<typeof subjectKeyType>;
+
+export const sanType = z.enum(['dns', 'ip', 'uri', 'email']);
+export type SanType = z.infer<typeof sanType>;
+
+const extKeyUsage = z.enum(['serverAuth', 'clientAuth', 'codeSigning', 'emailProtection']);
+
+export const profileSchema = z
+  .object({
+    description: z.string().optional(),
+    extKeyUsages: z.array(extKeyUsage).min(1),
+    defaultLifetime: duration.prefault('24h'),
+    maxLifetime: duration.prefault('24h'),
+    keyTypes: z.array(subjectKeyType).default(['ecdsa-p256', 'ecdsa-p384', 'rsa', 'ed25519']),
+    minRsaBits: z.number().int().min(2048).default(2048),
+    sanTypes: z.array(sanType).default(['dns', 'ip']),
+    maxNames: z.number().int().min(1).max(1000).default(100),
+  })
+  .strict()
+  .refine((p) => p.defaultLifetime <= p.maxLifetime, {
+    message: 'defaultLifetime must not exceed maxLifetime',
+    path: ['defaultLifetime'],
+  });
+export type Profile = z.infer<typeof profileSchema> & { name: string };
+
+const rootOfTrust = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('file'), path: z.string().optional() }).strict(),
+  z
+    .object({
+      type: z.literal('passphrase'),
+      /** Name of the environment variable holding the passphrase (never the passphrase itself). */
+      env: z.string().default('KEYWARD_PASSPHRASE'),
+    })
+    .strict(),
+]);
+
+const caKeySpec = (keyType: CaKeyType, commonName: string, lifetime: string) =>
+  z
+    .object({
+      keyType: caKeyType.default(keyType),
+      commonName: z.string().min(1).default(commonName),
+      lifetime: duration.prefault(lifetime),
+    })
+    .strict()
+    .prefault({});
+
+export const configSchema = z
+  .object({
+    dataDir: z.string().default('./data'),
+    database: z.object({ url: z.string().url().optional() }).strict().prefault({}),
+    http: z
+      .object({
+        listen: listen.default('127.0.0.1:8080'),
+        /** Base URL written into certificates (CRL, OCSP); defaults to http://<listen>. */
+        publicUrl: z.string().url().optional(),
+      })
+      .strict()
+      .prefault({}),
+    https: z
+      .object({
+        listen: listen.default('127.0.0.1:8443'),
+        hostnames: z.array(z.string().min(1)).min(1).default(['localhost', '127.0.0.1']),
+        publicUrl: z.string().url().optional(),
+      })
+      .strict()
+      .prefault({}),
+    rootOfTrust: rootOfTrust.default({ type: 'file' }),
+    ca: z
+      .object({
+        organization: z.string().default('Keyward'),
+        root: caKeySpec('ecdsa-p384', 'Keyward Root CA', '87600h'),
+        intermediate: caKeySpec('ecdsa-p256', 'Keyward Intermediate CA', '43800h'),
+      })
+      .strict()
+      .prefault({}),
+    profilesDir: z.string().default('profiles'),
+    profiles: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]*$/), profileSchema).default({}),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;

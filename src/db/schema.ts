@@ -1,0 +1,163 @@
+import type { ColumnType, Generated, Insertable, Kysely, Selectable, Transaction } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type DefaultTimestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+/** int8 comes back as a string from pg and as a bigint/number from PGlite; read it through Number(). */
+type Int8 = ColumnType<string | number | bigint, number | bigint | string, number | bigint | string>;
+type Json<T> = ColumnType<T, string, string>;
+type Bytes = Uint8Array;
+
+export interface InstallationTable {
+  id: number;
+  install_id: string;
+  created_at: DefaultTimestamp;
+}
+
+export interface KmsRootsTable {
+  id: string;
+  provider: 'file' | 'passphrase' | 'pkcs11' | 'awskms';
+  params: Json<Record<string, unknown>>;
+  kcv: Bytes | null;
+  state: Generated<string>;
+  created_at: DefaultTimestamp;
+  retired_at: Timestamp | null;
+}
+
+export interface KmsKeksTable {
+  id: string;
+  name: string;
+  purpose: 'ca-keys' | 'app-data' | 'import';
+  auto_rotate_days: number | null;
+  min_unwrap_version: Generated<number>;
+  created_at: DefaultTimestamp;
+}
+
+export interface KmsKekVersionsTable {
+  kek_id: string;
+  version: number;
+  state: Generated<string>;
+  is_primary: Generated<boolean>;
+  root_id: string;
+  wrapped: Bytes;
+  next_root_id: string | null;
+  next_wrapped: Bytes | null;
+  created_at: DefaultTimestamp;
+  last_used_at: Timestamp | null;
+  deletion_at: Timestamp | null;
+  destroyed_at: Timestamp | null;
+}
+
+export type KeyUsage = 'root-ca' | 'intermediate' | 'ocsp' | 'audit' | 'provisioner' | 'tls';
+export type KeyState = 'Enabled' | 'Disabled' | 'PendingDeletion' | 'PendingImport' | 'Destroyed';
+
+export interface KmsKeysTable {
+  id: string;
+  usage: KeyUsage;
+  alg: string;
+  spki_sha256: Bytes;
+  backend: Generated<string>;
+  state: ColumnType<KeyState, KeyState | undefined, KeyState>;
+  policy: Json<unknown> | null;
+  kek_id: string | null;
+  kek_version: number | null;
+  dek_wrapped: Bytes | null;
+  key_ciphertext: Bytes | null;
+  external_ref: string | null;
+  created_at: DefaultTimestamp;
+  deletion_at: Timestamp | null;
+  destroyed_at: Timestamp | null;
+  use_count: ColumnType<string | number | bigint, never, number | bigint | string>;
+}
+
+export interface AuditHeadTable {
+  id: number;
+  seq: Int8;
+  hash: Bytes;
+}
+
+export interface AuditEventsTable {
+  seq: Int8;
+  event_id: string;
+  ts: Timestamp;
+  principal: string;
+  action: string;
+  key_id: string | null;
+  key_version: number | null;
+  outcome: 'success' | 'denied' | 'failure';
+  error_code: string | null;
+  context: Json<Record<string, unknown>>;
+  prev_hash: Bytes;
+  hash: Bytes;
+}
+
+export interface IssuersTable {
+  id: string;
+  kind: 'root' | 'intermediate';
+  parent_id: string | null;
+  key_id: string;
+  certificate: Bytes;
+  subject: string;
+  ski: Bytes;
+  not_before: Timestamp;
+  not_after: Timestamp;
+  active: Generated<boolean>;
+  created_at: DefaultTimestamp;
+}
+
+export interface SerialReservationsTable {
+  serial: string;
+  issuer_id: string;
+  profile: string;
+  requester: string;
+  request: Json<Record<string, unknown>>;
+  status: ColumnType<'reserved' | 'issued' | 'abandoned', 'reserved' | 'issued' | 'abandoned' | undefined>;
+  created_at: DefaultTimestamp;
+}
+
+export interface SanSet {
+  dns: string[];
+  ip: string[];
+  uri: string[];
+  email: string[];
+}
+
+export interface CertificatesTable {
+  serial: string;
+  issuer_id: string;
+  der: Bytes;
+  common_name: string | null;
+  sans: Json<SanSet>;
+  not_before: Timestamp;
+  not_after: Timestamp;
+  profile: string;
+  spki_sha256: Bytes;
+  requester: string;
+  status: ColumnType<'valid' | 'revoked', 'valid' | 'revoked' | undefined>;
+  revoked_at: Timestamp | null;
+  revocation_reason: number | null;
+  created_at: DefaultTimestamp;
+}
+
+export interface Database {
+  installation: InstallationTable;
+  kms_roots: KmsRootsTable;
+  kms_keks: KmsKeksTable;
+  kms_kek_versions: KmsKekVersionsTable;
+  kms_keys: KmsKeysTable;
+  audit_head: AuditHeadTable;
+  audit_events: AuditEventsTable;
+  issuers: IssuersTable;
+  serial_reservations: SerialReservationsTable;
+  certificates: CertificatesTable;
+}
+
+export type Db = Kysely<Database>;
+export type Tx = Transaction<Database>;
+/** Either the database or an open transaction: functions that take this join the caller's unit of work. */
+export type Executor = Kysely<Database>;
+
+export type CertificateRow = Selectable<CertificatesTable>;
+export type IssuerRow = Selectable<IssuersTable>;
+export type KmsKeyRow = Selectable<KmsKeysTable>;
+export type AuditEventRow = Selectable<AuditEventsTable>;
+export type NewCertificate = Insertable<CertificatesTable>;

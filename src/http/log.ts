@@ -1,0 +1,17 @@
+import type { MiddlewareHandler } from 'hono';
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+export function createLogger(level: string): Logger {
+  return pino({ level, base: { service: 'keyward' } });
+}
+
+/** One structured line per request; never bodies, since they can carry CSRs, tokens or keys. */
+export function requestLog(log: Logger, listener: string): MiddlewareHandler {
+  return async (c, next) => {
+    const start = performance.now();
+    await next();
+    log.info({ listener, method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - start) }, 'request');
+  };
+}

@@ -1,0 +1,21 @@
+import { sql } from 'kysely';
+import { Hono } from 'hono';
+import type { AppContext } from '../context.ts';
+
+/** Endpoints served on both listeners: health and the trust anchors. */
+export function publicApp(ctx: AppContext): Hono {
+  const app = new Hono();
+  app.get('/health', async (c) => {
+    try {
+      await sql`SELECT 1`.execute(ctx.database.db);
+      return c.json({ status: 'ok', database: ctx.database.kind });
+    } catch (err) {
+      return c.json({ status: 'unavailable', database: ctx.database.kind, error: (err as Error).message }, 503);
+    }
+  });
+  const pem = (body: string) =>
+    new Response(body, { headers: { 'content-type': 'application/pem-certificate-chain', 'cache-control': 'public, max-age=300' } });
+  app.get('/roots.pem', async () => pem(await ctx.ca.rootsPem()));
+  app.get('/intermediates.pem', async () => pem(await ctx.ca.intermediatesPem()));
+  return app;
+}

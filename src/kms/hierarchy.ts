@@ -1,0 +1,236 @@
+import { createHash, createPrivateKey, createPublicKey, createSecretKey, randomBytes, randomUUID, timingSafeEqual, type KeyObject } from 'node:crypto';
+import type { Executor, KeyUsage } from '../db/schema.ts';
+import { appendAudit, inTransaction } from './audit.ts';
+import { open, PURPOSE, seal } from './container.ts';
+import { KmsError } from './errors.ts';
+import { algOf, generateKeyPair, type AsymmetricAlg } from './key-types.ts';
+import type { RootOfTrust } from './roots/types.ts';
+import { signatureAlgorithmFor, signWithKeyObject, type SignContext, type Signer } from './signer.ts';
+
+export const CA_KEK = 'ca-keys';
+
+export type SignOperation = 'sign-certificate' | 'sign-crl' | 'sign-ocsp';
+
+interface CachedKey {
+  key: KeyObject;
+  alg: AsymmetricAlg;
+  kekVersion: number;
+}
+
+/**
+ * Levels 1 and 2 of the key hierarchy: KEK versions wrapped by the root of trust, and one DEK per
+ * asymmetric key wrapped by a KEK version. Plaintext keys exist only as KeyObjects in this process.
+ */
+export class KeyHierarchy {
+  private readonly keks = new Map<string, KeyObject>();
+  private readonly keys = new Map<string, CachedKey>();
+
+  constructor(
+    private readonly db: Executor,
+    private readonly root: RootOfTrust,
+    private readonly installId: string,
+  ) {}
+
+  get rootId(): string {
+    return this.root.id;
+  }
+
+  /** Creates a KEK with version 1 as primary; a no-op when it exists. */
+  async ensureKek(db: Executor, name: string, purpose: 'ca-keys' | 'app-data' | 'import', principal: string): Promise<string> {
+    const existing = await db.selectFrom('kms_keks').select('id').where('name', '=', name).executeTakeFirst();
+    if (existing) return existing.id;
+    const id = randomUUID();
+    const material = randomBytes(32);
+    try {
+      const wrapped = await this.root.wrapKek(material, { kekId: id, version: 1, installId: this.installId });
+      await inTransaction(db, async (trx) => {
+        await trx.insertInto('kms_keks').values({ id, name, purpose, auto_rotate_days: null }).execute();
+        await trx
+          .insertInto('kms_kek_versions')
+          .values({ kek_id: id, version: 1, is_primary: true, root_id: this.root.id, wrapped, next_root_id: null, next_wrapped: null, last_used_at: null, deletion_at: null, destroyed_at: null })
+          .execute();
+        await appendAudit(trx, { principal, action: 'create-kek', keyId: id, keyVersion: 1, outcome: 'success', context: { name, purpose } });
+      });
+      this.keks.set(`${id}/1`, createSecretKey(material));
+    } finally {
+      material.fill(0);
+    }
+    return id;
+  }
+
+  private async kek(kekId: string, version: number, db: Executor = this.db): Promise<KeyObject> {
+    const cacheKey = `${kekId}/${version}`;
+    const cached = this.keks.get(cacheKey);
+    if (cached) return cached;
+    const row = await db
+      .selectFrom('kms_kek_versions')
+      .select(['wrapped', 'state', 'root_id'])
+      .where('kek_id', '=', kekId)
+      .where('version', '=', version)
+      .executeTakeFirst();
+    if (!row) throw new KmsError('NotFound', `KEK ${kekId} has no version ${version}`);
+    if (row.state !== 'Enabled') throw new KmsError('KeyDisabled', `KEK ${kekId} version ${version} is ${row.state}`);
+    if (row.root_id !== this.root.id) throw new KmsError('WrongRootKey', `KEK ${kekId} v${version} is wrapped by root ${row.root_id}, not ${this.root.id}`);
+    const material = await this.root.unwrapKek(row.wrapped, { kekId, version, installId: this.installId });
+    const key = createSecretKey(material);
+    material.fill(0);
+    this.keks.set(cacheKey, key);
+    return key;
+  }
+
+  private async primaryKek(db: Executor, name: string): Promise<{ id: string; version: number; key: KeyObject }> {
+    const row = await db
+      .selectFrom('kms_keks')
+      .innerJoin('kms_kek_versions', 'kms_kek_versions.kek_id', 'kms_keks.id')
+      .select(['kms_keks.id', 'kms_kek_versions.version'])
+      .where('kms_keks.name', '=', name)
+      .where('kms_kek_versions.is_primary', '=', true)
+      .executeTakeFirst();
+    if (!row) throw new KmsError('NotFound', `KEK "${name}" does not exist`);
+    return { id: row.id, version: row.version, key: await this.kek(row.id, row.version, db) };
+  }
+
+  /** Generates an asymmetric key and stores it wrapped (envelope encryption) in the caller's unit of work. */
+  async createKey(db: Executor, opts: { usage: KeyUsage; alg: AsymmetricAlg; principal: string }): Promise<{ id: string; publicKey: KeyObject }> {
+    const { privateKey, publicKey } = generateKeyPair(opts.alg);
+    const id = await this.storeKey(db, { usage: opts.usage, privateKey, principal: opts.principal, action: 'create-key' });
+    return { id, publicKey };
+  }
+
+  /** Wraps an existing private key like a generated one (bring your own key). */
+  async storeKey(db: Executor, opts: { usage: KeyUsage; privateKey: KeyObject; principal: string; action: string }): Promise<string> {
+    const id = randomUUID();
+    const alg = algOf(opts.privateKey);
+    const spki = createPublicKey(opts.privateKey).export({ type: 'spki', format: 'der' });
+    const spkiSha256 = createHash('sha256').update(spki).digest();
+    const kek = await this.primaryKek(db, CA_KEK);
+    const dek = randomBytes(32);
+    const pkcs8 = opts.privateKey.export({ type: 'pkcs8', format: 'der' });
+    try {
+      const keyCiphertext = seal(createSecretKey(dek), { purpose: PURPOSE.privateKey, keyId: id, version: 1 }, privateKeyContext(id, alg, spkiSha256), pkcs8);
+      const dekWrapped = seal(kek.key, { purpose: PURPOSE.dek, keyId: kek.id, version: kek.version }, dekContext(id, opts.usage), dek);
+      await inTransaction(db, async (trx) => {
+        await trx
+          .insertInto('kms_keys')
+          .values({
+            id,
+            usage: opts.usage,
+            alg,
+            spki_sha256: spkiSha256,
+            policy: null,
+            kek_id: kek.id,
+            kek_version: kek.version,
+            dek_wrapped: dekWrapped,
+            key_ciphertext: keyCiphertext,
+            external_ref: null,
+            deletion_at: null,
+            destroyed_at: null,
+          })
+          .execute();
+        await appendAudit(trx, {
+          principal: opts.principal,
+          action: opts.action,
+          keyId: id,
+          keyVersion: kek.version,
+          outcome: 'success',
+          context: { usage: opts.usage, alg, spki_sha256: spkiSha256.toString('hex') },
+        });
+      });
+    } finally {
+      dek.fill(0);
+      pkcs8.fill(0);
+    }
+    this.keys.set(id, { key: opts.privateKey, alg, kekVersion: kek.version });
+    return id;
+  }
+
+  /** Unwraps a key into memory (once per process), checking every layer's binding. */
+  private async privateKey(keyId: string, principal: string, db: Executor): Promise<CachedKey> {
+    const cached = this.keys.get(keyId);
+    if (cached) return cached;
+    const row = await db.selectFrom('kms_keys').selectAll().where('id', '=', keyId).executeTakeFirst();
+    if (!row) throw new KmsError('NotFound', `key ${keyId} does not exist`);
+    if (row.state !== 'Enabled') throw new KmsError('KeyDisabled', `key ${keyId} is ${row.state}`);
+    if (!row.kek_id || row.kek_version === null || !row.dek_wrapped || !row.key_ciphertext) {
+      throw new KmsError('KeyUnavailable', `key ${keyId} has no wrapped material`);
+    }
+    const kek = await this.kek(row.kek_id, row.kek_version, db);
+    const dek = open(kek, row.dek_wrapped, { purpose: PURPOSE.dek, keyId: row.kek_id, version: row.kek_version }, dekContext(keyId, row.usage));
+    let pkcs8: Buffer;
+    try {
+      pkcs8 = open(createSecretKey(dek), row.key_ciphertext, { purpose: PURPOSE.privateKey, keyId, version: 1 }, privateKeyContext(keyId, row.alg, row.spki_sha256));
+    } finally {
+      dek.fill(0);
+    }
+    const key = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
+    pkcs8.fill(0);
+    const spki = createPublicKey(key).export({ type: 'spki', format: 'der' });
+    const digest = createHash('sha256').update(spki).digest();
+    if (!timingSafeEqual(digest, Buffer.from(row.spki_sha256))) {
+      throw new KmsError('InvalidCiphertext', `key ${keyId} does not match its recorded public key`);
+    }
+    await appendAudit(db, { principal, action: 'unwrap', keyId, keyVersion: row.kek_version, outcome: 'success', context: { usage: row.usage } });
+    const entry: CachedKey = { key, alg: row.alg as AsymmetricAlg, kekVersion: row.kek_version };
+    this.keys.set(keyId, entry);
+    return entry;
+  }
+
+  async publicKey(keyId: string, principal = 'keyward', db: Executor = this.db): Promise<KeyObject> {
+    return createPublicKey((await this.privateKey(keyId, principal, db)).key);
+  }
+
+  /**
+   * A Signer for one key and operation. Each signature checks the key's state in the database and
+   * is written to the audit log before the signature is released (fail-closed). Pass the caller's
+   * transaction as `db` to make the key use part of its unit of work.
+   */
+  async signer(keyId: string, operation: SignOperation, principal: string, db: Executor = this.db): Promise<Signer> {
+    const { key } = await this.privateKey(keyId, principal, db);
+    const algorithm = signatureAlgorithmFor(key);
+    const spki = new Uint8Array(createPublicKey(key).export({ type: 'spki', format: 'der' }));
+    return {
+      algorithm,
+      spki,
+      sign: (data: Uint8Array, context?: SignContext) => this.signAudited(db, keyId, operation, principal, data, context ?? {}),
+    };
+  }
+
+  private async signAudited(db: Executor, keyId: string, operation: SignOperation, principal: string, data: Uint8Array, context: SignContext): Promise<Uint8Array> {
+    const cached = await this.privateKey(keyId, principal, db);
+    try {
+      return await inTransaction(db, async (trx) => {
+        const row = await trx
+          .updateTable('kms_keys')
+          .set((eb) => ({ use_count: eb('use_count', '+', 1) }))
+          .where('id', '=', keyId)
+          .returning(['state'])
+          .executeTakeFirst();
+        if (row?.state !== 'Enabled') throw new KmsError('KeyDisabled', `key ${keyId} is ${row?.state ?? 'missing'} and cannot sign`);
+        await appendAudit(trx, { principal, action: operation, keyId, keyVersion: cached.kekVersion, outcome: 'success', context: { ...context } });
+        return signWithKeyObject(cached.key, signatureAlgorithmFor(cached.key), data);
+      });
+    } catch (err) {
+      const denied = err instanceof KmsError && err.code === 'KeyDisabled';
+      // Inside a caller's transaction the refusal is rolled back with it; the caller's error stands.
+      if (db.isTransaction) throw err;
+      await appendAudit(db, {
+        principal,
+        action: operation,
+        keyId,
+        keyVersion: cached.kekVersion,
+        outcome: denied ? 'denied' : 'failure',
+        errorCode: err instanceof KmsError ? err.code : 'InternalError',
+        context: { ...context },
+      });
+      throw err;
+    }
+  }
+}
+
+function dekContext(keyId: string, usage: string): Record<string, string> {
+  return { 'kw:purpose': 'dek', 'kw:key': keyId, 'kw:usage': usage };
+}
+
+function privateKeyContext(keyId: string, alg: string, spkiSha256: Uint8Array): Record<string, string> {
+  return { 'kw:purpose': 'private-key', 'kw:key': keyId, 'kw:alg': alg, 'kw:spki': Buffer.from(spkiSha256).toString('hex') };
+}

@@ -1,0 +1,111 @@
+import { existsSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { join } from 'node:path';
+import { getRequestListener } from '@hono/node-server';
+import { Hono } from 'hono';
+import { callAdmin } from './cli/admin-client.ts';
+import type { AppContext } from './context.ts';
+import { listenAdmin } from './http/admin.ts';
+import type { Logger } from './http/log.ts';
+import { requestLog } from './http/log.ts';
+import { publicApp } from './http/public-app.ts';
+import { issueTlsIdentity, renewalDelay, type TlsIdentity } from './http/tls-identity.ts';
+
+export interface RunningServer {
+  httpUrl: string;
+  httpsUrl: string;
+  adminSocket: string;
+  tls: TlsIdentity;
+  close(): Promise<void>;
+}
+
+function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
+}
+
+function listen(server: Server | HttpsServer, address: string): Promise<number> {
+  const { host, port } = splitListen(address);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const addr = server.address();
+      resolve(typeof addr === 'object' && addr ? addr.port : port);
+    });
+  });
+}
+
+function closeServer(server: Server | HttpsServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+}
+
+export function adminSocketPath(dataDir: string): string {
+  return join(dataDir, 'admin.sock');
+}
+
+/**
+ * Wires the listeners for `keyward serve`: HTTPS (API) with a certificate this CA issues to itself
+ * and renews, plain HTTP (things that must not need TLS), and the local admin socket.
+ */
+export async function startServer(ctx: AppContext, log: Logger): Promise<RunningServer> {
+  const socket = adminSocketPath(ctx.config.dataDir);
+  if (ctx.database.kind === 'embedded' && existsSync(socket) && (await callAdmin(socket, 'issuers', {}).catch(() => undefined))) {
+    throw new Error(`another keyward serve is already running on ${ctx.config.dataDir}`);
+  }
+
+  const plain = new Hono();
+  plain.use(requestLog(log, 'http'));
+  plain.route('/', publicApp(ctx));
+
+  const api = new Hono();
+  api.use(requestLog(log, 'https'));
+  api.route('/', publicApp(ctx));
+
+  let tls = await issueTlsIdentity(ctx.ca, ctx.config.https.hostnames);
+  const https = createHttpsServer({ ...tls.options, minVersion: 'TLSv1.2' }, getRequestListener(api.fetch));
+  const http = createHttpServer(getRequestListener(plain.fetch));
+
+  let renewTimer: NodeJS.Timeout | undefined;
+  const scheduleRenewal = () => {
+    renewTimer = setTimeout(async () => {
+      try {
+        tls = await issueTlsIdentity(ctx.ca, ctx.config.https.hostnames);
+        https.setSecureContext({ ...tls.options, minVersion: 'TLSv1.2' });
+        log.info({ serial: tls.serial, notAfter: tls.notAfter }, 'renewed the HTTPS certificate');
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'renewing the HTTPS certificate failed; retrying in a minute');
+        renewTimer = setTimeout(scheduleRenewal, 60_000);
+        return;
+      }
+      scheduleRenewal();
+    }, renewalDelay(tls));
+    renewTimer.unref();
+  };
+  scheduleRenewal();
+
+  const httpsPort = await listen(https, ctx.config.https.listen);
+  const httpPort = await listen(http, ctx.config.http.listen);
+  const admin = await listenAdmin(ctx, socket);
+
+  const hostOf = (l: string) => {
+    const { host } = splitListen(l);
+    return host.includes(':') ? `[${host}]` : host;
+  };
+  return {
+    httpUrl: `http://${hostOf(ctx.config.http.listen)}:${httpPort}`,
+    httpsUrl: `https://${ctx.config.https.hostnames[0]!.includes(':') ? `[${ctx.config.https.hostnames[0]}]` : ctx.config.https.hostnames[0]}:${httpsPort}`,
+    adminSocket: socket,
+    get tls() {
+      return tls;
+    },
+    close: async () => {
+      clearTimeout(renewTimer);
+      await Promise.all([closeServer(https), closeServer(http), closeServer(admin)]);
+    },
+  };
+}

@@ -1,0 +1,60 @@
+import { randomBytes } from 'node:crypto';
+import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { openDatabase, type DatabaseHandle } from '../../src/db/connect.ts';
+import { migrateToLatest } from '../../src/db/migrate.ts';
+
+export const TEMPLATE_DIR = join(process.cwd(), '.tmp', 'pglite-template');
+
+/** Where a test's CA lives: a data directory, and a database URL when tests run on PostgreSQL. */
+export interface TestStore {
+  dataDir: string;
+  databaseUrl: string | undefined;
+  /** Environment for a child `keyward` process using this store. */
+  env: Record<string, string>;
+  open(): Promise<DatabaseHandle>;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * A fresh, migrated database per call: a new PostgreSQL database when DATABASE_URL is set, else a
+ * copy of the PGlite template built once by the global setup (creating one costs seconds).
+ */
+export async function createTestStore(): Promise<TestStore> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'kw-test-'));
+  const base = process.env.DATABASE_URL;
+  let databaseUrl: string | undefined;
+  if (base) {
+    const name = `kw_${randomBytes(6).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: base });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`);
+    await admin.end();
+    const url = new URL(base);
+    url.pathname = `/${name}`;
+    databaseUrl = url.toString();
+    const handle = await openDatabase({ url: databaseUrl, dataDir });
+    await migrateToLatest(handle.db);
+    await handle.close();
+  } else {
+    if (!existsSync(TEMPLATE_DIR)) throw new Error('the PGlite template is missing: the vitest global setup builds it');
+    cpSync(TEMPLATE_DIR, join(dataDir, 'pg'), { recursive: true });
+  }
+  return {
+    dataDir,
+    databaseUrl,
+    env: { KEYWARD_DATA_DIR: dataDir, ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}) },
+    open: () => openDatabase({ url: databaseUrl, dataDir }),
+    cleanup: async () => {
+      rmSync(dataDir, { recursive: true, force: true });
+      if (base && databaseUrl) {
+        const admin = new pg.Client({ connectionString: base });
+        await admin.connect();
+        await admin.query(`DROP DATABASE IF EXISTS ${new URL(databaseUrl).pathname.slice(1)} WITH (FORCE)`);
+        await admin.end();
+      }
+    },
+  };
+}
