@@ -93,6 +93,52 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    acme: z
+      .object({
+        termsOfService: z.string().url().optional(),
+        website: z.string().url().optional(),
+        /** Issuer domain names this CA answers to in CAA records (RFC 8659). */
+        caaIdentities: z.array(z.string().min(1)).default(['keyward.internal']),
+        externalAccountRequired: z.boolean().default(false),
+        /** Profile used when a newOrder names none. */
+        defaultProfile: z.string().default('tls-server'),
+        /** Profiles offered to ACME clients (meta.profiles); default all configured profiles. */
+        profiles: z.array(z.string()).optional(),
+        nonceLifetime: duration.prefault('30m'),
+        orderLifetime: duration.prefault('24h'),
+        authorizationLifetime: duration.prefault('24h'),
+        /** How long a valid authorization is reused for new orders of the same account. */
+        authorizationReuse: duration.prefault('24h'),
+        maxIdentifiersPerOrder: z.number().int().min(1).max(1000).default(100),
+        maxRequestBytes: z.number().int().min(4096).max(1_048_576).default(65_536),
+      })
+      .strict()
+      .prefault({}),
+    validation: z
+      .object({
+        httpPort: z.number().int().min(1).max(65535).default(80),
+        tlsAlpnPort: z.number().int().min(1).max(65535).default(443),
+        /** 'host:port' of the DNS resolver for dns-01, CAA and name look-ups; default the system's. */
+        dnsResolver: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+)(:\d{1,5})?$/, 'expected host:port').optional(),
+        timeout: duration.prefault('10s'),
+        /** A failing check is retried with backoff for this long before the challenge turns invalid. */
+        retryFor: duration.prefault('2m'),
+        maxRedirects: z.number().int().min(0).max(20).default(10),
+        maxBodyBytes: z.number().int().min(256).max(1_048_576).default(8192),
+        /** Check CAA records before issuing (RFC 8659). */
+        caa: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    revocation: z
+      .object({
+        /** A CRL is published at most this long after a revocation. */
+        crlPublishDelay: duration.prefault('60s'),
+        crlValidity: duration.prefault('24h'),
+        ocspValidity: duration.prefault('12h'),
+      })
+      .strict()
+      .prefault({}),
     profilesDir: z.string().default('profiles'),
     profiles: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]*$/), profileSchema).default({}),
     log: z
