@@ -8,6 +8,7 @@ import { CaError } from './errors.ts';
 import { normalizeSans } from './names.ts';
 import { toPem } from './pem.ts';
 import { checkAgainstProfile } from './profile-check.ts';
+import { isKeyBlocked, revokeCertificate, type Revocation } from './revocation.ts';
 import { normalizeSerial, randomSerial } from './serial.ts';
 import { x509 } from './x509.ts';
 
@@ -172,6 +173,9 @@ export class CertificateAuthority {
     if (notAfter > issuer.row.not_after) throw new CaError('malformed', `the certificate would outlive its issuer (until ${issuer.row.not_after.toISOString()})`);
     const serial = randomSerial();
     const spkiSha256 = createHash('sha256').update(req.subjectPublicKeyInfo).digest();
+    if (await isKeyBlocked(this.db, spkiSha256)) {
+      throw new CaError('badPublicKey', 'this public key belongs to a certificate revoked for keyCompromise and may not be certified again');
+    }
 
     const tbs = issuer.builder.tbs({
       serial: Buffer.from(serial, 'hex'),
@@ -216,6 +220,10 @@ export class CertificateAuthority {
       await trx.updateTable('serial_reservations').set({ status: 'issued' }).where('serial', '=', serial).execute();
     });
     return { serial, issuerId: issuer.row.id, der, notBefore, notAfter, chainPem: toPem(der) + issuer.chainPem };
+  }
+
+  revoke(serial: string, reason: number, requester: string): Promise<Revocation> {
+    return revokeCertificate(this.db, { serial, reason, requester });
   }
 
   async certificate(serial: string): Promise<CertificateRow> {

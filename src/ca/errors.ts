@@ -2,7 +2,15 @@
 export class CaError extends Error {
   override name = 'CaError';
   constructor(
-    readonly code: 'badCSR' | 'badPublicKey' | 'rejectedIdentifier' | 'invalidProfile' | 'malformed' | 'notInitialized' | 'notFound',
+    readonly code: | 'badCSR'
+      | 'badPublicKey'
+      | 'rejectedIdentifier'
+      | 'invalidProfile'
+      | 'malformed'
+      | 'notInitialized'
+      | 'notFound'
+      | 'alreadyRevoked'
+      | 'badRevocationReason',
     message: string,
   ) {
     super(message);

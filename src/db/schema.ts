@@ -136,6 +136,48 @@ export interface CertificatesTable {
   revoked_at: Timestamp | null;
   revocation_reason: number | null;
   created_at: DefaultTimestamp;
+  crl_shard: ColumnType<number, number | undefined, number>;
+}
+
+export interface BlockedKeysTable {
+  spki_sha256: Bytes;
+  reason: string;
+  source_serial: string | null;
+  created_at: DefaultTimestamp;
+}
+
+export interface CrlsTable {
+  issuer_id: string;
+  shard: number;
+  crl_number: Int8;
+  der: Bytes | null;
+  this_update: Timestamp | null;
+  next_update: Timestamp | null;
+  stale_since: Timestamp | null;
+}
+
+export interface LeasesTable {
+  name: string;
+  holder: string;
+  expires_at: Timestamp;
+}
+
+export interface OcspSignersTable {
+  id: string;
+  issuer_id: string;
+  key_id: string;
+  certificate: Bytes;
+  not_before: Timestamp;
+  not_after: Timestamp;
+  created_at: DefaultTimestamp;
+}
+
+export interface OcspResponsesTable {
+  serial: string;
+  der: Bytes;
+  this_update: Timestamp;
+  next_update: Timestamp;
+  status: 'good' | 'revoked';
 }
 
 export interface Database {
@@ -149,6 +191,11 @@ export interface Database {
   issuers: IssuersTable;
   serial_reservations: SerialReservationsTable;
   certificates: CertificatesTable;
+  blocked_keys: BlockedKeysTable;
+  crls: CrlsTable;
+  leases: LeasesTable;
+  ocsp_signers: OcspSignersTable;
+  ocsp_responses: OcspResponsesTable;
 }
 
 export type Db = Kysely<Database>;

@@ -1,0 +1,91 @@
+import { sql } from 'kysely';
+import type { Db } from '../db/schema.ts';
+import { appendAudit } from '../kms/index.ts';
+import { REVOCATION_REASONS } from './crl.ts';
+import { CaError } from './errors.ts';
+import { normalizeSerial } from './serial.ts';
+
+export type ReasonName = keyof typeof REVOCATION_REASONS;
+
+/**
+ * Reasons a subscriber or operator may give. CA/AA compromise concern the issuer, not a leaf;
+ * certificateHold and removeFromCRL would make revocation reversible, which we don't offer.
+ */
+const ALLOWED = new Set<number>([0, 1, 3, 4, 5, 9]);
+
+export function reasonCode(name: string): number {
+  if (!Object.hasOwn(REVOCATION_REASONS, name)) {
+    throw new CaError('badRevocationReason', `unknown revocation reason "${name}" (one of: ${allowedReasonNames().join(', ')})`);
+  }
+  const code = REVOCATION_REASONS[name as ReasonName];
+  if (!ALLOWED.has(code)) throw new CaError('badRevocationReason', `revocation reason ${name} is not accepted (one of: ${allowedReasonNames().join(', ')})`);
+  return code;
+}
+
+export function reasonName(code: number): string {
+  return Object.entries(REVOCATION_REASONS).find(([, c]) => c === code)?.[0] ?? String(code);
+}
+
+export function allowedReasonNames(): string[] {
+  return Object.entries(REVOCATION_REASONS)
+    .filter(([, c]) => ALLOWED.has(c))
+    .map(([n]) => n);
+}
+
+export interface Revocation {
+  serial: string;
+  revokedAt: Date;
+  reason: number;
+  issuerId: string;
+}
+
+/**
+ * The one revocation path (ACME revokeCert, `keyward revoke`). A conditional update makes a second
+ * revocation an error that changes nothing; keyCompromise also blocks the public key. The CRL of the
+ * certificate's shard is marked stale and its cached OCSP answer dropped in the same unit of work.
+ */
+export async function revokeCertificate(db: Db, input: { serial: string; reason: number; requester: string }): Promise<Revocation> {
+  if (!ALLOWED.has(input.reason)) {
+    throw new CaError('badRevocationReason', `revocation reason ${input.reason} is not accepted (allowed: ${[...ALLOWED].join(', ')})`);
+  }
+  const serial = normalizeSerial(input.serial);
+  return db.transaction().execute(async (trx) => {
+    const row = await trx
+      .updateTable('certificates')
+      .set({ status: 'revoked', revoked_at: sql<Date>`date_trunc('second', now())`, revocation_reason: input.reason })
+      .where('serial', '=', serial)
+      .where('status', '=', 'valid')
+      .returning(['serial', 'revoked_at', 'issuer_id', 'crl_shard', 'spki_sha256'])
+      .executeTakeFirst();
+    if (!row) {
+      const existing = await trx.selectFrom('certificates').select(['status', 'revoked_at']).where('serial', '=', serial).executeTakeFirst();
+      if (!existing) throw new CaError('notFound', `no certificate with serial ${input.serial}`);
+      throw new CaError('alreadyRevoked', `certificate ${serial} was already revoked at ${existing.revoked_at?.toISOString()}`);
+    }
+    if (input.reason === REVOCATION_REASONS.keyCompromise) {
+      await trx
+        .insertInto('blocked_keys')
+        .values({ spki_sha256: row.spki_sha256, reason: 'keyCompromise', source_serial: serial })
+        .onConflict((oc) => oc.column('spki_sha256').doNothing())
+        .execute();
+    }
+    await trx
+      .insertInto('crls')
+      .values({ issuer_id: row.issuer_id, shard: row.crl_shard, crl_number: 0, der: null, this_update: null, next_update: null, stale_since: sql<Date>`now()` })
+      .onConflict((oc) => oc.columns(['issuer_id', 'shard']).doUpdateSet({ stale_since: sql<Date>`coalesce(crls.stale_since, now())` }))
+      .execute();
+    await trx.deleteFrom('ocsp_responses').where('serial', '=', serial).execute();
+    await appendAudit(trx, {
+      principal: input.requester,
+      action: 'revoke-certificate',
+      outcome: 'success',
+      context: { serial, reason: reasonName(input.reason), issuer: row.issuer_id },
+    });
+    return { serial, revokedAt: row.revoked_at!, reason: input.reason, issuerId: row.issuer_id };
+  });
+}
+
+export async function isKeyBlocked(db: Db, spkiSha256: Uint8Array): Promise<boolean> {
+  const row = await db.selectFrom('blocked_keys').select('reason').where('spki_sha256', '=', spkiSha256).executeTakeFirst();
+  return row !== undefined;
+}
