@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 import { callAdmin } from './cli/admin-client.ts';
+import { features } from './features.ts';
 import type { AppContext } from './context.ts';
 import { listenAdmin } from './http/admin.ts';
 import type { Logger } from './http/log.ts';
@@ -66,6 +67,12 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
   api.use(requestLog(log, 'https'));
   api.route('/', publicApp(ctx));
 
+  const parts = features(ctx, log);
+  for (const part of parts) {
+    part.https?.(api);
+    part.http?.(plain);
+  }
+
   let tls = await issueTlsIdentity(ctx.ca, ctx.config.https.hostnames);
   const https = createHttpsServer({ ...tls.options, minVersion: 'TLSv1.2' }, getRequestListener(api.fetch));
   const http = createHttpServer(getRequestListener(plain.fetch));
@@ -91,6 +98,7 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
   const httpsPort = await listen(https, ctx.config.https.listen);
   const httpPort = await listen(http, ctx.config.http.listen);
   const admin = await listenAdmin(ctx, socket);
+  const stops = parts.map((part) => part.start?.()).filter((stop) => stop !== undefined);
 
   const hostOf = (l: string) => {
     const { host } = splitListen(l);
@@ -106,6 +114,7 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
     close: async () => {
       clearTimeout(renewTimer);
       await Promise.all([closeServer(https), closeServer(http), closeServer(admin)]);
+      await Promise.all(stops.map((stop) => stop()));
     },
   };
 }

@@ -1,3 +1,4 @@
+import type { AcmeTables } from './acme-schema.ts';
 import type { ColumnType, Generated, Insertable, Kysely, Selectable, Transaction } from 'kysely';
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
@@ -180,7 +181,7 @@ export interface OcspResponsesTable {
   status: 'good' | 'revoked';
 }
 
-export interface Database {
+export interface Database extends AcmeTables {
   installation: InstallationTable;
   kms_roots: KmsRootsTable;
   kms_keks: KmsKeksTable;

@@ -1,0 +1,9 @@
+import { acmeFeature } from './acme/feature.ts';
+import type { AppContext } from './context.ts';
+import type { Feature } from './http/feature.ts';
+import type { Logger } from './http/log.ts';
+
+/** Everything `keyward serve` runs besides the health and trust-anchor endpoints. */
+export function features(ctx: AppContext, log: Logger): Feature[] {
+  return [acmeFeature(ctx, log)];
+}

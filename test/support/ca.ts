@@ -1,0 +1,83 @@
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { loadConfig, type Config } from '../../src/config/load.ts';
+import { openContext, type AppContext } from '../../src/context.ts';
+import { createLogger } from '../../src/http/log.ts';
+import { startServer, type RunningServer } from '../../src/server.ts';
+import { createTestStore, type TestStore } from './db.ts';
+
+/** A TCP port that was free a moment ago (good enough on loopback in tests). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface TestCa {
+  store: TestStore;
+  config: Config;
+  configFile: string;
+  ctx: AppContext;
+  server: RunningServer | undefined;
+  /** https://localhost:<port> and http://127.0.0.1:<port> */
+  httpsUrl: string;
+  httpUrl: string;
+  rootPem: string;
+  /** Environment for a child `keyward` process sharing this CA. */
+  env: Record<string, string>;
+  close(): Promise<void>;
+}
+
+export interface TestCaOptions {
+  /** Extra YAML settings merged over the test defaults (listeners, dataDir, database). */
+  settings?: Record<string, unknown>;
+  /** Start the listeners (default true). */
+  serve?: boolean;
+  /** Reuse an existing store (e.g. a second replica on the same database). */
+  store?: TestStore;
+}
+
+/** An initialised CA on a fresh database (PostgreSQL or PGlite), optionally serving on loopback. */
+export async function startTestCa(options: TestCaOptions = {}): Promise<TestCa> {
+  const store = options.store ?? (await createTestStore());
+  const httpsPort = await freePort();
+  const httpPort = await freePort();
+  const settings: Record<string, unknown> = {
+    https: { listen: `127.0.0.1:${httpsPort}`, hostnames: ['localhost', '127.0.0.1'] },
+    http: { listen: `127.0.0.1:${httpPort}` },
+    profilesDir: join(process.cwd(), 'ca-config', 'profiles'),
+    log: { level: 'silent' },
+    ...options.settings,
+  };
+  const configFile = join(store.dataDir, `keyward-${httpsPort}.yaml`);
+  writeFileSync(configFile, stringify(settings));
+  const config = loadConfig({ configFile, dataDir: store.dataDir, env: { ...store.env } });
+  const ctx = await openContext(config, { principal: 'test' });
+  const init = await ctx.ca.init({ organization: config.ca.organization, root: config.ca.root, intermediate: config.ca.intermediate }, 'test');
+  const server = options.serve === false ? undefined : await startServer(ctx, createLogger('silent'));
+  const { toPem } = await import('../../src/ca/pem.ts');
+  return {
+    store,
+    config,
+    configFile,
+    ctx,
+    server,
+    httpsUrl: config.httpsBaseUrl,
+    httpUrl: config.httpBaseUrl,
+    rootPem: toPem(init.root.certificate),
+    env: { ...store.env, KEYWARD_CONFIG: configFile },
+    close: async () => {
+      await server?.close();
+      await ctx.close();
+      if (!options.store) await store.cleanup();
+    },
+  };
+}
