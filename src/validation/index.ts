@@ -1,0 +1,66 @@
+/**
+ * Proving control of an identifier: the three ACME challenge checks, CAA, and the DNS resolver
+ * they share. Checks report failures as ACME problems and never throw for anything the
+ * applicant's network did; a thrown error means a bug on our side (serverInternal).
+ */
+import { checkDns01 } from './dns01.ts';
+import { checkHttp01 } from './http01.ts';
+import type { DnsResolver } from './resolver.ts';
+import { checkTlsAlpn01 } from './tlsalpn01.ts';
+import { failure, type ChallengeKind, type Identifier, type ValidationConfig, type ValidationOutcome } from './types.ts';
+
+export type {
+  ChallengeKind,
+  Identifier,
+  ValidationConfig,
+  ValidationOutcome,
+  ValidationProblem,
+  ValidationProblemType,
+} from './types.ts';
+export { defaultValidationConfig } from './types.ts';
+export {
+  createDnsResolver,
+  resolverForConfig,
+  DnsLookupError,
+  type CaaRecord,
+  type DnsFailureKind,
+  type DnsResolver,
+  type DnsResolverOptions,
+} from './resolver.ts';
+export { checkHttp01 } from './http01.ts';
+export { checkDns01, dns01Digest } from './dns01.ts';
+export { checkTlsAlpn01, verifyAcmeTlsCertificate, ACME_TLS_ALPN, ACME_IDENTIFIER_OID } from './tlsalpn01.ts';
+export { checkCaa, parseIssueValue, type CaaCheckOptions, type IssueValue } from './caa.ts';
+export { reverseDnsName } from './identifier.ts';
+
+/** Which challenge types may prove control of an identifier (RFC 8738 §7; wildcards: DNS only). */
+export function challengeKindsFor(id: Identifier): ChallengeKind[] {
+  if (id.type === 'ip') return ['http-01', 'tls-alpn-01'];
+  if (id.value.startsWith('*.')) return ['dns-01'];
+  return ['http-01', 'dns-01', 'tls-alpn-01'];
+}
+
+export async function validateChallenge(
+  kind: ChallengeKind,
+  id: Identifier,
+  token: string,
+  keyAuthorization: string,
+  cfg: ValidationConfig,
+  resolver: DnsResolver,
+): Promise<ValidationOutcome> {
+  if (!challengeKindsFor(id).includes(kind)) {
+    return failure('malformed', `${kind} cannot validate ${id.type} identifier ${id.value}`);
+  }
+  switch (kind) {
+    case 'http-01':
+      return checkHttp01(id, token, keyAuthorization, cfg, resolver);
+    case 'dns-01':
+      return checkDns01(id, keyAuthorization, cfg, resolver);
+    case 'tls-alpn-01':
+      return checkTlsAlpn01(id, keyAuthorization, cfg, resolver);
+    default: {
+      const unknown: never = kind;
+      return failure('malformed', `Unsupported challenge type ${String(unknown)}`);
+    }
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * DNS look-ups for validation, injected into every check so tests can aim them at a local server.
+ *
+ * Built on node's c-ares `Resolver` rather than `dns.lookup`: c-ares queries the configured server
+ * directly and never reads /etc/hosts or nsswitch, so a validation sees exactly what DNS says.
+ * c-ares accepts `host:port` servers (any port), and retries truncated UDP answers over TCP itself.
+ */
+import { promises as dns, type CaaRecord as NodeCaaRecord } from 'node:dns';
+import type { ValidationConfig } from './types.ts';
+
+export type DnsFailureKind = 'NXDOMAIN' | 'SERVFAIL' | 'REFUSED' | 'TIMEOUT' | 'ERROR';
+
+/** A look-up that produced no usable answer. An empty answer (NODATA) is not an error. */
+export class DnsLookupError extends Error {
+  override readonly name = 'DnsLookupError';
+  constructor(
+    readonly kind: DnsFailureKind,
+    readonly rrtype: string,
+    readonly query: string,
+    /** The resolver's own code when `kind` is `ERROR` (e.g. `ECONNREFUSED`, `EBADRESP`). */
+    readonly code?: string,
+  ) {
+    super(`${describeKind(kind, code)} looking up ${rrtype} for ${query}`);
+  }
+}
+
+/** RCODE names read as DNS people know them; the other two are not RCODEs, so they are spelled out. */
+function describeKind(kind: DnsFailureKind, code: string | undefined): string {
+  if (kind === 'TIMEOUT') return 'Timeout';
+  if (kind === 'ERROR') return `DNS error${code ? ` (${code})` : ''}`;
+  return kind;
+}
+
+export interface CaaRecord {
+  /** The flags octet; bit 7 (128) is the issuer-critical flag. */
+  flags: number;
+  /** Lower-cased: property tags match case-insensitively (RFC 8659 §4.1). */
+  tag: string;
+  value: string;
+}
+
+/**
+ * The look-ups validation needs. Every method returns `[]` for NODATA and throws `DnsLookupError`
+ * for NXDOMAIN, server failures and timeouts, so callers decide what an absent name means.
+ * Record sets reached through a CNAME chain are returned as if they were the name's own.
+ */
+export interface DnsResolver {
+  resolveA(name: string): Promise<string[]>;
+  resolveAAAA(name: string): Promise<string[]>;
+  /** Each record's character-strings, unjoined. */
+  resolveTxt(name: string): Promise<string[][]>;
+  resolveCname(name: string): Promise<string[]>;
+  resolveCaa(name: string): Promise<CaaRecord[]>;
+}
+
+export interface DnsResolverOptions {
+  /** `host:port` or `[v6]:port`; undefined = the servers in the system's resolver configuration. */
+  server?: string;
+  /** Bound for one query, retries included. */
+  timeoutMs?: number;
+}
+
+const DEFAULT_QUERY_TIMEOUT_MS = 5_000;
+
+export function resolverForConfig(cfg: Pick<ValidationConfig, 'dnsResolver' | 'timeoutMs'>): DnsResolver {
+  return createDnsResolver({
+    ...(cfg.dnsResolver !== undefined ? { server: cfg.dnsResolver } : {}),
+    timeoutMs: cfg.timeoutMs,
+  });
+}
+
+export function createDnsResolver(opts: DnsResolverOptions = {}): DnsResolver {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
+  // One c-ares channel per query: `cancel()` is per channel, so a query that hits our deadline
+  // can be abandoned without cancelling unrelated queries running in parallel (CAA climbs).
+  const channel = (): dns.Resolver => {
+    // c-ares doubles the per-try timeout on each retry: t + 2t fits in timeoutMs.
+    const r = new dns.Resolver({ timeout: Math.max(50, Math.floor(timeoutMs / 3)), tries: 2 });
+    if (opts.server !== undefined) r.setServers([opts.server]);
+    return r;
+  };
+
+  if (opts.server !== undefined) {
+    // Fail at construction, not at the first validation, when the configured server is unusable.
+    try {
+      channel();
+    } catch (err) {
+      throw new Error(`dnsResolver must be 'ip:port' or '[ipv6]:port', got ${JSON.stringify(opts.server)}`, {
+        cause: err,
+      });
+    }
+  }
+
+  async function run<T>(rrtype: string, name: string, q: (r: dns.Resolver) => Promise<T>, empty: T): Promise<T> {
+    const r = channel();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        r.cancel();
+        reject(new DnsLookupError('TIMEOUT', rrtype, name));
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([q(r), deadline]);
+    } catch (err) {
+      if (err instanceof DnsLookupError) throw err;
+      const code = (err as NodeJS.ErrnoException | undefined)?.code;
+      if (code === dns.NODATA) return empty;
+      throw new DnsLookupError(kindOf(code), rrtype, name, code);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  return {
+    resolveA: (name) => run('A', name, (r) => r.resolve4(name), []),
+    resolveAAAA: (name) => run('AAAA', name, (r) => r.resolve6(name), []),
+    resolveTxt: (name) => run('TXT', name, (r) => r.resolveTxt(name), []),
+    resolveCname: (name) => run('CNAME', name, (r) => r.resolveCname(name), []),
+    resolveCaa: async (name) => (await run('CAA', name, (r) => r.resolveCaa(name), [])).map(toCaaRecord),
+  };
+}
+
+function kindOf(code: string | undefined): DnsFailureKind {
+  switch (code) {
+    case dns.NOTFOUND:
+      return 'NXDOMAIN';
+    case dns.SERVFAIL:
+      return 'SERVFAIL';
+    case dns.REFUSED:
+      return 'REFUSED';
+    case dns.TIMEOUT:
+    case dns.CANCELLED:
+      return 'TIMEOUT';
+    default:
+      return 'ERROR';
+  }
+}
+
+/**
+ * Node reports a CAA record as `{ critical: flags, <tag>: value }`. A record whose tag is itself
+ * "critical" overwrites the flags with its value, so the real flags are lost; such a record is
+ * reported as an unknown critical property, which refuses issuance rather than guessing.
+ */
+function toCaaRecord(rec: NodeCaaRecord): CaaRecord {
+  const entries = Object.entries(rec as unknown as Record<string, unknown>);
+  const flags = rec.critical as unknown;
+  const prop = entries.find(([k]) => k !== 'critical');
+  if (typeof flags !== 'number' || !prop) {
+    return { flags: 128, tag: 'critical', value: typeof flags === 'string' ? flags : '' };
+  }
+  return { flags, tag: prop[0].toLowerCase(), value: String(prop[1]) };
+}
