@@ -1,0 +1,62 @@
+// @peculiar/x509 needs the Reflect metadata API before it is first imported.
+import 'reflect-metadata';
+import { randomBytes, sign } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { createLeafBuilder, serialNumberContent, type LeafSpec } from '../src/ca/cert-builder.ts';
+import { formatTable, measure, type Measurement } from './measure.ts';
+import { signingFixture } from './sign-fixtures.ts';
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 2);
+const fixture = await signingFixture();
+const builder = createLeafBuilder(fixture.issuer);
+const issuerCert = new x509.X509Certificate(new Uint8Array(fixture.issuer.certificate));
+const issuerKeyId = issuerCert.getExtension(x509.SubjectKeyIdentifierExtension)!.keyId;
+
+/** The leaf our builder makes, through X509CertificateGenerator: the same extensions, built per certificate. */
+async function generatorLeaf(spec: LeafSpec): Promise<x509.X509Certificate> {
+  const publicKey = new x509.PublicKey(new Uint8Array(spec.subjectPublicKeyInfo));
+  return x509.X509CertificateGenerator.create({
+    serialNumber: Buffer.from(serialNumberContent(spec.serial)).toString('hex'),
+    subject: new x509.Name([{ CN: [{ utf8String: spec.commonName! }] }]),
+    issuer: issuerCert.subjectName,
+    notBefore: spec.notBefore,
+    notAfter: spec.notAfter,
+    publicKey,
+    signingKey: fixture.issuerKeys.privateKey,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension(spec.extKeyUsages),
+      await x509.SubjectKeyIdentifierExtension.create(publicKey),
+      new x509.AuthorityKeyIdentifierExtension(issuerKeyId),
+      new x509.SubjectAlternativeNameExtension([
+        ...spec.sans.dns.map((value) => ({ type: 'dns' as const, value })),
+        ...spec.sans.ip.map((value) => ({ type: 'ip' as const, value })),
+        ...spec.sans.uri.map((value) => ({ type: 'url' as const, value })),
+      ]),
+      new x509.CRLDistributionPointsExtension([spec.crlDistributionPoint!]),
+      new x509.AuthorityInfoAccessExtension({ ocsp: [spec.ocspUrl!], caIssuers: [spec.caIssuersUrl!] }),
+    ],
+  });
+}
+
+// A TBSCertificate-sized message, so the raw row signs what a certificate costs to sign.
+const tbsSized = builder.tbs(fixture.leafSpec());
+const message = randomBytes(tbsSized.length);
+
+const rows: Measurement[] = [];
+rows.push(await measure('P-256 sign (node:crypto)', () => sign('sha256', message, fixture.issuerPrivateKey), { seconds }));
+rows.push(await measure('X509CertificateGenerator.create', () => generatorLeaf(fixture.leafSpec()), { seconds }));
+rows.push(await measure('createLeafBuilder().build', () => builder.build(fixture.leafSpec()), { seconds }));
+rows.push(await measure('createLeafBuilder().tbs (no signing)', () => builder.tbs(fixture.leafSpec()), { seconds }));
+// Rows for the signing core with the database go here, e.g.
+//   rows.push(await measure('CertificateAuthority.issue (PGlite)', () => ca.issue(request), { seconds, concurrency: 8 }));
+
+console.log(`Leaf: P-256 issuer, P-256 subject, ${tbsSized.length}-byte TBSCertificate; ${seconds} s per row; node ${process.version}\n`);
+console.log(formatTable(rows, 'X509CertificateGenerator.create'));
+const byName = (n: string): number => rows.find((r) => r.name === n)!.opsPerSecond;
+const ratio = byName('createLeafBuilder().build') / byName('X509CertificateGenerator.create');
+const ofRaw = byName('createLeafBuilder().build') / byName('P-256 sign (node:crypto)');
+console.log(`\nbuilder / generator: ${ratio.toFixed(1)}× (target ≥ 20×) ${ratio >= 20 ? 'OK' : 'BELOW TARGET'}`);
+console.log(`builder / raw signature: ${(ofRaw * 100).toFixed(0)}% of the raw signing rate`);

@@ -1,0 +1,179 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestStore, type TestStore } from '../support/db.ts';
+import { keyward } from '../support/cli.ts';
+import { opensslCsr, opensslText, opensslVerify } from '../support/openssl.ts';
+
+// The newcomer's path through the real command line: init, issue from a CSR, inspect.
+describe('keyward CLI: init, issue, certs', () => {
+  let store: TestStore;
+  let env: Record<string, string>;
+  let rootPem: string;
+
+  beforeAll(async () => {
+    store = await createTestStore();
+    env = store.env;
+  });
+  afterAll(async () => store.cleanup());
+
+  async function certCount(): Promise<number> {
+    const r = await keyward(['certs', 'list', '--json', '--limit', '1000'], env);
+    expect(r.code, r.stderr).toBe(0);
+    return (JSON.parse(r.stdout) as unknown[]).length;
+  }
+
+  it('init creates a root and an intermediate, and a second init changes nothing', async () => {
+    const first = await keyward(['init', '--json'], env);
+    expect(first.code, first.stderr).toBe(0);
+    const created = JSON.parse(first.stdout);
+    expect(created.created).toBe(true);
+    expect(created.root.subject).toContain('Keyward Root CA');
+
+    const second = await keyward(['init'], env);
+    expect(second.code).toBe(0);
+    expect(second.stdout).toContain('already exists; nothing changed');
+    expect(second.stdout).toContain(created.root.sha256Fingerprint);
+
+    const handle = await store.open();
+    try {
+      const roots = await handle.db.selectFrom('issuers').select(['kind', 'certificate']).execute();
+      expect(roots.map((r) => r.kind).sort()).toEqual(['intermediate', 'root']);
+      const { toPem } = await import('../../src/ca/pem.ts');
+      rootPem = toPem(roots.find((r) => r.kind === 'root')!.certificate);
+    } finally {
+      await handle.close();
+    }
+    expect(opensslText(rootPem)).toMatch(/CA:TRUE/);
+  });
+
+  it('issue prints a chain, leaf first, that openssl verifies against the root', async () => {
+    const { csrPem, dir } = opensslCsr({ san: 'DNS:app.internal,DNS:www.app.internal,IP:10.1.2.3' });
+    const csrFile = join(dir, 'req.csr');
+    const r = await keyward(['issue', '--csr', csrFile], env);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/Issued serial [0-9a-f]{32}/);
+    const verified = opensslVerify(rootPem, r.stdout);
+    expect(verified.ok, verified.output).toBe(true);
+    const text = opensslText(r.stdout);
+    expect(text).toContain('DNS:app.internal, DNS:www.app.internal, IP Address:10.1.2.3');
+    expect(text).toContain('TLS Web Server Authentication');
+    expect(text).not.toContain('TLS Web Client Authentication');
+    expect(csrPem).toContain('CERTIFICATE REQUEST');
+  });
+
+  it('the mtls profile adds clientAuth and --ttl sets the lifetime; certs show finds it', async () => {
+    const { dir } = opensslCsr({ keyArgs: ['-newkey', 'rsa:2048'], san: 'DNS:svc.internal,URI:spiffe://prod.example/ns/pay/sa/api' });
+    const r = await keyward(['issue', '--csr', join(dir, 'req.csr'), '--profile', 'mtls', '--ttl', '2h', '--json'], env);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    const lifetime = Date.parse(out.notAfter) - Date.parse(out.notBefore);
+    expect(lifetime).toBe(2 * 3600_000 + 60_000);
+    const text = opensslText(out.chainPem);
+    expect(text).toContain('TLS Web Client Authentication');
+    expect(text).toContain('URI:spiffe://prod.example/ns/pay/sa/api');
+    expect(text).toMatch(/Key Encipherment/);
+
+    const show = await keyward(['certs', 'show', out.serial, '--json'], env);
+    expect(show.code, show.stderr).toBe(0);
+    const detail = JSON.parse(show.stdout);
+    expect(detail.serial).toBe(out.serial);
+    expect(detail.profile).toBe('mtls');
+    expect(detail.sans.uri).toEqual(['spiffe://prod.example/ns/pay/sa/api']);
+  });
+
+  it('default lifetime is 24 hours, back-dated one minute', async () => {
+    const { dir } = opensslCsr({ san: 'DNS:short.internal' });
+    const r = await keyward(['issue', '--csr', join(dir, 'req.csr'), '--json'], env);
+    const out = JSON.parse(r.stdout);
+    expect(Date.parse(out.notAfter) - Date.parse(out.notBefore)).toBe(24 * 3600_000 + 60_000);
+  });
+
+  const refusals: Array<{ name: string; csr: () => string; args?: string[]; message: RegExp }> = [
+    {
+      name: 'a CSR whose signature does not verify',
+      csr: () => {
+        const { csrPem, dir } = opensslCsr({ san: 'DNS:tampered.internal' });
+        const der = Buffer.from(csrPem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''), 'base64');
+        der[der.length - 5] = der[der.length - 5]! ^ 0xff;
+        const file = join(dir, 'bad.csr');
+        writeFileSync(file, `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`);
+        return file;
+      },
+      message: /badCSR: .*signature/i,
+    },
+    {
+      name: 'an RSA key below 2048 bits',
+      csr: () => join(opensslCsr({ keyArgs: ['-newkey', 'rsa:1024'], san: 'DNS:weak.internal' }).dir, 'req.csr'),
+      message: /badPublicKey: .*1024/,
+    },
+    {
+      name: 'an unsupported curve',
+      csr: () => join(opensslCsr({ keyArgs: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp256k1'], san: 'DNS:k1.internal' }).dir, 'req.csr'),
+      message: /badPublicKey: .*curve/i,
+    },
+    {
+      name: 'a name type the profile does not allow',
+      csr: () => join(opensslCsr({ san: 'DNS:a.internal,email:ops@example.com' }).dir, 'req.csr'),
+      message: /rejectedIdentifier: .*email/,
+    },
+    {
+      name: 'a lifetime above the profile maximum',
+      csr: () => join(opensslCsr({ san: 'DNS:long.internal' }).dir, 'req.csr'),
+      args: ['--ttl', '91d'],
+      message: /exceeds profile tls-server's maximum/,
+    },
+    {
+      name: 'an unknown profile',
+      csr: () => join(opensslCsr({ san: 'DNS:p.internal' }).dir, 'req.csr'),
+      args: ['--profile', 'nope'],
+      message: /unknown profile "nope"/,
+    },
+    {
+      name: 'a file that is not a CSR',
+      csr: () => {
+        const { dir } = opensslCsr();
+        writeFileSync(join(dir, 'junk.csr'), 'hello');
+        return join(dir, 'junk.csr');
+      },
+      message: /badCSR/,
+    },
+  ];
+
+  for (const refusal of refusals) {
+    it(`refuses ${refusal.name} and stores nothing`, async () => {
+      const before = await certCount();
+      const r = await keyward(['issue', '--csr', refusal.csr(), ...(refusal.args ?? [])], env);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(refusal.message);
+      expect(r.stdout).toBe('');
+      expect(await certCount()).toBe(before);
+    });
+  }
+
+  it('names the option when the command line is wrong', async () => {
+    const r = await keyward(['issue', '--csr', '/nonexistent.csr'], env);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--csr: cannot read /nonexistent.csr (ENOENT)');
+    const t = await keyward(['issue', '--csr', '/nonexistent.csr', '--ttl', 'soon'], env);
+    expect(t.code).toBe(2);
+  });
+
+  it('every certificate it printed is in the database, and the audit chain is intact', async () => {
+    const handle = await store.open();
+    try {
+      const certs = await handle.db.selectFrom('certificates').select(['serial']).execute();
+      const reservations = await handle.db.selectFrom('serial_reservations').select(['serial', 'status']).execute();
+      expect(certs.length).toBeGreaterThanOrEqual(3);
+      // Serial first: every stored certificate had a reservation, now marked issued.
+      for (const c of certs) expect(reservations.find((r) => r.serial === c.serial)?.status).toBe('issued');
+      const events = await handle.db.selectFrom('audit_events').select(['action', 'context']).where('action', '=', 'sign-certificate').execute();
+      for (const c of certs) expect(events.some((e) => (e.context as Record<string, string>).serial === c.serial)).toBe(true);
+    } finally {
+      await handle.close();
+    }
+    const audit = await keyward(['audit', 'verify', '--json'], env);
+    expect(audit.code, audit.stderr).toBe(0);
+    expect(JSON.parse(audit.stdout)).toMatchObject({ ok: true });
+  });
+});
