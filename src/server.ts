@@ -55,7 +55,7 @@ export function adminSocketPath(dataDir: string): string {
  */
 export async function startServer(ctx: AppContext, log: Logger): Promise<RunningServer> {
   const socket = adminSocketPath(ctx.config.dataDir);
-  if (ctx.database.kind === 'embedded' && existsSync(socket) && (await callAdmin(socket, 'issuers', {}).catch(() => undefined))) {
+  if (ctx.database.kind === 'embedded' && existsSync(socket) && (await callAdmin(socket, 'ca.issuers', {}).catch(() => undefined))) {
     throw new Error(`another keyward serve is already running on ${ctx.config.dataDir}`);
   }
 

@@ -2,7 +2,7 @@ import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
-import { remoteCommands, type RemoteCommandName } from '../cli/commands.ts';
+import { commandsByName } from '../cli/registry.ts';
 import type { AppContext } from '../context.ts';
 import { describeError } from './errors.ts';
 
@@ -16,7 +16,8 @@ export function adminApp(ctx: AppContext): Hono {
   const app = new Hono();
   app.post('/v1/:command', async (c) => {
     const name = c.req.param('command');
-    if (!Object.hasOwn(remoteCommands, name)) return c.json({ error: { code: 'NotFound', message: `unknown command ${name}` } }, 404);
+    const command = commandsByName.get(name);
+    if (!command) return c.json({ error: { code: 'NotFound', message: `unknown command ${name}` } }, 404);
     const body = await c.req.text();
     if (body.length > MAX_BODY) return c.json({ error: { code: 'InvalidInput', message: 'request too large' } }, 413);
     let input: unknown;
@@ -26,8 +27,7 @@ export function adminApp(ctx: AppContext): Hono {
       return c.json({ error: { code: 'InvalidInput', message: 'the request body is not JSON' } }, 400);
     }
     try {
-      const run = remoteCommands[name as RemoteCommandName] as (ctx: AppContext, input: unknown) => Promise<unknown>;
-      return c.json({ result: await run(ctx, input) });
+      return c.json({ result: await command.run(ctx, input as never) });
     } catch (err) {
       const { status, code, message } = describeError(err);
       return c.json({ error: { code, message } }, status as 400);

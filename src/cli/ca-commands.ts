@@ -1,0 +1,207 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parseDuration } from '../config/duration.ts';
+import { parseCsr } from '../ca/csr.ts';
+import { toPem } from '../ca/pem.ts';
+import { x509 } from '../ca/x509.ts';
+import type { CertificateRow, IssuerRow, SanSet } from '../db/schema.ts';
+import { verifyAudit, type AuditVerification } from '../kms/index.ts';
+import { defineCommand, requireString, UsageError, type CliCommand } from './command.ts';
+
+export interface IssuerSummary {
+  id: string;
+  kind: string;
+  subject: string;
+  notBefore: string;
+  notAfter: string;
+  sha256Fingerprint: string;
+}
+
+export interface CertificateSummary {
+  serial: string;
+  issuerId: string;
+  commonName: string | null;
+  sans: SanSet;
+  profile: string;
+  notBefore: string;
+  notAfter: string;
+  status: string;
+  revokedAt: string | null;
+  revocationReason: number | null;
+  requester: string;
+}
+
+export function fingerprint(der: Uint8Array): string {
+  return createHash('sha256').update(der).digest('hex').toUpperCase().match(/../g)!.join(':');
+}
+
+export function issuerSummary(row: IssuerRow): IssuerSummary {
+  return {
+    id: row.id,
+    kind: row.kind,
+    subject: row.subject,
+    notBefore: row.not_before.toISOString(),
+    notAfter: row.not_after.toISOString(),
+    sha256Fingerprint: fingerprint(row.certificate),
+  };
+}
+
+export function certificateSummary(row: CertificateRow): CertificateSummary {
+  return {
+    serial: row.serial,
+    issuerId: row.issuer_id,
+    commonName: row.common_name,
+    sans: row.sans,
+    profile: row.profile,
+    notBefore: row.not_before.toISOString(),
+    notAfter: row.not_after.toISOString(),
+    status: row.status,
+    revokedAt: row.revoked_at?.toISOString() ?? null,
+    revocationReason: row.revocation_reason,
+    requester: row.requester,
+  };
+}
+
+export interface InitOutput {
+  created: boolean;
+  root: IssuerSummary;
+  intermediate: IssuerSummary;
+}
+
+export function describeInit(out: InitOutput): string {
+  const head = out.created ? 'Created a new CA.' : 'The CA already exists; nothing changed.';
+  return `${head}
+  root          ${out.root.subject}
+                SHA-256 ${out.root.sha256Fingerprint}
+                valid until ${out.root.notAfter}
+  intermediate  ${out.intermediate.subject} (issuer id ${out.intermediate.id})
+                valid until ${out.intermediate.notAfter}
+`;
+}
+
+export const initCommand = defineCommand<object, InitOutput>({
+  path: ['init'],
+  usage: 'init',
+  summary: 'create the root and intermediate CA (does nothing if they exist)',
+  input: () => ({}),
+  run: async (ctx, input) => {
+    const { ca } = ctx.config;
+    const result = await ctx.ca.init({ organization: ca.organization, root: ca.root, intermediate: ca.intermediate }, input.principal);
+    return { created: result.created, root: issuerSummary(result.root), intermediate: issuerSummary(result.intermediate) };
+  },
+  format: describeInit,
+});
+
+interface IssueOutput {
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  profile: string;
+  chainPem: string;
+}
+
+const issueCommand = defineCommand<{ csr: string; profile?: string; ttlMs?: number }, IssueOutput>({
+  path: ['issue'],
+  usage: 'issue --csr FILE [--profile P] [--ttl 24h]',
+  summary: 'sign a CSR; prints the chain as PEM, leaf first',
+  options: { csr: { type: 'string' }, profile: { type: 'string' }, ttl: { type: 'string' } },
+  input: (values) => {
+    const file = requireString(values, 'csr', 'issue');
+    let csr: string;
+    try {
+      csr = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new UsageError(`--csr: cannot read ${file} (${(err as NodeJS.ErrnoException).code})`);
+    }
+    let ttlMs: number | undefined;
+    try {
+      ttlMs = typeof values.ttl === 'string' ? parseDuration(values.ttl) : undefined;
+    } catch (err) {
+      throw new UsageError(`--ttl: ${(err as Error).message}`);
+    }
+    return { csr, profile: values.profile as string | undefined, ttlMs };
+  },
+  run: async (ctx, input) => {
+    const csr = parseCsr(input.csr);
+    const profile = input.profile ?? 'tls-server';
+    const issued = await ctx.ca.issue({
+      subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
+      keyType: csr.keyType,
+      rsaBits: csr.rsaBits,
+      commonName: csr.commonName,
+      sans: csr.sans,
+      profile,
+      lifetimeMs: input.ttlMs,
+      requester: input.principal,
+    });
+    return { serial: issued.serial, notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), profile, chainPem: issued.chainPem };
+  },
+  format: (out) => {
+    process.stderr.write(`Issued serial ${out.serial} (profile ${out.profile}), valid until ${out.notAfter}.\n`);
+    return out.chainPem;
+  },
+});
+
+function certLine(c: CertificateSummary): string {
+  const names = [...c.sans.dns, ...c.sans.ip, ...c.sans.uri, ...c.sans.email].join(',');
+  return `${c.serial}  ${c.status.padEnd(7)}  ${c.notAfter}  ${c.profile.padEnd(10)}  ${names}`;
+}
+
+const certsListCommand = defineCommand<{ status?: 'valid' | 'revoked'; limit?: number }, CertificateSummary[]>({
+  path: ['certs', 'list'],
+  usage: 'certs list [--status valid|revoked] [--limit N]',
+  summary: 'list issued certificates, newest first',
+  options: { status: { type: 'string' }, limit: { type: 'string' } },
+  input: (values) => {
+    const status = values.status;
+    if (status !== undefined && status !== 'valid' && status !== 'revoked') throw new UsageError('--status must be valid or revoked');
+    const limit = values.limit === undefined ? undefined : Number(values.limit);
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new UsageError('--limit must be a positive whole number');
+    return { status, limit };
+  },
+  run: async (ctx, input) => (await ctx.ca.certificates(input)).map(certificateSummary),
+  format: (out) => (out.length ? out.map(certLine).join('\n') + '\n' : 'No certificates.\n'),
+});
+
+interface CertificateDetail extends CertificateSummary {
+  pem: string;
+  text: string;
+}
+
+const certsShowCommand = defineCommand<{ serial: string }, CertificateDetail>({
+  path: ['certs', 'show'],
+  usage: 'certs show SERIAL',
+  summary: 'show one certificate',
+  input: (_values, positionals) => {
+    if (!positionals[0]) throw new UsageError('certs show needs a SERIAL');
+    return { serial: positionals[0] };
+  },
+  run: async (ctx, input) => {
+    const row = await ctx.ca.certificate(input.serial);
+    const cert = new x509.X509Certificate(new Uint8Array(row.der));
+    return { ...certificateSummary(row), pem: toPem(row.der), text: cert.toString('text') };
+  },
+  format: (out) => `${out.text}\n${out.pem}`,
+});
+
+const issuersCommand = defineCommand<object, IssuerSummary[]>({
+  path: ['ca', 'issuers'],
+  usage: 'ca issuers',
+  summary: 'list the CA certificates',
+  input: () => ({}),
+  run: async (ctx) => (await ctx.ca.issuers()).map(issuerSummary),
+  format: (out) => out.map((i) => `${i.id}  ${i.kind.padEnd(12)}  ${i.notAfter}  ${i.subject}\n`).join(''),
+});
+
+const auditVerifyCommand = defineCommand<object, AuditVerification>({
+  path: ['audit', 'verify'],
+  usage: 'audit verify',
+  summary: "check the audit log's hash chain",
+  input: () => ({}),
+  run: async (ctx) => verifyAudit(ctx.database.db),
+  format: (out) =>
+    out.ok ? `The audit log is intact: ${out.events} events.\n` : `The audit log is broken at event ${out.firstBad!.seq}: ${out.firstBad!.detail} (${out.firstBad!.problem}).\n`,
+  exitCode: (out) => (out.ok ? 0 : 1),
+});
+
+export const caCommands: CliCommand[] = [initCommand, issueCommand, certsListCommand, certsShowCommand, issuersCommand, auditVerifyCommand];

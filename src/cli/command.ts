@@ -1,0 +1,42 @@
+import type { ParseArgsConfig } from 'node:util';
+import type { AppContext } from '../context.ts';
+
+export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
+export type OptionValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+/** A mistake on the command line: exit status 2, with the usage text. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/**
+ * One CLI command. `input` runs in the CLI process (it may read files); `run` runs wherever the
+ * database is: in-process, or inside a running server through its admin socket, so input and
+ * output are plain JSON. `format` renders the output for people; `--json` prints it as is.
+ */
+export interface CliCommand<I extends object = object, O = unknown> {
+  /** Words that name it, e.g. ['certs', 'list']. */
+  path: string[];
+  usage: string;
+  summary: string;
+  options?: OptionSpec;
+  input(values: OptionValues, positionals: string[]): I | Promise<I>;
+  run(ctx: AppContext, input: I & { principal: string }): Promise<O>;
+  format(output: O): string;
+  /** Exit status for an output, when not 0 (e.g. a failed verification). */
+  exitCode?(output: O): number;
+}
+
+export function defineCommand<I extends object, O>(command: CliCommand<I, O>): CliCommand {
+  return command as unknown as CliCommand;
+}
+
+export function commandName(command: Pick<CliCommand, 'path'>): string {
+  return command.path.join('.');
+}
+
+export function requireString(values: OptionValues, name: string, what: string): string {
+  const v = values[name];
+  if (typeof v !== 'string' || v.length === 0) throw new UsageError(`${what} needs --${name}`);
+  return v;
+}
