@@ -140,6 +140,12 @@ export async function startTestDnsServer(): Promise<TestDnsServer> {
       const failure = failureFor(name, type);
       if (failure === 'TIMEOUT') return { drop: true };
       if (failure) return { drop: false, rcode: RCODE[failure], answers: [] };
+      // Every two-label name with records below it is a zone apex here, so clients that look for
+      // the zone (lego's dns-01 solver asks for the SOA) find one.
+      if (type === 'SOA' && name.split('.').length === 2 && exists(name)) {
+        const soa = { mname: `ns.${name}`, rname: `hostmaster.${name}`, serial: 1, refresh: 60, retry: 60, expire: 600, minimum: 1 };
+        return { drop: false, rcode: 0, answers: [{ type: 'SOA', name, ttl: TTL, data: soa }] };
+      }
       const rec = zone.get(name);
       if (!rec) return { drop: false, rcode: exists(name) ? 0 : NXDOMAIN, answers };
       if (rec.cname !== undefined) {

@@ -1,0 +1,173 @@
+import { execFile } from 'node:child_process';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../support/ca.ts';
+import { keyward, keywardServe } from '../support/cli.ts';
+import { createTestStore, type TestStore } from '../support/db.ts';
+import { startTestDnsServer, type TestDnsServer } from '../support/dns-server.ts';
+import { opensslText, opensslVerify, tempDir } from '../support/openssl.ts';
+
+const run = promisify(execFile);
+
+interface Outcome {
+  code: number;
+  output: string;
+}
+
+async function client(cmd: string, args: string[], env: Record<string, string>): Promise<Outcome> {
+  try {
+    const { stdout, stderr } = await run(cmd, args, { env: { ...process.env, ...env }, timeout: 180_000, maxBuffer: 16 * 1024 * 1024 });
+    return { code: 0, output: stdout + stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : 1, output: `${e.stdout ?? ''}${e.stderr ?? ''}` };
+  }
+}
+
+function serialOf(pem: string): string {
+  const m = /Serial Number:\s*\n?\s*([0-9a-f:]+)/i.exec(opensslText(pem));
+  return m![1]!.replace(/:/g, '').toLowerCase().replace(/^0+/, '');
+}
+
+// certbot and lego from Debian, unmodified, against `keyward serve`: register, issue over http-01
+// and dns-01, renew, revoke. Names resolve through a test DNS server to 127.0.0.1.
+describe('real ACME clients', () => {
+  let store: TestStore;
+  let dns: TestDnsServer;
+  let control: Server;
+  let controlPort: number;
+  let serve: Awaited<ReturnType<typeof keywardServe>>;
+  let env: Record<string, string>;
+  let directory: string;
+  let rootFile: string;
+  let rootPem: string;
+  let challengePort: number;
+  const work = tempDir('kw-interop-');
+
+  beforeAll(async () => {
+    store = await createTestStore();
+    dns = await startTestDnsServer();
+    for (const name of ['certbot-http.test', 'certbot-dns.test', 'lego-http.test', 'lego-dns.test']) dns.setA(name, '127.0.0.1');
+    // Hooks of the clients publish TXT records through this endpoint.
+    control = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      const name = url.searchParams.get('name')!.replace(/\.$/, '');
+      const value = url.searchParams.get('value');
+      if (url.pathname === '/present' && value) dns.setTxt(name, [value]);
+      else dns.clear(name);
+      res.end('ok');
+    });
+    controlPort = await new Promise<number>((resolve) => control.listen(0, '127.0.0.1', () => resolve((control.address() as { port: number }).port)));
+
+    const httpsPort = await freePort();
+    const httpPort = await freePort();
+    challengePort = await freePort();
+    const configFile = join(store.dataDir, 'keyward.yaml');
+    writeFileSync(
+      configFile,
+      [
+        `https: { listen: "127.0.0.1:${httpsPort}", hostnames: [localhost] }`,
+        `http: { listen: "127.0.0.1:${httpPort}" }`,
+        `validation: { httpPort: ${challengePort}, dnsResolver: "${dns.address}", retryFor: 30s, timeout: 5s }`,
+        'log: { level: warn }',
+      ].join('\n'),
+    );
+    env = { ...store.env, KEYWARD_CONFIG: configFile };
+    serve = await keywardServe([], env);
+    directory = `https://localhost:${httpsPort}/acme/directory`;
+    rootPem = await (await fetch(`http://127.0.0.1:${httpPort}/roots.pem`)).text();
+    rootFile = join(work, 'root.pem');
+    writeFileSync(rootFile, rootPem);
+    const hook = join(work, 'txt-hook.sh');
+    writeFileSync(
+      hook,
+      `#!/bin/sh
+# certbot: CERTBOT_DOMAIN/CERTBOT_VALIDATION; lego exec: $1=present|cleanup $2=fqdn $3=value
+if [ -n "$CERTBOT_DOMAIN" ]; then action=\${1:-present}; name="_acme-challenge.$CERTBOT_DOMAIN"; value="$CERTBOT_VALIDATION"
+else action="$1"; name="$2"; value="$3"; fi
+exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value" >/dev/null
+`,
+    );
+    chmodSync(hook, 0o755);
+  });
+
+  afterAll(async () => {
+    await serve?.stop();
+    control?.close();
+    await dns?.close();
+    await store?.cleanup();
+  });
+
+  async function certStatus(serial: string): Promise<string> {
+    const r = await keyward(['certs', 'show', serial, '--json'], env);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout).status;
+  }
+
+  describe('certbot', () => {
+    const dirs = () => ['--config-dir', join(work, 'certbot', 'config'), '--work-dir', join(work, 'certbot', 'work'), '--logs-dir', join(work, 'certbot', 'logs')];
+    const certbotEnv = () => ({ REQUESTS_CA_BUNDLE: rootFile });
+    const live = (name: string) => readFileSync(join(work, 'certbot', 'config', 'live', name, 'fullchain.pem'), 'utf8');
+
+    it('registers and issues over http-01, and the chain verifies against /roots.pem', async () => {
+      const r = await client('certbot', ['certonly', '--non-interactive', '--agree-tos', '--register-unsafely-without-email', '--server', directory, ...dirs(), '--standalone', '--http-01-port', String(challengePort), '--http-01-address', '127.0.0.1', '-d', 'certbot-http.test', '--cert-name', 'http'], certbotEnv());
+      expect(r.code, r.output).toBe(0);
+      const chain = live('http');
+      expect(opensslVerify(rootPem, chain)).toMatchObject({ ok: true });
+      expect(opensslText(chain)).toContain('DNS:certbot-http.test');
+    });
+
+    it('issues over dns-01 with a manual hook', async () => {
+      const r = await client('certbot', ['certonly', '--non-interactive', '--agree-tos', '--register-unsafely-without-email', '--server', directory, ...dirs(), '--manual', '--preferred-challenges', 'dns', '--manual-auth-hook', join(work, 'txt-hook.sh'), '-d', 'certbot-dns.test', '--cert-name', 'dns'], certbotEnv());
+      expect(r.code, r.output).toBe(0);
+      expect(opensslVerify(rootPem, live('dns'))).toMatchObject({ ok: true });
+    });
+
+    it('renews, then revokes, and the revocation is recorded', async () => {
+      const before = serialOf(live('http'));
+      const renew = await client('certbot', ['renew', '--non-interactive', '--force-renewal', '--cert-name', 'http', '--server', directory, ...dirs()], certbotEnv());
+      expect(renew.code, renew.output).toBe(0);
+      const after = serialOf(live('http'));
+      expect(after).not.toBe(before);
+      expect(opensslVerify(rootPem, live('http'))).toMatchObject({ ok: true });
+
+      const revoke = await client('certbot', ['revoke', '--non-interactive', '--cert-name', 'http', '--reason', 'superseded', '--no-delete-after-revoke', '--server', directory, ...dirs()], certbotEnv());
+      expect(revoke.code, revoke.output).toBe(0);
+      expect(await certStatus(after)).toBe('revoked');
+      expect(await certStatus(before)).toBe('valid');
+    });
+  });
+
+  describe('lego', () => {
+    const base = (domain: string) => ['--server', directory, '--accept-tos', '--email', 'ops@example.com', '--path', join(work, 'lego'), '--domains', domain];
+    const legoEnv = () => ({ LEGO_CA_CERTIFICATES: rootFile, EXEC_PATH: join(work, 'txt-hook.sh'), EXEC_PROPAGATION_TIMEOUT: '30', EXEC_POLLING_INTERVAL: '1' });
+    const crt = (domain: string) => readFileSync(join(work, 'lego', 'certificates', `${domain}.crt`), 'utf8');
+    mkdirSync(join(work, 'lego'), { recursive: true });
+
+    it('registers and issues over http-01, and the chain verifies against /roots.pem', async () => {
+      const r = await client('lego', [...base('lego-http.test'), '--http', '--http.port', `127.0.0.1:${challengePort}`, 'run'], legoEnv());
+      expect(r.code, r.output).toBe(0);
+      expect(opensslVerify(rootPem, crt('lego-http.test'))).toMatchObject({ ok: true });
+    });
+
+    it('issues over dns-01 with the exec provider', async () => {
+      const r = await client('lego', [...base('lego-dns.test'), '--dns', 'exec', '--dns.resolvers', dns.address, '--dns.disable-cp', 'run'], legoEnv());
+      expect(r.code, r.output).toBe(0);
+      expect(opensslVerify(rootPem, crt('lego-dns.test'))).toMatchObject({ ok: true });
+    });
+
+    it('renews, then revokes, and the revocation is recorded', async () => {
+      const before = serialOf(crt('lego-http.test'));
+      const renew = await client('lego', [...base('lego-http.test'), '--http', '--http.port', `127.0.0.1:${challengePort}`, 'renew', '--days', '100000'], legoEnv());
+      expect(renew.code, renew.output).toBe(0);
+      const after = serialOf(crt('lego-http.test'));
+      expect(after).not.toBe(before);
+      const revoke = await client('lego', [...base('lego-http.test'), 'revoke', '--reason', '4'], legoEnv());
+      expect(revoke.code, revoke.output).toBe(0);
+      expect(await certStatus(after)).toBe('revoked');
+    });
+  });
+});
