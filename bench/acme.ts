@@ -1,0 +1,163 @@
+// Full ACME issuance flows per second over loopback against `keyward serve` on PostgreSQL, with the
+// CPU seconds used by the server and by PostgreSQL. This process is the load generator.
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { Agent } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import acme from 'acme-client';
+import pg from 'pg';
+import { startTestDnsServer } from '../test/support/dns-server.ts';
+import { freePort } from '../test/support/ca.ts';
+
+const LEVELS = (process.env.BENCH_LEVELS ?? '1,8,32,128').split(',').map(Number);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const base = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+const CLK_TCK = 100;
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime, stime, cutime, cstime: fields 14-17 of stat, i.e. 11-14 after the command name.
+    return (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLK_TCK;
+  } catch {
+    return 0;
+  }
+}
+function postgresCpu(): number {
+  let total = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const comm = readFileSync(`/proc/${entry}/comm`, 'utf8').trim();
+      if (comm === 'postgres') total += cpuSeconds(Number(entry));
+    } catch {
+      // the process ended between readdir and read
+    }
+  }
+  return total;
+}
+
+const dbName = `keyward_bench_${process.pid}`;
+const admin = new pg.Client({ connectionString: base });
+await admin.connect();
+await admin.query(`CREATE DATABASE ${dbName}`);
+const url = new URL(base);
+url.pathname = `/${dbName}`;
+
+const dns = await startTestDnsServer();
+const tokens = new Map<string, string>();
+const challenge = createServer((req, res) => {
+  const token = req.url?.split('/').pop() ?? '';
+  const keyAuth = tokens.get(token);
+  res.writeHead(keyAuth ? 200 : 404).end(keyAuth ?? '');
+});
+const challengePort = await new Promise<number>((r) => challenge.listen(0, '127.0.0.1', () => r((challenge.address() as { port: number }).port)));
+
+const dataDir = mkdtempSync(join(tmpdir(), 'kw-bench-acme-'));
+const httpsPort = await freePort();
+const configFile = join(dataDir, 'keyward.yaml');
+writeFileSync(
+  configFile,
+  `https: { listen: "127.0.0.1:${httpsPort}", hostnames: [localhost] }
+http: { listen: "127.0.0.1:${await freePort()}" }
+validation: { httpPort: ${challengePort}, dnsResolver: "${dns.address}", caa: false }
+log: { level: warn }
+`,
+);
+const server = spawn(process.execPath, ['bin/keyward.mjs', 'serve', '--data-dir', dataDir], {
+  env: { ...process.env, DATABASE_URL: url.toString(), KEYWARD_CONFIG: configFile },
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+await new Promise<void>((resolve, reject) => {
+  let out = '';
+  server.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (out.includes('Press Ctrl-C')) resolve();
+  });
+  server.once('exit', (code) => reject(new Error(`keyward serve exited with ${code}`)));
+});
+acme.axios.defaults.httpsAgent = new Agent({ rejectUnauthorized: false, keepAlive: true, maxSockets: 256 });
+acme.setLogger(() => {});
+const directoryUrl = `https://localhost:${httpsPort}/acme/directory`;
+
+let sequence = 0;
+async function flow(client: acme.Client): Promise<void> {
+  const name = `f${++sequence}.bench.test`;
+  dns.setA(name, '127.0.0.1');
+  const [, csr] = await acme.crypto.createCsr({ altNames: [name] }, await acme.crypto.createPrivateEcdsaKey());
+  await client.auto({
+    csr,
+    challengePriority: ['http-01'],
+    skipChallengeVerification: true,
+    challengeCreateFn: async (_authz, ch, keyAuthorization) => {
+      tokens.set(ch.token, keyAuthorization);
+    },
+    challengeRemoveFn: async (_authz, ch) => {
+      tokens.delete(ch.token);
+    },
+  });
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+console.log(`keyward serve on PostgreSQL (${dbName}); ${SECONDS} s per level; http-01; load generator in this process\n`);
+console.log('clients  flows  errors  flows/s   p50 ms   p99 ms  server CPU s  postgres CPU s  certs per CPU-s');
+for (const clients of LEVELS) {
+  const accounts = await Promise.all(
+    Array.from({ length: clients }, async () => {
+      const c = new acme.Client({ directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey() });
+      await c.createAccount({ termsOfServiceAgreed: true });
+      return c;
+    }),
+  );
+  const serverBefore = cpuSeconds(server.pid!);
+  const pgBefore = postgresCpu();
+  const latencies: number[] = [];
+  let errors = 0;
+  const deadline = performance.now() + SECONDS * 1000;
+  const start = performance.now();
+  await Promise.all(
+    accounts.map(async (c) => {
+      while (performance.now() < deadline) {
+        const t = performance.now();
+        try {
+          await flow(c);
+          latencies.push(performance.now() - t);
+        } catch (err) {
+          errors++;
+          if (errors <= 3) console.error(`  error: ${(err as Error).message}`);
+        }
+      }
+    }),
+  );
+  const elapsed = (performance.now() - start) / 1000;
+  const serverCpu = cpuSeconds(server.pid!) - serverBefore;
+  const pgCpu = postgresCpu() - pgBefore;
+  latencies.sort((a, b) => a - b);
+  const flows = latencies.length;
+  console.log(
+    [
+      String(clients).padStart(7),
+      String(flows).padStart(6),
+      String(errors).padStart(7),
+      (flows / elapsed).toFixed(1).padStart(8),
+      percentile(latencies, 50).toFixed(0).padStart(8),
+      percentile(latencies, 99).toFixed(0).padStart(8),
+      serverCpu.toFixed(2).padStart(13),
+      pgCpu.toFixed(2).padStart(15),
+      (flows / Math.max(0.01, serverCpu + pgCpu)).toFixed(0).padStart(16),
+    ].join(' '),
+  );
+}
+
+server.kill('SIGTERM');
+await new Promise((r) => server.once('exit', r));
+challenge.close();
+await dns.close();
+await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+await admin.end();
+rmSync(dataDir, { recursive: true, force: true });
