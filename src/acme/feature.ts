@@ -1,8 +1,54 @@
+import { hostname } from 'node:os';
 import type { AppContext } from '../context.ts';
 import type { Feature } from '../http/feature.ts';
 import type { Logger } from '../http/log.ts';
+import { resolverForConfig } from '../validation/index.ts';
+import { systemClock, type AcmeClock } from './clock.ts';
+import type { AcmeDeps } from './deps.ts';
+import { randomId } from './ids.ts';
+import { startJanitor } from './janitor.ts';
+import { NonceService } from './nonce.ts';
+import { mountAcme } from './routes.ts';
+import { AcmeUrls } from './urls.ts';
+import { startValidationWorker, validationConfig, type ValidationWorker } from './worker.ts';
 
-// Placeholder until the ACME front end lands: mounts nothing.
-export function acmeFeature(_ctx: AppContext, _log: Logger): Feature {
-  return { name: 'acme' };
+export interface AcmeFeatureOptions {
+  clock?: AcmeClock;
+  /** How often an idle validation worker looks for due jobs. */
+  pollMs?: number;
+}
+
+/** The handlers' shared state; exported so tests and tools can run a sweep or a check directly. */
+export function createAcmeDeps(ctx: AppContext, log: Logger, clock: AcmeClock = systemClock, kickWorker: () => void = () => {}): AcmeDeps {
+  return {
+    ctx,
+    db: ctx.database.db,
+    log: log.child({ feature: 'acme' }),
+    clock,
+    urls: new AcmeUrls(ctx.config.httpsBaseUrl),
+    nonces: new NonceService(ctx.database.db, ctx.config.acme.nonceLifetime, clock),
+    kickWorker,
+  };
+}
+
+/** The ACME v2 server (RFC 8555) on the HTTPS listener, with its validation worker and janitor. */
+export function acmeFeature(ctx: AppContext, log: Logger, options: AcmeFeatureOptions = {}): Feature {
+  const holder = `${hostname()}:${process.pid}:${randomId(6)}`;
+  let worker: ValidationWorker | undefined;
+  const deps = createAcmeDeps(ctx, log, options.clock, () => worker?.kick());
+  return {
+    name: 'acme',
+    https: (app) => mountAcme(app, deps),
+    start: () => {
+      const resolver = resolverForConfig(validationConfig(deps));
+      const w = startValidationWorker(deps, resolver, { holder, pollMs: options.pollMs ?? 500 });
+      worker = w;
+      const janitor = startJanitor(deps, holder);
+      return async () => {
+        worker = undefined;
+        await w.stop();
+        await janitor.stop();
+      };
+    },
+  };
 }

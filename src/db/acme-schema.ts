@@ -1,3 +1,131 @@
+import type { ColumnType, Generated } from 'kysely';
+
 /** Tables of the ACME front end (migration 0003 and later); merged into Database. */
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export interface AcmeTables {}
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type DefaultTimestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+/** jsonb: parsed on the way out, written as JSON text. */
+type Json<T> = ColumnType<T, string, string>;
+
+export interface AcmeProblemJson {
+  type: string;
+  detail: string;
+  status?: number;
+  subproblems?: AcmeProblemJson[];
+  identifier?: { type: string; value: string };
+}
+
+export interface AcmeIdentifierJson {
+  type: 'dns' | 'ip';
+  value: string;
+}
+
+export type AcmeAccountStatus = 'valid' | 'deactivated' | 'revoked';
+export type AcmeOrderStatus = 'pending' | 'ready' | 'processing' | 'valid' | 'invalid';
+export type AcmeAuthzStatus = 'pending' | 'valid' | 'invalid' | 'deactivated' | 'expired' | 'revoked';
+export type AcmeChallengeStatus = 'pending' | 'processing' | 'valid' | 'invalid';
+export type AcmeChallengeType = 'http-01' | 'dns-01' | 'tls-alpn-01';
+
+export interface AcmeSecretsTable {
+  name: string;
+  value: Uint8Array;
+  created_at: DefaultTimestamp;
+}
+
+export interface AcmeSpentNoncesTable {
+  nonce: string;
+  expires_at: Timestamp;
+}
+
+export interface AcmeEabKeysTable {
+  key_id: string;
+  hmac_key: Uint8Array;
+  label: string | null;
+  created_at: DefaultTimestamp;
+  account_id: string | null;
+  used_at: Timestamp | null;
+}
+
+export interface AcmeAccountsTable {
+  id: string;
+  key_thumbprint: string;
+  jwk: Json<Record<string, unknown>>;
+  status: AcmeAccountStatus;
+  contact: Json<string[]>;
+  tos_agreed: boolean;
+  eab_key_id: string | null;
+  eab_binding: Json<Record<string, unknown>> | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface AcmeOrdersTable {
+  id: string;
+  account_id: string;
+  status: AcmeOrderStatus;
+  expires: Timestamp;
+  identifiers: Json<AcmeIdentifierJson[]>;
+  not_before: Timestamp | null;
+  not_after: Timestamp | null;
+  profile: string;
+  replaces: string | null;
+  error: Json<AcmeProblemJson> | null;
+  certificate_serial: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface AcmeAuthzsTable {
+  id: string;
+  account_id: string;
+  identifier_type: 'dns' | 'ip';
+  /** Without the `*.` of a wildcard (RFC 8555 §7.1.4); `wildcard` says whether it had one. */
+  identifier_value: string;
+  wildcard: boolean;
+  status: AcmeAuthzStatus;
+  expires: Timestamp;
+  validated_at: Timestamp | null;
+  created_at: Timestamp;
+}
+
+export interface AcmeOrderAuthzsTable {
+  order_id: string;
+  authz_id: string;
+  position: number;
+}
+
+export interface AcmeChallengesTable {
+  id: string;
+  authz_id: string;
+  type: AcmeChallengeType;
+  token: string;
+  status: AcmeChallengeStatus;
+  error: Json<AcmeProblemJson> | null;
+  validated: Timestamp | null;
+}
+
+export interface AcmeJobsTable {
+  id: string;
+  challenge_id: string;
+  status: 'queued' | 'done';
+  run_at: Timestamp;
+  /** Failed checks are retried until then; afterwards the challenge turns invalid. */
+  deadline: Timestamp;
+  attempts: Generated<number>;
+  lease_holder: string | null;
+  lease_until: Timestamp | null;
+  created_at: Timestamp;
+  finished_at: Timestamp | null;
+}
+
+export interface AcmeTables {
+  acme_secrets: AcmeSecretsTable;
+  acme_spent_nonces: AcmeSpentNoncesTable;
+  acme_eab_keys: AcmeEabKeysTable;
+  acme_accounts: AcmeAccountsTable;
+  acme_orders: AcmeOrdersTable;
+  acme_authzs: AcmeAuthzsTable;
+  acme_order_authzs: AcmeOrderAuthzsTable;
+  acme_challenges: AcmeChallengesTable;
+  acme_jobs: AcmeJobsTable;
+}

@@ -1,0 +1,20 @@
+import type { Context } from 'hono';
+import type { AcmeDeps } from './deps.ts';
+import { requireAccount, verifyRequest } from './jws.ts';
+import { notFound, unauthorized } from './problem.ts';
+import { rawResponse } from './respond.ts';
+
+/**
+ * RFC 8555 §7.4.2: POST-as-GET by the ordering account; leaf first, then the intermediate, LF line
+ * endings and a trailing newline, under exactly `application/pem-certificate-chain` (interop 90, 91).
+ */
+export async function getCertificate(c: Context, deps: AcmeDeps): Promise<Response> {
+  const req = await verifyRequest(c, deps, 'kid');
+  const account = requireAccount(req);
+  const serial = c.req.param('serial')!;
+  const order = await deps.db.selectFrom('acme_orders').select(['account_id']).where('certificate_serial', '=', serial).executeTakeFirst();
+  if (!order) throw notFound('certificate');
+  if (order.account_id !== account.id) throw unauthorized('This certificate belongs to another account');
+  const row = await deps.ctx.ca.certificate(serial);
+  return rawResponse(await deps.ctx.ca.chainFor(row), 'application/pem-certificate-chain');
+}

@@ -1,0 +1,26 @@
+import type { AppContext } from '../context.ts';
+import type { Profile } from '../config/schema.ts';
+import type { Db } from '../db/schema.ts';
+import type { Logger } from '../http/log.ts';
+import type { AcmeClock } from './clock.ts';
+import type { NonceService } from './nonce.ts';
+import type { AcmeUrls } from './urls.ts';
+
+/** What the ACME handlers share; built once per process by the feature. */
+export interface AcmeDeps {
+  ctx: AppContext;
+  db: Db;
+  log: Logger;
+  clock: AcmeClock;
+  urls: AcmeUrls;
+  nonces: NonceService;
+  /** Wakes this node's validation worker after a challenge was queued. */
+  kickWorker(): void;
+}
+
+/** Profiles offered to ACME clients: acme.profiles if set, else every configured profile. */
+export function offeredProfiles(deps: AcmeDeps): Profile[] {
+  const all = deps.ctx.config.profiles;
+  const names = deps.ctx.config.acme.profiles ?? [...all.keys()];
+  return names.map((n) => all.get(n)).filter((p): p is Profile => p !== undefined);
+}

@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto';
+import { calculateJwkThumbprint, flattenedVerify } from 'jose';
+import type { Db } from '../db/schema.ts';
+import { decodeProtected, parseFlattened, publicJwk } from './jws.ts';
+import { AcmeProblem, malformed, unauthorized } from './problem.ts';
+
+export interface EabKey {
+  keyId: string;
+  /** 256-bit HMAC key, unpadded base64url (the form cert-manager, lego and certbot expect). */
+  hmacKey: string;
+  label: string | null;
+  createdAt: Date;
+}
+
+const MAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
+
+/**
+ * Provisions an External Account Binding key (RFC 8555 §7.3.4) for `keyward eab create`. The key id
+ * is plain base64url: no `:` (uacme splits on it) and nothing that needs escaping in JSON.
+ */
+export async function createEabKey(db: Db, opts: { label?: string } = {}): Promise<EabKey> {
+  const keyId = `kw_${randomBytes(12).toString('base64url')}`;
+  const key = randomBytes(32);
+  const row = await db
+    .insertInto('acme_eab_keys')
+    .values({ key_id: keyId, hmac_key: key, label: opts.label ?? null })
+    .returning(['created_at'])
+    .executeTakeFirstOrThrow();
+  return { keyId, hmacKey: key.toString('base64url'), label: opts.label ?? null, createdAt: row.created_at };
+}
+
+/**
+ * Checks an externalAccountBinding JWS against the outer request: MAC algorithm, our key id, no
+ * nonce, same url, a valid MAC, and a payload that is the account key (compared by thumbprint, since
+ * clients serialise JWKs differently). Returns the EAB key id; marking it spent is the caller's job.
+ */
+export async function verifyEab(db: Db, binding: unknown, outerUrl: string, accountThumbprint: string): Promise<string> {
+  const jws = parseFlattened(binding);
+  const header = decodeProtected(jws);
+  if (typeof header.alg !== 'string' || !MAC_ALGORITHMS.includes(header.alg)) {
+    throw malformed(`externalAccountBinding must use one of ${MAC_ALGORITHMS.join(', ')}`);
+  }
+  if ('nonce' in header) throw malformed('externalAccountBinding must not contain a nonce');
+  if (header.url !== outerUrl) throw malformed('externalAccountBinding "url" must equal the newAccount URL');
+  if (typeof header.kid !== 'string') throw malformed('externalAccountBinding needs a "kid"');
+  const row = await db.selectFrom('acme_eab_keys').selectAll().where('key_id', '=', header.kid).executeTakeFirst();
+  if (!row) throw unauthorized('Unknown external account binding key id');
+  if (row.account_id !== null) throw unauthorized('This external account binding key has already been used');
+  let payload: Uint8Array;
+  try {
+    ({ payload } = await flattenedVerify(jws, new Uint8Array(row.hmac_key), { algorithms: [header.alg] }));
+  } catch {
+    throw unauthorized('externalAccountBinding MAC is invalid');
+  }
+  let inner: unknown;
+  try {
+    inner = JSON.parse(Buffer.from(payload).toString('utf8'));
+  } catch {
+    throw malformed('externalAccountBinding payload is not a JWK');
+  }
+  const thumbprint = await calculateJwkThumbprint(publicJwk(inner), 'sha256').catch(() => {
+    throw malformed('externalAccountBinding payload is not a JWK');
+  });
+  if (thumbprint !== accountThumbprint) throw malformed('externalAccountBinding payload is not the account key');
+  return row.key_id;
+}
+
+export function eabRequired(): AcmeProblem {
+  return new AcmeProblem('externalAccountRequired', 'This server requires an external account binding for new accounts');
+}

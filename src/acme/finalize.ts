@@ -1,0 +1,130 @@
+import { createHash, createPublicKey, type JsonWebKey } from 'node:crypto';
+import type { Context } from 'hono';
+import type { JWK } from 'jose';
+import { CaError } from '../ca/errors.ts';
+import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
+import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
+import type { AcmeDeps } from './deps.ts';
+import { decodeB64url } from './ids.ts';
+import { requireAccount, verifyRequest } from './jws.ts';
+import { orderResponse, ownedOrder, resolveProfile } from './orders.ts';
+import { AcmeProblem, malformed, toProblem } from './problem.ts';
+import { orderStatus } from './views.ts';
+
+const badCsr = (detail: string) => new AcmeProblem('badCSR', detail);
+
+/** RFC 8555 §7.4: the CSR must ask for exactly the order's names; the CN, if any, is one of them. */
+function checkNames(csr: ParsedCsr, identifiers: AcmeIdentifierJson[]): void {
+  if (csr.sans.uri.length > 0 || csr.sans.email.length > 0) throw badCsr('CSR may only request DNS names and IP addresses');
+  const want = new Set(identifiers.map((i) => `${i.type}:${i.value}`));
+  const got = new Set([...csr.sans.dns.map((n) => `dns:${n.toLowerCase()}`), ...csr.sans.ip.map((n) => `ip:${n}`)]);
+  if (csr.commonName !== undefined) {
+    const cn = csr.commonName.toLowerCase();
+    const asName = want.has(`dns:${cn}`) ? `dns:${cn}` : want.has(`ip:${csr.commonName}`) ? `ip:${csr.commonName}` : undefined;
+    if (!asName) throw badCsr(`CSR commonName ${JSON.stringify(csr.commonName)} is not one of the order's identifiers`);
+    got.add(asName);
+  }
+  const missing = [...want].filter((n) => !got.has(n));
+  const extra = [...got].filter((n) => !want.has(n));
+  if (missing.length || extra.length) {
+    const show = (l: string[]) => l.map((n) => n.slice(n.indexOf(':') + 1)).join(', ');
+    throw badCsr(
+      `CSR names must equal the order's identifiers` + (missing.length ? `; missing: ${show(missing)}` : '') + (extra.length ? `; not in the order: ${show(extra)}` : ''),
+    );
+  }
+}
+
+function spkiOfJwk(jwk: JWK): Buffer {
+  return createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'der' });
+}
+
+/**
+ * Finalize: checks the CSR while the order stays ready (so a bad CSR can be fixed, interop 88),
+ * then a conditional ready→processing update picks exactly one of concurrent requests to issue.
+ */
+export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
+  const req = await verifyRequest(c, deps, 'kid');
+  const account = requireAccount(req);
+  const order = await ownedOrder(deps.db, account, c.req.param('id')!);
+  const now = deps.clock.now();
+  const status = orderStatus(order, now);
+  if (status !== 'ready') throw new AcmeProblem('orderNotReady', `Order is ${status}, not ready`);
+  const p = req.payload;
+  if (!p || typeof p.csr !== 'string') throw malformed('finalize needs {"csr": <base64url DER>}');
+  const der = decodeB64url(p.csr);
+  if (!der || der.length === 0) throw badCsr('"csr" must be unpadded base64url DER');
+  if (der[0] === 0x2d) throw badCsr('"csr" must be DER, not PEM');
+  let csr: ParsedCsr;
+  try {
+    csr = parseCsr(new Uint8Array(der));
+  } catch (err) {
+    if (err instanceof CaError) throw new AcmeProblem(err.code === 'badPublicKey' ? 'badPublicKey' : 'badCSR', err.message);
+    throw err;
+  }
+  checkNames(csr, order.identifiers);
+  const accountSpki = spkiOfJwk(account.jwk as JWK);
+  if (createHash('sha256').update(accountSpki).digest().equals(createHash('sha256').update(csr.subjectPublicKeyInfo).digest())) {
+    throw badCsr('The certificate key must not be the account key');
+  }
+  // The profile may have been withdrawn since the order was placed (profiles draft §4).
+  const profile = resolveProfile(deps, order.profile);
+  if (!profile.keyTypes.includes(csr.keyType)) {
+    throw new AcmeProblem('badPublicKey', `Profile ${profile.name} does not accept ${csr.keyType} keys (accepted: ${profile.keyTypes.join(', ')})`);
+  }
+  if (csr.keyType === 'rsa' && (csr.rsaBits ?? 0) < profile.minRsaBits) {
+    throw new AcmeProblem('badPublicKey', `Profile ${profile.name} needs RSA keys of at least ${profile.minRsaBits} bits`);
+  }
+  let lifetimeMs: number | undefined;
+  if (order.not_after) {
+    lifetimeMs = order.not_after.getTime() - now.getTime();
+    if (lifetimeMs <= 0) throw malformed('The requested notAfter has passed');
+  }
+
+  const claimed = await deps.db
+    .updateTable('acme_orders')
+    .set({ status: 'processing', updated_at: now })
+    .where('id', '=', order.id)
+    .where('status', '=', 'ready')
+    .where('expires', '>', now)
+    .returningAll()
+    .executeTakeFirst();
+  if (!claimed) {
+    const current = await ownedOrder(deps.db, account, order.id);
+    // Another request won the race: answer with the order as it is now, never ready (interop P3).
+    if (current.status === 'processing' || current.status === 'valid') return orderResponse(deps, current, 200, { Location: deps.urls.order(order.id) });
+    throw new AcmeProblem('orderNotReady', `Order is ${orderStatus(current, now)}, not ready`);
+  }
+
+  const sans = { dns: order.identifiers.filter((i) => i.type === 'dns').map((i) => i.value), ip: order.identifiers.filter((i) => i.type === 'ip').map((i) => i.value), uri: [], email: [] };
+  let done;
+  try {
+    const issued = await deps.ctx.ca.issue({
+      subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
+      keyType: csr.keyType,
+      ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
+      ...(csr.commonName !== undefined ? { commonName: csr.commonName.toLowerCase() } : {}),
+      sans,
+      profile: profile.name,
+      ...(lifetimeMs !== undefined ? { lifetimeMs } : {}),
+      requester: `acme:${account.id}`,
+    });
+    done = await deps.db
+      .updateTable('acme_orders')
+      .set({ status: 'valid', certificate_serial: issued.serial, updated_at: deps.clock.now() })
+      .where('id', '=', order.id)
+      .where('status', '=', 'processing')
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  } catch (err) {
+    const prob = toProblem(err);
+    if (prob.status >= 500) deps.log.error({ err: err instanceof Error ? err.stack : String(err), order: order.id }, 'issuing for an ACME order failed');
+    await deps.db
+      .updateTable('acme_orders')
+      .set({ status: 'invalid', error: JSON.stringify(prob.toJson()), updated_at: deps.clock.now() })
+      .where('id', '=', order.id)
+      .where('status', '=', 'processing')
+      .execute();
+    throw prob;
+  }
+  return orderResponse(deps, done, 200, { Location: deps.urls.order(order.id) });
+}

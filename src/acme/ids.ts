@@ -1,0 +1,14 @@
+import { randomBytes } from 'node:crypto';
+
+/** Unguessable resource ids and tokens: 128 bits, base64url without padding (RFC 8555 §8.3, §10.5). */
+export function randomId(bytes = 16): string {
+  return randomBytes(bytes).toString('base64url');
+}
+
+export const B64URL = /^[A-Za-z0-9_-]*$/;
+
+/** Strict base64url: padding or other alphabets are refused (RFC 8555 §6.1). */
+export function decodeB64url(text: string): Buffer | null {
+  if (!B64URL.test(text) || text.length % 4 === 1) return null;
+  return Buffer.from(text, 'base64url');
+}

@@ -1,0 +1,209 @@
+import type { Context } from 'hono';
+import { calculateJwkThumbprint, errors as joseErrors, flattenedVerify, importJWK, type JWK } from 'jose';
+import { accountById, type AccountRow } from './account-store.ts';
+import type { AcmeDeps } from './deps.ts';
+import { B64URL, decodeB64url } from './ids.ts';
+import { AcmeProblem, BAD_NONCE_DETAIL, malformed, unauthorized } from './problem.ts';
+
+export const JWS_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'PS256', 'EdDSA'] as const;
+export type JwsAlgorithm = (typeof JWS_ALGORITHMS)[number];
+
+const EC_CURVE: Record<string, string> = { ES256: 'P-256', ES384: 'P-384', ES512: 'P-521' };
+const RSA_MIN_BITS = 2048;
+const RSA_MAX_BITS = 8192;
+
+export interface FlattenedJws {
+  protected: string;
+  payload: string;
+  signature: string;
+}
+
+export interface ProtectedHeader {
+  alg: JwsAlgorithm;
+  url: string;
+  nonce?: string;
+  kid?: string;
+  jwk?: JWK;
+  [k: string]: unknown;
+}
+
+export interface VerifiedJws {
+  header: ProtectedHeader;
+  /** undefined for POST-as-GET (an empty payload). */
+  payload: Record<string, unknown> | undefined;
+  jwk: JWK;
+  thumbprint: string;
+}
+
+export interface VerifiedRequest extends VerifiedJws {
+  /** Set when the JWS named an account by kid. */
+  account: AccountRow | undefined;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Structure of a flattened JWS (RFC 7515 §7.2.2) with the restrictions of RFC 8555 §6.2. */
+export function parseFlattened(value: unknown): FlattenedJws {
+  if (!isRecord(value)) throw malformed('Request body must be a JWS in flattened JSON serialization');
+  if ('signatures' in value) throw malformed('JWS general serialization is not accepted; use flattened JSON');
+  if ('header' in value) throw malformed('JWS unprotected header is not accepted');
+  const { protected: p, payload, signature } = value;
+  if (typeof p !== 'string' || typeof payload !== 'string' || typeof signature !== 'string') {
+    throw malformed('JWS must have string "protected", "payload" and "signature" members');
+  }
+  for (const [name, part] of [['protected', p], ['payload', payload], ['signature', signature]] as const) {
+    if (!B64URL.test(part)) throw malformed(`JWS ${name} is not unpadded base64url`);
+  }
+  return { protected: p, payload, signature };
+}
+
+export function decodeProtected(jws: FlattenedJws): Record<string, unknown> {
+  const raw = decodeB64url(jws.protected);
+  let header: unknown;
+  try {
+    header = raw ? JSON.parse(raw.toString('utf8')) : undefined;
+  } catch {
+    header = undefined;
+  }
+  if (!isRecord(header)) throw malformed('JWS protected header is not a JSON object');
+  if ('b64' in header || 'crit' in header) throw malformed('JWS "b64" and "crit" header parameters are not accepted');
+  return header;
+}
+
+export function checkAlgorithm(alg: unknown): JwsAlgorithm {
+  if (typeof alg === 'string' && (JWS_ALGORITHMS as readonly string[]).includes(alg)) return alg as JwsAlgorithm;
+  const p = new AcmeProblem('badSignatureAlgorithm', `JWS algorithm ${JSON.stringify(alg)} is not supported; use one of ${JWS_ALGORITHMS.join(', ')}`);
+  p.extra.algorithms = [...JWS_ALGORITHMS];
+  throw p;
+}
+
+/** Only the public members, so what we store and compare is the key and nothing else. */
+export function publicJwk(value: unknown): JWK {
+  if (!isRecord(value) || typeof value.kty !== 'string') throw malformed('"jwk" must be a JSON Web Key');
+  if ('d' in value || 'p' in value || 'k' in value) throw new AcmeProblem('badPublicKey', 'JWK must be a public key');
+  const out: JWK = { kty: value.kty };
+  for (const m of ['crv', 'x', 'y', 'n', 'e'] as const) {
+    const v = value[m];
+    if (v !== undefined) {
+      if (typeof v !== 'string' || !B64URL.test(v) || (m !== 'crv' && v.length === 0)) throw new AcmeProblem('badPublicKey', `JWK member "${m}" is invalid`);
+      out[m] = v;
+    }
+  }
+  return out;
+}
+
+function checkKeyForAlg(jwk: JWK, alg: JwsAlgorithm): void {
+  const bad = (detail: string) => new AcmeProblem('badPublicKey', detail);
+  if (alg.startsWith('ES')) {
+    if (jwk.kty !== 'EC' || jwk.crv !== EC_CURVE[alg]) throw bad(`${alg} needs an EC key on ${EC_CURVE[alg]}`);
+  } else if (alg === 'EdDSA') {
+    if (jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519') throw bad('EdDSA needs an Ed25519 key');
+  } else {
+    if (jwk.kty !== 'RSA' || !jwk.n || !jwk.e) throw bad(`${alg} needs an RSA key`);
+    const n = Buffer.from(jwk.n, 'base64url');
+    let bits = n.length * 8;
+    for (let i = 0; i < n.length && n[i] === 0; i++) bits -= 8;
+    if (bits < RSA_MIN_BITS || bits > RSA_MAX_BITS) throw bad(`RSA keys must have ${RSA_MIN_BITS} to ${RSA_MAX_BITS} bits`);
+  }
+}
+
+/** Verifies the signature of a JWS with the key it names or with the given one. */
+export async function verifySignature(jws: FlattenedJws, alg: JwsAlgorithm, jwk: JWK): Promise<Record<string, unknown> | undefined> {
+  checkKeyForAlg(jwk, alg);
+  let key: Awaited<ReturnType<typeof importJWK>>;
+  try {
+    key = await importJWK({ ...jwk, ext: true }, alg);
+  } catch {
+    throw new AcmeProblem('badPublicKey', 'JWK could not be imported');
+  }
+  let payloadBytes: Uint8Array;
+  try {
+    ({ payload: payloadBytes } = await flattenedVerify(jws, key, { algorithms: [alg] }));
+  } catch (err) {
+    if (err instanceof joseErrors.JWSSignatureVerificationFailed) throw malformed('JWS signature is invalid');
+    if (err instanceof joseErrors.JOSEAlgNotAllowed) checkAlgorithm(undefined);
+    throw malformed(`JWS could not be verified: ${(err as Error).message}`);
+  }
+  if (payloadBytes.length === 0) return undefined;
+  let payload: unknown;
+  try {
+    payload = JSON.parse(Buffer.from(payloadBytes).toString('utf8'));
+  } catch {
+    throw malformed('JWS payload is not JSON');
+  }
+  if (!isRecord(payload)) throw malformed('JWS payload must be a JSON object');
+  return payload;
+}
+
+/** The URL the client must have signed: our public base plus the path (and query) it asked for. */
+export function expectedUrl(c: Context, deps: AcmeDeps): string {
+  const u = new URL(c.req.url);
+  return deps.urls.base + u.pathname + u.search;
+}
+
+async function readBody(c: Context, max: number): Promise<unknown> {
+  const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/jose+json') {
+    throw new AcmeProblem('malformed', 'Content-Type must be application/jose+json', 415);
+  }
+  const declared = Number(c.req.header('content-length') ?? '0');
+  if (declared > max) throw new AcmeProblem('malformed', `Request body is larger than ${max} bytes`, 413);
+  const buf = Buffer.from(await c.req.arrayBuffer());
+  if (buf.length > max) throw new AcmeProblem('malformed', `Request body is larger than ${max} bytes`, 413);
+  try {
+    return JSON.parse(buf.toString('utf8'));
+  } catch {
+    throw malformed('Request body is not JSON');
+  }
+}
+
+export type KeyMode = 'kid' | 'jwk' | 'either';
+
+/**
+ * Authenticates an ACME POST (RFC 8555 §6.2–6.5): structure, algorithm, key, signature, url,
+ * then the nonce is spent, then the account is looked up for kid requests.
+ */
+export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): Promise<VerifiedRequest> {
+  const jws = parseFlattened(await readBody(c, deps.ctx.config.acme.maxRequestBytes));
+  const header = decodeProtected(jws);
+  const alg = checkAlgorithm(header.alg);
+  if (typeof header.url !== 'string') throw malformed('JWS protected header must contain "url"');
+  if (header.nonce === undefined) throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: the JWS has no nonce`);
+  if (typeof header.nonce !== 'string') throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: the nonce is not a string`);
+  const hasJwk = header.jwk !== undefined;
+  const hasKid = header.kid !== undefined;
+  if (hasJwk === hasKid) throw malformed('JWS protected header must contain exactly one of "jwk" and "kid"');
+  if (mode === 'kid' && hasJwk) throw malformed('This resource requires a "kid" (the account URL), not a "jwk"');
+  if (mode === 'jwk' && hasKid) throw malformed('This resource requires a "jwk", not a "kid"');
+
+  let account: AccountRow | undefined;
+  let jwk: JWK;
+  if (hasKid) {
+    if (typeof header.kid !== 'string') throw malformed('"kid" must be a string');
+    const id = deps.urls.accountId(header.kid);
+    account = id === undefined ? undefined : await accountById(deps.db, id);
+    if (!account) throw new AcmeProblem('accountDoesNotExist', `No account at ${JSON.stringify(header.kid)}; "kid" must be the account URL`);
+    jwk = account.jwk as JWK;
+  } else {
+    jwk = publicJwk(header.jwk);
+  }
+  const payload = await verifySignature(jws, alg, jwk);
+
+  if (header.url !== expectedUrl(c, deps)) {
+    throw unauthorized(`JWS "url" ${JSON.stringify(header.url)} does not match the request URL ${expectedUrl(c, deps)}`);
+  }
+  if (!(await deps.nonces.consume(header.nonce))) {
+    throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: it is unknown, expired or already used`);
+  }
+  if (account && account.status !== 'valid') throw unauthorized(`Account is ${account.status}`);
+  const thumbprint = await calculateJwkThumbprint(jwk, 'sha256');
+  return { header: { ...header, alg, url: header.url } as ProtectedHeader, payload, jwk, thumbprint, account };
+}
+
+/** For endpoints that only accept kid requests. */
+export function requireAccount(req: Pick<VerifiedRequest, 'account'>): AccountRow {
+  if (!req.account) throw malformed('This resource requires a "kid"');
+  return req.account;
+}

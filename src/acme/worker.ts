@@ -1,0 +1,172 @@
+import { sql } from 'kysely';
+import type { AcmeProblemJson } from '../db/acme-schema.ts';
+import type { ChallengeKind, DnsResolver, Identifier, ValidationConfig, ValidationProblem } from '../validation/index.ts';
+import { checkCaa, validateChallenge } from '../validation/index.ts';
+import { addMs } from './clock.ts';
+import type { AcmeDeps } from './deps.ts';
+import { ACME_ERROR_PREFIX } from './problem.ts';
+import { scheduleRetry, settleInvalid, settleValid } from './settle.ts';
+
+interface ClaimedJob {
+  id: string;
+  challenge_id: string;
+  attempts: number;
+  deadline: Date;
+}
+
+/** Problems no retry can fix: policy refusals and our own checks. */
+const FINAL: ReadonlySet<ValidationProblem['type']> = new Set(['caa', 'malformed']);
+
+export function validationConfig(deps: AcmeDeps): ValidationConfig {
+  const v = deps.ctx.config.validation;
+  return {
+    httpPort: v.httpPort,
+    tlsAlpnPort: v.tlsAlpnPort,
+    ...(v.dnsResolver !== undefined ? { dnsResolver: v.dnsResolver } : {}),
+    timeoutMs: v.timeout,
+    maxRedirects: v.maxRedirects,
+    maxBodyBytes: v.maxBodyBytes,
+  };
+}
+
+function problemJson(p: ValidationProblem): AcmeProblemJson {
+  return { type: ACME_ERROR_PREFIX + p.type, detail: p.detail, status: p.type === 'unauthorized' ? 403 : 400 };
+}
+
+/**
+ * Claims one due job. The lease (not a held row lock) is what keeps other replicas away while the
+ * check runs, so a replica that dies mid-check only delays the job until the lease lapses.
+ */
+async function claim(deps: AcmeDeps, holder: string, leaseMs: number): Promise<ClaimedJob | undefined> {
+  const now = deps.clock.now();
+  const until = addMs(now, leaseMs);
+  const res = await sql<ClaimedJob>`
+    UPDATE acme_jobs SET lease_holder = ${holder}, lease_until = ${until}, attempts = attempts + 1
+    WHERE id = (
+      SELECT id FROM acme_jobs
+      WHERE status = 'queued' AND run_at <= ${now} AND (lease_until IS NULL OR lease_until < ${now})
+      ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+    AND status = 'queued' AND (lease_until IS NULL OR lease_until < ${now})
+    RETURNING id, challenge_id, attempts, deadline`.execute(deps.db);
+  return res.rows[0];
+}
+
+/** Backoff between attempts: starts at min(5 s, retryFor/8), doubles, at most a minute. */
+function retryDelay(deps: AcmeDeps, attempts: number): number {
+  const base = Math.min(5_000, Math.max(250, deps.ctx.config.validation.retryFor / 8));
+  return Math.min(60_000, base * 2 ** Math.max(0, attempts - 1));
+}
+
+async function runJob(deps: AcmeDeps, job: ClaimedJob, holder: string, cfg: ValidationConfig, resolver: DnsResolver): Promise<void> {
+  const row = await deps.db
+    .selectFrom('acme_challenges as ch')
+    .innerJoin('acme_authzs as a', 'a.id', 'ch.authz_id')
+    .innerJoin('acme_accounts as acc', 'acc.id', 'a.account_id')
+    .select(['ch.id', 'ch.type', 'ch.token', 'ch.status', 'ch.authz_id', 'a.identifier_type', 'a.identifier_value', 'a.wildcard', 'a.account_id', 'acc.key_thumbprint'])
+    .where('ch.id', '=', job.challenge_id)
+    .executeTakeFirst();
+  const ids = { id: job.id, challengeId: job.challenge_id, authzId: row?.authz_id ?? '' };
+  if (!row || row.status !== 'processing') {
+    await deps.db.updateTable('acme_jobs').set({ status: 'done', finished_at: deps.clock.now() }).where('id', '=', job.id).where('lease_holder', '=', holder).execute();
+    return;
+  }
+  const id: Identifier = { type: row.identifier_type, value: row.wildcard ? `*.${row.identifier_value}` : row.identifier_value };
+  const kind = row.type as ChallengeKind;
+  const keyAuthorization = `${row.token}.${row.key_thumbprint}`;
+  let outcome = await validateChallenge(kind, id, row.token, keyAuthorization, cfg, resolver);
+  if (outcome.ok && deps.ctx.config.validation.caa) {
+    outcome = await checkCaa(
+      id,
+      { caIdentities: deps.ctx.config.acme.caaIdentities, accountUri: deps.urls.account(row.account_id), method: kind, wildcard: row.wildcard },
+      resolver,
+    );
+  }
+  if (outcome.ok) {
+    await settleValid(deps, ids, holder);
+    return;
+  }
+  const problem = problemJson(outcome.problem);
+  const now = deps.clock.now();
+  if (FINAL.has(outcome.problem.type) || now >= job.deadline) {
+    await settleInvalid(deps, { ...ids, identifier: id.value }, problem, holder);
+    return;
+  }
+  const next = new Date(Math.min(now.getTime() + retryDelay(deps, job.attempts), job.deadline.getTime()));
+  await scheduleRetry(deps, ids, problem, next, holder);
+}
+
+export interface ValidationWorker {
+  kick(): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * Polls for due validation jobs and runs up to `concurrency` at once. Every replica runs one; a
+ * challenge POST kicks the local worker so the common case does not wait for the next poll.
+ */
+export function startValidationWorker(
+  deps: AcmeDeps,
+  resolver: DnsResolver,
+  opts: { holder: string; concurrency?: number; pollMs?: number },
+): ValidationWorker {
+  const concurrency = opts.concurrency ?? 4;
+  const pollMs = opts.pollMs ?? 1_000;
+  const cfg = validationConfig(deps);
+  // Longer than one check can take (redirects and DNS included), so a live holder keeps its lease.
+  const leaseMs = cfg.timeoutMs * 3 + 30_000;
+  const running = new Set<Promise<void>>();
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  let kicked = false;
+  let timer: NodeJS.Timeout | undefined;
+
+  const sleep = () =>
+    new Promise<void>((resolve) => {
+      if (kicked || stopped) {
+        kicked = false;
+        resolve();
+        return;
+      }
+      wake = resolve;
+      timer = setTimeout(resolve, pollMs);
+    }).finally(() => {
+      clearTimeout(timer);
+      wake = undefined;
+    });
+
+  const loop = (async () => {
+    while (!stopped) {
+      if (running.size >= concurrency) {
+        await Promise.race([...running, sleep()]);
+        continue;
+      }
+      let job: ClaimedJob | undefined;
+      try {
+        job = await claim(deps, opts.holder, leaseMs);
+      } catch (err) {
+        if (!stopped) deps.log.error({ err: (err as Error).message }, 'claiming a validation job failed');
+      }
+      if (!job) {
+        await sleep();
+        continue;
+      }
+      const p: Promise<void> = runJob(deps, job, opts.holder, cfg, resolver)
+        .catch((err: unknown) => deps.log.error({ err: err instanceof Error ? err.stack : String(err), job: job.id }, 'validation job failed; it will be retried when its lease lapses'))
+        .finally(() => running.delete(p));
+      running.add(p);
+    }
+  })();
+
+  return {
+    kick: () => {
+      kicked = true;
+      wake?.();
+    },
+    stop: async () => {
+      stopped = true;
+      wake?.();
+      await loop;
+      await Promise.allSettled([...running]);
+    },
+  };
+}

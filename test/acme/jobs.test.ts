@@ -1,0 +1,92 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAcmeDeps } from '../../src/acme/feature.ts';
+import { sweep } from '../../src/acme/janitor.ts';
+import { createLogger } from '../../src/http/log.ts';
+import { internals, publish, resolveToLoopback, startAcmeEnv, type AcmeTestEnv } from '../support/acme.ts';
+
+let env: AcmeTestEnv;
+beforeAll(async () => {
+  // Long enough to see a retry (the first one comes after min(5 s, retryFor/8)).
+  env = await startAcmeEnv({ validation: { retryFor: '16s' } });
+});
+afterAll(async () => env?.close());
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function pendingOrder(name: string) {
+  const client = await env.client();
+  await client.createAccount({ termsOfServiceAgreed: true });
+  resolveToLoopback(env, name);
+  const order = await client.createOrder({ identifiers: [{ type: 'dns', value: name }] });
+  const [authz] = await client.getAuthorizations(order);
+  return { client, order, authz: authz! };
+}
+
+describe('validation jobs', () => {
+  it('a failing check is retried: the challenge stays processing with its error, then turns valid', async () => {
+    const { client, authz, order } = await pendingOrder('retry.example.test');
+    const challenge = authz.challenges.find((c) => c.type === 'http-01')!;
+    const started = await internals(client).api.apiRequest(challenge.url, {});
+    expect(started.status).toBe(200);
+    expect(started.data.status).toBe('processing');
+    expect(started.headers.link).toContain(`<${authz.url}>;rel="up"`);
+    let seen: { status?: string; error?: { type?: string } } = {};
+    for (let i = 0; i < 40 && !seen.error; i++) {
+      await sleep(100);
+      seen = (await internals(client).api.apiRequest(challenge.url, null, [200])).data;
+    }
+    expect(seen.status).toBe('processing');
+    expect(seen.error?.type).toBe('urn:ietf:params:acme:error:unauthorized');
+    await publish(env, client, authz, 'http-01');
+    const done = await client.waitForValidStatus(challenge);
+    expect(done.status).toBe('valid');
+    expect((await client.getOrder(order)).status).toBe('ready');
+  });
+
+  it("a job whose holder died is taken over once its lease lapses, not before", async () => {
+    const { client, authz } = await pendingOrder('lease.example.test');
+    const challenge = await publish(env, client, authz, 'http-01');
+    const db = env.ca.ctx.database.db;
+    const id = challenge.url.split('/').pop()!;
+    const now = new Date();
+    await db.updateTable('acme_challenges').set({ status: 'processing' }).where('id', '=', id).execute();
+    await db
+      .insertInto('acme_jobs')
+      .values({ id: 'ghost-job', challenge_id: id, status: 'queued', run_at: now, deadline: new Date(now.getTime() + 16_000), lease_holder: 'ghost', lease_until: new Date(now.getTime() + 1_500), created_at: now, finished_at: null })
+      .execute();
+    await sleep(1_000);
+    expect((await internals(client).api.apiRequest(challenge.url, null, [200])).data.status).toBe('processing');
+    expect((await client.waitForValidStatus(challenge)).status).toBe('valid');
+    const job = await db.selectFrom('acme_jobs').select(['status', 'lease_holder']).where('id', '=', 'ghost-job').executeTakeFirstOrThrow();
+    expect(job.status).toBe('done');
+  });
+
+  it('deactivating an authorization invalidates its order', async () => {
+    const { client, authz, order } = await pendingOrder('deact.example.test');
+    const res = await client.deactivateAuthorization(authz);
+    expect(res.status).toBe('deactivated');
+    const o = await client.getOrder(order);
+    expect(o.status).toBe('invalid');
+    const fin = await internals(client).api.apiRequest(order.finalize, { csr: 'AAAA' });
+    expect([fin.status, fin.data.type]).toEqual([403, 'urn:ietf:params:acme:error:orderNotReady']);
+  });
+});
+
+describe('janitor', () => {
+  it('purges spent nonces past expiry and old finished jobs, and marks expired orders invalid', async () => {
+    const deps = createAcmeDeps(env.ca.ctx, createLogger('silent'));
+    const db = env.ca.ctx.database.db;
+    const past = new Date(Date.now() - 2 * 3_600_000);
+    await db.insertInto('acme_spent_nonces').values({ nonce: 'old-nonce', expires_at: past }).execute();
+    await db.insertInto('acme_spent_nonces').values({ nonce: 'live-nonce', expires_at: new Date(Date.now() + 600_000) }).execute();
+    const { order } = await pendingOrder('janitor.example.test');
+    const orderId = order.url.split('/').pop()!;
+    await db.updateTable('acme_orders').set({ expires: past }).where('id', '=', orderId).execute();
+    const report = await sweep(deps);
+    expect(report.nonces).toBeGreaterThanOrEqual(1);
+    const nonces = (await db.selectFrom('acme_spent_nonces').select('nonce').where('nonce', 'in', ['old-nonce', 'live-nonce']).execute()).map((r) => r.nonce);
+    expect(nonces).toEqual(['live-nonce']);
+    const row = await db.selectFrom('acme_orders').select('status').where('id', '=', orderId).executeTakeFirstOrThrow();
+    expect(row.status).toBe('invalid');
+  });
+});

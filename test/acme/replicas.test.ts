@@ -1,0 +1,70 @@
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../support/ca.ts';
+import { issue, rawKey, request, signJws, startAcmeEnv, type AcmeTestEnv } from '../support/acme.ts';
+
+/** A TCP round-robin balancer: each connection goes to the next replica (TLS passes through). */
+async function roundRobin(port: number, backends: number[]): Promise<{ server: Server; hits: number[] }> {
+  const hits = backends.map(() => 0);
+  let next = 0;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const i = next++ % backends.length;
+    hits[i]!++;
+    const upstream = connect(backends[i]!, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  server.on('close', () => sockets.forEach((s) => s.destroy()));
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { server, hits };
+}
+
+const portOf = (url: string) => Number(new URL(url).port);
+
+// PGlite admits one process, so two servers on one database need PostgreSQL.
+describe.runIf(!!process.env.DATABASE_URL)('two replicas on one database', () => {
+  let a: AcmeTestEnv;
+  let b: AcmeTestEnv;
+  let lb: { server: Server; hits: number[] };
+
+  beforeAll(async () => {
+    const publicPort = await freePort();
+    a = await startAcmeEnv({ publicPort });
+    b = await startAcmeEnv({ publicPort, store: a.ca.store, shared: a });
+    lb = await roundRobin(publicPort, [portOf(a.ca.server!.httpsUrl), portOf(b.ca.server!.httpsUrl)]);
+  });
+  afterAll(async () => {
+    lb?.server.close();
+    await b?.close();
+    await a?.close();
+  });
+
+  it('a nonce from one replica is accepted once by the other', async () => {
+    const key = await rawKey();
+    const direct = (env: AcmeTestEnv) => env.ca.server!.httpsUrl.replace('localhost', '127.0.0.1');
+    const nonceFromA = String((await request(a, 'HEAD', `${direct(a)}/acme/new-nonce`)).headers['replay-nonce']);
+    // The signed url is the public one both replicas advertise.
+    const url = `${a.ca.httpsUrl}/acme/new-account`;
+    const body = JSON.stringify(await signJws(key, {}, { alg: key.alg, nonce: nonceFromA, url, jwk: key.jwk }));
+    const atB = await request(b, 'POST', `${direct(b)}/acme/new-account`, { headers: { 'content-type': 'application/jose+json' }, body });
+    expect(atB.status).toBe(201);
+    const replayAtA = await request(a, 'POST', `${direct(a)}/acme/new-account`, { headers: { 'content-type': 'application/jose+json' }, body });
+    expect(replayAtA.json().type).toBe('urn:ietf:params:acme:error:badNonce');
+  });
+
+  it('serves one client flow whose requests alternate between the replicas', async () => {
+    const client = await a.client();
+    await client.createAccount({ termsOfServiceAgreed: true });
+    const before = [...lb.hits];
+    const { order, certPem } = await issue(a, client, [{ type: 'dns', value: 'replicas.example.test' }], 'http-01');
+    expect(order.status).toBe('valid');
+    expect(certPem).toContain('BEGIN CERTIFICATE');
+    expect(lb.hits[0]! - before[0]!).toBeGreaterThan(3);
+    expect(lb.hits[1]! - before[1]!).toBeGreaterThan(3);
+  });
+});
