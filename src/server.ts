@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { join } from 'node:path';
-import { getRequestListener } from '@hono/node-server';
+import { nodeListener } from './http/node-listener.ts';
 import { Hono } from 'hono';
 import { callAdmin } from './cli/admin-client.ts';
 import { features } from './features.ts';
@@ -74,15 +74,18 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
   }
 
   let tls = await issueTlsIdentity(ctx.ca, ctx.config.https.hostnames);
-  const https = createHttpsServer({ ...tls.options, minVersion: 'TLSv1.2' }, getRequestListener(api.fetch));
-  const http = createHttpServer(getRequestListener(plain.fetch));
+  // Client certificates for the data-key API (kms-api.ts): asked for but not required, so ACME
+  // clients without one still connect; the handler checks the chain result and the principal.
+  const clientAuth = async () => ({ requestCert: true, rejectUnauthorized: false, ca: (await ctx.ca.rootsPem()) + (await ctx.ca.intermediatesPem()) });
+  const https = createHttpsServer({ ...tls.options, ...(await clientAuth()), minVersion: 'TLSv1.2' }, nodeListener(api.fetch));
+  const http = createHttpServer(nodeListener(plain.fetch));
 
   let renewTimer: NodeJS.Timeout | undefined;
   const scheduleRenewal = () => {
     renewTimer = setTimeout(async () => {
       try {
         tls = await issueTlsIdentity(ctx.ca, ctx.config.https.hostnames);
-        https.setSecureContext({ ...tls.options, minVersion: 'TLSv1.2' });
+        https.setSecureContext({ ...tls.options, ca: (await clientAuth()).ca, minVersion: 'TLSv1.2' });
         log.info({ serial: tls.serial, notAfter: tls.notAfter }, 'renewed the HTTPS certificate');
       } catch (err) {
         log.error({ err: (err as Error).message }, 'renewing the HTTPS certificate failed; retrying in a minute');

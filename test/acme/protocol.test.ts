@@ -189,6 +189,10 @@ describe('orders', () => {
     expect(res.status).toBe(200);
     expect(res.json()).toMatchObject({ url: ch.url, status: 'processing', type: 'http-01' });
     expect(res.headers.link).toContain(`<${authzUrl}>;rel="up"`);
+    // One link per header line: x/crypto/acme (cert-manager) reads each line as a single link.
+    const links = res.rawHeaders.filter((_, i) => i % 2 === 1 && /^link$/i.test(res.rawHeaders[i - 1]!));
+    expect(links).toContain(`<${authzUrl}>;rel="up"`);
+    expect(links).toContain(`<${u('/directory')}>;rel="index"`);
   });
 
   it('revoking a certificate this CA did not issue is 404', async () => {

@@ -179,6 +179,8 @@ export async function rawKey(alg: 'ES256' | 'RS256' | 'ES384' | 'EdDSA' = 'ES256
 export interface RawResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
+  /** Header lines as sent, e.g. to see that each Link has a line of its own. */
+  rawHeaders: string[];
   body: string;
   json(): Record<string, unknown>;
 }
@@ -190,7 +192,7 @@ export function request(env: AcmeTestEnv, method: string, url: string, opts: { h
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const body = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json: () => JSON.parse(body) as Record<string, unknown> });
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body, json: () => JSON.parse(body) as Record<string, unknown> });
       });
     });
     req.on('error', reject);
