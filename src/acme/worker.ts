@@ -118,8 +118,9 @@ export function startValidationWorker(
   let stopped = false;
   let wake: (() => void) | undefined;
   let kicked = false;
-  let timer: NodeJS.Timeout | undefined;
 
+  // Each sleep owns its timer and waker: a stale sleep (left over from a race with a finishing job)
+  // must not cancel the current one, or the loop would wait forever with jobs queued.
   const sleep = () =>
     new Promise<void>((resolve) => {
       if (kicked || stopped) {
@@ -127,11 +128,13 @@ export function startValidationWorker(
         resolve();
         return;
       }
-      wake = resolve;
-      timer = setTimeout(resolve, pollMs);
-    }).finally(() => {
-      clearTimeout(timer);
-      wake = undefined;
+      const done = () => {
+        clearTimeout(timer);
+        if (wake === done) wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, pollMs);
+      wake = done;
     });
 
   const loop = (async () => {

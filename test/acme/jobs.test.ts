@@ -90,3 +90,21 @@ describe('janitor', () => {
     expect(row.status).toBe('invalid');
   });
 });
+
+describe('validation under load', () => {
+  it('keeps validating when more challenges arrive than the worker runs at once', async () => {
+    const { issue } = await import('../support/acme.ts');
+    const clients = await Promise.all(
+      Array.from({ length: 6 }, async () => {
+        const c = await env.client();
+        await c.createAccount({ termsOfServiceAgreed: true });
+        return c;
+      }),
+    );
+    // Two rounds: a worker that saturated once (4 checks at a time) must still pick up new jobs.
+    for (const round of [1, 2]) {
+      const issued = await Promise.all(clients.map((c, i) => issue(env, c, [{ type: 'dns', value: `load${round}-${i}.example.test` }], 'http-01')));
+      expect(issued.every((r) => r.order.status === 'valid' && r.certPem.includes('BEGIN CERTIFICATE'))).toBe(true);
+    }
+  });
+});
