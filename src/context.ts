@@ -26,7 +26,7 @@ export async function openContext(config: Config, options: { clock?: Clock; prin
   try {
     await migrateToLatest(database.db);
     const kms = await openKeyHierarchy(database.db, rootOfTrustOptions(config), options.principal ?? 'keyward');
-    const ca = new CertificateAuthority(database.db, kms, config.profiles, options.clock);
+    const ca = new CertificateAuthority(database.db, kms, config.profiles, options.clock, { baseUrl: config.httpBaseUrl, crlShards: config.revocation.crlShards });
     return { config, database, kms, ca, close: () => database.close() };
   } catch (err) {
     await database.close();

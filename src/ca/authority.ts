@@ -9,6 +9,7 @@ import { normalizeSans } from './names.ts';
 import { toPem } from './pem.ts';
 import { checkAgainstProfile } from './profile-check.ts';
 import { isKeyBlocked, revokeCertificate, type Revocation } from './revocation.ts';
+import { caIssuersUrl, crlUrl, isPassiveRevocation, ocspUrl, shardFor } from './revocation-urls.ts';
 import { normalizeSerial, randomSerial } from './serial.ts';
 import { x509 } from './x509.ts';
 
@@ -63,6 +64,14 @@ export interface Clock {
 
 const systemClock: Clock = { now: () => new Date() };
 
+/** What leaf certificates need to point relying parties at revocation information. */
+export interface LeafRevocationSettings {
+  /** Public base URL of the plain HTTP listener (no trailing slash). */
+  baseUrl: string;
+  /** CRL shards for new certificates. */
+  crlShards: number;
+}
+
 type LeafBuilder = ReturnType<typeof createLeafBuilder>;
 
 interface ActiveIssuer {
@@ -79,6 +88,7 @@ export class CertificateAuthority {
     private readonly kms: KeyHierarchy,
     readonly profiles: ReadonlyMap<string, Profile>,
     private readonly clock: Clock = systemClock,
+    private readonly revocation?: LeafRevocationSettings,
   ) {}
 
   /**
@@ -177,7 +187,18 @@ export class CertificateAuthority {
       throw new CaError('badPublicKey', 'this public key belongs to a certificate revoked for keyCompromise and may not be certified again');
     }
 
+    // Shard first, then URLs: the CDP names the shard this certificate will be listed in.
+    const shard = this.revocation ? shardFor(serial, this.revocation.crlShards) : 0;
+    const urls =
+      this.revocation && !isPassiveRevocation(profile, lifetimeMs)
+        ? {
+            crlDistributionPoint: crlUrl(this.revocation.baseUrl, issuer.row.id, shard),
+            ocspUrl: ocspUrl(this.revocation.baseUrl),
+            caIssuersUrl: caIssuersUrl(this.revocation.baseUrl, issuer.row.id),
+          }
+        : {};
     const tbs = issuer.builder.tbs({
+      ...urls,
       serial: Buffer.from(serial, 'hex'),
       notBefore,
       notAfter,
@@ -215,6 +236,7 @@ export class CertificateAuthority {
           requester: req.requester,
           revoked_at: null,
           revocation_reason: null,
+          crl_shard: shard,
         })
         .execute();
       await trx.updateTable('serial_reservations').set({ status: 'issued' }).where('serial', '=', serial).execute();

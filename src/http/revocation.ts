@@ -1,8 +1,218 @@
+import { createHash } from 'node:crypto';
+import type { Context, Hono } from 'hono';
+import { AriRequestError, parseAriCertId, renewalInfo } from '../ca/ari.ts';
+import { MAX_OCSP_REQUEST_BYTES, ocspErrorResponse } from '../ca/ocsp.ts';
+import type { OcspAnswer } from '../ca/ocsp-responder.ts';
+import { RevocationService } from '../ca/revocation-service.ts';
+import { parseCrlFileName } from '../ca/revocation-urls.ts';
 import type { AppContext } from '../context.ts';
 import type { Feature } from './feature.ts';
 import type { Logger } from './log.ts';
 
-// Placeholder until revocation lookups land: CRLs, OCSP and ACME Renewal Information.
-export function revocationFeature(_ctx: AppContext, _log: Logger): Feature {
-  return { name: 'revocation' };
+/**
+ * Revocation lookups. Plain HTTP (RFC 5280 / RFC 6960 practice, no TLS needed to check revocation):
+ *   GET  /crl/<issuer-id>.crl, /crl/<issuer-id>-<shard>.crl   CRLs (see revocation-urls.ts)
+ *   POST /ocsp, GET /ocsp/<url-encoded base64 request>       OCSP (RFC 6960 A.1, RFC 5019 5)
+ *   GET  /issuer/<issuer-id>.cer                             AIA caIssuers (DER)
+ * HTTPS, next to the ACME API:
+ *   GET  /acme/renewal-info/<certID>                         ACME Renewal Information (RFC 9773)
+ * Background (every replica; leases pick who works): OCSP signer renewal, CRL publishing, OCSP
+ * pre-signing.
+ */
+export function revocationFeature(ctx: AppContext, log: Logger): Feature {
+  const service = new RevocationService(ctx);
+  const flog = log.child({ feature: 'revocation' });
+  const crlCache = new Map<string, { number: string; der: Uint8Array<ArrayBuffer> }>();
+  const r = ctx.config.revocation;
+
+  const crl = async (c: Context): Promise<Response> => {
+    const name = parseCrlFileName(c.req.param('file') ?? '');
+    if (!name) return c.text('not found\n', 404);
+    const row = await ctx.database.db
+      .selectFrom('crls')
+      .select(['crl_number', 'this_update', 'next_update'])
+      .where('issuer_id', '=', name.issuerId)
+      .where('shard', '=', name.shard)
+      .where('der', 'is not', null)
+      .executeTakeFirst();
+    if (!row?.this_update || !row.next_update) return c.text('no such CRL (yet)\n', 404, { 'retry-after': '10' });
+    const number = String(row.crl_number);
+    const etag = `"crl-${name.issuerId}-${name.shard}-${number}"`;
+    const headers: Record<string, string> = {
+      'content-type': 'application/pkix-crl',
+      etag,
+      'last-modified': row.this_update.toUTCString(),
+      expires: row.next_update.toUTCString(),
+      // Cacheable until nextUpdate, when the CRL must be replaced anyway.
+      'cache-control': `public, max-age=${Math.max(0, Math.floor((row.next_update.getTime() - Date.now()) / 1000))}, no-transform`,
+    };
+    if (matchesEtag(c.req.header('if-none-match'), etag)) return new Response(null, { status: 304, headers });
+    const key = `${name.issuerId}:${name.shard}`;
+    let cached = crlCache.get(key);
+    // A large CRL is read from the database once per CRL number, not once per request.
+    if (cached?.number !== number) {
+      const full = await ctx.database.db
+        .selectFrom('crls')
+        .select(['crl_number', 'der'])
+        .where('issuer_id', '=', name.issuerId)
+        .where('shard', '=', name.shard)
+        .executeTakeFirst();
+      if (!full?.der || String(full.crl_number) !== number) return c.text('the CRL changed; retry\n', 503, { 'retry-after': '1' });
+      cached = { number, der: new Uint8Array(full.der) };
+      crlCache.set(key, cached);
+    }
+    return new Response(cached.der, { status: 200, headers });
+  };
+
+  const ocspReply = (c: Context, answer: OcspAnswer): Response => {
+    if (answer.kind === 'error') {
+      flog.debug({ status: answer.status, reason: answer.reason }, 'OCSP request refused');
+      return ocspBytes(answer.der, 200, { 'cache-control': 'no-store' });
+    }
+    const etag = `"${createHash('sha256').update(answer.der).digest('hex').slice(0, 32)}"`;
+    // RFC 5019 6.2: a nonce-bound answer is for this request only.
+    if (answer.nonce) return ocspBytes(answer.der, 200, { 'cache-control': 'no-store' });
+    const maxAge = Math.max(0, Math.floor((answer.nextUpdate.getTime() - Date.now()) / 1000));
+    const headers = {
+      etag,
+      'last-modified': answer.thisUpdate.toUTCString(),
+      expires: answer.nextUpdate.toUTCString(),
+      'cache-control': `max-age=${maxAge}, public, no-transform, must-revalidate`,
+    };
+    if (c.req.method === 'GET' && matchesEtag(c.req.header('if-none-match'), etag)) return new Response(null, { status: 304, headers });
+    return ocspBytes(answer.der, 200, headers);
+  };
+
+  const ocspSafely = async (c: Context, der: Uint8Array): Promise<Response> => {
+    try {
+      return ocspReply(c, await service.responder.answer(der));
+    } catch (err) {
+      flog.error({ err: (err as Error).message }, 'OCSP responder failed');
+      return ocspBytes(ocspErrorResponse('internalError'), 500, { 'cache-control': 'no-store' });
+    }
+  };
+
+  const malformed = (status = 200): Response => ocspBytes(ocspErrorResponse('malformedRequest'), status, { 'cache-control': 'no-store' });
+
+  return {
+    name: 'revocation',
+    http: (app: Hono) => {
+      app.get('/crl/:file', crl);
+      app.get('/issuer/:file', async (c) => {
+        const m = /^([0-9a-f]{16})\.cer$/.exec(c.req.param('file'));
+        const row = m ? await ctx.database.db.selectFrom('issuers').select('certificate').where('id', '=', m[1]!).executeTakeFirst() : undefined;
+        if (!row) return c.text('not found\n', 404);
+        return new Response(new Uint8Array(row.certificate), { headers: { 'content-type': 'application/pkix-cert', 'cache-control': 'public, max-age=3600' } });
+      });
+      app.post('/ocsp', async (c) => {
+        const body = await readLimited(c.req.raw, MAX_OCSP_REQUEST_BYTES);
+        // Oversized: refused before parsing; 413 tells proxies and people, the body tells OCSP clients.
+        if (body === 'too-large') return malformed(413);
+        return ocspSafely(c, body);
+      });
+      app.get('/ocsp/*', async (c) => {
+        const path = new URL(c.req.url).pathname;
+        const encoded = path.slice(path.indexOf('/ocsp/') + '/ocsp/'.length);
+        if (encoded.length > Math.ceil((MAX_OCSP_REQUEST_BYTES * 4) / 3) * 3) return malformed(414);
+        const der = decodeGetRequest(encoded);
+        if (!der) return malformed();
+        return ocspSafely(c, der);
+      });
+      app.get('/ocsp', () => malformed());
+    },
+    https: (app: Hono) => {
+      app.get('/acme/renewal-info/:certID', async (c) => {
+        let certId;
+        try {
+          certId = parseAriCertId(c.req.param('certID'));
+        } catch (err) {
+          if (err instanceof AriRequestError) return problem(400, 'malformed', `invalid certID: ${err.message}`);
+          throw err;
+        }
+        const info = await renewalInfo(ctx.database.db, certId);
+        if (!info) return problem(404, 'malformed', 'no certificate with this certID was issued here');
+        return new Response(JSON.stringify(info), {
+          status: 200,
+          headers: { 'content-type': 'application/json', 'retry-after': String(Math.round(r.ariRetryAfter / 1000)), 'cache-control': 'public, max-age=0, no-cache' },
+        });
+      });
+    },
+    start: () => {
+      // Short enough that a revocation reaches the CRL well inside crlPublishDelay.
+      const period = Math.min(30_000, Math.max(500, Math.floor(r.crlPublishDelay / 3)));
+      let stopped = false;
+      let running: Promise<void> = Promise.resolve();
+      let timer: NodeJS.Timeout | undefined;
+      const loop = () => {
+        running = service
+          .tick((step, err) => flog.error({ step, err: (err as Error).message }, 'revocation background work failed'))
+          .finally(() => {
+            if (!stopped) {
+              timer = setTimeout(loop, period);
+              timer.unref();
+            }
+          });
+      };
+      loop();
+      return async () => {
+        stopped = true;
+        clearTimeout(timer);
+        await running;
+      };
+    },
+  };
+}
+
+function ocspBytes(der: Uint8Array, status: number, headers: Record<string, string>): Response {
+  // A copy on its own ArrayBuffer: what the Response body type wants, and a few hundred bytes.
+  return new Response(new Uint8Array(der), { status, headers: { 'content-type': 'application/ocsp-response', ...headers } });
+}
+
+function matchesEtag(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  return header.trim() === '*' || header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
+}
+
+/** The body, or 'too-large' as soon as it passes `limit` bytes (without reading the rest). */
+async function readLimited(req: Request, limit: number): Promise<Uint8Array | 'too-large'> {
+  const declared = Number(req.headers.get('content-length') ?? '0');
+  if (declared > limit) return 'too-large';
+  if (!req.body) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > limit) {
+      await reader.cancel();
+      return 'too-large';
+    }
+    chunks.push(value);
+  }
+  return new Uint8Array(Buffer.concat(chunks));
+}
+
+/**
+ * RFC 5019 5: GET carries url-encoding(base64(DER)). Some clients leave '+' unencoded, which a form
+ * decoder would turn into a space; plain percent-decoding keeps it.
+ */
+function decodeGetRequest(encoded: string): Uint8Array | undefined {
+  let text: string;
+  try {
+    text = decodeURIComponent(encoded);
+  } catch {
+    return undefined;
+  }
+  text = text.replace(/ /g, '+');
+  if (text.length === 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4 !== 0) return undefined;
+  return new Uint8Array(Buffer.from(text, 'base64'));
+}
+
+function problem(status: number, type: string, detail: string): Response {
+  return new Response(JSON.stringify({ type: `urn:ietf:params:acme:error:${type}`, detail, status }), {
+    status,
+    headers: { 'content-type': 'application/problem+json' },
+  });
 }

@@ -1,0 +1,235 @@
+import { sql } from 'kysely';
+import type { Db, IssuerRow } from '../db/schema.ts';
+import { withLease } from '../db/lease.ts';
+import {
+  buildOcspResponse,
+  certIdMatchesIssuer,
+  issuerHashes,
+  makeCertId,
+  ocspErrorResponse,
+  OcspRequestError,
+  parseOcspRequest,
+  type CertId,
+  type IssuerHashes,
+  type OcspCertStatus,
+  type OcspErrorStatus,
+  type OcspSingleResponse,
+} from './ocsp.ts';
+import { bytesEqual } from './ocsp-signer-cert.ts';
+import type { OcspSigners, Responder } from './ocsp-signers.ts';
+
+/**
+ * The OCSP responder (RFC 6960, profiled by RFC 5019). Answers come from `ocsp_responses`, signed
+ * ahead of time by `refreshBatch`, so the common lookup (one SHA-1 CertID, no nonce) costs one
+ * indexed read and no signature. Everything else is signed on the spot:
+ * - a request with a nonce, when nonces are echoed (the answer is bound to that request);
+ * - several CertIDs in one request (rare; RFC 5019 clients send one);
+ * - a serial we never issued ("unknown": nothing to pre-sign, and caching it would let anyone fill
+ *   the table);
+ * - a certificate whose cached answer is missing, e.g. just issued or just revoked. That answer is
+ *   then stored, so the next lookup is cached again.
+ * Stored answers are written only while the certificate's status still matches (see `store`), so a
+ * slow writer can never put a "good" back after a revocation.
+ */
+
+export interface OcspSettings {
+  /** thisUpdate..nextUpdate of each answer. */
+  validity: number;
+  nonce: 'echo' | 'ignore';
+}
+
+export type OcspAnswer =
+  | { kind: 'error'; status: OcspErrorStatus; der: Uint8Array; reason: string }
+  | { kind: 'response'; der: Uint8Array; cached: boolean; thisUpdate: Date; nextUpdate: Date; nonce: boolean };
+
+interface KnownIssuer {
+  row: IssuerRow;
+  hashes: IssuerHashes;
+}
+
+const ISSUER_RELOAD_MS = 60_000;
+const REFRESH_LEASE_TTL_MS = 60_000;
+
+function serialHex(serial: Uint8Array): string {
+  return Buffer.from(serial).toString('hex').replace(/^0+(?=.)/, '');
+}
+
+type DbStatus = 'valid' | 'revoked';
+
+function certStatus(status: DbStatus, revokedAt: Date | null, reason: number | null): OcspCertStatus {
+  return status === 'revoked' ? { kind: 'revoked', revokedAt: revokedAt ?? new Date(0), reason: reason ?? undefined } : { kind: 'good' };
+}
+
+export class OcspResponder {
+  private issuers: KnownIssuer[] = [];
+  private loadedAt = 0;
+
+  constructor(
+    private readonly db: Db,
+    private readonly signers: OcspSigners,
+    private readonly settings: OcspSettings,
+    private readonly holder: string,
+  ) {}
+
+  /** Issuers that issue leaves, with their CertID hashes; reloaded now and then for new intermediates. */
+  private async knownIssuers(force = false): Promise<KnownIssuer[]> {
+    if (force ? Date.now() - this.loadedAt > 5_000 : Date.now() - this.loadedAt > ISSUER_RELOAD_MS) {
+      const rows = await this.db.selectFrom('issuers').selectAll().where('kind', '=', 'intermediate').execute();
+      this.issuers = rows.map((row) => ({ row, hashes: issuerHashes(row.certificate) }));
+      this.loadedAt = Date.now();
+    }
+    return this.issuers;
+  }
+
+  private async issuerOf(certId: CertId): Promise<KnownIssuer | undefined> {
+    const match = (list: KnownIssuer[]) => list.find((i) => certIdMatchesIssuer(certId, i.hashes));
+    return match(await this.knownIssuers()) ?? match(await this.knownIssuers(true));
+  }
+
+  async answer(requestDer: Uint8Array): Promise<OcspAnswer> {
+    let parsed;
+    try {
+      parsed = parseOcspRequest(requestDer);
+    } catch (err) {
+      if (err instanceof OcspRequestError) return { kind: 'error', status: 'malformedRequest', der: ocspErrorResponse('malformedRequest'), reason: err.message };
+      throw err;
+    }
+    const matched: KnownIssuer[] = [];
+    for (const certId of parsed.certIds) {
+      const issuer = await this.issuerOf(certId);
+      // RFC 6960 2.3: "unauthorized" when we are not a responder for that issuer.
+      if (!issuer) return { kind: 'error', status: 'unauthorized', der: ocspErrorResponse('unauthorized'), reason: 'issuer is not ours' };
+      matched.push(issuer);
+    }
+    // One response has one signer, and a delegated signer speaks for its own issuer only.
+    const issuer = matched[0]!;
+    if (matched.some((m) => m.row.id !== issuer.row.id)) {
+      return { kind: 'error', status: 'unauthorized', der: ocspErrorResponse('unauthorized'), reason: 'CertIDs of several issuers in one request' };
+    }
+    const nonce = this.settings.nonce === 'echo' ? parsed.nonce : undefined;
+
+    if (parsed.certIds.length === 1 && nonce === undefined) {
+      const hit = await this.cached(issuer, parsed.certIds[0]!);
+      if (hit) return hit;
+    }
+    return this.signLive(issuer, parsed.certIds, nonce);
+  }
+
+  /** A stored answer, if there is a fresh one the client can use byte for byte. */
+  private async cached(issuer: KnownIssuer, certId: CertId): Promise<OcspAnswer | undefined> {
+    // Stored answers carry our canonical CertID encoding; a client that encoded it otherwise (e.g.
+    // absent hash parameters) may compare bytes, so it gets a live answer echoing its own.
+    if (!bytesEqual(makeCertId(issuer.hashes, certId.hashAlgorithm, certId.serialNumber).raw, certId.raw)) return undefined;
+    const r = await sql<{ der: Uint8Array; der_sha256: Uint8Array | null; this_update: Date; next_update: Date; fresh: boolean }>`
+      SELECT r.der, r.der_sha256, r.this_update, r.next_update, r.next_update > now() AS fresh
+      FROM ocsp_responses r JOIN certificates c ON c.serial = r.serial
+      WHERE r.serial = ${serialHex(certId.serialNumber)} AND c.issuer_id = ${issuer.row.id}`.execute(this.db);
+    const row = r.rows[0];
+    if (!row?.fresh) return undefined;
+    const der = certId.hashAlgorithm === 'sha1' ? row.der : row.der_sha256;
+    if (!der) return undefined;
+    return { kind: 'response', der: new Uint8Array(der), cached: true, thisUpdate: new Date(row.this_update), nextUpdate: new Date(row.next_update), nonce: false };
+  }
+
+  private async signLive(issuer: KnownIssuer, certIds: CertId[], nonce: Uint8Array | undefined): Promise<OcspAnswer> {
+    const serials = certIds.map((c) => serialHex(c.serialNumber));
+    const rows = await this.db
+      .selectFrom('certificates')
+      .select(['serial', 'issuer_id', 'status', 'revoked_at', 'revocation_reason'])
+      .where('serial', 'in', serials)
+      .where('issuer_id', '=', issuer.row.id)
+      .execute();
+    const bySerial = new Map(rows.map((r) => [r.serial, r]));
+    const now = await this.dbNow();
+    const responder = await this.signers.responderFor(issuer.row, now);
+    // No responder certificate yet (a fresh CA, before the background work made one).
+    if (!responder) return { kind: 'error', status: 'tryLater', der: ocspErrorResponse('tryLater'), reason: 'no OCSP signer yet' };
+    const { thisUpdate, nextUpdate } = this.window(now, responder);
+    const responses: OcspSingleResponse[] = certIds.map((certId, i) => {
+      const row = bySerial.get(serials[i]!);
+      // "unknown" (RFC 6960 2.2): the issuer is ours, the serial is not one it issued.
+      const status: OcspCertStatus = row ? certStatus(row.status, row.revoked_at, row.revocation_reason) : { kind: 'unknown' };
+      return { certId, status, thisUpdate, nextUpdate };
+    });
+    const der = await buildOcspResponse({ responder: { certificate: responder.certificate, signer: responder.signer }, producedAt: now, responses, nonce });
+
+    const only = bySerial.get(serials[0]!);
+    if (certIds.length === 1 && nonce === undefined && only) {
+      const certId = certIds[0]!;
+      const canonical = bytesEqual(makeCertId(issuer.hashes, certId.hashAlgorithm, certId.serialNumber).raw, certId.raw);
+      if (canonical) await this.store(only.serial, certId.hashAlgorithm, only.status, der, thisUpdate, nextUpdate);
+    }
+    return { kind: 'response', der, cached: false, thisUpdate, nextUpdate, nonce: nonce !== undefined };
+  }
+
+  private window(now: Date, responder: Responder): { thisUpdate: Date; nextUpdate: Date } {
+    // An answer must not outlive the certificate that vouches for its signature.
+    const nextUpdate = new Date(Math.min(now.getTime() + this.settings.validity, responder.notAfter.getTime()));
+    return { thisUpdate: now, nextUpdate };
+  }
+
+  private async dbNow(): Promise<Date> {
+    const r = await sql<{ now: Date }>`SELECT date_trunc('second', clock_timestamp()) AS now`.execute(this.db);
+    return new Date(r.rows[0]!.now);
+  }
+
+  /**
+   * Stores an answer only if the certificate still has the status it states. FOR SHARE waits for a
+   * revocation in flight and then re-reads the row, so the INSERT sees "revoked" and writes nothing;
+   * the revocation itself deletes any older answer.
+   */
+  private async store(serial: string, hash: 'sha1' | 'sha256', status: DbStatus, der: Uint8Array, thisUpdate: Date, nextUpdate: Date): Promise<void> {
+    if (hash === 'sha1') {
+      await sql`
+        INSERT INTO ocsp_responses (serial, der, der_sha256, this_update, next_update, status)
+        SELECT c.serial, ${der}, NULL, ${thisUpdate}, ${nextUpdate}, c.status FROM certificates c
+        WHERE c.serial = ${serial} AND c.status = ${status} FOR SHARE
+        ON CONFLICT (serial) DO UPDATE SET der = excluded.der, der_sha256 = NULL, this_update = excluded.this_update,
+          next_update = excluded.next_update, status = excluded.status
+        WHERE ocsp_responses.this_update <= excluded.this_update`.execute(this.db);
+    } else {
+      // The SHA-256 answer rides on the SHA-1 row and is valid at least as long as it (its
+      // nextUpdate is not earlier); a refresh of the row clears it.
+      await sql`
+        UPDATE ocsp_responses r SET der_sha256 = ${der} FROM certificates c
+        WHERE r.serial = ${serial} AND c.serial = r.serial AND c.status = ${status} AND r.status = ${status}
+          AND r.next_update <= ${nextUpdate}`.execute(this.db);
+    }
+  }
+
+  /**
+   * Pre-signs one batch: unexpired certificates with no stored answer, or one past half its
+   * validity (RFC 5019 6.1 style refresh well before nextUpdate). Returns how many were signed, or
+   * undefined when another replica holds the lease.
+   */
+  async refreshBatch(limit = 200): Promise<number | undefined> {
+    const half = `${Math.floor(this.settings.validity / 2)} milliseconds`;
+    return withLease(this.db, 'ocsp-refresh', this.holder, REFRESH_LEASE_TTL_MS, async () => {
+      const due = await sql<{ serial: string; issuer_id: string; status: DbStatus; revoked_at: Date | null; revocation_reason: number | null }>`
+        SELECT c.serial, c.issuer_id, c.status, c.revoked_at, c.revocation_reason
+        FROM certificates c LEFT JOIN ocsp_responses r ON r.serial = c.serial
+        WHERE c.not_after > now() AND (r.serial IS NULL OR r.next_update < now() + ${half}::interval)
+        ORDER BY c.not_after LIMIT ${limit}`.execute(this.db);
+      if (due.rows.length === 0) return 0;
+      const issuers = await this.knownIssuers(true);
+      const now = await this.dbNow();
+      let signed = 0;
+      for (const row of due.rows) {
+        const issuer = issuers.find((i) => i.row.id === row.issuer_id);
+        if (!issuer) continue;
+        const responder = await this.signers.responderFor(issuer.row, now);
+        if (!responder) continue;
+        const { thisUpdate, nextUpdate } = this.window(now, responder);
+        const certId = makeCertId(issuer.hashes, 'sha1', Buffer.from(row.serial.length % 2 ? `0${row.serial}` : row.serial, 'hex'));
+        const der = await buildOcspResponse({
+          responder: { certificate: responder.certificate, signer: responder.signer },
+          producedAt: now,
+          responses: [{ certId, status: certStatus(row.status, row.revoked_at, row.revocation_reason), thisUpdate, nextUpdate }],
+        });
+        await this.store(row.serial, 'sha1', row.status, der, thisUpdate, nextUpdate);
+        signed++;
+      }
+      return signed;
+    });
+  }
+}

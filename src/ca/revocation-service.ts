@@ -1,0 +1,76 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { AppContext } from '../context.ts';
+import { publishDue, type CrlPublisherDeps, type PublishRound } from './crl-publisher.ts';
+import { OcspResponder } from './ocsp-responder.ts';
+import { OcspSigners } from './ocsp-signers.ts';
+
+/**
+ * The revocation machinery of one process, wired from the configuration: CRL publishing, OCSP
+ * signers and the responder. Holds no state that matters beyond caches; `tick` is the background
+ * work each replica runs, and the leases inside decide which replica actually does each piece.
+ */
+export class RevocationService {
+  readonly holder = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  readonly signers: OcspSigners;
+  readonly responder: OcspResponder;
+  readonly crl: CrlPublisherDeps;
+
+  constructor(readonly ctx: AppContext, principal = 'keyward') {
+    const r = ctx.config.revocation;
+    const db = ctx.database.db;
+    this.signers = new OcspSigners(db, ctx.kms, { mode: r.ocspSigner, lifetime: r.ocspSignerLifetime }, this.holder, principal);
+    this.responder = new OcspResponder(db, this.signers, { validity: r.ocspValidity, nonce: r.ocspNonce }, this.holder);
+    this.crl = {
+      db,
+      kms: ctx.kms,
+      settings: { baseUrl: ctx.config.httpBaseUrl, crlShards: r.crlShards, crlValidity: r.crlValidity },
+      holder: this.holder,
+      principal,
+    };
+  }
+
+  /** Publishes every due CRL (or all, with force). */
+  publishCrls(opts: { force?: boolean } = {}): Promise<PublishRound> {
+    return publishDue(this.crl, opts);
+  }
+
+  /** Responder certificates that are missing or past half-life, for every live intermediate. */
+  async ensureSigners(): Promise<void> {
+    const issuers = await this.ctx.ca.issuers();
+    for (const issuer of issuers) {
+      if (issuer.kind === 'intermediate' && issuer.not_after > new Date()) await this.signers.ensure(issuer);
+    }
+  }
+
+  /** Pre-signs OCSP answers, a bounded number of batches per call so one tick can't run forever. */
+  async refreshOcsp(maxBatches = 20): Promise<number> {
+    let total = 0;
+    for (let i = 0; i < maxBatches; i++) {
+      const n = await this.refreshOnce();
+      if (n === undefined || n === 0) break;
+      total += n;
+    }
+    return total;
+  }
+
+  private refreshOnce(): Promise<number | undefined> {
+    return this.responder.refreshBatch();
+  }
+
+  /** One round of background work; each step is independent, so one failing doesn't stop the rest. */
+  async tick(onError: (step: string, err: unknown) => void): Promise<void> {
+    const steps: [string, () => Promise<unknown>][] = [
+      ['ocsp-signers', () => this.ensureSigners()],
+      ['crl-publish', () => this.publishCrls()],
+      ['ocsp-refresh', () => this.refreshOcsp()],
+    ];
+    for (const [name, step] of steps) {
+      try {
+        await step();
+      } catch (err) {
+        onError(name, err);
+      }
+    }
+  }
+}
