@@ -1,0 +1,207 @@
+import { spawn } from 'node:child_process';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { X509Certificate } from 'node:crypto';
+import { decodeJwt } from 'jose';
+import { newKeyAndCsr } from './csr-client.ts';
+
+/**
+ * `keyward agent`: a client process (it never opens the database) that obtains a certificate with
+ * a bootstrap token, keeps it renewed over mTLS, and writes key.pem, cert.pem (leaf + chain) and
+ * bundle.pem (roots) to --out. Every write is temp file + rename, so readers see old or new files,
+ * never half of one; the hook runs after all three are in place (reload there: between the key
+ * and the certificate renames a reader can briefly see a new key with the old certificate).
+ */
+
+export const AGENT_USAGE = `Usage: keyward agent --token T --out DIR [--hook CMD] [--server URL] [--ca-file roots.pem] [--once]
+  --token T        a bootstrap token from \`keyward token create\`
+  --out DIR        where key.pem (0600), cert.pem and bundle.pem are written
+  --hook CMD       run with sh -c after each certificate is written (KEYWARD_CERT, KEYWARD_KEY, KEYWARD_BUNDLE set)
+  --server URL     the CA's HTTPS base URL (default: from the token's audience)
+  --ca-file FILE   roots to trust for the first connection (default: the system store); renewals trust
+                   the bundle the CA returned
+  --once           exit after the first certificate
+`;
+
+interface AgentOptions {
+  token: string;
+  out: string;
+  hook?: string;
+  server: string;
+  ca?: string;
+  once: boolean;
+}
+
+interface Obtained {
+  certificate: string;
+  caBundle: string;
+  serial: string;
+  notAfter: string;
+}
+
+export class AgentError extends Error {
+  override name = 'AgentError';
+}
+
+function parse(argv: string[]): AgentOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: { token: { type: 'string' }, out: { type: 'string' }, hook: { type: 'string' }, server: { type: 'string' }, 'ca-file': { type: 'string' }, once: { type: 'boolean', default: false } },
+  });
+  if (!values.token || !values.out) throw new AgentError('agent needs --token and --out');
+  let server = values.server;
+  if (!server) {
+    const aud = decodeJwt(values.token).aud;
+    const first = Array.isArray(aud) ? aud[0] : aud;
+    if (!first) throw new AgentError('the token names no audience; pass --server');
+    server = new URL(first).origin;
+  }
+  return {
+    token: values.token,
+    out: values.out,
+    ...(values.hook ? { hook: values.hook } : {}),
+    server: server.replace(/\/+$/, ''),
+    ...(values['ca-file'] ? { ca: readFileSync(values['ca-file'], 'utf8') } : {}),
+    once: values.once === true,
+  };
+}
+
+function post(url: string, body: unknown, tls: { ca?: string; key?: string; cert?: string }): Promise<Obtained> {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }, ...tls, timeout: 30_000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => {
+        try {
+          const json = JSON.parse(text) as Record<string, unknown>;
+          if (res.statusCode === 200 && typeof json.certificate === 'string' && typeof json.caBundle === 'string') {
+            resolve({ certificate: json.certificate, caBundle: json.caBundle, serial: String(json.serial), notAfter: String(json.notAfter) });
+          } else {
+            reject(new AgentError(`${url}: ${res.statusCode} ${typeof json.detail === 'string' ? json.detail : text.slice(0, 200)}`));
+          }
+        } catch {
+          reject(new AgentError(`${url}: ${res.statusCode} (not JSON) ${text.slice(0, 200)}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new AgentError(`${url}: timed out`)));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+/** Temp file in the same directory, fsync, rename: atomic on POSIX file systems. */
+export function writeAtomic(path: string, data: string, mode: number): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', mode);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}
+
+function runHook(hook: string, env: Record<string, string>): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn('sh', ['-c', hook], { stdio: 'inherit', env: { ...process.env, ...env } });
+    child.on('error', () => resolve(-1));
+    child.on('close', (code) => resolve(code ?? -1));
+  });
+}
+
+const log = (event: Record<string, unknown>) => process.stdout.write(JSON.stringify({ ts: new Date().toISOString(), ...event }) + '\n');
+
+/** When to renew: two thirds of the lifetime left at receipt (notBefore is back-dated, so not that). */
+export function renewAt(receivedAt: number, notAfter: number): number {
+  return receivedAt + ((notAfter - receivedAt) * 2) / 3;
+}
+
+export async function runAgent(argv: string[]): Promise<number> {
+  let opts: AgentOptions;
+  try {
+    opts = parse(argv);
+  } catch (err) {
+    process.stderr.write(`keyward agent: ${(err as Error).message}\n\n${AGENT_USAGE}`);
+    return 2;
+  }
+  mkdirSync(opts.out, { recursive: true, mode: 0o700 });
+  const paths = { key: join(opts.out, 'key.pem'), cert: join(opts.out, 'cert.pem'), bundle: join(opts.out, 'bundle.pem') };
+
+  const install = async (key: string, got: Obtained, event: string) => {
+    writeAtomic(paths.key, key, 0o600);
+    writeAtomic(paths.cert, got.certificate, 0o644);
+    writeAtomic(paths.bundle, got.caBundle, 0o644);
+    log({ event, serial: got.serial, notAfter: got.notAfter });
+    if (opts.hook) {
+      const code = await runHook(opts.hook, { KEYWARD_CERT: paths.cert, KEYWARD_KEY: paths.key, KEYWARD_BUNDLE: paths.bundle, KEYWARD_SERIAL: got.serial });
+      if (code !== 0) log({ event: 'hook-failed', code });
+    }
+  };
+
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  const stop = () => {
+    stopped = true;
+    wake?.();
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, Math.max(0, ms));
+      wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+
+  try {
+    let fresh = await newKeyAndCsr();
+    let current: Obtained;
+    try {
+      current = await post(`${opts.server}/v1/sign`, { csr: fresh.csrPem, token: opts.token }, opts.ca ? { ca: opts.ca } : {});
+    } catch (err) {
+      process.stderr.write(`keyward agent: ${(err as Error).message}\n`);
+      return 1;
+    }
+    let currentKey = fresh.keyPem;
+    let receivedAt = Date.now();
+    await install(currentKey, current, 'issued');
+    if (opts.once) return 0;
+
+    while (!stopped) {
+      const notAfter = new X509Certificate(current.certificate).validTo;
+      const expires = Date.parse(notAfter);
+      await sleep(renewAt(receivedAt, expires) - Date.now());
+      while (!stopped) {
+        if (Date.now() >= expires) {
+          process.stderr.write(`keyward agent: the certificate expired at ${new Date(expires).toISOString()} before it could be renewed; a new bootstrap token is needed\n`);
+          return 1;
+        }
+        try {
+          fresh = await newKeyAndCsr();
+          const got = await post(`${opts.server}/v1/renew`, { csr: fresh.csrPem }, { ca: current.caBundle, key: currentKey, cert: current.certificate });
+          receivedAt = Date.now();
+          current = got;
+          currentKey = fresh.keyPem;
+          await install(currentKey, current, 'renewed');
+          break;
+        } catch (err) {
+          const retry = Math.max(250, Math.min(30_000, (expires - Date.now()) / 10));
+          log({ event: 'renew-failed', error: (err as Error).message, retryInMs: Math.round(retry) });
+          await sleep(retry);
+        }
+      }
+    }
+    return 0;
+  } finally {
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
+  }
+}

@@ -1,0 +1,126 @@
+import { CaError } from '../ca/errors.ts';
+import { CsrError, parseCsr, type ParsedCsr } from '../ca/csr.ts';
+import { normalizeSans } from '../ca/names.ts';
+import type { Clock } from '../ca/authority.ts';
+import type { AppContext } from '../context.ts';
+import type { SanSet } from '../db/schema.ts';
+import { evaluateNames, identifiersOf } from '../policy/names.ts';
+import { MeshError, policyRefusal } from './errors.ts';
+import { authenticatePeer } from './peer.ts';
+import { consumeToken, recordTokenSerial, signUrl, verifyBootstrapToken } from './tokens.ts';
+
+export interface MeshCertificate {
+  serial: string;
+  /** Leaf first, then the intermediate. */
+  certificate: string;
+  /** The roots (PEM), for verifying peers. */
+  caBundle: string;
+  notBefore: string;
+  notAfter: string;
+}
+
+const systemClock: Clock = { now: () => new Date() };
+
+function csrOf(value: unknown): ParsedCsr {
+  if (typeof value !== 'string' || value.length === 0) throw new MeshError('malformed', 400, 'the body needs "csr": a PEM certificate request');
+  try {
+    return parseCsr(value);
+  } catch (err) {
+    if (err instanceof CsrError) throw new MeshError(err.code, 400, err.message);
+    throw err;
+  }
+}
+
+/** The names to certify: the CSR's, which must all be granted, or all granted names when it asks none. */
+function namesFor(csr: ParsedCsr, granted: SanSet, what: string): SanSet {
+  let asked: SanSet;
+  try {
+    asked = normalizeSans(csr.sans);
+  } catch (err) {
+    if (err instanceof CaError) throw new MeshError('badCSR', 400, err.message);
+    throw err;
+  }
+  const count = asked.dns.length + asked.ip.length + asked.uri.length + asked.email.length;
+  if (count === 0) return granted;
+  for (const type of ['dns', 'ip', 'uri', 'email'] as const) {
+    const extra = asked[type].filter((n) => !granted[type].includes(n));
+    if (extra.length > 0) throw new MeshError('rejectedIdentifier', 403, `the CSR asks for ${type} ${extra.join(', ')}, which ${what} does not authorize (authorized: ${[...granted.dns, ...granted.ip, ...granted.uri, ...granted.email].join(', ')})`);
+  }
+  return asked;
+}
+
+/**
+ * Mesh issuance: bootstrap by one-time token (/v1/sign) and renewal by the current certificate
+ * (/v1/renew). Each step re-checks the name policy; the CA re-checks the profile itself.
+ */
+export class MeshService {
+  constructor(
+    private readonly ctx: AppContext,
+    private readonly clock: Clock = systemClock,
+  ) {}
+
+  private async checkPolicy(sans: SanSet): Promise<string> {
+    const issuer = (await this.ctx.ca.issuers()).find((i) => i.kind === 'intermediate' && i.active);
+    const evaluation = await evaluateNames(this.ctx.database.db, this.ctx.config.policy, identifiersOf(sans), issuer ? { issuerId: issuer.id } : {});
+    if (!evaluation.allowed) throw policyRefusal(evaluation.decisions);
+    return issuer?.id ?? '';
+  }
+
+  private async issue(csr: ParsedCsr, sans: SanSet, profile: string, requester: string): Promise<MeshCertificate> {
+    try {
+      const issued = await this.ctx.ca.issue({
+        subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
+        keyType: csr.keyType,
+        ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
+        sans,
+        profile,
+        requester,
+      });
+      return {
+        serial: issued.serial,
+        certificate: issued.chainPem,
+        caBundle: await this.ctx.ca.rootsPem(),
+        notBefore: issued.notBefore.toISOString(),
+        notAfter: issued.notAfter.toISOString(),
+      };
+    } catch (err) {
+      if (err instanceof CaError) {
+        const type = err.code === 'badPublicKey' || err.code === 'badCSR' || err.code === 'rejectedIdentifier' || err.code === 'invalidProfile' ? err.code : 'malformed';
+        throw new MeshError(type, type === 'rejectedIdentifier' ? 403 : 400, err.message);
+      }
+      throw err;
+    }
+  }
+
+  /** POST /v1/sign {csr, token}. The token is burnt only once everything else has passed. */
+  async sign(body: Record<string, unknown>): Promise<MeshCertificate> {
+    if (typeof body.token !== 'string' || body.token.length === 0) throw new MeshError('malformed', 400, 'the body needs "token": a bootstrap token');
+    const now = this.clock.now();
+    const token = await verifyBootstrapToken(this.ctx.database.db, body.token, { audience: signUrl(this.ctx.config), now });
+    const csr = csrOf(body.csr);
+    const sans = namesFor(csr, token.sans, 'the token');
+    if (!this.ctx.ca.profiles.has(token.profile)) throw new MeshError('invalidProfile', 400, `the token names profile "${token.profile}", which this CA no longer has`);
+    await this.checkPolicy(sans);
+    await consumeToken(this.ctx.database.db, token.jti, now);
+    const cert = await this.issue(csr, sans, token.profile, `mesh:token:${token.jti}`);
+    await recordTokenSerial(this.ctx.database.db, token.jti, cert.serial);
+    return cert;
+  }
+
+  /**
+   * POST /v1/renew {csr}, authenticated by the current certificate over mTLS. The CSR proves
+   * possession of the key to certify; a new key is expected (the agent always rotates) but the
+   * same key is accepted. The identity is the current certificate's: same names (or a subset the
+   * CSR asks for), same profile, a fresh profile-default lifetime. Only mesh certificates renew
+   * here, so a certificate from another path (ACME) cannot extend itself without validation.
+   */
+  async renew(peerDer: Uint8Array | undefined, body: Record<string, unknown>): Promise<MeshCertificate> {
+    const now = this.clock.now();
+    const current = await authenticatePeer(this.ctx.database.db, peerDer, now);
+    if (!current.requester.startsWith('mesh:')) throw new MeshError('unauthorized', 403, `certificate ${current.serial} was not issued by the mesh flow and cannot renew here`);
+    const csr = csrOf(body.csr);
+    const sans = namesFor(csr, current.sans, `the current certificate (serial ${current.serial})`);
+    await this.checkPolicy(sans);
+    return this.issue(csr, sans, current.profile, `mesh:renew:${current.serial}`);
+  }
+}

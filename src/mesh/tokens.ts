@@ -1,0 +1,133 @@
+import { randomBytes } from 'node:crypto';
+import { errors as joseErrors, importJWK, jwtVerify } from 'jose';
+import { normalizeSans } from '../ca/names.ts';
+import type { Config } from '../config/load.ts';
+import type { Db, SanSet } from '../db/schema.ts';
+import type { KeyHierarchy } from '../kms/index.ts';
+import { evaluateNames, identifiersOf } from '../policy/names.ts';
+import { MeshError, policyRefusal } from './errors.ts';
+import { ensureProvisioner, findProvisioner, signJwt } from './provisioner.ts';
+
+export const TOKEN_ISSUER = 'keyward';
+
+/** The audience of every bootstrap token: the sign endpoint's public URL. */
+export function signUrl(config: Pick<Config, 'httpsBaseUrl'>): string {
+  return `${config.httpsBaseUrl}/v1/sign`;
+}
+
+export interface TokenRequest {
+  /** SPIFFE ID (or any URI) the token authorizes. */
+  id?: string;
+  dns?: string[];
+  ip?: string[];
+  ttlMs?: number;
+  profile?: string;
+  principal: string;
+  /** Injected clock (tests); default now. */
+  now?: Date;
+}
+
+export interface CreatedToken {
+  token: string;
+  jti: string;
+  audience: string;
+  sans: SanSet;
+  profile: string;
+  expiresAt: string;
+}
+
+export interface TokenDeps {
+  config: Config;
+  db: Db;
+  kms: KeyHierarchy;
+  profiles: ReadonlyMap<string, { name: string; sanTypes: readonly string[] }>;
+}
+
+/**
+ * Mints a one-time bootstrap token. The names are checked against the global/issuer policy now,
+ * so a refusal names its rule at creation (and again at use: rules may change in between). The
+ * token is recorded so that its single use can be enforced by a conditional update.
+ */
+export async function createBootstrapToken(deps: TokenDeps, req: TokenRequest): Promise<CreatedToken> {
+  const { config, db } = deps;
+  const sans = normalizeSans({ dns: req.dns ?? [], ip: req.ip ?? [], uri: req.id ? [req.id] : [], email: [] });
+  if (sans.dns.length + sans.ip.length + sans.uri.length === 0) throw new MeshError('malformed', 400, 'a token must name at least one identity (--id, --dns or --ip)');
+  const profileName = req.profile ?? config.mesh.defaultProfile;
+  const profile = deps.profiles.get(profileName);
+  if (!profile) throw new MeshError('invalidProfile', 400, `unknown profile "${profileName}" (known: ${[...deps.profiles.keys()].join(', ')})`);
+  const ttl = req.ttlMs ?? config.mesh.tokenTtl;
+  if (ttl <= 0 || ttl > config.mesh.maxTokenTtl) throw new MeshError('malformed', 400, `the token lifetime must be between 1s and mesh.maxTokenTtl (${config.mesh.maxTokenTtl / 1000}s)`);
+  const evaluation = await evaluateNames(db, config.policy, identifiersOf(sans));
+  if (!evaluation.allowed) throw policyRefusal(evaluation.decisions);
+
+  const provisioner = await ensureProvisioner(db, deps.kms, req.principal);
+  const now = req.now ?? new Date();
+  const iat = Math.floor(now.getTime() / 1000);
+  const exp = iat + Math.ceil(ttl / 1000);
+  const jti = randomBytes(16).toString('base64url');
+  const audience = signUrl(config);
+  const claims = { iss: TOKEN_ISSUER, sub: sans.uri[0] ?? sans.dns[0] ?? sans.ip[0], aud: audience, iat, nbf: iat, exp, jti, sans, profile: profileName };
+  await db
+    .insertInto('mesh_tokens')
+    .values({ jti, kid: provisioner.kid, names: JSON.stringify(sans), profile: profileName, expires_at: new Date(exp * 1000), created_by: req.principal })
+    .execute();
+  const token = await signJwt(deps.kms, provisioner, claims, req.principal);
+  return { token, jti, audience, sans, profile: profileName, expiresAt: new Date(exp * 1000).toISOString() };
+}
+
+export interface VerifiedToken {
+  jti: string;
+  sans: SanSet;
+  profile: string;
+}
+
+/**
+ * Signature, issuer, audience, expiry and shape; single use is checked by consumeToken. 30 s of
+ * tolerance absorbs skew between the host that minted the token and this one (nbf); expiry is
+ * enforced exactly again by consumeToken against the recorded expires_at.
+ */
+export async function verifyBootstrapToken(db: Db, token: string, opts: { audience: string; now: Date }): Promise<VerifiedToken> {
+  const provisioner = await findProvisioner(db);
+  if (!provisioner) throw new MeshError('unauthorized', 401, 'no bootstrap token was ever issued by this CA');
+  const key = await importJWK({ ...provisioner.publicJwk, alg: 'ES256' }, 'ES256');
+  let payload: Record<string, unknown>;
+  try {
+    ({ payload } = await jwtVerify(token, key, { algorithms: ['ES256'], issuer: TOKEN_ISSUER, audience: opts.audience, currentDate: opts.now, requiredClaims: ['exp', 'jti'], clockTolerance: 30 }));
+  } catch (err) {
+    if (err instanceof joseErrors.JWTExpired) throw new MeshError('unauthorized', 401, 'the bootstrap token has expired');
+    if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'aud') throw new MeshError('unauthorized', 401, `the bootstrap token is for another audience (this endpoint is ${opts.audience})`);
+    if (err instanceof joseErrors.JOSEError) throw new MeshError('unauthorized', 401, `the bootstrap token is not valid: ${err.message}`);
+    throw err;
+  }
+  const sans = payload.sans as SanSet | undefined;
+  const ok = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === 'string');
+  if (!sans || !ok(sans.dns) || !ok(sans.ip) || !ok(sans.uri) || !ok(sans.email) || typeof payload.profile !== 'string' || typeof payload.jti !== 'string') {
+    throw new MeshError('unauthorized', 401, 'the bootstrap token lacks its names or profile');
+  }
+  return { jti: payload.jti, sans, profile: payload.profile };
+}
+
+/**
+ * Marks the token used. One conditional UPDATE, so two replicas racing on the same token cannot
+ * both win. Called after every other check passed, so a refused CSR does not burn the token.
+ */
+export async function consumeToken(db: Db, jti: string, now: Date): Promise<void> {
+  const row = await db
+    .updateTable('mesh_tokens')
+    .set({ used_at: now })
+    .where('jti', '=', jti)
+    .where('used_at', 'is', null)
+    .where('expires_at', '>', now)
+    .returning('jti')
+    .executeTakeFirst();
+  if (row) return;
+  const known = await db.selectFrom('mesh_tokens').select(['used_at', 'expires_at']).where('jti', '=', jti).executeTakeFirst();
+  if (!known) throw new MeshError('unauthorized', 401, 'the bootstrap token is unknown to this CA');
+  if (known.used_at) throw new MeshError('unauthorized', 401, `the bootstrap token was already used (at ${known.used_at.toISOString()}); tokens are single-use`);
+  throw new MeshError('unauthorized', 401, 'the bootstrap token has expired');
+}
+
+export async function recordTokenSerial(db: Db, jti: string, serial: string): Promise<void> {
+  await db.updateTable('mesh_tokens').set({ used_serial: serial }).where('jti', '=', jti).execute();
+}
+

@@ -1,0 +1,108 @@
+import { sql } from 'kysely';
+import type { Executor } from '../db/schema.ts';
+
+export type RateLimitName = 'newOrdersPerAccount' | 'certificatesPerName' | 'failedValidationsPerAccount';
+
+/** One limit: at most `limit` hits per `windowMs` per key; limit 0 means unlimited. */
+export interface RateLimitRule {
+  name: string;
+  limit: number;
+  windowMs: number;
+}
+
+export type RateLimitResult = { ok: true; remaining: number } | { ok: false; retryAfterSeconds: number; limit: number; windowMs: number };
+
+/** The `rateLimits` configuration section (windows already in milliseconds). */
+export type RateLimitSettings = Record<RateLimitName, { limit: number; window: number }>;
+
+/**
+ * Counts one hit of `key` against `rule`, atomically in the database so that every replica shares
+ * the count: a single INSERT ... ON CONFLICT DO UPDATE ... WHERE, which PostgreSQL evaluates under
+ * the row lock. Fixed windows: a window starts with the first hit after the previous one ended.
+ * `now` comes from the caller's clock (tests inject one).
+ */
+export async function consume(db: Executor, rule: RateLimitRule, key: string, now: Date): Promise<RateLimitResult> {
+  if (rule.limit <= 0) return { ok: true, remaining: Number.POSITIVE_INFINITY };
+  const cutoff = new Date(now.getTime() - rule.windowMs);
+  const row = await sql<{ count: number }>`
+    INSERT INTO rate_limit_counters AS c (name, key, window_start, count)
+    VALUES (${rule.name}, ${key}, ${now}, 1)
+    ON CONFLICT (name, key) DO UPDATE SET
+      window_start = CASE WHEN c.window_start <= ${cutoff} THEN ${now} ELSE c.window_start END,
+      count = CASE WHEN c.window_start <= ${cutoff} THEN 1 ELSE c.count + 1 END
+    WHERE c.window_start <= ${cutoff} OR c.count < ${rule.limit}
+    RETURNING c.count`.execute(db);
+  const count = row.rows[0]?.count;
+  if (count !== undefined) return { ok: true, remaining: rule.limit - Number(count) };
+  return refused(db, rule, key, now);
+}
+
+/** Like consume, but counts nothing: for checks before work that only counts when it fails. */
+export async function peek(db: Executor, rule: RateLimitRule, key: string, now: Date): Promise<RateLimitResult> {
+  if (rule.limit <= 0) return { ok: true, remaining: Number.POSITIVE_INFINITY };
+  const row = await db.selectFrom('rate_limit_counters').select(['window_start', 'count']).where('name', '=', rule.name).where('key', '=', key).executeTakeFirst();
+  if (!row || row.window_start.getTime() <= now.getTime() - rule.windowMs) return { ok: true, remaining: rule.limit };
+  if (row.count < rule.limit) return { ok: true, remaining: rule.limit - row.count };
+  return refused(db, rule, key, now);
+}
+
+async function refused(db: Executor, rule: RateLimitRule, key: string, now: Date): Promise<RateLimitResult> {
+  const row = await db.selectFrom('rate_limit_counters').select('window_start').where('name', '=', rule.name).where('key', '=', key).executeTakeFirst();
+  const ends = (row?.window_start.getTime() ?? now.getTime()) + rule.windowMs;
+  return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((ends - now.getTime()) / 1000)), limit: rule.limit, windowMs: rule.windowMs };
+}
+
+/**
+ * The configured limits by name. `consumeAll` is for limits counted per name of an order
+ * (certificatesPerName): all keys count or none do, in one transaction.
+ */
+export class RateLimiter {
+  constructor(private readonly settings: RateLimitSettings) {}
+
+  rule(name: RateLimitName): RateLimitRule {
+    const s = this.settings[name];
+    return { name, limit: s.limit, windowMs: s.window };
+  }
+
+  consume(db: Executor, name: RateLimitName, key: string, now: Date): Promise<RateLimitResult> {
+    return consume(db, this.rule(name), key, now);
+  }
+
+  peek(db: Executor, name: RateLimitName, key: string, now: Date): Promise<RateLimitResult> {
+    return peek(db, this.rule(name), key, now);
+  }
+
+  /** The first refusal (with its key) when any key is over its limit; then nothing is counted. */
+  async consumeAll(db: Executor, name: RateLimitName, keys: readonly string[], now: Date): Promise<RateLimitResult & { key?: string }> {
+    const unique = [...new Set(keys)].sort(); // sorted: replicas lock rows in one order, no deadlock
+    const rule = this.rule(name);
+    const rollback = new Error('rate limited');
+    let refusal: (RateLimitResult & { key: string }) | undefined;
+    let remaining = Number.POSITIVE_INFINITY;
+    try {
+      await runInTransaction(db, async (trx) => {
+        for (const key of unique) {
+          const r = await consume(trx, rule, key, now);
+          if (!r.ok) {
+            refusal = { ...r, key };
+            throw rollback;
+          }
+          remaining = Math.min(remaining, r.remaining);
+        }
+      });
+    } catch (err) {
+      if (err !== rollback) throw err;
+    }
+    return refusal ?? { ok: true, remaining };
+  }
+}
+
+function runInTransaction(db: Executor, fn: (trx: Executor) => Promise<void>): Promise<void> {
+  return db.isTransaction ? fn(db) : db.transaction().execute(fn);
+}
+
+/** Deletes counters whose window ended long ago (they would restart anyway). */
+export async function pruneRateLimits(db: Executor, before: Date): Promise<number> {
+  const r = await db.deleteFrom('rate_limit_counters').where('window_start', '<', before).executeTakeFirst();
+  return Number(r.numDeletedRows);
+}
