@@ -1,3 +1,4 @@
+import { throwIfLimited } from './limits.ts';
 import type { Context } from 'hono';
 import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -30,6 +31,7 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   const now = deps.clock.now();
   const authzLive = authzStatus({ status: authz_status, expires: authz_expires } as Parameters<typeof authzStatus>[0], now) === 'pending';
   if (req.payload && challenge.status === 'pending' && authzLive) {
+    throwIfLimited(await deps.limits.peek(deps.db, 'failedValidationsPerAccount', account.id, now), 'Failed validations for this account');
     const started = await deps.db.transaction().execute(async (trx) => {
       const row = await trx
         .updateTable('acme_challenges')

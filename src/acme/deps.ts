@@ -2,6 +2,7 @@ import type { AppContext } from '../context.ts';
 import type { Profile } from '../config/schema.ts';
 import type { Db } from '../db/schema.ts';
 import type { Logger } from '../http/log.ts';
+import type { RateLimiter } from '../policy/index.ts';
 import type { AcmeClock } from './clock.ts';
 import type { NonceService } from './nonce.ts';
 import type { AcmeUrls } from './urls.ts';
@@ -14,6 +15,8 @@ export interface AcmeDeps {
   clock: AcmeClock;
   urls: AcmeUrls;
   nonces: NonceService;
+  /** Rate limits shared by every replica through the database. */
+  limits: RateLimiter;
   /** Wakes this node's validation worker after a challenge was queued. */
   kickWorker(): void;
 }

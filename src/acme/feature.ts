@@ -1,3 +1,4 @@
+import { RateLimiter } from '../policy/index.ts';
 import { hostname } from 'node:os';
 import type { AppContext } from '../context.ts';
 import type { Feature } from '../http/feature.ts';
@@ -27,6 +28,7 @@ export function createAcmeDeps(ctx: AppContext, log: Logger, clock: AcmeClock = 
     clock,
     urls: new AcmeUrls(ctx.config.httpsBaseUrl),
     nonces: new NonceService(ctx.database.db, ctx.config.acme.nonceLifetime, clock),
+    limits: new RateLimiter(ctx.config.rateLimits),
     kickWorker,
   };
 }

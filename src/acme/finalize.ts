@@ -1,3 +1,4 @@
+import { throwIfLimited } from './limits.ts';
 import { createHash, createPublicKey, type JsonWebKey } from 'node:crypto';
 import type { Context } from 'hono';
 import type { JWK } from 'jose';
@@ -79,6 +80,11 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     lifetimeMs = order.not_after.getTime() - now.getTime();
     if (lifetimeMs <= 0) throw malformed('The requested notAfter has passed');
   }
+
+  throwIfLimited(
+    await deps.limits.consumeAll(deps.db, 'certificatesPerName', order.identifiers.map((i) => i.value), now),
+    'Certificates for this name',
+  );
 
   const claimed = await deps.db
     .updateTable('acme_orders')

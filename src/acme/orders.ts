@@ -1,3 +1,4 @@
+import { enforceNamePolicy, throwIfLimited } from './limits.ts';
 import type { Context } from 'hono';
 import type { Profile } from '../config/schema.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
@@ -117,6 +118,7 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
     }
   }
   if (identifiers.length > profile.maxNames) throw new AcmeProblem('rejectedIdentifier', `Profile ${profile.name} allows at most ${profile.maxNames} names`);
+  await enforceNamePolicy(deps, account, identifiers);
   const now = deps.clock.now();
   // The CA back-dates notBefore itself, so a requested notBefore could not be honoured exactly.
   if (p.notBefore !== undefined) throw malformed('"notBefore" is not supported; certificates are valid from issuance');
@@ -130,6 +132,8 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
   }
   let replaces: string | null = null;
   if (p.replaces !== undefined) replaces = await checkReplaces(deps, account, identifiers, p.replaces);
+
+  throwIfLimited(await deps.limits.consume(deps.db, 'newOrdersPerAccount', account.id, now), 'New orders for this account');
 
   const orderId = randomId();
   const order = await deps.db.transaction().execute(async (trx) => {

@@ -69,7 +69,9 @@ export async function settleInvalid(
       .returning('id')
       .executeTakeFirst();
     if (ch) {
-      await trx.updateTable('acme_authzs').set({ status: 'invalid' }).where('id', '=', job.authzId).where('status', '=', 'pending').execute();
+      const authz = await trx.updateTable('acme_authzs').set({ status: 'invalid' }).where('id', '=', job.authzId).where('status', '=', 'pending').returning('account_id').executeTakeFirst();
+      // Counted against the account so a client stuck in a failing loop is slowed (rateLimited).
+      if (authz) await deps.limits.consume(trx, 'failedValidationsPerAccount', authz.account_id, now);
       const orderError: AcmeProblemJson = {
         type: problem.type,
         detail: `Validation of ${job.identifier} failed: ${problem.detail}`,

@@ -39,7 +39,7 @@ function listen(server: Server | tls.Server, port: number): Promise<void> {
  * on loopback. `shared` reuses another env's DNS and responders (a second replica on one store).
  */
 export async function startAcmeEnv(
-  opts: { acme?: Record<string, unknown>; validation?: Record<string, unknown>; store?: TestStore; shared?: AcmeTestEnv; publicPort?: number } = {},
+  opts: { acme?: Record<string, unknown>; validation?: Record<string, unknown>; settings?: Record<string, unknown>; store?: TestStore; shared?: AcmeTestEnv; publicPort?: number } = {},
 ): Promise<AcmeTestEnv> {
   const dns = opts.shared?.dns ?? (await startTestDnsServer());
   const http01 = opts.shared?.http01 ?? new Map<string, string>();
@@ -74,6 +74,7 @@ export async function startAcmeEnv(
   const ca = await startTestCa({
     ...(opts.store ? { store: opts.store } : {}),
     settings: {
+      ...opts.settings,
       ...(opts.publicPort !== undefined
         ? { https: { listen: `127.0.0.1:${await freePort()}`, hostnames: ['localhost', '127.0.0.1'], publicUrl: `https://localhost:${opts.publicPort}` } }
         : {}),
