@@ -1,9 +1,17 @@
 import type { Migration } from 'kysely';
 import * as m0001 from './0001_foundation.ts';
 import * as m0002 from './0002_revocation.ts';
+import * as m0003 from './0003_acme.ts';
+import * as m0004 from './0004_revocation_lookups.ts';
+import * as m0005 from './0005_kms_lifecycle.ts';
+import * as m0006 from './0006_mesh_policy.ts';
 
 /** Ordered by name; a new migration is a new file listed here, never an edit to an old one. */
 export const migrations: Record<string, Migration> = {
   '0001_foundation': m0001,
   '0002_revocation': m0002,
+  '0003_acme': m0003,
+  '0004_revocation_lookups': m0004,
+  '0005_kms_lifecycle': m0005,
+  '0006_mesh_policy': m0006,
 };

@@ -5,7 +5,6 @@ import { parseCsr } from '../ca/csr.ts';
 import { toPem } from '../ca/pem.ts';
 import { x509 } from '../ca/x509.ts';
 import type { CertificateRow, IssuerRow, SanSet } from '../db/schema.ts';
-import { verifyAudit, type AuditVerification } from '../kms/index.ts';
 import { defineCommand, requireString, UsageError, type CliCommand } from './command.ts';
 
 export interface IssuerSummary {
@@ -193,15 +192,4 @@ const issuersCommand = defineCommand<object, IssuerSummary[]>({
   format: (out) => out.map((i) => `${i.id}  ${i.kind.padEnd(12)}  ${i.notAfter}  ${i.subject}\n`).join(''),
 });
 
-const auditVerifyCommand = defineCommand<object, AuditVerification>({
-  path: ['audit', 'verify'],
-  usage: 'audit verify',
-  summary: "check the audit log's hash chain",
-  input: () => ({}),
-  run: async (ctx) => verifyAudit(ctx.database.db),
-  format: (out) =>
-    out.ok ? `The audit log is intact: ${out.events} events.\n` : `The audit log is broken at event ${out.firstBad!.seq}: ${out.firstBad!.detail} (${out.firstBad!.problem}).\n`,
-  exitCode: (out) => (out.ok ? 0 : 1),
-});
-
-export const caCommands: CliCommand[] = [initCommand, issueCommand, certsListCommand, certsShowCommand, issuersCommand, auditVerifyCommand];
+export const caCommands: CliCommand[] = [initCommand, issueCommand, certsListCommand, certsShowCommand, issuersCommand];

@@ -68,6 +68,7 @@ function findCommand(positionals: string[]): { command: CliCommand; rest: string
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'agent') return void (process.exitCode = await (await import('../mesh/agent.ts')).runAgent(argv.slice(1)));
   const first = parseArgs({ args: argv, allowPositionals: true, strict: false, options: GLOBAL_OPTIONS });
   const positionals = first.positionals;
   if (first.values.help || positionals.length === 0) {

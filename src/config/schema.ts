@@ -35,6 +35,13 @@ export const profileSchema = z
     minRsaBits: z.number().int().min(2048).default(2048),
     sanTypes: z.array(sanType).default(['dns', 'ip']),
     maxNames: z.number().int().min(1).max(1000).default(100),
+    /**
+     * Passive revocation (step-ca's default for short-lived certificates): a certificate whose
+     * requested lifetime is at or below this carries no CRL distribution point and no OCSP URL, so
+     * relying parties never look it up and expiry does the work. Revoking it is still recorded.
+     * Absent: every certificate of the profile uses active revocation.
+     */
+    passiveRevocationAtOrBelow: duration.optional(),
   })
   .strict()
   .refine((p) => p.defaultLifetime <= p.maxLifetime, {
@@ -136,11 +143,73 @@ export const configSchema = z
         crlPublishDelay: duration.prefault('60s'),
         crlValidity: duration.prefault('24h'),
         ocspValidity: duration.prefault('12h'),
+        /**
+         * CRL shards per issuer (Boulder style). A certificate gets its shard at issuance and keeps
+         * it, so changing this later only affects new certificates; old shards keep being published.
+         */
+        crlShards: z.number().int().min(1).max(1024).default(1),
+        /**
+         * Who signs OCSP responses: a delegated responder certificate per issuer, or the issuer key
+         * itself ('issuer' needs a KMS key policy on the intermediate that allows sign-ocsp; the
+         * default intermediate policy does not, so that a leaked OCSP path can't use the CA key).
+         */
+        ocspSigner: z.enum(['delegated', 'issuer']).default('delegated'),
+        /** Lifetime of a delegated responder certificate (it carries ocsp-nocheck); renewed at half-life. */
+        ocspSignerLifetime: duration.prefault('168h'),
+        /**
+         * 'echo' signs a fresh response for a request with a nonce (RFC 8954); 'ignore' always serves
+         * the pre-signed one (RFC 5019 2.1.2 permits this) so no request can force a signature.
+         */
+        ocspNonce: z.enum(['echo', 'ignore']).default('echo'),
+        /** Retry-After on ACME Renewal Information answers (RFC 9773 4.3). */
+        ariRetryAfter: duration.prefault('6h'),
       })
       .strict()
       .prefault({}),
     profilesDir: z.string().default('profiles'),
     profiles: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]*$/), profileSchema).default({}),
+    kms: z
+      .object({
+        /** Rotate KEKs whose primary version is older than this many days (per-KEK settings win). */
+        autoRotateDays: z.number().int().min(1).optional(),
+        /** How often the KMS janitor runs (deletions, auto-rotation, audit checkpoints). */
+        janitorInterval: duration.prefault('60s'),
+        /** Sign an audit checkpoint after this many events, or this long after the last one. */
+        checkpointEveryEvents: z.number().int().min(1).default(10_000),
+        checkpointInterval: duration.prefault('1h'),
+      })
+      .strict()
+      .prefault({}),
+    /** Name policy (src/policy): global allow/deny rules; per-scope rules live in the database. */
+    policy: z
+      .object({
+        /** Each rule is `{ allow: PATTERN }` or `{ deny: PATTERN }` (see src/policy/patterns.ts). */
+        rules: z.array(z.union([z.object({ allow: z.string().min(1) }).strict(), z.object({ deny: z.string().min(1) }).strict()])).default([]),
+        /** For a name type no scope has allow rules for: 'allow' keeps an open CA, 'deny' closes it. */
+        defaultAction: z.enum(['allow', 'deny']).default('allow'),
+      })
+      .strict()
+      .prefault({}),
+    /** Rate limits (src/policy/rate-limits.ts), counted in the database; limit 0 switches one off. */
+    rateLimits: z
+      .object({
+        newOrdersPerAccount: z.object({ limit: z.number().int().min(0).default(300), window: duration.prefault('1h') }).strict().prefault({}),
+        certificatesPerName: z.object({ limit: z.number().int().min(0).default(50), window: duration.prefault('168h') }).strict().prefault({}),
+        failedValidationsPerAccount: z.object({ limit: z.number().int().min(0).default(5), window: duration.prefault('1h') }).strict().prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    /** Mesh bootstrapping (src/mesh): one-time tokens, /v1/sign, /v1/renew, /v1/bundle. */
+    mesh: z
+      .object({
+        defaultProfile: z.string().default('mtls'),
+        tokenTtl: duration.prefault('5m'),
+        maxTokenTtl: duration.prefault('24h'),
+        /** spiffe_refresh_hint of /v1/bundle. */
+        bundleRefreshHint: duration.prefault('5m'),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()

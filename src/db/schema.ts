@@ -31,6 +31,38 @@ export interface KmsKeksTable {
   auto_rotate_days: number | null;
   min_unwrap_version: Generated<number>;
   created_at: DefaultTimestamp;
+  // 0005_kms_lifecycle
+  state: ColumnType<KekState, KekState | undefined, KekState>;
+  policy: ColumnType<unknown, string | null | undefined, string | null> | null;
+  deletion_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  destroyed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  use_count: ColumnType<string | number | bigint, never, number | bigint | string>;
+}
+
+export type KekState = 'Enabled' | 'Disabled' | 'PendingDeletion' | 'Destroyed';
+
+/** 0005_kms_lifecycle: one wrapped-import job (kms import-params). */
+export interface KmsImportJobsTable {
+  id: string;
+  target_key_id: string;
+  usage: KeyUsage;
+  wrapping_spki: Bytes;
+  wrapping_priv: Bytes | null;
+  token_sha256: Bytes;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+  created_at: DefaultTimestamp;
+}
+
+/** 0005_kms_lifecycle: a signed audit chain head. */
+export interface AuditCheckpointsTable {
+  seq: Int8;
+  head_hash: Bytes;
+  ts: Timestamp;
+  key_id: string;
+  spki: Bytes;
+  sig: Bytes;
+  prev_sig: Bytes;
 }
 
 export interface KmsKekVersionsTable {
@@ -197,6 +229,8 @@ export interface Database extends AcmeTables {
   leases: LeasesTable;
   ocsp_signers: OcspSignersTable;
   ocsp_responses: OcspResponsesTable;
+  kms_import_jobs: KmsImportJobsTable;
+  audit_checkpoints: AuditCheckpointsTable;
 }
 
 export type Db = Kysely<Database>;
@@ -209,3 +243,52 @@ export type IssuerRow = Selectable<IssuersTable>;
 export type KmsKeyRow = Selectable<KmsKeysTable>;
 export type AuditEventRow = Selectable<AuditEventsTable>;
 export type NewCertificate = Insertable<CertificatesTable>;
+
+// 0006_mesh_policy: name policy rules, rate-limit counters, mesh bootstrap tokens. Merged into
+// Database by declaration merging so this block is self-contained.
+export type PolicyEffect = 'allow' | 'deny';
+export type PolicyKind = 'dns' | 'ip' | 'uri' | 'email';
+
+export interface PolicyRulesTable {
+  id: string;
+  scope: string;
+  effect: PolicyEffect;
+  kind: PolicyKind;
+  pattern: string;
+  created_by: string;
+  created_at: DefaultTimestamp;
+}
+
+export interface RateLimitCountersTable {
+  name: string;
+  key: string;
+  window_start: Timestamp;
+  count: number;
+}
+
+export interface MeshProvisionersTable {
+  name: string;
+  key_id: string;
+  kid: string;
+  public_jwk: Json<Record<string, string>>;
+  created_at: DefaultTimestamp;
+}
+
+export interface MeshTokensTable {
+  jti: string;
+  kid: string;
+  names: Json<SanSet>;
+  profile: string;
+  expires_at: Timestamp;
+  created_by: string;
+  created_at: DefaultTimestamp;
+  used_at: Timestamp | null;
+  used_serial: string | null;
+}
+
+export interface Database {
+  policy_rules: PolicyRulesTable;
+  rate_limit_counters: RateLimitCountersTable;
+  mesh_provisioners: MeshProvisionersTable;
+  mesh_tokens: MeshTokensTable;
+}

@@ -1,8 +1,169 @@
+import type { TLSSocket } from 'node:tls';
+import type { HttpBindings } from '@hono/node-server';
+import type { Context, Hono } from 'hono';
+import { randomUUID } from 'node:crypto';
 import type { AppContext } from '../context.ts';
+import { withLease } from '../db/lease.ts';
+import { DataKeys, MAX_PLAINTEXT } from '../kms/data-keys.ts';
+import { KmsError } from '../kms/errors.ts';
+import { runJanitor } from '../kms/janitor.ts';
 import type { Feature } from './feature.ts';
 import type { Logger } from './log.ts';
 
-// Placeholder until the envelope-encryption API and the key janitor land.
-export function kmsFeature(_ctx: AppContext, _log: Logger): Feature {
-  return { name: 'kms' };
+const MAX_BODY = 64 * 1024;
+
+/** The client certificate's identity: URI SAN (SPIFFE id) first, else the first DNS SAN. */
+export function principalOf(subjectAltName: string | undefined): string | undefined {
+  const names = (subjectAltName ?? '').split(/,\s*/);
+  const uri = names.find((n) => n.startsWith('URI:'));
+  if (uri) return uri.slice(4);
+  const dns = names.find((n) => n.startsWith('DNS:'));
+  return dns?.slice(4);
+}
+
+function problem(c: Context, status: number, type: string, detail: string): Response {
+  return c.body(JSON.stringify({ type: `urn:keyward:kms:${type}`, title: type, status, detail }), status as 400, { 'content-type': 'application/problem+json' });
+}
+
+const STATUS: Record<string, number> = { NotFound: 404, AccessDenied: 403, KeyDisabled: 409, InvalidInput: 400, InvalidCiphertext: 400 };
+
+type Ctx = Record<string, string>;
+
+function asContext(value: unknown, field: string): Ctx {
+  if (value === undefined || value === null) return {};
+  if (typeof value !== 'object' || Array.isArray(value) || Object.values(value).some((v) => typeof v !== 'string')) {
+    throw new KmsError('InvalidInput', `${field} must be an object of string values`);
+  }
+  return value as Ctx;
+}
+
+function asString(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value.length === 0) throw new KmsError('InvalidInput', `${field} is required`);
+  return value;
+}
+
+function b64(value: unknown, field: string): Buffer {
+  const s = asString(value, field);
+  if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(s)) throw new KmsError('InvalidInput', `${field} is not base64`);
+  return Buffer.from(s, 'base64');
+}
+
+/**
+ * The data-key API over mTLS, and the KMS janitor. Clients authenticate with a certificate from
+ * this CA: node checks the chain against our roots (requestCert with rejectUnauthorized false, so
+ * the refusal is ours to phrase), and we also refuse certificates this CA has revoked.
+ */
+export function kmsFeature(ctx: AppContext, log: Logger): Feature {
+  const dataKeys = new DataKeys(ctx.kms, ctx.database.db);
+
+  async function authenticate(c: Context): Promise<string | Response> {
+    const socket = (c.env as HttpBindings | undefined)?.incoming?.socket as TLSSocket | undefined;
+    if (!socket || typeof socket.getPeerCertificate !== 'function') return problem(c, 401, 'unauthorized', 'the data-key API needs HTTPS with a client certificate');
+    const cert = socket.getPeerCertificate();
+    if (!cert || Object.keys(cert).length === 0) return problem(c, 401, 'unauthorized', 'a client certificate from this CA is required');
+    if (!socket.authorized) return problem(c, 401, 'unauthorized', `the client certificate is not from this CA (${String(socket.authorizationError)})`);
+    const principal = principalOf(cert.subjectaltname);
+    if (!principal) return problem(c, 401, 'unauthorized', 'the client certificate has no URI or DNS name');
+    const serial = cert.serialNumber.toLowerCase().replace(/^0+/, '');
+    const row = await ctx.database.db.selectFrom('certificates').select(['status']).where('serial', '=', serial).executeTakeFirst();
+    if (row?.status === 'revoked') return problem(c, 401, 'unauthorized', 'the client certificate is revoked');
+    return principal;
+  }
+
+  async function handle(c: Context, fn: (body: Record<string, unknown>, principal: string) => Promise<unknown>): Promise<Response> {
+    const principal = await authenticate(c);
+    if (typeof principal !== 'string') return principal;
+    const text = await c.req.text();
+    if (text.length > MAX_BODY) return problem(c, 413, 'requestTooLarge', `the body exceeds ${MAX_BODY} bytes`);
+    let body: Record<string, unknown>;
+    try {
+      const parsed: unknown = JSON.parse(text || '{}');
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+      body = parsed as Record<string, unknown>;
+    } catch {
+      return problem(c, 400, 'malformed', 'the body is not a JSON object');
+    }
+    try {
+      return c.json(await fn(body, principal));
+    } catch (err) {
+      // Messages name keys and versions only; plaintexts and ciphertexts are never echoed.
+      if (err instanceof KmsError) return problem(c, STATUS[err.code] ?? 409, err.code, err.message);
+      log.error({ err: (err as Error).message }, 'data-key API failure');
+      return problem(c, 500, 'serverInternal', 'internal error');
+    }
+  }
+
+  const generate = (withoutPlaintext: boolean) => async (body: Record<string, unknown>, principal: string) => {
+    const r = await dataKeys.generateDataKey(
+      { keyId: asString(body.keyId, 'keyId'), keySpec: (body.keySpec as 'AES_256' | 'AES_128' | undefined) ?? 'AES_256', encryptionContext: asContext(body.encryptionContext, 'encryptionContext'), withoutPlaintext },
+      principal,
+    );
+    return { keyId: r.keyId, keyVersion: r.keyVersion, ...(r.plaintext ? { plaintext: r.plaintext.toString('base64') } : {}), ciphertextBlob: r.ciphertextBlob.toString('base64') };
+  };
+
+  return {
+    name: 'kms',
+    https(app: Hono) {
+      app.post('/kms/v1/generate-data-key', (c) => handle(c, generate(false)));
+      app.post('/kms/v1/generate-data-key-without-plaintext', (c) => handle(c, generate(true)));
+      app.post('/kms/v1/encrypt', (c) =>
+        handle(c, async (body, principal) => {
+          const plaintext = b64(body.plaintext, 'plaintext');
+          if (plaintext.length > MAX_PLAINTEXT) throw new KmsError('InvalidInput', `plaintext is larger than ${MAX_PLAINTEXT} bytes`);
+          const r = await dataKeys.encrypt({ keyId: asString(body.keyId, 'keyId'), plaintext, encryptionContext: asContext(body.encryptionContext, 'encryptionContext') }, principal);
+          return { keyId: r.keyId, keyVersion: r.keyVersion, ciphertextBlob: r.ciphertextBlob.toString('base64') };
+        }),
+      );
+      app.post('/kms/v1/decrypt', (c) =>
+        handle(c, async (body, principal) => {
+          const r = await dataKeys.decrypt(
+            { ciphertextBlob: b64(body.ciphertextBlob, 'ciphertextBlob'), encryptionContext: asContext(body.encryptionContext, 'encryptionContext'), keyId: body.keyId === undefined ? undefined : asString(body.keyId, 'keyId') },
+            principal,
+          );
+          return { keyId: r.keyId, keyVersion: r.keyVersion, plaintext: r.plaintext.toString('base64') };
+        }),
+      );
+      app.post('/kms/v1/re-encrypt', (c) =>
+        handle(c, async (body, principal) => {
+          const r = await dataKeys.reEncrypt(
+            {
+              ciphertextBlob: b64(body.ciphertextBlob, 'ciphertextBlob'),
+              sourceEncryptionContext: asContext(body.sourceEncryptionContext, 'sourceEncryptionContext'),
+              destinationKeyId: asString(body.destinationKeyId, 'destinationKeyId'),
+              destinationEncryptionContext: asContext(body.destinationEncryptionContext, 'destinationEncryptionContext'),
+            },
+            principal,
+          );
+          return { keyId: r.keyId, keyVersion: r.keyVersion, sourceKeyId: r.sourceKeyId, sourceKeyVersion: r.sourceKeyVersion, ciphertextBlob: r.ciphertextBlob.toString('base64') };
+        }),
+      );
+    },
+    start() {
+      const holder = randomUUID();
+      const opts = ctx.config.kms;
+      let stopped = false;
+      let running: Promise<void> = Promise.resolve();
+      const tick = () => {
+        running = (async () => {
+          try {
+            const report = await withLease(ctx.database.db, 'kms-janitor', holder, Math.max(opts.janitorInterval * 2, 30_000), () =>
+              runJanitor(ctx.kms, ctx.database.db, { autoRotateDays: opts.autoRotateDays, checkpointEveryEvents: opts.checkpointEveryEvents, checkpointEveryMs: opts.checkpointInterval }),
+            );
+            if (report && (report.destroyed.keys.length || report.destroyed.versions.length || report.rotated.length)) {
+              log.info({ destroyed: report.destroyed, rotated: report.rotated.map((r) => `${r.name}/v${r.version}`) }, 'kms janitor');
+            }
+          } catch (err) {
+            log.error({ err: (err as Error).message }, 'kms janitor failed; retrying next interval');
+          }
+        })();
+      };
+      const timer = setInterval(() => !stopped && tick(), opts.janitorInterval);
+      timer.unref();
+      return async () => {
+        stopped = true;
+        clearInterval(timer);
+        await running;
+      };
+    },
+  };
 }

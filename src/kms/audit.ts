@@ -92,11 +92,11 @@ export interface AuditVerification {
   events: number;
   headSeq: number;
   /** The first row that breaks the chain, and how. */
-  firstBad?: { seq: number; problem: 'deleted' | 'inserted-or-reordered' | 'edited' | 'head-mismatch'; detail: string };
+  firstBad?: { seq: number; problem: 'deleted' | 'inserted-or-reordered' | 'edited' | 'head-mismatch' | 'rewritten' | 'bad-checkpoint'; detail: string };
 }
 
 /** Walks the whole chain in pages; names the first row that was edited, deleted, inserted or moved. */
-export async function verifyAudit(db: Db, pageSize = 5000): Promise<AuditVerification> {
+export async function verifyAudit(db: Db, pageSize = 5000, onEvent?: (seq: number, hash: Uint8Array) => void): Promise<AuditVerification> {
   let prev: Uint8Array = GENESIS;
   let expected = 1;
   let count = 0;
@@ -121,6 +121,7 @@ export async function verifyAudit(db: Db, pageSize = 5000): Promise<AuditVerific
         return fail(count, seq, { seq, problem: 'edited', detail: `event ${seq} was changed after it was written` });
       }
       prev = r.hash;
+      onEvent?.(seq, r.hash);
       expected = seq + 1;
       count++;
     }

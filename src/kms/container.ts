@@ -11,6 +11,12 @@ const NONCE_LEN = 12;
 const TAG_LEN = 16;
 
 export const ALG_AES_GCM_HKDF = 0x01;
+/** AES-256-GCM computed inside a PKCS#11 token; body nonce(12) ‖ ciphertext ‖ tag(16). */
+export const ALG_PKCS11_GCM = 0x02;
+/** AWS KMS Encrypt; body u16 len ‖ CiphertextBlob. */
+export const ALG_AWS_KMS = 0x03;
+const ALGS: readonly number[] = [ALG_AES_GCM_HKDF, ALG_PKCS11_GCM, ALG_AWS_KMS];
+export const KWE1_HEADER_LEN = HEADER_LEN;
 
 export const PURPOSE = {
   kek: 0x01,
@@ -48,7 +54,7 @@ export function parseHeader(blob: Uint8Array): Header {
   if (!Object.values(PURPOSE).includes(purpose as Purpose)) {
     throw new KmsError('InvalidCiphertext', `KWE1 ciphertext has unknown purpose ${purpose}`);
   }
-  if (b[4] !== ALG_AES_GCM_HKDF) throw new KmsError('InvalidCiphertext', `KWE1 ciphertext has unsupported alg ${b[4]}`);
+  if (!ALGS.includes(b[4]!)) throw new KmsError('InvalidCiphertext', `KWE1 ciphertext has unsupported alg ${b[4]}`);
   return { alg: b[4]!, purpose: purpose as Purpose, keyId: uuidString(b.subarray(6, 22)), version: b.readUInt32BE(22) };
 }
 
@@ -82,15 +88,8 @@ export interface Expected {
 /** Decrypts a KWE1 blob, refusing any header that is not the one the caller expects. */
 export function open(wrappingKey: KeyObject, blob: Uint8Array, expected: Expected, context: EncryptionContext): Buffer {
   const header = parseHeader(blob);
-  if (header.purpose !== expected.purpose) {
-    throw new KmsError('InvalidCiphertext', `ciphertext purpose ${header.purpose} is not the expected ${expected.purpose}`);
-  }
-  if (expected.keyId !== undefined && header.keyId !== expected.keyId) {
-    throw new KmsError('InvalidCiphertext', `ciphertext is wrapped by ${header.keyId}, not ${expected.keyId}`);
-  }
-  if (expected.version !== undefined && header.version !== expected.version) {
-    throw new KmsError('InvalidCiphertext', `ciphertext names version ${header.version}, not ${expected.version}`);
-  }
+  checkExpected(header, expected);
+  if (header.alg !== ALG_AES_GCM_HKDF) throw new KmsError('InvalidCiphertext', `ciphertext uses alg ${header.alg}, which needs its root provider`);
   const b = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
   if (b.length < HEADER_LEN + SALT_LEN + NONCE_LEN + TAG_LEN) {
     throw new KmsError('InvalidCiphertext', 'KWE1 ciphertext is truncated');
@@ -111,6 +110,24 @@ export function open(wrappingKey: KeyObject, blob: Uint8Array, expected: Expecte
   } finally {
     key.fill(0);
   }
+}
+
+/** Refuses a header that is not the one the caller expects (purpose, wrapping key, version). */
+export function checkExpected(header: Header, expected: Expected): void {
+  if (header.purpose !== expected.purpose) {
+    throw new KmsError('InvalidCiphertext', `ciphertext purpose ${header.purpose} is not the expected ${expected.purpose}`);
+  }
+  if (expected.keyId !== undefined && header.keyId !== expected.keyId) {
+    throw new KmsError('InvalidCiphertext', `ciphertext is wrapped by ${header.keyId}, not ${expected.keyId}`);
+  }
+  if (expected.version !== undefined && header.version !== expected.version) {
+    throw new KmsError('InvalidCiphertext', `ciphertext names version ${header.version}, not ${expected.version}`);
+  }
+}
+
+/** The AAD of every KWE1 algorithm: the 26-byte header followed by the canonical context. */
+export function aadOf(head: Uint8Array, context: EncryptionContext): Buffer {
+  return Buffer.concat([head.subarray(0, HEADER_LEN), encodeContext(context)]);
 }
 
 function uuidBytes(id: string): Buffer {

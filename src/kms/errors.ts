@@ -10,7 +10,13 @@ export class KmsError extends Error {
       | 'AccessDenied'
       | 'NotFound'
       | 'InvalidInput'
-      | 'AuditFailure',
+      | 'AuditFailure'
+      | 'InUse'
+      | 'InvalidState'
+      | 'ImportTokenInvalid'
+      | 'ImportTokenExpired'
+      | 'KeyMismatch'
+      | 'Pkcs11Error',
     message: string,
   ) {
     super(message);

@@ -5,11 +5,12 @@ import { open, PURPOSE, seal } from './container.ts';
 import { KmsError } from './errors.ts';
 import { algOf, generateKeyPair, type AsymmetricAlg } from './key-types.ts';
 import type { RootOfTrust } from './roots/types.ts';
+import { effectivePolicy, evaluate } from './policy.ts';
 import { signatureAlgorithmFor, signWithKeyObject, type SignContext, type Signer } from './signer.ts';
 
 export const CA_KEK = 'ca-keys';
 
-export type SignOperation = 'sign-certificate' | 'sign-crl' | 'sign-ocsp';
+export type SignOperation = 'sign-certificate' | 'sign-crl' | 'sign-ocsp' | 'sign-audit-checkpoint' | 'sign-token';
 
 interface CachedKey {
   key: KeyObject;
@@ -27,12 +28,41 @@ export class KeyHierarchy {
 
   constructor(
     private readonly db: Executor,
-    private readonly root: RootOfTrust,
+    private root: RootOfTrust,
     private readonly installId: string,
   ) {}
 
   get rootId(): string {
     return this.root.id;
+  }
+
+  get rootOfTrust(): RootOfTrust {
+    return this.root;
+  }
+
+  get installation(): string {
+    return this.installId;
+  }
+
+  /** After rotate-root has committed: later unwraps use the new root (cached KEKs stay valid). */
+  useRoot(root: RootOfTrust): void {
+    this.root = root;
+  }
+
+  /** Drops cached plaintext for a KEK version or key whose material was destroyed or re-wrapped. */
+  forget(kekId: string, version?: number): void {
+    for (const k of [...this.keks.keys()]) if (k === `${kekId}/${version}` || (version === undefined && k.startsWith(`${kekId}/`))) this.keks.delete(k);
+    this.keys.delete(kekId);
+  }
+
+  /** Wraps new KEK material under the current root (rotation). */
+  wrapKekMaterial(material: Buffer, kekId: string, version: number): Promise<Buffer> {
+    return this.root.wrapKek(material, { kekId, version, installId: this.installId });
+  }
+
+  /** Remembers freshly generated KEK material so the creating process needs no round trip. */
+  cacheKek(kekId: string, version: number, material: Buffer): void {
+    this.keks.set(`${kekId}/${version}`, createSecretKey(material));
   }
 
   /** Creates a KEK with version 1 as primary; a no-op when it exists. */
@@ -58,7 +88,11 @@ export class KeyHierarchy {
     return id;
   }
 
-  private async kek(kekId: string, version: number, db: Executor = this.db): Promise<KeyObject> {
+  /**
+   * The plaintext of one KEK version (cached per process). The version's state and root are checked
+   * when it is first unwrapped; callers that need a per-use check read the state themselves.
+   */
+  async kek(kekId: string, version: number, db: Executor = this.db): Promise<KeyObject> {
     const cacheKey = `${kekId}/${version}`;
     const cached = this.keks.get(cacheKey);
     if (cached) return cached;
@@ -78,7 +112,7 @@ export class KeyHierarchy {
     return key;
   }
 
-  private async primaryKek(db: Executor, name: string): Promise<{ id: string; version: number; key: KeyObject }> {
+  async primaryKek(db: Executor, name: string): Promise<{ id: string; version: number; key: KeyObject }> {
     const row = await db
       .selectFrom('kms_keks')
       .innerJoin('kms_kek_versions', 'kms_kek_versions.kek_id', 'kms_keks.id')
@@ -98,8 +132,11 @@ export class KeyHierarchy {
   }
 
   /** Wraps an existing private key like a generated one (bring your own key). */
-  async storeKey(db: Executor, opts: { usage: KeyUsage; privateKey: KeyObject; principal: string; action: string }): Promise<string> {
-    const id = randomUUID();
+  async storeKey(
+    db: Executor,
+    opts: { usage: KeyUsage; privateKey: KeyObject; principal: string; action: string; id?: string; context?: Record<string, string> },
+  ): Promise<string> {
+    const id = opts.id ?? randomUUID();
     const alg = algOf(opts.privateKey);
     const spki = createPublicKey(opts.privateKey).export({ type: 'spki', format: 'der' });
     const spkiSha256 = createHash('sha256').update(spki).digest();
@@ -133,7 +170,7 @@ export class KeyHierarchy {
           keyId: id,
           keyVersion: kek.version,
           outcome: 'success',
-          context: { usage: opts.usage, alg, spki_sha256: spkiSha256.toString('hex') },
+          context: { ...opts.context, usage: opts.usage, alg, spki_sha256: spkiSha256.toString('hex') },
         });
       });
     } finally {
@@ -150,7 +187,12 @@ export class KeyHierarchy {
     if (cached) return cached;
     const row = await db.selectFrom('kms_keys').selectAll().where('id', '=', keyId).executeTakeFirst();
     if (!row) throw new KmsError('NotFound', `key ${keyId} does not exist`);
-    if (row.state !== 'Enabled') throw new KmsError('KeyDisabled', `key ${keyId} is ${row.state}`);
+    if (row.state !== 'Enabled') throw new KmsError('KeyDisabled', `key ${keyId} (${row.usage}) is ${row.state}`);
+    const decision = evaluate(effectivePolicy(row.policy, row.usage), { principal, action: 'unwrap' });
+    if (!decision.allowed) {
+      if (!db.isTransaction) await appendAudit(db, { principal, action: 'unwrap', keyId, outcome: 'denied', errorCode: 'AccessDenied', context: { usage: row.usage } });
+      throw new KmsError('AccessDenied', `key ${keyId}: ${decision.reason}`);
+    }
     if (!row.kek_id || row.kek_version === null || !row.dek_wrapped || !row.key_ciphertext) {
       throw new KmsError('KeyUnavailable', `key ${keyId} has no wrapped material`);
     }
@@ -199,18 +241,22 @@ export class KeyHierarchy {
     const cached = await this.privateKey(keyId, principal, db);
     try {
       return await inTransaction(db, async (trx) => {
+        // State and policy are read from the database for every signature, so a disable or a
+        // policy change applies on every replica at once (design §3.5).
         const row = await trx
           .updateTable('kms_keys')
           .set((eb) => ({ use_count: eb('use_count', '+', 1) }))
           .where('id', '=', keyId)
-          .returning(['state'])
+          .returning(['state', 'policy', 'usage'])
           .executeTakeFirst();
-        if (row?.state !== 'Enabled') throw new KmsError('KeyDisabled', `key ${keyId} is ${row?.state ?? 'missing'} and cannot sign`);
+        if (row?.state !== 'Enabled') throw new KmsError('KeyDisabled', `key ${keyId}${row ? ` (${row.usage})` : ''} is ${row?.state ?? 'missing'} and cannot sign`);
+        const decision = evaluate(effectivePolicy(row.policy, row.usage), { principal, action: operation, profile: context.profile, issuer: context.issuer });
+        if (!decision.allowed) throw new KmsError('AccessDenied', `key ${keyId} (${row.usage}): ${decision.reason}`);
         await appendAudit(trx, { principal, action: operation, keyId, keyVersion: cached.kekVersion, outcome: 'success', context: { ...context } });
         return signWithKeyObject(cached.key, signatureAlgorithmFor(cached.key), data);
       });
     } catch (err) {
-      const denied = err instanceof KmsError && err.code === 'KeyDisabled';
+      const denied = err instanceof KmsError && (err.code === 'KeyDisabled' || err.code === 'AccessDenied');
       // Inside a caller's transaction the refusal is rolled back with it; the caller's error stands.
       if (db.isTransaction) throw err;
       await appendAudit(db, {
@@ -227,7 +273,7 @@ export class KeyHierarchy {
   }
 }
 
-function dekContext(keyId: string, usage: string): Record<string, string> {
+export function dekContext(keyId: string, usage: string): Record<string, string> {
   return { 'kw:purpose': 'dek', 'kw:key': keyId, 'kw:usage': usage };
 }
 

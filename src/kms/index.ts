@@ -5,6 +5,8 @@ import { KmsError } from './errors.ts';
 import { CA_KEK, KeyHierarchy } from './hierarchy.ts';
 import { createFileRoot, loadFileRoot } from './roots/file.ts';
 import { createPassphraseRoot, loadPassphraseRoot } from './roots/passphrase.ts';
+import { loadAwsKmsRoot } from './roots/awskms.ts';
+import { loadPkcs11Root } from './roots/pkcs11.ts';
 import type { RootOfTrust, RootRecord } from './roots/types.ts';
 
 export { KeyHierarchy, CA_KEK } from './hierarchy.ts';
@@ -38,10 +40,17 @@ export async function openKeyHierarchy(db: Db, options: RootOfTrustOptions, prin
   let root: RootOfTrust;
   if (stored) {
     const record: RootRecord = { id: stored.id, provider: stored.provider, params: stored.params as Record<string, unknown>, kcv: stored.kcv };
-    if (record.provider !== options.type) {
+    if (record.provider === 'pkcs11') {
+      // Token and AWS KMS roots are fully described by its stored, non-secret parameters (module, token and
+      // key labels, PIN file path; key ARN), so they need no setting in rootOfTrust: see docs for rotate-root.
+      root = loadPkcs11Root(record);
+    } else if (record.provider === 'awskms') {
+      root = loadAwsKmsRoot(record);
+    } else if (record.provider !== options.type) {
       throw new KmsError('WrongRootKey', `the database's root of trust ${record.id} is "${record.provider}", but the configuration says "${options.type}"`);
+    } else {
+      root = options.type === 'file' ? loadFileRoot(record, options.path) : loadPassphraseRoot(record, passphraseOf(options));
     }
-    root = options.type === 'file' ? loadFileRoot(record, options.path) : loadPassphraseRoot(record, passphraseOf(options));
   } else {
     const id = randomUUID();
     const created = options.type === 'file' ? createFileRoot(id, options.path) : createPassphraseRoot(id, passphraseOf(options));

@@ -14,7 +14,7 @@ export function assertKcv(rootKey: Uint8Array, expected: Uint8Array | null, mess
   if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) throw new KmsError('WrongRootKey', message);
 }
 
-function kekContext(ref: KekRef): Record<string, string> {
+export function kekContext(ref: KekRef): Record<string, string> {
   return { 'kw:purpose': 'kek', 'kw:kek': ref.kekId, 'kw:ver': String(ref.version), 'kw:install': ref.installId };
 }
 
