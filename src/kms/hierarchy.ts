@@ -240,21 +240,23 @@ export class KeyHierarchy {
   private async signAudited(db: Executor, keyId: string, operation: SignOperation, principal: string, data: Uint8Array, context: SignContext): Promise<Uint8Array> {
     const cached = await this.privateKey(keyId, principal, db);
     try {
-      return await inTransaction(db, async (trx) => {
+      const signature = await inTransaction(db, async (trx) => {
         // State and policy are read from the database for every signature, so a disable or a
-        // policy change applies on every replica at once (design §3.5).
-        const row = await trx
-          .updateTable('kms_keys')
-          .set((eb) => ({ use_count: eb('use_count', '+', 1) }))
-          .where('id', '=', keyId)
-          .returning(['state', 'policy', 'usage'])
-          .executeTakeFirst();
+        // policy change applies on every replica at once (design §3.5). No row lock is taken here:
+        // the audit head is the only lock a signature holds, so signers never wait on each other's
+        // key rows and can't deadlock with a transaction that creates a key and then signs.
+        const row = await trx.selectFrom('kms_keys').select(['state', 'policy', 'usage']).where('id', '=', keyId).executeTakeFirst();
         if (row?.state !== 'Enabled') throw new KmsError('KeyDisabled', `key ${keyId}${row ? ` (${row.usage})` : ''} is ${row?.state ?? 'missing'} and cannot sign`);
         const decision = evaluate(effectivePolicy(row.policy, row.usage), { principal, action: operation, profile: context.profile, issuer: context.issuer });
         if (!decision.allowed) throw new KmsError('AccessDenied', `key ${keyId} (${row.usage}): ${decision.reason}`);
         await appendAudit(trx, { principal, action: operation, keyId, keyVersion: cached.kekVersion, outcome: 'success', context: { ...context } });
         return signWithKeyObject(cached.key, signatureAlgorithmFor(cached.key), data);
       });
+      // The usage count is a statistic for `kms list`; the audit log is the record of each use.
+      if (!db.isTransaction) {
+        await this.db.updateTable('kms_keys').set((eb) => ({ use_count: eb('use_count', '+', 1) })).where('id', '=', keyId).execute();
+      }
+      return signature;
     } catch (err) {
       const denied = err instanceof KmsError && (err.code === 'KeyDisabled' || err.code === 'AccessDenied');
       // Inside a caller's transaction the refusal is rolled back with it; the caller's error stands.
