@@ -4,7 +4,9 @@ import type { CaKeyType, Profile, SubjectKeyType } from '../config/schema.ts';
 import type { CertificateRow, Db, Executor, IssuerRow, SanSet } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
+import type { NameConstraintsSpec } from './cert-builder.ts';
 import { CaError } from './errors.ts';
+import { checkNameConstraints, nameConstraintsOf, type NameConstraints } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
 import { toPem } from './pem.ts';
 import { checkAgainstProfile } from './profile-check.ts';
@@ -27,6 +29,7 @@ export interface CaKeySpec {
   keyType: CaKeyType;
   commonName: string;
   lifetime: number;
+  nameConstraints?: NameConstraintsSpec;
 }
 
 export interface InitSpec {
@@ -78,6 +81,7 @@ interface ActiveIssuer {
   row: IssuerRow;
   builder: LeafBuilder;
   chainPem: string;
+  constraints: NameConstraints | undefined;
 }
 
 export class CertificateAuthority {
@@ -133,6 +137,7 @@ export class CertificateAuthority {
           subject: { commonName: spec.intermediate.commonName, organization: spec.organization },
           subjectPublicKeyInfo: interSpki,
           pathLength: 0,
+          nameConstraints: spec.intermediate.nameConstraints,
         },
         { certificate: rootDer, signer: rootSigner },
       );
@@ -158,7 +163,7 @@ export class CertificateAuthority {
       const row = await this.db.selectFrom('issuers').selectAll().where('kind', '=', 'intermediate').where('active', '=', true).orderBy('created_at', 'desc').executeTakeFirst();
       if (!row) throw new CaError('notInitialized', 'the CA has no active intermediate; run `keyward init`');
       const signer = await this.kms.signer(row.key_id, 'sign-certificate', 'keyward');
-      return { row, builder: createLeafBuilder({ certificate: row.certificate, signer }), chainPem: toPem(row.certificate) };
+      return { row, builder: createLeafBuilder({ certificate: row.certificate, signer }), chainPem: toPem(row.certificate), constraints: nameConstraintsOf(row.certificate) };
     })();
     this.active.catch(() => (this.active = undefined));
     return this.active;
@@ -176,6 +181,7 @@ export class CertificateAuthority {
     const lifetimeMs = req.lifetimeMs ?? profile.defaultLifetime;
     checkAgainstProfile(profile, { type: req.keyType, bits: req.rsaBits }, sans, lifetimeMs);
     const issuer = await this.activeIssuer();
+    checkNameConstraints(issuer.constraints, sans);
 
     const now = this.clock.now();
     const notBefore = new Date(now.getTime() - BACKDATE_MS);
@@ -207,6 +213,7 @@ export class CertificateAuthority {
       sans,
       extKeyUsages: profile.extKeyUsages.map((e) => EKU_OIDS[e]),
       keyEncipherment: req.keyType === 'rsa',
+      certificatePolicies: profile.certificatePolicies,
     });
     await this.db
       .insertInto('serial_reservations')

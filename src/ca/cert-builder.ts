@@ -59,6 +59,8 @@ export interface LeafSpec {
   crlDistributionPoint?: string;
   ocspUrl?: string;
   caIssuersUrl?: string;
+  /** Certificate policy OIDs (RFC 5280 4.2.1.4), a profile's extra extension. */
+  certificatePolicies?: string[];
 }
 
 export interface IssuerInfo {
@@ -134,6 +136,8 @@ const SIGNATURE_OIDS: Record<SignatureAlgorithm, { oid: string; nullParams: bool
   'rsa-sha256': { oid: OID.sha256WithRsa, nullParams: true },
   ed25519: { oid: OID.ed25519, nullParams: false },
 };
+
+const OID_CERTIFICATE_POLICIES = '2.5.29.32';
 
 const algIdCache = new Map<SignatureAlgorithm, Uint8Array>();
 
@@ -446,6 +450,10 @@ export function createLeafBuilder(issuer: IssuerInfo): LeafBuilder {
     if (names > 0) {
       const generalNames = wrapNameErrors(() => encodeGeneralNames(spec.sans));
       extensions.push(extension(OID.subjectAltName, spec.commonName === undefined, seq(...generalNames)));
+    }
+    const policies = spec.certificatePolicies;
+    if (policies !== undefined && policies.length > 0) {
+      extensions.push(cache.get(`policies ${policies.join(' ')}`, () => extension(OID_CERTIFICATE_POLICIES, false, seq(...policies.map((p) => seq(oid(p)))))));
     }
     const crl = spec.crlDistributionPoint;
     if (crl !== undefined) extensions.push(cache.get(`crl ${crl}`, () => wrapNameErrors(() => crlDpExtension(crl))));

@@ -33,6 +33,8 @@ export const profileSchema = z
     maxLifetime: duration.prefault('24h'),
     keyTypes: z.array(subjectKeyType).default(['ecdsa-p256', 'ecdsa-p384', 'rsa', 'ed25519']),
     minRsaBits: z.number().int().min(2048).default(2048),
+    /** Extra extension: certificate policy OIDs written into every certificate of the profile. */
+    certificatePolicies: z.array(z.string().regex(/^[0-2](\.(0|[1-9]\d*))+$/, 'expected a dotted OID, e.g. 2.23.140.1.2.1')).default([]),
     sanTypes: z.array(sanType).default(['dns', 'ip']),
     maxNames: z.number().int().min(1).max(1000).default(100),
     /**
@@ -67,6 +69,19 @@ const caKeySpec = (keyType: CaKeyType, commonName: string, lifetime: string) =>
       keyType: caKeyType.default(keyType),
       commonName: z.string().min(1).default(commonName),
       lifetime: duration.prefault(lifetime),
+      /**
+       * X.509 name constraints written into the CA certificate at init (intermediate only); the CA
+       * also refuses to issue for names outside them. DNS: a name and its subdomains; IP: CIDRs.
+       */
+      nameConstraints: z
+        .object({
+          permittedDns: z.array(z.string().min(1)).default([]),
+          excludedDns: z.array(z.string().min(1)).default([]),
+          permittedIp: z.array(z.string().regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, 'expected a CIDR, e.g. 10.0.0.0/8')).default([]),
+          excludedIp: z.array(z.string().regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, 'expected a CIDR, e.g. 10.0.0.0/8')).default([]),
+        })
+        .strict()
+        .optional(),
     })
     .strict()
     .prefault({});
