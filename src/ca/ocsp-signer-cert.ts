@@ -20,6 +20,7 @@ import {
   unsignedIntegerContent,
   valueOf,
 } from './der.ts';
+import { signatureAlgorithmIdentifier } from './cert-builder.ts';
 import { OID } from './oids.ts';
 import { inspectSpki } from './spki.ts';
 
@@ -34,21 +35,8 @@ const ID_PKIX_OCSP_NOCHECK = '1.3.6.1.5.5.7.48.1.5';
 // ---------------------------------------------------------------------------------------------
 // Shared by CRL / OCSP / certificate builders
 
-/** AlgorithmIdentifier DER for a signer's scheme (RFC 5758 / 4055 / 8410 parameter rules). */
-export function signatureAlgorithmIdentifier(algorithm: SignatureAlgorithm): Uint8Array {
-  switch (algorithm) {
-    // RFC 5758 3.2: ECDSA identifiers carry no parameters at all.
-    case 'ecdsa-sha256':
-      return seq(oid(OID.ecdsaWithSha256));
-    case 'ecdsa-sha384':
-      return seq(oid(OID.ecdsaWithSha384));
-    // RFC 4055 5: the PKCS#1 v1.5 identifiers carry an explicit NULL.
-    case 'rsa-sha256':
-      return seq(oid(OID.sha256WithRsa), DER_NULL);
-    case 'ed25519':
-      return seq(oid(OID.ed25519));
-  }
-}
+// One AlgorithmIdentifier encoder for certificates, CRLs and OCSP responses.
+export { signatureAlgorithmIdentifier };
 
 /**
  * SIGNED{ToBeSigned} ::= SEQUENCE { tbs, algorithm, BIT STRING }. The algorithm identifier inside
