@@ -109,12 +109,29 @@ function checkKeyForAlg(jwk: JWK, alg: JwsAlgorithm): void {
   }
 }
 
+// Importing a key costs more than verifying with it (OpenSSL 3 key decoding), and an account signs
+// every request with the same key: keep recent imports. Public keys only, bounded.
+const KEY_CACHE_SIZE = 2048;
+const keyCache = new Map<string, Promise<Awaited<ReturnType<typeof importJWK>>>>();
+
+function importCached(jwk: JWK, alg: JwsAlgorithm): Promise<Awaited<ReturnType<typeof importJWK>>> {
+  const id = `${alg} ${jwk.kty} ${jwk.crv ?? ''} ${jwk.x ?? ''} ${jwk.y ?? ''} ${jwk.n ?? ''} ${jwk.e ?? ''}`;
+  let key = keyCache.get(id);
+  if (key === undefined) {
+    key = importJWK({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y, n: jwk.n, e: jwk.e, ext: true }, alg);
+    key.catch(() => keyCache.delete(id));
+    if (keyCache.size >= KEY_CACHE_SIZE) keyCache.delete(keyCache.keys().next().value!);
+    keyCache.set(id, key);
+  }
+  return key;
+}
+
 /** Verifies the signature of a JWS with the key it names or with the given one. */
 export async function verifySignature(jws: FlattenedJws, alg: JwsAlgorithm, jwk: JWK): Promise<Record<string, unknown> | undefined> {
   checkKeyForAlg(jwk, alg);
   let key: Awaited<ReturnType<typeof importJWK>>;
   try {
-    key = await importJWK({ ...jwk, ext: true }, alg);
+    key = await importCached(jwk, alg);
   } catch {
     throw new AcmeProblem('badPublicKey', 'JWK could not be imported');
   }
