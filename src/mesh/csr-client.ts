@@ -1,4 +1,5 @@
 import { webcrypto } from 'node:crypto';
+import { toPem } from '../ca/pem.ts';
 import { x509 } from '../ca/x509.ts';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
@@ -17,6 +18,6 @@ export async function newKeyAndCsr(): Promise<ClientKey> {
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({ keys, signingAlgorithm: alg, name: '' });
   const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-  const keyPem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`;
+  const keyPem = toPem(pkcs8, 'PRIVATE KEY');
   return { keyPem, csrPem: csr.toString('pem') + '\n' };
 }

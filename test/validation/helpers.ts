@@ -3,6 +3,7 @@ import { webcrypto } from 'node:crypto';
 import type { Server as NetServer } from 'node:net';
 import { createServer } from 'node:net';
 import * as x509 from '@peculiar/x509';
+import { toPem } from '../../src/ca/pem.ts';
 import type { ValidationConfig } from '../../src/validation/index.ts';
 
 export async function listen(server: NetServer, host = '127.0.0.1'): Promise<number> {
@@ -70,6 +71,6 @@ export async function selfSignedCert(opts: {
     ],
   });
   const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-  const keyPem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END PRIVATE KEY-----\n`;
+  const keyPem = toPem(pkcs8, 'PRIVATE KEY');
   return { certPem: cert.toString('pem'), keyPem };
 }
