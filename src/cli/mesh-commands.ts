@@ -1,8 +1,7 @@
 import { CaError } from '../ca/errors.ts';
 import { parseDuration } from '../config/duration.ts';
-import type { SanSet } from '../db/schema.ts';
 import { MeshError } from '../mesh/errors.ts';
-import { createBootstrapToken } from '../mesh/tokens.ts';
+import { createBootstrapToken, type CreatedToken } from '../mesh/tokens.ts';
 import { PatternError } from '../policy/patterns.ts';
 import { addRule, configRules, describeRule, listRules, removeRule, type PolicyRule } from '../policy/rules.ts';
 import { defineCommand, requireString, UsageError, type CliCommand } from './command.ts';
@@ -67,16 +66,7 @@ const policyRemove = defineCommand<{ id: string }, { id: string; removed: boolea
   exitCode: (out) => (out.removed ? 0 : 1),
 });
 
-interface TokenOutput {
-  token: string;
-  jti: string;
-  audience: string;
-  sans: SanSet;
-  profile: string;
-  expiresAt: string;
-}
-
-const tokenCreate = defineCommand<{ id?: string; dns: string[]; ip: string[]; ttlMs?: number; profile?: string }, TokenOutput>({
+const tokenCreate = defineCommand<{ id?: string; dns: string[]; ip: string[]; ttlMs?: number; profile?: string }, CreatedToken>({
   path: ['token', 'create'],
   usage: 'token create --id URI [--dns NAME ...] [--ip ADDR ...] [--ttl 5m] [--profile mtls]',
   summary: 'print a one-time bootstrap token for POST /v1/sign (keyward agent --token)',
