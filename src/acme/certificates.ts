@@ -12,9 +12,13 @@ export async function getCertificate(c: Context, deps: AcmeDeps): Promise<Respon
   const req = await verifyRequest(c, deps, 'kid');
   const account = requireAccount(req);
   const serial = c.req.param('serial')!;
-  const order = await deps.db.selectFrom('acme_orders').select(['account_id']).where('certificate_serial', '=', serial).executeTakeFirst();
-  if (!order) throw notFound('certificate');
-  if (order.account_id !== account.id) throw unauthorized('This certificate belongs to another account');
-  const row = await deps.ctx.ca.certificate(serial);
+  const row = await deps.db
+    .selectFrom('acme_orders as o')
+    .innerJoin('certificates as c', 'c.serial', 'o.certificate_serial')
+    .select(['o.account_id', 'c.der', 'c.issuer_id'])
+    .where('o.certificate_serial', '=', serial)
+    .executeTakeFirst();
+  if (!row) throw notFound('certificate');
+  if (row.account_id !== account.id) throw unauthorized('This certificate belongs to another account');
   return rawResponse(await deps.ctx.ca.chainFor(row), 'application/pem-certificate-chain');
 }

@@ -10,7 +10,7 @@ import { decodeB64url } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { orderResponse, ownedOrder, resolveProfile } from './orders.ts';
 import { AcmeProblem, malformed, toProblem } from './problem.ts';
-import { orderStatus } from './views.ts';
+import { orderStatus, type OrderRow } from './views.ts';
 
 const badCsr = (detail: string) => new AcmeProblem('badCSR', detail);
 
@@ -102,9 +102,9 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   }
 
   const sans = { dns: order.identifiers.filter((i) => i.type === 'dns').map((i) => i.value), ip: order.identifiers.filter((i) => i.type === 'ip').map((i) => i.value), uri: [], email: [] };
-  let done;
+  let done: OrderRow | undefined;
   try {
-    const issued = await deps.ctx.ca.issue({
+    await deps.ctx.ca.issue({
       subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
       keyType: csr.keyType,
       ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
@@ -113,14 +113,16 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
       profile: profile.name,
       ...(lifetimeMs !== undefined ? { lifetimeMs } : {}),
       requester: `acme:${account.id}`,
+      onRecorded: async (trx, serial) => {
+        done = await trx
+          .updateTable('acme_orders')
+          .set({ status: 'valid', certificate_serial: serial, updated_at: deps.clock.now() })
+          .where('id', '=', order.id)
+          .where('status', '=', 'processing')
+          .returningAll()
+          .executeTakeFirstOrThrow();
+      },
     });
-    done = await deps.db
-      .updateTable('acme_orders')
-      .set({ status: 'valid', certificate_serial: issued.serial, updated_at: deps.clock.now() })
-      .where('id', '=', order.id)
-      .where('status', '=', 'processing')
-      .returningAll()
-      .executeTakeFirstOrThrow();
   } catch (err) {
     const prob = toProblem(err);
     if (prob.status >= 500) deps.log.error({ err: err instanceof Error ? err.stack : String(err), order: order.id }, 'issuing for an ACME order failed');
@@ -132,5 +134,6 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
       .execute();
     throw prob;
   }
+  if (!done) throw new Error(`order ${order.id} was not recorded as valid with its certificate`);
   return orderResponse(deps, done, 200, { Location: deps.urls.order(order.id) });
 }

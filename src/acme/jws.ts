@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import { calculateJwkThumbprint, errors as joseErrors, flattenedVerify, importJWK, type JWK } from 'jose';
-import { accountById, type AccountRow } from './account-store.ts';
+import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { B64URL, decodeB64url } from './ids.ts';
 import { AcmeProblem, BAD_NONCE_DETAIL, malformed, unauthorized } from './problem.ts';
@@ -180,7 +180,7 @@ export type KeyMode = 'kid' | 'jwk' | 'either';
 
 /**
  * Authenticates an ACME POST (RFC 8555 §6.2–6.5): structure, algorithm, key, signature, url,
- * then the nonce is spent, then the account is looked up for kid requests.
+ * nonce, then the account's status for kid requests.
  */
 export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): Promise<VerifiedRequest> {
   const jws = parseFlattened(await readBody(c, deps.ctx.config.acme.maxRequestBytes));
@@ -195,12 +195,13 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
   if (mode === 'kid' && hasJwk) throw malformed('This resource requires a "kid" (the account URL), not a "jwk"');
   if (mode === 'jwk' && hasKid) throw malformed('This resource requires a "jwk", not a "kid"');
 
-  let account: AccountRow | undefined;
+  if (hasKid && typeof header.kid !== 'string') throw malformed('"kid" must be a string');
+  const accountId = hasKid ? deps.urls.accountId(header.kid as string) : undefined;
+  // One round trip spends the nonce and loads the account; a request that then fails a check has
+  // still used its nonce, as it would have on any other error.
+  const { fresh, account } = await deps.nonces.consume(header.nonce, accountId);
   let jwk: JWK;
   if (hasKid) {
-    if (typeof header.kid !== 'string') throw malformed('"kid" must be a string');
-    const id = deps.urls.accountId(header.kid);
-    account = id === undefined ? undefined : await accountById(deps.db, id);
     if (!account) throw new AcmeProblem('accountDoesNotExist', `No account at ${JSON.stringify(header.kid)}; "kid" must be the account URL`);
     jwk = account.jwk as JWK;
   } else {
@@ -211,7 +212,7 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
   if (header.url !== expectedUrl(c, deps)) {
     throw unauthorized(`JWS "url" ${JSON.stringify(header.url)} does not match the request URL ${expectedUrl(c, deps)}`);
   }
-  if (!(await deps.nonces.consume(header.nonce))) {
+  if (!fresh) {
     throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: it is unknown, expired or already used`);
   }
   if (account && account.status !== 'valid') throw unauthorized(`Account is ${account.status}`);

@@ -30,12 +30,12 @@ export async function ownedOrder(db: Db, account: AccountRow, id: string): Promi
   return order;
 }
 
-export async function orderResponse(deps: AcmeDeps, order: OrderRow, status = 200, extra: Record<string, string> = {}): Promise<Response> {
+export async function orderResponse(deps: AcmeDeps, order: OrderRow, status = 200, extra: Record<string, string> = {}, authzIds?: string[]): Promise<Response> {
   const now = deps.clock.now();
   const headers: Record<string, string> = { ...extra };
   const s = orderStatus(order, now);
   if (s === 'processing' || s === 'pending') headers['Retry-After'] = RETRY_AFTER_SECONDS;
-  return jsonResponse(orderView(deps.urls, order, await orderAuthzIds(deps.db, order.id), now), status, headers);
+  return jsonResponse(orderView(deps.urls, order, authzIds ?? (await orderAuthzIds(deps.db, order.id)), now), status, headers);
 }
 
 export function resolveProfile(deps: AcmeDeps, requested: unknown): Profile {
@@ -133,10 +133,10 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
   let replaces: string | null = null;
   if (p.replaces !== undefined) replaces = await checkReplaces(deps, account, identifiers, p.replaces);
 
-  throwIfLimited(await deps.limits.consume(deps.db, 'newOrdersPerAccount', account.id, now), 'New orders for this account');
-
   const orderId = randomId();
-  const order = await deps.db.transaction().execute(async (trx) => {
+  const { order, authzIds } = await deps.db.transaction().execute(async (trx) => {
+    // Counted in the order's transaction: one commit for both, and a refusal rolls back nothing.
+    throwIfLimited(await deps.limits.consume(trx, 'newOrdersPerAccount', account.id, now), 'New orders for this account');
     const authzIds: string[] = [];
     let allValid = true;
     for (const id of identifiers) {
@@ -167,9 +167,9 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
       .insertInto('acme_order_authzs')
       .values(authzIds.map((authz_id, position) => ({ order_id: orderId, authz_id, position })))
       .execute();
-    return row;
+    return { order: row, authzIds };
   });
-  return orderResponse(deps, order, 201, { Location: deps.urls.order(order.id) });
+  return orderResponse(deps, order, 201, { Location: deps.urls.order(order.id) }, authzIds);
 }
 
 export async function getOrder(c: Context, deps: AcmeDeps): Promise<Response> {

@@ -40,9 +40,15 @@ export function mountAcme(app: Hono, deps: AcmeDeps): void {
   app.post(`${p}/directory`, directory);
 
   // Hono answers HEAD with the GET route; RFC 8555 §7.2 wants 200 for HEAD and 204 for GET.
+  // Without a Content-Length, Node's HTTP client (acme-client, via axios) cannot tell where a HEAD
+  // response ends and closes the connection, so every nonce would cost a new TLS handshake.
   app.get(
     `${p}/new-nonce`,
-    acmeRoute(deps, async (c) => emptyResponse(c.req.method === 'HEAD' ? 200 : 204, { 'Cache-Control': 'no-store' })),
+    acmeRoute(deps, async (c) =>
+      c.req.method === 'HEAD'
+        ? emptyResponse(200, { 'Cache-Control': 'no-store', 'Content-Length': '0' })
+        : emptyResponse(204, { 'Cache-Control': 'no-store' }),
+    ),
   );
   app.post(
     `${p}/new-nonce`,

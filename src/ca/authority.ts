@@ -49,6 +49,11 @@ export interface IssueRequest {
   /** Defaults to the profile's default lifetime. */
   lifetimeMs?: number;
   requester: string;
+  /**
+   * Runs in the transaction that records the certificate, so the caller's own bookkeeping (an ACME
+   * order turning valid) commits with it or not at all.
+   */
+  onRecorded?: (trx: Executor, serial: string) => Promise<void>;
 }
 
 export interface IssuedCertificate {
@@ -86,6 +91,8 @@ interface ActiveIssuer {
 
 export class CertificateAuthority {
   private active: Promise<ActiveIssuer> | undefined;
+  // Issuer ids are digests of their certificates, so an id always names the same PEM.
+  private readonly issuerPems = new Map<string, string>();
 
   constructor(
     private readonly db: Db,
@@ -247,6 +254,7 @@ export class CertificateAuthority {
         })
         .execute();
       await trx.updateTable('serial_reservations').set({ status: 'issued' }).where('serial', '=', serial).execute();
+      await req.onRecorded?.(trx, serial);
     });
     return { serial, issuerId: issuer.row.id, der, notBefore, notAfter, chainPem: toPem(der) + issuer.chainPem };
   }
@@ -267,9 +275,14 @@ export class CertificateAuthority {
     return q.execute();
   }
 
-  async chainFor(row: CertificateRow): Promise<string> {
-    const issuer = await this.db.selectFrom('issuers').select('certificate').where('id', '=', row.issuer_id).executeTakeFirstOrThrow();
-    return toPem(row.der) + toPem(issuer.certificate);
+  async chainFor(row: Pick<CertificateRow, 'der' | 'issuer_id'>): Promise<string> {
+    let issuerPem = this.issuerPems.get(row.issuer_id);
+    if (issuerPem === undefined) {
+      const issuer = await this.db.selectFrom('issuers').select('certificate').where('id', '=', row.issuer_id).executeTakeFirstOrThrow();
+      issuerPem = toPem(issuer.certificate);
+      this.issuerPems.set(row.issuer_id, issuerPem);
+    }
+    return toPem(row.der) + issuerPem;
   }
 }
 

@@ -1,4 +1,5 @@
 import { createHash, createPrivateKey, createPublicKey, createSecretKey, randomBytes, randomUUID, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { GroupCommit } from '../db/group-commit.ts';
 import type { Executor, KeyUsage } from '../db/schema.ts';
 import { appendAudit, inTransaction } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
@@ -25,12 +26,25 @@ interface CachedKey {
 export class KeyHierarchy {
   private readonly keks = new Map<string, KeyObject>();
   private readonly keys = new Map<string, CachedKey>();
+  private readonly uses: GroupCommit<string, void>;
 
   constructor(
     private readonly db: Executor,
     private root: RootOfTrust,
     private readonly installId: string,
-  ) {}
+  ) {
+    this.uses = new GroupCommit((keyIds) => this.countUses(keyIds));
+  }
+
+  /** One update per key for a whole batch of signatures; keys in a fixed order, so batches on two replicas can't deadlock. */
+  private async countUses(keyIds: string[]): Promise<void[]> {
+    const counts = new Map<string, number>();
+    for (const id of keyIds) counts.set(id, (counts.get(id) ?? 0) + 1);
+    for (const [id, n] of [...counts].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      await this.db.updateTable('kms_keys').set((eb) => ({ use_count: eb('use_count', '+', n) })).where('id', '=', id).execute();
+    }
+    return keyIds.map(() => undefined);
+  }
 
   get rootId(): string {
     return this.root.id;
@@ -254,7 +268,7 @@ export class KeyHierarchy {
       });
       // The usage count is a statistic for `kms list`; the audit log is the record of each use.
       if (!db.isTransaction) {
-        await this.db.updateTable('kms_keys').set((eb) => ({ use_count: eb('use_count', '+', 1) })).where('id', '=', keyId).execute();
+        await this.uses.submit(keyId);
       }
       return signature;
     } catch (err) {
