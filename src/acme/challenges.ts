@@ -1,5 +1,6 @@
 import { throwIfLimited } from './limits.ts';
 import type { Context } from 'hono';
+import { sql } from 'kysely';
 import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
@@ -7,7 +8,7 @@ import { requireAccount, verifyRequest } from './jws.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { notFound, unauthorized } from './problem.ts';
 import { jsonResponse, link } from './respond.ts';
-import { authzStatus, challengeView } from './views.ts';
+import { authzStatus, challengeView, type ChallengeRow } from './views.ts';
 
 /**
  * POST-as-GET reads a challenge; any JSON object (RFC 8555 says `{}`, unknown fields ignored) asks
@@ -32,31 +33,15 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   const authzLive = authzStatus({ status: authz_status, expires: authz_expires } as Parameters<typeof authzStatus>[0], now) === 'pending';
   if (req.payload && challenge.status === 'pending' && authzLive) {
     throwIfLimited(await deps.limits.peek(deps.db, 'failedValidationsPerAccount', account.id, now), 'Failed validations for this account');
-    const started = await deps.db.transaction().execute(async (trx) => {
-      const row = await trx
-        .updateTable('acme_challenges')
-        .set({ status: 'processing' })
-        .where('id', '=', challenge.id)
-        .where('status', '=', 'pending')
-        .returningAll()
-        .executeTakeFirst();
-      if (!row) return undefined;
-      await trx
-        .insertInto('acme_jobs')
-        .values({
-          id: randomId(),
-          challenge_id: row.id,
-          status: 'queued',
-          run_at: now,
-          deadline: addMs(now, deps.ctx.config.validation.retryFor),
-          lease_holder: null,
-          lease_until: null,
-          created_at: now,
-          finished_at: null,
-        })
-        .execute();
-      return row;
-    });
+    // One statement, so the challenge never turns processing without a job to settle it.
+    const { rows } = await sql<ChallengeRow>`
+      WITH started AS (
+        UPDATE acme_challenges SET status = 'processing' WHERE id = ${challenge.id} AND status = 'pending' RETURNING *),
+      job AS (
+        INSERT INTO acme_jobs (id, challenge_id, status, run_at, deadline, created_at)
+        SELECT ${randomId()}, id, 'queued', ${now}, ${addMs(now, deps.ctx.config.validation.retryFor)}, ${now} FROM started)
+      SELECT * FROM started`.execute(deps.db);
+    const started = rows[0];
     if (started) {
       challenge = started;
       deps.kickWorker();

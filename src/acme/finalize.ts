@@ -81,19 +81,21 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     if (lifetimeMs <= 0) throw malformed('The requested notAfter has passed');
   }
 
-  throwIfLimited(
-    await deps.limits.consumeAll(deps.db, 'certificatesPerName', order.identifiers.map((i) => i.value), now),
-    'Certificates for this name',
-  );
-
-  const claimed = await deps.db
-    .updateTable('acme_orders')
-    .set({ status: 'processing', updated_at: now })
-    .where('id', '=', order.id)
-    .where('status', '=', 'ready')
-    .where('expires', '>', now)
-    .returningAll()
-    .executeTakeFirst();
+  // Counted in the claiming transaction: one commit, and a refusal leaves the order ready.
+  const claimed = await deps.db.transaction().execute(async (trx) => {
+    throwIfLimited(
+      await deps.limits.consumeAll(trx, 'certificatesPerName', order.identifiers.map((i) => i.value), now),
+      'Certificates for this name',
+    );
+    return trx
+      .updateTable('acme_orders')
+      .set({ status: 'processing', updated_at: now })
+      .where('id', '=', order.id)
+      .where('status', '=', 'ready')
+      .where('expires', '>', now)
+      .returningAll()
+      .executeTakeFirst();
+  });
   if (!claimed) {
     const current = await ownedOrder(deps.db, account, order.id);
     // Another request won the race: answer with the order as it is now, never ready (interop P3).

@@ -25,20 +25,19 @@ export async function settleValid(deps: AcmeDeps, job: { id: string; challengeId
   const now = deps.clock.now();
   await deps.db.transaction().execute(async (trx) => {
     await lockOrders(trx, job.authzId);
-    const ch = await trx
-      .updateTable('acme_challenges')
-      .set({ status: 'valid', validated: now, error: null })
-      .where('id', '=', job.challengeId)
-      .where('status', '=', 'processing')
-      .returning('id')
-      .executeTakeFirst();
-    if (ch) {
-      await trx
-        .updateTable('acme_authzs')
-        .set({ status: 'valid', validated_at: now, expires: addMs(now, deps.ctx.config.acme.authorizationLifetime) })
-        .where('id', '=', job.authzId)
-        .where('status', '=', 'pending')
-        .execute();
+    const { rows } = await sql<{ settled: boolean }>`
+      WITH ch AS (
+        UPDATE acme_challenges SET status = 'valid', validated = ${now}, error = NULL
+        WHERE id = ${job.challengeId} AND status = 'processing' RETURNING id),
+      authz AS (
+        UPDATE acme_authzs SET status = 'valid', validated_at = ${now}, expires = ${addMs(now, deps.ctx.config.acme.authorizationLifetime)}
+        WHERE id = ${job.authzId} AND status = 'pending' AND EXISTS (SELECT 1 FROM ch)),
+      job AS (
+        UPDATE acme_jobs SET status = 'done', finished_at = ${now}, lease_holder = NULL, lease_until = NULL
+        WHERE id = ${job.id} AND lease_holder = ${holder})
+      SELECT EXISTS (SELECT 1 FROM ch) AS settled`.execute(trx);
+    // A later statement, so it sees the authorization the one above made valid.
+    if (rows[0]?.settled) {
       await sql`
         UPDATE acme_orders o SET status = 'ready', updated_at = ${now}
         WHERE o.status = 'pending' AND o.expires > ${now}
@@ -47,7 +46,6 @@ export async function settleValid(deps: AcmeDeps, job: { id: string; challengeId
             SELECT 1 FROM acme_order_authzs oa JOIN acme_authzs a ON a.id = oa.authz_id
             WHERE oa.order_id = o.id AND (a.status <> 'valid' OR a.expires <= ${now}))`.execute(trx);
     }
-    await finishJob(trx, job.id, holder, now);
   });
 }
 

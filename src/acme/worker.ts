@@ -7,11 +7,21 @@ import type { AcmeDeps } from './deps.ts';
 import { ACME_ERROR_PREFIX } from './problem.ts';
 import { scheduleRetry, settleInvalid, settleValid } from './settle.ts';
 
+/** A claimed job with what its check needs; the challenge columns are null if it has gone. */
 interface ClaimedJob {
   id: string;
   challenge_id: string;
   attempts: number;
   deadline: Date;
+  type: string | null;
+  token: string | null;
+  challenge_status: string | null;
+  authz_id: string | null;
+  identifier_type: 'dns' | 'ip' | null;
+  identifier_value: string | null;
+  wildcard: boolean | null;
+  account_id: string | null;
+  key_thumbprint: string | null;
 }
 
 /** Problems no retry can fix: policy refusals and our own checks. */
@@ -41,13 +51,20 @@ async function claim(deps: AcmeDeps, holder: string, leaseMs: number): Promise<C
   const now = deps.clock.now();
   const until = addMs(now, leaseMs);
   const res = await sql<ClaimedJob>`
-    UPDATE acme_jobs SET lease_holder = ${holder}, lease_until = ${until}, attempts = attempts + 1
-    WHERE id = (
-      SELECT id FROM acme_jobs
-      WHERE status = 'queued' AND run_at <= ${now} AND (lease_until IS NULL OR lease_until < ${now})
-      ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-    AND status = 'queued' AND (lease_until IS NULL OR lease_until < ${now})
-    RETURNING id, challenge_id, attempts, deadline`.execute(deps.db);
+    WITH claimed AS (
+      UPDATE acme_jobs SET lease_holder = ${holder}, lease_until = ${until}, attempts = attempts + 1
+      WHERE id = (
+        SELECT id FROM acme_jobs
+        WHERE status = 'queued' AND run_at <= ${now} AND (lease_until IS NULL OR lease_until < ${now})
+        ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+      AND status = 'queued' AND (lease_until IS NULL OR lease_until < ${now})
+      RETURNING id, challenge_id, attempts, deadline)
+    SELECT claimed.*, ch.type, ch.token, ch.status AS challenge_status, ch.authz_id,
+      a.identifier_type, a.identifier_value, a.wildcard, a.account_id, acc.key_thumbprint
+    FROM claimed
+    LEFT JOIN acme_challenges ch ON ch.id = claimed.challenge_id
+    LEFT JOIN acme_authzs a ON a.id = ch.authz_id
+    LEFT JOIN acme_accounts acc ON acc.id = a.account_id`.execute(deps.db);
   return res.rows[0];
 }
 
@@ -58,18 +75,13 @@ function retryDelay(deps: AcmeDeps, attempts: number): number {
 }
 
 async function runJob(deps: AcmeDeps, job: ClaimedJob, holder: string, cfg: ValidationConfig, resolver: DnsResolver): Promise<void> {
-  const row = await deps.db
-    .selectFrom('acme_challenges as ch')
-    .innerJoin('acme_authzs as a', 'a.id', 'ch.authz_id')
-    .innerJoin('acme_accounts as acc', 'acc.id', 'a.account_id')
-    .select(['ch.id', 'ch.type', 'ch.token', 'ch.status', 'ch.authz_id', 'a.identifier_type', 'a.identifier_value', 'a.wildcard', 'a.account_id', 'acc.key_thumbprint'])
-    .where('ch.id', '=', job.challenge_id)
-    .executeTakeFirst();
-  const ids = { id: job.id, challengeId: job.challenge_id, authzId: row?.authz_id ?? '' };
-  if (!row || row.status !== 'processing') {
+  const ids = { id: job.id, challengeId: job.challenge_id, authzId: job.authz_id ?? '' };
+  if (job.challenge_status !== 'processing' || job.authz_id === null) {
     await deps.db.updateTable('acme_jobs').set({ status: 'done', finished_at: deps.clock.now() }).where('id', '=', job.id).where('lease_holder', '=', holder).execute();
     return;
   }
+  // Foreign keys tie a challenge to its authorization and account: with the challenge, all are set.
+  const row = job as ClaimedJob & { [K in 'type' | 'token' | 'identifier_type' | 'identifier_value' | 'wildcard' | 'account_id' | 'key_thumbprint']: NonNullable<ClaimedJob[K]> };
   const id: Identifier = { type: row.identifier_type, value: row.wildcard ? `*.${row.identifier_value}` : row.identifier_value };
   const kind = row.type as ChallengeKind;
   const keyAuthorization = `${row.token}.${row.key_thumbprint}`;

@@ -10,7 +10,7 @@ import { checkNameConstraints, nameConstraintsOf, type NameConstraints } from '.
 import { normalizeSans } from './names.ts';
 import { toPem } from './pem.ts';
 import { checkAgainstProfile } from './profile-check.ts';
-import { isKeyBlocked, revokeCertificate, type Revocation } from './revocation.ts';
+import { revokeCertificate, type Revocation } from './revocation.ts';
 import { caIssuersUrl, crlUrl, isPassiveRevocation, ocspUrl, shardFor } from './revocation-urls.ts';
 import { normalizeSerial, randomSerial } from './serial.ts';
 import { x509 } from './x509.ts';
@@ -196,9 +196,6 @@ export class CertificateAuthority {
     if (notAfter > issuer.row.not_after) throw new CaError('malformed', `the certificate would outlive its issuer (until ${issuer.row.not_after.toISOString()})`);
     const serial = randomSerial();
     const spkiSha256 = createHash('sha256').update(req.subjectPublicKeyInfo).digest();
-    if (await isKeyBlocked(this.db, spkiSha256)) {
-      throw new CaError('badPublicKey', 'this public key belongs to a certificate revoked for keyCompromise and may not be certified again');
-    }
 
     // Shard first, then URLs: the CDP names the shard this certificate will be listed in.
     const shard = this.revocation ? shardFor(serial, this.revocation.crlShards) : 0;
@@ -222,20 +219,21 @@ export class CertificateAuthority {
       keyEncipherment: req.keyType === 'rsa',
       certificatePolicies: profile.certificatePolicies,
     });
-    await this.db
-      .insertInto('serial_reservations')
-      .values({
-        serial,
-        issuer_id: issuer.row.id,
-        profile: profile.name,
-        requester: req.requester,
-        request: JSON.stringify({ tbs: Buffer.from(tbs).toString('base64'), spkiSha256: spkiSha256.toString('hex') }),
-      })
-      .execute();
+    // The blocked-key check and the reservation in one statement: no reservation for a blocked key.
+    const request = JSON.stringify({ tbs: Buffer.from(tbs).toString('base64'), spkiSha256: spkiSha256.toString('hex') });
+    const { rows: reserved } = await sql<{ serial: string }>`
+      INSERT INTO serial_reservations (serial, issuer_id, profile, requester, request)
+      SELECT ${serial}, ${issuer.row.id}, ${profile.name}, ${req.requester}, ${request}::jsonb
+      WHERE NOT EXISTS (SELECT 1 FROM blocked_keys WHERE spki_sha256 = ${spkiSha256})
+      RETURNING serial`.execute(this.db);
+    if (reserved.length === 0) {
+      throw new CaError('badPublicKey', 'this public key belongs to a certificate revoked for keyCompromise and may not be certified again');
+    }
     const der = await issuer.builder.sign(tbs, { serial, profile: profile.name, requester: req.requester });
 
     await this.db.transaction().execute(async (trx) => {
       await trx
+        .with('reservation', (q) => q.updateTable('serial_reservations').set({ status: 'issued' }).where('serial', '=', serial))
         .insertInto('certificates')
         .values({
           serial,
@@ -253,7 +251,6 @@ export class CertificateAuthority {
           crl_shard: shard,
         })
         .execute();
-      await trx.updateTable('serial_reservations').set({ status: 'issued' }).where('serial', '=', serial).execute();
       await req.onRecorded?.(trx, serial);
     });
     return { serial, issuerId: issuer.row.id, der, notBefore, notAfter, chainPem: toPem(der) + issuer.chainPem };

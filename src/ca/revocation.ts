@@ -84,8 +84,3 @@ export async function revokeCertificate(db: Db, input: { serial: string; reason:
     return { serial, revokedAt: row.revoked_at!, reason: input.reason, issuerId: row.issuer_id };
   });
 }
-
-export async function isKeyBlocked(db: Db, spkiSha256: Uint8Array): Promise<boolean> {
-  const row = await db.selectFrom('blocked_keys').select('reason').where('spki_sha256', '=', spkiSha256).executeTakeFirst();
-  return row !== undefined;
-}

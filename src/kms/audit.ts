@@ -78,11 +78,12 @@ export async function appendAudit(db: Executor, event: AuditEvent): Promise<numb
       context: event.context ?? {},
     };
     const hash = eventHash(row.hash, input);
+    // The event and the new head in one statement: one round trip fewer for every signature.
     await trx
+      .with('head', (q) => q.updateTable('audit_head').set({ seq: input.seq, hash }).where('id', '=', 1))
       .insertInto('audit_events')
       .values({ ...input, context: JSON.stringify(input.context), prev_hash: row.hash, hash })
       .execute();
-    await trx.updateTable('audit_head').set({ seq: input.seq, hash }).where('id', '=', 1).execute();
     return input.seq;
   });
 }
