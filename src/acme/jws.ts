@@ -216,7 +216,8 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
     throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: it is unknown, expired or already used`);
   }
   if (account && account.status !== 'valid') throw unauthorized(`Account is ${account.status}`);
-  const thumbprint = await calculateJwkThumbprint(jwk, 'sha256');
+  // The account row keeps its key's thumbprint; only jwk requests need it computed.
+  const thumbprint = account ? account.key_thumbprint : await calculateJwkThumbprint(jwk, 'sha256');
   return { header: { ...header, alg, url: header.url } as ProtectedHeader, payload, jwk, thumbprint, account };
 }
 

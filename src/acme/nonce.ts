@@ -48,9 +48,12 @@ export class NonceService {
   }
 
   private async spend(items: Spend[]): Promise<SpentNonce[]> {
-    const values = sql.join(items.map((s, i) => sql`(${i}::int, ${s.nonce}::text, ${s.expires}::timestamptz, ${s.accountId ?? null}::text)`));
+    // Arrays, not a VALUES list, so the statement's text (and its prepared plan) is the same for any batch size.
     const { rows } = await sql<AccountColumns & { i: number; fresh: boolean }>`
-      WITH req (i, nonce, expires, account_id) AS (VALUES ${values}),
+      WITH req AS (
+        SELECT * FROM unnest(${items.map((_, i) => i)}::int[], ${items.map((s) => s.nonce)}::text[],
+          ${items.map((s) => s.expires.toISOString())}::timestamptz[], ${items.map((s) => s.accountId ?? null)}::text[])
+          AS r (i, nonce, expires, account_id)),
       spent AS (
         INSERT INTO acme_spent_nonces (nonce, expires_at) SELECT nonce, max(expires) FROM req GROUP BY nonce
         ON CONFLICT (nonce) DO NOTHING RETURNING nonce)
@@ -68,6 +71,7 @@ export class NonceService {
     });
     return out;
   }
+
   private key(): Promise<Buffer> {
     this.secret ??= (async () => {
       await this.db

@@ -4,6 +4,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
+import { PreparedStatementPool } from './prepared-statements.ts';
 import type { Database, Db } from './schema.ts';
 
 export interface DatabaseHandle {
@@ -19,7 +20,7 @@ export async function openDatabase(options: { url?: string; dataDir: string; poo
     pool.on('error', () => {
       // An idle client that dies is dropped by the pool; queries surface their own errors.
     });
-    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new PreparedStatementPool(pool) }) });
     return { db, kind: 'postgres', close: () => db.destroy() };
   }
   const dir = join(options.dataDir, 'pg');

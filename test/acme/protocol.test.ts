@@ -1,3 +1,4 @@
+import { Agent, request as httpsRequest } from 'node:https';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshNonce, rawKey, request, signJws, signedPost, startAcmeEnv, type AcmeTestEnv, type RawKey } from '../support/acme.ts';
 
@@ -54,6 +55,30 @@ describe('directory and nonces', () => {
     expect(head.headers['replay-nonce']).not.toBe(get.headers['replay-nonce']);
   });
 
+  it("HEAD newNonce keeps the connection open for Node's HTTP client (acme-client)", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
+    const sockets: unknown[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        await new Promise<void>((resolve, reject) => {
+          const req = httpsRequest(u('/new-nonce'), { method: 'HEAD', agent }, (res) => {
+            expect(res.statusCode).toBe(200);
+            expect(res.headers['content-length']).toBe('0');
+            sockets.push(res.socket);
+            res.resume();
+            res.on('end', resolve);
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      }
+    } finally {
+      agent.destroy();
+    }
+    // Without a length Node cannot tell where a HEAD answer ends and opens a new TLS connection each time.
+    expect(sockets[1]).toBe(sockets[0]);
+  });
+
   it('a nonce is single-use: replaying a request is badNonce with the acme.sh text and a fresh nonce', async () => {
     const body = JSON.stringify(await signJws(key, '', { alg: key.alg, nonce: await freshNonce(env), url: kid, kid }));
     const first = await request(env, 'POST', kid, { headers: { 'content-type': 'application/jose+json' }, body });
@@ -63,6 +88,18 @@ describe('directory and nonces', () => {
     const p = expectProblem(replay, 400, 'badNonce');
     expect(p.detail).toContain('JWS has an invalid anti-replay nonce');
     expect(replay.headers['replay-nonce']).toMatch(/^[A-Za-z0-9_-]+$/);
+  });
+
+  it('requests sent at once share nonce spends, yet each nonce still works exactly once', async () => {
+    // Distinct nonces, each sent twice, all in flight together: the server spends concurrent nonces
+    // in shared statements, and a duplicate inside one batch must still lose.
+    const bodies = await Promise.all(
+      Array.from({ length: 6 }, async () => JSON.stringify(await signJws(key, '', { alg: key.alg, nonce: await freshNonce(env), url: kid, kid }))),
+    );
+    const send = (body: string) => request(env, 'POST', kid, { headers: { 'content-type': 'application/jose+json' }, body });
+    const results = await Promise.all([...bodies, ...bodies].map(send));
+    const byBody = bodies.map((_, i) => [results[i]!.status, results[i + bodies.length]!.status].sort());
+    expect(byBody).toEqual(bodies.map(() => [200, 400]));
   });
 
   it('an invented or malformed nonce is badNonce', async () => {

@@ -1,0 +1,43 @@
+import { sql } from 'kysely';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase, type DatabaseHandle } from '../../src/db/connect.ts';
+import { createTestStore, type TestStore } from '../support/db.ts';
+
+// Prepared statements are a PostgreSQL path; PGlite runs in-process and needs none.
+describe.runIf(process.env.DATABASE_URL)('queries on PostgreSQL run as prepared statements', () => {
+  let store: TestStore;
+  let handle: DatabaseHandle;
+
+  beforeAll(async () => {
+    store = await createTestStore();
+    handle = await openDatabase({ url: store.databaseUrl, dataDir: store.dataDir, poolSize: 1 });
+    await sql`CREATE TABLE widgets (id int PRIMARY KEY, name text)`.execute(handle.db);
+    await sql`INSERT INTO widgets VALUES (1, 'one'), (2, 'two')`.execute(handle.db);
+  });
+  afterAll(async () => {
+    await handle?.close();
+    await store?.cleanup();
+  });
+
+  const byId = (id: number) => sql<Record<string, unknown>>`SELECT * FROM widgets WHERE id = ${id}`.execute(handle.db);
+
+  it('are prepared once per connection and answer with each call’s own parameters', async () => {
+    expect((await byId(1)).rows).toEqual([{ id: 1, name: 'one' }]);
+    expect((await byId(2)).rows).toEqual([{ id: 2, name: 'two' }]);
+    const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_prepared_statements WHERE statement LIKE '%FROM widgets WHERE id%'`.execute(handle.db);
+    expect(rows[0]!.n).toBe(1);
+  });
+
+  it('keep working after a migration changes a table under a prepared statement', async () => {
+    await byId(1);
+    // Another replica migrates: the prepared `SELECT *` would now return a different row type.
+    const other = new pg.Client({ connectionString: store.databaseUrl });
+    await other.connect();
+    await other.query('ALTER TABLE widgets ADD COLUMN colour text');
+    await other.end();
+    // PostgreSQL refuses the stale plan once; the connection is dropped, and the next call works.
+    await byId(1).catch((err: { code?: string }) => expect(err.code).toBe('0A000'));
+    expect((await byId(1)).rows).toEqual([{ id: 1, name: 'one', colour: null }]);
+  });
+});
