@@ -1,14 +1,13 @@
 // Full ACME issuance flows per second over loopback against `keyward serve` on PostgreSQL, with the
 // CPU seconds used by the server and by PostgreSQL. This process is the load generator.
-import { spawn } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import acme from 'acme-client';
 import pg from 'pg';
-import { startTestDnsServer } from '../test/support/dns-server.ts';
+import type { ResponderMessage, ResponderReady } from './challenge-responder.ts';
 import { freePort } from '../test/support/ca.ts';
 
 const LEVELS = (process.env.BENCH_LEVELS ?? '1,8,32,128').split(',').map(Number);
@@ -38,14 +37,24 @@ await admin.query(`CREATE DATABASE ${dbName}`);
 const url = new URL(base);
 url.pathname = `/${dbName}`;
 
-const dns = await startTestDnsServer();
-const tokens = new Map<string, string>();
-const challenge = createServer((req, res) => {
-  const token = req.url?.split('/').pop() ?? '';
-  const keyAuth = tokens.get(token);
-  res.writeHead(keyAuth ? 200 : 404).end(keyAuth ?? '');
+// DNS and http-01 answers come from a process of their own (bench/challenge-responder.ts).
+const responder = fork(new URL('./challenge-responder.ts', import.meta.url).pathname, [], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
+const { dnsAddress, httpPort: challengePort } = await new Promise<ResponderReady>((resolve) => responder.once('message', (m) => resolve(m as ResponderReady)));
+const pending = new Map<number, () => void>();
+let messageId = 0;
+responder.on('message', (m: { id?: number }) => {
+  if (m.id === undefined) return;
+  pending.get(m.id)?.();
+  pending.delete(m.id);
 });
-const challengePort = await new Promise<number>((r) => challenge.listen(0, '127.0.0.1', () => r((challenge.address() as { port: number }).port)));
+function tell(message: DistributiveOmit<ResponderMessage, 'id'>): Promise<void> {
+  const id = ++messageId;
+  return new Promise<void>((resolve) => {
+    pending.set(id, resolve);
+    responder.send({ ...message, id });
+  });
+}
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 const dataDir = mkdtempSync(join(tmpdir(), 'kw-bench-acme-'));
 const httpsPort = await freePort();
@@ -54,7 +63,7 @@ writeFileSync(
   configFile,
   `https: { listen: "127.0.0.1:${httpsPort}", hostnames: [localhost] }
 http: { listen: "127.0.0.1:${await freePort()}" }
-validation: { httpPort: ${challengePort}, dnsResolver: "${dns.address}", caa: false }
+validation: { httpPort: ${challengePort}, dnsResolver: "${dnsAddress}", caa: false }
 log: { level: warn }
 `,
 );
@@ -81,18 +90,13 @@ const directoryUrl = `https://localhost:${httpsPort}/acme/directory`;
 let sequence = 0;
 async function flow(client: acme.Client): Promise<void> {
   const name = `f${++sequence}.bench.test`;
-  dns.setA(name, '127.0.0.1');
   const [, csr] = await acme.crypto.createCsr({ altNames: [name] }, await acme.crypto.createPrivateEcdsaKey());
   await client.auto({
     csr,
     challengePriority: ['http-01'],
     skipChallengeVerification: true,
-    challengeCreateFn: async (_authz, ch, keyAuthorization) => {
-      tokens.set(ch.token, keyAuthorization);
-    },
-    challengeRemoveFn: async (_authz, ch) => {
-      tokens.delete(ch.token);
-    },
+    challengeCreateFn: (_authz, ch, keyAuthorization) => tell({ name, token: ch.token, keyAuthorization }),
+    challengeRemoveFn: (_authz, ch) => tell({ remove: ch.token }),
   });
 }
 
@@ -100,7 +104,7 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
-console.log(`keyward serve on PostgreSQL (${dbName}); ${SECONDS} s per level; http-01; load generator in this process\n`);
+console.log(`keyward serve on PostgreSQL (${dbName}); ${SECONDS} s per level; http-01; load generator in this process, DNS and http-01 answers in another\n`);
 console.log('clients  flows  errors  flows/s   p50 ms   p99 ms  server CPU s  postgres CPU s  certs per CPU-s');
 for (const clients of LEVELS) {
   const accounts = await Promise.all(
@@ -153,8 +157,7 @@ for (const clients of LEVELS) {
 
 server.kill('SIGTERM');
 await new Promise((r) => server.once('exit', r));
-challenge.close();
-await dns.close();
+responder.disconnect();
 if (!process.env.BENCH_KEEP) await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
 await admin.end();
 rmSync(dataDir, { recursive: true, force: true });

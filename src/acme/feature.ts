@@ -43,7 +43,7 @@ export function acmeFeature(ctx: AppContext, log: Logger, options: AcmeFeatureOp
     https: (app) => mountAcme(app, deps),
     start: () => {
       const resolver = resolverForConfig(validationConfig(deps));
-      const w = startValidationWorker(deps, resolver, { holder, pollMs: options.pollMs ?? 500 });
+      const w = startValidationWorker(deps, resolver, { holder, concurrency: ctx.config.validation.concurrency, pollMs: options.pollMs ?? 500 });
       worker = w;
       const janitor = startJanitor(deps, holder);
       return async () => {

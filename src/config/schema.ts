@@ -149,6 +149,8 @@ export const configSchema = z
         maxBodyBytes: z.number().int().min(256).max(1_048_576).default(8192),
         /** Check CAA records before issuing (RFC 8659). */
         caa: z.boolean().default(true),
+        /** Checks one replica runs at once; they wait on the network, not the CPU. */
+        concurrency: z.number().int().min(1).max(256).default(16),
       })
       .strict()
       .prefault({}),
