@@ -69,6 +69,8 @@ export function resolverForConfig(cfg: Pick<ValidationConfig, 'dnsResolver' | 't
   });
 }
 
+const MAX_IDLE_CHANNELS = 16;
+
 export function createDnsResolver(opts: DnsResolverOptions = {}): DnsResolver {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
   // One c-ares channel per query: `cancel()` is per channel, so a query that hits our deadline
@@ -91,17 +93,24 @@ export function createDnsResolver(opts: DnsResolverOptions = {}): DnsResolver {
     }
   }
 
+  // A channel reads the system's resolver files and opens a socket when made: keep idle ones.
+  const idle: dns.Resolver[] = [];
+
   async function run<T>(rrtype: string, name: string, q: (r: dns.Resolver) => Promise<T>, empty: T): Promise<T> {
-    const r = channel();
+    const r = idle.pop() ?? channel();
     let timer: NodeJS.Timeout | undefined;
+    let cancelled = false;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
+        cancelled = true;
         r.cancel();
         reject(new DnsLookupError('TIMEOUT', rrtype, name));
       }, timeoutMs);
     });
     try {
-      return await Promise.race([q(r), deadline]);
+      const answer = await Promise.race([q(r), deadline]);
+      if (!cancelled && idle.length < MAX_IDLE_CHANNELS) idle.push(r);
+      return answer;
     } catch (err) {
       if (err instanceof DnsLookupError) throw err;
       const code = (err as NodeJS.ErrnoException | undefined)?.code;
