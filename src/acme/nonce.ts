@@ -60,11 +60,11 @@ export class NonceService {
       SELECT req.i, spent.nonce IS NOT NULL AS fresh, a.*
       FROM req LEFT JOIN spent ON spent.nonce = req.nonce LEFT JOIN acme_accounts a ON a.id = req.account_id`.execute(this.db);
     const out: SpentNonce[] = new Array(items.length);
-    const seen = new Set<string>();
     for (const { i, fresh, ...account } of rows) {
       out[i] = { fresh, account: account.id === null ? undefined : (account as AccountRow) };
     }
     // The same nonce twice in one batch is inserted once: only its first use wins.
+    const seen = new Set<string>();
     items.forEach((s, i) => {
       if (seen.has(s.nonce)) out[i]!.fresh = false;
       seen.add(s.nonce);

@@ -36,11 +36,11 @@ export class KeyHierarchy {
     this.uses = new GroupCommit((keyIds) => this.countUses(keyIds));
   }
 
-  /** One update per key for a whole batch of signatures; keys in a fixed order, so batches on two replicas can't deadlock. */
+  /** One update per key for a whole batch of signatures. */
   private async countUses(keyIds: string[]): Promise<void[]> {
     const counts = new Map<string, number>();
     for (const id of keyIds) counts.set(id, (counts.get(id) ?? 0) + 1);
-    for (const [id, n] of [...counts].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    for (const [id, n] of counts) {
       await this.db.updateTable('kms_keys').set((eb) => ({ use_count: eb('use_count', '+', n) })).where('id', '=', id).execute();
     }
     return keyIds.map(() => undefined);
