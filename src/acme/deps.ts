@@ -3,6 +3,7 @@ import type { Profile } from '../config/schema.ts';
 import type { Db } from '../db/schema.ts';
 import type { Logger } from '../http/log.ts';
 import type { RateLimiter } from '../policy/index.ts';
+import type { DnsResolver } from '../validation/index.ts';
 import type { AcmeClock } from './clock.ts';
 import type { NonceService } from './nonce.ts';
 import type { AcmeUrls } from './urls.ts';
@@ -17,6 +18,8 @@ export interface AcmeDeps {
   nonces: NonceService;
   /** Rate limits shared by every replica through the database. */
   limits: RateLimiter;
+  /** The resolver validation and the CAA re-check at finalize use. */
+  resolver: DnsResolver;
   /** Wakes this node's validation worker after a challenge was queued. */
   kickWorker(): void;
 }

@@ -11,7 +11,7 @@ import { startJanitor } from './janitor.ts';
 import { NonceService } from './nonce.ts';
 import { mountAcme } from './routes.ts';
 import { AcmeUrls } from './urls.ts';
-import { startValidationWorker, validationConfig, type ValidationWorker } from './worker.ts';
+import { startValidationWorker, type ValidationWorker } from './worker.ts';
 
 export interface AcmeFeatureOptions {
   clock?: AcmeClock;
@@ -29,6 +29,7 @@ export function createAcmeDeps(ctx: AppContext, log: Logger, clock: AcmeClock = 
     urls: new AcmeUrls(ctx.config.httpsBaseUrl),
     nonces: new NonceService(ctx.database.db, ctx.config.acme.nonceLifetime, clock),
     limits: new RateLimiter(ctx.config.rateLimits),
+    resolver: resolverForConfig({ dnsResolver: ctx.config.validation.dnsResolver, timeoutMs: ctx.config.validation.timeout }),
     kickWorker,
   };
 }
@@ -42,8 +43,7 @@ export function acmeFeature(ctx: AppContext, log: Logger, options: AcmeFeatureOp
     name: 'acme',
     https: (app) => mountAcme(app, deps),
     start: () => {
-      const resolver = resolverForConfig(validationConfig(deps));
-      const w = startValidationWorker(deps, resolver, { holder, concurrency: ctx.config.validation.concurrency, pollMs: options.pollMs ?? 500 });
+      const w = startValidationWorker(deps, deps.resolver, { holder, concurrency: ctx.config.validation.concurrency, pollMs: options.pollMs ?? 500 });
       worker = w;
       const janitor = startJanitor(deps, holder);
       return async () => {

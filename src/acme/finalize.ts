@@ -1,3 +1,4 @@
+import { recheckCaa } from './caa-recheck.ts';
 import { throwIfLimited } from './limits.ts';
 import { createHash, createPublicKey, type JsonWebKey } from 'node:crypto';
 import type { Context } from 'hono';
@@ -75,6 +76,7 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   if (csr.keyType === 'rsa' && (csr.rsaBits ?? 0) < profile.minRsaBits) {
     throw new AcmeProblem('badPublicKey', `Profile ${profile.name} needs RSA keys of at least ${profile.minRsaBits} bits`);
   }
+  await recheckCaa(deps, account, order.id, order.oldest_validation, now);
   let lifetimeMs: number | undefined;
   if (order.not_after) {
     lifetimeMs = order.not_after.getTime() - now.getTime();

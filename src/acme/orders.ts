@@ -23,8 +23,21 @@ export async function orderAuthzIds(db: Executor, orderId: string): Promise<stri
   return rows.map((r) => r.authz_id);
 }
 
-export async function ownedOrder(db: Db, account: AccountRow, id: string): Promise<OrderRow> {
-  const order = await db.selectFrom('acme_orders').selectAll().where('id', '=', id).executeTakeFirst();
+/** The order, if this account's, with when its oldest authorization was validated (for the CAA re-check). */
+export async function ownedOrder(db: Db, account: AccountRow, id: string): Promise<OrderRow & { oldest_validation: Date | null }> {
+  const order = await db
+    .selectFrom('acme_orders as o')
+    .selectAll('o')
+    .select((eb) =>
+      eb
+        .selectFrom('acme_order_authzs as oa')
+        .innerJoin('acme_authzs as a', 'a.id', 'oa.authz_id')
+        .select((e) => e.fn.min('a.validated_at').as('v'))
+        .whereRef('oa.order_id', '=', 'o.id')
+        .as('oldest_validation'),
+    )
+    .where('o.id', '=', id)
+    .executeTakeFirst();
   if (!order) throw notFound('order');
   if (order.account_id !== account.id) throw unauthorized('This order belongs to another account');
   return order;

@@ -131,6 +131,8 @@ export const configSchema = z
         authorizationLifetime: duration.prefault('24h'),
         /** How long a valid authorization is reused for new orders of the same account. */
         authorizationReuse: duration.prefault('24h'),
+        /** At finalize, CAA is checked again for names validated longer ago than this (BRs: 8 h). */
+        caaRecheckAfter: duration.prefault('7h'),
         maxIdentifiersPerOrder: z.number().int().min(1).max(1000).default(100),
         maxRequestBytes: z.number().int().min(4096).max(1_048_576).default(65_536),
       })

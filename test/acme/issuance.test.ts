@@ -133,3 +133,50 @@ describe('issuance with acme-client', () => {
     expect([o.status, o.error?.type]).toEqual(['invalid', 'urn:ietf:params:acme:error:caa']);
   });
 });
+
+describe('CAA at finalize', () => {
+  /** Validates `name` over http-01, then publishes `caa` for it: the order is ready when this returns. */
+  async function readyOrder(on: AcmeTestEnv, name: string, caa: { flags: number; tag: string; value: string }[]) {
+    const { publish } = await import('../support/acme.ts');
+    const client = await on.client();
+    await client.createAccount({ termsOfServiceAgreed: true });
+    on.dns.setA(name, '127.0.0.1');
+    const order = await client.createOrder({ identifiers: [{ type: 'dns', value: name }] });
+    const [authz] = await client.getAuthorizations(order);
+    const challenge = await publish(on, client, authz!, 'http-01');
+    await client.completeChallenge(challenge);
+    await client.waitForValidStatus(challenge);
+    on.dns.setCaa(name, caa);
+    const [, csr] = await acme.crypto.createCsr({ altNames: [name] }, await acme.crypto.createPrivateEcdsaKey());
+    return { client, order, csr };
+  }
+  const forbidding = [{ flags: 0, tag: 'issue', value: 'other-ca.example' }];
+
+  it('is not checked again for a name validated moments ago', async () => {
+    const { client, order, csr } = await readyOrder(env, 'fresh-caa.example.test', forbidding);
+    expect((await client.finalizeOrder(order, csr)).status).toBe('valid');
+  });
+
+  it('is checked again for a name validated longer ago than acme.caaRecheckAfter: caa error, order still ready', async () => {
+    const strict = await startAcmeEnv({ acme: { caaRecheckAfter: '1s' } });
+    try {
+      const { client, order, csr } = await readyOrder(strict, 'stale-caa.example.test', forbidding);
+      await new Promise((r) => setTimeout(r, 1_100)); // the validation is now older than the setting
+      // acme-client keeps only the detail of a problem; its signed request shows the whole document.
+      const http = (client as unknown as { http: { signedRequest(url: string, payload: unknown, o: { kid: string }): Promise<{ status: number; data: Record<string, unknown> }> } }).http;
+      const der = Buffer.from(csr.toString().replace(/-----[^-]+-----|\s/g, ''), 'base64').toString('base64url');
+      const res = await http.signedRequest(order.finalize, { csr: der }, { kid: client.getAccountUrl() });
+      expect([res.status, res.data.type]).toEqual([400, 'urn:ietf:params:acme:error:caa']);
+      expect(res.data.detail).toContain('stale-caa.example.test');
+      expect(res.data.subproblems).toEqual([
+        expect.objectContaining({ type: 'urn:ietf:params:acme:error:caa', identifier: { type: 'dns', value: 'stale-caa.example.test' } }),
+      ]);
+      expect((await client.getOrder(order)).status).toBe('ready');
+      // Once CAA names this CA again, the same order can be finalized.
+      strict.dns.setCaa('stale-caa.example.test', [{ flags: 0, tag: 'issue', value: 'keyward.internal' }]);
+      expect((await client.finalizeOrder(order, csr)).status).toBe('valid');
+    } finally {
+      await strict.close();
+    }
+  });
+});
