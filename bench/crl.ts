@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { sql } from 'kysely';
-import pg from 'pg';
 import { publishCrl } from '../src/ca/crl-publisher.ts';
 import { RevocationService } from '../src/ca/revocation-service.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
+import { createDatabase, dropDatabase } from '../test/support/db.ts';
 
 const entries = Number(process.env.BENCH_CRL_ENTRIES ?? 1_000_000);
 const dataDir = mkdtempSync(join(tmpdir(), 'kw-bench-crl-'));
@@ -21,13 +21,7 @@ let scratch: string | undefined;
 let databaseUrl: string | undefined;
 if (baseUrl) {
   scratch = `kw_bench_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${scratch}`);
-  await admin.end();
-  const u = new URL(baseUrl);
-  u.pathname = `/${scratch}`;
-  databaseUrl = u.toString();
+  databaseUrl = await createDatabase(baseUrl, scratch);
 }
 const configFile = join(dataDir, 'keyward.yaml');
 writeFileSync(configFile, `log: { level: silent }\n${databaseUrl ? `database: { url: "${databaseUrl}" }\n` : ''}`);
@@ -80,10 +74,5 @@ try {
 } finally {
   await ctx.close();
   rmSync(dataDir, { recursive: true, force: true });
-  if (baseUrl && scratch) {
-    const admin = new pg.Client({ connectionString: baseUrl });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${scratch}`);
-    await admin.end();
-  }
+  if (baseUrl && scratch) await dropDatabase(baseUrl, scratch);
 }

@@ -5,7 +5,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import pg from 'pg';
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
 import { open, PURPOSE, seal } from '../src/kms/container.ts';
@@ -14,6 +13,7 @@ import { CA_KEK, dekContext } from '../src/kms/hierarchy.ts';
 import { rewrap } from '../src/kms/rewrap.ts';
 import { rotateKek } from '../src/kms/rotation.ts';
 import { formatTable, measure, type Measurement } from './measure.ts';
+import { createDatabase, dropDatabase } from '../test/support/db.ts';
 
 // bench:kms — unwrap and data-key operations per second, and the time to rewrap N DEKs
 // (default 100,000; BENCH_DEKS to change). Uses a fresh PostgreSQL database when DATABASE_URL
@@ -25,15 +25,7 @@ const dataDir = mkdtempSync(join(tmpdir(), 'kw-bench-kms-'));
 let databaseUrl: string | undefined;
 const base = process.env.DATABASE_URL;
 const dbName = `kw_bench_${randomBytes(4).toString('hex')}`;
-if (base) {
-  const admin = new pg.Client({ connectionString: base });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  await admin.end();
-  const url = new URL(base);
-  url.pathname = `/${dbName}`;
-  databaseUrl = url.toString();
-}
+if (base) databaseUrl = await createDatabase(base, dbName);
 const config = loadConfig({ dataDir, env: databaseUrl ? { DATABASE_URL: databaseUrl } : {} });
 const ctx = await openContext({ ...config, log: { level: 'silent' } });
 const db = ctx.database.db;
@@ -112,10 +104,5 @@ try {
 } finally {
   await ctx.close();
   rmSync(dataDir, { recursive: true, force: true });
-  if (base) {
-    const admin = new pg.Client({ connectionString: base });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-    await admin.end();
-  }
+  if (base) await dropDatabase(base, dbName);
 }

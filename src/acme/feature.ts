@@ -11,7 +11,7 @@ import { startJanitor } from './janitor.ts';
 import { NonceService } from './nonce.ts';
 import { mountAcme } from './routes.ts';
 import { AcmeUrls } from './urls.ts';
-import { startValidationWorker, type ValidationWorker } from './worker.ts';
+import { startValidationWorker, validationConfig, type ValidationWorker } from './worker.ts';
 
 export interface AcmeFeatureOptions {
   clock?: AcmeClock;
@@ -29,7 +29,7 @@ export function createAcmeDeps(ctx: AppContext, log: Logger, clock: AcmeClock = 
     urls: new AcmeUrls(ctx.config.httpsBaseUrl),
     nonces: new NonceService(ctx.database.db, ctx.config.acme.nonceLifetime, clock),
     limits: new RateLimiter(ctx.config.rateLimits),
-    resolver: resolverForConfig({ dnsResolver: ctx.config.validation.dnsResolver, timeoutMs: ctx.config.validation.timeout }),
+    resolver: resolverForConfig(validationConfig(ctx.config.validation)),
     kickWorker,
   };
 }

@@ -9,7 +9,7 @@ import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
 import type { AcmeDeps } from './deps.ts';
 import { decodeB64url } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
-import { orderResponse, ownedOrder, resolveProfile } from './orders.ts';
+import { orderResponse, ownedOrder, ownedOrderToFinalize, resolveProfile } from './orders.ts';
 import { AcmeProblem, malformed, toProblem } from './problem.ts';
 import { orderStatus, type OrderRow } from './views.ts';
 
@@ -47,7 +47,7 @@ function spkiOfJwk(jwk: JWK): Buffer {
 export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'kid');
   const account = requireAccount(req);
-  const order = await ownedOrder(deps.db, account, c.req.param('id')!);
+  const order = await ownedOrderToFinalize(deps.db, account, c.req.param('id')!);
   const now = deps.clock.now();
   const status = orderStatus(order, now);
   if (status !== 'ready') throw new AcmeProblem('orderNotReady', `Order is ${status}, not ready`);

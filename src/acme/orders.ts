@@ -23,8 +23,18 @@ export async function orderAuthzIds(db: Executor, orderId: string): Promise<stri
   return rows.map((r) => r.authz_id);
 }
 
-/** The order, if this account's, with when its oldest authorization was validated (for the CAA re-check). */
-export async function ownedOrder(db: Db, account: AccountRow, id: string): Promise<OrderRow & { oldest_validation: Date | null }> {
+function owned<T extends { account_id: string }>(order: T | undefined, account: AccountRow): T {
+  if (!order) throw notFound('order');
+  if (order.account_id !== account.id) throw unauthorized('This order belongs to another account');
+  return order;
+}
+
+export async function ownedOrder(db: Db, account: AccountRow, id: string): Promise<OrderRow> {
+  return owned(await db.selectFrom('acme_orders').selectAll().where('id', '=', id).executeTakeFirst(), account);
+}
+
+/** For finalize: the order with when its oldest authorization was validated (for the CAA re-check). */
+export async function ownedOrderToFinalize(db: Db, account: AccountRow, id: string): Promise<OrderRow & { oldest_validation: Date | null }> {
   const order = await db
     .selectFrom('acme_orders as o')
     .selectAll('o')
@@ -38,9 +48,7 @@ export async function ownedOrder(db: Db, account: AccountRow, id: string): Promi
     )
     .where('o.id', '=', id)
     .executeTakeFirst();
-  if (!order) throw notFound('order');
-  if (order.account_id !== account.id) throw unauthorized('This order belongs to another account');
-  return order;
+  return owned(order, account);
 }
 
 export async function orderResponse(deps: AcmeDeps, order: OrderRow, status = 200, extra: Record<string, string> = {}, authzIds?: string[]): Promise<Response> {

@@ -3,6 +3,7 @@ import type { AcmeProblemJson } from '../db/acme-schema.ts';
 import type { ChallengeKind, DnsResolver, Identifier, ValidationConfig, ValidationProblem } from '../validation/index.ts';
 import { checkCaa, validateChallenge } from '../validation/index.ts';
 import { addMs } from './clock.ts';
+import type { ParsedConfig } from '../config/schema.ts';
 import type { AcmeDeps } from './deps.ts';
 import { ACME_ERROR_PREFIX } from './problem.ts';
 import { scheduleRetry, settleInvalid, settleValid } from './settle.ts';
@@ -27,8 +28,7 @@ interface ClaimedJob {
 /** Problems no retry can fix: policy refusals and our own checks. */
 const FINAL: ReadonlySet<ValidationProblem['type']> = new Set(['caa', 'malformed']);
 
-export function validationConfig(deps: AcmeDeps): ValidationConfig {
-  const v = deps.ctx.config.validation;
+export function validationConfig(v: ParsedConfig['validation']): ValidationConfig {
   return {
     httpPort: v.httpPort,
     tlsAlpnPort: v.tlsAlpnPort,
@@ -123,7 +123,7 @@ export function startValidationWorker(
 ): ValidationWorker {
   const concurrency = opts.concurrency ?? 4;
   const pollMs = opts.pollMs ?? 1_000;
-  const cfg = validationConfig(deps);
+  const cfg = validationConfig(deps.ctx.config.validation);
   // Longer than one check can take (redirects and DNS included), so a live holder keeps its lease.
   const leaseMs = cfg.timeoutMs * 3 + 30_000;
   const running = new Set<Promise<void>>();

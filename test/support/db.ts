@@ -18,6 +18,31 @@ export interface TestStore {
   cleanup(): Promise<void>;
 }
 
+/** Creates an empty database on the server of `base` and returns its URL. */
+export async function createDatabase(base: string, name: string): Promise<string> {
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** Drops a database `createDatabase` made, even with connections still open. */
+export async function dropDatabase(base: string, name: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
+}
+
 /**
  * A fresh, migrated database per call: a new PostgreSQL database when DATABASE_URL is set, else a
  * copy of the PGlite template built once by the global setup (creating one costs seconds).
@@ -27,14 +52,7 @@ export async function createTestStore(): Promise<TestStore> {
   const base = process.env.DATABASE_URL;
   let databaseUrl: string | undefined;
   if (base) {
-    const name = `kw_${randomBytes(6).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: base });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-    await admin.end();
-    const url = new URL(base);
-    url.pathname = `/${name}`;
-    databaseUrl = url.toString();
+    databaseUrl = await createDatabase(base, `kw_${randomBytes(6).toString('hex')}`);
     const handle = await openDatabase({ url: databaseUrl, dataDir });
     await migrateToLatest(handle.db);
     await handle.close();
@@ -49,12 +67,7 @@ export async function createTestStore(): Promise<TestStore> {
     open: () => openDatabase({ url: databaseUrl, dataDir }),
     cleanup: async () => {
       rmSync(dataDir, { recursive: true, force: true });
-      if (base && databaseUrl) {
-        const admin = new pg.Client({ connectionString: base });
-        await admin.connect();
-        await admin.query(`DROP DATABASE IF EXISTS ${new URL(databaseUrl).pathname.slice(1)} WITH (FORCE)`);
-        await admin.end();
-      }
+      if (base && databaseUrl) await dropDatabase(base, new URL(databaseUrl).pathname.slice(1));
     },
   };
 }
