@@ -1,18 +1,21 @@
 // Full ACME issuance flows per second over loopback against `keyward serve` on PostgreSQL, with the
 // CPU seconds used by the server and by PostgreSQL. This process is the load generator.
 import { fork, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
 import acme from 'acme-client';
 import pg from 'pg';
-import type { ResponderMessage, ResponderReady } from './challenge-responder.ts';
+
 import { freePort } from '../test/support/ca.ts';
+import type { ResponderMessage, ResponderReady } from './challenge-responder.ts';
 
 const LEVELS = (process.env.BENCH_LEVELS ?? '1,8,32,128').split(',').map(Number);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
-const base = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const base =
+  process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 const CLK_TCK = 100;
 function cpuSeconds(pid: number): number {
@@ -38,8 +41,13 @@ const url = new URL(base);
 url.pathname = `/${dbName}`;
 
 // DNS and http-01 answers come from a process of their own (bench/challenge-responder.ts).
-const responder = fork(new URL('./challenge-responder.ts', import.meta.url).pathname, [], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
-const { dnsAddress, httpPort: challengePort } = await new Promise<ResponderReady>((resolve) => responder.once('message', (m) => resolve(m as ResponderReady)));
+const responder = fork(new URL('./challenge-responder.ts', import.meta.url).pathname, [], {
+  execArgv: ['--import', 'tsx'],
+  stdio: 'inherit',
+});
+const { dnsAddress, httpPort: challengePort } = await new Promise<ResponderReady>((resolve) =>
+  responder.once('message', (m) => resolve(m as ResponderReady)),
+);
 const pending = new Map<number, () => void>();
 let messageId = 0;
 responder.on('message', (m: { id?: number }) => {
@@ -79,7 +87,8 @@ await new Promise<void>((resolve, reject) => {
     out += d.toString();
     if (out.includes('Press Ctrl-C')) resolve();
     // The server's own warnings and errors explain failed flows.
-    for (const line of d.toString().split('\n')) if (line.includes('"level":50') || line.includes('"level":40')) console.error(`  server: ${line.slice(0, 400)}`);
+    for (const line of d.toString().split('\n'))
+      if (line.includes('"level":50') || line.includes('"level":40')) console.error(`  server: ${line.slice(0, 400)}`);
   });
   server.once('exit', (code) => reject(new Error(`keyward serve exited with ${code}`)));
 });
@@ -104,13 +113,21 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
-console.log(`keyward serve on PostgreSQL (${dbName}); ${SECONDS} s per level; http-01; load generator in this process, DNS and http-01 answers in another\n`);
+console.log(
+  `keyward serve on PostgreSQL (${dbName}); ${SECONDS} s per level; http-01; load generator in this process, DNS and http-01 answers in another\n`,
+);
 console.log('clients  flows  errors  flows/s   p50 ms   p99 ms  server CPU s  postgres CPU s  certs per CPU-s');
 for (const clients of LEVELS) {
   const accounts = await Promise.all(
     Array.from({ length: clients }, async () => {
       // Poll quickly: acme-client's default first back-off (5 s) would measure the client, not us.
-      const c = new acme.Client({ directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffMin: 20, backoffMax: 200, backoffAttempts: 100 });
+      const c = new acme.Client({
+        directoryUrl,
+        accountKey: await acme.crypto.createPrivateEcdsaKey(),
+        backoffMin: 20,
+        backoffMax: 200,
+        backoffAttempts: 100,
+      });
       await c.createAccount({ termsOfServiceAgreed: true });
       return c;
     }),

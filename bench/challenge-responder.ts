@@ -2,9 +2,11 @@
 // resolves the names and the web server that answers http-01. In the load generator's process they
 // would answer only when its busy event loop got round to it, and the benchmark would measure that.
 import { createServer } from 'node:http';
+
 import { startTestDnsServer } from '../test/support/dns-server.ts';
 
-export type ResponderMessage = { id: number; name: string; token: string; keyAuthorization: string } | { id: number; remove: string };
+export type ResponderMessage =
+  { id: number; name: string; token: string; keyAuthorization: string } | { id: number; remove: string };
 export type ResponderReady = { dnsAddress: string; httpPort: number };
 
 const dns = await startTestDnsServer();
@@ -13,7 +15,9 @@ const http = createServer((req, res) => {
   const keyAuth = tokens.get(req.url?.split('/').pop() ?? '');
   res.writeHead(keyAuth ? 200 : 404).end(keyAuth ?? '');
 });
-const httpPort = await new Promise<number>((resolve) => http.listen(0, '127.0.0.1', () => resolve((http.address() as { port: number }).port)));
+const httpPort = await new Promise<number>((resolve) =>
+  http.listen(0, '127.0.0.1', () => resolve((http.address() as { port: number }).port)),
+);
 
 process.on('message', (m: ResponderMessage) => {
   if ('remove' in m) tokens.delete(m.remove);

@@ -2,12 +2,15 @@
 // revoked certificates. Uses PostgreSQL when DATABASE_URL is set (a scratch database is created and
 // dropped), else the embedded PGlite in a temporary directory.
 import 'reflect-metadata';
+
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+
 import { sql } from 'kysely';
+
 import { publishCrl } from '../src/ca/crl-publisher.ts';
 import { RevocationService } from '../src/ca/revocation-service.ts';
 import { loadConfig } from '../src/config/load.ts';
@@ -29,7 +32,10 @@ const config = loadConfig({ configFile, dataDir, env: {} });
 const ctx = await openContext(config, { principal: 'bench' });
 
 try {
-  const { intermediate } = await ctx.ca.init({ organization: 'Bench', root: config.ca.root, intermediate: config.ca.intermediate }, 'bench');
+  const { intermediate } = await ctx.ca.init(
+    { organization: 'Bench', root: config.ca.root, intermediate: config.ca.intermediate },
+    'bench',
+  );
   const db = ctx.database.db;
   const t0 = performance.now();
   // One statement: reservations and certificates (the certificate references its reservation).
@@ -62,15 +68,24 @@ try {
   const published = await publishCrl(service.crl, intermediate, 0);
   const publishSeconds = (performance.now() - t1) / 1000;
   clearInterval(sampler);
-  const crl = await db.selectFrom('crls').select('der').where('issuer_id', '=', intermediate.id).where('shard', '=', 0).executeTakeFirstOrThrow();
+  const crl = await db
+    .selectFrom('crls')
+    .select('der')
+    .where('issuer_id', '=', intermediate.id)
+    .where('shard', '=', 0)
+    .executeTakeFirstOrThrow();
 
   const mb = (n: number) => (n / 1024 / 1024).toFixed(1);
   console.log(`database            ${ctx.database.kind}${databaseUrl ? ' (PostgreSQL)' : ' (PGlite)'}`);
-  console.log(`revoked entries     ${published?.entries.toLocaleString('en')} (insert took ${insertSeconds.toFixed(1)} s)`);
+  console.log(
+    `revoked entries     ${published?.entries.toLocaleString('en')} (insert took ${insertSeconds.toFixed(1)} s)`,
+  );
   console.log(`CRL size            ${mb(crl.der?.length ?? 0)} MiB, CRL number ${published?.crlNumber}`);
   console.log(`publish time        ${publishSeconds.toFixed(2)} s  (read + encode + sign + store)`);
   const baseHeap = base.heapUsed + base.external + base.arrayBuffers;
-  console.log(`peak memory         JS heap+buffers ${mb(peakHeap)} MiB (before: ${mb(baseHeap)} MiB, +${mb(peakHeap - baseHeap)}); process RSS ${mb(peakRss)} MiB (before: ${mb(base.rss)} MiB)`);
+  console.log(
+    `peak memory         JS heap+buffers ${mb(peakHeap)} MiB (before: ${mb(baseHeap)} MiB, +${mb(peakHeap - baseHeap)}); process RSS ${mb(peakRss)} MiB (before: ${mb(base.rss)} MiB)`,
+  );
 } finally {
   await ctx.close();
   rmSync(dataDir, { recursive: true, force: true });

@@ -1,11 +1,13 @@
 // Mesh issuance throughput over real HTTPS: bootstrap token → certificate, and mTLS renewals.
 // A CA serves in this process (embedded PGlite, or BENCH_DATABASE_URL); clients are in-process.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { request } from 'node:https';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
 import { stringify } from 'yaml';
+
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
 import { createLogger } from '../src/http/log.ts';
@@ -26,15 +28,27 @@ function freePort(): Promise<number> {
   });
 }
 
-function post(url: string, body: unknown, tls: { ca: string; key?: string; cert?: string }): Promise<Record<string, unknown>> {
+function post(
+  url: string,
+  body: unknown,
+  tls: { ca: string; key?: string; cert?: string },
+): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body);
     // A new TLS connection per request, as agents make them.
-    const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, ...tls, agent: false }, (res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(text) as Record<string, unknown>) : reject(new Error(`${res.statusCode} ${text}`))));
-    });
+    const req = request(
+      url,
+      { method: 'POST', headers: { 'content-type': 'application/json' }, ...tls, agent: false },
+      (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () =>
+          res.statusCode === 200
+            ? resolve(JSON.parse(text) as Record<string, unknown>)
+            : reject(new Error(`${res.statusCode} ${text}`)),
+        );
+      },
+    );
     req.on('error', reject);
     req.end(data);
   });
@@ -53,7 +67,10 @@ writeFileSync(
 );
 const config = loadConfig({ configFile, dataDir, env: { DATABASE_URL: process.env.BENCH_DATABASE_URL ?? '' } });
 const ctx = await openContext(config, { principal: 'bench' });
-const init = await ctx.ca.init({ organization: 'Bench', root: config.ca.root, intermediate: config.ca.intermediate }, 'bench');
+const init = await ctx.ca.init(
+  { organization: 'Bench', root: config.ca.root, intermediate: config.ca.intermediate },
+  'bench',
+);
 const server = await startServer(ctx, createLogger('silent'));
 const { toPem } = await import('../src/ca/pem.ts');
 const ca = toPem(init.root.certificate);
@@ -67,25 +84,39 @@ try {
     'token create + POST /v1/sign',
     async () => {
       const csr = csrs[i++ % csrs.length]!;
-      const { token } = await createBootstrapToken(deps, { id: `spiffe://bench.example/ns/b/sa/s${i}`, profile: 'shortlived', principal: 'bench' });
+      const { token } = await createBootstrapToken(deps, {
+        id: `spiffe://bench.example/ns/b/sa/s${i}`,
+        profile: 'shortlived',
+        principal: 'bench',
+      });
       await post(`${server.httpsUrl}/v1/sign`, { csr: csr.csrPem, token }, { ca });
     },
     { seconds, concurrency },
   );
 
   const owner = csrs[0]!;
-  const { token } = await createBootstrapToken(deps, { id: 'spiffe://bench.example/ns/b/sa/renewer', profile: 'shortlived', principal: 'bench' });
+  const { token } = await createBootstrapToken(deps, {
+    id: 'spiffe://bench.example/ns/b/sa/renewer',
+    profile: 'shortlived',
+    principal: 'bench',
+  });
   const issued = await post(`${server.httpsUrl}/v1/sign`, { csr: owner.csrPem, token }, { ca });
   let j = 0;
   const renewals = await measure(
     'POST /v1/renew (mTLS, new connection)',
     async () => {
-      await post(`${server.httpsUrl}/v1/renew`, { csr: csrs[j++ % csrs.length]!.csrPem }, { ca, key: owner.keyPem, cert: String(issued.certificate) });
+      await post(
+        `${server.httpsUrl}/v1/renew`,
+        { csr: csrs[j++ % csrs.length]!.csrPem },
+        { ca, key: owner.keyPem, cert: String(issued.certificate) },
+      );
     },
     { seconds, concurrency },
   );
   const keygen = await measure('client: P-256 key + CSR (agent side)', () => newKeyAndCsr(), { seconds: 1 });
-  process.stdout.write(`Mesh issuance, ${ctx.database.kind} database, ${seconds}s per row\n\n${formatTable([tokenToCert, renewals, keygen])}\n`);
+  process.stdout.write(
+    `Mesh issuance, ${ctx.database.kind} database, ${seconds}s per row\n\n${formatTable([tokenToCert, renewals, keygen])}\n`,
+  );
 } finally {
   await server.close();
   await ctx.close();

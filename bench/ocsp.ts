@@ -2,15 +2,18 @@
 // loopback. The responder runs in this process (`keyward serve`'s HTTP app); the load generator is a
 // child process (this file with the argument `load`), so the two don't share an event loop.
 import 'reflect-metadata';
+
 import { fork } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomBytes } from 'node:crypto';
+
 import pg from 'pg';
+
 import { seq } from '../src/ca/der.ts';
 import { issuerHashes, makeCertId } from '../src/ca/ocsp.ts';
 import { RevocationService } from '../src/ca/revocation-service.ts';
@@ -83,14 +86,25 @@ writeFileSync(
 const config = loadConfig({ configFile, dataDir, env: {} });
 const ctx = await openContext(config, { principal: 'bench' });
 try {
-  const { intermediate } = await ctx.ca.init({ organization: 'Bench', root: config.ca.root, intermediate: config.ca.intermediate }, 'bench');
+  const { intermediate } = await ctx.ca.init(
+    { organization: 'Bench', root: config.ca.root, intermediate: config.ca.intermediate },
+    'bench',
+  );
   const server = await startServer(ctx, createLogger('silent'));
   try {
     const hashes = issuerHashes(intermediate.certificate);
     const urls: string[] = [];
     for (let i = 0; i < 200; i++) {
-      const spki = new Uint8Array(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'der' }));
-      const issued = await ctx.ca.issue({ subjectPublicKeyInfo: spki, keyType: 'ecdsa-p256', sans: { dns: [`s${i}.bench`], ip: [], uri: [], email: [] }, profile: 'tls-server', requester: 'bench' });
+      const spki = new Uint8Array(
+        generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'der' }),
+      );
+      const issued = await ctx.ca.issue({
+        subjectPublicKeyInfo: spki,
+        keyType: 'ecdsa-p256',
+        sans: { dns: [`s${i}.bench`], ip: [], uri: [], email: [] },
+        profile: 'tls-server',
+        requester: 'bench',
+      });
       const certId = makeCertId(hashes, 'sha1', Buffer.from(issued.serial, 'hex'));
       // OCSPRequest { TBSRequest { requestList { Request { reqCert } } } }
       const request = seq(seq(seq(seq(certId.raw))));
@@ -100,18 +114,36 @@ try {
     const service = new RevocationService(ctx, 'bench');
     await service.ensureSigners();
     await service.refreshOcsp(100);
-    const signs = async () => Number((await ctx.database.db.selectFrom('audit_events').select((eb) => eb.fn.countAll().as('n')).where('action', '=', 'sign-ocsp').executeTakeFirstOrThrow()).n);
+    const signs = async () =>
+      Number(
+        (
+          await ctx.database.db
+            .selectFrom('audit_events')
+            .select((eb) => eb.fn.countAll().as('n'))
+            .where('action', '=', 'sign-ocsp')
+            .executeTakeFirstOrThrow()
+        ).n,
+      );
     const signsBefore = await signs();
 
-    const child = fork(fileURLToPath(import.meta.url), ['load'], { execArgv: ['--import', 'tsx'], env: { ...process.env, BENCH_URLS: JSON.stringify(urls) } });
-    const result = await new Promise<{ ok: number; bad: number; elapsed: number; p50: string; p99: string }>((resolve, reject) => {
-      child.once('message', (m) => resolve(m as never));
-      child.once('error', reject);
+    const child = fork(fileURLToPath(import.meta.url), ['load'], {
+      execArgv: ['--import', 'tsx'],
+      env: { ...process.env, BENCH_URLS: JSON.stringify(urls) },
     });
+    const result = await new Promise<{ ok: number; bad: number; elapsed: number; p50: string; p99: string }>(
+      (resolve, reject) => {
+        child.once('message', (m) => resolve(m as never));
+        child.once('error', reject);
+      },
+    );
     const signed = (await signs()) - signsBefore;
     console.log(`database            ${ctx.database.kind}`);
-    console.log(`cached OCSP (GET)   ${Math.round(result.ok / result.elapsed).toLocaleString('en')} responses/s over loopback, ${concurrency} connections, ${result.elapsed.toFixed(1)} s`);
-    console.log(`latency             p50 ${result.p50} ms, p99 ${result.p99} ms; failures ${result.bad}; signatures during the run ${signed}`);
+    console.log(
+      `cached OCSP (GET)   ${Math.round(result.ok / result.elapsed).toLocaleString('en')} responses/s over loopback, ${concurrency} connections, ${result.elapsed.toFixed(1)} s`,
+    );
+    console.log(
+      `latency             p50 ${result.p50} ms, p99 ${result.p99} ms; failures ${result.bad}; signatures during the run ${signed}`,
+    );
   } finally {
     await server.close();
   }

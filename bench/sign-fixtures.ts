@@ -1,4 +1,5 @@
 import { generateKeyPairSync, KeyObject, randomBytes, webcrypto } from 'node:crypto';
+
 import { buildSelfSignedCa, buildSubordinateCa, type IssuerInfo, type LeafSpec } from '../src/ca/cert-builder.ts';
 import { OID } from '../src/ca/oids.ts';
 import { keyObjectSigner } from '../src/kms/signer.ts';
@@ -15,7 +16,10 @@ export interface SigningFixture {
 
 export async function signingFixture(): Promise<SigningFixture> {
   const gen = async (): Promise<webcrypto.CryptoKeyPair> =>
-    (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+      'sign',
+      'verify',
+    ])) as webcrypto.CryptoKeyPair;
   const rootKeys = await gen();
   const issuerKeys = await gen();
   const rootSigner = keyObjectSigner(KeyObject.from(rootKeys.privateKey));

@@ -1,11 +1,14 @@
 // @peculiar/x509 needs the Reflect metadata API before it is first imported.
 import 'reflect-metadata';
+
 import { randomBytes, sign } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
-import { createLeafBuilder, serialNumberContent, type LeafSpec } from '../src/ca/cert-builder.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+import * as x509 from '@peculiar/x509';
+
+import { createLeafBuilder, type LeafSpec, serialNumberContent } from '../src/ca/cert-builder.ts';
 import { parseCsr } from '../src/ca/csr.ts';
 import { normalizeSans } from '../src/ca/names.ts';
 import { checkAgainstProfile } from '../src/ca/profile-check.ts';
@@ -54,7 +57,9 @@ const tbsSized = builder.tbs(fixture.leafSpec());
 const message = randomBytes(tbsSized.length);
 
 const rows: Measurement[] = [];
-rows.push(await measure('P-256 sign (node:crypto)', () => sign('sha256', message, fixture.issuerPrivateKey), { seconds }));
+rows.push(
+  await measure('P-256 sign (node:crypto)', () => sign('sha256', message, fixture.issuerPrivateKey), { seconds }),
+);
 rows.push(await measure('X509CertificateGenerator.create', () => generatorLeaf(fixture.leafSpec()), { seconds }));
 rows.push(await measure('createLeafBuilder().build', () => builder.build(fixture.leafSpec()), { seconds }));
 rows.push(await measure('createLeafBuilder().tbs (no signing)', () => builder.tbs(fixture.leafSpec()), { seconds }));
@@ -68,46 +73,80 @@ const profile = config0().profiles.get('mtls')!;
 const decided = parseCsr(csrPem);
 rows.push(await measure('parseCsr (front end: parse + verify)', () => parseCsr(csrPem), { seconds }));
 rows.push(
-  await measure('core without database', () => {
-    const sans = normalizeSans(decided.sans);
-    checkAgainstProfile(profile, { type: decided.keyType }, sans, profile.defaultLifetime);
-    return builder.build({ ...fixture.leafSpec(), subjectPublicKeyInfo: decided.subjectPublicKeyInfo, sans, commonName: decided.commonName });
-  }, { seconds }),
+  await measure(
+    'core without database',
+    () => {
+      const sans = normalizeSans(decided.sans);
+      checkAgainstProfile(profile, { type: decided.keyType }, sans, profile.defaultLifetime);
+      return builder.build({
+        ...fixture.leafSpec(),
+        subjectPublicKeyInfo: decided.subjectPublicKeyInfo,
+        sans,
+        commonName: decided.commonName,
+      });
+    },
+    { seconds },
+  ),
 );
 const dataDir = mkdtempSync(join(tmpdir(), 'kw-bench-'));
 const config = config0(dataDir);
 const ctx = await openContext({ ...config, log: { level: 'silent' } });
-await ctx.ca.init({ organization: 'Bench', root: { ...config.ca.root, keyType: 'ecdsa-p256' }, intermediate: config.ca.intermediate }, 'bench');
+await ctx.ca.init(
+  { organization: 'Bench', root: { ...config.ca.root, keyType: 'ecdsa-p256' }, intermediate: config.ca.intermediate },
+  'bench',
+);
 const issueFromCsr = () => {
   const csr = parseCsr(csrPem);
-  return ctx.ca.issue({ subjectPublicKeyInfo: csr.subjectPublicKeyInfo, keyType: csr.keyType, sans: csr.sans, commonName: csr.commonName, profile: 'mtls', requester: 'bench' });
+  return ctx.ca.issue({
+    subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
+    keyType: csr.keyType,
+    sans: csr.sans,
+    commonName: csr.commonName,
+    profile: 'mtls',
+    requester: 'bench',
+  });
 };
 const dbName = `core with database (${ctx.database.kind === 'embedded' ? 'PGlite' : 'PostgreSQL'}, 8 concurrent)`;
 rows.push(await measure(dbName, issueFromCsr, { seconds, concurrency: 8 }));
 await ctx.close();
 rmSync(dataDir, { recursive: true, force: true });
 
-console.log(`Leaf: P-256 issuer, P-256 subject, ${tbsSized.length}-byte TBSCertificate; ${seconds} s per row; node ${process.version}\n`);
+console.log(
+  `Leaf: P-256 issuer, P-256 subject, ${tbsSized.length}-byte TBSCertificate; ${seconds} s per row; node ${process.version}\n`,
+);
 console.log(formatTable(rows, 'X509CertificateGenerator.create'));
 const byName = (n: string): number => rows.find((r) => r.name === n)!.opsPerSecond;
 const ratio = byName('createLeafBuilder().build') / byName('X509CertificateGenerator.create');
 const ofRaw = byName('createLeafBuilder().build') / byName('P-256 sign (node:crypto)');
 const core = byName('core without database') / byName('X509CertificateGenerator.create');
-console.log(`core without database / generator: ${core.toFixed(1)}× (target ≥ 20×) ${core >= 20 ? 'OK' : 'BELOW TARGET'}`);
+console.log(
+  `core without database / generator: ${core.toFixed(1)}× (target ≥ 20×) ${core >= 20 ? 'OK' : 'BELOW TARGET'}`,
+);
 console.log(`\nbuilder / generator: ${ratio.toFixed(1)}× (target ≥ 20×) ${ratio >= 20 ? 'OK' : 'BELOW TARGET'}`);
 console.log(`builder / raw signature: ${(ofRaw * 100).toFixed(0)}% of the raw signing rate`);
 
 async function benchCsr(): Promise<string> {
-  const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+    'sign',
+    'verify',
+  ])) as CryptoKeyPair;
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: 'CN=svc.bench.internal',
     keys,
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: 'svc.bench.internal' }, { type: 'url', value: 'spiffe://bench/ns/a/sa/b' }])],
+    extensions: [
+      new x509.SubjectAlternativeNameExtension([
+        { type: 'dns', value: 'svc.bench.internal' },
+        { type: 'url', value: 'spiffe://bench/ns/a/sa/b' },
+      ]),
+    ],
   });
   return csr.toString('pem');
 }
 
 function config0(dataDir?: string) {
-  return loadConfig({ dataDir, env: { ...process.env, KEYWARD_CONFIG: '', DATABASE_URL: process.env.BENCH_DATABASE_URL ?? '' } });
+  return loadConfig({
+    dataDir,
+    env: { ...process.env, KEYWARD_CONFIG: '', DATABASE_URL: process.env.BENCH_DATABASE_URL ?? '' },
+  });
 }

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 
 // Foundation schema: key hierarchy, audit chain, CA issuers and the certificate inventory.
 // Later features add tables in new migrations; this file never changes once released.

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 
 // Revocation: blocked keys, CRL shards, delegated OCSP signers, pre-signed OCSP responses and the
 // leases that let exactly one replica produce each of them.

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 
 // The ACME front end: accounts, external account binding keys, orders, authorizations, challenges,
 // validation jobs and spent nonces. Every node is stateless, so all of it lives here.

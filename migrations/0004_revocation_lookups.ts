@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 
 // Revocation lookups: a second pre-signed OCSP answer per certificate for clients that send SHA-256
 // CertIDs (the SHA-1 one stays in `der`, the RFC 5019 default), and an index that lets the CRL

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 
 // KMS lifecycle: KEK-level state and policy (app-data keys are KEKs), wrapped-import jobs, signed
 // audit checkpoints, and the index rewrap walks. Forward-only, like every migration.

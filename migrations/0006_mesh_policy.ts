@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 
 // Name policy rules per scope, rate-limit counters, mesh bootstrap tokens and the provisioner key.
 // Everything a replica must agree on lives here, so any replica can answer any request.

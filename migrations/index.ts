@@ -1,4 +1,5 @@
 import type { Migration } from 'kysely';
+
 import * as m0001 from './0001_foundation.ts';
 import * as m0002 from './0002_revocation.ts';
 import * as m0003 from './0003_acme.ts';

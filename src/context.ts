@@ -1,9 +1,10 @@
 import { resolve } from 'node:path';
+
 import { CertificateAuthority, type Clock } from './ca/authority.ts';
 import type { Config } from './config/load.ts';
-import { openDatabase, type DatabaseHandle } from './db/connect.ts';
+import { type DatabaseHandle, openDatabase } from './db/connect.ts';
 import { migrateToLatest } from './db/migrate.ts';
-import { openKeyHierarchy, type KeyHierarchy, type RootOfTrustOptions } from './kms/index.ts';
+import { type KeyHierarchy, openKeyHierarchy, type RootOfTrustOptions } from './kms/index.ts';
 
 /** Everything a command or a request handler needs; one per process, stateless beyond caches. */
 export interface AppContext {
@@ -21,12 +22,18 @@ export function rootOfTrustOptions(config: Config): RootOfTrustOptions {
     : { type: 'passphrase', passphrase: config.passphrase };
 }
 
-export async function openContext(config: Config, options: { clock?: Clock; principal?: string } = {}): Promise<AppContext> {
+export async function openContext(
+  config: Config,
+  options: { clock?: Clock; principal?: string } = {},
+): Promise<AppContext> {
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
   try {
     await migrateToLatest(database.db);
     const kms = await openKeyHierarchy(database.db, rootOfTrustOptions(config), options.principal ?? 'keyward');
-    const ca = new CertificateAuthority(database.db, kms, config.profiles, options.clock, { baseUrl: config.httpBaseUrl, crlShards: config.revocation.crlShards });
+    const ca = new CertificateAuthority(database.db, kms, config.profiles, options.clock, {
+      baseUrl: config.httpBaseUrl,
+      crlShards: config.revocation.crlShards,
+    });
     return { config, database, kms, ca, close: () => database.close() };
   } catch (err) {
     await database.close();

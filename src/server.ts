@@ -2,14 +2,16 @@ import { existsSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { join } from 'node:path';
-import { nodeListener } from './http/node-listener.ts';
+
 import { Hono } from 'hono';
+
 import { callAdmin } from './cli/admin-client.ts';
-import { features } from './features.ts';
 import type { AppContext } from './context.ts';
+import { features } from './features.ts';
 import { listenAdmin } from './http/admin.ts';
 import type { Logger } from './http/log.ts';
 import { requestLog } from './http/log.ts';
+import { nodeListener } from './http/node-listener.ts';
 import { publicApp } from './http/public-app.ts';
 import { issueTlsIdentity, renewalDelay, type TlsIdentity } from './http/tls-identity.ts';
 
@@ -55,7 +57,11 @@ export function adminSocketPath(dataDir: string): string {
  */
 export async function startServer(ctx: AppContext, log: Logger): Promise<RunningServer> {
   const socket = adminSocketPath(ctx.config.dataDir);
-  if (ctx.database.kind === 'embedded' && existsSync(socket) && (await callAdmin(socket, 'ca.issuers', {}).catch(() => undefined))) {
+  if (
+    ctx.database.kind === 'embedded' &&
+    existsSync(socket) &&
+    (await callAdmin(socket, 'ca.issuers', {}).catch(() => undefined))
+  ) {
     throw new Error(`another keyward serve is already running on ${ctx.config.dataDir}`);
   }
 
@@ -76,8 +82,15 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
   let tls = await issueTlsIdentity(ctx.ca, ctx.config.https.hostnames);
   // Client certificates for the data-key API (kms-api.ts): asked for but not required, so ACME
   // clients without one still connect; the handler checks the chain result and the principal.
-  const clientAuth = async () => ({ requestCert: true, rejectUnauthorized: false, ca: (await ctx.ca.rootsPem()) + (await ctx.ca.intermediatesPem()) });
-  const https = createHttpsServer({ ...tls.options, ...(await clientAuth()), minVersion: 'TLSv1.2' }, nodeListener(api.fetch));
+  const clientAuth = async () => ({
+    requestCert: true,
+    rejectUnauthorized: false,
+    ca: (await ctx.ca.rootsPem()) + (await ctx.ca.intermediatesPem()),
+  });
+  const https = createHttpsServer(
+    { ...tls.options, ...(await clientAuth()), minVersion: 'TLSv1.2' },
+    nodeListener(api.fetch),
+  );
   const http = createHttpServer(nodeListener(plain.fetch));
 
   let renewTimer: NodeJS.Timeout | undefined;

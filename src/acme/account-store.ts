@@ -1,4 +1,5 @@
 import type { Selectable } from 'kysely';
+
 import type { AcmeAccountsTable } from '../db/acme-schema.ts';
 import type { Db } from '../db/schema.ts';
 

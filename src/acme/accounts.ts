@@ -1,11 +1,20 @@
 import type { Context } from 'hono';
 import { calculateJwkThumbprint, type JWK } from 'jose';
+
 import { accountByThumbprint, type AccountRow } from './account-store.ts';
 import { checkContacts } from './contacts.ts';
 import type { AcmeDeps } from './deps.ts';
 import { eabRequired, verifyEab } from './eab.ts';
 import { randomId } from './ids.ts';
-import { checkAlgorithm, decodeProtected, parseFlattened, publicJwk, requireAccount, verifyRequest, verifySignature } from './jws.ts';
+import {
+  checkAlgorithm,
+  decodeProtected,
+  parseFlattened,
+  publicJwk,
+  requireAccount,
+  verifyRequest,
+  verifySignature,
+} from './jws.ts';
 import { AcmeProblem, malformed, unauthorized } from './problem.ts';
 import { jsonResponse, link } from './respond.ts';
 import { accountView, orderStatus } from './views.ts';
@@ -33,7 +42,10 @@ export async function newAccount(c: Context, deps: AcmeDeps): Promise<Response> 
 
   const acme = deps.ctx.config.acme;
   if (acme.termsOfService && p.termsOfServiceAgreed !== true) {
-    const prob = new AcmeProblem('userActionRequired', `You must agree to the terms of service at ${acme.termsOfService}`);
+    const prob = new AcmeProblem(
+      'userActionRequired',
+      `You must agree to the terms of service at ${acme.termsOfService}`,
+    );
     prob.headers.Link = link(acme.termsOfService, 'terms-of-service');
     throw prob;
   }
@@ -102,7 +114,8 @@ export async function updateAccount(c: Context, deps: AcmeDeps): Promise<Respons
   const p = req.payload;
   if (p) {
     const now = deps.clock.now();
-    if (p.status !== undefined && p.status !== 'valid' && p.status !== 'deactivated') throw malformed('Account status may only be set to "deactivated"');
+    if (p.status !== undefined && p.status !== 'valid' && p.status !== 'deactivated')
+      throw malformed('Account status may only be set to "deactivated"');
     if (p.contact !== undefined) {
       const contact = checkContacts(p.contact);
       account = await deps.db
@@ -124,7 +137,15 @@ export async function updateAccount(c: Context, deps: AcmeDeps): Promise<Respons
         if (!row) throw unauthorized('Account is not valid');
         await trx
           .updateTable('acme_orders')
-          .set({ status: 'invalid', updated_at: now, error: JSON.stringify({ type: 'urn:ietf:params:acme:error:unauthorized', detail: 'The account was deactivated', status: 403 }) })
+          .set({
+            status: 'invalid',
+            updated_at: now,
+            error: JSON.stringify({
+              type: 'urn:ietf:params:acme:error:unauthorized',
+              detail: 'The account was deactivated',
+              status: 403,
+            }),
+          })
           .where('account_id', '=', account.id)
           .where('status', 'in', ['pending', 'ready'])
           .execute();
@@ -149,7 +170,8 @@ export async function keyChange(c: Context, deps: AcmeDeps): Promise<Response> {
   const newJwk = publicJwk(h.jwk);
   const body = await verifySignature(inner, alg, newJwk);
   if (!body) throw malformed('The inner keyChange JWS needs a payload');
-  if (body.account !== deps.urls.account(account.id)) throw malformed('keyChange "account" must be the URL of the signing account');
+  if (body.account !== deps.urls.account(account.id))
+    throw malformed('keyChange "account" must be the URL of the signing account');
   let oldThumb: string;
   try {
     oldThumb = await calculateJwkThumbprint(publicJwk(body.oldKey), 'sha256');
@@ -206,7 +228,7 @@ export async function listOrders(c: Context, deps: AcmeDeps): Promise<Response> 
     .execute();
   const page = rows.slice(0, ORDERS_PAGE).filter((o) => orderStatus(o, now) !== 'invalid');
   const headers: Record<string, string> = {};
-  if (rows.length > ORDERS_PAGE) headers.Link = link(`${deps.urls.accountOrders(account.id)}?cursor=${cursor + ORDERS_PAGE}`, 'next');
+  if (rows.length > ORDERS_PAGE)
+    headers.Link = link(`${deps.urls.accountOrders(account.id)}?cursor=${cursor + ORDERS_PAGE}`, 'next');
   return jsonResponse({ orders: page.map((o) => deps.urls.order(o.id)) }, 200, headers);
 }
-

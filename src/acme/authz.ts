@@ -1,4 +1,5 @@
 import type { Context } from 'hono';
+
 import type { Db } from '../db/schema.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -6,7 +7,7 @@ import { requireAccount, verifyRequest } from './jws.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { malformed, notFound, unauthorized } from './problem.ts';
 import { jsonResponse } from './respond.ts';
-import { authzStatus, authzView, type AuthzRow } from './views.ts';
+import { type AuthzRow, authzStatus, authzView } from './views.ts';
 
 export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promise<AuthzRow> {
   const authz = await db.selectFrom('acme_authzs').selectAll().where('id', '=', id).executeTakeFirst();
@@ -16,7 +17,12 @@ export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promi
 }
 
 export async function authzResponse(deps: AcmeDeps, authz: AuthzRow): Promise<Response> {
-  const challenges = await deps.db.selectFrom('acme_challenges').selectAll().where('authz_id', '=', authz.id).orderBy('type').execute();
+  const challenges = await deps.db
+    .selectFrom('acme_challenges')
+    .selectAll()
+    .where('authz_id', '=', authz.id)
+    .orderBy('type')
+    .execute();
   const now = deps.clock.now();
   const headers: Record<string, string> = {};
   if (authzStatus(authz, now) === 'pending') headers['Retry-After'] = RETRY_AFTER_SECONDS;
@@ -47,7 +53,11 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
         .set({
           status: 'invalid',
           updated_at: now,
-          error: JSON.stringify({ type: 'urn:ietf:params:acme:error:unauthorized', detail: 'An authorization of this order was deactivated', status: 403 }),
+          error: JSON.stringify({
+            type: 'urn:ietf:params:acme:error:unauthorized',
+            detail: 'An authorization of this order was deactivated',
+            status: 403,
+          }),
         })
         .where('status', 'in', ['pending', 'ready'])
         .where('id', 'in', trx.selectFrom('acme_order_authzs').select('order_id').where('authz_id', '=', authz.id))

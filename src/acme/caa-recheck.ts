@@ -1,4 +1,4 @@
-import { checkCaa, type ChallengeKind, type Identifier } from '../validation/index.ts';
+import { type ChallengeKind, checkCaa, type Identifier } from '../validation/index.ts';
 import type { AccountRow } from './account-store.ts';
 import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -10,7 +10,13 @@ import { AcmeProblem, type Subproblem } from './problem.ts';
  * identifier validated longer than `acme.caaRecheckAfter` ago is checked again, as Boulder does.
  * `oldestValidation` comes with the order, so a fresh order costs no extra query.
  */
-export async function recheckCaa(deps: AcmeDeps, account: AccountRow, orderId: string, oldestValidation: Date | null, now: Date): Promise<void> {
+export async function recheckCaa(
+  deps: AcmeDeps,
+  account: AccountRow,
+  orderId: string,
+  oldestValidation: Date | null,
+  now: Date,
+): Promise<void> {
   if (!deps.ctx.config.validation.caa || oldestValidation === null) return;
   const cutoff = addMs(now, -deps.ctx.config.acme.caaRecheckAfter);
   if (oldestValidation > cutoff) return;
@@ -24,16 +30,32 @@ export async function recheckCaa(deps: AcmeDeps, account: AccountRow, orderId: s
     .execute();
   const failures: Subproblem[] = [];
   for (const row of stale) {
-    const id: Identifier = { type: row.identifier_type, value: row.wildcard ? `*.${row.identifier_value}` : row.identifier_value };
+    const id: Identifier = {
+      type: row.identifier_type,
+      value: row.wildcard ? `*.${row.identifier_value}` : row.identifier_value,
+    };
     const outcome = await checkCaa(
       id,
-      { caIdentities: deps.ctx.config.acme.caaIdentities, accountUri: deps.urls.account(account.id), method: row.type as ChallengeKind, wildcard: row.wildcard },
+      {
+        caIdentities: deps.ctx.config.acme.caaIdentities,
+        accountUri: deps.urls.account(account.id),
+        method: row.type as ChallengeKind,
+        wildcard: row.wildcard,
+      },
       deps.resolver,
     );
-    if (!outcome.ok) failures.push({ type: outcome.problem.type, detail: outcome.problem.detail, identifier: { type: row.identifier_type, value: row.identifier_value } });
+    if (!outcome.ok)
+      failures.push({
+        type: outcome.problem.type,
+        detail: outcome.problem.detail,
+        identifier: { type: row.identifier_type, value: row.identifier_value },
+      });
   }
   if (failures.length === 0) return;
-  const problem = new AcmeProblem('caa', `CAA re-checked at finalize forbids issuance: ${failures.map((f) => f.detail).join('; ')}`);
+  const problem = new AcmeProblem(
+    'caa',
+    `CAA re-checked at finalize forbids issuance: ${failures.map((f) => f.detail).join('; ')}`,
+  );
   problem.subproblems = failures;
   throw problem;
 }

@@ -1,4 +1,5 @@
 import type { Context } from 'hono';
+
 import type { AcmeDeps } from './deps.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { notFound, unauthorized } from './problem.ts';

@@ -1,14 +1,15 @@
-import { throwIfLimited } from './limits.ts';
 import type { Context } from 'hono';
 import { sql } from 'kysely';
+
 import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
+import { throwIfLimited } from './limits.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { notFound, unauthorized } from './problem.ts';
 import { jsonResponse, link } from './respond.ts';
-import { authzStatus, challengeView, type ChallengeRow } from './views.ts';
+import { authzStatus, type ChallengeRow, challengeView } from './views.ts';
 
 /**
  * POST-as-GET reads a challenge; any JSON object (RFC 8555 says `{}`, unknown fields ignored) asks
@@ -30,9 +31,14 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   if (found.account_id !== account.id) throw unauthorized('This challenge belongs to another account');
   let { account_id: _a, authz_status, authz_expires, ...challenge } = found;
   const now = deps.clock.now();
-  const authzLive = authzStatus({ status: authz_status, expires: authz_expires } as Parameters<typeof authzStatus>[0], now) === 'pending';
+  const authzLive =
+    authzStatus({ status: authz_status, expires: authz_expires } as Parameters<typeof authzStatus>[0], now) ===
+    'pending';
   if (req.payload && challenge.status === 'pending' && authzLive) {
-    throwIfLimited(await deps.limits.peek(deps.db, 'failedValidationsPerAccount', account.id, now), 'Failed validations for this account');
+    throwIfLimited(
+      await deps.limits.peek(deps.db, 'failedValidationsPerAccount', account.id, now),
+      'Failed validations for this account',
+    );
     // One statement, so the challenge never turns processing without a job to settle it.
     const { rows } = await sql<ChallengeRow>`
       WITH started AS (
@@ -46,7 +52,11 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
       challenge = started;
       deps.kickWorker();
     } else {
-      challenge = await deps.db.selectFrom('acme_challenges').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+      challenge = await deps.db
+        .selectFrom('acme_challenges')
+        .selectAll()
+        .where('id', '=', id)
+        .executeTakeFirstOrThrow();
     }
   }
   const headers: Record<string, string | string[]> = { Link: link(deps.urls.authz(challenge.authz_id), 'up') };

@@ -1,5 +1,5 @@
-import type { AppContext } from '../context.ts';
 import type { Profile } from '../config/schema.ts';
+import type { AppContext } from '../context.ts';
 import type { Db } from '../db/schema.ts';
 import type { Logger } from '../http/log.ts';
 import type { RateLimiter } from '../policy/index.ts';

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+
 import { calculateJwkThumbprint, flattenedVerify } from 'jose';
+
 import type { Db } from '../db/schema.ts';
 import { decodeProtected, parseFlattened, publicJwk } from './jws.ts';
 import { AcmeProblem, malformed, unauthorized } from './problem.ts';
@@ -34,7 +36,12 @@ export async function createEabKey(db: Db, opts: { label?: string } = {}): Promi
  * nonce, same url, a valid MAC, and a payload that is the account key (compared by thumbprint, since
  * clients serialise JWKs differently). Returns the EAB key id; marking it spent is the caller's job.
  */
-export async function verifyEab(db: Db, binding: unknown, outerUrl: string, accountThumbprint: string): Promise<string> {
+export async function verifyEab(
+  db: Db,
+  binding: unknown,
+  outerUrl: string,
+  accountThumbprint: string,
+): Promise<string> {
   const jws = parseFlattened(binding);
   const header = decodeProtected(jws);
   if (typeof header.alg !== 'string' || !MAC_ALGORITHMS.includes(header.alg)) {
@@ -66,5 +73,8 @@ export async function verifyEab(db: Db, binding: unknown, outerUrl: string, acco
 }
 
 export function eabRequired(): AcmeProblem {
-  return new AcmeProblem('externalAccountRequired', 'This server requires an external account binding for new accounts');
+  return new AcmeProblem(
+    'externalAccountRequired',
+    'This server requires an external account binding for new accounts',
+  );
 }

@@ -1,10 +1,11 @@
-import { RateLimiter } from '../policy/index.ts';
 import { hostname } from 'node:os';
+
 import type { AppContext } from '../context.ts';
 import type { Feature } from '../http/feature.ts';
 import type { Logger } from '../http/log.ts';
+import { RateLimiter } from '../policy/index.ts';
 import { resolverForConfig } from '../validation/index.ts';
-import { systemClock, type AcmeClock } from './clock.ts';
+import { type AcmeClock, systemClock } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { startJanitor } from './janitor.ts';
@@ -20,7 +21,12 @@ export interface AcmeFeatureOptions {
 }
 
 /** The handlers' shared state; exported so tests and tools can run a sweep or a check directly. */
-export function createAcmeDeps(ctx: AppContext, log: Logger, clock: AcmeClock = systemClock, kickWorker: () => void = () => {}): AcmeDeps {
+export function createAcmeDeps(
+  ctx: AppContext,
+  log: Logger,
+  clock: AcmeClock = systemClock,
+  kickWorker: () => void = () => {},
+): AcmeDeps {
   return {
     ctx,
     db: ctx.database.db,
@@ -43,7 +49,11 @@ export function acmeFeature(ctx: AppContext, log: Logger, options: AcmeFeatureOp
     name: 'acme',
     https: (app) => mountAcme(app, deps),
     start: () => {
-      const w = startValidationWorker(deps, deps.resolver, { holder, concurrency: ctx.config.validation.concurrency, pollMs: options.pollMs ?? 500 });
+      const w = startValidationWorker(deps, deps.resolver, {
+        holder,
+        concurrency: ctx.config.validation.concurrency,
+        pollMs: options.pollMs ?? 500,
+      });
       worker = w;
       const janitor = startJanitor(deps, holder);
       return async () => {

@@ -1,28 +1,35 @@
-import { recheckCaa } from './caa-recheck.ts';
-import { throwIfLimited } from './limits.ts';
 import { createHash, createPublicKey, type JsonWebKey } from 'node:crypto';
+
 import type { Context } from 'hono';
 import type { JWK } from 'jose';
-import { CaError } from '../ca/errors.ts';
+
 import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
+import { CaError } from '../ca/errors.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
+import { recheckCaa } from './caa-recheck.ts';
 import type { AcmeDeps } from './deps.ts';
 import { decodeB64url } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
+import { throwIfLimited } from './limits.ts';
 import { orderResponse, ownedOrder, ownedOrderToFinalize, resolveProfile } from './orders.ts';
 import { AcmeProblem, malformed, toProblem } from './problem.ts';
-import { orderStatus, type OrderRow } from './views.ts';
+import { type OrderRow, orderStatus } from './views.ts';
 
 const badCsr = (detail: string) => new AcmeProblem('badCSR', detail);
 
 /** RFC 8555 §7.4: the CSR must ask for exactly the order's names; the CN, if any, is one of them. */
 function checkNames(csr: ParsedCsr, identifiers: AcmeIdentifierJson[]): void {
-  if (csr.sans.uri.length > 0 || csr.sans.email.length > 0) throw badCsr('CSR may only request DNS names and IP addresses');
+  if (csr.sans.uri.length > 0 || csr.sans.email.length > 0)
+    throw badCsr('CSR may only request DNS names and IP addresses');
   const want = new Set(identifiers.map((i) => `${i.type}:${i.value}`));
   const got = new Set([...csr.sans.dns.map((n) => `dns:${n.toLowerCase()}`), ...csr.sans.ip.map((n) => `ip:${n}`)]);
   if (csr.commonName !== undefined) {
     const cn = csr.commonName.toLowerCase();
-    const asName = want.has(`dns:${cn}`) ? `dns:${cn}` : want.has(`ip:${csr.commonName}`) ? `ip:${csr.commonName}` : undefined;
+    const asName = want.has(`dns:${cn}`)
+      ? `dns:${cn}`
+      : want.has(`ip:${csr.commonName}`)
+        ? `ip:${csr.commonName}`
+        : undefined;
     if (!asName) throw badCsr(`CSR commonName ${JSON.stringify(csr.commonName)} is not one of the order's identifiers`);
     got.add(asName);
   }
@@ -31,7 +38,9 @@ function checkNames(csr: ParsedCsr, identifiers: AcmeIdentifierJson[]): void {
   if (missing.length || extra.length) {
     const show = (l: string[]) => l.map((n) => n.slice(n.indexOf(':') + 1)).join(', ');
     throw badCsr(
-      `CSR names must equal the order's identifiers` + (missing.length ? `; missing: ${show(missing)}` : '') + (extra.length ? `; not in the order: ${show(extra)}` : ''),
+      `CSR names must equal the order's identifiers` +
+        (missing.length ? `; missing: ${show(missing)}` : '') +
+        (extra.length ? `; not in the order: ${show(extra)}` : ''),
     );
   }
 }
@@ -60,21 +69,33 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   try {
     csr = parseCsr(new Uint8Array(der));
   } catch (err) {
-    if (err instanceof CaError) throw new AcmeProblem(err.code === 'badPublicKey' ? 'badPublicKey' : 'badCSR', err.message);
+    if (err instanceof CaError)
+      throw new AcmeProblem(err.code === 'badPublicKey' ? 'badPublicKey' : 'badCSR', err.message);
     throw err;
   }
   checkNames(csr, order.identifiers);
   const accountSpki = spkiOfJwk(account.jwk as JWK);
-  if (createHash('sha256').update(accountSpki).digest().equals(createHash('sha256').update(csr.subjectPublicKeyInfo).digest())) {
+  if (
+    createHash('sha256')
+      .update(accountSpki)
+      .digest()
+      .equals(createHash('sha256').update(csr.subjectPublicKeyInfo).digest())
+  ) {
     throw badCsr('The certificate key must not be the account key');
   }
   // The profile may have been withdrawn since the order was placed (profiles draft §4).
   const profile = resolveProfile(deps, order.profile);
   if (!profile.keyTypes.includes(csr.keyType)) {
-    throw new AcmeProblem('badPublicKey', `Profile ${profile.name} does not accept ${csr.keyType} keys (accepted: ${profile.keyTypes.join(', ')})`);
+    throw new AcmeProblem(
+      'badPublicKey',
+      `Profile ${profile.name} does not accept ${csr.keyType} keys (accepted: ${profile.keyTypes.join(', ')})`,
+    );
   }
   if (csr.keyType === 'rsa' && (csr.rsaBits ?? 0) < profile.minRsaBits) {
-    throw new AcmeProblem('badPublicKey', `Profile ${profile.name} needs RSA keys of at least ${profile.minRsaBits} bits`);
+    throw new AcmeProblem(
+      'badPublicKey',
+      `Profile ${profile.name} needs RSA keys of at least ${profile.minRsaBits} bits`,
+    );
   }
   await recheckCaa(deps, account, order.id, order.oldest_validation, now);
   let lifetimeMs: number | undefined;
@@ -86,7 +107,12 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   // Counted in the claiming transaction: one commit, and a refusal leaves the order ready.
   const claimed = await deps.db.transaction().execute(async (trx) => {
     throwIfLimited(
-      await deps.limits.consumeAll(trx, 'certificatesPerName', order.identifiers.map((i) => i.value), now),
+      await deps.limits.consumeAll(
+        trx,
+        'certificatesPerName',
+        order.identifiers.map((i) => i.value),
+        now,
+      ),
       'Certificates for this name',
     );
     return trx
@@ -101,11 +127,17 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   if (!claimed) {
     const current = await ownedOrder(deps.db, account, order.id);
     // Another request won the race: answer with the order as it is now, never ready (interop P3).
-    if (current.status === 'processing' || current.status === 'valid') return orderResponse(deps, current, 200, { Location: deps.urls.order(order.id) });
+    if (current.status === 'processing' || current.status === 'valid')
+      return orderResponse(deps, current, 200, { Location: deps.urls.order(order.id) });
     throw new AcmeProblem('orderNotReady', `Order is ${orderStatus(current, now)}, not ready`);
   }
 
-  const sans = { dns: order.identifiers.filter((i) => i.type === 'dns').map((i) => i.value), ip: order.identifiers.filter((i) => i.type === 'ip').map((i) => i.value), uri: [], email: [] };
+  const sans = {
+    dns: order.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),
+    ip: order.identifiers.filter((i) => i.type === 'ip').map((i) => i.value),
+    uri: [],
+    email: [],
+  };
   let done: OrderRow | undefined;
   try {
     await deps.ctx.ca.issue({
@@ -129,7 +161,11 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     });
   } catch (err) {
     const prob = toProblem(err);
-    if (prob.status >= 500) deps.log.error({ err: err instanceof Error ? err.stack : String(err), order: order.id }, 'issuing for an ACME order failed');
+    if (prob.status >= 500)
+      deps.log.error(
+        { err: err instanceof Error ? err.stack : String(err), order: order.id },
+        'issuing for an ACME order failed',
+      );
     await deps.db
       .updateTable('acme_orders')
       .set({ status: 'invalid', error: JSON.stringify(prob.toJson()), updated_at: deps.clock.now() })

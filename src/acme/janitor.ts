@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+
 import { withLease } from '../db/lease.ts';
 import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -24,20 +25,39 @@ export async function sweep(deps: AcmeDeps): Promise<JanitorReport> {
   const db = deps.db;
   const now = deps.clock.now();
   const nonces = await db.deleteFrom('acme_spent_nonces').where('expires_at', '<', now).executeTakeFirst();
-  const jobs = await db.deleteFrom('acme_jobs').where('status', '=', 'done').where('finished_at', '<', addMs(now, -JOB_RETENTION_MS)).executeTakeFirst();
+  const jobs = await db
+    .deleteFrom('acme_jobs')
+    .where('status', '=', 'done')
+    .where('finished_at', '<', addMs(now, -JOB_RETENTION_MS))
+    .executeTakeFirst();
   const stuck = await db
     .updateTable('acme_orders')
-    .set({ status: 'invalid', updated_at: now, error: JSON.stringify({ type: 'urn:ietf:params:acme:error:serverInternal', detail: 'Issuance was interrupted; place a new order', status: 500 }) })
+    .set({
+      status: 'invalid',
+      updated_at: now,
+      error: JSON.stringify({
+        type: 'urn:ietf:params:acme:error:serverInternal',
+        detail: 'Issuance was interrupted; place a new order',
+        status: 500,
+      }),
+    })
     .where('status', '=', 'processing')
     .where('updated_at', '<', addMs(now, -STUCK_PROCESSING_MS))
     .executeTakeFirst();
   await db
     .updateTable('acme_orders')
-    .set({ status: 'invalid', updated_at: now, error: JSON.stringify({ type: 'urn:ietf:params:acme:error:malformed', detail: 'The order expired', status: 400 }) })
+    .set({
+      status: 'invalid',
+      updated_at: now,
+      error: JSON.stringify({ type: 'urn:ietf:params:acme:error:malformed', detail: 'The order expired', status: 400 }),
+    })
     .where('status', 'in', ['pending', 'ready'])
     .where('expires', '<=', now)
     .execute();
-  const orders = await db.deleteFrom('acme_orders').where('expires', '<', addMs(now, -ORDER_RETENTION_MS)).executeTakeFirst();
+  const orders = await db
+    .deleteFrom('acme_orders')
+    .where('expires', '<', addMs(now, -ORDER_RETENTION_MS))
+    .executeTakeFirst();
   const authzs = await sql`
     DELETE FROM acme_authzs a WHERE a.expires < ${addMs(now, -ORDER_RETENTION_MS)}
       AND NOT EXISTS (SELECT 1 FROM acme_order_authzs oa WHERE oa.authz_id = a.id)`.execute(db);

@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import { calculateJwkThumbprint, errors as joseErrors, flattenedVerify, importJWK, type JWK } from 'jose';
+
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { B64URL, decodeB64url } from './ids.ts';
@@ -53,7 +54,11 @@ export function parseFlattened(value: unknown): FlattenedJws {
   if (typeof p !== 'string' || typeof payload !== 'string' || typeof signature !== 'string') {
     throw malformed('JWS must have string "protected", "payload" and "signature" members');
   }
-  for (const [name, part] of [['protected', p], ['payload', payload], ['signature', signature]] as const) {
+  for (const [name, part] of [
+    ['protected', p],
+    ['payload', payload],
+    ['signature', signature],
+  ] as const) {
     if (!B64URL.test(part)) throw malformed(`JWS ${name} is not unpadded base64url`);
   }
   return { protected: p, payload, signature };
@@ -74,7 +79,10 @@ export function decodeProtected(jws: FlattenedJws): Record<string, unknown> {
 
 export function checkAlgorithm(alg: unknown): JwsAlgorithm {
   if (typeof alg === 'string' && (JWS_ALGORITHMS as readonly string[]).includes(alg)) return alg as JwsAlgorithm;
-  const p = new AcmeProblem('badSignatureAlgorithm', `JWS algorithm ${JSON.stringify(alg)} is not supported; use one of ${JWS_ALGORITHMS.join(', ')}`);
+  const p = new AcmeProblem(
+    'badSignatureAlgorithm',
+    `JWS algorithm ${JSON.stringify(alg)} is not supported; use one of ${JWS_ALGORITHMS.join(', ')}`,
+  );
   p.extra.algorithms = [...JWS_ALGORITHMS];
   throw p;
 }
@@ -87,7 +95,8 @@ export function publicJwk(value: unknown): JWK {
   for (const m of ['crv', 'x', 'y', 'n', 'e'] as const) {
     const v = value[m];
     if (v !== undefined) {
-      if (typeof v !== 'string' || !B64URL.test(v) || (m !== 'crv' && v.length === 0)) throw new AcmeProblem('badPublicKey', `JWK member "${m}" is invalid`);
+      if (typeof v !== 'string' || !B64URL.test(v) || (m !== 'crv' && v.length === 0))
+        throw new AcmeProblem('badPublicKey', `JWK member "${m}" is invalid`);
       out[m] = v;
     }
   }
@@ -105,7 +114,8 @@ function checkKeyForAlg(jwk: JWK, alg: JwsAlgorithm): void {
     const n = Buffer.from(jwk.n, 'base64url');
     let bits = n.length * 8;
     for (let i = 0; i < n.length && n[i] === 0; i++) bits -= 8;
-    if (bits < RSA_MIN_BITS || bits > RSA_MAX_BITS) throw bad(`RSA keys must have ${RSA_MIN_BITS} to ${RSA_MAX_BITS} bits`);
+    if (bits < RSA_MIN_BITS || bits > RSA_MAX_BITS)
+      throw bad(`RSA keys must have ${RSA_MIN_BITS} to ${RSA_MAX_BITS} bits`);
   }
 }
 
@@ -127,7 +137,11 @@ function importCached(jwk: JWK, alg: JwsAlgorithm): Promise<Awaited<ReturnType<t
 }
 
 /** Verifies the signature of a JWS with the key it names or with the given one. */
-export async function verifySignature(jws: FlattenedJws, alg: JwsAlgorithm, jwk: JWK): Promise<Record<string, unknown> | undefined> {
+export async function verifySignature(
+  jws: FlattenedJws,
+  alg: JwsAlgorithm,
+  jwk: JWK,
+): Promise<Record<string, unknown> | undefined> {
   checkKeyForAlg(jwk, alg);
   let key: Awaited<ReturnType<typeof importJWK>>;
   try {
@@ -188,7 +202,8 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
   const alg = checkAlgorithm(header.alg);
   if (typeof header.url !== 'string') throw malformed('JWS protected header must contain "url"');
   if (header.nonce === undefined) throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: the JWS has no nonce`);
-  if (typeof header.nonce !== 'string') throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: the nonce is not a string`);
+  if (typeof header.nonce !== 'string')
+    throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: the nonce is not a string`);
   const hasJwk = header.jwk !== undefined;
   const hasKid = header.kid !== undefined;
   if (hasJwk === hasKid) throw malformed('JWS protected header must contain exactly one of "jwk" and "kid"');
@@ -202,7 +217,11 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
   const { fresh, account } = await deps.nonces.consume(header.nonce, accountId);
   let jwk: JWK;
   if (hasKid) {
-    if (!account) throw new AcmeProblem('accountDoesNotExist', `No account at ${JSON.stringify(header.kid)}; "kid" must be the account URL`);
+    if (!account)
+      throw new AcmeProblem(
+        'accountDoesNotExist',
+        `No account at ${JSON.stringify(header.kid)}; "kid" must be the account URL`,
+      );
     jwk = account.jwk as JWK;
   } else {
     jwk = publicJwk(header.jwk);
@@ -210,7 +229,9 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
   const payload = await verifySignature(jws, alg, jwk);
 
   if (header.url !== expectedUrl(c, deps)) {
-    throw unauthorized(`JWS "url" ${JSON.stringify(header.url)} does not match the request URL ${expectedUrl(c, deps)}`);
+    throw unauthorized(
+      `JWS "url" ${JSON.stringify(header.url)} does not match the request URL ${expectedUrl(c, deps)}`,
+    );
   }
   if (!fresh) {
     throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: it is unknown, expired or already used`);

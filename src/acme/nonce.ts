@@ -1,5 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+
 import { sql } from 'kysely';
+
 import { GroupCommit } from '../db/group-commit.ts';
 import type { Db } from '../db/schema.ts';
 import { accountById, type AccountRow } from './account-store.ts';
@@ -58,7 +60,9 @@ export class NonceService {
         INSERT INTO acme_spent_nonces (nonce, expires_at) SELECT nonce, max(expires) FROM req GROUP BY nonce
         ON CONFLICT (nonce) DO NOTHING RETURNING nonce)
       SELECT req.i, spent.nonce IS NOT NULL AS fresh, a.*
-      FROM req LEFT JOIN spent ON spent.nonce = req.nonce LEFT JOIN acme_accounts a ON a.id = req.account_id`.execute(this.db);
+      FROM req LEFT JOIN spent ON spent.nonce = req.nonce LEFT JOIN acme_accounts a ON a.id = req.account_id`.execute(
+      this.db,
+    );
     const out: SpentNonce[] = new Array(items.length);
     for (const { i, fresh, ...account } of rows) {
       out[i] = { fresh, account: account.id === null ? undefined : (account as AccountRow) };
@@ -79,7 +83,11 @@ export class NonceService {
         .values({ name: SECRET_NAME, value: randomBytes(32) })
         .onConflict((oc) => oc.column('name').doNothing())
         .execute();
-      const row = await this.db.selectFrom('acme_secrets').select('value').where('name', '=', SECRET_NAME).executeTakeFirstOrThrow();
+      const row = await this.db
+        .selectFrom('acme_secrets')
+        .select('value')
+        .where('name', '=', SECRET_NAME)
+        .executeTakeFirstOrThrow();
       return Buffer.from(row.value);
     })();
     this.secret.catch(() => (this.secret = undefined));

@@ -1,25 +1,31 @@
-import { enforceNamePolicy, throwIfLimited } from './limits.ts';
 import type { Context } from 'hono';
+
 import type { Profile } from '../config/schema.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
 import type { Db, Executor } from '../db/schema.ts';
 import { challengeKindsFor } from '../validation/index.ts';
 import type { AccountRow } from './account-store.ts';
 import { addMs } from './clock.ts';
-import { offeredProfiles, type AcmeDeps } from './deps.ts';
+import { type AcmeDeps, offeredProfiles } from './deps.ts';
 import { authzIdentifier, checkIdentifiers } from './identifiers.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
+import { enforceNamePolicy, throwIfLimited } from './limits.ts';
 import { AcmeProblem, malformed, notFound, unauthorized } from './problem.ts';
-import { jsonResponse } from './respond.ts';
 import { checkReplaces } from './replaces.ts';
-import { orderStatus, orderView, type OrderRow } from './views.ts';
+import { jsonResponse } from './respond.ts';
+import { type OrderRow, orderStatus, orderView } from './views.ts';
 
 /** Seconds a client should wait before polling a resource that is still changing. */
 export const RETRY_AFTER_SECONDS = '1';
 
 export async function orderAuthzIds(db: Executor, orderId: string): Promise<string[]> {
-  const rows = await db.selectFrom('acme_order_authzs').select('authz_id').where('order_id', '=', orderId).orderBy('position').execute();
+  const rows = await db
+    .selectFrom('acme_order_authzs')
+    .select('authz_id')
+    .where('order_id', '=', orderId)
+    .orderBy('position')
+    .execute();
   return rows.map((r) => r.authz_id);
 }
 
@@ -34,7 +40,11 @@ export async function ownedOrder(db: Db, account: AccountRow, id: string): Promi
 }
 
 /** For finalize: the order with when its oldest authorization was validated (for the CAA re-check). */
-export async function ownedOrderToFinalize(db: Db, account: AccountRow, id: string): Promise<OrderRow & { oldest_validation: Date | null }> {
+export async function ownedOrderToFinalize(
+  db: Db,
+  account: AccountRow,
+  id: string,
+): Promise<OrderRow & { oldest_validation: Date | null }> {
   const order = await db
     .selectFrom('acme_orders as o')
     .selectAll('o')
@@ -51,12 +61,22 @@ export async function ownedOrderToFinalize(db: Db, account: AccountRow, id: stri
   return owned(order, account);
 }
 
-export async function orderResponse(deps: AcmeDeps, order: OrderRow, status = 200, extra: Record<string, string> = {}, authzIds?: string[]): Promise<Response> {
+export async function orderResponse(
+  deps: AcmeDeps,
+  order: OrderRow,
+  status = 200,
+  extra: Record<string, string> = {},
+  authzIds?: string[],
+): Promise<Response> {
   const now = deps.clock.now();
   const headers: Record<string, string> = { ...extra };
   const s = orderStatus(order, now);
   if (s === 'processing' || s === 'pending') headers['Retry-After'] = RETRY_AFTER_SECONDS;
-  return jsonResponse(orderView(deps.urls, order, authzIds ?? (await orderAuthzIds(deps.db, order.id)), now), status, headers);
+  return jsonResponse(
+    orderView(deps.urls, order, authzIds ?? (await orderAuthzIds(deps.db, order.id)), now),
+    status,
+    headers,
+  );
 }
 
 export function resolveProfile(deps: AcmeDeps, requested: unknown): Profile {
@@ -64,7 +84,12 @@ export function resolveProfile(deps: AcmeDeps, requested: unknown): Profile {
   if (typeof name !== 'string') throw malformed('"profile" must be a string');
   const profile = offeredProfiles(deps).find((p) => p.name === name);
   if (!profile) {
-    throw new AcmeProblem('invalidProfile', `Profile ${JSON.stringify(name)} is not offered (one of: ${offeredProfiles(deps).map((p) => p.name).join(', ')})`);
+    throw new AcmeProblem(
+      'invalidProfile',
+      `Profile ${JSON.stringify(name)} is not offered (one of: ${offeredProfiles(deps)
+        .map((p) => p.name)
+        .join(', ')})`,
+    );
   }
   return profile;
 }
@@ -79,7 +104,13 @@ function parseTime(value: unknown, field: string): Date {
 }
 
 /** The pending authorization plus one challenge per type the identifier allows. */
-async function createAuthz(trx: Executor, deps: AcmeDeps, account: AccountRow, id: AcmeIdentifierJson, now: Date): Promise<string> {
+async function createAuthz(
+  trx: Executor,
+  deps: AcmeDeps,
+  account: AccountRow,
+  id: AcmeIdentifierJson,
+  now: Date,
+): Promise<string> {
   const { type, value, wildcard } = authzIdentifier(id);
   const authzId = randomId();
   await trx
@@ -98,13 +129,29 @@ async function createAuthz(trx: Executor, deps: AcmeDeps, account: AccountRow, i
     .execute();
   await trx
     .insertInto('acme_challenges')
-    .values(challengeKindsFor(id).map((kind) => ({ id: randomId(), authz_id: authzId, type: kind, token: randomId(24), status: 'pending' as const, error: null, validated: null })))
+    .values(
+      challengeKindsFor(id).map((kind) => ({
+        id: randomId(),
+        authz_id: authzId,
+        type: kind,
+        token: randomId(24),
+        status: 'pending' as const,
+        error: null,
+        validated: null,
+      })),
+    )
     .execute();
   return authzId;
 }
 
 /** A valid authorization of this account for the identifier, recent enough to reuse. */
-async function reusableAuthz(trx: Executor, deps: AcmeDeps, account: AccountRow, id: AcmeIdentifierJson, now: Date): Promise<string | undefined> {
+async function reusableAuthz(
+  trx: Executor,
+  deps: AcmeDeps,
+  account: AccountRow,
+  id: AcmeIdentifierJson,
+  now: Date,
+): Promise<string | undefined> {
   const reuse = deps.ctx.config.acme.authorizationReuse;
   if (reuse <= 0) return undefined;
   const { type, value, wildcard } = authzIdentifier(id);
@@ -135,10 +182,14 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
   const profile = resolveProfile(deps, p.profile);
   for (const id of identifiers) {
     if (!profile.sanTypes.includes(id.type)) {
-      throw new AcmeProblem('rejectedIdentifier', `Profile ${profile.name} does not certify ${id.type} identifiers such as ${id.value}`);
+      throw new AcmeProblem(
+        'rejectedIdentifier',
+        `Profile ${profile.name} does not certify ${id.type} identifiers such as ${id.value}`,
+      );
     }
   }
-  if (identifiers.length > profile.maxNames) throw new AcmeProblem('rejectedIdentifier', `Profile ${profile.name} allows at most ${profile.maxNames} names`);
+  if (identifiers.length > profile.maxNames)
+    throw new AcmeProblem('rejectedIdentifier', `Profile ${profile.name} allows at most ${profile.maxNames} names`);
   await enforceNamePolicy(deps, account, identifiers);
   const now = deps.clock.now();
   // The CA back-dates notBefore itself, so a requested notBefore could not be honoured exactly.
@@ -148,7 +199,9 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
     notAfter = parseTime(p.notAfter, 'notAfter');
     if (notAfter <= now) throw malformed('"notAfter" must be in the future');
     if (notAfter.getTime() - now.getTime() > profile.maxLifetime) {
-      throw malformed(`"notAfter" is beyond the longest lifetime of profile ${profile.name} (${Math.floor(profile.maxLifetime / 1000)} s)`);
+      throw malformed(
+        `"notAfter" is beyond the longest lifetime of profile ${profile.name} (${Math.floor(profile.maxLifetime / 1000)} s)`,
+      );
     }
   }
   let replaces: string | null = null;
@@ -157,7 +210,10 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
   const orderId = randomId();
   const { order, authzIds } = await deps.db.transaction().execute(async (trx) => {
     // Counted in the order's transaction: one commit for both, and a refusal rolls back nothing.
-    throwIfLimited(await deps.limits.consume(trx, 'newOrdersPerAccount', account.id, now), 'New orders for this account');
+    throwIfLimited(
+      await deps.limits.consume(trx, 'newOrdersPerAccount', account.id, now),
+      'New orders for this account',
+    );
     const authzIds: string[] = [];
     let allValid = true;
     for (const id of identifiers) {

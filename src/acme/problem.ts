@@ -67,9 +67,18 @@ export class AcmeProblem extends Error {
   }
 
   toJson(): AcmeProblemJson & Record<string, unknown> {
-    const doc: AcmeProblemJson & Record<string, unknown> = { type: ACME_ERROR_PREFIX + this.type, detail: this.detail, status: this.status, ...this.extra };
+    const doc: AcmeProblemJson & Record<string, unknown> = {
+      type: ACME_ERROR_PREFIX + this.type,
+      detail: this.detail,
+      status: this.status,
+      ...this.extra,
+    };
     if (this.subproblems?.length) {
-      doc.subproblems = this.subproblems.map((s) => ({ type: ACME_ERROR_PREFIX + s.type, detail: s.detail, identifier: s.identifier }));
+      doc.subproblems = this.subproblems.map((s) => ({
+        type: ACME_ERROR_PREFIX + s.type,
+        detail: s.detail,
+        identifier: s.identifier,
+      }));
     }
     return doc;
   }

@@ -8,24 +8,40 @@ import { AcmeProblem, malformed, unauthorized } from './problem.ts';
  * RFC 9773 §5: `replaces` names a certificate of this account (by ARI CertID) that shares a name
  * with the new order and has not been replaced by another live order already.
  */
-export async function checkReplaces(deps: AcmeDeps, account: AccountRow, identifiers: AcmeIdentifierJson[], value: unknown): Promise<string> {
+export async function checkReplaces(
+  deps: AcmeDeps,
+  account: AccountRow,
+  identifiers: AcmeIdentifierJson[],
+  value: unknown,
+): Promise<string> {
   if (typeof value !== 'string') throw malformed('"replaces" must be a string');
   const parts = value.split('.');
   const aki = parts.length === 2 ? decodeB64url(parts[0]!) : null;
   const serialBytes = parts.length === 2 ? decodeB64url(parts[1]!) : null;
-  if (!aki || !serialBytes || aki.length === 0 || serialBytes.length === 0) throw malformed('"replaces" is not an ARI certificate identifier');
+  if (!aki || !serialBytes || aki.length === 0 || serialBytes.length === 0)
+    throw malformed('"replaces" is not an ARI certificate identifier');
   const serial = serialBytes.toString('hex').replace(/^0+(?=.)/, '');
-  const cert = await deps.db.selectFrom('certificates').select(['serial', 'requester', 'sans']).where('serial', '=', serial).executeTakeFirst();
+  const cert = await deps.db
+    .selectFrom('certificates')
+    .select(['serial', 'requester', 'sans'])
+    .where('serial', '=', serial)
+    .executeTakeFirst();
   if (!cert) throw malformed('"replaces" names a certificate this CA did not issue');
   if (cert.requester !== `acme:${account.id}`) throw unauthorized('"replaces" names a certificate of another account');
   const names = new Set([...cert.sans.dns.map((n) => `dns:${n}`), ...cert.sans.ip.map((n) => `ip:${n}`)]);
-  if (!identifiers.some((id) => names.has(`${id.type}:${id.value}`))) throw malformed('The order shares no identifier with the certificate it replaces');
+  if (!identifiers.some((id) => names.has(`${id.type}:${id.value}`)))
+    throw malformed('The order shares no identifier with the certificate it replaces');
   const taken = await deps.db
     .selectFrom('acme_orders')
     .select('id')
     .where('replaces', '=', value)
     .where('status', '!=', 'invalid')
     .executeTakeFirst();
-  if (taken) throw new AcmeProblem('alreadyReplaced', `Certificate ${value} has already been replaced by ${deps.urls.order(taken.id)}`, 409);
+  if (taken)
+    throw new AcmeProblem(
+      'alreadyReplaced',
+      `Certificate ${value} has already been replaced by ${deps.urls.order(taken.id)}`,
+      409,
+    );
   return value;
 }

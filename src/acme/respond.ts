@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
+
 import type { AcmeDeps } from './deps.ts';
-import { AcmeProblem, toProblem } from './problem.ts';
+import { type AcmeProblem, toProblem } from './problem.ts';
 
 export type HeaderMap = Record<string, string | string[]>;
 
@@ -45,7 +46,11 @@ export function acmeRoute(deps: AcmeDeps, handler: (c: Context) => Promise<Respo
       res = await handler(c);
     } catch (err) {
       const p = toProblem(err);
-      if (p.status >= 500) deps.log.error({ err: err instanceof Error ? err.stack ?? err.message : String(err), path: c.req.path }, 'ACME request failed');
+      if (p.status >= 500)
+        deps.log.error(
+          { err: err instanceof Error ? (err.stack ?? err.message) : String(err), path: c.req.path },
+          'ACME request failed',
+        );
       res = problemResponse(p);
     }
     try {

@@ -1,5 +1,7 @@
 import { createHash, createPublicKey, type JsonWebKey } from 'node:crypto';
+
 import type { Context } from 'hono';
+
 import { x509 } from '../ca/x509.ts';
 import type { CertificateRow } from '../db/schema.ts';
 import type { AccountRow } from './account-store.ts';
@@ -21,7 +23,11 @@ function serialOf(der: Buffer): string {
 async function authorizedForAllNames(deps: AcmeDeps, account: AccountRow, cert: CertificateRow): Promise<boolean> {
   const now = deps.clock.now();
   const names = [
-    ...cert.sans.dns.map((n) => (n.startsWith('*.') ? { type: 'dns' as const, value: n.slice(2), wildcard: true } : { type: 'dns' as const, value: n, wildcard: false })),
+    ...cert.sans.dns.map((n) =>
+      n.startsWith('*.')
+        ? { type: 'dns' as const, value: n.slice(2), wildcard: true }
+        : { type: 'dns' as const, value: n, wildcard: false },
+    ),
     ...cert.sans.ip.map((n) => ({ type: 'ip' as const, value: n, wildcard: false })),
   ];
   if (names.length === 0) return false;
@@ -48,12 +54,14 @@ export async function revokeCert(c: Context, deps: AcmeDeps): Promise<Response> 
   if (!der || der.length === 0) throw malformed('"certificate" must be unpadded base64url DER');
   let reason = 0;
   if (p.reason !== undefined) {
-    if (typeof p.reason !== 'number' || !Number.isInteger(p.reason)) throw new AcmeProblem('badRevocationReason', '"reason" must be an integer reason code');
+    if (typeof p.reason !== 'number' || !Number.isInteger(p.reason))
+      throw new AcmeProblem('badRevocationReason', '"reason" must be an integer reason code');
     reason = p.reason;
   }
   const serial = serialOf(der);
   const row = await deps.db.selectFrom('certificates').selectAll().where('serial', '=', serial).executeTakeFirst();
-  if (!row || !Buffer.from(row.der).equals(der)) throw new AcmeProblem('malformed', 'This CA did not issue that certificate', 404);
+  if (!row || !Buffer.from(row.der).equals(der))
+    throw new AcmeProblem('malformed', 'This CA did not issue that certificate', 404);
 
   let requester: string;
   if (req.account) {

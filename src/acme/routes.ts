@@ -1,4 +1,5 @@
 import type { Context, Hono, Next } from 'hono';
+
 import { keyChange, listOrders, newAccount, updateAccount } from './accounts.ts';
 import { postAuthz } from './authz.ts';
 import { getCertificate } from './certificates.ts';
@@ -30,7 +31,8 @@ const POST_ONLY: ReadonlyArray<[string, Handler]> = [
   ['/cert/:serial', getCertificate],
 ];
 
-const KNOWN = /^\/acme\/(new-account|new-order|revoke-cert|key-change|acct\/[^/]+(\/orders)?|order\/[^/]+(\/finalize)?|authz\/[^/]+|chall\/[^/]+|cert\/[^/]+|directory|new-nonce)$/;
+const KNOWN =
+  /^\/acme\/(new-account|new-order|revoke-cert|key-change|acct\/[^/]+(\/orders)?|order\/[^/]+(\/finalize)?|authz\/[^/]+|chall\/[^/]+|cert\/[^/]+|directory|new-nonce)$/;
 
 export function mountAcme(app: Hono, deps: AcmeDeps): void {
   const p = ACME_PREFIX;
@@ -58,7 +60,11 @@ export function mountAcme(app: Hono, deps: AcmeDeps): void {
     }),
   );
 
-  for (const [path, handler] of POST_ONLY) app.post(`${p}${path}`, acmeRoute(deps, (c) => handler(c, deps)));
+  for (const [path, handler] of POST_ONLY)
+    app.post(
+      `${p}${path}`,
+      acmeRoute(deps, (c) => handler(c, deps)),
+    );
 
   app.all(`${p}/*`, async (c: Context, next: Next) => {
     // ARI is mounted by its own feature, possibly after us.
@@ -66,7 +72,11 @@ export function mountAcme(app: Hono, deps: AcmeDeps): void {
     return acmeRoute(deps, async () => {
       if (KNOWN.test(c.req.path)) {
         const allow = /\/(directory|new-nonce)$/.test(c.req.path) ? 'GET, HEAD, POST' : 'POST';
-        const prob = new AcmeProblem('malformed', `Method ${c.req.method} is not allowed here; ACME resources are read with POST-as-GET`, 405);
+        const prob = new AcmeProblem(
+          'malformed',
+          `Method ${c.req.method} is not allowed here; ACME resources are read with POST-as-GET`,
+          405,
+        );
         prob.headers.Allow = allow;
         return problemResponse(prob);
       }

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+
 import type { AcmeProblemJson } from '../db/acme-schema.ts';
 import type { Executor } from '../db/schema.ts';
 import { addMs } from './clock.ts';
@@ -10,18 +11,29 @@ import type { AcmeDeps } from './deps.ts';
  * order ready. Without it both could see the other still pending and leave the order stuck.
  */
 async function lockOrders(trx: Executor, authzId: string): Promise<void> {
-  await sql`SELECT id FROM acme_orders WHERE id IN (SELECT order_id FROM acme_order_authzs WHERE authz_id = ${authzId}) ORDER BY id FOR UPDATE`.execute(trx);
+  await sql`SELECT id FROM acme_orders WHERE id IN (SELECT order_id FROM acme_order_authzs WHERE authz_id = ${authzId}) ORDER BY id FOR UPDATE`.execute(
+    trx,
+  );
 }
 
 async function finishJob(trx: Executor, jobId: string, holder: string, now: Date): Promise<void> {
-  await trx.updateTable('acme_jobs').set({ status: 'done', finished_at: now, lease_holder: null, lease_until: null }).where('id', '=', jobId).where('lease_holder', '=', holder).execute();
+  await trx
+    .updateTable('acme_jobs')
+    .set({ status: 'done', finished_at: now, lease_holder: null, lease_until: null })
+    .where('id', '=', jobId)
+    .where('lease_holder', '=', holder)
+    .execute();
 }
 
 /**
  * Challenge valid, authorization valid, and every order whose authorizations are now all valid
  * turns ready in the same transaction (clients finalize as soon as they see a valid challenge).
  */
-export async function settleValid(deps: AcmeDeps, job: { id: string; challengeId: string; authzId: string }, holder: string): Promise<void> {
+export async function settleValid(
+  deps: AcmeDeps,
+  job: { id: string; challengeId: string; authzId: string },
+  holder: string,
+): Promise<void> {
   const now = deps.clock.now();
   await deps.db.transaction().execute(async (trx) => {
     await lockOrders(trx, job.authzId);
@@ -67,7 +79,13 @@ export async function settleInvalid(
       .returning('id')
       .executeTakeFirst();
     if (ch) {
-      const authz = await trx.updateTable('acme_authzs').set({ status: 'invalid' }).where('id', '=', job.authzId).where('status', '=', 'pending').returning('account_id').executeTakeFirst();
+      const authz = await trx
+        .updateTable('acme_authzs')
+        .set({ status: 'invalid' })
+        .where('id', '=', job.authzId)
+        .where('status', '=', 'pending')
+        .returning('account_id')
+        .executeTakeFirst();
       // Counted against the account so a client stuck in a failing loop is slowed (rateLimited).
       if (authz) await deps.limits.consume(trx, 'failedValidationsPerAccount', authz.account_id, now);
       const orderError: AcmeProblemJson = {
@@ -87,9 +105,20 @@ export async function settleInvalid(
 }
 
 /** A failed attempt with time left: the challenge stays processing and shows the latest error. */
-export async function scheduleRetry(deps: AcmeDeps, job: { id: string; challengeId: string }, problem: AcmeProblemJson, runAt: Date, holder: string): Promise<void> {
+export async function scheduleRetry(
+  deps: AcmeDeps,
+  job: { id: string; challengeId: string },
+  problem: AcmeProblemJson,
+  runAt: Date,
+  holder: string,
+): Promise<void> {
   await deps.db.transaction().execute(async (trx) => {
-    await trx.updateTable('acme_challenges').set({ error: JSON.stringify(problem) }).where('id', '=', job.challengeId).where('status', '=', 'processing').execute();
+    await trx
+      .updateTable('acme_challenges')
+      .set({ error: JSON.stringify(problem) })
+      .where('id', '=', job.challengeId)
+      .where('status', '=', 'processing')
+      .execute();
     await trx
       .updateTable('acme_jobs')
       .set({ run_at: runAt, lease_holder: null, lease_until: null })

@@ -1,15 +1,16 @@
 import type { Selectable } from 'kysely';
+
 import type {
-  AcmeAuthzStatus,
   AcmeAuthzsTable,
+  AcmeAuthzStatus,
   AcmeChallengesTable,
-  AcmeOrderStatus,
   AcmeOrdersTable,
+  AcmeOrderStatus,
   AcmeProblemJson,
 } from '../db/acme-schema.ts';
 import type { AccountRow } from './account-store.ts';
-import type { AcmeUrls } from './urls.ts';
 import { ACME_ERROR_PREFIX } from './problem.ts';
+import type { AcmeUrls } from './urls.ts';
 
 export type OrderRow = Selectable<AcmeOrdersTable>;
 export type AuthzRow = Selectable<AcmeAuthzsTable>;
@@ -41,7 +42,8 @@ export function orderView(urls: AcmeUrls, o: OrderRow, authzIds: string[], now: 
   if (o.not_after) out.notAfter = o.not_after.toISOString();
   if (o.replaces) out.replaces = o.replaces;
   if (o.certificate_serial && status === 'valid') out.certificate = urls.certificate(o.certificate_serial);
-  if (status === 'invalid') out.error = o.error ?? { type: `${ACME_ERROR_PREFIX}malformed`, detail: 'The order expired', status: 400 };
+  if (status === 'invalid')
+    out.error = o.error ?? { type: `${ACME_ERROR_PREFIX}malformed`, detail: 'The order expired', status: 400 };
   return out;
 }
 
@@ -57,7 +59,12 @@ export function authzStatus(a: AuthzRow, now: Date): AcmeAuthzStatus {
 }
 
 export function challengeView(urls: AcmeUrls, ch: ChallengeRow): Record<string, unknown> {
-  const out: Record<string, unknown> = { type: ch.type, url: urls.challenge(ch.id), status: ch.status, token: ch.token };
+  const out: Record<string, unknown> = {
+    type: ch.type,
+    url: urls.challenge(ch.id),
+    status: ch.status,
+    token: ch.token,
+  };
   if (ch.validated) out.validated = ch.validated.toISOString();
   if (ch.error) out.error = ch.error satisfies AcmeProblemJson;
   return out;
@@ -69,7 +76,9 @@ export function authzView(urls: AcmeUrls, a: AuthzRow, challenges: ChallengeRow[
     identifier: { type: a.identifier_type, value: a.identifier_value },
     status,
     expires: a.expires.toISOString(),
-    challenges: (status === 'valid' ? challenges.filter((c) => c.status === 'valid') : challenges).map((c) => challengeView(urls, c)),
+    challenges: (status === 'valid' ? challenges.filter((c) => c.status === 'valid') : challenges).map((c) =>
+      challengeView(urls, c),
+    ),
   };
   if (a.wildcard) out.wildcard = true;
   return out;

@@ -1,9 +1,16 @@
 import { sql } from 'kysely';
+
+import type { ParsedConfig } from '../config/schema.ts';
 import type { AcmeProblemJson } from '../db/acme-schema.ts';
-import type { ChallengeKind, DnsResolver, Identifier, ValidationConfig, ValidationProblem } from '../validation/index.ts';
+import type {
+  ChallengeKind,
+  DnsResolver,
+  Identifier,
+  ValidationConfig,
+  ValidationProblem,
+} from '../validation/index.ts';
 import { checkCaa, validateChallenge } from '../validation/index.ts';
 import { addMs } from './clock.ts';
-import type { ParsedConfig } from '../config/schema.ts';
 import type { AcmeDeps } from './deps.ts';
 import { ACME_ERROR_PREFIX } from './problem.ts';
 import { scheduleRetry, settleInvalid, settleValid } from './settle.ts';
@@ -74,22 +81,45 @@ function retryDelay(deps: AcmeDeps, attempts: number): number {
   return Math.min(60_000, base * 2 ** Math.max(0, attempts - 1));
 }
 
-async function runJob(deps: AcmeDeps, job: ClaimedJob, holder: string, cfg: ValidationConfig, resolver: DnsResolver): Promise<void> {
+async function runJob(
+  deps: AcmeDeps,
+  job: ClaimedJob,
+  holder: string,
+  cfg: ValidationConfig,
+  resolver: DnsResolver,
+): Promise<void> {
   const ids = { id: job.id, challengeId: job.challenge_id, authzId: job.authz_id ?? '' };
   if (job.challenge_status !== 'processing' || job.authz_id === null) {
-    await deps.db.updateTable('acme_jobs').set({ status: 'done', finished_at: deps.clock.now() }).where('id', '=', job.id).where('lease_holder', '=', holder).execute();
+    await deps.db
+      .updateTable('acme_jobs')
+      .set({ status: 'done', finished_at: deps.clock.now() })
+      .where('id', '=', job.id)
+      .where('lease_holder', '=', holder)
+      .execute();
     return;
   }
   // Foreign keys tie a challenge to its authorization and account: with the challenge, all are set.
-  const row = job as ClaimedJob & { [K in 'type' | 'token' | 'identifier_type' | 'identifier_value' | 'wildcard' | 'account_id' | 'key_thumbprint']: NonNullable<ClaimedJob[K]> };
-  const id: Identifier = { type: row.identifier_type, value: row.wildcard ? `*.${row.identifier_value}` : row.identifier_value };
+  const row = job as ClaimedJob & {
+    [
+      K in 'type' | 'token' | 'identifier_type' | 'identifier_value' | 'wildcard' | 'account_id' | 'key_thumbprint'
+    ]: NonNullable<ClaimedJob[K]>;
+  };
+  const id: Identifier = {
+    type: row.identifier_type,
+    value: row.wildcard ? `*.${row.identifier_value}` : row.identifier_value,
+  };
   const kind = row.type as ChallengeKind;
   const keyAuthorization = `${row.token}.${row.key_thumbprint}`;
   let outcome = await validateChallenge(kind, id, row.token, keyAuthorization, cfg, resolver);
   if (outcome.ok && deps.ctx.config.validation.caa) {
     outcome = await checkCaa(
       id,
-      { caIdentities: deps.ctx.config.acme.caaIdentities, accountUri: deps.urls.account(row.account_id), method: kind, wildcard: row.wildcard },
+      {
+        caIdentities: deps.ctx.config.acme.caaIdentities,
+        accountUri: deps.urls.account(row.account_id),
+        method: kind,
+        wildcard: row.wildcard,
+      },
       resolver,
     );
   }
@@ -166,7 +196,12 @@ export function startValidationWorker(
         continue;
       }
       const p: Promise<void> = runJob(deps, job, opts.holder, cfg, resolver)
-        .catch((err: unknown) => deps.log.error({ err: err instanceof Error ? err.stack : String(err), job: job.id }, 'validation job failed; it will be retried when its lease lapses'))
+        .catch((err: unknown) =>
+          deps.log.error(
+            { err: err instanceof Error ? err.stack : String(err), job: job.id },
+            'validation job failed; it will be retried when its lease lapses',
+          ),
+        )
         .finally(() => running.delete(p));
       running.add(p);
     }

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+
 import type { Db } from '../db/schema.ts';
 import { bytesEqual, readIssuerCertificate } from './ocsp-signer-cert.ts';
 
@@ -32,7 +33,8 @@ function decodePart(part: string, what: string): Uint8Array {
   if (!B64URL.test(part) || part.length % 4 === 1) throw new AriRequestError(`${what} is not unpadded base64url`);
   const bytes = new Uint8Array(Buffer.from(part, 'base64url'));
   // Non-canonical trailing bits would let two strings name one certificate; refuse them.
-  if (Buffer.from(bytes).toString('base64url') !== part) throw new AriRequestError(`${what} is not canonical base64url`);
+  if (Buffer.from(bytes).toString('base64url') !== part)
+    throw new AriRequestError(`${what} is not canonical base64url`);
   return bytes;
 }
 
@@ -47,7 +49,9 @@ export function parseAriCertId(text: string): AriCertId {
   if (serialDer.length > 1 && serialDer[0] === 0 && (serialDer[1]! & 0x80) === 0) {
     throw new AriRequestError('the serial number is not minimally encoded (DER INTEGER content octets)');
   }
-  const serial = Buffer.from(serialDer).toString('hex').replace(/^0+(?=.)/, '');
+  const serial = Buffer.from(serialDer)
+    .toString('hex')
+    .replace(/^0+(?=.)/, '');
   if (serial === '0') throw new AriRequestError('the serial number must be positive');
   return { keyIdentifier, serial };
 }
@@ -62,8 +66,14 @@ export function ariCertId(issuerCertificate: Uint8Array, serialHex: string): str
 
 /** The renewal window for a certificate, or undefined when no certificate of ours matches. */
 export async function renewalInfo(db: Db, certId: AriCertId): Promise<RenewalInfo | undefined> {
-  const issuers = await db.selectFrom('issuers').select(['id', 'certificate']).where('kind', '=', 'intermediate').execute();
-  const issuer = issuers.find((i) => bytesEqual(readIssuerCertificate(i.certificate).keyIdentifier, certId.keyIdentifier));
+  const issuers = await db
+    .selectFrom('issuers')
+    .select(['id', 'certificate'])
+    .where('kind', '=', 'intermediate')
+    .execute();
+  const issuer = issuers.find((i) =>
+    bytesEqual(readIssuerCertificate(i.certificate).keyIdentifier, certId.keyIdentifier),
+  );
   if (!issuer) return undefined;
   const r = await sql<{ not_before: Date; not_after: Date; status: string; revoked_at: Date | null; now: Date }>`
     SELECT not_before, not_after, status, revoked_at, date_trunc('second', now()) AS now
@@ -73,7 +83,13 @@ export async function renewalInfo(db: Db, certId: AriCertId): Promise<RenewalInf
   return { suggestedWindow: suggestedWindow(row) };
 }
 
-export function suggestedWindow(cert: { not_before: Date; not_after: Date; status: string; revoked_at: Date | null; now: Date }): { start: string; end: string } {
+export function suggestedWindow(cert: {
+  not_before: Date;
+  not_after: Date;
+  status: string;
+  revoked_at: Date | null;
+  now: Date;
+}): { start: string; end: string } {
   const now = new Date(cert.now);
   if (cert.status === 'revoked') {
     // Already open: from the revocation (or now) to now, so any client renews immediately.

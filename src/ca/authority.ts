@@ -1,16 +1,18 @@
 import { createHash } from 'node:crypto';
+
 import { sql } from 'kysely';
+
 import type { CaKeyType, Profile, SubjectKeyType } from '../config/schema.ts';
 import type { CertificateRow, Db, Executor, IssuerRow, SanSet } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
-import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
 import type { NameConstraintsSpec } from './cert-builder.ts';
+import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
 import { CaError } from './errors.ts';
-import { checkNameConstraints, nameConstraintsOf, type NameConstraints } from './name-constraints.ts';
+import { checkNameConstraints, type NameConstraints, nameConstraintsOf } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
 import { toPem } from './pem.ts';
 import { checkAgainstProfile } from './profile-check.ts';
-import { revokeCertificate, type Revocation } from './revocation.ts';
+import { type Revocation, revokeCertificate } from './revocation.ts';
 import { caIssuersUrl, crlUrl, isPassiveRevocation, ocspUrl, shardFor } from './revocation-urls.ts';
 import { normalizeSerial, randomSerial } from './serial.ts';
 import { x509 } from './x509.ts';
@@ -106,14 +108,21 @@ export class CertificateAuthority {
    * Creates the root and the issuing intermediate in one unit of work. Idempotent: when the CA
    * exists nothing changes. An advisory lock keeps two replicas from initialising at once.
    */
-  async init(spec: InitSpec, principal: string): Promise<{ created: boolean; root: IssuerRow; intermediate: IssuerRow }> {
+  async init(
+    spec: InitSpec,
+    principal: string,
+  ): Promise<{ created: boolean; root: IssuerRow; intermediate: IssuerRow }> {
     return this.db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtext('keyward:ca-init'))`.execute(trx);
       const existing = await trx.selectFrom('issuers').selectAll().orderBy('created_at').execute();
       const root0 = existing.find((i) => i.kind === 'root');
       const inter0 = existing.find((i) => i.kind === 'intermediate' && i.active);
       if (root0 && inter0) return { created: false, root: root0, intermediate: inter0 };
-      if (root0 || inter0) throw new CaError('notInitialized', 'the CA is half initialised (a root without an intermediate); restore the database');
+      if (root0 || inter0)
+        throw new CaError(
+          'notInitialized',
+          'the CA is half initialised (a root without an intermediate); restore the database',
+        );
 
       const now = this.clock.now();
       const notBefore = new Date(now.getTime() - BACKDATE_MS);
@@ -133,7 +142,11 @@ export class CertificateAuthority {
       );
       const root = await insertIssuer(trx, 'root', null, rootKey.id, rootDer);
 
-      const interKey = await this.kms.createKey(trx, { usage: 'intermediate', alg: spec.intermediate.keyType, principal });
+      const interKey = await this.kms.createKey(trx, {
+        usage: 'intermediate',
+        alg: spec.intermediate.keyType,
+        principal,
+      });
       const interSpki = new Uint8Array(interKey.publicKey.export({ type: 'spki', format: 'der' }));
       const interSerial = randomSerial();
       const interDer = await buildSubordinateCa(
@@ -158,19 +171,36 @@ export class CertificateAuthority {
   }
 
   async rootsPem(): Promise<string> {
-    return (await this.issuers()).filter((i) => i.kind === 'root').map((i) => toPem(i.certificate)).join('');
+    return (await this.issuers())
+      .filter((i) => i.kind === 'root')
+      .map((i) => toPem(i.certificate))
+      .join('');
   }
 
   async intermediatesPem(): Promise<string> {
-    return (await this.issuers()).filter((i) => i.kind === 'intermediate' && i.active).map((i) => toPem(i.certificate)).join('');
+    return (await this.issuers())
+      .filter((i) => i.kind === 'intermediate' && i.active)
+      .map((i) => toPem(i.certificate))
+      .join('');
   }
 
   private activeIssuer(): Promise<ActiveIssuer> {
     this.active ??= (async () => {
-      const row = await this.db.selectFrom('issuers').selectAll().where('kind', '=', 'intermediate').where('active', '=', true).orderBy('created_at', 'desc').executeTakeFirst();
+      const row = await this.db
+        .selectFrom('issuers')
+        .selectAll()
+        .where('kind', '=', 'intermediate')
+        .where('active', '=', true)
+        .orderBy('created_at', 'desc')
+        .executeTakeFirst();
       if (!row) throw new CaError('notInitialized', 'the CA has no active intermediate; run `keyward init`');
       const signer = await this.kms.signer(row.key_id, 'sign-certificate', 'keyward');
-      return { row, builder: createLeafBuilder({ certificate: row.certificate, signer }), chainPem: toPem(row.certificate), constraints: nameConstraintsOf(row.certificate) };
+      return {
+        row,
+        builder: createLeafBuilder({ certificate: row.certificate, signer }),
+        chainPem: toPem(row.certificate),
+        constraints: nameConstraintsOf(row.certificate),
+      };
     })();
     this.active.catch(() => (this.active = undefined));
     return this.active;
@@ -183,7 +213,11 @@ export class CertificateAuthority {
    */
   async issue(req: IssueRequest): Promise<IssuedCertificate> {
     const profile = this.profiles.get(req.profile);
-    if (!profile) throw new CaError('invalidProfile', `unknown profile "${req.profile}" (known: ${[...this.profiles.keys()].join(', ')})`);
+    if (!profile)
+      throw new CaError(
+        'invalidProfile',
+        `unknown profile "${req.profile}" (known: ${[...this.profiles.keys()].join(', ')})`,
+      );
     const sans = normalizeSans(req.sans);
     const lifetimeMs = req.lifetimeMs ?? profile.defaultLifetime;
     checkAgainstProfile(profile, { type: req.keyType, bits: req.rsaBits }, sans, lifetimeMs);
@@ -193,7 +227,11 @@ export class CertificateAuthority {
     const now = this.clock.now();
     const notBefore = new Date(now.getTime() - BACKDATE_MS);
     const notAfter = new Date(now.getTime() + lifetimeMs);
-    if (notAfter > issuer.row.not_after) throw new CaError('malformed', `the certificate would outlive its issuer (until ${issuer.row.not_after.toISOString()})`);
+    if (notAfter > issuer.row.not_after)
+      throw new CaError(
+        'malformed',
+        `the certificate would outlive its issuer (until ${issuer.row.not_after.toISOString()})`,
+      );
     const serial = randomSerial();
     const spkiSha256 = createHash('sha256').update(req.subjectPublicKeyInfo).digest();
 
@@ -220,20 +258,28 @@ export class CertificateAuthority {
       certificatePolicies: profile.certificatePolicies,
     });
     // The blocked-key check and the reservation in one statement: no reservation for a blocked key.
-    const request = JSON.stringify({ tbs: Buffer.from(tbs).toString('base64'), spkiSha256: spkiSha256.toString('hex') });
+    const request = JSON.stringify({
+      tbs: Buffer.from(tbs).toString('base64'),
+      spkiSha256: spkiSha256.toString('hex'),
+    });
     const { rows: reserved } = await sql<{ serial: string }>`
       INSERT INTO serial_reservations (serial, issuer_id, profile, requester, request)
       SELECT ${serial}, ${issuer.row.id}, ${profile.name}, ${req.requester}, ${request}::jsonb
       WHERE NOT EXISTS (SELECT 1 FROM blocked_keys WHERE spki_sha256 = ${spkiSha256})
       RETURNING serial`.execute(this.db);
     if (reserved.length === 0) {
-      throw new CaError('badPublicKey', 'this public key belongs to a certificate revoked for keyCompromise and may not be certified again');
+      throw new CaError(
+        'badPublicKey',
+        'this public key belongs to a certificate revoked for keyCompromise and may not be certified again',
+      );
     }
     const der = await issuer.builder.sign(tbs, { serial, profile: profile.name, requester: req.requester });
 
     await this.db.transaction().execute(async (trx) => {
       await trx
-        .with('reservation', (q) => q.updateTable('serial_reservations').set({ status: 'issued' }).where('serial', '=', serial))
+        .with('reservation', (q) =>
+          q.updateTable('serial_reservations').set({ status: 'issued' }).where('serial', '=', serial),
+        )
         .insertInto('certificates')
         .values({
           serial,
@@ -261,13 +307,21 @@ export class CertificateAuthority {
   }
 
   async certificate(serial: string): Promise<CertificateRow> {
-    const row = await this.db.selectFrom('certificates').selectAll().where('serial', '=', normalizeSerial(serial)).executeTakeFirst();
+    const row = await this.db
+      .selectFrom('certificates')
+      .selectAll()
+      .where('serial', '=', normalizeSerial(serial))
+      .executeTakeFirst();
     if (!row) throw new CaError('notFound', `no certificate with serial ${serial}`);
     return row;
   }
 
   async certificates(opts: { limit?: number; status?: 'valid' | 'revoked' } = {}): Promise<CertificateRow[]> {
-    let q = this.db.selectFrom('certificates').selectAll().orderBy('created_at', 'desc').limit(opts.limit ?? 100);
+    let q = this.db
+      .selectFrom('certificates')
+      .selectAll()
+      .orderBy('created_at', 'desc')
+      .limit(opts.limit ?? 100);
     if (opts.status) q = q.where('status', '=', opts.status);
     return q.execute();
   }
@@ -275,7 +329,11 @@ export class CertificateAuthority {
   async chainFor(row: Pick<CertificateRow, 'der' | 'issuer_id'>): Promise<string> {
     let issuerPem = this.issuerPems.get(row.issuer_id);
     if (issuerPem === undefined) {
-      const issuer = await this.db.selectFrom('issuers').select('certificate').where('id', '=', row.issuer_id).executeTakeFirstOrThrow();
+      const issuer = await this.db
+        .selectFrom('issuers')
+        .select('certificate')
+        .where('id', '=', row.issuer_id)
+        .executeTakeFirstOrThrow();
       issuerPem = toPem(issuer.certificate);
       this.issuerPems.set(row.issuer_id, issuerPem);
     }
@@ -283,13 +341,29 @@ export class CertificateAuthority {
   }
 }
 
-async function insertIssuer(trx: Executor, kind: 'root' | 'intermediate', parentId: string | null, keyId: string, der: Uint8Array): Promise<IssuerRow> {
+async function insertIssuer(
+  trx: Executor,
+  kind: 'root' | 'intermediate',
+  parentId: string | null,
+  keyId: string,
+  der: Uint8Array,
+): Promise<IssuerRow> {
   const cert = new x509.X509Certificate(new Uint8Array(der));
   const ski = new Uint8Array(await cert.publicKey.getKeyIdentifier('SHA-1'));
   const id = Buffer.from(createHash('sha256').update(der).digest()).toString('hex').slice(0, 16);
   return trx
     .insertInto('issuers')
-    .values({ id, kind, parent_id: parentId, key_id: keyId, certificate: der, subject: cert.subject, ski, not_before: cert.notBefore, not_after: cert.notAfter })
+    .values({
+      id,
+      kind,
+      parent_id: parentId,
+      key_id: keyId,
+      certificate: der,
+      subject: cert.subject,
+      ski,
+      not_before: cert.notBefore,
+      not_after: cert.notAfter,
+    })
     .returningAll()
     .executeTakeFirstOrThrow();
 }

@@ -1,13 +1,15 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+
 import * as asn1js from 'asn1js';
-import type { SignContext, SignatureAlgorithm, Signer } from '../kms/signer.ts';
+
+import type { SignatureAlgorithm, SignContext, Signer } from '../kms/signer.ts';
 import {
   bitString,
   children,
-  DER_TRUE,
-  DerError,
   decodeOid,
   decodeTime,
+  DER_TRUE,
+  DerError,
   encodeTime,
   expectTag,
   octetString,
@@ -20,7 +22,6 @@ import {
   tlv,
   unsignedIntegerContent,
   valueOf,
-  type Tlv,
 } from './der.ts';
 import {
   encodeDnsName,
@@ -33,7 +34,7 @@ import {
 } from './general-names.ts';
 import { parseIp } from './ip.ts';
 import { OID } from './oids.ts';
-import { inspectSpki, SpkiError, type KeyType } from './spki.ts';
+import { inspectSpki, type KeyType, SpkiError } from './spki.ts';
 
 export type { SubjectAltNames } from './general-names.ts';
 
@@ -247,6 +248,7 @@ function utf8Attribute(typeOid: string, value: string, what: string): Uint8Array
     throw new CertBuildError(`${what} must be 1 to ${MAX_CN_LENGTH} characters`);
   }
   // Control characters in names have been used to make one name display as another.
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   if (/[\u0000-\u001f\u007f-\u009f]/.test(value)) throw new CertBuildError(`${what} contains control characters`);
   return tlv(TAG.SET, seq(oid(typeOid), tlv(TAG.UTF8_STRING, utf8.encode(value))));
 }
@@ -453,7 +455,11 @@ export function createLeafBuilder(issuer: IssuerInfo): LeafBuilder {
     }
     const policies = spec.certificatePolicies;
     if (policies !== undefined && policies.length > 0) {
-      extensions.push(cache.get(`policies ${policies.join(' ')}`, () => extension(OID_CERTIFICATE_POLICIES, false, seq(...policies.map((p) => seq(oid(p)))))));
+      extensions.push(
+        cache.get(`policies ${policies.join(' ')}`, () =>
+          extension(OID_CERTIFICATE_POLICIES, false, seq(...policies.map((p) => seq(oid(p))))),
+        ),
+      );
     }
     const crl = spec.crlDistributionPoint;
     if (crl !== undefined) extensions.push(cache.get(`crl ${crl}`, () => wrapNameErrors(() => crlDpExtension(crl))));
@@ -602,11 +608,7 @@ export async function buildSelfSignedCa(spec: CaSpec, signer: Signer, context?: 
 }
 
 /** An intermediate CA under `issuer`, within the issuer's path length and lifetime. */
-export async function buildSubordinateCa(
-  spec: CaSpec,
-  issuer: IssuerInfo,
-  context?: SignContext,
-): Promise<Uint8Array> {
+export async function buildSubordinateCa(spec: CaSpec, issuer: IssuerInfo, context?: SignContext): Promise<Uint8Array> {
   const parsed = checkIssuer(issuer);
   if (parsed.pathLength !== undefined) {
     if (parsed.pathLength === 0) throw new CertBuildError('issuer path length does not allow subordinate CAs');

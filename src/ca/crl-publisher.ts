@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
-import type { Db, Executor, IssuerRow } from '../db/schema.ts';
+
 import { withLease } from '../db/lease.ts';
+import type { Db, Executor, IssuerRow } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import { buildCrl, type CrlEntry } from './crl.ts';
 import { crlUrl } from './revocation-urls.ts';
@@ -65,7 +66,8 @@ class EntryColumns {
       this.times = grow(this.times, this.count * 2);
       this.reasons = grow(this.reasons, this.count * 2);
     }
-    if (this.serialEnd + n > this.serials.length) this.serials = grow(this.serials, Math.max(this.serials.length * 2, this.serialEnd + n));
+    if (this.serialEnd + n > this.serials.length)
+      this.serials = grow(this.serials, Math.max(this.serials.length * 2, this.serialEnd + n));
     this.serials.set(Buffer.from(hex, 'hex'), this.serialEnd);
     this.serialEnd += n;
     this.lengths[this.count] = n;
@@ -78,7 +80,11 @@ class EntryColumns {
     let off = 0;
     for (let i = 0; i < this.count; i++) {
       const n = this.lengths[i]!;
-      yield { serialNumber: this.serials.subarray(off, off + n), revokedAt: new Date(this.times[i]!), reason: this.reasons[i]! };
+      yield {
+        serialNumber: this.serials.subarray(off, off + n),
+        revokedAt: new Date(this.times[i]!),
+        reason: this.reasons[i]!,
+      };
       off += n;
     }
   }
@@ -118,7 +124,11 @@ async function collectEntries(db: Executor, issuerId: string, shard: number, at:
  * Publishes one shard's CRL now. Returns undefined when another replica holds the lease (it is
  * publishing this very CRL).
  */
-export async function publishCrl(deps: CrlPublisherDeps, issuer: IssuerRow, shard: number): Promise<PublishedCrl | undefined> {
+export async function publishCrl(
+  deps: CrlPublisherDeps,
+  issuer: IssuerRow,
+  shard: number,
+): Promise<PublishedCrl | undefined> {
   const { db, settings } = deps;
   // Unwrap the issuer key (an audited event) before taking any lock, so that inside the transaction
   // the signature takes the key row and then the audit chain, in the order every signer does.
@@ -127,7 +137,15 @@ export async function publishCrl(deps: CrlPublisherDeps, issuer: IssuerRow, shar
     db.transaction().execute(async (trx) => {
       await trx
         .insertInto('crls')
-        .values({ issuer_id: issuer.id, shard, crl_number: 0, der: null, this_update: null, next_update: null, stale_since: null })
+        .values({
+          issuer_id: issuer.id,
+          shard,
+          crl_number: 0,
+          der: null,
+          this_update: null,
+          next_update: null,
+          stale_since: null,
+        })
         .onConflict((oc) => oc.columns(['issuer_id', 'shard']).doNothing())
         .execute();
       // clock_timestamp(), not now(): the lock may have been waited for, and thisUpdate must not be
@@ -152,7 +170,13 @@ export async function publishCrl(deps: CrlPublisherDeps, issuer: IssuerRow, shar
       });
       await trx
         .updateTable('crls')
-        .set({ crl_number: crlNumber.toString(), der, this_update: thisUpdate, next_update: nextUpdate, stale_since: null })
+        .set({
+          crl_number: crlNumber.toString(),
+          der,
+          this_update: thisUpdate,
+          next_update: nextUpdate,
+          stale_since: null,
+        })
         .where('issuer_id', '=', issuer.id)
         .where('shard', '=', shard)
         .execute();

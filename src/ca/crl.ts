@@ -199,7 +199,8 @@ function issuingDistributionPointValue(idp: NonNullable<CrlOptions['issuingDistr
 export async function buildCrl(opts: CrlOptions): Promise<Uint8Array> {
   const issuer = readIssuerCertificate(opts.issuer.certificate);
   assertSignerMatches(opts.issuer.signer, issuer.spki, 'issuer');
-  if (!(opts.thisUpdate.getTime() < opts.nextUpdate.getTime())) throw new CrlError('thisUpdate must be before nextUpdate');
+  if (!(opts.thisUpdate.getTime() < opts.nextUpdate.getTime()))
+    throw new CrlError('thisUpdate must be before nextUpdate');
 
   const sink = new ByteSink(4096);
   let count = 0;
@@ -214,7 +215,9 @@ export async function buildCrl(opts: CrlOptions): Promise<Uint8Array> {
   ];
   if (opts.issuingDistributionPoint !== undefined) {
     // Critical (RFC 5280 5.2.5): a relying party that can't honour the scope must not use the CRL.
-    extensions.push(extension(CRL_OID.issuingDistributionPoint, true, issuingDistributionPointValue(opts.issuingDistributionPoint)));
+    extensions.push(
+      extension(CRL_OID.issuingDistributionPoint, true, issuingDistributionPointValue(opts.issuingDistributionPoint)),
+    );
   }
 
   const sigAlg = signatureAlgorithmIdentifier(opts.issuer.signer.algorithm);

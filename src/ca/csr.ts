@@ -1,20 +1,11 @@
-import { createPublicKey, verify, type KeyObject } from 'node:crypto';
-import {
-  children,
-  decodeOid,
-  DerError,
-  expectTag,
-  rawOf,
-  readWhole,
-  TAG,
-  valueOf,
-  type Tlv,
-} from './der.ts';
+import { createPublicKey, type KeyObject, verify } from 'node:crypto';
+
+import { children, decodeOid, DerError, expectTag, rawOf, readWhole, TAG, type Tlv, valueOf } from './der.ts';
 import { CaError } from './errors.ts';
 import { GN_TAG, type SubjectAltNames } from './general-names.ts';
 import { formatIp } from './ip.ts';
 import { OID } from './oids.ts';
-import { inspectSpki, SpkiError, type KeyType } from './spki.ts';
+import { inspectSpki, type KeyType, SpkiError } from './spki.ts';
 import { x509 } from './x509.ts';
 
 export type CsrErrorCode = 'badCSR' | 'badPublicKey';
@@ -45,7 +36,8 @@ export interface ParsedCsr {
 
 const bad = (message: string): CsrError => new CsrError('badCSR', message);
 
-const PEM = /^\s*-----BEGIN (NEW )?CERTIFICATE REQUEST-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END \1CERTIFICATE REQUEST-----\s*$/;
+const PEM =
+  /^\s*-----BEGIN (NEW )?CERTIFICATE REQUEST-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END \1CERTIFICATE REQUEST-----\s*$/;
 
 function toDer(input: string | Uint8Array): Uint8Array {
   const size = typeof input === 'string' ? input.length : input.byteLength;

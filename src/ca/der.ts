@@ -148,7 +148,13 @@ export function decodeOid(content: Uint8Array): string {
   }
   const first = arcs[0]!;
   const head =
-    typeof first === 'bigint' ? ['2', String(first - 80n)] : first < 40 ? [0, first] : first < 80 ? [1, first - 40] : [2, first - 80];
+    typeof first === 'bigint'
+      ? ['2', String(first - 80n)]
+      : first < 40
+        ? [0, first]
+        : first < 80
+          ? [1, first - 40]
+          : [2, first - 80];
   return [...head, ...arcs.slice(1)].join('.');
 }
 

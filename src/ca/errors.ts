@@ -2,7 +2,8 @@
 export class CaError extends Error {
   override name = 'CaError';
   constructor(
-    readonly code: | 'badCSR'
+    readonly code:
+      | 'badCSR'
       | 'badPublicKey'
       | 'rejectedIdentifier'
       | 'invalidProfile'

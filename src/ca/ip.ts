@@ -49,7 +49,7 @@ export function formatIp(bytes: Uint8Array): string {
   // RFC 5952 4.2: compress the longest run of two or more zero groups (the first such run on a tie).
   let bestStart = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (words[i] !== 0) {
       i++;
       continue;

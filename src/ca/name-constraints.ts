@@ -25,7 +25,8 @@ function subtrees(der: Uint8Array, node: ReturnType<typeof readWhole>): Subtrees
     if (!base) continue;
     const value = valueOf(der, base);
     if (base.tag === DNS_NAME) out.dns.push(Buffer.from(value).toString('latin1').toLowerCase().replace(/^\./, ''));
-    if (base.tag === IP_ADDRESS) out.ip.push({ address: value.subarray(0, value.length / 2), mask: value.subarray(value.length / 2) });
+    if (base.tag === IP_ADDRESS)
+      out.ip.push({ address: value.subarray(0, value.length / 2), mask: value.subarray(value.length / 2) });
   }
   return out;
 }
@@ -56,14 +57,20 @@ export function checkNameConstraints(constraints: NameConstraints | undefined, s
   const { permitted, excluded } = constraints;
   for (const name of sans.dns) {
     const bare = name.replace(/^\*\./, '');
-    if (excluded.dns.some((b) => dnsWithin(bare, b)) || (permitted.dns.length > 0 && !permitted.dns.some((b) => dnsWithin(bare, b)))) {
+    if (
+      excluded.dns.some((b) => dnsWithin(bare, b)) ||
+      (permitted.dns.length > 0 && !permitted.dns.some((b) => dnsWithin(bare, b)))
+    ) {
       throw new CaError('rejectedIdentifier', `"${name}" is outside the issuing CA's name constraints`);
     }
   }
   for (const ip of sans.ip) {
     const bytes = parseIp(ip);
     if (!bytes) continue;
-    if (excluded.ip.some((n) => ipWithin(bytes, n)) || (permitted.ip.length > 0 && !permitted.ip.some((n) => ipWithin(bytes, n)))) {
+    if (
+      excluded.ip.some((n) => ipWithin(bytes, n)) ||
+      (permitted.ip.length > 0 && !permitted.ip.some((n) => ipWithin(bytes, n)))
+    ) {
       throw new CaError('rejectedIdentifier', `${ip} is outside the issuing CA's name constraints`);
     }
   }

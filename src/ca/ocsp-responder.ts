@@ -1,19 +1,20 @@
 import { sql } from 'kysely';
-import type { Db, IssuerRow } from '../db/schema.ts';
+
 import { withLease } from '../db/lease.ts';
+import type { Db, IssuerRow } from '../db/schema.ts';
 import {
   buildOcspResponse,
+  type CertId,
   certIdMatchesIssuer,
+  type IssuerHashes,
   issuerHashes,
   makeCertId,
-  ocspErrorResponse,
-  OcspRequestError,
-  parseOcspRequest,
-  type CertId,
-  type IssuerHashes,
   type OcspCertStatus,
+  ocspErrorResponse,
   type OcspErrorStatus,
+  OcspRequestError,
   type OcspSingleResponse,
+  parseOcspRequest,
 } from './ocsp.ts';
 import { bytesEqual } from './ocsp-signer-cert.ts';
 import type { OcspSigners, Responder } from './ocsp-signers.ts';
@@ -51,13 +52,17 @@ const ISSUER_RELOAD_MS = 60_000;
 const REFRESH_LEASE_TTL_MS = 60_000;
 
 function serialHex(serial: Uint8Array): string {
-  return Buffer.from(serial).toString('hex').replace(/^0+(?=.)/, '');
+  return Buffer.from(serial)
+    .toString('hex')
+    .replace(/^0+(?=.)/, '');
 }
 
 type DbStatus = 'valid' | 'revoked';
 
 function certStatus(status: DbStatus, revokedAt: Date | null, reason: number | null): OcspCertStatus {
-  return status === 'revoked' ? { kind: 'revoked', revokedAt: revokedAt ?? new Date(0), reason: reason ?? undefined } : { kind: 'good' };
+  return status === 'revoked'
+    ? { kind: 'revoked', revokedAt: revokedAt ?? new Date(0), reason: reason ?? undefined }
+    : { kind: 'good' };
 }
 
 export class OcspResponder {
@@ -91,20 +96,37 @@ export class OcspResponder {
     try {
       parsed = parseOcspRequest(requestDer);
     } catch (err) {
-      if (err instanceof OcspRequestError) return { kind: 'error', status: 'malformedRequest', der: ocspErrorResponse('malformedRequest'), reason: err.message };
+      if (err instanceof OcspRequestError)
+        return {
+          kind: 'error',
+          status: 'malformedRequest',
+          der: ocspErrorResponse('malformedRequest'),
+          reason: err.message,
+        };
       throw err;
     }
     const matched: KnownIssuer[] = [];
     for (const certId of parsed.certIds) {
       const issuer = await this.issuerOf(certId);
       // RFC 6960 2.3: "unauthorized" when we are not a responder for that issuer.
-      if (!issuer) return { kind: 'error', status: 'unauthorized', der: ocspErrorResponse('unauthorized'), reason: 'issuer is not ours' };
+      if (!issuer)
+        return {
+          kind: 'error',
+          status: 'unauthorized',
+          der: ocspErrorResponse('unauthorized'),
+          reason: 'issuer is not ours',
+        };
       matched.push(issuer);
     }
     // One response has one signer, and a delegated signer speaks for its own issuer only.
     const issuer = matched[0]!;
     if (matched.some((m) => m.row.id !== issuer.row.id)) {
-      return { kind: 'error', status: 'unauthorized', der: ocspErrorResponse('unauthorized'), reason: 'CertIDs of several issuers in one request' };
+      return {
+        kind: 'error',
+        status: 'unauthorized',
+        der: ocspErrorResponse('unauthorized'),
+        reason: 'CertIDs of several issuers in one request',
+      };
     }
     const nonce = this.settings.nonce === 'echo' ? parsed.nonce : undefined;
 
@@ -119,8 +141,15 @@ export class OcspResponder {
   private async cached(issuer: KnownIssuer, certId: CertId): Promise<OcspAnswer | undefined> {
     // Stored answers carry our canonical CertID encoding; a client that encoded it otherwise (e.g.
     // absent hash parameters) may compare bytes, so it gets a live answer echoing its own.
-    if (!bytesEqual(makeCertId(issuer.hashes, certId.hashAlgorithm, certId.serialNumber).raw, certId.raw)) return undefined;
-    const r = await sql<{ der: Uint8Array; der_sha256: Uint8Array | null; this_update: Date; next_update: Date; fresh: boolean }>`
+    if (!bytesEqual(makeCertId(issuer.hashes, certId.hashAlgorithm, certId.serialNumber).raw, certId.raw))
+      return undefined;
+    const r = await sql<{
+      der: Uint8Array;
+      der_sha256: Uint8Array | null;
+      this_update: Date;
+      next_update: Date;
+      fresh: boolean;
+    }>`
       SELECT r.der, r.der_sha256, r.this_update, r.next_update, r.next_update > now() AS fresh
       FROM ocsp_responses r JOIN certificates c ON c.serial = r.serial
       WHERE r.serial = ${serialHex(certId.serialNumber)} AND c.issuer_id = ${issuer.row.id}`.execute(this.db);
@@ -128,7 +157,14 @@ export class OcspResponder {
     if (!row?.fresh) return undefined;
     const der = certId.hashAlgorithm === 'sha1' ? row.der : row.der_sha256;
     if (!der) return undefined;
-    return { kind: 'response', der: new Uint8Array(der), cached: true, thisUpdate: new Date(row.this_update), nextUpdate: new Date(row.next_update), nonce: false };
+    return {
+      kind: 'response',
+      der: new Uint8Array(der),
+      cached: true,
+      thisUpdate: new Date(row.this_update),
+      nextUpdate: new Date(row.next_update),
+      nonce: false,
+    };
   }
 
   private async signLive(issuer: KnownIssuer, certIds: CertId[], nonce: Uint8Array | undefined): Promise<OcspAnswer> {
@@ -143,20 +179,31 @@ export class OcspResponder {
     const now = await this.dbNow();
     const responder = await this.signers.responderFor(issuer.row, now);
     // No responder certificate yet (a fresh CA, before the background work made one).
-    if (!responder) return { kind: 'error', status: 'tryLater', der: ocspErrorResponse('tryLater'), reason: 'no OCSP signer yet' };
+    if (!responder)
+      return { kind: 'error', status: 'tryLater', der: ocspErrorResponse('tryLater'), reason: 'no OCSP signer yet' };
     const { thisUpdate, nextUpdate } = this.window(now, responder);
     const responses: OcspSingleResponse[] = certIds.map((certId, i) => {
       const row = bySerial.get(serials[i]!);
       // "unknown" (RFC 6960 2.2): the issuer is ours, the serial is not one it issued.
-      const status: OcspCertStatus = row ? certStatus(row.status, row.revoked_at, row.revocation_reason) : { kind: 'unknown' };
+      const status: OcspCertStatus = row
+        ? certStatus(row.status, row.revoked_at, row.revocation_reason)
+        : { kind: 'unknown' };
       return { certId, status, thisUpdate, nextUpdate };
     });
-    const der = await buildOcspResponse({ responder: { certificate: responder.certificate, signer: responder.signer }, producedAt: now, responses, nonce });
+    const der = await buildOcspResponse({
+      responder: { certificate: responder.certificate, signer: responder.signer },
+      producedAt: now,
+      responses,
+      nonce,
+    });
 
     const only = bySerial.get(serials[0]!);
     if (certIds.length === 1 && nonce === undefined && only) {
       const certId = certIds[0]!;
-      const canonical = bytesEqual(makeCertId(issuer.hashes, certId.hashAlgorithm, certId.serialNumber).raw, certId.raw);
+      const canonical = bytesEqual(
+        makeCertId(issuer.hashes, certId.hashAlgorithm, certId.serialNumber).raw,
+        certId.raw,
+      );
       if (canonical) await this.store(only.serial, certId.hashAlgorithm, only.status, der, thisUpdate, nextUpdate);
     }
     return { kind: 'response', der, cached: false, thisUpdate, nextUpdate, nonce: nonce !== undefined };
@@ -178,7 +225,14 @@ export class OcspResponder {
    * revocation in flight and then re-reads the row, so the INSERT sees "revoked" and writes nothing;
    * the revocation itself deletes any older answer.
    */
-  private async store(serial: string, hash: 'sha1' | 'sha256', status: DbStatus, der: Uint8Array, thisUpdate: Date, nextUpdate: Date): Promise<void> {
+  private async store(
+    serial: string,
+    hash: 'sha1' | 'sha256',
+    status: DbStatus,
+    der: Uint8Array,
+    thisUpdate: Date,
+    nextUpdate: Date,
+  ): Promise<void> {
     if (hash === 'sha1') {
       await sql`
         INSERT INTO ocsp_responses (serial, der, der_sha256, this_update, next_update, status)
@@ -205,7 +259,13 @@ export class OcspResponder {
   async refreshBatch(limit = 200): Promise<number | undefined> {
     const half = `${Math.floor(this.settings.validity / 2)} milliseconds`;
     return withLease(this.db, 'ocsp-refresh', this.holder, REFRESH_LEASE_TTL_MS, async () => {
-      const due = await sql<{ serial: string; issuer_id: string; status: DbStatus; revoked_at: Date | null; revocation_reason: number | null }>`
+      const due = await sql<{
+        serial: string;
+        issuer_id: string;
+        status: DbStatus;
+        revoked_at: Date | null;
+        revocation_reason: number | null;
+      }>`
         SELECT c.serial, c.issuer_id, c.status, c.revoked_at, c.revocation_reason
         FROM certificates c LEFT JOIN ocsp_responses r ON r.serial = c.serial
         WHERE c.not_after > now() AND (r.serial IS NULL OR r.next_update < now() + ${half}::interval)
@@ -220,11 +280,17 @@ export class OcspResponder {
         const responder = await this.signers.responderFor(issuer.row, now);
         if (!responder) continue;
         const { thisUpdate, nextUpdate } = this.window(now, responder);
-        const certId = makeCertId(issuer.hashes, 'sha1', Buffer.from(row.serial.length % 2 ? `0${row.serial}` : row.serial, 'hex'));
+        const certId = makeCertId(
+          issuer.hashes,
+          'sha1',
+          Buffer.from(row.serial.length % 2 ? `0${row.serial}` : row.serial, 'hex'),
+        );
         const der = await buildOcspResponse({
           responder: { certificate: responder.certificate, signer: responder.signer },
           producedAt: now,
-          responses: [{ certId, status: certStatus(row.status, row.revoked_at, row.revocation_reason), thisUpdate, nextUpdate }],
+          responses: [
+            { certId, status: certStatus(row.status, row.revoked_at, row.revocation_reason), thisUpdate, nextUpdate },
+          ],
         });
         await this.store(row.serial, 'sha1', row.status, der, thisUpdate, nextUpdate);
         signed++;

@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
-import type { Signer, SignatureAlgorithm, SignContext } from '../kms/signer.ts';
+
+import type { SignContext, Signer } from '../kms/signer.ts';
+import { signatureAlgorithmIdentifier } from './cert-builder.ts';
 import {
   bitString,
   children,
+  decodeOid,
   DER_NULL,
   DER_TRUE,
-  decodeOid,
   DerError,
   encodeTime,
   expectTag,
@@ -20,7 +22,6 @@ import {
   unsignedIntegerContent,
   valueOf,
 } from './der.ts';
-import { signatureAlgorithmIdentifier } from './cert-builder.ts';
 import { OID } from './oids.ts';
 import { inspectSpki } from './spki.ts';
 
@@ -42,7 +43,12 @@ export { signatureAlgorithmIdentifier };
  * SIGNED{ToBeSigned} ::= SEQUENCE { tbs, algorithm, BIT STRING }. The algorithm identifier inside
  * the TBS must equal `sigAlg`, so callers build it from the same signer first.
  */
-export async function signAndWrap(signer: Signer, tbs: Uint8Array, sigAlg: Uint8Array, context?: SignContext): Promise<Uint8Array> {
+export async function signAndWrap(
+  signer: Signer,
+  tbs: Uint8Array,
+  sigAlg: Uint8Array,
+  context?: SignContext,
+): Promise<Uint8Array> {
   const signature = await signer.sign(tbs, context);
   return seq(tbs, sigAlg, bitString(signature));
 }
@@ -161,7 +167,8 @@ export async function buildOcspSignerCertificate(opts: OcspSignerCertificateOpti
   const subjectKey = inspectSpki(opts.subjectPublicKeyInfo);
   if (!(opts.notBefore.getTime() < opts.notAfter.getTime())) throw new RangeError('notBefore must be before notAfter');
   const cn = opts.commonName;
-  if (cn.length === 0 || [...cn].length > UB_COMMON_NAME) throw new RangeError(`commonName must be 1..${UB_COMMON_NAME} characters`);
+  if (cn.length === 0 || [...cn].length > UB_COMMON_NAME)
+    throw new RangeError(`commonName must be 1..${UB_COMMON_NAME} characters`);
 
   const sigAlg = signatureAlgorithmIdentifier(opts.issuer.signer.algorithm);
   const subject = seq(tlv(TAG.SET, seq(oid(OID.commonName), tlv(TAG.UTF8_STRING, new TextEncoder().encode(cn)))));

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
+
 import { sql } from 'kysely';
-import type { Db, IssuerRow } from '../db/schema.ts';
+
 import { withLease } from '../db/lease.ts';
+import type { Db, IssuerRow } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import type { Signer } from '../kms/signer.ts';
 import { buildOcspSignerCertificate } from './ocsp-signer-cert.ts';
@@ -75,7 +77,9 @@ export class OcspSigners {
     const lifetime = this.settings.lifetime;
     const fresh = await sql<{ n: number }>`
       SELECT count(*)::int AS n FROM ocsp_signers
-      WHERE issuer_id = ${issuer.id} AND not_after > now() + ${`${Math.floor(lifetime / 2)} milliseconds`}::interval`.execute(this.db);
+      WHERE issuer_id = ${issuer.id} AND not_after > now() + ${`${Math.floor(lifetime / 2)} milliseconds`}::interval`.execute(
+      this.db,
+    );
     if (fresh.rows[0]!.n > 0) return false;
     // No certificate beyond the issuer's own life; near its end there is nothing left to renew.
     if (issuer.not_after.getTime() - Date.now() < 2 * BACKDATE_MS) return false;
@@ -105,7 +109,14 @@ export class OcspSigners {
       });
       await this.db
         .insertInto('ocsp_signers')
-        .values({ id: randomUUID(), issuer_id: issuer.id, key_id: key.id, certificate, not_before: notBefore, not_after: notAfter })
+        .values({
+          id: randomUUID(),
+          issuer_id: issuer.id,
+          key_id: key.id,
+          certificate,
+          not_before: notBefore,
+          not_after: notAfter,
+        })
         .execute();
       return true;
     });

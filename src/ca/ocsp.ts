@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
+
 import type { Signer } from '../kms/signer.ts';
 import { isValidRevocationReason } from './crl.ts';
 import {
   children,
+  decodeOid,
   DER_NULL,
   DerError,
-  decodeOid,
   expectTag,
   octetString,
   oid,
@@ -13,9 +14,9 @@ import {
   readWhole,
   seq,
   TAG,
+  type Tlv,
   tlv,
   valueOf,
-  type Tlv,
 } from './der.ts';
 import {
   assertSignerMatches,
@@ -94,7 +95,8 @@ function parseCertId(buf: Uint8Array, t: Tlv): CertId {
   const issuerNameHash = valueOf(buf, expectTag(parts[1], TAG.OCTET_STRING, 'issuerNameHash'));
   const issuerKeyHash = valueOf(buf, expectTag(parts[2], TAG.OCTET_STRING, 'issuerKeyHash'));
   const len = HASH_LENGTH[hashAlgorithm];
-  if (issuerNameHash.length !== len || issuerKeyHash.length !== len) fail(`${hashAlgorithm} CertID hashes must be ${len} octets`);
+  if (issuerNameHash.length !== len || issuerKeyHash.length !== len)
+    fail(`${hashAlgorithm} CertID hashes must be ${len} octets`);
   const serialT = expectTag(parts[3], TAG.INTEGER, 'serialNumber');
   let serial = valueOf(buf, serialT);
   if (serial.length === 0) fail('empty serial number');
@@ -188,7 +190,8 @@ export function parseOcspRequest(der: Uint8Array): ParsedOcspRequest {
 
     const requests = children(der, listT);
     if (requests.length === 0) fail('request names no certificates');
-    if (requests.length > MAX_CERT_IDS_PER_REQUEST) fail(`more than ${MAX_CERT_IDS_PER_REQUEST} CertIDs in one request`);
+    if (requests.length > MAX_CERT_IDS_PER_REQUEST)
+      fail(`more than ${MAX_CERT_IDS_PER_REQUEST} CertIDs in one request`);
     const certIds = requests.map((reqT) => {
       const parts = children(der, expectTag(reqT, TAG.SEQUENCE, 'Request'));
       if (parts.length > 2) fail('Request has extra fields');
@@ -266,7 +269,8 @@ export function makeCertId(hashes: IssuerHashes, hashAlgorithm: CertIdHash, seri
 // ---------------------------------------------------------------------------------------------
 // Responses
 
-export type OcspCertStatus = { kind: 'good' } | { kind: 'revoked'; revokedAt: Date; reason?: number } | { kind: 'unknown' };
+export type OcspCertStatus =
+  { kind: 'good' } | { kind: 'revoked'; revokedAt: Date; reason?: number } | { kind: 'unknown' };
 
 export interface OcspSingleResponse {
   certId: CertId;
@@ -296,7 +300,13 @@ export function generalizedTime(date: Date): Uint8Array {
   if (y < 1 || y > 9999) throw new RangeError(`year ${y} out of range`);
   const p = (n: number, w = 2): string => String(n).padStart(w, '0');
   const text =
-    p(y, 4) + p(date.getUTCMonth() + 1) + p(date.getUTCDate()) + p(date.getUTCHours()) + p(date.getUTCMinutes()) + p(date.getUTCSeconds()) + 'Z';
+    p(y, 4) +
+    p(date.getUTCMonth() + 1) +
+    p(date.getUTCDate()) +
+    p(date.getUTCHours()) +
+    p(date.getUTCMinutes()) +
+    p(date.getUTCSeconds()) +
+    'Z';
   return tlv(TAG.GENERALIZED_TIME, new TextEncoder().encode(text));
 }
 
@@ -308,7 +318,8 @@ function certStatus(status: OcspCertStatus): Uint8Array {
       return Uint8Array.of(0x82, 0);
     case 'revoked': {
       const { reason } = status;
-      if (reason !== undefined && !isValidRevocationReason(reason)) throw new RangeError(`invalid revocation reason ${reason}`);
+      if (reason !== undefined && !isValidRevocationReason(reason))
+        throw new RangeError(`invalid revocation reason ${reason}`);
       // Same rule as the CRL: unspecified (0) is said by leaving the reason out.
       const reasonField = reason === undefined || reason === 0 ? [] : [tlv(0xa0, Uint8Array.of(0x0a, 1, reason))];
       return tlv(0xa1, generalizedTime(status.revokedAt), ...reasonField);
@@ -317,8 +328,14 @@ function certStatus(status: OcspCertStatus): Uint8Array {
 }
 
 function singleResponse(r: OcspSingleResponse): Uint8Array {
-  if (!(r.thisUpdate.getTime() <= r.nextUpdate.getTime())) throw new RangeError('thisUpdate must not be after nextUpdate');
-  return seq(r.certId.raw, certStatus(r.status), generalizedTime(r.thisUpdate), tlv(0xa0, generalizedTime(r.nextUpdate)));
+  if (!(r.thisUpdate.getTime() <= r.nextUpdate.getTime()))
+    throw new RangeError('thisUpdate must not be after nextUpdate');
+  return seq(
+    r.certId.raw,
+    certStatus(r.status),
+    generalizedTime(r.thisUpdate),
+    tlv(0xa0, generalizedTime(r.nextUpdate)),
+  );
 }
 
 /**
@@ -335,7 +352,8 @@ export async function buildOcspResponse(opts: OcspResponseOptions): Promise<Uint
   assertSignerMatches(responder.signer, info.spki, 'responder');
 
   // ResponderID is a CHOICE under EXPLICIT tagging: byName [1] Name, byKey [2] KeyHash.
-  const responderId = responder.byKeyHash === false ? tlv(0xa1, info.subject) : tlv(0xa2, octetString(sha1(info.publicKeyBits)));
+  const responderId =
+    responder.byKeyHash === false ? tlv(0xa1, info.subject) : tlv(0xa2, octetString(sha1(info.publicKeyBits)));
   const responseExtensions =
     opts.nonce === undefined ? [] : [tlv(0xa1, seq(seq(oid(OCSP_OID.nonce), octetString(octetString(opts.nonce)))))];
   const tbsResponseData = seq(

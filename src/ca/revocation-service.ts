@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+
 import type { AppContext } from '../context.ts';
-import { publishDue, type CrlPublisherDeps, type PublishRound } from './crl-publisher.ts';
+import { type CrlPublisherDeps, publishDue, type PublishRound } from './crl-publisher.ts';
 import { OcspResponder } from './ocsp-responder.ts';
 import { OcspSigners } from './ocsp-signers.ts';
 
@@ -16,10 +17,19 @@ export class RevocationService {
   readonly responder: OcspResponder;
   readonly crl: CrlPublisherDeps;
 
-  constructor(readonly ctx: AppContext, principal = 'keyward') {
+  constructor(
+    readonly ctx: AppContext,
+    principal = 'keyward',
+  ) {
     const r = ctx.config.revocation;
     const db = ctx.database.db;
-    this.signers = new OcspSigners(db, ctx.kms, { mode: r.ocspSigner, lifetime: r.ocspSignerLifetime }, this.holder, principal);
+    this.signers = new OcspSigners(
+      db,
+      ctx.kms,
+      { mode: r.ocspSigner, lifetime: r.ocspSignerLifetime },
+      this.holder,
+      principal,
+    );
     this.responder = new OcspResponder(db, this.signers, { validity: r.ocspValidity, nonce: r.ocspNonce }, this.holder);
     this.crl = {
       db,

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+
 import type { Db } from '../db/schema.ts';
 import { appendAudit } from '../kms/index.ts';
 import { REVOCATION_REASONS } from './crl.ts';
@@ -15,10 +16,17 @@ const ALLOWED = new Set<number>([0, 1, 3, 4, 5, 9]);
 
 export function reasonCode(name: string): number {
   if (!Object.hasOwn(REVOCATION_REASONS, name)) {
-    throw new CaError('badRevocationReason', `unknown revocation reason "${name}" (one of: ${allowedReasonNames().join(', ')})`);
+    throw new CaError(
+      'badRevocationReason',
+      `unknown revocation reason "${name}" (one of: ${allowedReasonNames().join(', ')})`,
+    );
   }
   const code = REVOCATION_REASONS[name as ReasonName];
-  if (!ALLOWED.has(code)) throw new CaError('badRevocationReason', `revocation reason ${name} is not accepted (one of: ${allowedReasonNames().join(', ')})`);
+  if (!ALLOWED.has(code))
+    throw new CaError(
+      'badRevocationReason',
+      `revocation reason ${name} is not accepted (one of: ${allowedReasonNames().join(', ')})`,
+    );
   return code;
 }
 
@@ -44,9 +52,15 @@ export interface Revocation {
  * revocation an error that changes nothing; keyCompromise also blocks the public key. The CRL of the
  * certificate's shard is marked stale and its cached OCSP answer dropped in the same unit of work.
  */
-export async function revokeCertificate(db: Db, input: { serial: string; reason: number; requester: string }): Promise<Revocation> {
+export async function revokeCertificate(
+  db: Db,
+  input: { serial: string; reason: number; requester: string },
+): Promise<Revocation> {
   if (!ALLOWED.has(input.reason)) {
-    throw new CaError('badRevocationReason', `revocation reason ${input.reason} is not accepted (allowed: ${[...ALLOWED].join(', ')})`);
+    throw new CaError(
+      'badRevocationReason',
+      `revocation reason ${input.reason} is not accepted (allowed: ${[...ALLOWED].join(', ')})`,
+    );
   }
   const serial = normalizeSerial(input.serial);
   return db.transaction().execute(async (trx) => {
@@ -58,9 +72,16 @@ export async function revokeCertificate(db: Db, input: { serial: string; reason:
       .returning(['serial', 'revoked_at', 'issuer_id', 'crl_shard', 'spki_sha256'])
       .executeTakeFirst();
     if (!row) {
-      const existing = await trx.selectFrom('certificates').select(['status', 'revoked_at']).where('serial', '=', serial).executeTakeFirst();
+      const existing = await trx
+        .selectFrom('certificates')
+        .select(['status', 'revoked_at'])
+        .where('serial', '=', serial)
+        .executeTakeFirst();
       if (!existing) throw new CaError('notFound', `no certificate with serial ${input.serial}`);
-      throw new CaError('alreadyRevoked', `certificate ${serial} was already revoked at ${existing.revoked_at?.toISOString()}`);
+      throw new CaError(
+        'alreadyRevoked',
+        `certificate ${serial} was already revoked at ${existing.revoked_at?.toISOString()}`,
+      );
     }
     if (input.reason === REVOCATION_REASONS.keyCompromise) {
       await trx
@@ -71,8 +92,18 @@ export async function revokeCertificate(db: Db, input: { serial: string; reason:
     }
     await trx
       .insertInto('crls')
-      .values({ issuer_id: row.issuer_id, shard: row.crl_shard, crl_number: 0, der: null, this_update: null, next_update: null, stale_since: sql<Date>`now()` })
-      .onConflict((oc) => oc.columns(['issuer_id', 'shard']).doUpdateSet({ stale_since: sql<Date>`coalesce(crls.stale_since, now())` }))
+      .values({
+        issuer_id: row.issuer_id,
+        shard: row.crl_shard,
+        crl_number: 0,
+        der: null,
+        this_update: null,
+        next_update: null,
+        stale_since: sql<Date>`now()`,
+      })
+      .onConflict((oc) =>
+        oc.columns(['issuer_id', 'shard']).doUpdateSet({ stale_since: sql<Date>`coalesce(crls.stale_since, now())` }),
+      )
       .execute();
     await trx.deleteFrom('ocsp_responses').where('serial', '=', serial).execute();
     await appendAudit(trx, {

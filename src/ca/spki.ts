@@ -1,4 +1,4 @@
-import { children, decodeOid, DerError, expectTag, readWhole, TAG, valueOf, type Tlv } from './der.ts';
+import { children, decodeOid, DerError, expectTag, readWhole, TAG, type Tlv, valueOf } from './der.ts';
 import { OID } from './oids.ts';
 
 /** Subject key types Keyward certifies. */

@@ -1,5 +1,5 @@
 import { createEabKey, type EabKey } from '../acme/eab.ts';
-import { defineCommand, UsageError, type CliCommand } from './command.ts';
+import { type CliCommand, defineCommand, UsageError } from './command.ts';
 
 const eabCreate = defineCommand<{ label?: string }, EabKey>({
   path: ['eab', 'create'],

@@ -12,18 +12,30 @@ export class RemoteError extends Error {
 }
 
 /** Calls a command on the running server through its admin socket; undefined when none listens. */
-export async function callAdmin(socketPath: string, command: string, input: unknown): Promise<{ result: unknown } | undefined> {
+export async function callAdmin(
+  socketPath: string,
+  command: string,
+  input: unknown,
+): Promise<{ result: unknown } | undefined> {
   if (!existsSync(socketPath)) return undefined;
   const body = JSON.stringify(input);
   return new Promise((resolve, reject) => {
     const req = request(
-      { socketPath, path: `/v1/${command}`, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      {
+        socketPath,
+        path: `/v1/${command}`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           try {
-            const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { result?: unknown; error?: { code: string; message: string } };
+            const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+              result?: unknown;
+              error?: { code: string; message: string };
+            };
             if (parsed.error) reject(new RemoteError(parsed.error.code, parsed.error.message));
             else resolve({ result: parsed.result });
           } catch {
@@ -33,7 +45,9 @@ export async function callAdmin(socketPath: string, command: string, input: unkn
       },
     );
     // A socket file without a listener is left over from a server that died: run locally instead.
-    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? resolve(undefined) : reject(err)));
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? resolve(undefined) : reject(err),
+    );
     req.end(body);
   });
 }

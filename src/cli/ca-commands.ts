@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { parseDuration } from '../config/duration.ts';
+
 import { parseCsr } from '../ca/csr.ts';
 import { toPem } from '../ca/pem.ts';
 import { x509 } from '../ca/x509.ts';
+import { parseDuration } from '../config/duration.ts';
 import type { CertificateRow, IssuerRow, SanSet } from '../db/schema.ts';
-import { defineCommand, requireString, UsageError, type CliCommand } from './command.ts';
+import { type CliCommand, defineCommand, requireString, UsageError } from './command.ts';
 
 export interface IssuerSummary {
   id: string;
@@ -85,8 +86,15 @@ export const initCommand = defineCommand<object, InitOutput>({
   input: () => ({}),
   run: async (ctx, input) => {
     const { ca } = ctx.config;
-    const result = await ctx.ca.init({ organization: ca.organization, root: ca.root, intermediate: ca.intermediate }, input.principal);
-    return { created: result.created, root: issuerSummary(result.root), intermediate: issuerSummary(result.intermediate) };
+    const result = await ctx.ca.init(
+      { organization: ca.organization, root: ca.root, intermediate: ca.intermediate },
+      input.principal,
+    );
+    return {
+      created: result.created,
+      root: issuerSummary(result.root),
+      intermediate: issuerSummary(result.intermediate),
+    };
   },
   format: describeInit,
 });
@@ -133,7 +141,13 @@ const issueCommand = defineCommand<{ csr: string; profile?: string; ttlMs?: numb
       lifetimeMs: input.ttlMs,
       requester: input.principal,
     });
-    return { serial: issued.serial, notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), profile, chainPem: issued.chainPem };
+    return {
+      serial: issued.serial,
+      notBefore: issued.notBefore.toISOString(),
+      notAfter: issued.notAfter.toISOString(),
+      profile,
+      chainPem: issued.chainPem,
+    };
   },
   format: (out) => {
     process.stderr.write(`Issued serial ${out.serial} (profile ${out.profile}), valid until ${out.notAfter}.\n`);
@@ -153,9 +167,11 @@ const certsListCommand = defineCommand<{ status?: 'valid' | 'revoked'; limit?: n
   options: { status: { type: 'string' }, limit: { type: 'string' } },
   input: (values) => {
     const status = values.status;
-    if (status !== undefined && status !== 'valid' && status !== 'revoked') throw new UsageError('--status must be valid or revoked');
+    if (status !== undefined && status !== 'valid' && status !== 'revoked')
+      throw new UsageError('--status must be valid or revoked');
     const limit = values.limit === undefined ? undefined : Number(values.limit);
-    if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new UsageError('--limit must be a positive whole number');
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 1))
+      throw new UsageError('--limit must be a positive whole number');
     return { status, limit };
   },
   run: async (ctx, input) => (await ctx.ca.certificates(input)).map(certificateSummary),

@@ -1,4 +1,5 @@
 import type { ParseArgsConfig } from 'node:util';
+
 import type { AppContext } from '../context.ts';
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;

@@ -1,25 +1,47 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+
 import { sql } from 'kysely';
-import { parseDuration } from '../config/duration.ts';
+
 import { x509 } from '../ca/x509.ts';
+import { parseDuration } from '../config/duration.ts';
 import type { AppContext } from '../context.ts';
 import type { Executor, KeyUsage } from '../db/schema.ts';
-import { listAudit, type AuditListItem } from '../kms/audit-query.ts';
-import { createCheckpoint, listCheckpoints, parseCheckpointLines, verifyAuditWithCheckpoints, type Checkpoint, type FullVerification } from '../kms/checkpoints.ts';
 import { appendAudit } from '../kms/audit.ts';
+import { type AuditListItem, listAudit } from '../kms/audit-query.ts';
+import {
+  type Checkpoint,
+  createCheckpoint,
+  type FullVerification,
+  listCheckpoints,
+  parseCheckpointLines,
+  verifyAuditWithCheckpoints,
+} from '../kms/checkpoints.ts';
 import { DataKeys } from '../kms/data-keys.ts';
 import { KmsError } from '../kms/errors.ts';
-import { createImportJob, importPlainKey, importWrapped, parsePrivateKeyPem, type ImportParams, type ImportResult } from '../kms/import.ts';
-import { listKeys, showKey, type KeyDetail, type KeySummary } from '../kms/inventory.ts';
+import {
+  createImportJob,
+  type ImportParams,
+  importPlainKey,
+  type ImportResult,
+  importWrapped,
+  parsePrivateKeyPem,
+} from '../kms/import.ts';
+import { type KeyDetail, type KeySummary, listKeys, showKey } from '../kms/inventory.ts';
 import { parsePolicy } from '../kms/policy.ts';
-import { resolveKey, type KeyRef } from '../kms/refs.ts';
+import { type KeyRef, resolveKey } from '../kms/refs.ts';
 import { rewrap, type RewrapResult } from '../kms/rewrap.ts';
-import { rotateRoot, type NewRootOptions, type RotateRootResult } from '../kms/rotate-root.ts';
-import { rotateKek, setAutoRotate, type RotateResult } from '../kms/rotation.ts';
-import { KeyStates, MAX_DELETION_DAYS, MIN_DELETION_DAYS, type DependantCheck, type StateChange } from '../kms/states.ts';
+import { type NewRootOptions, rotateRoot, type RotateRootResult } from '../kms/rotate-root.ts';
+import { rotateKek, type RotateResult, setAutoRotate } from '../kms/rotation.ts';
+import {
+  type DependantCheck,
+  KeyStates,
+  MAX_DELETION_DAYS,
+  MIN_DELETION_DAYS,
+  type StateChange,
+} from '../kms/states.ts';
+import { type CliCommand, defineCommand, type OptionValues, requireString, UsageError } from './command.ts';
 import { promptSecret } from './prompt.ts';
-import { defineCommand, requireString, UsageError, type CliCommand, type OptionValues } from './command.ts';
 
 /**
  * What the CA still needs a key for: an issuer whose certificate or issued certificates have not
@@ -34,9 +56,12 @@ export const caDependants: DependantCheck = async (db: Executor, ref: KeyRef) =>
     FROM issuers i WHERE i.key_id = ${ref.id}`.execute(db);
   for (const i of issuers.rows) {
     if (i.live) out.push(`CA ${i.id} (${i.subject}) signs with this key and is valid until its certificate expires`);
-    if (Number(i.certs) > 0) out.push(`${i.certs} unexpired certificate(s) issued by CA ${i.id} could no longer get CRLs or OCSP answers`);
+    if (Number(i.certs) > 0)
+      out.push(`${i.certs} unexpired certificate(s) issued by CA ${i.id} could no longer get CRLs or OCSP answers`);
   }
-  const ocsp = await sql<{ id: string }>`SELECT id FROM ocsp_signers WHERE key_id = ${ref.id} AND not_after > now()`.execute(db);
+  const ocsp = await sql<{
+    id: string;
+  }>`SELECT id FROM ocsp_signers WHERE key_id = ${ref.id} AND not_after > now()`.execute(db);
   for (const o of ocsp.rows) out.push(`OCSP signer ${o.id} uses this key and has not expired`);
   return out;
 };
@@ -60,7 +85,12 @@ function keyArg(positionals: string[], what: string): string {
 
 const line = (k: KeySummary) =>
   `${k.kind.padEnd(13)} ${k.id}  ${k.name.padEnd(13)} ${k.state.padEnd(15)} ${k.algorithm.padEnd(11)} created ${k.created}${k.rotated ? ` rotated ${k.rotated}` : ''} uses ${k.uses}${k.deletionAt ? ` deletion ${k.deletionAt}` : ''}\n` +
-  (k.versions ?? []).map((v) => `    v${v.version}${v.primary ? '*' : ' '} ${v.state.padEnd(15)} root ${v.rootId.slice(0, 8)} created ${v.created} DEKs ${v.wrappedDeks}${v.lastUsed ? ` last used ${v.lastUsed}` : ''}${v.deletionAt ? ` deletion ${v.deletionAt}` : ''}\n`).join('');
+  (k.versions ?? [])
+    .map(
+      (v) =>
+        `    v${v.version}${v.primary ? '*' : ' '} ${v.state.padEnd(15)} root ${v.rootId.slice(0, 8)} created ${v.created} DEKs ${v.wrappedDeks}${v.lastUsed ? ` last used ${v.lastUsed}` : ''}${v.deletionAt ? ` deletion ${v.deletionAt}` : ''}\n`,
+    )
+    .join('');
 
 const listCommand = defineCommand<object, KeySummary[]>({
   path: ['kms', 'list'],
@@ -77,10 +107,14 @@ const showCommand = defineCommand<{ key: string }, KeyDetail>({
   summary: 'one key with its versions, policy and audit count',
   input: (_v, p) => ({ key: keyArg(p, 'kms show') }),
   run: (ctx, input) => showKey(ctx.database.db, input.key),
-  format: (out) => `${line(out)}${out.policy ? `policy ${JSON.stringify(out.policy)}\n` : ''}audit events ${out.auditEvents}\n`,
+  format: (out) =>
+    `${line(out)}${out.policy ? `policy ${JSON.stringify(out.policy)}\n` : ''}audit events ${out.auditEvents}\n`,
 });
 
-const rotateCommand = defineCommand<{ kek: string; autoDays?: number | null }, RotateResult | { kek: string; autoRotateDays: number | null }>({
+const rotateCommand = defineCommand<
+  { kek: string; autoDays?: number | null },
+  RotateResult | { kek: string; autoRotateDays: number | null }
+>({
   path: ['kms', 'rotate'],
   usage: 'kms rotate [KEK] [--auto-days N|off]',
   summary: 'add a KEK version and make it primary (default KEK ca-keys); --auto-days sets automatic rotation',
@@ -90,7 +124,8 @@ const rotateCommand = defineCommand<{ kek: string; autoDays?: number | null }, R
     let autoDays: number | null | undefined;
     if (typeof auto === 'string') {
       autoDays = auto === 'off' ? null : Number(auto);
-      if (autoDays !== null && (!Number.isInteger(autoDays) || autoDays < 1)) throw new UsageError('--auto-days must be a positive whole number or off');
+      if (autoDays !== null && (!Number.isInteger(autoDays) || autoDays < 1))
+        throw new UsageError('--auto-days must be a positive whole number or off');
     }
     return { kek: p[0] ?? 'ca-keys', autoDays };
   },
@@ -127,7 +162,9 @@ function progressBar(p: { done: number; total: number }, what = 'rewrap'): void 
   const width = 30;
   const frac = p.total === 0 ? 1 : Math.min(1, p.done / p.total);
   const filled = Math.round(frac * width);
-  process.stderr.write(`\r${what} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${p.done}/${p.total}${frac === 1 ? '\n' : ''}`);
+  process.stderr.write(
+    `\r${what} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${p.done}/${p.total}${frac === 1 ? '\n' : ''}`,
+  );
 }
 
 const disableCommand = defineCommand<{ key: string; force: boolean }, StateChange>({
@@ -158,7 +195,9 @@ const scheduleDeletionCommand = defineCommand<{ key: string; days: number; force
     const key = keyArg(p, 'kms schedule-deletion');
     const days = Number(requireString(v, 'days', 'kms schedule-deletion'));
     if (!Number.isInteger(days) || days < MIN_DELETION_DAYS || days > MAX_DELETION_DAYS) {
-      throw new UsageError(`--days must be a whole number from ${MIN_DELETION_DAYS} to ${MAX_DELETION_DAYS} (got ${String(v.days)})`);
+      throw new UsageError(
+        `--days must be a whole number from ${MIN_DELETION_DAYS} to ${MAX_DELETION_DAYS} (got ${String(v.days)})`,
+      );
     }
     return { key, days, force: v.force === true };
   },
@@ -167,7 +206,8 @@ const scheduleDeletionCommand = defineCommand<{ key: string; days: number; force
     (out.unrecoverable.length
       ? `WARNING: --force given; when the window ends this becomes unrecoverable:\n${out.unrecoverable.map((u) => `  - ${u}\n`).join('')}` +
         'Note: database backups, WAL archives and dead tuples keep the old ciphertext; it stays decryptable while its KEK version and root live.\n'
-      : '') + `${out.description} is PendingDeletion; it will be destroyed at ${out.deletionAt} unless you run kms cancel-deletion.\n`,
+      : '') +
+    `${out.description} is PendingDeletion; it will be destroyed at ${out.deletionAt} unless you run kms cancel-deletion.\n`,
 });
 
 const cancelDeletionCommand = defineCommand<{ key: string }, StateChange>({
@@ -197,11 +237,28 @@ const putPolicyCommand = defineCommand<{ key: string; policy: unknown }, { key: 
     const policy = parsePolicy(input.policy);
     const db = ctx.database.db;
     const ref = await resolveKey(db, input.key);
-    if (ref.kind !== 'key' && ref.kind !== 'kek') throw new KmsError('InvalidInput', 'policies are set on keys and whole KEKs');
+    if (ref.kind !== 'key' && ref.kind !== 'kek')
+      throw new KmsError('InvalidInput', 'policies are set on keys and whole KEKs');
     await db.transaction().execute(async (trx) => {
-      if (ref.kind === 'key') await trx.updateTable('kms_keys').set({ policy: JSON.stringify(policy) }).where('id', '=', ref.id).execute();
-      else await trx.updateTable('kms_keks').set({ policy: JSON.stringify(policy) }).where('id', '=', ref.id).execute();
-      await appendAudit(trx, { principal: input.principal, action: 'put-policy', keyId: ref.id, outcome: 'success', context: { statements: policy.statements.length } });
+      if (ref.kind === 'key')
+        await trx
+          .updateTable('kms_keys')
+          .set({ policy: JSON.stringify(policy) })
+          .where('id', '=', ref.id)
+          .execute();
+      else
+        await trx
+          .updateTable('kms_keks')
+          .set({ policy: JSON.stringify(policy) })
+          .where('id', '=', ref.id)
+          .execute();
+      await appendAudit(trx, {
+        principal: input.principal,
+        action: 'put-policy',
+        keyId: ref.id,
+        outcome: 'success',
+        context: { statements: policy.statements.length },
+      });
     });
     return { key: input.key, statements: policy.statements.length };
   },
@@ -246,7 +303,14 @@ const importCommand = defineCommand<ImportInput, ImportResult>({
   path: ['kms', 'import'],
   usage: 'kms import --cert FILE (--key FILE [--passphrase-file F] [--usage U] | --wrapped FILE --token T)',
   summary: 'bring your own key: wrap an existing CA key that matches the certificate',
-  options: { key: { type: 'string' }, cert: { type: 'string' }, wrapped: { type: 'string' }, token: { type: 'string' }, usage: { type: 'string' }, 'passphrase-file': { type: 'string' } },
+  options: {
+    key: { type: 'string' },
+    cert: { type: 'string' },
+    wrapped: { type: 'string' },
+    token: { type: 'string' },
+    usage: { type: 'string' },
+    'passphrase-file': { type: 'string' },
+  },
   input: (v) => {
     const certPem = readText(requireString(v, 'cert', 'kms import'), 'cert');
     if (typeof v.wrapped === 'string') {
@@ -261,14 +325,30 @@ const importCommand = defineCommand<ImportInput, ImportResult>({
     }
     const keyPem = readText(requireString(v, 'key', 'kms import'), 'key');
     const pf = v['passphrase-file'];
-    return { mode: 'plain', keyPem, passphrase: typeof pf === 'string' ? readText(pf, 'passphrase-file').replace(/\r?\n$/, '') : undefined, certPem, usage: usageOf(v) };
+    return {
+      mode: 'plain',
+      keyPem,
+      passphrase: typeof pf === 'string' ? readText(pf, 'passphrase-file').replace(/\r?\n$/, '') : undefined,
+      certPem,
+      usage: usageOf(v),
+    };
   },
   run: async (ctx, input) => {
     const expectedSpki = certificateSpki(input.certPem);
     if (input.mode === 'wrapped') {
-      return importWrapped(ctx.kms, ctx.database.db, { blob: Buffer.from(input.blob, 'base64'), token: input.token, expectedSpki, principal: input.principal });
+      return importWrapped(ctx.kms, ctx.database.db, {
+        blob: Buffer.from(input.blob, 'base64'),
+        token: input.token,
+        expectedSpki,
+        principal: input.principal,
+      });
     }
-    return importPlainKey(ctx.kms, ctx.database.db, { privateKey: parsePrivateKeyPem(input.keyPem, input.passphrase), expectedSpki, usage: input.usage, principal: input.principal });
+    return importPlainKey(ctx.kms, ctx.database.db, {
+      privateKey: parsePrivateKeyPem(input.keyPem, input.passphrase),
+      expectedSpki,
+      usage: input.usage,
+      principal: input.principal,
+    });
   },
   format: (out) => `Imported ${out.alg} key ${out.keyId} (${out.usage}), SPKI SHA-256 ${out.spkiSha256}.\n`,
 });
@@ -284,7 +364,10 @@ const importParamsCommand = defineCommand<{ usage: KeyUsage; out?: string }, Imp
     `Import job ${out.jobId} for key ${out.keyId}; token valid until ${out.expiresAt}.\nToken: ${out.importToken}\nWrap with RSA-OAEP-SHA-256(ephemeral AES-256 key) || AES-KWP(PKCS#8 DER), to:\n${out.wrappingPublicKeyPem}`,
 });
 
-const auditListCommand = defineCommand<{ key?: string; since?: string; sinceMs?: number; limit?: number }, AuditListItem[]>({
+const auditListCommand = defineCommand<
+  { key?: string; since?: string; sinceMs?: number; limit?: number },
+  AuditListItem[]
+>({
   path: ['audit', 'list'],
   usage: 'audit list [--key K] [--since TIME|DURATION] [--limit N]',
   summary: 'audit events, oldest first (every key use and change)',
@@ -295,11 +378,13 @@ const auditListCommand = defineCommand<{ key?: string; since?: string; sinceMs?:
     let sinceIso: string | undefined;
     if (since !== undefined) {
       if (/^\d+[smhd]/.test(since)) sinceMs = parseDuration(since);
-      else if (Number.isNaN(Date.parse(since))) throw new UsageError('--since takes an ISO time (2025-01-31T12:00Z) or a duration (2h)');
+      else if (Number.isNaN(Date.parse(since)))
+        throw new UsageError('--since takes an ISO time (2025-01-31T12:00Z) or a duration (2h)');
       else sinceIso = since;
     }
     const limit = v.limit === undefined ? undefined : Number(v.limit);
-    if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new UsageError('--limit must be a positive whole number');
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 1))
+      throw new UsageError('--limit must be a positive whole number');
     return { key: v.key as string | undefined, since: sinceIso, sinceMs, limit };
   },
   run: async (ctx, input) => {
@@ -308,7 +393,12 @@ const auditListCommand = defineCommand<{ key?: string; since?: string; sinceMs?:
   },
   format: (out) =>
     out.length
-      ? out.map((e) => `${String(e.seq).padStart(6)} ${e.ts} ${e.outcome.padEnd(7)} ${e.action.padEnd(20)} ${e.principal} ${e.keyId ?? '-'}${e.keyVersion ? `/v${e.keyVersion}` : ''}${e.errorCode ? ` ${e.errorCode}` : ''} ${JSON.stringify(e.context)}\n`).join('')
+      ? out
+          .map(
+            (e) =>
+              `${String(e.seq).padStart(6)} ${e.ts} ${e.outcome.padEnd(7)} ${e.action.padEnd(20)} ${e.principal} ${e.keyId ?? '-'}${e.keyVersion ? `/v${e.keyVersion}` : ''}${e.errorCode ? ` ${e.errorCode}` : ''} ${JSON.stringify(e.context)}\n`,
+          )
+          .join('')
       : 'No events.\n',
 });
 
@@ -317,8 +407,14 @@ const auditVerifyCommand = defineCommand<{ checkpoints?: string }, FullVerificat
   usage: 'audit verify [--checkpoints FILE]',
   summary: "check the audit log's hash chain and signed checkpoints (and an exported copy)",
   options: { checkpoints: { type: 'string' } },
-  input: (v) => ({ checkpoints: typeof v.checkpoints === 'string' ? readText(v.checkpoints, 'checkpoints') : undefined }),
-  run: (ctx, input) => verifyAuditWithCheckpoints(ctx.database.db, input.checkpoints === undefined ? undefined : parseCheckpointLines(input.checkpoints)),
+  input: (v) => ({
+    checkpoints: typeof v.checkpoints === 'string' ? readText(v.checkpoints, 'checkpoints') : undefined,
+  }),
+  run: (ctx, input) =>
+    verifyAuditWithCheckpoints(
+      ctx.database.db,
+      input.checkpoints === undefined ? undefined : parseCheckpointLines(input.checkpoints),
+    ),
   format: (out) =>
     out.ok
       ? `The audit log is intact: ${out.events} events, ${out.checkpoints} signed checkpoint(s)${out.externalCheckpoints ? `, ${out.externalCheckpoints} exported checkpoint(s) matched` : ''}.\n`
@@ -332,7 +428,8 @@ const checkpointCommand = defineCommand<object, Checkpoint | null>({
   summary: 'sign the current audit chain head now (the janitor also does this periodically)',
   input: () => ({}),
   run: async (ctx, input) => (await createCheckpoint(ctx.kms, ctx.database.db, input.principal)) ?? null,
-  format: (out) => (out ? `Checkpoint at event ${out.seq} signed by key ${out.keyId}.\n` : 'The head is already checkpointed.\n'),
+  format: (out) =>
+    out ? `Checkpoint at event ${out.seq} signed by key ${out.keyId}.\n` : 'The head is already checkpointed.\n',
 });
 
 const checkpointsExportCommand = defineCommand<object, Checkpoint[]>({
@@ -346,7 +443,8 @@ const checkpointsExportCommand = defineCommand<object, Checkpoint[]>({
 
 const rotateRootCommand = defineCommand<{ target: NewRootOptions; pid: number }, RotateRootResult>({
   path: ['kms', 'rotate-root'],
-  usage: 'kms rotate-root --to file|passphrase|pkcs11|awskms [--path F] [--passphrase-file F] [--module M --token T --key-label L --pin-file F] [--key-arn ARN [--region R]]',
+  usage:
+    'kms rotate-root --to file|passphrase|pkcs11|awskms [--path F] [--passphrase-file F] [--module M --token T --key-label L --pin-file F] [--key-arn ARN [--region R]]',
   summary: 'move every KEK to a new root of trust (resumable, crash-safe)',
   options: {
     to: { type: 'string' },
@@ -361,12 +459,22 @@ const rotateRootCommand = defineCommand<{ target: NewRootOptions; pid: number },
   },
   input: async (v) => {
     const to = requireString(v, 'to', 'kms rotate-root');
-    if (to === 'file') return { target: { type: 'file', path: resolve(requireString(v, 'path', 'kms rotate-root --to file')) }, pid: process.pid };
+    if (to === 'file')
+      return {
+        target: { type: 'file', path: resolve(requireString(v, 'path', 'kms rotate-root --to file')) },
+        pid: process.pid,
+      };
     if (to === 'passphrase') {
       const pf = v['passphrase-file'];
       // Never from argv; a file or the terminal.
-      const passphrase = typeof pf === 'string' ? readText(pf, 'passphrase-file').replace(/\r?\n$/, '') : process.stdin.isTTY ? await promptSecret('New root passphrase: ') : '';
-      if (!passphrase) throw new UsageError('kms rotate-root --to passphrase needs --passphrase-file or a terminal to ask on');
+      const passphrase =
+        typeof pf === 'string'
+          ? readText(pf, 'passphrase-file').replace(/\r?\n$/, '')
+          : process.stdin.isTTY
+            ? await promptSecret('New root passphrase: ')
+            : '';
+      if (!passphrase)
+        throw new UsageError('kms rotate-root --to passphrase needs --passphrase-file or a terminal to ask on');
       return { target: { type: 'passphrase', passphrase }, pid: process.pid };
     }
     if (to === 'pkcs11') {
@@ -379,14 +487,32 @@ const rotateRootCommand = defineCommand<{ target: NewRootOptions; pid: number },
       return { target: { type: 'pkcs11', params }, pid: process.pid };
     }
     if (to === 'awskms') {
-      return { target: { type: 'awskms', params: { keyArn: requireString(v, 'key-arn', 'kms rotate-root --to awskms'), region: v.region as string | undefined } }, pid: process.pid };
+      return {
+        target: {
+          type: 'awskms',
+          params: {
+            keyArn: requireString(v, 'key-arn', 'kms rotate-root --to awskms'),
+            region: v.region as string | undefined,
+          },
+        },
+        pid: process.pid,
+      };
     }
     throw new UsageError('--to must be file, passphrase, pkcs11 or awskms');
   },
-  run: (ctx, input) => rotateRoot(ctx.kms, ctx.database.db, input.target, input.principal, input.pid === process.pid ? (p) => progressBar(p, 'rotate-root') : undefined),
+  run: (ctx, input) =>
+    rotateRoot(
+      ctx.kms,
+      ctx.database.db,
+      input.target,
+      input.principal,
+      input.pid === process.pid ? (p) => progressBar(p, 'rotate-root') : undefined,
+    ),
   format: (out) =>
     `KEKs now wrapped by ${out.provider} root ${out.rootId} (${out.kekVersions} version(s), ${out.rewrapped} this run); root ${out.previousRootId} is retired.\n` +
-    (out.provider === 'pkcs11' || out.provider === 'awskms' ? '' : `Set rootOfTrust.type to ${out.provider} in the configuration before the next start.\n`),
+    (out.provider === 'pkcs11' || out.provider === 'awskms'
+      ? ''
+      : `Set rootOfTrust.type to ${out.provider} in the configuration before the next start.\n`),
 });
 
 export const kmsCommands: CliCommand[] = [
@@ -408,4 +534,3 @@ export const kmsCommands: CliCommand[] = [
   checkpointCommand,
   checkpointsExportCommand,
 ];
-

@@ -1,13 +1,14 @@
 import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, type Config } from '../config/load.ts';
+
+import { type Config, ConfigError, loadConfig } from '../config/load.ts';
 import { openContext } from '../context.ts';
 import { openDatabase } from '../db/connect.ts';
 import { migrateToLatest } from '../db/migrate.ts';
 import { describeError } from '../http/errors.ts';
 import { adminSocketPath } from '../server.ts';
 import { callAdmin, RemoteError } from './admin-client.ts';
-import { commandName, UsageError, type CliCommand, type OptionSpec } from './command.ts';
+import { type CliCommand, commandName, type OptionSpec, UsageError } from './command.ts';
 import { promptSecret } from './prompt.ts';
 import { commands } from './registry.ts';
 import { serve } from './serve.ts';
@@ -43,7 +44,8 @@ function principal(): string {
 }
 
 export async function withPassphrase(config: Config): Promise<Config> {
-  if (config.rootOfTrust.type !== 'passphrase' || config.passphrase !== undefined || !process.stdin.isTTY) return config;
+  if (config.rootOfTrust.type !== 'passphrase' || config.passphrase !== undefined || !process.stdin.isTTY)
+    return config;
   return { ...config, passphrase: await promptSecret('Root of trust passphrase: ') };
 }
 
@@ -68,7 +70,8 @@ function findCommand(positionals: string[]): { command: CliCommand; rest: string
 }
 
 async function main(argv: string[]): Promise<void> {
-  if (argv[0] === 'agent') return void (process.exitCode = await (await import('../mesh/agent.ts')).runAgent(argv.slice(1)));
+  if (argv[0] === 'agent')
+    return void (process.exitCode = await (await import('../mesh/agent.ts')).runAgent(argv.slice(1)));
   const first = parseArgs({ args: argv, allowPositionals: true, strict: false, options: GLOBAL_OPTIONS });
   const positionals = first.positionals;
   if (first.values.help || positionals.length === 0) {
@@ -79,14 +82,23 @@ async function main(argv: string[]): Promise<void> {
   const options = { ...GLOBAL_OPTIONS, ...found?.command.options };
   const { values, positionals: words } = parseArgs({ args: argv, allowPositionals: true, options });
   const json = values.json === true;
-  const config = loadConfig({ configFile: values.config as string | undefined, dataDir: values['data-dir'] as string | undefined });
+  const config = loadConfig({
+    configFile: values.config as string | undefined,
+    dataDir: values['data-dir'] as string | undefined,
+  });
 
   if (words[0] === 'serve') return serve(await withPassphrase(config), json);
   if (words[0] === 'migrate') {
     const handle = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
     try {
       const report = await migrateToLatest(handle.db);
-      process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : report.applied.length ? `Applied ${report.applied.join(', ')}.\n` : 'The schema is up to date.\n');
+      process.stdout.write(
+        json
+          ? JSON.stringify(report, null, 2) + '\n'
+          : report.applied.length
+            ? `Applied ${report.applied.join(', ')}.\n`
+            : 'The schema is up to date.\n',
+      );
     } finally {
       await handle.close();
     }
@@ -101,7 +113,10 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  if (err instanceof UsageError || (err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS'))) {
+  if (
+    err instanceof UsageError ||
+    (err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS'))
+  ) {
     process.stderr.write(`keyward: ${(err as Error).message}\n\n${usage()}`);
     process.exitCode = 2;
   } else if (err instanceof ConfigError) {

@@ -3,23 +3,31 @@ import { parseDuration } from '../config/duration.ts';
 import { MeshError } from '../mesh/errors.ts';
 import { createBootstrapToken, type CreatedToken } from '../mesh/tokens.ts';
 import { PatternError } from '../policy/patterns.ts';
-import { addRule, configRules, describeRule, listRules, removeRule, type PolicyRule } from '../policy/rules.ts';
-import { defineCommand, requireString, UsageError, type CliCommand } from './command.ts';
+import { addRule, configRules, describeRule, listRules, type PolicyRule, removeRule } from '../policy/rules.ts';
+import { type CliCommand, defineCommand, requireString, UsageError } from './command.ts';
 
 /** Refusals travel through the admin socket as CaError codes, so the CLI prints the reason. */
 async function refusalsAsCaErrors<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (err instanceof MeshError) throw new CaError(err.type === 'rejectedIdentifier' || err.type === 'invalidProfile' ? err.type : 'malformed', err.message);
+    if (err instanceof MeshError)
+      throw new CaError(
+        err.type === 'rejectedIdentifier' || err.type === 'invalidProfile' ? err.type : 'malformed',
+        err.message,
+      );
     if (err instanceof PatternError) throw new CaError('malformed', err.message);
     throw err;
   }
 }
 
-const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : typeof v === 'string' ? [v] : []);
+const strings = (v: unknown): string[] =>
+  Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : typeof v === 'string' ? [v] : [];
 
-const policyAdd = defineCommand<{ scope: string; effect: 'allow' | 'deny'; pattern: string }, { rule: PolicyRule; created: boolean }>({
+const policyAdd = defineCommand<
+  { scope: string; effect: 'allow' | 'deny'; pattern: string },
+  { rule: PolicyRule; created: boolean }
+>({
   path: ['policy', 'add'],
   usage: 'policy add --scope global|issuer:<id>|account:<id>|eab:<kid> --allow|--deny PATTERN',
   summary: 'add a name policy rule (deny wins; see src/policy/patterns.ts for patterns)',
@@ -27,8 +35,13 @@ const policyAdd = defineCommand<{ scope: string; effect: 'allow' | 'deny'; patte
   input: (values) => {
     const allow = values.allow;
     const deny = values.deny;
-    if ((typeof allow === 'string') === (typeof deny === 'string')) throw new UsageError('policy add needs exactly one of --allow PATTERN or --deny PATTERN');
-    return { scope: String(values.scope), effect: typeof allow === 'string' ? 'allow' : 'deny', pattern: String(allow ?? deny) };
+    if ((typeof allow === 'string') === (typeof deny === 'string'))
+      throw new UsageError('policy add needs exactly one of --allow PATTERN or --deny PATTERN');
+    return {
+      scope: String(values.scope),
+      effect: typeof allow === 'string' ? 'allow' : 'deny',
+      pattern: String(allow ?? deny),
+    };
   },
   run: (ctx, input) => refusalsAsCaErrors(() => addRule(ctx.database.db, { ...input, principal: input.principal })),
   format: (out) => `${out.created ? 'Added' : 'Already present:'} ${describeRule(out.rule)}\n`,
@@ -47,7 +60,12 @@ const policyList = defineCommand<{ scope?: string }, PolicyRule[]>({
   format: (rules) =>
     rules.length === 0
       ? 'No policy rules.\n'
-      : rules.map((r) => `${r.id.padEnd(36)}  ${r.scope.padEnd(20)}  ${r.effect.padEnd(5)}  ${r.kind.padEnd(5)}  ${r.pattern}${r.source === 'config' ? '  (config)' : ''}`).join('\n') + '\n',
+      : rules
+          .map(
+            (r) =>
+              `${r.id.padEnd(36)}  ${r.scope.padEnd(20)}  ${r.effect.padEnd(5)}  ${r.kind.padEnd(5)}  ${r.pattern}${r.source === 'config' ? '  (config)' : ''}`,
+          )
+          .join('\n') + '\n',
 });
 
 const policyRemove = defineCommand<{ id: string }, { id: string; removed: boolean }>({
@@ -59,18 +77,28 @@ const policyRemove = defineCommand<{ id: string }, { id: string; removed: boolea
     return { id: positionals[0]! };
   },
   run: async (ctx, input) => {
-    if (input.id.startsWith('config:')) throw new CaError('malformed', `rule ${input.id} comes from the configuration file; change policy.rules there`);
+    if (input.id.startsWith('config:'))
+      throw new CaError('malformed', `rule ${input.id} comes from the configuration file; change policy.rules there`);
     return { id: input.id, removed: await removeRule(ctx.database.db, input.id) };
   },
   format: (out) => (out.removed ? `Removed rule ${out.id}.\n` : `No rule ${out.id}.\n`),
   exitCode: (out) => (out.removed ? 0 : 1),
 });
 
-const tokenCreate = defineCommand<{ id?: string; dns: string[]; ip: string[]; ttlMs?: number; profile?: string }, CreatedToken>({
+const tokenCreate = defineCommand<
+  { id?: string; dns: string[]; ip: string[]; ttlMs?: number; profile?: string },
+  CreatedToken
+>({
   path: ['token', 'create'],
   usage: 'token create --id URI [--dns NAME ...] [--ip ADDR ...] [--ttl 5m] [--profile mtls]',
   summary: 'print a one-time bootstrap token for POST /v1/sign (keyward agent --token)',
-  options: { id: { type: 'string' }, dns: { type: 'string', multiple: true }, ip: { type: 'string', multiple: true }, ttl: { type: 'string' }, profile: { type: 'string' } },
+  options: {
+    id: { type: 'string' },
+    dns: { type: 'string', multiple: true },
+    ip: { type: 'string', multiple: true },
+    ttl: { type: 'string' },
+    profile: { type: 'string' },
+  },
   input: (values) => {
     let ttlMs: number | undefined;
     try {
@@ -82,11 +110,20 @@ const tokenCreate = defineCommand<{ id?: string; dns: string[]; ip: string[]; tt
     const dns = strings(values.dns);
     const ip = strings(values.ip);
     if (!id && dns.length === 0 && ip.length === 0) requireString(values, 'id', 'token create');
-    return { ...(id ? { id } : {}), dns, ip, ...(ttlMs ? { ttlMs } : {}), ...(typeof values.profile === 'string' ? { profile: values.profile } : {}) };
+    return {
+      ...(id ? { id } : {}),
+      dns,
+      ip,
+      ...(ttlMs ? { ttlMs } : {}),
+      ...(typeof values.profile === 'string' ? { profile: values.profile } : {}),
+    };
   },
   run: (ctx, input) =>
     refusalsAsCaErrors(() =>
-      createBootstrapToken({ config: ctx.config, db: ctx.database.db, kms: ctx.kms, profiles: ctx.ca.profiles }, { ...input, principal: input.principal }),
+      createBootstrapToken(
+        { config: ctx.config, db: ctx.database.db, kms: ctx.kms, profiles: ctx.ca.profiles },
+        { ...input, principal: input.principal },
+      ),
     ),
   format: (out) => `${out.token}\n`,
 });

@@ -1,11 +1,17 @@
 import { acmeCommands } from './acme-commands.ts';
 import { caCommands } from './ca-commands.ts';
-import { commandName, type CliCommand } from './command.ts';
+import { type CliCommand, commandName } from './command.ts';
 import { kmsCommands } from './kms-commands.ts';
 import { meshCommands } from './mesh-commands.ts';
 import { revocationCommands } from './revocation-commands.ts';
 
 /** Every command that runs against the CA (in-process or through the admin socket). */
-export const commands: readonly CliCommand[] = [...caCommands, ...revocationCommands, ...kmsCommands, ...acmeCommands, ...meshCommands];
+export const commands: readonly CliCommand[] = [
+  ...caCommands,
+  ...revocationCommands,
+  ...kmsCommands,
+  ...acmeCommands,
+  ...meshCommands,
+];
 
 export const commandsByName: ReadonlyMap<string, CliCommand> = new Map(commands.map((c) => [commandName(c), c]));

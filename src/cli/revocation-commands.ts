@@ -1,7 +1,7 @@
 import { publishDue, type PublishedCrl } from '../ca/crl-publisher.ts';
 import { allowedReasonNames, reasonCode, reasonName } from '../ca/revocation.ts';
 import { RevocationService } from '../ca/revocation-service.ts';
-import { defineCommand, UsageError, type CliCommand } from './command.ts';
+import { type CliCommand, defineCommand, UsageError } from './command.ts';
 
 interface RevokeOutput {
   serial: string;
@@ -34,7 +34,12 @@ const revokeCommand = defineCommand<{ serial: string; reason: string }, RevokeOu
   // The same path ACME revokeCert takes: the CRL shard goes stale and the cached OCSP answer goes.
   run: async (ctx, input) => {
     const r = await ctx.ca.revoke(input.serial, reasonCode(input.reason), input.principal);
-    return { serial: r.serial, issuerId: r.issuerId, revokedAt: r.revokedAt.toISOString(), reason: reasonName(r.reason) };
+    return {
+      serial: r.serial,
+      issuerId: r.issuerId,
+      revokedAt: r.revokedAt.toISOString(),
+      reason: reasonName(r.reason),
+    };
   },
   format: (out) =>
     `Revoked ${out.serial} (${out.reason}) at ${out.revokedAt}.\nOCSP answers "revoked" now; the CRL follows within revocation.crlPublishDelay (or run \`keyward crl publish\`).\n`,
@@ -55,7 +60,12 @@ const crlPublishCommand = defineCommand<object, CrlPublishOutput>({
     return publishDue(service.crl, { force: true });
   },
   format: (out) =>
-    out.published.map((p) => `CRL #${p.crlNumber} for ${p.issuerId} shard ${p.shard}: ${p.entries} entries, next update ${p.nextUpdate}\n  ${p.url}\n`).join('') +
+    out.published
+      .map(
+        (p) =>
+          `CRL #${p.crlNumber} for ${p.issuerId} shard ${p.shard}: ${p.entries} entries, next update ${p.nextUpdate}\n  ${p.url}\n`,
+      )
+      .join('') +
     out.busy.map((b) => `${b.issuerId} shard ${b.shard}: another replica is publishing it right now\n`).join(''),
 });
 

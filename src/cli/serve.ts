@@ -1,7 +1,7 @@
 import type { Config } from '../config/load.ts';
 import { openContext } from '../context.ts';
 import { createLogger } from '../http/log.ts';
-import { startServer, type RunningServer } from '../server.ts';
+import { type RunningServer, startServer } from '../server.ts';
 import { initCommand, type InitOutput } from './ca-commands.ts';
 
 /** `keyward serve`: initialise on first run, serve, and shut down cleanly on SIGTERM/SIGINT. */

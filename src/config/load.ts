@@ -1,8 +1,10 @@
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { ZodError, ZodType } from 'zod';
-import { configSchema, profileSchema, type ParsedConfig, type Profile } from './schema.ts';
+
+import { configSchema, type ParsedConfig, type Profile, profileSchema } from './schema.ts';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -109,7 +111,9 @@ export function loadConfig(options: LoadOptions = {}): Config {
   const httpBaseUrl = (parsed.http.publicUrl ?? `http://${parsed.http.listen}`).replace(/\/+$/, '');
   const httpsHost = parsed.https.hostnames[0]!;
   const httpsPort = parsed.https.listen.slice(parsed.https.listen.lastIndexOf(':') + 1);
-  const httpsBaseUrl = (parsed.https.publicUrl ?? `https://${httpsHost.includes(':') ? `[${httpsHost}]` : httpsHost}:${httpsPort}`).replace(/\/+$/, '');
+  const httpsBaseUrl = (
+    parsed.https.publicUrl ?? `https://${httpsHost.includes(':') ? `[${httpsHost}]` : httpsHost}:${httpsPort}`
+  ).replace(/\/+$/, '');
   const passphrase = parsed.rootOfTrust.type === 'passphrase' ? env[parsed.rootOfTrust.env] : undefined;
 
   const { profiles: _inline, profilesDir: _dir, ...rest } = parsed;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+
 import { parseDuration } from './duration.ts';
 
 const duration = z.string().transform((value, ctx) => {
@@ -10,9 +11,7 @@ const duration = z.string().transform((value, ctx) => {
   }
 });
 
-const listen = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8443');
+const listen = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8443');
 
 export const caKeyType = z.enum(['ecdsa-p256', 'ecdsa-p384', 'rsa-3072', 'rsa-4096']);
 export type CaKeyType = z.infer<typeof caKeyType>;
@@ -34,7 +33,9 @@ export const profileSchema = z
     keyTypes: z.array(subjectKeyType).default(['ecdsa-p256', 'ecdsa-p384', 'rsa', 'ed25519']),
     minRsaBits: z.number().int().min(2048).default(2048),
     /** Extra extension: certificate policy OIDs written into every certificate of the profile. */
-    certificatePolicies: z.array(z.string().regex(/^[0-2](\.(0|[1-9]\d*))+$/, 'expected a dotted OID, e.g. 2.23.140.1.2.1')).default([]),
+    certificatePolicies: z
+      .array(z.string().regex(/^[0-2](\.(0|[1-9]\d*))+$/, 'expected a dotted OID, e.g. 2.23.140.1.2.1'))
+      .default([]),
     sanTypes: z.array(sanType).default(['dns', 'ip']),
     maxNames: z.number().int().min(1).max(1000).default(100),
     /**
@@ -77,8 +78,12 @@ const caKeySpec = (keyType: CaKeyType, commonName: string, lifetime: string) =>
         .object({
           permittedDns: z.array(z.string().min(1)).default([]),
           excludedDns: z.array(z.string().min(1)).default([]),
-          permittedIp: z.array(z.string().regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, 'expected a CIDR, e.g. 10.0.0.0/8')).default([]),
-          excludedIp: z.array(z.string().regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, 'expected a CIDR, e.g. 10.0.0.0/8')).default([]),
+          permittedIp: z
+            .array(z.string().regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, 'expected a CIDR, e.g. 10.0.0.0/8'))
+            .default([]),
+          excludedIp: z
+            .array(z.string().regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, 'expected a CIDR, e.g. 10.0.0.0/8'))
+            .default([]),
         })
         .strict()
         .optional(),
@@ -143,7 +148,10 @@ export const configSchema = z
         httpPort: z.number().int().min(1).max(65535).default(80),
         tlsAlpnPort: z.number().int().min(1).max(65535).default(443),
         /** 'host:port' of the DNS resolver for dns-01, CAA and name look-ups; default the system's. */
-        dnsResolver: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+)(:\d{1,5})?$/, 'expected host:port').optional(),
+        dnsResolver: z
+          .string()
+          .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+)(:\d{1,5})?$/, 'expected host:port')
+          .optional(),
         timeout: duration.prefault('10s'),
         /** A failing check is retried with backoff for this long before the challenge turns invalid. */
         retryFor: duration.prefault('2m'),
@@ -203,7 +211,11 @@ export const configSchema = z
     policy: z
       .object({
         /** Each rule is `{ allow: PATTERN }` or `{ deny: PATTERN }` (see src/policy/patterns.ts). */
-        rules: z.array(z.union([z.object({ allow: z.string().min(1) }).strict(), z.object({ deny: z.string().min(1) }).strict()])).default([]),
+        rules: z
+          .array(
+            z.union([z.object({ allow: z.string().min(1) }).strict(), z.object({ deny: z.string().min(1) }).strict()]),
+          )
+          .default([]),
         /** For a name type no scope has allow rules for: 'allow' keeps an open CA, 'deny' closes it. */
         defaultAction: z.enum(['allow', 'deny']).default('allow'),
       })
@@ -212,9 +224,18 @@ export const configSchema = z
     /** Rate limits (src/policy/rate-limits.ts), counted in the database; limit 0 switches one off. */
     rateLimits: z
       .object({
-        newOrdersPerAccount: z.object({ limit: z.number().int().min(0).default(300), window: duration.prefault('1h') }).strict().prefault({}),
-        certificatesPerName: z.object({ limit: z.number().int().min(0).default(50), window: duration.prefault('168h') }).strict().prefault({}),
-        failedValidationsPerAccount: z.object({ limit: z.number().int().min(0).default(5), window: duration.prefault('1h') }).strict().prefault({}),
+        newOrdersPerAccount: z
+          .object({ limit: z.number().int().min(0).default(300), window: duration.prefault('1h') })
+          .strict()
+          .prefault({}),
+        certificatesPerName: z
+          .object({ limit: z.number().int().min(0).default(50), window: duration.prefault('168h') })
+          .strict()
+          .prefault({}),
+        failedValidationsPerAccount: z
+          .object({ limit: z.number().int().min(0).default(5), window: duration.prefault('1h') })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+
 import type { Db } from './schema.ts';
 
 /**
@@ -20,7 +21,13 @@ export async function releaseLease(db: Db, name: string, holder: string): Promis
 }
 
 /** Runs `fn` only while holding the lease; returns undefined when another replica holds it. */
-export async function withLease<T>(db: Db, name: string, holder: string, ttlMs: number, fn: () => Promise<T>): Promise<T | undefined> {
+export async function withLease<T>(
+  db: Db,
+  name: string,
+  holder: string,
+  ttlMs: number,
+  fn: () => Promise<T>,
+): Promise<T | undefined> {
   if (!(await acquireLease(db, name, holder, ttlMs))) return undefined;
   try {
     return await fn();

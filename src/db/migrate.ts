@@ -1,4 +1,5 @@
-import { Migrator, type MigrationResultSet } from 'kysely';
+import { type MigrationResultSet, Migrator } from 'kysely';
+
 import { migrations } from '../../migrations/index.ts';
 import type { Db } from './schema.ts';
 

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+
 import type { PostgresCursor, PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kysely';
 import type pg from 'pg';
 
@@ -32,7 +33,9 @@ export class PreparedStatementPool implements PostgresPool {
     const query = async (text: string, values: ReadonlyArray<unknown>): Promise<PostgresQueryResult<unknown>> => {
       const name = values.length > 0 ? this.nameFor(text) : undefined;
       try {
-        return (await client.query(name ? { name, text, values: [...values] } : { text, values: [...values] })) as PostgresQueryResult<unknown>;
+        return (await client.query(
+          name ? { name, text, values: [...values] } : { text, values: [...values] },
+        )) as PostgresQueryResult<unknown>;
       } catch (err) {
         // This connection's statements are stale; drop it rather than fail the same way again.
         if ((err as { code?: string }).code === PLAN_INVALIDATED) invalidated = true;
@@ -41,7 +44,9 @@ export class PreparedStatementPool implements PostgresPool {
     };
     return {
       query: ((textOrCursor: string | PostgresCursor<unknown>, values?: ReadonlyArray<unknown>) =>
-        typeof textOrCursor === 'string' ? query(textOrCursor, values ?? []) : client.query(textOrCursor as never)) as PostgresPoolClient['query'],
+        typeof textOrCursor === 'string'
+          ? query(textOrCursor, values ?? [])
+          : client.query(textOrCursor as never)) as PostgresPoolClient['query'],
       release: (destroy?: boolean) => client.release(destroy || invalidated),
     };
   }

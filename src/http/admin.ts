@@ -1,7 +1,9 @@
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
+
 import { commandsByName } from '../cli/registry.ts';
 import type { AppContext } from '../context.ts';
 import { describeError } from './errors.ts';

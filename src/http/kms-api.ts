@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
+
 import type { HttpBindings } from '@hono/node-server';
 import type { Context, Hono } from 'hono';
-import { randomUUID } from 'node:crypto';
+
 import type { AppContext } from '../context.ts';
 import { withLease } from '../db/lease.ts';
 import { DataKeys, MAX_PLAINTEXT } from '../kms/data-keys.ts';
@@ -22,10 +24,18 @@ export function principalOf(subjectAltName: string | undefined): string | undefi
 }
 
 function problem(c: Context, status: number, type: string, detail: string): Response {
-  return c.body(JSON.stringify({ type: `urn:keyward:kms:${type}`, title: type, status, detail }), status as 400, { 'content-type': 'application/problem+json' });
+  return c.body(JSON.stringify({ type: `urn:keyward:kms:${type}`, title: type, status, detail }), status as 400, {
+    'content-type': 'application/problem+json',
+  });
 }
 
-const STATUS: Record<string, number> = { NotFound: 404, AccessDenied: 403, KeyDisabled: 409, InvalidInput: 400, InvalidCiphertext: 400 };
+const STATUS: Record<string, number> = {
+  NotFound: 404,
+  AccessDenied: 403,
+  KeyDisabled: 409,
+  InvalidInput: 400,
+  InvalidCiphertext: 400,
+};
 
 type Ctx = Record<string, string>;
 
@@ -58,19 +68,34 @@ export function kmsFeature(ctx: AppContext, log: Logger): Feature {
 
   async function authenticate(c: Context): Promise<string | Response> {
     const socket = (c.env as HttpBindings | undefined)?.incoming?.socket as TLSSocket | undefined;
-    if (!socket || typeof socket.getPeerCertificate !== 'function') return problem(c, 401, 'unauthorized', 'the data-key API needs HTTPS with a client certificate');
+    if (!socket || typeof socket.getPeerCertificate !== 'function')
+      return problem(c, 401, 'unauthorized', 'the data-key API needs HTTPS with a client certificate');
     const cert = socket.getPeerCertificate();
-    if (!cert || Object.keys(cert).length === 0) return problem(c, 401, 'unauthorized', 'a client certificate from this CA is required');
-    if (!socket.authorized) return problem(c, 401, 'unauthorized', `the client certificate is not from this CA (${String(socket.authorizationError)})`);
+    if (!cert || Object.keys(cert).length === 0)
+      return problem(c, 401, 'unauthorized', 'a client certificate from this CA is required');
+    if (!socket.authorized)
+      return problem(
+        c,
+        401,
+        'unauthorized',
+        `the client certificate is not from this CA (${String(socket.authorizationError)})`,
+      );
     const principal = principalOf(cert.subjectaltname);
     if (!principal) return problem(c, 401, 'unauthorized', 'the client certificate has no URI or DNS name');
     const serial = cert.serialNumber.toLowerCase().replace(/^0+/, '');
-    const row = await ctx.database.db.selectFrom('certificates').select(['status']).where('serial', '=', serial).executeTakeFirst();
+    const row = await ctx.database.db
+      .selectFrom('certificates')
+      .select(['status'])
+      .where('serial', '=', serial)
+      .executeTakeFirst();
     if (row?.status === 'revoked') return problem(c, 401, 'unauthorized', 'the client certificate is revoked');
     return principal;
   }
 
-  async function handle(c: Context, fn: (body: Record<string, unknown>, principal: string) => Promise<unknown>): Promise<Response> {
+  async function handle(
+    c: Context,
+    fn: (body: Record<string, unknown>, principal: string) => Promise<unknown>,
+  ): Promise<Response> {
     const principal = await authenticate(c);
     if (typeof principal !== 'string') return principal;
     const text = await c.req.text();
@@ -95,10 +120,20 @@ export function kmsFeature(ctx: AppContext, log: Logger): Feature {
 
   const generate = (withoutPlaintext: boolean) => async (body: Record<string, unknown>, principal: string) => {
     const r = await dataKeys.generateDataKey(
-      { keyId: asString(body.keyId, 'keyId'), keySpec: (body.keySpec as 'AES_256' | 'AES_128' | undefined) ?? 'AES_256', encryptionContext: asContext(body.encryptionContext, 'encryptionContext'), withoutPlaintext },
+      {
+        keyId: asString(body.keyId, 'keyId'),
+        keySpec: (body.keySpec as 'AES_256' | 'AES_128' | undefined) ?? 'AES_256',
+        encryptionContext: asContext(body.encryptionContext, 'encryptionContext'),
+        withoutPlaintext,
+      },
       principal,
     );
-    return { keyId: r.keyId, keyVersion: r.keyVersion, ...(r.plaintext ? { plaintext: r.plaintext.toString('base64') } : {}), ciphertextBlob: r.ciphertextBlob.toString('base64') };
+    return {
+      keyId: r.keyId,
+      keyVersion: r.keyVersion,
+      ...(r.plaintext ? { plaintext: r.plaintext.toString('base64') } : {}),
+      ciphertextBlob: r.ciphertextBlob.toString('base64'),
+    };
   };
 
   return {
@@ -109,15 +144,27 @@ export function kmsFeature(ctx: AppContext, log: Logger): Feature {
       app.post('/kms/v1/encrypt', (c) =>
         handle(c, async (body, principal) => {
           const plaintext = b64(body.plaintext, 'plaintext');
-          if (plaintext.length > MAX_PLAINTEXT) throw new KmsError('InvalidInput', `plaintext is larger than ${MAX_PLAINTEXT} bytes`);
-          const r = await dataKeys.encrypt({ keyId: asString(body.keyId, 'keyId'), plaintext, encryptionContext: asContext(body.encryptionContext, 'encryptionContext') }, principal);
+          if (plaintext.length > MAX_PLAINTEXT)
+            throw new KmsError('InvalidInput', `plaintext is larger than ${MAX_PLAINTEXT} bytes`);
+          const r = await dataKeys.encrypt(
+            {
+              keyId: asString(body.keyId, 'keyId'),
+              plaintext,
+              encryptionContext: asContext(body.encryptionContext, 'encryptionContext'),
+            },
+            principal,
+          );
           return { keyId: r.keyId, keyVersion: r.keyVersion, ciphertextBlob: r.ciphertextBlob.toString('base64') };
         }),
       );
       app.post('/kms/v1/decrypt', (c) =>
         handle(c, async (body, principal) => {
           const r = await dataKeys.decrypt(
-            { ciphertextBlob: b64(body.ciphertextBlob, 'ciphertextBlob'), encryptionContext: asContext(body.encryptionContext, 'encryptionContext'), keyId: body.keyId === undefined ? undefined : asString(body.keyId, 'keyId') },
+            {
+              ciphertextBlob: b64(body.ciphertextBlob, 'ciphertextBlob'),
+              encryptionContext: asContext(body.encryptionContext, 'encryptionContext'),
+              keyId: body.keyId === undefined ? undefined : asString(body.keyId, 'keyId'),
+            },
             principal,
           );
           return { keyId: r.keyId, keyVersion: r.keyVersion, plaintext: r.plaintext.toString('base64') };
@@ -130,11 +177,20 @@ export function kmsFeature(ctx: AppContext, log: Logger): Feature {
               ciphertextBlob: b64(body.ciphertextBlob, 'ciphertextBlob'),
               sourceEncryptionContext: asContext(body.sourceEncryptionContext, 'sourceEncryptionContext'),
               destinationKeyId: asString(body.destinationKeyId, 'destinationKeyId'),
-              destinationEncryptionContext: asContext(body.destinationEncryptionContext, 'destinationEncryptionContext'),
+              destinationEncryptionContext: asContext(
+                body.destinationEncryptionContext,
+                'destinationEncryptionContext',
+              ),
             },
             principal,
           );
-          return { keyId: r.keyId, keyVersion: r.keyVersion, sourceKeyId: r.sourceKeyId, sourceKeyVersion: r.sourceKeyVersion, ciphertextBlob: r.ciphertextBlob.toString('base64') };
+          return {
+            keyId: r.keyId,
+            keyVersion: r.keyVersion,
+            sourceKeyId: r.sourceKeyId,
+            sourceKeyVersion: r.sourceKeyVersion,
+            ciphertextBlob: r.ciphertextBlob.toString('base64'),
+          };
         }),
       );
     },
@@ -146,11 +202,23 @@ export function kmsFeature(ctx: AppContext, log: Logger): Feature {
       const tick = () => {
         running = (async () => {
           try {
-            const report = await withLease(ctx.database.db, 'kms-janitor', holder, Math.max(opts.janitorInterval * 2, 30_000), () =>
-              runJanitor(ctx.kms, ctx.database.db, { autoRotateDays: opts.autoRotateDays, checkpointEveryEvents: opts.checkpointEveryEvents, checkpointEveryMs: opts.checkpointInterval }),
+            const report = await withLease(
+              ctx.database.db,
+              'kms-janitor',
+              holder,
+              Math.max(opts.janitorInterval * 2, 30_000),
+              () =>
+                runJanitor(ctx.kms, ctx.database.db, {
+                  autoRotateDays: opts.autoRotateDays,
+                  checkpointEveryEvents: opts.checkpointEveryEvents,
+                  checkpointEveryMs: opts.checkpointInterval,
+                }),
             );
             if (report && (report.destroyed.keys.length || report.destroyed.versions.length || report.rotated.length)) {
-              log.info({ destroyed: report.destroyed, rotated: report.rotated.map((r) => `${r.name}/v${r.version}`) }, 'kms janitor');
+              log.info(
+                { destroyed: report.destroyed, rotated: report.rotated.map((r) => `${r.name}/v${r.version}`) },
+                'kms janitor',
+              );
             }
           } catch (err) {
             log.error({ err: (err as Error).message }, 'kms janitor failed; retrying next interval');

@@ -1,5 +1,5 @@
 import type { MiddlewareHandler } from 'hono';
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 
 export type { Logger };
 
@@ -12,6 +12,15 @@ export function requestLog(log: Logger, listener: string): MiddlewareHandler {
   return async (c, next) => {
     const start = performance.now();
     await next();
-    log.info({ listener, method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - start) }, 'request');
+    log.info(
+      {
+        listener,
+        method: c.req.method,
+        path: c.req.path,
+        status: c.res.status,
+        ms: Math.round(performance.now() - start),
+      },
+      'request',
+    );
   };
 }

@@ -1,6 +1,8 @@
 import type { TLSSocket } from 'node:tls';
+
 import type { HttpBindings } from '@hono/node-server';
 import type { Context, Hono } from 'hono';
+
 import type { Clock } from '../ca/authority.ts';
 import type { AppContext } from '../context.ts';
 import { spiffeBundle } from '../mesh/bundle.ts';
@@ -33,7 +35,8 @@ async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   } catch {
     throw new MeshError('malformed', 400, 'the body is not JSON');
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new MeshError('malformed', 400, 'the body is not a JSON object');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new MeshError('malformed', 400, 'the body is not a JSON object');
   return parsed as Record<string, unknown>;
 }
 
@@ -72,9 +75,18 @@ export function meshFeature(ctx: AppContext, log: Logger, options: { clock?: Clo
   return {
     name: 'mesh',
     https(app: Hono) {
-      app.post('/v1/sign', handle(async (c) => service.sign(await jsonBody(c))));
-      app.post('/v1/renew', handle(async (c) => service.renew(peerCertificate(c), await jsonBody(c))));
-      app.get('/v1/bundle', handle(async () => spiffeBundle(ctx.database.db, ctx.config.mesh.bundleRefreshHint)));
+      app.post(
+        '/v1/sign',
+        handle(async (c) => service.sign(await jsonBody(c))),
+      );
+      app.post(
+        '/v1/renew',
+        handle(async (c) => service.renew(peerCertificate(c), await jsonBody(c))),
+      );
+      app.get(
+        '/v1/bundle',
+        handle(async () => spiffeBundle(ctx.database.db, ctx.config.mesh.bundleRefreshHint)),
+      );
     },
     start() {
       // Idempotent deletes, so every replica may run this; old rows only cost space.
@@ -83,7 +95,10 @@ export function meshFeature(ctx: AppContext, log: Logger, options: { clock?: Clo
         const longest = Math.max(...Object.values(ctx.config.rateLimits).map((l) => l.window));
         try {
           await pruneRateLimits(ctx.database.db, new Date(now - longest));
-          await ctx.database.db.deleteFrom('mesh_tokens').where('expires_at', '<', new Date(now - 86_400_000)).execute();
+          await ctx.database.db
+            .deleteFrom('mesh_tokens')
+            .where('expires_at', '<', new Date(now - 86_400_000))
+            .execute();
         } catch (err) {
           mlog.warn({ err: (err as Error).message }, 'pruning mesh tokens and rate-limit counters failed');
         }

@@ -1,4 +1,5 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+
 import { getRequestListener } from '@hono/node-server';
 
 type FetchHandler = Parameters<typeof getRequestListener>[0];

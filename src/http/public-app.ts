@@ -1,5 +1,6 @@
-import { sql } from 'kysely';
 import { Hono } from 'hono';
+import { sql } from 'kysely';
+
 import type { AppContext } from '../context.ts';
 
 /** Endpoints served on both listeners: health and the trust anchors. */
@@ -14,7 +15,9 @@ export function publicApp(ctx: AppContext): Hono {
     }
   });
   const pem = (body: string) =>
-    new Response(body, { headers: { 'content-type': 'application/pem-certificate-chain', 'cache-control': 'public, max-age=300' } });
+    new Response(body, {
+      headers: { 'content-type': 'application/pem-certificate-chain', 'cache-control': 'public, max-age=300' },
+    });
   app.get('/roots.pem', async () => pem(await ctx.ca.rootsPem()));
   app.get('/intermediates.pem', async () => pem(await ctx.ca.intermediatesPem()));
   return app;

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
+
 import type { Context, Hono } from 'hono';
+
 import { AriRequestError, parseAriCertId, renewalInfo } from '../ca/ari.ts';
 import { MAX_OCSP_REQUEST_BYTES, ocspErrorResponse } from '../ca/ocsp.ts';
 import type { OcspAnswer } from '../ca/ocsp-responder.ts';
@@ -57,7 +59,8 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
         .where('issuer_id', '=', name.issuerId)
         .where('shard', '=', name.shard)
         .executeTakeFirst();
-      if (!full?.der || String(full.crl_number) !== number) return c.text('the CRL changed; retry\n', 503, { 'retry-after': '1' });
+      if (!full?.der || String(full.crl_number) !== number)
+        return c.text('the CRL changed; retry\n', 503, { 'retry-after': '1' });
       cached = { number, der: new Uint8Array(full.der) };
       crlCache.set(key, cached);
     }
@@ -79,7 +82,8 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
       expires: answer.nextUpdate.toUTCString(),
       'cache-control': `max-age=${maxAge}, public, no-transform, must-revalidate`,
     };
-    if (c.req.method === 'GET' && matchesEtag(c.req.header('if-none-match'), etag)) return new Response(null, { status: 304, headers });
+    if (c.req.method === 'GET' && matchesEtag(c.req.header('if-none-match'), etag))
+      return new Response(null, { status: 304, headers });
     return ocspBytes(answer.der, 200, headers);
   };
 
@@ -92,7 +96,8 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
     }
   };
 
-  const malformed = (status = 200): Response => ocspBytes(ocspErrorResponse('malformedRequest'), status, { 'cache-control': 'no-store' });
+  const malformed = (status = 200): Response =>
+    ocspBytes(ocspErrorResponse('malformedRequest'), status, { 'cache-control': 'no-store' });
 
   return {
     name: 'revocation',
@@ -100,9 +105,13 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
       app.get('/crl/:file', crl);
       app.get('/issuer/:file', async (c) => {
         const m = /^([0-9a-f]{16})\.cer$/.exec(c.req.param('file'));
-        const row = m ? await ctx.database.db.selectFrom('issuers').select('certificate').where('id', '=', m[1]!).executeTakeFirst() : undefined;
+        const row = m
+          ? await ctx.database.db.selectFrom('issuers').select('certificate').where('id', '=', m[1]!).executeTakeFirst()
+          : undefined;
         if (!row) return c.text('not found\n', 404);
-        return new Response(new Uint8Array(row.certificate), { headers: { 'content-type': 'application/pkix-cert', 'cache-control': 'public, max-age=3600' } });
+        return new Response(new Uint8Array(row.certificate), {
+          headers: { 'content-type': 'application/pkix-cert', 'cache-control': 'public, max-age=3600' },
+        });
       });
       app.post('/ocsp', async (c) => {
         const body = await readLimited(c.req.raw, MAX_OCSP_REQUEST_BYTES);
@@ -133,7 +142,11 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
         if (!info) return problem(404, 'malformed', 'no certificate with this certID was issued here');
         return new Response(JSON.stringify(info), {
           status: 200,
-          headers: { 'content-type': 'application/json', 'retry-after': String(Math.round(r.ariRetryAfter / 1000)), 'cache-control': 'public, max-age=0, no-cache' },
+          headers: {
+            'content-type': 'application/json',
+            'retry-after': String(Math.round(r.ariRetryAfter / 1000)),
+            'cache-control': 'public, max-age=0, no-cache',
+          },
         });
       });
     },
@@ -165,7 +178,10 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
 
 function ocspBytes(der: Uint8Array, status: number, headers: Record<string, string>): Response {
   // A copy on its own ArrayBuffer: what the Response body type wants, and a few hundred bytes.
-  return new Response(new Uint8Array(der), { status, headers: { 'content-type': 'application/ocsp-response', ...headers } });
+  return new Response(new Uint8Array(der), {
+    status,
+    headers: { 'content-type': 'application/ocsp-response', ...headers },
+  });
 }
 
 function matchesEtag(header: string | undefined, etag: string): boolean {

@@ -1,6 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { SecureContextOptions } from 'node:tls';
+
 import type { CertificateAuthority } from '../ca/authority.ts';
 
 export interface TlsIdentity {
@@ -39,4 +40,3 @@ export function renewalDelay(identity: TlsIdentity, now = Date.now()): number {
   const lifetime = identity.notAfter.getTime() - identity.notBefore.getTime();
   return Math.max(1_000, identity.notBefore.getTime() + (lifetime * 2) / 3 - now);
 }
-

@@ -1,5 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
+
 import { sql } from 'kysely';
+
 import type { AuditEventRow, Db, Executor } from '../db/schema.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { KmsError } from './errors.ts';
@@ -93,11 +95,19 @@ export interface AuditVerification {
   events: number;
   headSeq: number;
   /** The first row that breaks the chain, and how. */
-  firstBad?: { seq: number; problem: 'deleted' | 'inserted-or-reordered' | 'edited' | 'head-mismatch' | 'rewritten' | 'bad-checkpoint'; detail: string };
+  firstBad?: {
+    seq: number;
+    problem: 'deleted' | 'inserted-or-reordered' | 'edited' | 'head-mismatch' | 'rewritten' | 'bad-checkpoint';
+    detail: string;
+  };
 }
 
 /** Walks the whole chain in pages; names the first row that was edited, deleted, inserted or moved. */
-export async function verifyAudit(db: Db, pageSize = 5000, onEvent?: (seq: number, hash: Uint8Array) => void): Promise<AuditVerification> {
+export async function verifyAudit(
+  db: Db,
+  pageSize = 5000,
+  onEvent?: (seq: number, hash: Uint8Array) => void,
+): Promise<AuditVerification> {
   let prev: Uint8Array = GENESIS;
   let expected = 1;
   let count = 0;
@@ -112,10 +122,18 @@ export async function verifyAudit(db: Db, pageSize = 5000, onEvent?: (seq: numbe
     for (const r of rows) {
       const seq = Number(r.seq);
       if (seq !== expected) {
-        return fail(count, expected - 1, { seq: expected, problem: 'deleted', detail: `event ${expected} is missing (next present is ${seq})` });
+        return fail(count, expected - 1, {
+          seq: expected,
+          problem: 'deleted',
+          detail: `event ${expected} is missing (next present is ${seq})`,
+        });
       }
       if (!Buffer.from(r.prev_hash).equals(Buffer.from(prev))) {
-        return fail(count, seq, { seq, problem: 'inserted-or-reordered', detail: `event ${seq} does not follow event ${seq - 1}` });
+        return fail(count, seq, {
+          seq,
+          problem: 'inserted-or-reordered',
+          detail: `event ${seq} does not follow event ${seq - 1}`,
+        });
       }
       const recomputed = eventHash(prev, { ...r, seq, ts: new Date(r.ts), context: r.context });
       if (!recomputed.equals(Buffer.from(r.hash))) {
@@ -140,6 +158,10 @@ export async function verifyAudit(db: Db, pageSize = 5000, onEvent?: (seq: numbe
   return { ok: true, events: count, headSeq };
 }
 
-function fail(events: number, headSeq: number, firstBad: NonNullable<AuditVerification['firstBad']>): AuditVerification {
+function fail(
+  events: number,
+  headSeq: number,
+  firstBad: NonNullable<AuditVerification['firstBad']>,
+): AuditVerification {
   return { ok: false, events, headSeq, firstBad };
 }

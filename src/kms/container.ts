@@ -1,4 +1,5 @@
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, type KeyObject, randomBytes } from 'node:crypto';
+
 import { encodeContext, type EncryptionContext } from './context.ts';
 import { KmsError } from './errors.ts';
 
@@ -64,7 +65,12 @@ function subkey(wrappingKey: KeyObject, salt: Buffer, header: Buffer): Buffer {
 }
 
 /** Encrypts under a per-message HKDF subkey, so no GCM nonce budget applies to the wrapping key. */
-export function seal(wrappingKey: KeyObject, header: Omit<Header, 'alg'>, context: EncryptionContext, plaintext: Uint8Array): Buffer {
+export function seal(
+  wrappingKey: KeyObject,
+  header: Omit<Header, 'alg'>,
+  context: EncryptionContext,
+  plaintext: Uint8Array,
+): Buffer {
   const head = encodeHeader({ ...header, alg: ALG_AES_GCM_HKDF });
   const salt = randomBytes(SALT_LEN);
   const nonce = randomBytes(NONCE_LEN);
@@ -89,7 +95,8 @@ export interface Expected {
 export function open(wrappingKey: KeyObject, blob: Uint8Array, expected: Expected, context: EncryptionContext): Buffer {
   const header = parseHeader(blob);
   checkExpected(header, expected);
-  if (header.alg !== ALG_AES_GCM_HKDF) throw new KmsError('InvalidCiphertext', `ciphertext uses alg ${header.alg}, which needs its root provider`);
+  if (header.alg !== ALG_AES_GCM_HKDF)
+    throw new KmsError('InvalidCiphertext', `ciphertext uses alg ${header.alg}, which needs its root provider`);
   const b = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
   if (b.length < HEADER_LEN + SALT_LEN + NONCE_LEN + TAG_LEN) {
     throw new KmsError('InvalidCiphertext', 'KWE1 ciphertext is truncated');
@@ -106,7 +113,10 @@ export function open(wrappingKey: KeyObject, blob: Uint8Array, expected: Expecte
     decipher.setAuthTag(tag);
     return Buffer.concat([decipher.update(body), decipher.final()]);
   } catch {
-    throw new KmsError('InvalidCiphertext', `ciphertext wrapped by ${header.keyId} v${header.version} failed authentication (altered, swapped or wrong key)`);
+    throw new KmsError(
+      'InvalidCiphertext',
+      `ciphertext wrapped by ${header.keyId} v${header.version} failed authentication (altered, swapped or wrong key)`,
+    );
   } finally {
     key.fill(0);
   }
@@ -115,7 +125,10 @@ export function open(wrappingKey: KeyObject, blob: Uint8Array, expected: Expecte
 /** Refuses a header that is not the one the caller expects (purpose, wrapping key, version). */
 export function checkExpected(header: Header, expected: Expected): void {
   if (header.purpose !== expected.purpose) {
-    throw new KmsError('InvalidCiphertext', `ciphertext purpose ${header.purpose} is not the expected ${expected.purpose}`);
+    throw new KmsError(
+      'InvalidCiphertext',
+      `ciphertext purpose ${header.purpose} is not the expected ${expected.purpose}`,
+    );
   }
   if (expected.keyId !== undefined && header.keyId !== expected.keyId) {
     throw new KmsError('InvalidCiphertext', `ciphertext is wrapped by ${header.keyId}, not ${expected.keyId}`);

@@ -1,13 +1,23 @@
-import { createHash, createPrivateKey, createPublicKey, createSecretKey, randomBytes, randomUUID, timingSafeEqual, type KeyObject } from 'node:crypto';
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  createSecretKey,
+  type KeyObject,
+  randomBytes,
+  randomUUID,
+  timingSafeEqual,
+} from 'node:crypto';
+
 import { GroupCommit } from '../db/group-commit.ts';
 import type { Executor, KeyUsage } from '../db/schema.ts';
 import { appendAudit, inTransaction } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
 import { KmsError } from './errors.ts';
-import { algOf, generateKeyPair, type AsymmetricAlg } from './key-types.ts';
-import type { RootOfTrust } from './roots/types.ts';
+import { algOf, type AsymmetricAlg, generateKeyPair } from './key-types.ts';
 import { effectivePolicy, evaluate } from './policy.ts';
-import { signatureAlgorithmFor, signWithKeyObject, type SignContext, type Signer } from './signer.ts';
+import type { RootOfTrust } from './roots/types.ts';
+import { signatureAlgorithmFor, type SignContext, type Signer, signWithKeyObject } from './signer.ts';
 
 export const CA_KEK = 'ca-keys';
 
@@ -41,7 +51,11 @@ export class KeyHierarchy {
     const counts = new Map<string, number>();
     for (const id of keyIds) counts.set(id, (counts.get(id) ?? 0) + 1);
     for (const [id, n] of counts) {
-      await this.db.updateTable('kms_keys').set((eb) => ({ use_count: eb('use_count', '+', n) })).where('id', '=', id).execute();
+      await this.db
+        .updateTable('kms_keys')
+        .set((eb) => ({ use_count: eb('use_count', '+', n) }))
+        .where('id', '=', id)
+        .execute();
     }
     return keyIds.map(() => undefined);
   }
@@ -65,7 +79,8 @@ export class KeyHierarchy {
 
   /** Drops cached plaintext for a KEK version or key whose material was destroyed or re-wrapped. */
   forget(kekId: string, version?: number): void {
-    for (const k of [...this.keks.keys()]) if (k === `${kekId}/${version}` || (version === undefined && k.startsWith(`${kekId}/`))) this.keks.delete(k);
+    for (const k of [...this.keks.keys()])
+      if (k === `${kekId}/${version}` || (version === undefined && k.startsWith(`${kekId}/`))) this.keks.delete(k);
     this.keys.delete(kekId);
   }
 
@@ -80,7 +95,12 @@ export class KeyHierarchy {
   }
 
   /** Creates a KEK with version 1 as primary; a no-op when it exists. */
-  async ensureKek(db: Executor, name: string, purpose: 'ca-keys' | 'app-data' | 'import', principal: string): Promise<string> {
+  async ensureKek(
+    db: Executor,
+    name: string,
+    purpose: 'ca-keys' | 'app-data' | 'import',
+    principal: string,
+  ): Promise<string> {
     const existing = await db.selectFrom('kms_keks').select('id').where('name', '=', name).executeTakeFirst();
     if (existing) return existing.id;
     const id = randomUUID();
@@ -91,9 +111,27 @@ export class KeyHierarchy {
         await trx.insertInto('kms_keks').values({ id, name, purpose, auto_rotate_days: null }).execute();
         await trx
           .insertInto('kms_kek_versions')
-          .values({ kek_id: id, version: 1, is_primary: true, root_id: this.root.id, wrapped, next_root_id: null, next_wrapped: null, last_used_at: null, deletion_at: null, destroyed_at: null })
+          .values({
+            kek_id: id,
+            version: 1,
+            is_primary: true,
+            root_id: this.root.id,
+            wrapped,
+            next_root_id: null,
+            next_wrapped: null,
+            last_used_at: null,
+            deletion_at: null,
+            destroyed_at: null,
+          })
           .execute();
-        await appendAudit(trx, { principal, action: 'create-kek', keyId: id, keyVersion: 1, outcome: 'success', context: { name, purpose } });
+        await appendAudit(trx, {
+          principal,
+          action: 'create-kek',
+          keyId: id,
+          keyVersion: 1,
+          outcome: 'success',
+          context: { name, purpose },
+        });
       });
       this.keks.set(`${id}/1`, createSecretKey(material));
     } finally {
@@ -118,7 +156,11 @@ export class KeyHierarchy {
       .executeTakeFirst();
     if (!row) throw new KmsError('NotFound', `KEK ${kekId} has no version ${version}`);
     if (row.state !== 'Enabled') throw new KmsError('KeyDisabled', `KEK ${kekId} version ${version} is ${row.state}`);
-    if (row.root_id !== this.root.id) throw new KmsError('WrongRootKey', `KEK ${kekId} v${version} is wrapped by root ${row.root_id}, not ${this.root.id}`);
+    if (row.root_id !== this.root.id)
+      throw new KmsError(
+        'WrongRootKey',
+        `KEK ${kekId} v${version} is wrapped by root ${row.root_id}, not ${this.root.id}`,
+      );
     const material = await this.root.unwrapKek(row.wrapped, { kekId, version, installId: this.installId });
     const key = createSecretKey(material);
     material.fill(0);
@@ -139,16 +181,31 @@ export class KeyHierarchy {
   }
 
   /** Generates an asymmetric key and stores it wrapped (envelope encryption) in the caller's unit of work. */
-  async createKey(db: Executor, opts: { usage: KeyUsage; alg: AsymmetricAlg; principal: string }): Promise<{ id: string; publicKey: KeyObject }> {
+  async createKey(
+    db: Executor,
+    opts: { usage: KeyUsage; alg: AsymmetricAlg; principal: string },
+  ): Promise<{ id: string; publicKey: KeyObject }> {
     const { privateKey, publicKey } = generateKeyPair(opts.alg);
-    const id = await this.storeKey(db, { usage: opts.usage, privateKey, principal: opts.principal, action: 'create-key' });
+    const id = await this.storeKey(db, {
+      usage: opts.usage,
+      privateKey,
+      principal: opts.principal,
+      action: 'create-key',
+    });
     return { id, publicKey };
   }
 
   /** Wraps an existing private key like a generated one (bring your own key). */
   async storeKey(
     db: Executor,
-    opts: { usage: KeyUsage; privateKey: KeyObject; principal: string; action: string; id?: string; context?: Record<string, string> },
+    opts: {
+      usage: KeyUsage;
+      privateKey: KeyObject;
+      principal: string;
+      action: string;
+      id?: string;
+      context?: Record<string, string>;
+    },
   ): Promise<string> {
     const id = opts.id ?? randomUUID();
     const alg = algOf(opts.privateKey);
@@ -158,8 +215,18 @@ export class KeyHierarchy {
     const dek = randomBytes(32);
     const pkcs8 = opts.privateKey.export({ type: 'pkcs8', format: 'der' });
     try {
-      const keyCiphertext = seal(createSecretKey(dek), { purpose: PURPOSE.privateKey, keyId: id, version: 1 }, privateKeyContext(id, alg, spkiSha256), pkcs8);
-      const dekWrapped = seal(kek.key, { purpose: PURPOSE.dek, keyId: kek.id, version: kek.version }, dekContext(id, opts.usage), dek);
+      const keyCiphertext = seal(
+        createSecretKey(dek),
+        { purpose: PURPOSE.privateKey, keyId: id, version: 1 },
+        privateKeyContext(id, alg, spkiSha256),
+        pkcs8,
+      );
+      const dekWrapped = seal(
+        kek.key,
+        { purpose: PURPOSE.dek, keyId: kek.id, version: kek.version },
+        dekContext(id, opts.usage),
+        dek,
+      );
       await inTransaction(db, async (trx) => {
         await trx
           .insertInto('kms_keys')
@@ -204,17 +271,35 @@ export class KeyHierarchy {
     if (row.state !== 'Enabled') throw new KmsError('KeyDisabled', `key ${keyId} (${row.usage}) is ${row.state}`);
     const decision = evaluate(effectivePolicy(row.policy, row.usage), { principal, action: 'unwrap' });
     if (!decision.allowed) {
-      if (!db.isTransaction) await appendAudit(db, { principal, action: 'unwrap', keyId, outcome: 'denied', errorCode: 'AccessDenied', context: { usage: row.usage } });
+      if (!db.isTransaction)
+        await appendAudit(db, {
+          principal,
+          action: 'unwrap',
+          keyId,
+          outcome: 'denied',
+          errorCode: 'AccessDenied',
+          context: { usage: row.usage },
+        });
       throw new KmsError('AccessDenied', `key ${keyId}: ${decision.reason}`);
     }
     if (!row.kek_id || row.kek_version === null || !row.dek_wrapped || !row.key_ciphertext) {
       throw new KmsError('KeyUnavailable', `key ${keyId} has no wrapped material`);
     }
     const kek = await this.kek(row.kek_id, row.kek_version, db);
-    const dek = open(kek, row.dek_wrapped, { purpose: PURPOSE.dek, keyId: row.kek_id, version: row.kek_version }, dekContext(keyId, row.usage));
+    const dek = open(
+      kek,
+      row.dek_wrapped,
+      { purpose: PURPOSE.dek, keyId: row.kek_id, version: row.kek_version },
+      dekContext(keyId, row.usage),
+    );
     let pkcs8: Buffer;
     try {
-      pkcs8 = open(createSecretKey(dek), row.key_ciphertext, { purpose: PURPOSE.privateKey, keyId, version: 1 }, privateKeyContext(keyId, row.alg, row.spki_sha256));
+      pkcs8 = open(
+        createSecretKey(dek),
+        row.key_ciphertext,
+        { purpose: PURPOSE.privateKey, keyId, version: 1 },
+        privateKeyContext(keyId, row.alg, row.spki_sha256),
+      );
     } finally {
       dek.fill(0);
     }
@@ -225,7 +310,14 @@ export class KeyHierarchy {
     if (!timingSafeEqual(digest, Buffer.from(row.spki_sha256))) {
       throw new KmsError('InvalidCiphertext', `key ${keyId} does not match its recorded public key`);
     }
-    await appendAudit(db, { principal, action: 'unwrap', keyId, keyVersion: row.kek_version, outcome: 'success', context: { usage: row.usage } });
+    await appendAudit(db, {
+      principal,
+      action: 'unwrap',
+      keyId,
+      keyVersion: row.kek_version,
+      outcome: 'success',
+      context: { usage: row.usage },
+    });
     const entry: CachedKey = { key, alg: row.alg as AsymmetricAlg, kekVersion: row.kek_version };
     this.keys.set(keyId, entry);
     return entry;
@@ -247,11 +339,19 @@ export class KeyHierarchy {
     return {
       algorithm,
       spki,
-      sign: (data: Uint8Array, context?: SignContext) => this.signAudited(db, keyId, operation, principal, data, context ?? {}),
+      sign: (data: Uint8Array, context?: SignContext) =>
+        this.signAudited(db, keyId, operation, principal, data, context ?? {}),
     };
   }
 
-  private async signAudited(db: Executor, keyId: string, operation: SignOperation, principal: string, data: Uint8Array, context: SignContext): Promise<Uint8Array> {
+  private async signAudited(
+    db: Executor,
+    keyId: string,
+    operation: SignOperation,
+    principal: string,
+    data: Uint8Array,
+    context: SignContext,
+  ): Promise<Uint8Array> {
     const cached = await this.privateKey(keyId, principal, db);
     try {
       const signature = await inTransaction(db, async (trx) => {
@@ -259,11 +359,31 @@ export class KeyHierarchy {
         // policy change applies on every replica at once (design §3.5). No row lock is taken here:
         // the audit head is the only lock a signature holds, so signers never wait on each other's
         // key rows and can't deadlock with a transaction that creates a key and then signs.
-        const row = await trx.selectFrom('kms_keys').select(['state', 'policy', 'usage']).where('id', '=', keyId).executeTakeFirst();
-        if (row?.state !== 'Enabled') throw new KmsError('KeyDisabled', `key ${keyId}${row ? ` (${row.usage})` : ''} is ${row?.state ?? 'missing'} and cannot sign`);
-        const decision = evaluate(effectivePolicy(row.policy, row.usage), { principal, action: operation, profile: context.profile, issuer: context.issuer });
+        const row = await trx
+          .selectFrom('kms_keys')
+          .select(['state', 'policy', 'usage'])
+          .where('id', '=', keyId)
+          .executeTakeFirst();
+        if (row?.state !== 'Enabled')
+          throw new KmsError(
+            'KeyDisabled',
+            `key ${keyId}${row ? ` (${row.usage})` : ''} is ${row?.state ?? 'missing'} and cannot sign`,
+          );
+        const decision = evaluate(effectivePolicy(row.policy, row.usage), {
+          principal,
+          action: operation,
+          profile: context.profile,
+          issuer: context.issuer,
+        });
         if (!decision.allowed) throw new KmsError('AccessDenied', `key ${keyId} (${row.usage}): ${decision.reason}`);
-        await appendAudit(trx, { principal, action: operation, keyId, keyVersion: cached.kekVersion, outcome: 'success', context: { ...context } });
+        await appendAudit(trx, {
+          principal,
+          action: operation,
+          keyId,
+          keyVersion: cached.kekVersion,
+          outcome: 'success',
+          context: { ...context },
+        });
         return signWithKeyObject(cached.key, signatureAlgorithmFor(cached.key), data);
       });
       // The usage count is a statistic for `kms list`; the audit log is the record of each use.
@@ -294,5 +414,10 @@ export function dekContext(keyId: string, usage: string): Record<string, string>
 }
 
 function privateKeyContext(keyId: string, alg: string, spkiSha256: Uint8Array): Record<string, string> {
-  return { 'kw:purpose': 'private-key', 'kw:key': keyId, 'kw:alg': alg, 'kw:spki': Buffer.from(spkiSha256).toString('hex') };
+  return {
+    'kw:purpose': 'private-key',
+    'kw:key': keyId,
+    'kw:alg': alg,
+    'kw:spki': Buffer.from(spkiSha256).toString('hex'),
+  };
 }

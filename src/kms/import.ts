@@ -1,5 +1,19 @@
-import { constants, createDecipheriv, createHash, createPrivateKey, createPublicKey, generateKeyPairSync, privateDecrypt, randomBytes, randomUUID, timingSafeEqual, type KeyObject } from 'node:crypto';
+import {
+  constants,
+  createDecipheriv,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  privateDecrypt,
+  randomBytes,
+  randomUUID,
+  timingSafeEqual,
+} from 'node:crypto';
+
 import { sql } from 'kysely';
+
 import type { Db, KeyUsage } from '../db/schema.ts';
 import { appendAudit } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
@@ -47,10 +61,20 @@ function assertMatches(key: KeyObject, expectedSpki: Uint8Array): Buffer {
 }
 
 /** Wraps an existing private key like a generated one, after checking it matches the certificate's SPKI. */
-export async function importPlainKey(kms: KeyHierarchy, db: Db, opts: { privateKey: KeyObject; expectedSpki: Uint8Array; usage: KeyUsage; principal: string }): Promise<ImportResult> {
+export async function importPlainKey(
+  kms: KeyHierarchy,
+  db: Db,
+  opts: { privateKey: KeyObject; expectedSpki: Uint8Array; usage: KeyUsage; principal: string },
+): Promise<ImportResult> {
   const alg = algOf(opts.privateKey);
   const spkiSha256 = assertMatches(opts.privateKey, opts.expectedSpki);
-  const keyId = await kms.storeKey(db, { usage: opts.usage, privateKey: opts.privateKey, principal: opts.principal, action: 'import', context: { source: 'pem' } });
+  const keyId = await kms.storeKey(db, {
+    usage: opts.usage,
+    privateKey: opts.privateKey,
+    principal: opts.principal,
+    action: 'import',
+    context: { source: 'pem' },
+  });
   return { keyId, usage: opts.usage, alg, spkiSha256: spkiSha256.toString('hex') };
 }
 
@@ -69,7 +93,11 @@ function importContext(jobId: string): Record<string, string> {
 }
 
 /** Creates an import job: a PendingImport key, an RSA-3072 wrapping key (stored as KWE1 0x05) and a token. */
-export async function createImportJob(kms: KeyHierarchy, db: Db, opts: { usage: KeyUsage; principal: string }): Promise<ImportParams> {
+export async function createImportJob(
+  kms: KeyHierarchy,
+  db: Db,
+  opts: { usage: KeyUsage; principal: string },
+): Promise<ImportParams> {
   await kms.ensureKek(db, IMPORT_KEK, 'import', opts.principal);
   const kek = await kms.primaryKek(db, IMPORT_KEK);
   const jobId = randomUUID();
@@ -78,11 +106,30 @@ export async function createImportJob(kms: KeyHierarchy, db: Db, opts: { usage: 
   const pkcs8 = privateKey.export({ type: 'pkcs8', format: 'der' });
   const token = randomBytes(32).toString('base64url');
   try {
-    const wrappedPriv = seal(kek.key, { purpose: PURPOSE.importKey, keyId: kek.id, version: kek.version }, importContext(jobId), pkcs8);
+    const wrappedPriv = seal(
+      kek.key,
+      { purpose: PURPOSE.importKey, keyId: kek.id, version: kek.version },
+      importContext(jobId),
+      pkcs8,
+    );
     const expires = await db.transaction().execute(async (trx) => {
       await trx
         .insertInto('kms_keys')
-        .values({ id: keyId, usage: opts.usage, alg: 'pending', spki_sha256: new Uint8Array(), state: 'PendingImport', policy: null, kek_id: null, kek_version: null, dek_wrapped: null, key_ciphertext: null, external_ref: null, deletion_at: null, destroyed_at: null })
+        .values({
+          id: keyId,
+          usage: opts.usage,
+          alg: 'pending',
+          spki_sha256: new Uint8Array(),
+          state: 'PendingImport',
+          policy: null,
+          kek_id: null,
+          kek_version: null,
+          dek_wrapped: null,
+          key_ciphertext: null,
+          external_ref: null,
+          deletion_at: null,
+          destroyed_at: null,
+        })
         .execute();
       const row = await trx
         .insertInto('kms_import_jobs')
@@ -98,7 +145,13 @@ export async function createImportJob(kms: KeyHierarchy, db: Db, opts: { usage: 
         })
         .returning('expires_at')
         .executeTakeFirstOrThrow();
-      await appendAudit(trx, { principal: opts.principal, action: 'import-params', keyId, outcome: 'success', context: { job: jobId, usage: opts.usage } });
+      await appendAudit(trx, {
+        principal: opts.principal,
+        action: 'import-params',
+        keyId,
+        outcome: 'success',
+        context: { job: jobId, usage: opts.usage },
+      });
       return new Date(row.expires_at);
     });
     return {
@@ -116,12 +169,19 @@ export async function createImportJob(kms: KeyHierarchy, db: Db, opts: { usage: 
 
 /** Opens RSA-OAEP(eph) ‖ AES-KWP(PKCS#8) with the job's wrapping key. */
 function unwrapBlob(wrappingKey: KeyObject, blob: Buffer): KeyObject {
-  if (blob.length <= RSA_PART + 8) throw new KmsError('InvalidInput', `the wrapped key is too short for RSA-${WRAPPING_BITS} OAEP ‖ AES-KWP`);
+  if (blob.length <= RSA_PART + 8)
+    throw new KmsError('InvalidInput', `the wrapped key is too short for RSA-${WRAPPING_BITS} OAEP ‖ AES-KWP`);
   let eph: Buffer;
   try {
-    eph = privateDecrypt({ key: wrappingKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, blob.subarray(0, RSA_PART));
+    eph = privateDecrypt(
+      { key: wrappingKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
+      blob.subarray(0, RSA_PART),
+    );
   } catch {
-    throw new KmsError('InvalidInput', 'the wrapped key was not encrypted to this import job\'s wrapping key (RSA-OAEP with SHA-256 failed)');
+    throw new KmsError(
+      'InvalidInput',
+      "the wrapped key was not encrypted to this import job's wrapping key (RSA-OAEP with SHA-256 failed)",
+    );
   }
   let pkcs8: Buffer;
   try {
@@ -143,32 +203,76 @@ function unwrapBlob(wrappingKey: KeyObject, blob: Buffer): KeyObject {
 }
 
 /** Accepts key material wrapped offline for an import job; the token is single use and expires. */
-export async function importWrapped(kms: KeyHierarchy, db: Db, opts: { blob: Buffer; token: string; expectedSpki: Uint8Array; principal: string }): Promise<ImportResult> {
+export async function importWrapped(
+  kms: KeyHierarchy,
+  db: Db,
+  opts: { blob: Buffer; token: string; expectedSpki: Uint8Array; principal: string },
+): Promise<ImportResult> {
   const digest = createHash('sha256').update(opts.token).digest();
   try {
     return await db.transaction().execute(async (trx) => {
-      const job = await sql<{ id: string; target_key_id: string; usage: KeyUsage; wrapping_priv: Uint8Array | null; used_at: Date | null; expires_at: Date; expired: boolean }>`
+      const job = await sql<{
+        id: string;
+        target_key_id: string;
+        usage: KeyUsage;
+        wrapping_priv: Uint8Array | null;
+        used_at: Date | null;
+        expires_at: Date;
+        expired: boolean;
+      }>`
         SELECT id, target_key_id, usage, wrapping_priv, used_at, expires_at, expires_at <= now() AS expired
         FROM kms_import_jobs WHERE token_sha256 = ${digest} FOR UPDATE`.execute(trx);
       const row = job.rows[0];
-      if (!row || row.used_at !== null || row.wrapping_priv === null) throw new KmsError('ImportTokenInvalid', 'import token is not valid');
-      if (row.expired) throw new KmsError('ImportTokenExpired', `import token expired at ${new Date(row.expires_at).toISOString()}`);
-      const kek = await trx.selectFrom('kms_keks').select('id').where('name', '=', IMPORT_KEK).executeTakeFirstOrThrow();
+      if (!row || row.used_at !== null || row.wrapping_priv === null)
+        throw new KmsError('ImportTokenInvalid', 'import token is not valid');
+      if (row.expired)
+        throw new KmsError('ImportTokenExpired', `import token expired at ${new Date(row.expires_at).toISOString()}`);
+      const kek = await trx
+        .selectFrom('kms_keks')
+        .select('id')
+        .where('name', '=', IMPORT_KEK)
+        .executeTakeFirstOrThrow();
       const header = Buffer.from(row.wrapping_priv);
       const version = header.readUInt32BE(22);
-      const wrapping = open(await kms.kek(kek.id, version, trx), header, { purpose: PURPOSE.importKey, keyId: kek.id }, importContext(row.id));
+      const wrapping = open(
+        await kms.kek(kek.id, version, trx),
+        header,
+        { purpose: PURPOSE.importKey, keyId: kek.id },
+        importContext(row.id),
+      );
       const wrappingKey = createPrivateKey({ key: wrapping, format: 'der', type: 'pkcs8' });
       wrapping.fill(0);
       const privateKey = unwrapBlob(wrappingKey, opts.blob);
       const alg = algOf(privateKey);
       const spkiSha256 = assertMatches(privateKey, opts.expectedSpki);
-      await trx.deleteFrom('kms_keys').where('id', '=', row.target_key_id).where('state', '=', 'PendingImport').execute();
-      await kms.storeKey(trx, { id: row.target_key_id, usage: row.usage, privateKey, principal: opts.principal, action: 'import', context: { source: 'wrapped', job: row.id } });
-      await trx.updateTable('kms_import_jobs').set({ used_at: sql<Date>`now()` as never, wrapping_priv: null }).where('id', '=', row.id).execute();
+      await trx
+        .deleteFrom('kms_keys')
+        .where('id', '=', row.target_key_id)
+        .where('state', '=', 'PendingImport')
+        .execute();
+      await kms.storeKey(trx, {
+        id: row.target_key_id,
+        usage: row.usage,
+        privateKey,
+        principal: opts.principal,
+        action: 'import',
+        context: { source: 'wrapped', job: row.id },
+      });
+      await trx
+        .updateTable('kms_import_jobs')
+        .set({ used_at: sql<Date>`now()` as never, wrapping_priv: null })
+        .where('id', '=', row.id)
+        .execute();
       return { keyId: row.target_key_id, usage: row.usage, alg, spkiSha256: spkiSha256.toString('hex') };
     });
   } catch (err) {
-    await appendAudit(db, { principal: opts.principal, action: 'import', outcome: 'denied', errorCode: err instanceof KmsError ? err.code : 'InternalError', context: { source: 'wrapped' } });
+    await appendAudit(db, {
+      principal: opts.principal,
+      action: 'import',
+      outcome: 'denied',
+      errorCode: err instanceof KmsError ? err.code : 'InternalError',
+      context: { source: 'wrapped' },
+    });
     throw err;
   }
 }

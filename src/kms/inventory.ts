@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+
 import type { Executor } from '../db/schema.ts';
 import { defaultDataKeyPolicy, effectivePolicy, type KeyPolicy } from './policy.ts';
 import { resolveKey } from './refs.ts';
@@ -64,7 +65,9 @@ async function versionSummaries(db: Executor, kekId?: string): Promise<Map<strin
       'v.last_used_at',
       'v.deletion_at',
       'v.destroyed_at',
-      sql<number>`(SELECT count(*) FROM kms_keys k WHERE k.kek_id = v.kek_id AND k.kek_version = v.version AND k.state <> 'Destroyed')`.as('deks'),
+      sql<number>`(SELECT count(*) FROM kms_keys k WHERE k.kek_id = v.kek_id AND k.kek_version = v.version AND k.state <> 'Destroyed')`.as(
+        'deks',
+      ),
     ])
     .orderBy('v.kek_id')
     .orderBy('v.version');
@@ -147,7 +150,11 @@ export async function showKey(db: Executor, text: string): Promise<KeyDetail> {
   const ref = await resolveKey(db, text);
   const all = await listKeys(db);
   const summary = all.find((s) => s.id === ref.id)!;
-  const events = await db.selectFrom('audit_events').select((eb) => eb.fn.countAll<number>().as('n')).where('key_id', '=', ref.id).executeTakeFirstOrThrow();
+  const events = await db
+    .selectFrom('audit_events')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('key_id', '=', ref.id)
+    .executeTakeFirstOrThrow();
   const detail: KeyDetail = { ...summary, auditEvents: Number(events.n) };
   if (ref.kind === 'key') {
     const k = await db.selectFrom('kms_keys').selectAll().where('id', '=', ref.id).executeTakeFirstOrThrow();
@@ -164,7 +171,11 @@ export async function showKey(db: Executor, text: string): Promise<KeyDetail> {
       purpose: k.purpose,
       minUnwrapVersion: k.min_unwrap_version,
       autoRotateDays: k.auto_rotate_days,
-      policy: k.policy ? effectivePolicy(k.policy, 'provisioner') : k.purpose === 'app-data' ? defaultDataKeyPolicy([]) : undefined,
+      policy: k.policy
+        ? effectivePolicy(k.policy, 'provisioner')
+        : k.purpose === 'app-data'
+          ? defaultDataKeyPolicy([])
+          : undefined,
     });
   }
   return detail;

@@ -1,4 +1,5 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+
 import { KmsError } from './errors.ts';
 
 export type AsymmetricAlg = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096' | 'ed25519';
@@ -30,5 +31,8 @@ export function algOf(key: KeyObject): AsymmetricAlg {
     return `rsa-${details!.modulusLength}` as AsymmetricAlg;
   }
   if (type === 'ed25519') return 'ed25519';
-  throw new KmsError('InvalidInput', `unsupported key (${type ?? 'unknown'} ${details?.namedCurve ?? details?.modulusLength ?? ''})`);
+  throw new KmsError(
+    'InvalidInput',
+    `unsupported key (${type ?? 'unknown'} ${details?.namedCurve ?? details?.modulusLength ?? ''})`,
+  );
 }

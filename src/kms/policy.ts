@@ -1,4 +1,5 @@
 import { z } from 'zod';
+
 import type { KeyUsage } from '../db/schema.ts';
 import { KmsError } from './errors.ts';
 
@@ -61,7 +62,9 @@ export function parsePolicy(value: unknown): KeyPolicy {
 }
 
 function principalMatches(patterns: string[], principal: string): boolean {
-  return patterns.some((p) => p === '*' || p === principal || (p.endsWith('*') && principal.startsWith(p.slice(0, -1))));
+  return patterns.some(
+    (p) => p === '*' || p === principal || (p.endsWith('*') && principal.startsWith(p.slice(0, -1))),
+  );
 }
 
 function valueMatches(allowed: string[] | undefined, value: string | undefined): boolean {
@@ -85,7 +88,11 @@ export type Decision = { allowed: true } | { allowed: false; reason: string };
 
 export function evaluate(policy: KeyPolicy, req: PolicyRequest): Decision {
   const deny = policy.statements.find((s) => s.effect === 'deny' && matches(s, req));
-  if (deny) return { allowed: false, reason: `an explicit deny${deny.sid ? ` (${deny.sid})` : ''} refuses ${req.action} to ${req.principal}` };
+  if (deny)
+    return {
+      allowed: false,
+      reason: `an explicit deny${deny.sid ? ` (${deny.sid})` : ''} refuses ${req.action} to ${req.principal}`,
+    };
   if (policy.statements.some((s) => s.effect === 'allow' && matches(s, req))) return { allowed: true };
   return { allowed: false, reason: `no statement allows ${req.action} to ${req.principal}` };
 }
@@ -103,7 +110,13 @@ export function defaultPolicy(usage: KeyUsage): KeyPolicy {
         version: 1,
         statements: [
           allow(['sign-certificate', 'sign-crl', 'unwrap']),
-          { sid: 'root-signs-ca-certificates-only', effect: 'deny', principals: ['*'], actions: ['sign-certificate'], conditions: { profile: ['*'] } },
+          {
+            sid: 'root-signs-ca-certificates-only',
+            effect: 'deny',
+            principals: ['*'],
+            actions: ['sign-certificate'],
+            conditions: { profile: ['*'] },
+          },
         ],
       };
     case 'intermediate':
@@ -136,5 +149,7 @@ export function defaultDataKeyPolicy(principals: string[]): KeyPolicy {
 
 /** The stored policy, or the default for the usage when none was put. */
 export function effectivePolicy(stored: unknown, usage: KeyUsage): KeyPolicy {
-  return stored === null || stored === undefined ? defaultPolicy(usage) : parsePolicy(typeof stored === 'string' ? JSON.parse(stored) : stored);
+  return stored === null || stored === undefined
+    ? defaultPolicy(usage)
+    : parsePolicy(typeof stored === 'string' ? JSON.parse(stored) : stored);
 }

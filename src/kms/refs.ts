@@ -16,7 +16,12 @@ export async function resolveKey(db: Executor, text: string): Promise<KeyRef> {
   if (m) {
     const kek = await findKek(db, m[1]!);
     if (!kek) throw new KmsError('NotFound', `no KEK named "${m[1]}"`);
-    const v = await db.selectFrom('kms_kek_versions').select('version').where('kek_id', '=', kek.id).where('version', '=', Number(m[2])).executeTakeFirst();
+    const v = await db
+      .selectFrom('kms_kek_versions')
+      .select('version')
+      .where('kek_id', '=', kek.id)
+      .where('version', '=', Number(m[2]))
+      .executeTakeFirst();
     if (!v) throw new KmsError('NotFound', `KEK "${kek.name}" has no version ${m[2]}`);
     return { kind: 'kek-version', id: kek.id, name: kek.name, version: v.version };
   }
@@ -33,7 +38,9 @@ export async function resolveKey(db: Executor, text: string): Promise<KeyRef> {
 
 async function findKek(db: Executor, nameOrId: string): Promise<{ id: string; name: string } | undefined> {
   const q = db.selectFrom('kms_keks').select(['id', 'name']);
-  return UUID.test(nameOrId) ? q.where((eb) => eb.or([eb('id', '=', nameOrId), eb('name', '=', nameOrId)])).executeTakeFirst() : q.where('name', '=', nameOrId).executeTakeFirst();
+  return UUID.test(nameOrId)
+    ? q.where((eb) => eb.or([eb('id', '=', nameOrId), eb('name', '=', nameOrId)])).executeTakeFirst()
+    : q.where('name', '=', nameOrId).executeTakeFirst();
 }
 
 export function describeRef(ref: KeyRef): string {

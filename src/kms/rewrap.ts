@@ -1,8 +1,8 @@
 import { sql } from 'kysely';
+
 import type { Db } from '../db/schema.ts';
 import { appendAudit } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
-import { createSecretKey } from 'node:crypto';
 import { KmsError } from './errors.ts';
 import { dekContext, type KeyHierarchy } from './hierarchy.ts';
 import { resolveKey } from './refs.ts';
@@ -36,7 +36,12 @@ export async function rewrap(
   if (ref.kind !== 'kek') throw new KmsError('InvalidInput', 'kms rewrap takes a KEK name');
   const batchSize = opts.batchSize ?? 500;
   const primaryOf = async () => {
-    const p = await db.selectFrom('kms_kek_versions').select('version').where('kek_id', '=', ref.id).where('is_primary', '=', true).executeTakeFirstOrThrow();
+    const p = await db
+      .selectFrom('kms_kek_versions')
+      .select('version')
+      .where('kek_id', '=', ref.id)
+      .where('is_primary', '=', true)
+      .executeTakeFirstOrThrow();
     return p.version;
   };
   const remaining = async (primary: number) =>
@@ -72,7 +77,12 @@ export async function rewrap(
         try {
           const wrapped = seal(target.key, { purpose: PURPOSE.dek, keyId: ref.id, version: target.version }, ctx, dek);
           // Checked before it replaces the old blob: the new one must open with the same DEK.
-          const check = open(target.key, wrapped, { purpose: PURPOSE.dek, keyId: ref.id, version: target.version }, ctx);
+          const check = open(
+            target.key,
+            wrapped,
+            { purpose: PURPOSE.dek, keyId: ref.id, version: target.version },
+            ctx,
+          );
           if (!check.equals(dek)) throw new KmsError('InvalidCiphertext', `rewrap of key ${row.id} did not round-trip`);
           check.fill(0);
           updates.push({ id: row.id, wrapped });
@@ -93,7 +103,13 @@ export async function rewrap(
           keyId: ref.id,
           keyVersion: target.version,
           outcome: 'success',
-          context: { count: rows.rows.length, keys: rows.rows.length <= 50 ? rows.rows.map((r) => r.id).join(',') : `${rows.rows[0]!.id}..${rows.rows.at(-1)!.id}` },
+          context: {
+            count: rows.rows.length,
+            keys:
+              rows.rows.length <= 50
+                ? rows.rows.map((r) => r.id).join(',')
+                : `${rows.rows[0]!.id}..${rows.rows.at(-1)!.id}`,
+          },
         });
       }
       return rows.rows.length;
@@ -109,5 +125,11 @@ export async function rewrap(
   const versions = await sql<{ version: number; n: number }>`
     SELECT v.version, (SELECT count(*) FROM kms_keys k WHERE k.kek_id = v.kek_id AND k.kek_version = v.version AND k.state <> 'Destroyed')::int AS n
     FROM kms_kek_versions v WHERE v.kek_id = ${ref.id} AND NOT v.is_primary ORDER BY v.version`.execute(db);
-  return { kekId: ref.id, name: ref.name, primaryVersion: primary, rewrapped: done, unusedVersions: versions.rows.filter((v) => Number(v.n) === 0).map((v) => v.version) };
+  return {
+    kekId: ref.id,
+    name: ref.name,
+    primaryVersion: primary,
+    rewrapped: done,
+    unusedVersions: versions.rows.filter((v) => Number(v.n) === 0).map((v) => v.version),
+  };
 }

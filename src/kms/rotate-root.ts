@@ -1,16 +1,22 @@
 import { randomUUID } from 'node:crypto';
+
 import { sql } from 'kysely';
+
 import type { Db } from '../db/schema.ts';
 import { appendAudit } from './audit.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
-import { createAwsKmsRoot, loadAwsKmsRoot, type AwsKmsParams } from './roots/awskms.ts';
+import { type AwsKmsParams, createAwsKmsRoot, loadAwsKmsRoot } from './roots/awskms.ts';
 import { createFileRoot, loadFileRoot } from './roots/file.ts';
 import { createPassphraseRoot, loadPassphraseRoot } from './roots/passphrase.ts';
 import { createPkcs11Root, loadPkcs11Root, type Pkcs11Params } from './roots/pkcs11.ts';
 import type { RootOfTrust, RootRecord } from './roots/types.ts';
 
-export type NewRootOptions = { type: 'file'; path: string } | { type: 'passphrase'; passphrase: string } | { type: 'pkcs11'; params: Pkcs11Params } | { type: 'awskms'; params: AwsKmsParams };
+export type NewRootOptions =
+  | { type: 'file'; path: string }
+  | { type: 'passphrase'; passphrase: string }
+  | { type: 'pkcs11'; params: Pkcs11Params }
+  | { type: 'awskms'; params: AwsKmsParams };
 
 export interface RotateRootResult {
   previousRootId: string;
@@ -56,7 +62,11 @@ export async function rotateRoot(
       target = loadRoot({ id: p.id, provider: p.provider, params: p.params, kcv: p.kcv }, opts);
     } else {
       // An abandoned attempt towards another root: forget its half-written blobs.
-      await db.updateTable('kms_kek_versions').set({ next_root_id: null, next_wrapped: null }).where('next_root_id', '=', p.id).execute();
+      await db
+        .updateTable('kms_kek_versions')
+        .set({ next_root_id: null, next_wrapped: null })
+        .where('next_root_id', '=', p.id)
+        .execute();
       await db.deleteFrom('kms_roots').where('id', '=', p.id).execute();
     }
   }
@@ -66,9 +76,22 @@ export async function rotateRoot(
     await db.transaction().execute(async (trx) => {
       await trx
         .insertInto('kms_roots')
-        .values({ id: created.record.id, provider: created.record.provider, params: JSON.stringify(created.record.params), kcv: created.record.kcv, state: 'Pending', retired_at: null } as never)
+        .values({
+          id: created.record.id,
+          provider: created.record.provider,
+          params: JSON.stringify(created.record.params),
+          kcv: created.record.kcv,
+          state: 'Pending',
+          retired_at: null,
+        } as never)
         .execute();
-      await appendAudit(trx, { principal, action: 'rotate-root-begin', keyId: created.record.id, outcome: 'success', context: { from: old.id, provider: created.record.provider } });
+      await appendAudit(trx, {
+        principal,
+        action: 'rotate-root-begin',
+        keyId: created.record.id,
+        outcome: 'success',
+        context: { from: old.id, provider: created.record.provider },
+      });
     });
   }
   const newRoot = target;
@@ -84,7 +107,14 @@ export async function rotateRoot(
     .orderBy('version')
     .execute();
   const total = Number(
-    (await db.selectFrom('kms_kek_versions').select((eb) => eb.fn.countAll<number>().as('n')).where('root_id', '=', old.id).where('state', '<>', 'Destroyed').executeTakeFirstOrThrow()).n,
+    (
+      await db
+        .selectFrom('kms_kek_versions')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('root_id', '=', old.id)
+        .where('state', '<>', 'Destroyed')
+        .executeTakeFirstOrThrow()
+    ).n,
   );
   let done = total - todo.length;
   onProgress?.({ done, total });
@@ -94,7 +124,11 @@ export async function rotateRoot(
     try {
       const wrapped = await newRoot.wrapKek(material, ref);
       const check = await newRoot.unwrapKek(wrapped, ref);
-      if (!check.equals(material)) throw new KmsError('InvalidCiphertext', `KEK ${row.kek_id} v${row.version} did not round-trip through the new root`);
+      if (!check.equals(material))
+        throw new KmsError(
+          'InvalidCiphertext',
+          `KEK ${row.kek_id} v${row.version} did not round-trip through the new root`,
+        );
       check.fill(0);
       await db
         .updateTable('kms_kek_versions')
@@ -119,16 +153,42 @@ export async function rotateRoot(
       .where((eb) => eb.or([eb('next_root_id', 'is', null), eb('next_root_id', '<>', newRoot.id)]))
       .forUpdate()
       .execute();
-    if (left.length > 0) throw new KmsError('InvalidState', `${left.length} KEK version(s) appeared during rotate-root; run it again`);
+    if (left.length > 0)
+      throw new KmsError('InvalidState', `${left.length} KEK version(s) appeared during rotate-root; run it again`);
     await trx
       .updateTable('kms_kek_versions')
-      .set((eb) => ({ root_id: eb.ref('next_root_id') as never, wrapped: eb.ref('next_wrapped') as never, next_root_id: null, next_wrapped: null }))
+      .set((eb) => ({
+        root_id: eb.ref('next_root_id') as never,
+        wrapped: eb.ref('next_wrapped') as never,
+        next_root_id: null,
+        next_wrapped: null,
+      }))
       .where('next_root_id', '=', newRoot.id)
       .execute();
-    await trx.updateTable('kms_roots').set({ state: 'Retired', retired_at: sql<Date>`now()` } as never).where('id', '=', old.id).execute();
-    await trx.updateTable('kms_roots').set({ state: 'Enabled' } as never).where('id', '=', newRoot.id).execute();
-    await appendAudit(trx, { principal, action: 'rotate-root', keyId: newRoot.id, outcome: 'success', context: { from: old.id, provider: newRoot.provider, kek_versions: total } });
+    await trx
+      .updateTable('kms_roots')
+      .set({ state: 'Retired', retired_at: sql<Date>`now()` } as never)
+      .where('id', '=', old.id)
+      .execute();
+    await trx
+      .updateTable('kms_roots')
+      .set({ state: 'Enabled' } as never)
+      .where('id', '=', newRoot.id)
+      .execute();
+    await appendAudit(trx, {
+      principal,
+      action: 'rotate-root',
+      keyId: newRoot.id,
+      outcome: 'success',
+      context: { from: old.id, provider: newRoot.provider, kek_versions: total },
+    });
   });
   kms.useRoot(newRoot);
-  return { previousRootId: old.id, rootId: newRoot.id, provider: newRoot.provider, rewrapped: todo.length, kekVersions: total };
+  return {
+    previousRootId: old.id,
+    rootId: newRoot.id,
+    provider: newRoot.provider,
+    rewrapped: todo.length,
+    kekVersions: total,
+  };
 }

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+
 import { sql } from 'kysely';
+
 import type { Db, Executor } from '../db/schema.ts';
 import { appendAudit } from './audit.ts';
 import { KmsError } from './errors.ts';
@@ -18,29 +20,68 @@ export interface RotateResult {
  * everything they wrap still unwraps; `kms rewrap` moves DEKs later. The advisory lock serialises
  * rotations of one KEK across replicas.
  */
-export async function rotateKek(kms: KeyHierarchy, db: Db, kekRef: string, principal: string, reason = 'manual'): Promise<RotateResult> {
+export async function rotateKek(
+  kms: KeyHierarchy,
+  db: Db,
+  kekRef: string,
+  principal: string,
+  reason = 'manual',
+): Promise<RotateResult> {
   const ref = await resolveKey(db, kekRef);
-  if (ref.kind !== 'kek') throw new KmsError('InvalidInput', `kms rotate takes a KEK name (e.g. ca-keys), not ${ref.kind === 'kek-version' ? 'a version' : `a ${ref.kind}`}`);
+  if (ref.kind !== 'kek')
+    throw new KmsError(
+      'InvalidInput',
+      `kms rotate takes a KEK name (e.g. ca-keys), not ${ref.kind === 'kek-version' ? 'a version' : `a ${ref.kind}`}`,
+    );
   const material = randomBytes(32);
   try {
     const result = await db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtext(${'kek:' + ref.id}))`.execute(trx);
       const kek = await trx.selectFrom('kms_keks').select(['state']).where('id', '=', ref.id).executeTakeFirstOrThrow();
-      if (kek.state !== 'Enabled') throw new KmsError('InvalidState', `KEK ${ref.name} is ${kek.state}; only an Enabled KEK can rotate`);
+      if (kek.state !== 'Enabled')
+        throw new KmsError('InvalidState', `KEK ${ref.name} is ${kek.state}; only an Enabled KEK can rotate`);
       const top = await trx
         .selectFrom('kms_kek_versions')
         .select((eb) => [eb.fn.max('version').as('max')])
         .where('kek_id', '=', ref.id)
         .executeTakeFirstOrThrow();
-      const primary = await trx.selectFrom('kms_kek_versions').select('version').where('kek_id', '=', ref.id).where('is_primary', '=', true).executeTakeFirst();
+      const primary = await trx
+        .selectFrom('kms_kek_versions')
+        .select('version')
+        .where('kek_id', '=', ref.id)
+        .where('is_primary', '=', true)
+        .executeTakeFirst();
       const version = Number(top.max) + 1;
       const wrapped = await kms.wrapKekMaterial(material, ref.id, version);
-      await trx.updateTable('kms_kek_versions').set({ is_primary: false }).where('kek_id', '=', ref.id).where('is_primary', '=', true).execute();
+      await trx
+        .updateTable('kms_kek_versions')
+        .set({ is_primary: false })
+        .where('kek_id', '=', ref.id)
+        .where('is_primary', '=', true)
+        .execute();
       await trx
         .insertInto('kms_kek_versions')
-        .values({ kek_id: ref.id, version, is_primary: true, root_id: kms.rootId, wrapped, next_root_id: null, next_wrapped: null, last_used_at: null, deletion_at: null, destroyed_at: null })
+        .values({
+          kek_id: ref.id,
+          version,
+          is_primary: true,
+          root_id: kms.rootId,
+          wrapped,
+          next_root_id: null,
+          next_wrapped: null,
+          last_used_at: null,
+          deletion_at: null,
+          destroyed_at: null,
+        })
         .execute();
-      await appendAudit(trx, { principal, action: 'rotate', keyId: ref.id, keyVersion: version, outcome: 'success', context: { name: ref.name, previous_version: primary?.version ?? null, reason } });
+      await appendAudit(trx, {
+        principal,
+        action: 'rotate',
+        keyId: ref.id,
+        keyVersion: version,
+        outcome: 'success',
+        context: { name: ref.name, previous_version: primary?.version ?? null, reason },
+      });
       return { kekId: ref.id, name: ref.name, previousVersion: primary?.version ?? 0, version };
     });
     kms.cacheKek(ref.id, result.version, material);
@@ -58,18 +99,32 @@ export async function autoRotate(kms: KeyHierarchy, db: Db, defaultDays: number 
   const due = await sql<{ name: string }>`
     SELECT k.name FROM kms_keks k JOIN kms_kek_versions v ON v.kek_id = k.id AND v.is_primary
     WHERE k.state = 'Enabled' AND coalesce(k.auto_rotate_days, ${defaultDays ?? null}::int) IS NOT NULL
-      AND v.created_at + make_interval(days => coalesce(k.auto_rotate_days, ${defaultDays ?? null}::int)) <= now()`.execute(db);
+      AND v.created_at + make_interval(days => coalesce(k.auto_rotate_days, ${defaultDays ?? null}::int)) <= now()`.execute(
+    db,
+  );
   const out: RotateResult[] = [];
   for (const row of due.rows) out.push(await rotateKek(kms, db, row.name, 'keyward:auto-rotate', 'auto'));
   return out;
 }
 
-export async function setAutoRotate(db: Executor, kekRef: string, days: number | null, principal: string): Promise<void> {
+export async function setAutoRotate(
+  db: Executor,
+  kekRef: string,
+  days: number | null,
+  principal: string,
+): Promise<void> {
   const ref = await resolveKey(db, kekRef);
   if (ref.kind !== 'kek') throw new KmsError('InvalidInput', 'automatic rotation is set per KEK');
-  if (days !== null && (!Number.isInteger(days) || days < 1)) throw new KmsError('InvalidInput', '--auto-days must be a positive whole number');
+  if (days !== null && (!Number.isInteger(days) || days < 1))
+    throw new KmsError('InvalidInput', '--auto-days must be a positive whole number');
   await db.transaction().execute(async (trx) => {
     await trx.updateTable('kms_keks').set({ auto_rotate_days: days }).where('id', '=', ref.id).execute();
-    await appendAudit(trx, { principal, action: 'set-auto-rotate', keyId: ref.id, outcome: 'success', context: { days } });
+    await appendAudit(trx, {
+      principal,
+      action: 'set-auto-rotate',
+      keyId: ref.id,
+      outcome: 'success',
+      context: { days },
+    });
   });
 }

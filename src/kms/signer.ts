@@ -1,4 +1,4 @@
-import { createPublicKey, sign as cryptoSign, type KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject, sign as cryptoSign } from 'node:crypto';
 
 /** The signature schemes Keyward signs with; ECDSA signatures are DER `Ecdsa-Sig-Value`. */
 export type SignatureAlgorithm = 'ecdsa-sha256' | 'ecdsa-sha384' | 'rsa-sha256' | 'ed25519';

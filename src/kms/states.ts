@@ -1,9 +1,10 @@
 import { sql } from 'kysely';
+
 import type { Db, Executor } from '../db/schema.ts';
 import { appendAudit } from './audit.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
-import { describeRef, resolveKey, type KeyRef } from './refs.ts';
+import { describeRef, type KeyRef, resolveKey } from './refs.ts';
 
 // Key states (design §3.5): Enabled ⇄ Disabled; Enabled|Disabled → PendingDeletion (7–30 days);
 // PendingDeletion → Disabled (cancel, as in AWS); PendingDeletion → Destroyed (janitor).
@@ -37,7 +38,11 @@ async function currentState(db: Executor, ref: KeyRef, lock = false): Promise<St
       : ref.kind === 'kek'
         ? db.selectFrom('kms_keks').select('state').where('id', '=', ref.id)
         : ref.kind === 'kek-version'
-          ? db.selectFrom('kms_kek_versions').select('state').where('kek_id', '=', ref.id).where('version', '=', ref.version)
+          ? db
+              .selectFrom('kms_kek_versions')
+              .select('state')
+              .where('kek_id', '=', ref.id)
+              .where('version', '=', ref.version)
           : undefined;
   if (!q) throw new KmsError('InvalidInput', `${describeRef(ref)} has no key state; use kms rotate-root to replace it`);
   const row = await (lock ? q.forUpdate() : q).executeTakeFirst();
@@ -46,7 +51,8 @@ async function currentState(db: Executor, ref: KeyRef, lock = false): Promise<St
 }
 
 async function writeState(db: Executor, ref: KeyRef, state: string, deletionDays: number | null): Promise<Date | null> {
-  const deletionAt = deletionDays === null ? sql<Date | null>`NULL` : sql<Date>`now() + make_interval(days => ${deletionDays}::int)`;
+  const deletionAt =
+    deletionDays === null ? sql<Date | null>`NULL` : sql<Date>`now() + make_interval(days => ${deletionDays}::int)`;
   const set = { state, deletion_at: deletionAt } as never;
   const row =
     ref.kind === 'key'
@@ -71,17 +77,29 @@ export async function internalDependants(db: Executor, ref: KeyRef): Promise<str
   const deks = await sql<{ id: string; usage: string; version: number }>`
     SELECT k.id, k.usage, v.version FROM kms_keys k JOIN kms_kek_versions v ON v.kek_id = k.kek_id AND v.version = k.kek_version
     WHERE v.kek_id = ${ref.id} ${versionFilter} AND k.state <> 'Destroyed' ORDER BY k.created_at`.execute(db);
-  for (const d of deks.rows) out.push(`key ${d.id} (${d.usage}) is wrapped by version ${d.version}: it would become unrecoverable`);
+  for (const d of deks.rows)
+    out.push(`key ${d.id} (${d.usage}) is wrapped by version ${d.version}: it would become unrecoverable`);
   const recent = await sql<{ version: number }>`
     SELECT v.version FROM kms_kek_versions v JOIN kms_keks k ON k.id = v.kek_id
     WHERE v.kek_id = ${ref.id} ${versionFilter} AND k.purpose = 'app-data'
       AND v.last_used_at > now() - make_interval(days => ${APP_DATA_RECENT_DAYS}::int)`.execute(db);
-  for (const r of recent.rows) out.push(`version ${r.version} decrypted application data within the last ${APP_DATA_RECENT_DAYS} days: ciphertexts held by clients would become undecryptable`);
+  for (const r of recent.rows)
+    out.push(
+      `version ${r.version} decrypted application data within the last ${APP_DATA_RECENT_DAYS} days: ciphertexts held by clients would become undecryptable`,
+    );
   if (ref.kind === 'kek-version') {
-    const versions = await db.selectFrom('kms_kek_versions').select(['version', 'state', 'is_primary']).where('kek_id', '=', ref.id).execute();
+    const versions = await db
+      .selectFrom('kms_kek_versions')
+      .select(['version', 'state', 'is_primary'])
+      .where('kek_id', '=', ref.id)
+      .execute();
     const me = versions.find((v) => v.version === ref.version);
-    if (me?.is_primary) out.push(`version ${ref.version} is the primary version of ${ref.name}: rotate first, or new keys can't be wrapped`);
-    else if (!versions.some((v) => v.version !== ref.version && v.state === 'Enabled')) out.push(`version ${ref.version} is the last enabled version of ${ref.name}`);
+    if (me?.is_primary)
+      out.push(
+        `version ${ref.version} is the primary version of ${ref.name}: rotate first, or new keys can't be wrapped`,
+      );
+    else if (!versions.some((v) => v.version !== ref.version && v.state === 'Enabled'))
+      out.push(`version ${ref.version} is the last enabled version of ${ref.name}`);
   }
   return out;
 }
@@ -95,7 +113,10 @@ export class KeyStates {
   ) {}
 
   async dependants(ref: KeyRef): Promise<string[]> {
-    const lists = await Promise.all([internalDependants(this.db, ref), ...this.external.map((check) => check(this.db, ref))]);
+    const lists = await Promise.all([
+      internalDependants(this.db, ref),
+      ...this.external.map((check) => check(this.db, ref)),
+    ]);
     return lists.flat();
   }
 
@@ -103,8 +124,14 @@ export class KeyStates {
     const ref = await resolveKey(this.db, key);
     const unrecoverable: string[] = [];
     if (ref.kind === 'kek-version') {
-      const v = await this.db.selectFrom('kms_kek_versions').select('is_primary').where('kek_id', '=', ref.id).where('version', '=', ref.version).executeTakeFirstOrThrow();
-      if (v.is_primary && !force) throw new KmsError('InUse', `${describeRef(ref)} is primary; rotate first (or pass --force)`);
+      const v = await this.db
+        .selectFrom('kms_kek_versions')
+        .select('is_primary')
+        .where('kek_id', '=', ref.id)
+        .where('version', '=', ref.version)
+        .executeTakeFirstOrThrow();
+      if (v.is_primary && !force)
+        throw new KmsError('InUse', `${describeRef(ref)} is primary; rotate first (or pass --force)`);
     }
     return this.transition(ref, principal, 'disable', ['Enabled'], 'Disabled', null, unrecoverable);
   }
@@ -116,12 +143,18 @@ export class KeyStates {
 
   async scheduleDeletion(key: string, days: number, principal: string, force = false): Promise<StateChange> {
     if (!Number.isInteger(days) || days < MIN_DELETION_DAYS || days > MAX_DELETION_DAYS) {
-      throw new KmsError('InvalidInput', `--days must be a whole number from ${MIN_DELETION_DAYS} to ${MAX_DELETION_DAYS} (got ${days})`);
+      throw new KmsError(
+        'InvalidInput',
+        `--days must be a whole number from ${MIN_DELETION_DAYS} to ${MAX_DELETION_DAYS} (got ${days})`,
+      );
     }
     const ref = await resolveKey(this.db, key);
     const deps = await this.dependants(ref);
     if (deps.length > 0 && !force) {
-      throw new KmsError('InUse', `${describeRef(ref)} is still needed; --force would make this unrecoverable:\n  - ${deps.join('\n  - ')}`);
+      throw new KmsError(
+        'InUse',
+        `${describeRef(ref)} is still needed; --force would make this unrecoverable:\n  - ${deps.join('\n  - ')}`,
+      );
     }
     return this.transition(ref, principal, 'schedule-deletion', ['Enabled', 'Disabled'], 'PendingDeletion', days, deps);
   }
@@ -131,14 +164,30 @@ export class KeyStates {
     return this.transition(ref, principal, 'cancel-deletion', ['PendingDeletion'], 'Disabled', null, []);
   }
 
-  private async transition(ref: KeyRef, principal: string, action: string, from: string[], to: string, days: number | null, unrecoverable: string[]): Promise<StateChange> {
+  private async transition(
+    ref: KeyRef,
+    principal: string,
+    action: string,
+    from: string[],
+    to: string,
+    days: number | null,
+    unrecoverable: string[],
+  ): Promise<StateChange> {
     const version = ref.kind === 'kek-version' ? ref.version : null;
     try {
       return await this.db.transaction().execute(async (trx) => {
         const { state } = await currentState(trx, ref, true);
         if (!from.includes(state)) {
-          const hint = state === 'PendingDeletion' ? ' (cancel the deletion first)' : state === 'Destroyed' ? ' (its material is gone)' : '';
-          throw new KmsError('InvalidState', `${describeRef(ref)} is ${state}; ${action} needs ${from.join(' or ')}${hint}`);
+          const hint =
+            state === 'PendingDeletion'
+              ? ' (cancel the deletion first)'
+              : state === 'Destroyed'
+                ? ' (its material is gone)'
+                : '';
+          throw new KmsError(
+            'InvalidState',
+            `${describeRef(ref)} is ${state}; ${action} needs ${from.join(' or ')}${hint}`,
+          );
         }
         const deletionAt = await writeState(trx, ref, to, days);
         await appendAudit(trx, {
@@ -147,12 +196,32 @@ export class KeyStates {
           keyId: ref.id,
           keyVersion: version,
           outcome: 'success',
-          context: { from: state, to, ...(days !== null ? { days, deletion_at: deletionAt!.toISOString() } : {}), ...(unrecoverable.length ? { forced: true, unrecoverable: unrecoverable.length } : {}) },
+          context: {
+            from: state,
+            to,
+            ...(days !== null ? { days, deletion_at: deletionAt!.toISOString() } : {}),
+            ...(unrecoverable.length ? { forced: true, unrecoverable: unrecoverable.length } : {}),
+          },
         });
-        return { key: ref.kind === 'kek-version' ? `${ref.name}/v${ref.version}` : ref.id, description: describeRef(ref), state: to, previousState: state, deletionAt: deletionAt?.toISOString() ?? null, unrecoverable };
+        return {
+          key: ref.kind === 'kek-version' ? `${ref.name}/v${ref.version}` : ref.id,
+          description: describeRef(ref),
+          state: to,
+          previousState: state,
+          deletionAt: deletionAt?.toISOString() ?? null,
+          unrecoverable,
+        };
       });
     } catch (err) {
-      await appendAudit(this.db, { principal, action, keyId: ref.id, keyVersion: version, outcome: 'denied', errorCode: err instanceof KmsError ? err.code : 'InternalError', context: {} });
+      await appendAudit(this.db, {
+        principal,
+        action,
+        keyId: ref.id,
+        keyVersion: version,
+        outcome: 'denied',
+        errorCode: err instanceof KmsError ? err.code : 'InternalError',
+        context: {},
+      });
       throw err;
     }
   }
@@ -176,14 +245,39 @@ export class KeyStates {
         WHERE state <> 'Destroyed' AND ((state = 'PendingDeletion' AND deletion_at <= now())
           OR kek_id = ANY(${kekIds.length ? sql`ARRAY[${sql.join(kekIds)}]::uuid[]` : sql`ARRAY[]::uuid[]`}))
         RETURNING kek_id, version`.execute(trx);
-      for (const k of keys.rows) await appendAudit(trx, { principal: 'keyward:janitor', action: 'destroy', keyId: k.id, outcome: 'success', context: {} });
-      for (const k of kekIds) await appendAudit(trx, { principal: 'keyward:janitor', action: 'destroy', keyId: k, outcome: 'success', context: { kind: 'kek' } });
+      for (const k of keys.rows)
+        await appendAudit(trx, {
+          principal: 'keyward:janitor',
+          action: 'destroy',
+          keyId: k.id,
+          outcome: 'success',
+          context: {},
+        });
+      for (const k of kekIds)
+        await appendAudit(trx, {
+          principal: 'keyward:janitor',
+          action: 'destroy',
+          keyId: k,
+          outcome: 'success',
+          context: { kind: 'kek' },
+        });
       for (const v of versions.rows) {
-        await appendAudit(trx, { principal: 'keyward:janitor', action: 'destroy', keyId: v.kek_id, keyVersion: v.version, outcome: 'success', context: { kind: 'kek-version' } });
+        await appendAudit(trx, {
+          principal: 'keyward:janitor',
+          action: 'destroy',
+          keyId: v.kek_id,
+          keyVersion: v.version,
+          outcome: 'success',
+          context: { kind: 'kek-version' },
+        });
       }
       for (const k of keys.rows) this.kms.forget(k.id);
       for (const v of versions.rows) this.kms.forget(v.kek_id, v.version);
-      return { keys: keys.rows.map((k) => k.id), keks: kekIds, versions: versions.rows.map((v) => `${v.kek_id}/v${v.version}`) };
+      return {
+        keys: keys.rows.map((k) => k.id),
+        keks: kekIds,
+        versions: versions.rows.map((v) => `${v.kek_id}/v${v.version}`),
+      };
     });
   }
 }

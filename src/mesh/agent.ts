@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { X509Certificate } from 'node:crypto';
+
 import { decodeJwt } from 'jose';
+
 import { newKeyAndCsr } from './csr-client.ts';
 
 /**
@@ -48,7 +50,14 @@ export class AgentError extends Error {
 function parse(argv: string[]): AgentOptions {
   const { values } = parseArgs({
     args: argv,
-    options: { token: { type: 'string' }, out: { type: 'string' }, hook: { type: 'string' }, server: { type: 'string' }, 'ca-file': { type: 'string' }, once: { type: 'boolean', default: false } },
+    options: {
+      token: { type: 'string' },
+      out: { type: 'string' },
+      hook: { type: 'string' },
+      server: { type: 'string' },
+      'ca-file': { type: 'string' },
+      once: { type: 'boolean', default: false },
+    },
   });
   if (!values.token || !values.out) throw new AgentError('agent needs --token and --out');
   let server = values.server;
@@ -71,23 +80,41 @@ function parse(argv: string[]): AgentOptions {
 function post(url: string, body: unknown, tls: { ca?: string; key?: string; cert?: string }): Promise<Obtained> {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body);
-    const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }, ...tls, timeout: 30_000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => {
-        try {
-          const json = JSON.parse(text) as Record<string, unknown>;
-          if (res.statusCode === 200 && typeof json.certificate === 'string' && typeof json.caBundle === 'string') {
-            resolve({ certificate: json.certificate, caBundle: json.caBundle, serial: String(json.serial), notAfter: String(json.notAfter) });
-          } else {
-            reject(new AgentError(`${url}: ${res.statusCode} ${typeof json.detail === 'string' ? json.detail : text.slice(0, 200)}`));
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
+        ...tls,
+        timeout: 30_000,
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => {
+          try {
+            const json = JSON.parse(text) as Record<string, unknown>;
+            if (res.statusCode === 200 && typeof json.certificate === 'string' && typeof json.caBundle === 'string') {
+              resolve({
+                certificate: json.certificate,
+                caBundle: json.caBundle,
+                serial: String(json.serial),
+                notAfter: String(json.notAfter),
+              });
+            } else {
+              reject(
+                new AgentError(
+                  `${url}: ${res.statusCode} ${typeof json.detail === 'string' ? json.detail : text.slice(0, 200)}`,
+                ),
+              );
+            }
+          } catch {
+            reject(new AgentError(`${url}: ${res.statusCode} (not JSON) ${text.slice(0, 200)}`));
           }
-        } catch {
-          reject(new AgentError(`${url}: ${res.statusCode} (not JSON) ${text.slice(0, 200)}`));
-        }
-      });
-    });
+        });
+      },
+    );
     req.on('timeout', () => req.destroy(new AgentError(`${url}: timed out`)));
     req.on('error', reject);
     req.end(data);
@@ -115,7 +142,8 @@ function runHook(hook: string, env: Record<string, string>): Promise<number> {
   });
 }
 
-const log = (event: Record<string, unknown>) => process.stdout.write(JSON.stringify({ ts: new Date().toISOString(), ...event }) + '\n');
+const log = (event: Record<string, unknown>) =>
+  process.stdout.write(JSON.stringify({ ts: new Date().toISOString(), ...event }) + '\n');
 
 /** When to renew: two thirds of the lifetime left at receipt (notBefore is back-dated, so not that). */
 export function renewAt(receivedAt: number, notAfter: number): number {
@@ -131,7 +159,11 @@ export async function runAgent(argv: string[]): Promise<number> {
     return 2;
   }
   mkdirSync(opts.out, { recursive: true, mode: 0o700 });
-  const paths = { key: join(opts.out, 'key.pem'), cert: join(opts.out, 'cert.pem'), bundle: join(opts.out, 'bundle.pem') };
+  const paths = {
+    key: join(opts.out, 'key.pem'),
+    cert: join(opts.out, 'cert.pem'),
+    bundle: join(opts.out, 'bundle.pem'),
+  };
 
   const install = async (key: string, got: Obtained, event: string) => {
     writeAtomic(paths.key, key, 0o600);
@@ -139,7 +171,12 @@ export async function runAgent(argv: string[]): Promise<number> {
     writeAtomic(paths.bundle, got.caBundle, 0o644);
     log({ event, serial: got.serial, notAfter: got.notAfter });
     if (opts.hook) {
-      const code = await runHook(opts.hook, { KEYWARD_CERT: paths.cert, KEYWARD_KEY: paths.key, KEYWARD_BUNDLE: paths.bundle, KEYWARD_SERIAL: got.serial });
+      const code = await runHook(opts.hook, {
+        KEYWARD_CERT: paths.cert,
+        KEYWARD_KEY: paths.key,
+        KEYWARD_BUNDLE: paths.bundle,
+        KEYWARD_SERIAL: got.serial,
+      });
       if (code !== 0) log({ event: 'hook-failed', code });
     }
   };
@@ -165,7 +202,11 @@ export async function runAgent(argv: string[]): Promise<number> {
     let fresh = await newKeyAndCsr();
     let current: Obtained;
     try {
-      current = await post(`${opts.server}/v1/sign`, { csr: fresh.csrPem, token: opts.token }, opts.ca ? { ca: opts.ca } : {});
+      current = await post(
+        `${opts.server}/v1/sign`,
+        { csr: fresh.csrPem, token: opts.token },
+        opts.ca ? { ca: opts.ca } : {},
+      );
     } catch (err) {
       process.stderr.write(`keyward agent: ${(err as Error).message}\n`);
       return 1;
@@ -181,12 +222,18 @@ export async function runAgent(argv: string[]): Promise<number> {
       await sleep(renewAt(receivedAt, expires) - Date.now());
       while (!stopped) {
         if (Date.now() >= expires) {
-          process.stderr.write(`keyward agent: the certificate expired at ${new Date(expires).toISOString()} before it could be renewed; a new bootstrap token is needed\n`);
+          process.stderr.write(
+            `keyward agent: the certificate expired at ${new Date(expires).toISOString()} before it could be renewed; a new bootstrap token is needed\n`,
+          );
           return 1;
         }
         try {
           fresh = await newKeyAndCsr();
-          const got = await post(`${opts.server}/v1/renew`, { csr: fresh.csrPem }, { ca: current.caBundle, key: currentKey, cert: current.certificate });
+          const got = await post(
+            `${opts.server}/v1/renew`,
+            { csr: fresh.csrPem },
+            { ca: current.caBundle, key: currentKey, cert: current.certificate },
+          );
           receivedAt = Date.now();
           current = got;
           currentKey = fresh.keyPem;

@@ -1,4 +1,5 @@
 import { X509Certificate } from 'node:crypto';
+
 import type { Db } from '../db/schema.ts';
 
 export interface SpiffeBundle {
@@ -13,7 +14,12 @@ export interface SpiffeBundle {
  * seconds) of the newest root, so it grows whenever a root is added, on every replica alike.
  */
 export async function spiffeBundle(db: Db, refreshHintMs: number): Promise<SpiffeBundle> {
-  const roots = await db.selectFrom('issuers').select(['certificate', 'created_at']).where('kind', '=', 'root').orderBy('created_at').execute();
+  const roots = await db
+    .selectFrom('issuers')
+    .select(['certificate', 'created_at'])
+    .where('kind', '=', 'root')
+    .orderBy('created_at')
+    .execute();
   const keys = roots.map((r) => {
     const cert = new X509Certificate(Buffer.from(r.certificate));
     const jwk = cert.publicKey.export({ format: 'jwk' }) as Record<string, unknown>;

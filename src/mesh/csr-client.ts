@@ -1,4 +1,5 @@
 import { webcrypto } from 'node:crypto';
+
 import { toPem } from '../ca/pem.ts';
 import { x509 } from '../ca/x509.ts';
 

@@ -1,7 +1,8 @@
 import type { NameDecision } from '../policy/names.ts';
 
 /** ACME-style problem types the mesh endpoints answer with (urn:ietf:params:acme:error:<type>). */
-export type MeshProblemType = 'malformed' | 'unauthorized' | 'badCSR' | 'badPublicKey' | 'rejectedIdentifier' | 'invalidProfile' | 'serverInternal';
+export type MeshProblemType =
+  'malformed' | 'unauthorized' | 'badCSR' | 'badPublicKey' | 'rejectedIdentifier' | 'invalidProfile' | 'serverInternal';
 
 export interface MeshSubproblem {
   type: string;
@@ -28,6 +29,10 @@ export function policyRefusal(decisions: readonly NameDecision[]): MeshError {
     'rejectedIdentifier',
     403,
     `the name policy refuses ${refused.length === 1 ? 'an identifier' : `${refused.length} identifiers`}: ${refused.map((d) => d.reason).join('; ')}`,
-    refused.map((d) => ({ type: 'urn:ietf:params:acme:error:rejectedIdentifier', detail: d.reason, identifier: d.identifier })),
+    refused.map((d) => ({
+      type: 'urn:ietf:params:acme:error:rejectedIdentifier',
+      detail: d.reason,
+      identifier: d.identifier,
+    })),
   );
 }

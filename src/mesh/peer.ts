@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+
 import { normalizeSerial } from '../ca/serial.ts';
 import { x509 } from '../ca/x509.ts';
 import type { CertificateRow, Db } from '../db/schema.ts';
@@ -11,7 +12,8 @@ import { MeshError } from './errors.ts';
  * possession of the private key (CertificateVerify).
  */
 export async function authenticatePeer(db: Db, leafDer: Uint8Array | undefined, now: Date): Promise<CertificateRow> {
-  if (!leafDer || leafDer.length === 0) throw new MeshError('unauthorized', 401, 'renewal needs the current certificate as a TLS client certificate');
+  if (!leafDer || leafDer.length === 0)
+    throw new MeshError('unauthorized', 401, 'renewal needs the current certificate as a TLS client certificate');
   let leaf: x509.X509Certificate;
   try {
     leaf = new x509.X509Certificate(new Uint8Array(leafDer));
@@ -29,11 +31,30 @@ export async function authenticatePeer(db: Db, leafDer: Uint8Array | undefined, 
     }
   }
   if (!issuerId) throw new MeshError('unauthorized', 401, 'the client certificate was not issued by this CA');
-  if (leaf.notAfter.getTime() <= now.getTime()) throw new MeshError('unauthorized', 401, `the client certificate expired at ${leaf.notAfter.toISOString()}; an expired certificate cannot renew (use a new bootstrap token)`);
-  if (leaf.notBefore.getTime() > now.getTime()) throw new MeshError('unauthorized', 401, 'the client certificate is not valid yet');
-  const row = await db.selectFrom('certificates').selectAll().where('serial', '=', normalizeSerial(leaf.serialNumber)).where('issuer_id', '=', issuerId).executeTakeFirst();
-  const same = row !== undefined && row.der.length === leafDer.length && timingSafeEqual(Buffer.from(row.der), Buffer.from(leafDer));
-  if (!row || !same) throw new MeshError('unauthorized', 401, 'the client certificate is not in this CA\'s records');
-  if (row.status === 'revoked' || row.revoked_at) throw new MeshError('unauthorized', 401, `the client certificate (serial ${row.serial}) is revoked and cannot renew`);
+  if (leaf.notAfter.getTime() <= now.getTime())
+    throw new MeshError(
+      'unauthorized',
+      401,
+      `the client certificate expired at ${leaf.notAfter.toISOString()}; an expired certificate cannot renew (use a new bootstrap token)`,
+    );
+  if (leaf.notBefore.getTime() > now.getTime())
+    throw new MeshError('unauthorized', 401, 'the client certificate is not valid yet');
+  const row = await db
+    .selectFrom('certificates')
+    .selectAll()
+    .where('serial', '=', normalizeSerial(leaf.serialNumber))
+    .where('issuer_id', '=', issuerId)
+    .executeTakeFirst();
+  const same =
+    row !== undefined &&
+    row.der.length === leafDer.length &&
+    timingSafeEqual(Buffer.from(row.der), Buffer.from(leafDer));
+  if (!row || !same) throw new MeshError('unauthorized', 401, "the client certificate is not in this CA's records");
+  if (row.status === 'revoked' || row.revoked_at)
+    throw new MeshError(
+      'unauthorized',
+      401,
+      `the client certificate (serial ${row.serial}) is revoked and cannot renew`,
+    );
   return row;
 }

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
+
 import { sql } from 'kysely';
+
 import type { Db } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import { derToP1363 } from './jws.ts';
@@ -33,19 +35,31 @@ export async function ensureProvisioner(db: Db, kms: KeyHierarchy, principal: st
   if (found) return found;
   return db.transaction().execute(async (trx) => {
     await sql`SELECT pg_advisory_xact_lock(hashtext('keyward:mesh-provisioner'))`.execute(trx);
-    const again = await trx.selectFrom('mesh_provisioners').selectAll().where('name', '=', PROVISIONER).executeTakeFirst();
+    const again = await trx
+      .selectFrom('mesh_provisioners')
+      .selectAll()
+      .where('name', '=', PROVISIONER)
+      .executeTakeFirst();
     if (again) return { keyId: again.key_id, kid: again.kid, publicJwk: again.public_jwk };
     const key = await kms.createKey(trx, { usage: 'provisioner', alg: 'ecdsa-p256', principal });
     const jwk = key.publicKey.export({ format: 'jwk' }) as Record<string, string>;
     const publicJwk = { kty: jwk.kty!, crv: jwk.crv!, x: jwk.x!, y: jwk.y! };
     const kid = thumbprint(publicJwk);
-    await trx.insertInto('mesh_provisioners').values({ name: PROVISIONER, key_id: key.id, kid, public_jwk: JSON.stringify(publicJwk) }).execute();
+    await trx
+      .insertInto('mesh_provisioners')
+      .values({ name: PROVISIONER, key_id: key.id, kid, public_jwk: JSON.stringify(publicJwk) })
+      .execute();
     return { keyId: key.id, kid, publicJwk };
   });
 }
 
 /** A compact JWS (ES256) over the claims, signed through the audited key hierarchy. */
-export async function signJwt(kms: KeyHierarchy, provisioner: Provisioner, claims: Record<string, unknown>, principal: string): Promise<string> {
+export async function signJwt(
+  kms: KeyHierarchy,
+  provisioner: Provisioner,
+  claims: Record<string, unknown>,
+  principal: string,
+): Promise<string> {
   const header = { alg: 'ES256', typ: 'JWT', kid: provisioner.kid };
   const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
   const signer = await kms.signer(provisioner.keyId, 'sign-token', principal);

@@ -1,7 +1,7 @@
-import { CaError } from '../ca/errors.ts';
-import { CsrError, parseCsr, type ParsedCsr } from '../ca/csr.ts';
-import { normalizeSans } from '../ca/names.ts';
 import type { Clock } from '../ca/authority.ts';
+import { CsrError, parseCsr, type ParsedCsr } from '../ca/csr.ts';
+import { CaError } from '../ca/errors.ts';
+import { normalizeSans } from '../ca/names.ts';
 import type { AppContext } from '../context.ts';
 import type { SanSet } from '../db/schema.ts';
 import { evaluateNames, identifiersOf } from '../policy/names.ts';
@@ -22,7 +22,8 @@ export interface MeshCertificate {
 const systemClock: Clock = { now: () => new Date() };
 
 function csrOf(value: unknown): ParsedCsr {
-  if (typeof value !== 'string' || value.length === 0) throw new MeshError('malformed', 400, 'the body needs "csr": a PEM certificate request');
+  if (typeof value !== 'string' || value.length === 0)
+    throw new MeshError('malformed', 400, 'the body needs "csr": a PEM certificate request');
   try {
     return parseCsr(value);
   } catch (err) {
@@ -44,7 +45,12 @@ function namesFor(csr: ParsedCsr, granted: SanSet, what: string): SanSet {
   if (count === 0) return granted;
   for (const type of ['dns', 'ip', 'uri', 'email'] as const) {
     const extra = asked[type].filter((n) => !granted[type].includes(n));
-    if (extra.length > 0) throw new MeshError('rejectedIdentifier', 403, `the CSR asks for ${type} ${extra.join(', ')}, which ${what} does not authorize (authorized: ${[...granted.dns, ...granted.ip, ...granted.uri, ...granted.email].join(', ')})`);
+    if (extra.length > 0)
+      throw new MeshError(
+        'rejectedIdentifier',
+        403,
+        `the CSR asks for ${type} ${extra.join(', ')}, which ${what} does not authorize (authorized: ${[...granted.dns, ...granted.ip, ...granted.uri, ...granted.email].join(', ')})`,
+      );
   }
   return asked;
 }
@@ -61,7 +67,12 @@ export class MeshService {
 
   private async checkPolicy(sans: SanSet): Promise<string> {
     const issuer = (await this.ctx.ca.issuers()).find((i) => i.kind === 'intermediate' && i.active);
-    const evaluation = await evaluateNames(this.ctx.database.db, this.ctx.config.policy, identifiersOf(sans), issuer ? { issuerId: issuer.id } : {});
+    const evaluation = await evaluateNames(
+      this.ctx.database.db,
+      this.ctx.config.policy,
+      identifiersOf(sans),
+      issuer ? { issuerId: issuer.id } : {},
+    );
     if (!evaluation.allowed) throw policyRefusal(evaluation.decisions);
     return issuer?.id ?? '';
   }
@@ -85,7 +96,13 @@ export class MeshService {
       };
     } catch (err) {
       if (err instanceof CaError) {
-        const type = err.code === 'badPublicKey' || err.code === 'badCSR' || err.code === 'rejectedIdentifier' || err.code === 'invalidProfile' ? err.code : 'malformed';
+        const type =
+          err.code === 'badPublicKey' ||
+          err.code === 'badCSR' ||
+          err.code === 'rejectedIdentifier' ||
+          err.code === 'invalidProfile'
+            ? err.code
+            : 'malformed';
         throw new MeshError(type, type === 'rejectedIdentifier' ? 403 : 400, err.message);
       }
       throw err;
@@ -94,12 +111,21 @@ export class MeshService {
 
   /** POST /v1/sign {csr, token}. The token is burnt only once everything else has passed. */
   async sign(body: Record<string, unknown>): Promise<MeshCertificate> {
-    if (typeof body.token !== 'string' || body.token.length === 0) throw new MeshError('malformed', 400, 'the body needs "token": a bootstrap token');
+    if (typeof body.token !== 'string' || body.token.length === 0)
+      throw new MeshError('malformed', 400, 'the body needs "token": a bootstrap token');
     const now = this.clock.now();
-    const token = await verifyBootstrapToken(this.ctx.database.db, body.token, { audience: signUrl(this.ctx.config), now });
+    const token = await verifyBootstrapToken(this.ctx.database.db, body.token, {
+      audience: signUrl(this.ctx.config),
+      now,
+    });
     const csr = csrOf(body.csr);
     const sans = namesFor(csr, token.sans, 'the token');
-    if (!this.ctx.ca.profiles.has(token.profile)) throw new MeshError('invalidProfile', 400, `the token names profile "${token.profile}", which this CA no longer has`);
+    if (!this.ctx.ca.profiles.has(token.profile))
+      throw new MeshError(
+        'invalidProfile',
+        400,
+        `the token names profile "${token.profile}", which this CA no longer has`,
+      );
     await this.checkPolicy(sans);
     await consumeToken(this.ctx.database.db, token.jti, now);
     const cert = await this.issue(csr, sans, token.profile, `mesh:token:${token.jti}`);
@@ -117,7 +143,12 @@ export class MeshService {
   async renew(peerDer: Uint8Array | undefined, body: Record<string, unknown>): Promise<MeshCertificate> {
     const now = this.clock.now();
     const current = await authenticatePeer(this.ctx.database.db, peerDer, now);
-    if (!current.requester.startsWith('mesh:')) throw new MeshError('unauthorized', 403, `certificate ${current.serial} was not issued by the mesh flow and cannot renew here`);
+    if (!current.requester.startsWith('mesh:'))
+      throw new MeshError(
+        'unauthorized',
+        403,
+        `certificate ${current.serial} was not issued by the mesh flow and cannot renew here`,
+      );
     const csr = csrOf(body.csr);
     const sans = namesFor(csr, current.sans, `the current certificate (serial ${current.serial})`);
     await this.checkPolicy(sans);

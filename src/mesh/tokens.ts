@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+
 import { errors as joseErrors, importJWK, jwtVerify } from 'jose';
+
 import { normalizeSans } from '../ca/names.ts';
 import type { Config } from '../config/load.ts';
 import type { Db, SanSet } from '../db/schema.ts';
@@ -51,12 +53,23 @@ export interface TokenDeps {
 export async function createBootstrapToken(deps: TokenDeps, req: TokenRequest): Promise<CreatedToken> {
   const { config, db } = deps;
   const sans = normalizeSans({ dns: req.dns ?? [], ip: req.ip ?? [], uri: req.id ? [req.id] : [], email: [] });
-  if (sans.dns.length + sans.ip.length + sans.uri.length === 0) throw new MeshError('malformed', 400, 'a token must name at least one identity (--id, --dns or --ip)');
+  if (sans.dns.length + sans.ip.length + sans.uri.length === 0)
+    throw new MeshError('malformed', 400, 'a token must name at least one identity (--id, --dns or --ip)');
   const profileName = req.profile ?? config.mesh.defaultProfile;
   const profile = deps.profiles.get(profileName);
-  if (!profile) throw new MeshError('invalidProfile', 400, `unknown profile "${profileName}" (known: ${[...deps.profiles.keys()].join(', ')})`);
+  if (!profile)
+    throw new MeshError(
+      'invalidProfile',
+      400,
+      `unknown profile "${profileName}" (known: ${[...deps.profiles.keys()].join(', ')})`,
+    );
   const ttl = req.ttlMs ?? config.mesh.tokenTtl;
-  if (ttl <= 0 || ttl > config.mesh.maxTokenTtl) throw new MeshError('malformed', 400, `the token lifetime must be between 1s and mesh.maxTokenTtl (${config.mesh.maxTokenTtl / 1000}s)`);
+  if (ttl <= 0 || ttl > config.mesh.maxTokenTtl)
+    throw new MeshError(
+      'malformed',
+      400,
+      `the token lifetime must be between 1s and mesh.maxTokenTtl (${config.mesh.maxTokenTtl / 1000}s)`,
+    );
   const evaluation = await evaluateNames(db, config.policy, identifiersOf(sans));
   if (!evaluation.allowed) throw policyRefusal(evaluation.decisions);
 
@@ -66,10 +79,27 @@ export async function createBootstrapToken(deps: TokenDeps, req: TokenRequest): 
   const exp = iat + Math.ceil(ttl / 1000);
   const jti = randomBytes(16).toString('base64url');
   const audience = signUrl(config);
-  const claims = { iss: TOKEN_ISSUER, sub: sans.uri[0] ?? sans.dns[0] ?? sans.ip[0], aud: audience, iat, nbf: iat, exp, jti, sans, profile: profileName };
+  const claims = {
+    iss: TOKEN_ISSUER,
+    sub: sans.uri[0] ?? sans.dns[0] ?? sans.ip[0],
+    aud: audience,
+    iat,
+    nbf: iat,
+    exp,
+    jti,
+    sans,
+    profile: profileName,
+  };
   await db
     .insertInto('mesh_tokens')
-    .values({ jti, kid: provisioner.kid, names: JSON.stringify(sans), profile: profileName, expires_at: new Date(exp * 1000), created_by: req.principal })
+    .values({
+      jti,
+      kid: provisioner.kid,
+      names: JSON.stringify(sans),
+      profile: profileName,
+      expires_at: new Date(exp * 1000),
+      created_by: req.principal,
+    })
     .execute();
   const token = await signJwt(deps.kms, provisioner, claims, req.principal);
   return { token, jti, audience, sans, profile: profileName, expiresAt: new Date(exp * 1000).toISOString() };
@@ -86,22 +116,48 @@ export interface VerifiedToken {
  * tolerance absorbs skew between the host that minted the token and this one (nbf); expiry is
  * enforced exactly again by consumeToken against the recorded expires_at.
  */
-export async function verifyBootstrapToken(db: Db, token: string, opts: { audience: string; now: Date }): Promise<VerifiedToken> {
+export async function verifyBootstrapToken(
+  db: Db,
+  token: string,
+  opts: { audience: string; now: Date },
+): Promise<VerifiedToken> {
   const provisioner = await findProvisioner(db);
   if (!provisioner) throw new MeshError('unauthorized', 401, 'no bootstrap token was ever issued by this CA');
   const key = await importJWK({ ...provisioner.publicJwk, alg: 'ES256' }, 'ES256');
   let payload: Record<string, unknown>;
   try {
-    ({ payload } = await jwtVerify(token, key, { algorithms: ['ES256'], issuer: TOKEN_ISSUER, audience: opts.audience, currentDate: opts.now, requiredClaims: ['exp', 'jti'], clockTolerance: 30 }));
+    ({ payload } = await jwtVerify(token, key, {
+      algorithms: ['ES256'],
+      issuer: TOKEN_ISSUER,
+      audience: opts.audience,
+      currentDate: opts.now,
+      requiredClaims: ['exp', 'jti'],
+      clockTolerance: 30,
+    }));
   } catch (err) {
-    if (err instanceof joseErrors.JWTExpired) throw new MeshError('unauthorized', 401, 'the bootstrap token has expired');
-    if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'aud') throw new MeshError('unauthorized', 401, `the bootstrap token is for another audience (this endpoint is ${opts.audience})`);
-    if (err instanceof joseErrors.JOSEError) throw new MeshError('unauthorized', 401, `the bootstrap token is not valid: ${err.message}`);
+    if (err instanceof joseErrors.JWTExpired)
+      throw new MeshError('unauthorized', 401, 'the bootstrap token has expired');
+    if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'aud')
+      throw new MeshError(
+        'unauthorized',
+        401,
+        `the bootstrap token is for another audience (this endpoint is ${opts.audience})`,
+      );
+    if (err instanceof joseErrors.JOSEError)
+      throw new MeshError('unauthorized', 401, `the bootstrap token is not valid: ${err.message}`);
     throw err;
   }
   const sans = payload.sans as SanSet | undefined;
   const ok = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === 'string');
-  if (!sans || !ok(sans.dns) || !ok(sans.ip) || !ok(sans.uri) || !ok(sans.email) || typeof payload.profile !== 'string' || typeof payload.jti !== 'string') {
+  if (
+    !sans ||
+    !ok(sans.dns) ||
+    !ok(sans.ip) ||
+    !ok(sans.uri) ||
+    !ok(sans.email) ||
+    typeof payload.profile !== 'string' ||
+    typeof payload.jti !== 'string'
+  ) {
     throw new MeshError('unauthorized', 401, 'the bootstrap token lacks its names or profile');
   }
   return { jti: payload.jti, sans, profile: payload.profile };
@@ -121,13 +177,21 @@ export async function consumeToken(db: Db, jti: string, now: Date): Promise<void
     .returning('jti')
     .executeTakeFirst();
   if (row) return;
-  const known = await db.selectFrom('mesh_tokens').select(['used_at', 'expires_at']).where('jti', '=', jti).executeTakeFirst();
+  const known = await db
+    .selectFrom('mesh_tokens')
+    .select(['used_at', 'expires_at'])
+    .where('jti', '=', jti)
+    .executeTakeFirst();
   if (!known) throw new MeshError('unauthorized', 401, 'the bootstrap token is unknown to this CA');
-  if (known.used_at) throw new MeshError('unauthorized', 401, `the bootstrap token was already used (at ${known.used_at.toISOString()}); tokens are single-use`);
+  if (known.used_at)
+    throw new MeshError(
+      'unauthorized',
+      401,
+      `the bootstrap token was already used (at ${known.used_at.toISOString()}); tokens are single-use`,
+    );
   throw new MeshError('unauthorized', 401, 'the bootstrap token has expired');
 }
 
 export async function recordTokenSerial(db: Db, jti: string, serial: string): Promise<void> {
   await db.updateTable('mesh_tokens').set({ used_serial: serial }).where('jti', '=', jti).execute();
 }
-

@@ -1,6 +1,24 @@
 // The issuance policy API for the ACME front end and the mesh flows.
-export { evaluateNames, decide, identifiersOf, refusalSummary, type Identifier, type NameDecision, type PolicyEvaluation, type PolicySettings } from './names.ts';
-export { addRule, removeRule, listRules, configRules, describeRule, type PolicyRule } from './rules.ts';
-export { parseScope, scopesOf, type PolicySubject, type Scope } from './scopes.ts';
+export {
+  decide,
+  evaluateNames,
+  type Identifier,
+  identifiersOf,
+  type NameDecision,
+  type PolicyEvaluation,
+  type PolicySettings,
+  refusalSummary,
+} from './names.ts';
 export { parsePattern, PatternError } from './patterns.ts';
-export { consume, peek, pruneRateLimits, RateLimiter, type RateLimitName, type RateLimitResult, type RateLimitRule, type RateLimitSettings } from './rate-limits.ts';
+export {
+  consume,
+  peek,
+  pruneRateLimits,
+  RateLimiter,
+  type RateLimitName,
+  type RateLimitResult,
+  type RateLimitRule,
+  type RateLimitSettings,
+} from './rate-limits.ts';
+export { addRule, configRules, describeRule, listRules, type PolicyRule, removeRule } from './rules.ts';
+export { parseScope, type PolicySubject, type Scope, scopesOf } from './scopes.ts';

@@ -1,7 +1,7 @@
 import type { Executor, PolicyKind, SanSet } from '../db/schema.ts';
 import { matches, overlaps } from './patterns.ts';
-import { configRules, describeRule, listRules, type ConfigRules, type PolicyRule } from './rules.ts';
-import { scopesOf, type PolicySubject, type Scope } from './scopes.ts';
+import { type ConfigRules, configRules, describeRule, listRules, type PolicyRule } from './rules.ts';
+import { type PolicySubject, type Scope, scopesOf } from './scopes.ts';
 
 export interface Identifier {
   type: PolicyKind;
@@ -9,7 +9,11 @@ export interface Identifier {
 }
 
 export type NameDecision =
-  | { identifier: Identifier; allowed: true; /** The allow rule of the narrowest scope that matched, if any. */ rule?: PolicyRule }
+  | {
+      identifier: Identifier;
+      allowed: true;
+      /** The allow rule of the narrowest scope that matched, if any. */ rule?: PolicyRule;
+    }
   | {
       identifier: Identifier;
       allowed: false;
@@ -41,13 +45,25 @@ export interface PolicySettings {
  *   payments.internal, and other accounts anything under .internal.
  * - A type no applicable scope has allow rules for follows `defaultAction`.
  */
-export function decide(rules: readonly PolicyRule[], identifiers: readonly Identifier[], subject: PolicySubject, defaultAction: 'allow' | 'deny'): PolicyEvaluation {
+export function decide(
+  rules: readonly PolicyRule[],
+  identifiers: readonly Identifier[],
+  subject: PolicySubject,
+  defaultAction: 'allow' | 'deny',
+): PolicyEvaluation {
   const scopes = scopesOf(subject);
   const applicable = rules.filter((r) => scopes.includes(r.scope));
   const decisions = identifiers.map((identifier): NameDecision => {
     const ofKind = applicable.filter((r) => r.kind === identifier.type);
     const deny = ofKind.find((r) => r.effect === 'deny' && overlaps(r.kind, r.pattern, identifier.value));
-    if (deny) return { identifier, allowed: false, rule: deny, scope: deny.scope, reason: `${identifier.type} "${identifier.value}" is refused by ${describeRule(deny)}` };
+    if (deny)
+      return {
+        identifier,
+        allowed: false,
+        rule: deny,
+        scope: deny.scope,
+        reason: `${identifier.type} "${identifier.value}" is refused by ${describeRule(deny)}`,
+      };
     let matched: PolicyRule | undefined;
     let anyAllow = false;
     for (const scope of scopes) {
@@ -56,13 +72,27 @@ export function decide(rules: readonly PolicyRule[], identifiers: readonly Ident
       anyAllow = true;
       const hit = allows.find((r) => matches(r.kind, r.pattern, identifier.value));
       if (!hit) {
-        const shown = allows.slice(0, 5).map((r) => r.pattern).join(', ') + (allows.length > 5 ? ', ...' : '');
-        return { identifier, allowed: false, scope, reason: `${identifier.type} "${identifier.value}" matches no allow rule of scope ${scope} (allowed there: ${shown})` };
+        const shown =
+          allows
+            .slice(0, 5)
+            .map((r) => r.pattern)
+            .join(', ') + (allows.length > 5 ? ', ...' : '');
+        return {
+          identifier,
+          allowed: false,
+          scope,
+          reason: `${identifier.type} "${identifier.value}" matches no allow rule of scope ${scope} (allowed there: ${shown})`,
+        };
       }
       matched = hit;
     }
     if (!anyAllow && defaultAction === 'deny') {
-      return { identifier, allowed: false, scope: 'default', reason: `${identifier.type} "${identifier.value}": no allow rule covers ${identifier.type} names and policy.defaultAction is deny` };
+      return {
+        identifier,
+        allowed: false,
+        scope: 'default',
+        reason: `${identifier.type} "${identifier.value}": no allow rule covers ${identifier.type} names and policy.defaultAction is deny`,
+      };
     }
     return matched ? { identifier, allowed: true, rule: matched } : { identifier, allowed: true };
   });
@@ -73,7 +103,12 @@ export function decide(rules: readonly PolicyRule[], identifiers: readonly Ident
  * The entry point for ACME and the mesh flows: loads the configured global rules and the database
  * rules of the subject's scopes (one query), then decides. Reads only, so it is safe anywhere.
  */
-export async function evaluateNames(db: Executor, settings: PolicySettings, identifiers: readonly Identifier[], subject: PolicySubject = {}): Promise<PolicyEvaluation> {
+export async function evaluateNames(
+  db: Executor,
+  settings: PolicySettings,
+  identifiers: readonly Identifier[],
+  subject: PolicySubject = {},
+): Promise<PolicyEvaluation> {
   const rules = [...configRules(settings.rules), ...(await listRules(db, scopesOf(subject)))];
   return decide(rules, identifiers, subject, settings.defaultAction);
 }

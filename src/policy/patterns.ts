@@ -1,4 +1,5 @@
 import { BlockList, isIP } from 'node:net';
+
 import type { PolicyKind } from '../db/schema.ts';
 
 /** A malformed rule pattern (refused when the rule is added, so evaluation never sees one). */
@@ -35,7 +36,13 @@ export function parsePattern(text: string): RulePattern {
     kind = m[1] as PolicyKind;
     raw = raw.slice(m[0].length);
   }
-  kind ??= raw.includes('://') ? 'uri' : raw.includes('@') ? 'email' : isCidr(raw) || /^[0-9a-f.:]*[.:][0-9a-f.:]*\/\d+$/i.test(raw) ? 'ip' : 'dns';
+  kind ??= raw.includes('://')
+    ? 'uri'
+    : raw.includes('@')
+      ? 'email'
+      : isCidr(raw) || /^[0-9a-f.:]*[.:][0-9a-f.:]*\/\d+$/i.test(raw)
+        ? 'ip'
+        : 'dns';
   switch (kind) {
     case 'dns': {
       const name = raw.toLowerCase().replace(/\.$/, '');
@@ -45,10 +52,14 @@ export function parsePattern(text: string): RulePattern {
     }
     case 'ip': {
       if (!isCidr(raw)) throw new PatternError(`"${text}" is not an IP address or CIDR`);
-      return { kind, pattern: raw.includes('/') ? raw.toLowerCase() : `${raw.toLowerCase()}/${isIP(raw) === 4 ? 32 : 128}` };
+      return {
+        kind,
+        pattern: raw.includes('/') ? raw.toLowerCase() : `${raw.toLowerCase()}/${isIP(raw) === 4 ? 32 : 128}`,
+      };
     }
     case 'uri': {
-      if (!/^[a-z][a-z0-9+.-]*:\/\/[^\s]+$/i.test(raw)) throw new PatternError(`"${text}" is not an absolute URI pattern (scheme://...)`);
+      if (!/^[a-z][a-z0-9+.-]*:\/\/[^\s]+$/i.test(raw))
+        throw new PatternError(`"${text}" is not an absolute URI pattern (scheme://...)`);
       return { kind, pattern: raw };
     }
     case 'email': {
@@ -83,7 +94,9 @@ function uriRegex(pattern: string): RegExp {
   if (!re) {
     const body = pattern
       .split(/(\*\*|\*)/)
-      .map((part) => (part === '**' ? '.+' : part === '*' ? '(?!\\.\\.?(?:/|$))[^/?#]+' : part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')))
+      .map((part) =>
+        part === '**' ? '.+' : part === '*' ? '(?!\\.\\.?(?:/|$))[^/?#]+' : part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'),
+      )
       .join('');
     re = new RegExp(`^${body}$`);
     if (uriRegexes.size > 1000) uriRegexes.clear();
@@ -132,5 +145,7 @@ export function overlaps(kind: PolicyKind, pattern: string, value: string): bool
   const base = value.slice(2).toLowerCase();
   const named = pattern.startsWith('*.') ? pattern.slice(2) : pattern;
   // The wildcard covers exactly one label below its base.
-  return !pattern.startsWith('*.') ? named.endsWith(`.${base}`) && !named.slice(0, -base.length - 1).includes('.') : false;
+  return !pattern.startsWith('*.')
+    ? named.endsWith(`.${base}`) && !named.slice(0, -base.length - 1).includes('.')
+    : false;
 }

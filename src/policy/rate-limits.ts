@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+
 import type { Executor } from '../db/schema.ts';
 
 export type RateLimitName = 'newOrdersPerAccount' | 'certificatesPerName' | 'failedValidationsPerAccount';
@@ -10,7 +11,8 @@ export interface RateLimitRule {
   windowMs: number;
 }
 
-export type RateLimitResult = { ok: true; remaining: number } | { ok: false; retryAfterSeconds: number; limit: number; windowMs: number };
+export type RateLimitResult =
+  { ok: true; remaining: number } | { ok: false; retryAfterSeconds: number; limit: number; windowMs: number };
 
 /** The `rateLimits` configuration section (windows already in milliseconds). */
 export type RateLimitSettings = Record<RateLimitName, { limit: number; window: number }>;
@@ -40,16 +42,31 @@ export async function consume(db: Executor, rule: RateLimitRule, key: string, no
 /** Like consume, but counts nothing: for checks before work that only counts when it fails. */
 export async function peek(db: Executor, rule: RateLimitRule, key: string, now: Date): Promise<RateLimitResult> {
   if (rule.limit <= 0) return { ok: true, remaining: Number.POSITIVE_INFINITY };
-  const row = await db.selectFrom('rate_limit_counters').select(['window_start', 'count']).where('name', '=', rule.name).where('key', '=', key).executeTakeFirst();
+  const row = await db
+    .selectFrom('rate_limit_counters')
+    .select(['window_start', 'count'])
+    .where('name', '=', rule.name)
+    .where('key', '=', key)
+    .executeTakeFirst();
   if (!row || row.window_start.getTime() <= now.getTime() - rule.windowMs) return { ok: true, remaining: rule.limit };
   if (row.count < rule.limit) return { ok: true, remaining: rule.limit - row.count };
   return refused(db, rule, key, now);
 }
 
 async function refused(db: Executor, rule: RateLimitRule, key: string, now: Date): Promise<RateLimitResult> {
-  const row = await db.selectFrom('rate_limit_counters').select('window_start').where('name', '=', rule.name).where('key', '=', key).executeTakeFirst();
+  const row = await db
+    .selectFrom('rate_limit_counters')
+    .select('window_start')
+    .where('name', '=', rule.name)
+    .where('key', '=', key)
+    .executeTakeFirst();
   const ends = (row?.window_start.getTime() ?? now.getTime()) + rule.windowMs;
-  return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((ends - now.getTime()) / 1000)), limit: rule.limit, windowMs: rule.windowMs };
+  return {
+    ok: false,
+    retryAfterSeconds: Math.max(1, Math.ceil((ends - now.getTime()) / 1000)),
+    limit: rule.limit,
+    windowMs: rule.windowMs,
+  };
 }
 
 /**
@@ -73,7 +90,12 @@ export class RateLimiter {
   }
 
   /** The first refusal (with its key) when any key is over its limit; then nothing is counted. */
-  async consumeAll(db: Executor, name: RateLimitName, keys: readonly string[], now: Date): Promise<RateLimitResult & { key?: string }> {
+  async consumeAll(
+    db: Executor,
+    name: RateLimitName,
+    keys: readonly string[],
+    now: Date,
+  ): Promise<RateLimitResult & { key?: string }> {
     const unique = [...new Set(keys)].sort(); // sorted: replicas lock rows in one order, no deadlock
     const rule = this.rule(name);
     const rollback = new Error('rate limited');

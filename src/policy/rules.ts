@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+
 import type { Executor, PolicyEffect, PolicyKind } from '../db/schema.ts';
 import { parsePattern, PatternError } from './patterns.ts';
 import { parseScope, type Scope } from './scopes.ts';
@@ -28,7 +29,10 @@ export function configRules(rules: ConfigRules): PolicyRule[] {
   });
 }
 
-export async function addRule(db: Executor, input: { scope: string; effect: PolicyEffect; pattern: string; principal: string }): Promise<{ rule: PolicyRule; created: boolean }> {
+export async function addRule(
+  db: Executor,
+  input: { scope: string; effect: PolicyEffect; pattern: string; principal: string },
+): Promise<{ rule: PolicyRule; created: boolean }> {
   const scope = parseScope(input.scope);
   const { kind, pattern } = parsePattern(input.pattern);
   const id = randomUUID();
@@ -66,8 +70,21 @@ export async function listRules(db: Executor, scopes?: readonly Scope[]): Promis
   return (await q.execute()).map(toRule);
 }
 
-function toRule(row: { id: string; scope: string; effect: PolicyEffect; kind: PolicyKind; pattern: string }): PolicyRule {
-  return { id: row.id, scope: row.scope as Scope, effect: row.effect, kind: row.kind, pattern: row.pattern, source: 'database' };
+function toRule(row: {
+  id: string;
+  scope: string;
+  effect: PolicyEffect;
+  kind: PolicyKind;
+  pattern: string;
+}): PolicyRule {
+  return {
+    id: row.id,
+    scope: row.scope as Scope,
+    effect: row.effect,
+    kind: row.kind,
+    pattern: row.pattern,
+    source: 'database',
+  };
 }
 
 export function describeRule(rule: PolicyRule): string {

@@ -6,7 +6,8 @@ export type Scope = 'global' | `issuer:${string}` | `account:${string}` | `eab:$
 export function parseScope(text: string): Scope {
   if (text === 'global') return 'global';
   const m = /^(issuer|account|eab):(.+)$/.exec(text);
-  if (!m || m[2]!.trim() !== m[2]) throw new PatternError(`"${text}" is not a scope (global, issuer:<id>, account:<id> or eab:<kid>)`);
+  if (!m || m[2]!.trim() !== m[2])
+    throw new PatternError(`"${text}" is not a scope (global, issuer:<id>, account:<id> or eab:<kid>)`);
   return text as Scope;
 }
 

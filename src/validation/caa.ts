@@ -1,7 +1,7 @@
 /** CAA (RFC 8659) with the ACME account and method parameters of RFC 8657. */
 import { identifierProblem, splitWildcard } from './identifier.ts';
-import { DnsLookupError, type CaaRecord, type DnsResolver } from './resolver.ts';
-import { failure, type ChallengeKind, type Identifier, type ValidationOutcome } from './types.ts';
+import { type CaaRecord, DnsLookupError, type DnsResolver } from './resolver.ts';
+import { type ChallengeKind, failure, type Identifier, type ValidationOutcome } from './types.ts';
 
 export interface CaaCheckOptions {
   /** Issuer domain names that identify this CA in CAA `issue`/`issuewild` values (directory meta.caaIdentities). */
@@ -25,7 +25,11 @@ const ISSUER_DOMAIN = new RegExp(`^(${LDH_LABEL}(?:\\.${LDH_LABEL})*)[ \\t]*`);
 const PARAMETER = new RegExp(`^(${LDH_LABEL})[ \\t]*=[ \\t]*([\\x21-\\x3a\\x3c-\\x7e]*)[ \\t]*`);
 const METHOD = /^[A-Za-z0-9-]+$/;
 
-export async function checkCaa(id: Identifier, opts: CaaCheckOptions, resolver: DnsResolver): Promise<ValidationOutcome> {
+export async function checkCaa(
+  id: Identifier,
+  opts: CaaCheckOptions,
+  resolver: DnsResolver,
+): Promise<ValidationOutcome> {
   // CAA speaks about domain names only; RFC 8738 defines no CAA processing for IP identifiers.
   if (id.type === 'ip') return { ok: true };
   const bad = identifierProblem(id, true);
@@ -43,7 +47,10 @@ export async function checkCaa(id: Identifier, opts: CaaCheckOptions, resolver: 
     // write "1" meaning critical, and refusing is the safe reading of an ambiguous record.
     const critical = (rr.flags & 0x80) !== 0 || (rr.flags & 0x01) !== 0;
     if (critical && !KNOWN_TAGS.has(rr.tag)) {
-      return failure('caa', `CAA record for ${at} has an unknown critical property ${JSON.stringify(rr.tag)}, which prevents issuance`);
+      return failure(
+        'caa',
+        `CAA record for ${at} has an unknown critical property ${JSON.stringify(rr.tag)}, which prevents issuance`,
+      );
     }
   }
 

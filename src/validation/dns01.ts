@@ -1,5 +1,6 @@
 /** dns-01 (RFC 8555 §8.4). */
 import { createHash } from 'node:crypto';
+
 import { beforeDeadline, truncate } from './deadline.ts';
 import { identifierProblem, splitWildcard } from './identifier.ts';
 import { DnsLookupError, type DnsResolver } from './resolver.ts';

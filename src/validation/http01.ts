@@ -8,10 +8,17 @@
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { isIP } from 'node:net';
+
 import { beforeDeadline, truncate } from './deadline.ts';
 import { connectAddresses, identifierProblem, isValidDnsName, normalizeDnsName, urlHost } from './identifier.ts';
 import type { DnsResolver } from './resolver.ts';
-import { failure, type Identifier, type ValidationConfig, type ValidationOutcome, type ValidationProblem } from './types.ts';
+import {
+  failure,
+  type Identifier,
+  type ValidationConfig,
+  type ValidationOutcome,
+  type ValidationProblem,
+} from './types.ts';
 
 const USER_AGENT = 'Keyward-validation (+RFC 8555)';
 /** Only the redirects whose method stays GET without surprises (303 is not a "moved" answer). */
@@ -128,7 +135,11 @@ function fetchOnce(url: URL, address: string, cfg: ValidationConfig, deadline: n
       // Certificates are not checked on https redirect targets: the https hop only carries the
       // key authorization, which proves control by itself, and the name may have no cert yet.
       ...(isHttps
-        ? { rejectUnauthorized: false, minVersion: 'TLSv1.2' as const, ...(isIP(hostname) ? {} : { servername: hostname }) }
+        ? {
+            rejectUnauthorized: false,
+            minVersion: 'TLSv1.2' as const,
+            ...(isIP(hostname) ? {} : { servername: hostname }),
+          }
         : {}),
     };
 
@@ -136,7 +147,14 @@ function fetchOnce(url: URL, address: string, cfg: ValidationConfig, deadline: n
       const status = res.statusCode ?? 0;
       const location = res.headers.location;
       if (status !== 200) {
-        finish({ kind: 'response', address, status, ...(location !== undefined ? { location } : {}), body: Buffer.alloc(0), tooLarge: false });
+        finish({
+          kind: 'response',
+          address,
+          status,
+          ...(location !== undefined ? { location } : {}),
+          body: Buffer.alloc(0),
+          tooLarge: false,
+        });
         return;
       }
       const declared = Number(res.headers['content-length']);
@@ -195,7 +213,8 @@ function redirectTarget(location: string, current: URL, cfg: ValidationConfig): 
   }
   next.port = String(allowed);
   const host = unbracket(next.hostname);
-  if (isIP(host) === 0 && !isValidDnsName(host)) return `Redirect to invalid host ${JSON.stringify(truncate(host, MAX_ECHO))}`;
+  if (isIP(host) === 0 && !isValidDnsName(host))
+    return `Redirect to invalid host ${JSON.stringify(truncate(host, MAX_ECHO))}`;
   next.username = '';
   next.password = '';
   next.hash = '';
@@ -226,7 +245,8 @@ export function describeSocketError(err: NodeJS.ErrnoException): string {
       return 'Connection closed by peer';
     default:
       if (err.code?.startsWith('HPE_')) return 'Malformed HTTP response';
-      if (err.message === 'socket hang up' || err.message === 'aborted') return 'Connection closed before a complete response';
+      if (err.message === 'socket hang up' || err.message === 'aborted')
+        return 'Connection closed before a complete response';
       return truncate(err.message, MAX_ECHO);
   }
 }

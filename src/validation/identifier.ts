@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+
 import { DnsLookupError, type DnsResolver } from './resolver.ts';
 import type { Identifier, ValidationProblem } from './types.ts';
 
@@ -25,14 +26,18 @@ export function splitWildcard(name: string): { base: string; wildcard: boolean }
 /** Checks an identifier's syntax; wildcards only where the caller allows them (dns-01, CAA). */
 export function identifierProblem(id: Identifier, allowWildcard: boolean): ValidationProblem | null {
   if (id.type === 'ip') {
-    return isIP(id.value) === 0 ? { type: 'malformed', detail: `Invalid IP address identifier ${JSON.stringify(id.value)}` } : null;
+    return isIP(id.value) === 0
+      ? { type: 'malformed', detail: `Invalid IP address identifier ${JSON.stringify(id.value)}` }
+      : null;
   }
   if (id.type !== 'dns') return { type: 'malformed', detail: `Unsupported identifier type ${JSON.stringify(id.type)}` };
   const { base, wildcard } = splitWildcard(id.value);
   if (wildcard && !allowWildcard) {
     return { type: 'malformed', detail: `Wildcard identifier ${id.value} can only be validated with dns-01` };
   }
-  return isValidDnsName(base) ? null : { type: 'malformed', detail: `Invalid DNS identifier ${JSON.stringify(id.value)}` };
+  return isValidDnsName(base)
+    ? null
+    : { type: 'malformed', detail: `Invalid DNS identifier ${JSON.stringify(id.value)}` };
 }
 
 /** The 4 or 16 address bytes, or null for anything that is not an IP literal. */

@@ -7,8 +7,28 @@ import { checkDns01 } from './dns01.ts';
 import { checkHttp01 } from './http01.ts';
 import type { DnsResolver } from './resolver.ts';
 import { checkTlsAlpn01 } from './tlsalpn01.ts';
-import { failure, type ChallengeKind, type Identifier, type ValidationConfig, type ValidationOutcome } from './types.ts';
+import {
+  type ChallengeKind,
+  failure,
+  type Identifier,
+  type ValidationConfig,
+  type ValidationOutcome,
+} from './types.ts';
 
+export { type CaaCheckOptions, checkCaa, type IssueValue, parseIssueValue } from './caa.ts';
+export { checkDns01, dns01Digest } from './dns01.ts';
+export { checkHttp01 } from './http01.ts';
+export { reverseDnsName } from './identifier.ts';
+export {
+  type CaaRecord,
+  createDnsResolver,
+  type DnsFailureKind,
+  DnsLookupError,
+  type DnsResolver,
+  type DnsResolverOptions,
+  resolverForConfig,
+} from './resolver.ts';
+export { ACME_IDENTIFIER_OID, ACME_TLS_ALPN, checkTlsAlpn01, verifyAcmeTlsCertificate } from './tlsalpn01.ts';
 export type {
   ChallengeKind,
   Identifier,
@@ -18,20 +38,6 @@ export type {
   ValidationProblemType,
 } from './types.ts';
 export { defaultValidationConfig } from './types.ts';
-export {
-  createDnsResolver,
-  resolverForConfig,
-  DnsLookupError,
-  type CaaRecord,
-  type DnsFailureKind,
-  type DnsResolver,
-  type DnsResolverOptions,
-} from './resolver.ts';
-export { checkHttp01 } from './http01.ts';
-export { checkDns01, dns01Digest } from './dns01.ts';
-export { checkTlsAlpn01, verifyAcmeTlsCertificate, ACME_TLS_ALPN, ACME_IDENTIFIER_OID } from './tlsalpn01.ts';
-export { checkCaa, parseIssueValue, type CaaCheckOptions, type IssueValue } from './caa.ts';
-export { reverseDnsName } from './identifier.ts';
 
 /** Which challenge types may prove control of an identifier (RFC 8738 §7; wildcards: DNS only). */
 export function challengeKindsFor(id: Identifier): ChallengeKind[] {

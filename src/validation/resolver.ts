@@ -5,7 +5,8 @@
  * directly and never reads /etc/hosts or nsswitch, so a validation sees exactly what DNS says.
  * c-ares accepts `host:port` servers (any port), and retries truncated UDP answers over TCP itself.
  */
-import { promises as dns, type CaaRecord as NodeCaaRecord } from 'node:dns';
+import { type CaaRecord as NodeCaaRecord, promises as dns } from 'node:dns';
+
 import type { ValidationConfig } from './types.ts';
 
 export type DnsFailureKind = 'NXDOMAIN' | 'SERVFAIL' | 'REFUSED' | 'TIMEOUT' | 'ERROR';

@@ -1,15 +1,25 @@
 /** tls-alpn-01 (RFC 8737; IP identifiers RFC 8738 §6). */
 import 'reflect-metadata';
+
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 import tls from 'node:tls';
+
 import { SubjectAlternativeNameExtension, X509Certificate } from '@peculiar/x509';
 import * as asn1js from 'asn1js';
+
 import { beforeDeadline, truncate } from './deadline.ts';
 import { describeSocketError } from './http01.ts';
-import { connectAddresses, identifierProblem, ipToBytes, normalizeDnsName, reverseDnsName, urlHost } from './identifier.ts';
+import {
+  connectAddresses,
+  identifierProblem,
+  ipToBytes,
+  normalizeDnsName,
+  reverseDnsName,
+  urlHost,
+} from './identifier.ts';
 import type { DnsResolver } from './resolver.ts';
-import { failure, type Identifier, type ValidationConfig, type ValidationOutcome, type ValidationProblem } from './types.ts';
+import { type Identifier, type ValidationConfig, type ValidationOutcome, type ValidationProblem } from './types.ts';
 
 export const ACME_TLS_ALPN = 'acme-tls/1';
 /** id-pe-acmeIdentifier (RFC 8737 §6.1). */
@@ -94,7 +104,10 @@ function handshake(address: string, port: number, sni: string, deadline: number)
     socket.on('error', (err: NodeJS.ErrnoException) => {
       if (!connected) {
         error('connection', describeSocketError(err), true);
-      } else if (/no.application.protocol/i.test(err.message) || err.code === 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL') {
+      } else if (
+        /no.application.protocol/i.test(err.message) ||
+        err.code === 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL'
+      ) {
         error('tls', `Cannot negotiate ALPN protocol "${ACME_TLS_ALPN}" for tls-alpn-01 challenge`, false);
       } else {
         error('tls', `TLS handshake failed: ${truncate(err.message, 128)}`, false);
@@ -115,7 +128,11 @@ function handshake(address: string, port: number, sni: string, deadline: number)
  * from the network: exactly one SAN equal to the identifier, and a critical acmeIdentifier
  * extension holding OCTET STRING(SHA-256(keyAuthorization)). Returns null when all hold.
  */
-export function verifyAcmeTlsCertificate(der: Uint8Array, id: Identifier, keyAuthorization: string): ValidationProblem | null {
+export function verifyAcmeTlsCertificate(
+  der: Uint8Array,
+  id: Identifier,
+  keyAuthorization: string,
+): ValidationProblem | null {
   const incorrect = (why: string): ValidationProblem => ({
     type: 'incorrectResponse',
     detail: `Incorrect validation certificate for tls-alpn-01 challenge: ${why}`,

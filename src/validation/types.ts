@@ -29,22 +29,14 @@ export type ChallengeKind = 'http-01' | 'dns-01' | 'tls-alpn-01';
 
 /** The ACME error suffix: `urn:ietf:params:acme:error:<type>`. */
 export type ValidationProblemType =
-  | 'connection'
-  | 'dns'
-  | 'incorrectResponse'
-  | 'unauthorized'
-  | 'tls'
-  | 'caa'
-  | 'malformed';
+  'connection' | 'dns' | 'incorrectResponse' | 'unauthorized' | 'tls' | 'caa' | 'malformed';
 
 export interface ValidationProblem {
   type: ValidationProblemType;
   detail: string;
 }
 
-export type ValidationOutcome =
-  | { ok: true; addressesUsed?: string[] }
-  | { ok: false; problem: ValidationProblem };
+export type ValidationOutcome = { ok: true; addressesUsed?: string[] } | { ok: false; problem: ValidationProblem };
 
 export function failure(type: ValidationProblemType, detail: string): ValidationOutcome {
   return { ok: false, problem: { type, detail } };

@@ -1,7 +1,8 @@
 import * as acme from 'acme-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { createEabKey } from '../../src/acme/eab.ts';
-import { internals, rawKey, request, signedPost, startAcmeEnv, type AcmeTestEnv } from '../support/acme.ts';
+import { type AcmeTestEnv, internals, rawKey, request, signedPost, startAcmeEnv } from '../support/acme.ts';
 
 const TOS = 'https://ca.example.test/tos';
 
@@ -20,8 +21,16 @@ describe('accounts', () => {
     expect(first.status).toBe(201);
     const location = String(first.headers.location);
     expect(location).toMatch(new RegExp(`^${env.ca.httpsUrl}/acme/acct/[A-Za-z0-9_-]+$`));
-    expect(first.json()).toMatchObject({ status: 'valid', contact: ['mailto:a@example.test'], orders: `${location}/orders` });
-    const again = await signedPost(env, newAccountUrl(), key, { contact: ['mailto:b@example.test'], onlyReturnExisting: false, foo: 1 });
+    expect(first.json()).toMatchObject({
+      status: 'valid',
+      contact: ['mailto:a@example.test'],
+      orders: `${location}/orders`,
+    });
+    const again = await signedPost(env, newAccountUrl(), key, {
+      contact: ['mailto:b@example.test'],
+      onlyReturnExisting: false,
+      foo: 1,
+    });
     expect(again.status).toBe(200);
     expect(again.headers.location).toBe(location);
     expect(again.json().contact).toEqual(['mailto:a@example.test']);
@@ -87,7 +96,9 @@ describe('accounts', () => {
     const order = await client.createOrder({ identifiers: [{ type: 'dns', value: 'gone.example.test' }] });
     const res = await client.updateAccount({ status: 'deactivated' });
     expect(res.status).toBe('deactivated');
-    await expect(client.createOrder({ identifiers: [{ type: 'dns', value: 'gone.example.test' }] })).rejects.toThrow(/deactivated/);
+    await expect(client.createOrder({ identifiers: [{ type: 'dns', value: 'gone.example.test' }] })).rejects.toThrow(
+      /deactivated/,
+    );
     const fetchOrder = await internals(client).api.apiRequest(order.url, null);
     expect(fetchOrder.status).toBe(403);
     expect(fetchOrder.data.type).toBe('urn:ietf:params:acme:error:unauthorized');
@@ -126,12 +137,20 @@ describe('accounts', () => {
     const next = await rawKey();
     const { signJws } = await import('../support/acme.ts');
     for (const innerHeader of [{ nonce: 'abc' }, { url: `${env.ca.httpsUrl}/acme/new-order` }]) {
-      const inner = await signJws(next, { account: kid, oldKey: outer.jwk }, { alg: next.alg, jwk: next.jwk, url: keyChangeUrl, ...innerHeader });
+      const inner = await signJws(
+        next,
+        { account: kid, oldKey: outer.jwk },
+        { alg: next.alg, jwk: next.jwk, url: keyChangeUrl, ...innerHeader },
+      );
       const res = await signedPost(env, keyChangeUrl, outer, inner, { jwk: undefined, kid });
       expect(res.status).toBe(400);
       expect(res.json().type).toBe('urn:ietf:params:acme:error:malformed');
     }
-    const inner = await signJws(next, { account: kid, oldKey: outer.jwk }, { alg: next.alg, jwk: next.jwk, url: keyChangeUrl });
+    const inner = await signJws(
+      next,
+      { account: kid, oldKey: outer.jwk },
+      { alg: next.alg, jwk: next.jwk, url: keyChangeUrl },
+    );
     const ok = await signedPost(env, keyChangeUrl, outer, inner, { jwk: undefined, kid });
     expect(ok.status).toBe(200);
   });

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { type AcmeTestEnv, startAcmeEnv } from '../support/acme.ts';
 import { keyward } from '../support/cli.ts';
-import { startAcmeEnv, type AcmeTestEnv } from '../support/acme.ts';
 
 // The operator's path: `keyward eab create` while the server runs, then a client registers with it.
 describe('keyward eab create', () => {

@@ -1,8 +1,20 @@
 import { createPrivateKey, createPublicKey } from 'node:crypto';
+
 import * as acme from 'acme-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { x509 } from '../../src/ca/x509.ts';
-import { internals, issue, publish, request, resolveToLoopback, signJws, startAcmeEnv, type AcmeTestEnv, type RawKey } from '../support/acme.ts';
+import {
+  type AcmeTestEnv,
+  internals,
+  issue,
+  publish,
+  type RawKey,
+  request,
+  resolveToLoopback,
+  signJws,
+  startAcmeEnv,
+} from '../support/acme.ts';
 
 let env: AcmeTestEnv;
 beforeAll(async () => {
@@ -30,7 +42,10 @@ async function readyOrder(client: acme.Client, names: string[]): Promise<acme.Or
 }
 
 async function csrFor(names: string[], keyPem?: Buffer, commonName?: string): Promise<string> {
-  const [, csrPem] = await acme.crypto.createCsr({ altNames: names, ...(commonName ? { commonName } : {}) }, keyPem ?? (await acme.crypto.createPrivateEcdsaKey()));
+  const [, csrPem] = await acme.crypto.createCsr(
+    { altNames: names, ...(commonName ? { commonName } : {}) },
+    keyPem ?? (await acme.crypto.createPrivateEcdsaKey()),
+  );
   return Buffer.from(acme.crypto.getPemBodyAsB64u(csrPem), 'base64url').toString('base64url');
 }
 
@@ -57,7 +72,10 @@ describe('finalize', () => {
       ['garbage', Buffer.from('not a csr').toString('base64url')],
       ['missing a name', await csrFor(['csr.example.test'])],
       ['an extra name', await csrFor(['csr.example.test', 'csr2.example.test', 'evil.example.test'])],
-      ['a CN outside the order', await csrFor(['csr.example.test', 'csr2.example.test'], undefined, 'other.example.test')],
+      [
+        'a CN outside the order',
+        await csrFor(['csr.example.test', 'csr2.example.test'], undefined, 'other.example.test'),
+      ],
       ['the account key', await csrFor(['csr.example.test', 'csr2.example.test'], internals(client).opts.accountKey)],
     ];
     for (const [what, csr] of cases) {
@@ -65,7 +83,9 @@ describe('finalize', () => {
       expect({ what, status: res.status, type: problemType(res.data) }).toEqual({ what, status: 400, type: 'badCSR' });
     }
     expect((await client.getOrder(order)).status).toBe('ready');
-    const ok = await internals(client).api.apiRequest(order.finalize, { csr: await csrFor(['csr2.example.test', 'csr.example.test'], undefined, 'csr.example.test') });
+    const ok = await internals(client).api.apiRequest(order.finalize, {
+      csr: await csrFor(['csr2.example.test', 'csr.example.test'], undefined, 'csr.example.test'),
+    });
     expect(ok.status).toBe(200);
   });
 
@@ -73,13 +93,19 @@ describe('finalize', () => {
     const client = await newClient();
     const order = await readyOrder(client, ['race.example.test']);
     const csr = await csrFor(['race.example.test']);
-    const results = await Promise.all(Array.from({ length: 5 }, () => internals(client).api.apiRequest(order.finalize, { csr })));
+    const results = await Promise.all(
+      Array.from({ length: 5 }, () => internals(client).api.apiRequest(order.finalize, { csr })),
+    );
     for (const r of results) {
       if (r.status === 200) expect(['processing', 'valid']).toContain(r.data.status);
       else expect(problemType(r.data)).toBe('orderNotReady');
     }
     const accountId = client.getAccountUrl().split('/').pop();
-    const rows = await env.ca.ctx.database.db.selectFrom('certificates').select('serial').where('requester', '=', `acme:${accountId}`).execute();
+    const rows = await env.ca.ctx.database.db
+      .selectFrom('certificates')
+      .select('serial')
+      .where('requester', '=', `acme:${accountId}`)
+      .execute();
     expect(rows).toHaveLength(1);
     const final = await client.waitForValidStatus(order);
     expect(final.certificate).toContain(rows[0]!.serial);
@@ -88,7 +114,9 @@ describe('finalize', () => {
   it('honours notAfter from the order in the certificate', async () => {
     const client = await newClient();
     const notAfter = new Date(Math.floor(Date.now() / 1000) * 1000 + 2 * 3_600_000);
-    const { certPem } = await issue(env, client, [{ type: 'dns', value: 'short.example.test' }], 'http-01', { notAfter: notAfter.toISOString() });
+    const { certPem } = await issue(env, client, [{ type: 'dns', value: 'short.example.test' }], 'http-01', {
+      notAfter: notAfter.toISOString(),
+    });
     const leaf = new x509.X509Certificate(certPem.split(/(?<=-----END CERTIFICATE-----\n)/)[0]!);
     expect(Math.abs(leaf.notAfter.getTime() - notAfter.getTime())).toBeLessThanOrEqual(2_000);
   });
@@ -103,7 +131,11 @@ async function certKey(keyPem: Buffer): Promise<RawKey> {
   const jwk = createPublicKey(privateKey).export({ format: 'jwk' });
   const { importPKCS8 } = await import('jose');
   const pkcs8 = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
-  return { privateKey: (await importPKCS8(pkcs8, 'ES256', { extractable: true })) as CryptoKey, jwk: jwk as RawKey['jwk'], alg: 'ES256' };
+  return {
+    privateKey: (await importPKCS8(pkcs8, 'ES256', { extractable: true })) as CryptoKey,
+    jwk: jwk as RawKey['jwk'],
+    alg: 'ES256',
+  };
 }
 
 describe('revokeCert', () => {
@@ -112,13 +144,24 @@ describe('revokeCert', () => {
   it('by the ordering account; a second time is alreadyRevoked; reason 7 is badRevocationReason', async () => {
     const client = await newClient();
     const { certPem } = await issue(env, client, [{ type: 'dns', value: 'rev1.example.test' }], 'http-01');
-    const bad = await internals(client).api.apiRequest(revokeUrl(), { certificate: certDer(certPem).toString('base64url'), reason: 7 });
+    const bad = await internals(client).api.apiRequest(revokeUrl(), {
+      certificate: certDer(certPem).toString('base64url'),
+      reason: 7,
+    });
     expect([bad.status, problemType(bad.data)]).toEqual([400, 'badRevocationReason']);
     await client.revokeCertificate(certPem, { reason: 4 });
-    const serial = new x509.X509Certificate(certPem.split(/(?<=-----END CERTIFICATE-----\n)/)[0]!).serialNumber.toLowerCase();
-    const row = await env.ca.ctx.database.db.selectFrom('certificates').select(['status', 'revocation_reason']).where('serial', '=', serial).executeTakeFirstOrThrow();
+    const serial = new x509.X509Certificate(
+      certPem.split(/(?<=-----END CERTIFICATE-----\n)/)[0]!,
+    ).serialNumber.toLowerCase();
+    const row = await env.ca.ctx.database.db
+      .selectFrom('certificates')
+      .select(['status', 'revocation_reason'])
+      .where('serial', '=', serial)
+      .executeTakeFirstOrThrow();
     expect(row).toEqual({ status: 'revoked', revocation_reason: 4 });
-    const again = await internals(client).api.apiRequest(revokeUrl(), { certificate: certDer(certPem).toString('base64url') });
+    const again = await internals(client).api.apiRequest(revokeUrl(), {
+      certificate: certDer(certPem).toString('base64url'),
+    });
     expect([again.status, problemType(again.data)]).toEqual([400, 'alreadyRevoked']);
   });
 
@@ -127,18 +170,35 @@ describe('revokeCert', () => {
     const { certPem, keyPem } = await issue(env, client, [{ type: 'dns', value: 'rev2.example.test' }], 'http-01');
     const key = await certKey(keyPem);
     const nonce = String((await request(env, 'HEAD', `${env.ca.httpsUrl}/acme/new-nonce`)).headers['replay-nonce']);
-    const body = await signJws(key, { certificate: certDer(certPem).toString('base64url') }, { alg: 'ES256', nonce, url: revokeUrl(), jwk: key.jwk });
-    const res = await request(env, 'POST', revokeUrl(), { headers: { 'content-type': 'application/jose+json' }, body: JSON.stringify(body) });
+    const body = await signJws(
+      key,
+      { certificate: certDer(certPem).toString('base64url') },
+      { alg: 'ES256', nonce, url: revokeUrl(), jwk: key.jwk },
+    );
+    const res = await request(env, 'POST', revokeUrl(), {
+      headers: { 'content-type': 'application/jose+json' },
+      body: JSON.stringify(body),
+    });
     expect(res.status).toBe(200);
     expect(res.body).toBe('');
   });
 
   it('by another account only when it holds valid authorizations for every name', async () => {
     const owner = await newClient();
-    const { certPem } = await issue(env, owner, [{ type: 'dns', value: 'rev3.example.test' }, { type: 'dns', value: 'rev4.example.test' }], 'http-01');
+    const { certPem } = await issue(
+      env,
+      owner,
+      [
+        { type: 'dns', value: 'rev3.example.test' },
+        { type: 'dns', value: 'rev4.example.test' },
+      ],
+      'http-01',
+    );
     const other = await newClient();
     await readyOrder(other, ['rev3.example.test']);
-    const partial = await internals(other).api.apiRequest(revokeUrl(), { certificate: certDer(certPem).toString('base64url') });
+    const partial = await internals(other).api.apiRequest(revokeUrl(), {
+      certificate: certDer(certPem).toString('base64url'),
+    });
     expect([partial.status, problemType(partial.data)]).toEqual([403, 'unauthorized']);
     await readyOrder(other, ['rev4.example.test']);
     await other.revokeCertificate(certPem);
@@ -154,10 +214,15 @@ describe('replaces (RFC 9773)', () => {
     let serialHex = leaf.serialNumber;
     if (parseInt(serialHex.slice(0, 2), 16) >= 0x80) serialHex = `00${serialHex}`;
     const certId = `${Buffer.from(aki, 'hex').toString('base64url')}.${Buffer.from(serialHex, 'hex').toString('base64url')}`;
-    const order = await client.createOrder({ identifiers: [{ type: 'dns', value: 'ari.example.test' }], replaces: certId } as Parameters<acme.Client['createOrder']>[0]);
+    const order = await client.createOrder({
+      identifiers: [{ type: 'dns', value: 'ari.example.test' }],
+      replaces: certId,
+    } as Parameters<acme.Client['createOrder']>[0]);
     expect((order as { replaces?: string }).replaces).toBe(certId);
-    await expect(client.createOrder({ identifiers: [{ type: 'dns', value: 'ari.example.test' }], replaces: certId } as Parameters<acme.Client['createOrder']>[0])).rejects.toThrow(
-      /already been replaced/,
-    );
+    await expect(
+      client.createOrder({ identifiers: [{ type: 'dns', value: 'ari.example.test' }], replaces: certId } as Parameters<
+        acme.Client['createOrder']
+      >[0]),
+    ).rejects.toThrow(/already been replaced/);
   });
 });

@@ -2,10 +2,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
 import * as acme from 'acme-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { x509 } from '../../src/ca/x509.ts';
-import { issue, startAcmeEnv, type AcmeTestEnv } from '../support/acme.ts';
+import { type AcmeTestEnv, issue, startAcmeEnv } from '../support/acme.ts';
 
 let env: AcmeTestEnv;
 let workDir: string;
@@ -22,7 +24,10 @@ afterAll(async () => {
 const PEM_CHAIN = /^(-----BEGIN CERTIFICATE-----\n([A-Za-z0-9+/=]{1,64}\n)+-----END CERTIFICATE-----\n)+$/;
 
 function certs(pem: string): x509.X509Certificate[] {
-  return pem.split(/(?<=-----END CERTIFICATE-----\n)/).filter((b) => b.trim()).map((b) => new x509.X509Certificate(b));
+  return pem
+    .split(/(?<=-----END CERTIFICATE-----\n)/)
+    .filter((b) => b.trim())
+    .map((b) => new x509.X509Certificate(b));
 }
 
 function sanValues(cert: x509.X509Certificate): string[] {
@@ -35,7 +40,10 @@ function opensslVerify(chainPem: string): string {
   writeFileSync(join(workDir, 'root.pem'), env.ca.rootPem);
   writeFileSync(join(workDir, 'leaf.pem'), leaf!);
   writeFileSync(join(workDir, 'intermediate.pem'), intermediate!);
-  return execFileSync('openssl', ['verify', '-CAfile', 'root.pem', '-untrusted', 'intermediate.pem', 'leaf.pem'], { cwd: workDir, encoding: 'utf8' });
+  return execFileSync('openssl', ['verify', '-CAfile', 'root.pem', '-untrusted', 'intermediate.pem', 'leaf.pem'], {
+    cwd: workDir,
+    encoding: 'utf8',
+  });
 }
 
 describe('issuance with acme-client', () => {
@@ -43,7 +51,15 @@ describe('issuance with acme-client', () => {
     const client = await env.client();
     const account = await client.createAccount({ termsOfServiceAgreed: true, contact: ['mailto:ops@example.test'] });
     expect(account.status).toBe('valid');
-    const { certPem, order } = await issue(env, client, [{ type: 'dns', value: 'web.example.test' }, { type: 'dns', value: 'api.example.test' }], 'http-01');
+    const { certPem, order } = await issue(
+      env,
+      client,
+      [
+        { type: 'dns', value: 'web.example.test' },
+        { type: 'dns', value: 'api.example.test' },
+      ],
+      'http-01',
+    );
     expect(order.status).toBe('valid');
     expect(certPem).toMatch(PEM_CHAIN);
     const [leaf, inter] = certs(certPem);
@@ -75,7 +91,15 @@ describe('issuance with acme-client', () => {
     expect(authz!.wildcard).toBe(true);
     expect(authz!.identifier).toEqual({ type: 'dns', value: 'wild.example.test' });
     expect(authz!.challenges.map((c) => c.type)).toEqual(['dns-01']);
-    const { certPem } = await issue(env, client, [{ type: 'dns', value: '*.wild.example.test' }, { type: 'dns', value: 'wild.example.test' }], 'http-01');
+    const { certPem } = await issue(
+      env,
+      client,
+      [
+        { type: 'dns', value: '*.wild.example.test' },
+        { type: 'dns', value: 'wild.example.test' },
+      ],
+      'http-01',
+    );
     expect(sanValues(certs(certPem)[0]!)).toEqual(['*.wild.example.test', 'wild.example.test']);
   });
 
@@ -110,7 +134,10 @@ describe('issuance with acme-client', () => {
     await expect(client.waitForValidStatus(challenge)).rejects.toThrow();
     const after = await client.getAuthorizations(order);
     expect(after[0]!.status).toBe('invalid');
-    const failed = after[0]!.challenges.find((c) => c.type === 'http-01') as { status: string; error?: { type: string } };
+    const failed = after[0]!.challenges.find((c) => c.type === 'http-01') as {
+      status: string;
+      error?: { type: string };
+    };
     expect(failed.status).toBe('invalid');
     expect(failed.error?.type).toMatch(/^urn:ietf:params:acme:error:/);
     const o = await client.getOrder(order);
@@ -163,13 +190,26 @@ describe('CAA at finalize', () => {
       const { client, order, csr } = await readyOrder(strict, 'stale-caa.example.test', forbidding);
       await new Promise((r) => setTimeout(r, 1_100)); // the validation is now older than the setting
       // acme-client keeps only the detail of a problem; its signed request shows the whole document.
-      const http = (client as unknown as { http: { signedRequest(url: string, payload: unknown, o: { kid: string }): Promise<{ status: number; data: Record<string, unknown> }> } }).http;
+      const http = (
+        client as unknown as {
+          http: {
+            signedRequest(
+              url: string,
+              payload: unknown,
+              o: { kid: string },
+            ): Promise<{ status: number; data: Record<string, unknown> }>;
+          };
+        }
+      ).http;
       const der = Buffer.from(csr.toString().replace(/-----[^-]+-----|\s/g, ''), 'base64').toString('base64url');
       const res = await http.signedRequest(order.finalize, { csr: der }, { kid: client.getAccountUrl() });
       expect([res.status, res.data.type]).toEqual([400, 'urn:ietf:params:acme:error:caa']);
       expect(res.data.detail).toContain('stale-caa.example.test');
       expect(res.data.subproblems).toEqual([
-        expect.objectContaining({ type: 'urn:ietf:params:acme:error:caa', identifier: { type: 'dns', value: 'stale-caa.example.test' } }),
+        expect.objectContaining({
+          type: 'urn:ietf:params:acme:error:caa',
+          identifier: { type: 'dns', value: 'stale-caa.example.test' },
+        }),
       ]);
       expect((await client.getOrder(order)).status).toBe('ready');
       // Once CAA names this CA again, the same order can be finalized.

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { createAcmeDeps } from '../../src/acme/feature.ts';
 import { sweep } from '../../src/acme/janitor.ts';
 import { createLogger } from '../../src/http/log.ts';
-import { internals, publish, resolveToLoopback, startAcmeEnv, type AcmeTestEnv } from '../support/acme.ts';
+import { type AcmeTestEnv, internals, publish, resolveToLoopback, startAcmeEnv } from '../support/acme.ts';
 
 let env: AcmeTestEnv;
 beforeAll(async () => {
@@ -44,7 +45,7 @@ describe('validation jobs', () => {
     expect((await client.getOrder(order)).status).toBe('ready');
   });
 
-  it("a job whose holder died is taken over once its lease lapses, not before", async () => {
+  it('a job whose holder died is taken over once its lease lapses, not before', async () => {
     const { client, authz } = await pendingOrder('lease.example.test');
     const challenge = await publish(env, client, authz, 'http-01');
     const db = env.ca.ctx.database.db;
@@ -53,12 +54,26 @@ describe('validation jobs', () => {
     await db.updateTable('acme_challenges').set({ status: 'processing' }).where('id', '=', id).execute();
     await db
       .insertInto('acme_jobs')
-      .values({ id: 'ghost-job', challenge_id: id, status: 'queued', run_at: now, deadline: new Date(now.getTime() + 16_000), lease_holder: 'ghost', lease_until: new Date(now.getTime() + 1_500), created_at: now, finished_at: null })
+      .values({
+        id: 'ghost-job',
+        challenge_id: id,
+        status: 'queued',
+        run_at: now,
+        deadline: new Date(now.getTime() + 16_000),
+        lease_holder: 'ghost',
+        lease_until: new Date(now.getTime() + 1_500),
+        created_at: now,
+        finished_at: null,
+      })
       .execute();
     await sleep(1_000);
     expect((await internals(client).api.apiRequest(challenge.url, null, [200])).data.status).toBe('processing');
     expect((await client.waitForValidStatus(challenge)).status).toBe('valid');
-    const job = await db.selectFrom('acme_jobs').select(['status', 'lease_holder']).where('id', '=', 'ghost-job').executeTakeFirstOrThrow();
+    const job = await db
+      .selectFrom('acme_jobs')
+      .select(['status', 'lease_holder'])
+      .where('id', '=', 'ghost-job')
+      .executeTakeFirstOrThrow();
     expect(job.status).toBe('done');
   });
 
@@ -79,13 +94,22 @@ describe('janitor', () => {
     const db = env.ca.ctx.database.db;
     const past = new Date(Date.now() - 2 * 3_600_000);
     await db.insertInto('acme_spent_nonces').values({ nonce: 'old-nonce', expires_at: past }).execute();
-    await db.insertInto('acme_spent_nonces').values({ nonce: 'live-nonce', expires_at: new Date(Date.now() + 600_000) }).execute();
+    await db
+      .insertInto('acme_spent_nonces')
+      .values({ nonce: 'live-nonce', expires_at: new Date(Date.now() + 600_000) })
+      .execute();
     const { order } = await pendingOrder('janitor.example.test');
     const orderId = order.url.split('/').pop()!;
     await db.updateTable('acme_orders').set({ expires: past }).where('id', '=', orderId).execute();
     const report = await sweep(deps);
     expect(report.nonces).toBeGreaterThanOrEqual(1);
-    const nonces = (await db.selectFrom('acme_spent_nonces').select('nonce').where('nonce', 'in', ['old-nonce', 'live-nonce']).execute()).map((r) => r.nonce);
+    const nonces = (
+      await db
+        .selectFrom('acme_spent_nonces')
+        .select('nonce')
+        .where('nonce', 'in', ['old-nonce', 'live-nonce'])
+        .execute()
+    ).map((r) => r.nonce);
     expect(nonces).toEqual(['live-nonce']);
     const row = await db.selectFrom('acme_orders').select('status').where('id', '=', orderId).executeTakeFirstOrThrow();
     expect(row.status).toBe('invalid');
@@ -104,7 +128,9 @@ describe('validation under load', () => {
     );
     // Two rounds: a worker that saturated once (4 checks at a time) must still pick up new jobs.
     for (const round of [1, 2]) {
-      const issued = await Promise.all(clients.map((c, i) => issue(env, c, [{ type: 'dns', value: `load${round}-${i}.example.test` }], 'http-01')));
+      const issued = await Promise.all(
+        clients.map((c, i) => issue(env, c, [{ type: 'dns', value: `load${round}-${i}.example.test` }], 'http-01')),
+      );
       expect(issued.every((r) => r.order.status === 'valid' && r.certPem.includes('BEGIN CERTIFICATE'))).toBe(true);
     }
   });

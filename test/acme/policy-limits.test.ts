@@ -1,8 +1,17 @@
 import acme from 'acme-client';
 import { calculateJwkThumbprint } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { addRule } from '../../src/policy/index.ts';
-import { issue, rawKey, resolveToLoopback, signedPost, startAcmeEnv, type AcmeTestEnv, type RawResponse } from '../support/acme.ts';
+import {
+  type AcmeTestEnv,
+  issue,
+  rawKey,
+  type RawResponse,
+  resolveToLoopback,
+  signedPost,
+  startAcmeEnv,
+} from '../support/acme.ts';
 
 // Name policy and rate limits as an ACME client meets them: rejectedIdentifier with one subproblem
 // per refused name, and rateLimited (429) with Retry-After. Raw requests, because acme-client
@@ -14,7 +23,11 @@ describe('ACME name policy and rate limits', () => {
     env = await startAcmeEnv({
       settings: {
         policy: { rules: [{ deny: '*.forbidden.test' }] },
-        rateLimits: { newOrdersPerAccount: { limit: 3, window: '1h' }, certificatesPerName: { limit: 1, window: '1h' }, failedValidationsPerAccount: { limit: 1, window: '1h' } },
+        rateLimits: {
+          newOrdersPerAccount: { limit: 3, window: '1h' },
+          certificatesPerName: { limit: 1, window: '1h' },
+          failedValidationsPerAccount: { limit: 1, window: '1h' },
+        },
       },
     });
   });
@@ -22,7 +35,9 @@ describe('ACME name policy and rate limits', () => {
 
   async function account() {
     const key = await rawKey();
-    const kid = String((await signedPost(env, u('/new-account'), key, { termsOfServiceAgreed: true })).headers.location);
+    const kid = String(
+      (await signedPost(env, u('/new-account'), key, { termsOfServiceAgreed: true })).headers.location,
+    );
     const post = (url: string, payload: unknown) => signedPost(env, url, key, payload, { jwk: undefined, kid });
     return { id: kid.split('/').pop()!, kid, post, jwk: key.jwk };
   }
@@ -46,11 +61,22 @@ describe('ACME name policy and rate limits', () => {
 
   it('refuses the denied names only, one subproblem each, naming the rule; deny wins over a scoped allow', async () => {
     const a = await account();
-    await addRule(env.ca.ctx.database.db, { scope: `account:${a.id}`, effect: 'allow', pattern: '*.example.test', principal: 'test' });
-    const res = await a.post(u('/new-order'), { identifiers: ['ok.example.test', 'a.forbidden.test', 'elsewhere.test'].map((value) => ({ type: 'dns', value })) });
-    const doc = expectProblem(res, 400, 'rejectedIdentifier') as { subproblems: { identifier: { value: string }; detail: string; type: string }[] };
+    await addRule(env.ca.ctx.database.db, {
+      scope: `account:${a.id}`,
+      effect: 'allow',
+      pattern: '*.example.test',
+      principal: 'test',
+    });
+    const res = await a.post(u('/new-order'), {
+      identifiers: ['ok.example.test', 'a.forbidden.test', 'elsewhere.test'].map((value) => ({ type: 'dns', value })),
+    });
+    const doc = expectProblem(res, 400, 'rejectedIdentifier') as {
+      subproblems: { identifier: { value: string }; detail: string; type: string }[];
+    };
     expect(doc.subproblems.map((s) => s.identifier.value).sort()).toEqual(['a.forbidden.test', 'elsewhere.test']);
-    expect(doc.subproblems.find((s) => s.identifier.value === 'a.forbidden.test')!.detail).toContain('*.forbidden.test');
+    expect(doc.subproblems.find((s) => s.identifier.value === 'a.forbidden.test')!.detail).toContain(
+      '*.forbidden.test',
+    );
     expect(doc).not.toHaveProperty('identifier');
     const fine = await a.post(u('/new-order'), { identifiers: [{ type: 'dns', value: 'ok.example.test' }] });
     expect(fine.status).toBe(201);
@@ -58,13 +84,18 @@ describe('ACME name policy and rate limits', () => {
 
   it('limits new orders per account with rateLimited and Retry-After', async () => {
     const a = await account();
-    for (let i = 0; i < 3; i++) expect((await a.post(u('/new-order'), { identifiers: [{ type: 'dns', value: `n${i}.example.test` }] })).status).toBe(201);
+    for (let i = 0; i < 3; i++)
+      expect(
+        (await a.post(u('/new-order'), { identifiers: [{ type: 'dns', value: `n${i}.example.test` }] })).status,
+      ).toBe(201);
     const res = await a.post(u('/new-order'), { identifiers: [{ type: 'dns', value: 'n3.example.test' }] });
     expectProblem(res, 429, 'rateLimited');
     expect(Number(res.headers['retry-after'])).toBeGreaterThan(3000);
     expect(res.headers['replay-nonce']).toBeTruthy();
     const other = await account();
-    expect((await other.post(u('/new-order'), { identifiers: [{ type: 'dns', value: 'n3.example.test' }] })).status).toBe(201);
+    expect(
+      (await other.post(u('/new-order'), { identifiers: [{ type: 'dns', value: 'n3.example.test' }] })).status,
+    ).toBe(201);
   });
 
   it('limits certificates per name at finalize, leaving the order ready', async () => {
@@ -74,15 +105,22 @@ describe('ACME name policy and rate limits', () => {
 
     // A second account proves control too, then asks for the same name again.
     const a = await account();
-    const order = (await a.post(u('/new-order'), { identifiers: [{ type: 'dns', value: 'once.example.test' }] })).json() as { authorizations: string[]; finalize: string };
+    const order = (
+      await a.post(u('/new-order'), { identifiers: [{ type: 'dns', value: 'once.example.test' }] })
+    ).json() as { authorizations: string[]; finalize: string };
     const orderUrl = order.finalize.replace(/\/finalize$/, '');
-    const authz = (await a.post(order.authorizations[0]!, '')).json() as { challenges: { type: string; url: string; token: string }[] };
+    const authz = (await a.post(order.authorizations[0]!, '')).json() as {
+      challenges: { type: string; url: string; token: string }[];
+    };
     const ch = authz.challenges.find((c) => c.type === 'http-01')!;
     env.http01.set(ch.token, `${ch.token}.${await calculateJwkThumbprint(a.jwk)}`);
     await a.post(ch.url, {});
     await until(async () => ((await a.post(orderUrl, '')).json().status === 'ready' ? true : undefined));
 
-    const [, csr] = await acme.crypto.createCsr({ altNames: ['once.example.test'] }, await acme.crypto.createPrivateEcdsaKey());
+    const [, csr] = await acme.crypto.createCsr(
+      { altNames: ['once.example.test'] },
+      await acme.crypto.createPrivateEcdsaKey(),
+    );
     const der = Buffer.from(csr.toString().replace(/-----[^-]+-----|\s/g, ''), 'base64').toString('base64url');
     const res = await a.post(order.finalize, { csr: der });
     expectProblem(res, 429, 'rateLimited');
@@ -94,9 +132,13 @@ describe('ACME name policy and rate limits', () => {
     const a = await account();
     resolveToLoopback(env, 'fails.example.test', 'later.example.test');
     const startChallenge = async (name: string) => {
-      const order = (await a.post(u('/new-order'), { identifiers: [{ type: 'dns', value: name }] })).json() as { authorizations: string[] };
+      const order = (await a.post(u('/new-order'), { identifiers: [{ type: 'dns', value: name }] })).json() as {
+        authorizations: string[];
+      };
       const authzUrl = order.authorizations[0]!;
-      const authz = (await a.post(authzUrl, '')).json() as { challenges: { type: string; url: string; token: string }[] };
+      const authz = (await a.post(authzUrl, '')).json() as {
+        challenges: { type: string; url: string; token: string }[];
+      };
       const ch = authz.challenges.find((c) => c.type === 'http-01')!;
       env.http01.set(ch.token, 'not the key authorization');
       return { authzUrl, res: await a.post(ch.url, {}) };

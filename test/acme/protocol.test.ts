@@ -1,6 +1,17 @@
 import { Agent, request as httpsRequest } from 'node:https';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freshNonce, rawKey, request, signJws, signedPost, startAcmeEnv, type AcmeTestEnv, type RawKey } from '../support/acme.ts';
+
+import {
+  type AcmeTestEnv,
+  freshNonce,
+  type RawKey,
+  rawKey,
+  request,
+  signedPost,
+  signJws,
+  startAcmeEnv,
+} from '../support/acme.ts';
 
 let env: AcmeTestEnv;
 let key: RawKey;
@@ -14,9 +25,14 @@ beforeAll(async () => {
 });
 afterAll(async () => env?.close());
 
-const asAccount = (url: string, payload: unknown, header: Record<string, unknown> = {}) => signedPost(env, url, key, payload, { jwk: undefined, kid, ...header });
+const asAccount = (url: string, payload: unknown, header: Record<string, unknown> = {}) =>
+  signedPost(env, url, key, payload, { jwk: undefined, kid, ...header });
 
-function expectProblem(res: { status: number; headers: Record<string, unknown>; json(): Record<string, unknown> }, status: number, type: string): Record<string, unknown> {
+function expectProblem(
+  res: { status: number; headers: Record<string, unknown>; json(): Record<string, unknown> },
+  status: number,
+  type: string,
+): Record<string, unknown> {
   expect(res.headers['content-type']).toBe('application/problem+json');
   const body = res.json();
   expect({ status: res.status, type: body.type }).toEqual({ status, type: `urn:ietf:params:acme:error:${type}` });
@@ -94,9 +110,12 @@ describe('directory and nonces', () => {
     // Distinct nonces, each sent twice, all in flight together: the server spends concurrent nonces
     // in shared statements, and a duplicate inside one batch must still lose.
     const bodies = await Promise.all(
-      Array.from({ length: 6 }, async () => JSON.stringify(await signJws(key, '', { alg: key.alg, nonce: await freshNonce(env), url: kid, kid }))),
+      Array.from({ length: 6 }, async () =>
+        JSON.stringify(await signJws(key, '', { alg: key.alg, nonce: await freshNonce(env), url: kid, kid })),
+      ),
     );
-    const send = (body: string) => request(env, 'POST', kid, { headers: { 'content-type': 'application/jose+json' }, body });
+    const send = (body: string) =>
+      request(env, 'POST', kid, { headers: { 'content-type': 'application/jose+json' }, body });
     const results = await Promise.all([...bodies, ...bodies].map(send));
     const byBody = bodies.map((_, i) => [results[i]!.status, results[i + bodies.length]!.status].sort());
     expect(byBody).toEqual(bodies.map(() => [200, 400]));
@@ -111,19 +130,36 @@ describe('directory and nonces', () => {
 
 describe('JWS checks', () => {
   it('wrong Content-Type is 415 with a problem document', async () => {
-    expectProblem(await signedPost(env, u('/new-account'), await rawKey(), {}, {}, { contentType: 'application/json' }), 415, 'malformed');
+    expectProblem(
+      await signedPost(env, u('/new-account'), await rawKey(), {}, {}, { contentType: 'application/json' }),
+      415,
+      'malformed',
+    );
   });
 
   it('a url header differing from the request URL is refused', async () => {
     expectProblem(await asAccount(kid, '', { url: `${kid}/` }), 403, 'unauthorized');
-    expectProblem(await signedPost(env, u('/new-account'), await rawKey(), {}, { url: u('/new-order') }), 403, 'unauthorized');
+    expectProblem(
+      await signedPost(env, u('/new-account'), await rawKey(), {}, { url: u('/new-order') }),
+      403,
+      'unauthorized',
+    );
   });
 
   it('alg none and HS256 are badSignatureAlgorithm with the algorithms list', async () => {
     for (const alg of ['none', 'HS256']) {
-      const header = Buffer.from(JSON.stringify({ alg, nonce: await freshNonce(env), url: u('/new-account'), jwk: key.jwk })).toString('base64url');
-      const body = JSON.stringify({ protected: header, payload: Buffer.from('{}').toString('base64url'), signature: '' });
-      const res = await request(env, 'POST', u('/new-account'), { headers: { 'content-type': 'application/jose+json' }, body });
+      const header = Buffer.from(
+        JSON.stringify({ alg, nonce: await freshNonce(env), url: u('/new-account'), jwk: key.jwk }),
+      ).toString('base64url');
+      const body = JSON.stringify({
+        protected: header,
+        payload: Buffer.from('{}').toString('base64url'),
+        signature: '',
+      });
+      const res = await request(env, 'POST', u('/new-account'), {
+        headers: { 'content-type': 'application/jose+json' },
+        body,
+      });
       const p = expectProblem(res, 400, 'badSignatureAlgorithm');
       expect(p.algorithms).toEqual(expect.arrayContaining(['ES256', 'RS256', 'EdDSA']));
     }
@@ -131,13 +167,23 @@ describe('JWS checks', () => {
 
   it('refuses both jwk and kid, jwk where kid is needed, padded base64url, general serialization', async () => {
     expectProblem(await signedPost(env, u('/new-order'), key, { identifiers: [] }, { kid }), 400, 'malformed');
-    expectProblem(await signedPost(env, u('/new-order'), key, { identifiers: [{ type: 'dns', value: 'a.example.test' }] }), 400, 'malformed');
+    expectProblem(
+      await signedPost(env, u('/new-order'), key, { identifiers: [{ type: 'dns', value: 'a.example.test' }] }),
+      400,
+      'malformed',
+    );
     const jws = await signJws(key, '', { alg: key.alg, nonce: await freshNonce(env), url: kid, kid });
-    const padded = await request(env, 'POST', kid, { headers: { 'content-type': 'application/jose+json' }, body: JSON.stringify({ ...jws, signature: `${jws.signature}=` }) });
+    const padded = await request(env, 'POST', kid, {
+      headers: { 'content-type': 'application/jose+json' },
+      body: JSON.stringify({ ...jws, signature: `${jws.signature}=` }),
+    });
     expectProblem(padded, 400, 'malformed');
     const general = await request(env, 'POST', kid, {
       headers: { 'content-type': 'application/jose+json' },
-      body: JSON.stringify({ payload: jws.payload, signatures: [{ protected: jws.protected, signature: jws.signature }] }),
+      body: JSON.stringify({
+        payload: jws.payload,
+        signatures: [{ protected: jws.protected, signature: jws.signature }],
+      }),
     });
     expectProblem(general, 400, 'malformed');
   });
@@ -152,10 +198,15 @@ describe('JWS checks', () => {
     const { generateKeyPairSync, sign } = await import('node:crypto');
     const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 1024 });
     const jwk = publicKey.export({ format: 'jwk' });
-    const header = Buffer.from(JSON.stringify({ alg: 'RS256', nonce: await freshNonce(env), url: u('/new-account'), jwk })).toString('base64url');
+    const header = Buffer.from(
+      JSON.stringify({ alg: 'RS256', nonce: await freshNonce(env), url: u('/new-account'), jwk }),
+    ).toString('base64url');
     const payload = Buffer.from('{}').toString('base64url');
     const signature = sign('sha256', Buffer.from(`${header}.${payload}`), privateKey).toString('base64url');
-    const res = await request(env, 'POST', u('/new-account'), { headers: { 'content-type': 'application/jose+json' }, body: JSON.stringify({ protected: header, payload, signature }) });
+    const res = await request(env, 'POST', u('/new-account'), {
+      headers: { 'content-type': 'application/jose+json' },
+      body: JSON.stringify({ protected: header, payload, signature }),
+    });
     expectProblem(res, 400, 'badPublicKey');
   });
 
@@ -169,12 +220,22 @@ describe('JWS checks', () => {
 
 describe('orders', () => {
   it('an unknown profile is invalidProfile; the default profile is echoed', async () => {
-    expectProblem(await asAccount(u('/new-order'), { identifiers: [{ type: 'dns', value: 'p.example.test' }], profile: 'nope' }), 400, 'invalidProfile');
-    const ok = await asAccount(u('/new-order'), { identifiers: [{ type: 'dns', value: 'p.example.test' }], foo: 'ignored' });
+    expectProblem(
+      await asAccount(u('/new-order'), { identifiers: [{ type: 'dns', value: 'p.example.test' }], profile: 'nope' }),
+      400,
+      'invalidProfile',
+    );
+    const ok = await asAccount(u('/new-order'), {
+      identifiers: [{ type: 'dns', value: 'p.example.test' }],
+      foo: 'ignored',
+    });
     expect(ok.status).toBe(201);
     expect(ok.json().profile).toBe('tls-server');
     expect(ok.headers.location).toMatch(new RegExp(`^${u('/order/')}`));
-    const picked = await asAccount(u('/new-order'), { identifiers: [{ type: 'dns', value: 'p.example.test' }], profile: 'mtls' });
+    const picked = await asAccount(u('/new-order'), {
+      identifiers: [{ type: 'dns', value: 'p.example.test' }],
+      profile: 'mtls',
+    });
     expect(picked.json().profile).toBe('mtls');
   });
 
@@ -202,10 +263,17 @@ describe('orders', () => {
     const notAfter = new Date(Date.now() + 3_600_000).toISOString();
     const ok = await asAccount(u('/new-order'), { identifiers: [{ type: 'dns', value: 'na.example.test' }], notAfter });
     expect(ok.json().notAfter).toBe(notAfter);
-    expectProblem(await asAccount(u('/new-order'), { identifiers: [{ type: 'dns', value: 'na.example.test' }], notBefore: notAfter }), 400, 'malformed');
+    expectProblem(
+      await asAccount(u('/new-order'), {
+        identifiers: [{ type: 'dns', value: 'na.example.test' }],
+        notBefore: notAfter,
+      }),
+      400,
+      'malformed',
+    );
   });
 
-  it("another account cannot read an order, and finalizing a pending order is orderNotReady", async () => {
+  it('another account cannot read an order, and finalizing a pending order is orderNotReady', async () => {
     const created = await asAccount(u('/new-order'), { identifiers: [{ type: 'dns', value: 'mine.example.test' }] });
     const orderUrl = String(created.headers.location);
     const got = await asAccount(orderUrl, '');
@@ -213,7 +281,11 @@ describe('orders', () => {
     expect(got.headers['retry-after']).toBe('1');
     const otherKey = await rawKey();
     const otherKid = String((await signedPost(env, u('/new-account'), otherKey, {})).headers.location);
-    expectProblem(await signedPost(env, orderUrl, otherKey, '', { jwk: undefined, kid: otherKid }), 403, 'unauthorized');
+    expectProblem(
+      await signedPost(env, orderUrl, otherKey, '', { jwk: undefined, kid: otherKid }),
+      403,
+      'unauthorized',
+    );
     expectProblem(await asAccount(`${orderUrl}/finalize`, { csr: 'AAAA' }), 403, 'orderNotReady');
   });
 

@@ -1,7 +1,9 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { type AcmeTestEnv, issue, rawKey, request, signJws, startAcmeEnv } from '../support/acme.ts';
 import { freePort } from '../support/ca.ts';
-import { issue, rawKey, request, signJws, startAcmeEnv, type AcmeTestEnv } from '../support/acme.ts';
 
 /** A TCP round-robin balancer: each connection goes to the next replica (TLS passes through). */
 async function roundRobin(port: number, backends: number[]): Promise<{ server: Server; hits: number[] }> {
@@ -51,9 +53,15 @@ describe.runIf(!!process.env.DATABASE_URL)('two replicas on one database', () =>
     // The signed url is the public one both replicas advertise.
     const url = `${a.ca.httpsUrl}/acme/new-account`;
     const body = JSON.stringify(await signJws(key, {}, { alg: key.alg, nonce: nonceFromA, url, jwk: key.jwk }));
-    const atB = await request(b, 'POST', `${direct(b)}/acme/new-account`, { headers: { 'content-type': 'application/jose+json' }, body });
+    const atB = await request(b, 'POST', `${direct(b)}/acme/new-account`, {
+      headers: { 'content-type': 'application/jose+json' },
+      body,
+    });
     expect(atB.status).toBe(201);
-    const replayAtA = await request(a, 'POST', `${direct(a)}/acme/new-account`, { headers: { 'content-type': 'application/jose+json' }, body });
+    const replayAtA = await request(a, 'POST', `${direct(a)}/acme/new-account`, {
+      headers: { 'content-type': 'application/jose+json' },
+      body,
+    });
     expect(replayAtA.json().type).toBe('urn:ietf:params:acme:error:badNonce');
   });
 

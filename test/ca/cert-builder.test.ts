@@ -1,28 +1,30 @@
 import { randomBytes } from 'node:crypto';
+
 import { beforeAll, describe, expect, it } from 'vitest';
+
 import {
   buildSelfSignedCa,
   buildSubordinateCa,
   CertBuildError,
   createLeafBuilder,
-  parseIssuerCertificate,
-  serialNumberContent,
   type IssuerInfo,
   type LeafSpec,
+  parseIssuerCertificate,
+  serialNumberContent,
 } from '../../src/ca/cert-builder.ts';
 import { children, rawOf, readWhole } from '../../src/ca/der.ts';
 import { formatIp, parseIp } from '../../src/ca/ip.ts';
 import { OID } from '../../src/ca/oids.ts';
 import { x509 } from '../../src/ca/x509.ts';
 import {
+  type IssuerKey,
   issuerKey,
+  type IssuerKeyType,
   openssl,
+  type SubjectKeyType,
   subjectSpki,
   tempDir,
   writePem,
-  type IssuerKey,
-  type IssuerKeyType,
-  type SubjectKeyType,
 } from './helpers.ts';
 
 const PROFILES = {
@@ -35,7 +37,8 @@ const SUBJECT_TYPES: SubjectKeyType[] = ['P-256', 'P-384', 'RSA-2048', 'Ed25519'
 
 const second = (ms: number): Date => new Date(Math.floor(ms / 1000) * 1000);
 const NOW = Date.now();
-const hex = (b: ArrayBuffer | Uint8Array): string => Buffer.from(b instanceof Uint8Array ? b : new Uint8Array(b)).toString('hex');
+const hex = (b: ArrayBuffer | Uint8Array): string =>
+  Buffer.from(b instanceof Uint8Array ? b : new Uint8Array(b)).toString('hex');
 
 interface Hierarchy {
   key: IssuerKey;
@@ -171,7 +174,9 @@ describe('CA certificates', () => {
     const text = openssl(['x509', '-noout', '-text', '-in', `${h.dir}/inter.pem`]).stdout;
     expect(text).toMatch(/Basic Constraints: critical\s+CA:TRUE, pathlen:0/);
     expect(text).toMatch(/Key Usage: critical\s+Digital Signature, Certificate Sign, CRL Sign/);
-    expect(text).toMatch(/Name Constraints: critical\s+Permitted:\s+DNS:example.test\s+DNS:svc.internal\s+IP:10.0.0.0\/255.0.0.0/);
+    expect(text).toMatch(
+      /Name Constraints: critical\s+Permitted:\s+DNS:example.test\s+DNS:svc.internal\s+IP:10.0.0.0\/255.0.0.0/,
+    );
     expect(text).toContain('X509v3 Authority Key Identifier');
   });
 
@@ -208,7 +213,13 @@ describe('CA certificates', () => {
     const b = await issuerKey('P-256');
     await expect(
       buildSelfSignedCa(
-        { serial: randomBytes(16), notBefore: second(NOW), notAfter: second(NOW + 1e9), subject: { commonName: 'x' }, subjectPublicKeyInfo: a.spki },
+        {
+          serial: randomBytes(16),
+          notBefore: second(NOW),
+          notAfter: second(NOW + 1e9),
+          subject: { commonName: 'x' },
+          subjectPublicKeyInfo: a.spki,
+        },
         b.signer,
       ),
     ).rejects.toThrow(CertBuildError);
@@ -243,8 +254,16 @@ describe('leaf certificates match @peculiar/x509 field for field', () => {
     const theirsPath = writePem(dir, `${name}-theirs.pem`, new Uint8Array(theirs.rawData));
     const purpose = profile === 'mtls' ? 'sslclient' : 'sslserver';
     const v = openssl([
-      'verify', '-x509_strict', '-purpose', purpose,
-      '-CAfile', `${dir}/root.pem`, '-untrusted', `${dir}/inter.pem`, oursPath, theirsPath,
+      'verify',
+      '-x509_strict',
+      '-purpose',
+      purpose,
+      '-CAfile',
+      `${dir}/root.pem`,
+      '-untrusted',
+      `${dir}/inter.pem`,
+      oursPath,
+      theirsPath,
     ]);
     expect(v.stderr).toBe('');
     expect(v.stdout).toBe(`${oursPath}: OK\n${theirsPath}: OK\n`);
@@ -252,10 +271,18 @@ describe('leaf certificates match @peculiar/x509 field for field', () => {
     const text = openssl(['x509', '-noout', '-text', '-in', oursPath]);
     expect(text.status).toBe(0);
     expect(text.stdout).toMatch(/Basic Constraints: critical\s+CA:FALSE/);
-    expect(text.stdout).toContain(`X509v3 Subject Alternative Name: ${spec.commonName === undefined ? 'critical' : ''}`);
-    expect(text.stdout).toContain('DNS:api.example.test, DNS:*.svc.internal, IP Address:10.1.2.3, IP Address:FD00:0:0:0:0:0:1:2, URI:spiffe://example.test/ns/default/sa/api');
+    expect(text.stdout).toContain(
+      `X509v3 Subject Alternative Name: ${spec.commonName === undefined ? 'critical' : ''}`,
+    );
+    expect(text.stdout).toContain(
+      'DNS:api.example.test, DNS:*.svc.internal, IP Address:10.1.2.3, IP Address:FD00:0:0:0:0:0:1:2, URI:spiffe://example.test/ns/default/sa/api',
+    );
     expect(text.stdout).toContain('OCSP - URI:http://ca.example.test/ocsp');
-    expect(text.stdout).toContain(spec.keyEncipherment ? 'Digital Signature, Key Encipherment' : 'Key Usage: critical\n                Digital Signature\n');
+    expect(text.stdout).toContain(
+      spec.keyEncipherment
+        ? 'Digital Signature, Key Encipherment'
+        : 'Key Usage: critical\n                Digital Signature\n',
+    );
   });
 });
 
@@ -272,7 +299,11 @@ describe('leaf hard limits', () => {
   });
 
   it.each([
-    ['no names', { commonName: undefined, sans: { dns: [], ip: [], uri: [], email: [] } }, /commonName or at least one/],
+    [
+      'no names',
+      { commonName: undefined, sans: { dns: [], ip: [], uri: [], email: [] } },
+      /commonName or at least one/,
+    ],
     ['inverted validity', { notAfter: new Date(NOW - 120_000) }, /notBefore/],
     ['outliving the issuer', { notAfter: new Date(NOW + 20 * 365 * 86400_000) }, /outlive/],
     ['keyEncipherment on EC', { keyEncipherment: true }, /RSA/],
@@ -306,8 +337,14 @@ describe('leaf hard limits', () => {
   it('passes the sign context to the signer', async () => {
     const h = hierarchies.get('P-256')!;
     const seen: unknown[] = [];
-    const signer = { ...h.key.signer, sign: (d: Uint8Array, c?: Readonly<Record<string, string>>) => (seen.push(c), h.key.signer.sign(d)) };
-    await createLeafBuilder({ certificate: h.intermediate, signer }).build(base(), { serial: 'ab', profile: 'tls-server' });
+    const signer = {
+      ...h.key.signer,
+      sign: (d: Uint8Array, c?: Readonly<Record<string, string>>) => (seen.push(c), h.key.signer.sign(d)),
+    };
+    await createLeafBuilder({ certificate: h.intermediate, signer }).build(base(), {
+      serial: 'ab',
+      profile: 'tls-server',
+    });
     expect(seen).toEqual([{ serial: 'ab', profile: 'tls-server' }]);
   });
 });

@@ -1,6 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as x509 from '@peculiar/x509';
-import { buildCrl, CrlError, REVOCATION_REASONS, type CrlEntry } from '../../src/ca/crl.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { buildCrl, type CrlEntry, CrlError, REVOCATION_REASONS } from '../../src/ca/crl.ts';
 import { keyObjectSigner } from '../../src/kms/signer.ts';
 import { createTestPki, openssl, tempDir, type TestKeyAlgorithm, type TestPki } from '../support/pki.ts';
 
@@ -30,12 +31,29 @@ function issuerOf(pki: TestPki): { certificate: Uint8Array; signer: ReturnType<t
 /** `openssl crl -text`, verifying the signature against the chain. */
 function opensslCrl(pki: TestPki, crl: Uint8Array): { text: string; err: string; status: number | null } {
   const name = Math.random().toString(36).slice(2);
-  const r = openssl(['crl', '-inform', 'DER', '-in', dir.file(`${name}.crl`, crl), '-CAfile', dir.file(`${name}-chain.pem`, pki.chainPem), '-noout', '-text']);
+  const r = openssl([
+    'crl',
+    '-inform',
+    'DER',
+    '-in',
+    dir.file(`${name}.crl`, crl),
+    '-CAfile',
+    dir.file(`${name}-chain.pem`, pki.chainPem),
+    '-noout',
+    '-text',
+  ]);
   return { text: r.stdout, err: r.stderr, status: r.status };
 }
 
 function interSki(pki: TestPki): string {
-  const r = openssl(['x509', '-in', dir.file('ski.pem', pki.intermediate.pem), '-noout', '-ext', 'subjectKeyIdentifier']);
+  const r = openssl([
+    'x509',
+    '-in',
+    dir.file('ski.pem', pki.intermediate.pem),
+    '-noout',
+    '-ext',
+    'subjectKeyIdentifier',
+  ]);
   return r.stdout.split('\n')[1]!.trim();
 }
 
@@ -65,16 +83,25 @@ describe.each(['P-256', 'P-384', 'RSA-2048'] as const)('buildCrl with a %s issue
     expect(err).toContain('verify OK');
     expect(status).toBe(0);
     expect(text).toContain('Version 2 (0x1)');
-    const sigAlg = { 'P-256': 'ecdsa-with-SHA256', 'P-384': 'ecdsa-with-SHA384', 'RSA-2048': 'sha256WithRSAEncryption' }[alg];
+    const sigAlg = {
+      'P-256': 'ecdsa-with-SHA256',
+      'P-384': 'ecdsa-with-SHA384',
+      'RSA-2048': 'sha256WithRSAEncryption',
+    }[alg];
     expect(text).toContain(`Signature Algorithm: ${sigAlg}`);
     expect(text).toMatch(/CRL Number:\s*\n\s+1234567890123456789\n/);
-    expect(text).toMatch(/Issuing Distribution Point: critical\s*\n\s+Full Name:\s*\n\s+URI:http:\/\/crl\.keyward\.test\/inter\.crl\s+Only User Certificates/);
+    expect(text).toMatch(
+      /Issuing Distribution Point: critical\s*\n\s+Full Name:\s*\n\s+URI:http:\/\/crl\.keyward\.test\/inter\.crl\s+Only User Certificates/,
+    );
     expect(text).toMatch(new RegExp(`Authority Key Identifier:\\s*\\n\\s+(keyid:)?${interSki(pki)}`));
     expect(text).toContain('Revocation Date: Mar  1 10:20:30 2026 GMT');
 
     // Each serial with its reason (or none), in order.
     const blocks = text.split('Serial Number: ').slice(1);
-    const parsed = blocks.map((b) => ({ serial: b.split('\n')[0]!.trim(), reason: /CRL Reason Code:\s*\n\s+(.+)/.exec(b)?.[1]?.trim() }));
+    const parsed = blocks.map((b) => ({
+      serial: b.split('\n')[0]!.trim(),
+      reason: /CRL Reason Code:\s*\n\s+(.+)/.exec(b)?.[1]?.trim(),
+    }));
     expect(parsed).toEqual([
       { serial: '1A2B3C4D', reason: 'Key Compromise' },
       { serial: '80' + 'FF'.repeat(18), reason: 'Superseded' },
@@ -89,14 +116,27 @@ describe.each(['P-256', 'P-384', 'RSA-2048'] as const)('buildCrl with a %s issue
 
     // An independent parser agrees.
     const parsedByLib = new x509.X509Crl(new Uint8Array(crl));
-    expect(parsedByLib.entries.map((e) => e.serialNumber.toLowerCase())).toEqual(['1a2b3c4d', '80' + 'ff'.repeat(18), '05', '06', '77', '78']);
+    expect(parsedByLib.entries.map((e) => e.serialNumber.toLowerCase())).toEqual([
+      '1a2b3c4d',
+      '80' + 'ff'.repeat(18),
+      '05',
+      '06',
+      '77',
+      '78',
+    ]);
     expect(parsedByLib.entries.map((e) => e.reason)).toEqual([1, 4, undefined, undefined, 6, 10]);
   });
 
   it('omits revokedCertificates when empty and the IDP when not asked for', async () => {
     const pki = pkiFor(alg);
     const thisUpdate = new Date();
-    const crl = await buildCrl({ issuer: issuerOf(pki), crlNumber: 0n, thisUpdate, nextUpdate: new Date(thisUpdate.getTime() + HOUR), entries: [] });
+    const crl = await buildCrl({
+      issuer: issuerOf(pki),
+      crlNumber: 0n,
+      thisUpdate,
+      nextUpdate: new Date(thisUpdate.getTime() + HOUR),
+      entries: [],
+    });
     const { text, err } = opensslCrl(pki, crl);
     expect(err).toContain('verify OK');
     expect(text).toContain('No Revoked Certificates.');
@@ -124,16 +164,31 @@ describe('buildCrl', () => {
 
   it('refuses invalid input', async () => {
     const pki = pkiFor('P-256');
-    const base = { issuer: issuerOf(pki), crlNumber: 1n, thisUpdate: new Date(), nextUpdate: new Date(Date.now() + HOUR) };
+    const base = {
+      issuer: issuerOf(pki),
+      crlNumber: 1n,
+      thisUpdate: new Date(),
+      nextUpdate: new Date(Date.now() + HOUR),
+    };
     const entry = (e: Partial<CrlEntry>): CrlEntry[] => [{ serialNumber: unhex('01'), revokedAt, ...e }];
     await expect(buildCrl({ ...base, entries: entry({ reason: 7 }) })).rejects.toThrow(CrlError);
-    await expect(buildCrl({ ...base, entries: entry({ reason: REVOCATION_REASONS.removeFromCRL }) })).rejects.toThrow(CrlError);
+    await expect(buildCrl({ ...base, entries: entry({ reason: REVOCATION_REASONS.removeFromCRL }) })).rejects.toThrow(
+      CrlError,
+    );
     await expect(buildCrl({ ...base, entries: entry({ serialNumber: unhex('00') }) })).rejects.toThrow(CrlError);
-    await expect(buildCrl({ ...base, entries: entry({ serialNumber: unhex('80' + '01'.repeat(19)) }) })).rejects.toThrow(CrlError);
+    await expect(
+      buildCrl({ ...base, entries: entry({ serialNumber: unhex('80' + '01'.repeat(19)) }) }),
+    ).rejects.toThrow(CrlError);
     await expect(buildCrl({ ...base, crlNumber: -1n, entries: [] })).rejects.toThrow(CrlError);
     await expect(buildCrl({ ...base, crlNumber: 1n << 160n, entries: [] })).rejects.toThrow(CrlError);
     await expect(buildCrl({ ...base, nextUpdate: base.thisUpdate, entries: [] })).rejects.toThrow(CrlError);
-    await expect(buildCrl({ ...base, issuer: { certificate: pki.intermediate.der, signer: keyObjectSigner(pki.root.privateKey) }, entries: [] })).rejects.toThrow(/not the key/);
+    await expect(
+      buildCrl({
+        ...base,
+        issuer: { certificate: pki.intermediate.der, signer: keyObjectSigner(pki.root.privateKey) },
+        entries: [],
+      }),
+    ).rejects.toThrow(/not the key/);
   });
 
   it('builds a 100,000-entry CRL from a generator, which openssl verifies', async () => {
@@ -144,16 +199,28 @@ describe('buildCrl', () => {
       for (let i = 0; i < n; i++) {
         serial[0] = 0x40;
         new DataView(serial.buffer).setUint32(12, i);
-        yield { serialNumber: serial, revokedAt: new Date(revokedAt.getTime() + i * 1000), reason: i % 11 === 7 || i % 11 === 8 ? 0 : i % 11 };
+        yield {
+          serialNumber: serial,
+          revokedAt: new Date(revokedAt.getTime() + i * 1000),
+          reason: i % 11 === 7 || i % 11 === 8 ? 0 : i % 11,
+        };
       }
     }
     const start = performance.now();
-    const crl = await buildCrl({ issuer: issuerOf(pki), crlNumber: 3n, thisUpdate: new Date(), nextUpdate: new Date(Date.now() + HOUR), entries: many() });
+    const crl = await buildCrl({
+      issuer: issuerOf(pki),
+      crlNumber: 3n,
+      thisUpdate: new Date(),
+      nextUpdate: new Date(Date.now() + HOUR),
+      entries: many(),
+    });
     const ms = performance.now() - start;
     expect(ms).toBeLessThan(5_000);
     const { text, err } = opensslCrl(pki, crl);
     expect(err).toContain('verify OK');
     expect(text.split('Serial Number: ').length - 1).toBe(n);
-    expect(text).toContain(`Serial Number: 40000000000000000000000000${(n - 1).toString(16).toUpperCase().padStart(6, '0')}`);
+    expect(text).toContain(
+      `Serial Number: 40000000000000000000000000${(n - 1).toString(16).toUpperCase().padStart(6, '0')}`,
+    );
   });
 });

@@ -1,7 +1,9 @@
+import { webcrypto } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { webcrypto } from 'node:crypto';
+
 import { describe, expect, it } from 'vitest';
+
 import { CsrError, MAX_CSR_BYTES, parseCsr, type ParsedCsr } from '../../src/ca/csr.ts';
 import { CaError } from '../../src/ca/errors.ts';
 import { x509 } from '../../src/ca/x509.ts';
@@ -82,9 +84,10 @@ describe('good CSRs', () => {
   });
 
   it('an openssl RSA-3072 CSR with SANs and no extensions besides', () => {
-    const pem = opensslCsr(['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:3072'], [
-      '-addext', 'subjectAltName=DNS:legacy.example.test,IP:10.0.0.9',
-    ]);
+    const pem = opensslCsr(
+      ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:3072'],
+      ['-addext', 'subjectAltName=DNS:legacy.example.test,IP:10.0.0.9'],
+    );
     expect(parseCsr(pem)).toMatchObject({
       keyType: 'rsa',
       rsaBits: 3072,
@@ -144,7 +147,10 @@ describe('refused CSRs', () => {
 
   it('unsupported SAN type → badCSR', () => {
     const e = refusal(
-      opensslCsr(['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'], ['-addext', 'subjectAltName=DNS:a.example.test,RID:1.2.3.4']),
+      opensslCsr(
+        ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'],
+        ['-addext', 'subjectAltName=DNS:a.example.test,RID:1.2.3.4'],
+      ),
     );
     expect([e.code, e.message]).toEqual(['badCSR', 'CSR subjectAltName has an unsupported name type [8]']);
   });
@@ -153,8 +159,16 @@ describe('refused CSRs', () => {
     ['garbage bytes', Uint8Array.from([1, 2, 3, 4, 5]), 'CSR is not valid DER: trailing data after DER value'],
     ['empty', new Uint8Array(0), 'CSR is empty'],
     ['not PEM', 'hello', 'CSR is not a PEM "CERTIFICATE REQUEST" block'],
-    ['bad base64', '-----BEGIN CERTIFICATE REQUEST-----\nMII*\n-----END CERTIFICATE REQUEST-----\n', 'CSR is not a PEM "CERTIFICATE REQUEST" block'],
-    ['a certificate', '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n', 'CSR is not a PEM "CERTIFICATE REQUEST" block'],
+    [
+      'bad base64',
+      '-----BEGIN CERTIFICATE REQUEST-----\nMII*\n-----END CERTIFICATE REQUEST-----\n',
+      'CSR is not a PEM "CERTIFICATE REQUEST" block',
+    ],
+    [
+      'a certificate',
+      '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n',
+      'CSR is not a PEM "CERTIFICATE REQUEST" block',
+    ],
     ['too large', new Uint8Array(MAX_CSR_BYTES + 1), `CSR is larger than ${MAX_CSR_BYTES} bytes`],
   ] as const)('%s → badCSR', (_, input, message) => {
     const e = refusal(input);

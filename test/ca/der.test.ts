@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+
 import { decodeOid, decodeTime, encodeTime, oid, readTlv, readWhole, tlv, valueOf } from '../../src/ca/der.ts';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -10,10 +11,13 @@ describe('DER helpers', () => {
     expect(t.end - t.valueStart).toBe(n);
   });
 
-  it.each(['1.2.840.10045.3.1.7', '2.5.29.17', '2.25.329800735698586629295641978511506172918', '2.999.3'])('OID %s round-trips', (o) => {
-    const d = oid(o);
-    expect(decodeOid(valueOf(d, readWhole(d)))).toBe(o);
-  });
+  it.each(['1.2.840.10045.3.1.7', '2.5.29.17', '2.25.329800735698586629295641978511506172918', '2.999.3'])(
+    'OID %s round-trips',
+    (o) => {
+      const d = oid(o);
+      expect(decodeOid(valueOf(d, readWhole(d)))).toBe(o);
+    },
+  );
 
   it.each([
     ['indefinite length', '3080', /indefinite/],

@@ -3,6 +3,7 @@ import { generateKeyPairSync, KeyObject, webcrypto } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
 import { keyObjectSigner, type Signer } from '../../src/kms/signer.ts';
 
 export type IssuerKeyType = 'P-256' | 'P-384' | 'RSA-3072';
@@ -42,7 +43,10 @@ export function subjectSpki(type: SubjectKeyType): Uint8Array {
 }
 
 export function pem(der: Uint8Array, label = 'CERTIFICATE'): string {
-  const lines = Buffer.from(der).toString('base64').match(/.{1,64}/g) ?? [];
+  const lines =
+    Buffer.from(der)
+      .toString('base64')
+      .match(/.{1,64}/g) ?? [];
   return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
 }
 
@@ -56,7 +60,10 @@ export function writePem(dir: string, name: string, der: Uint8Array): string {
   return path;
 }
 
-export function openssl(args: string[], input?: string | Uint8Array): { status: number; stdout: string; stderr: string } {
+export function openssl(
+  args: string[],
+  input?: string | Uint8Array,
+): { status: number; stdout: string; stderr: string } {
   const r = spawnSync('openssl', args, { input, encoding: 'buffer' });
   if (r.error) throw r.error;
   return { status: r.status ?? -1, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') };

@@ -1,17 +1,19 @@
 import { readFileSync } from 'node:fs';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { oid, octetString, seq, tlv, DER_TRUE } from '../../src/ca/der.ts';
+
+import { DER_TRUE, octetString, oid, seq, tlv } from '../../src/ca/der.ts';
 import {
   buildOcspResponse,
+  type CertId,
   certIdMatchesIssuer,
   issuerHashes,
   makeCertId,
   MAX_OCSP_REQUEST_BYTES,
   ocspErrorResponse,
   OcspRequestError,
-  parseOcspRequest,
-  type CertId,
   type OcspSingleResponse,
+  parseOcspRequest,
 } from '../../src/ca/ocsp.ts';
 import { buildOcspSignerCertificate } from '../../src/ca/ocsp-signer-cert.ts';
 import { toPem } from '../../src/ca/pem.ts';
@@ -46,7 +48,10 @@ beforeAll(async () => {
     commonName: 'Keyward Test OCSP Responder',
   });
   paths.responder = dir.file('responder.pem', toPem(responderCert));
-  paths.responderKey = dir.file('responder.key', responderKey.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
+  paths.responderKey = dir.file(
+    'responder.key',
+    responderKey.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+  );
 });
 
 afterAll(() => dir?.cleanup());
@@ -68,7 +73,11 @@ function window(): { thisUpdate: Date; nextUpdate: Date } {
 
 async function respond(responses: OcspSingleResponse[], nonce?: Uint8Array, byKeyHash?: boolean): Promise<Uint8Array> {
   return buildOcspResponse({
-    responder: { certificate: responderCert, signer: responderSigner, ...(byKeyHash === undefined ? {} : { byKeyHash }) },
+    responder: {
+      certificate: responderCert,
+      signer: responderSigner,
+      ...(byKeyHash === undefined ? {} : { byKeyHash }),
+    },
     producedAt: new Date(),
     responses,
     ...(nonce === undefined ? {} : { nonce }),
@@ -76,7 +85,11 @@ async function respond(responses: OcspSingleResponse[], nonce?: Uint8Array, byKe
 }
 
 /** Looks the serials up in a response with `openssl ocsp -respin`, verifying its signature too. */
-function opensslCheck(resp: Uint8Array, serials: string[], opts: { digest?: string[]; trust?: string[] } = {}): { out: string; err: string; status: number | null } {
+function opensslCheck(
+  resp: Uint8Array,
+  serials: string[],
+  opts: { digest?: string[]; trust?: string[] } = {},
+): { out: string; err: string; status: number | null } {
   const file = dir.file(`resp-${Math.random().toString(36).slice(2)}.der`, resp);
   const args = ['ocsp', '-respin', file, ...(opts.digest ?? []), '-issuer', paths.inter, '-no_nonce'];
   for (const s of serials) args.push('-serial', `0x${s}`);
@@ -112,7 +125,9 @@ describe('parseOcspRequest', () => {
     expect(certIdMatchesIssuer(id, issuerHashes(pki.intermediate.der))).toBe(true);
     expect(req.nonce).toBeDefined();
     const text = openssl(['ocsp', '-reqin', dir.file('sha256.der'), '-req_text']).stdout;
-    expect(text.replace(/\s+/g, '')).toContain(`OCSPNonce:04${req.nonce!.length.toString(16).padStart(2, '0')}${hex(req.nonce!).toUpperCase()}`);
+    expect(text.replace(/\s+/g, '')).toContain(
+      `OCSPNonce:04${req.nonce!.length.toString(16).padStart(2, '0')}${hex(req.nonce!).toUpperCase()}`,
+    );
   });
 
   it('reads several CertIDs, including a serial with the top bit set', () => {
@@ -122,7 +137,11 @@ describe('parseOcspRequest', () => {
   });
 
   it('ignores requestorName and the signature of a signed request', () => {
-    const der = opensslRequest('signed.der', [pki.leaf.serialHex], ['-signer', paths.responder, '-signkey', paths.responderKey]);
+    const der = opensslRequest(
+      'signed.der',
+      [pki.leaf.serialHex],
+      ['-signer', paths.responder, '-signkey', paths.responderKey],
+    );
     const req = parseOcspRequest(der);
     expect(req.certIds).toHaveLength(1);
     expect(req.nonce).toBeDefined();
@@ -149,7 +168,8 @@ describe('parseOcspRequest', () => {
 
   describe('nonce and extension rules', () => {
     const certIdDer = (): Uint8Array => makeCertId(issuerHashes(pki.intermediate.der), 'sha1', unhex('1234')).raw;
-    const request = (...exts: Uint8Array[]): Uint8Array => seq(seq(seq(seq(certIdDer())), ...(exts.length ? [tlv(0xa2, seq(...exts))] : [])));
+    const request = (...exts: Uint8Array[]): Uint8Array =>
+      seq(seq(seq(seq(certIdDer())), ...(exts.length ? [tlv(0xa2, seq(...exts))] : [])));
     const nonceExt = (n: Uint8Array): Uint8Array => seq(oid('1.3.6.1.5.5.7.48.1.2'), octetString(octetString(n)));
 
     it('accepts 1..32 octets and refuses 0 or 33 (RFC 8954)', () => {
@@ -204,21 +224,47 @@ describe('buildOcspResponse', () => {
     const req = parseOcspRequest(reqDer);
     const resp = await respond([{ certId: req.certIds[0]!, status: { kind: 'good' }, ...window() }], req.nonce);
     const respFile = dir.file('nonce-resp.der', resp);
-    const r = openssl(['ocsp', '-reqin', dir.file('nonce.der'), '-respin', respFile, '-CAfile', paths.chain, '-resp_text']);
+    const r = openssl([
+      'ocsp',
+      '-reqin',
+      dir.file('nonce.der'),
+      '-respin',
+      respFile,
+      '-CAfile',
+      paths.chain,
+      '-resp_text',
+    ]);
     expect(r.stderr).toContain('Response verify OK');
     expect(r.stderr).not.toMatch(/nonce/i);
     expect(r.status).toBe(0);
     expect(r.stdout.replace(/\s+/g, '')).toContain(`OCSPNonce:0410${hex(req.nonce!).toUpperCase()}`);
 
     // A response to some other request's nonce must fail openssl's check.
-    const other = await respond([{ certId: req.certIds[0]!, status: { kind: 'good' }, ...window() }], new Uint8Array(16).fill(1));
-    const bad = openssl(['ocsp', '-reqin', dir.file('nonce.der'), '-respin', dir.file('other.der', other), '-CAfile', paths.chain]);
+    const other = await respond(
+      [{ certId: req.certIds[0]!, status: { kind: 'good' }, ...window() }],
+      new Uint8Array(16).fill(1),
+    );
+    const bad = openssl([
+      'ocsp',
+      '-reqin',
+      dir.file('nonce.der'),
+      '-respin',
+      dir.file('other.der', other),
+      '-CAfile',
+      paths.chain,
+    ]);
     expect(bad.stderr).toContain('Nonce Verify error');
   });
 
   it('answers a SHA-256 CertID with that same CertID', async () => {
     const req = parseOcspRequest(opensslRequest('s256.der', [pki.leaf.serialHex], ['-sha256', '-no_nonce']));
-    const resp = await respond([{ certId: req.certIds[0]!, status: { kind: 'revoked', revokedAt: new Date(Date.now() - HOUR), reason: 4 }, ...window() }]);
+    const resp = await respond([
+      {
+        certId: req.certIds[0]!,
+        status: { kind: 'revoked', revokedAt: new Date(Date.now() - HOUR), reason: 4 },
+        ...window(),
+      },
+    ]);
     expect(Buffer.from(resp).includes(Buffer.from(req.certIds[0]!.raw))).toBe(true);
     const r = opensslCheck(resp, [pki.leaf.serialHex], { digest: ['-sha256'] });
     expect(r.err).toContain('Response verify OK');
@@ -228,7 +274,10 @@ describe('buildOcspResponse', () => {
 
   it('pre-signs per certificate with CA-built CertIDs (SHA-1 and SHA-256), trusted through -VAfile', async () => {
     const hashes = issuerHashes(pki.intermediate.der);
-    for (const [alg, digest] of [['sha1', []], ['sha256', ['-sha256']]] as const) {
+    for (const [alg, digest] of [
+      ['sha1', []],
+      ['sha256', ['-sha256']],
+    ] as const) {
       const certId = makeCertId(hashes, alg, unhex(pki.leaf.serialHex));
       const resp = await respond([{ certId, status: { kind: 'good' }, ...window() }]);
       const r = opensslCheck(resp, [pki.leaf.serialHex], { digest: [...digest], trust: ['-VAfile', paths.responder] });
@@ -236,7 +285,8 @@ describe('buildOcspResponse', () => {
       expect(r.out).toContain(`0x${pki.leaf.serialHex}: good`);
       expect(r.out).not.toContain('Response Extensions');
       // The CA-built CertID is byte-identical to the one openssl sends.
-      const sent = parseOcspRequest(opensslRequest(`pre-${alg}.der`, [pki.leaf.serialHex], [...digest, '-no_nonce'])).certIds[0]!;
+      const sent = parseOcspRequest(opensslRequest(`pre-${alg}.der`, [pki.leaf.serialHex], [...digest, '-no_nonce']))
+        .certIds[0]!;
       expect(hex(certId.raw)).toBe(hex(sent.raw));
     }
   });
@@ -268,7 +318,19 @@ describe('buildOcspResponse', () => {
       producedAt: new Date(),
       responses: [{ certId, status: { kind: 'revoked', revokedAt: new Date(Date.now() - HOUR) }, ...window() }],
     });
-    const r = openssl(['ocsp', '-respin', dir.file('rsa-resp.der', resp), '-issuer', inter, '-no_nonce', '-serial', `0x${rsaPki.leaf.serialHex}`, '-CAfile', chain, '-resp_text']);
+    const r = openssl([
+      'ocsp',
+      '-respin',
+      dir.file('rsa-resp.der', resp),
+      '-issuer',
+      inter,
+      '-no_nonce',
+      '-serial',
+      `0x${rsaPki.leaf.serialHex}`,
+      '-CAfile',
+      chain,
+      '-resp_text',
+    ]);
     expect(r.stderr).toContain('Response verify OK');
     expect(r.stdout).toContain('Signature Algorithm: sha256WithRSAEncryption');
     expect(r.stdout).toContain(`0x${rsaPki.leaf.serialHex}: revoked`);
@@ -280,11 +342,19 @@ describe('buildOcspResponse', () => {
     const certId = makeCertId(issuerHashes(pki.intermediate.der), 'sha1', unhex('01'));
     const w = window();
     await expect(
-      buildOcspResponse({ responder: { certificate: responderCert, signer: keyObjectSigner(pki.intermediate.privateKey) }, producedAt: new Date(), responses: [{ certId, status: { kind: 'good' }, ...w }] }),
+      buildOcspResponse({
+        responder: { certificate: responderCert, signer: keyObjectSigner(pki.intermediate.privateKey) },
+        producedAt: new Date(),
+        responses: [{ certId, status: { kind: 'good' }, ...w }],
+      }),
     ).rejects.toThrow(/not the key/);
     await expect(respond([])).rejects.toThrow();
-    await expect(respond([{ certId, status: { kind: 'revoked', revokedAt: new Date(), reason: 7 }, ...w }])).rejects.toThrow(/reason/);
-    await expect(respond([{ certId, status: { kind: 'good' }, thisUpdate: w.nextUpdate, nextUpdate: w.thisUpdate }])).rejects.toThrow();
+    await expect(
+      respond([{ certId, status: { kind: 'revoked', revokedAt: new Date(), reason: 7 }, ...w }]),
+    ).rejects.toThrow(/reason/);
+    await expect(
+      respond([{ certId, status: { kind: 'good' }, thisUpdate: w.nextUpdate, nextUpdate: w.thisUpdate }]),
+    ).rejects.toThrow();
     await expect(respond([{ certId, status: { kind: 'good' }, ...w }], new Uint8Array(33))).rejects.toThrow(/nonce/);
   });
 });
@@ -299,7 +369,9 @@ describe('buildOcspSignerCertificate', () => {
     expect(text).toMatch(/Extended Key Usage:\s*\n\s+OCSP Signing/);
     expect(text).toContain('OCSP No Check');
     expect(text).toContain('Subject Key Identifier');
-    const interSki = openssl(['x509', '-in', paths.inter, '-noout', '-ext', 'subjectKeyIdentifier']).stdout.split('\n')[1]!.trim();
+    const interSki = openssl(['x509', '-in', paths.inter, '-noout', '-ext', 'subjectKeyIdentifier'])
+      .stdout.split('\n')[1]!
+      .trim();
     expect(text).toMatch(new RegExp(`Authority Key Identifier:\\s*\\n\\s+(keyid:)?${interSki}`));
     const issuer = openssl(['x509', '-in', paths.responder, '-noout', '-issuer', '-nameopt', 'RFC2253']).stdout;
     const interSubject = openssl(['x509', '-in', paths.inter, '-noout', '-subject', '-nameopt', 'RFC2253']).stdout;
@@ -315,7 +387,13 @@ describe('ocspErrorResponse', () => {
     ['sigRequired', 'sigrequired (5)'],
     ['unauthorized', 'unauthorized (6)'],
   ] as const)('%s parses in openssl', (status, printed) => {
-    const r = openssl(['ocsp', '-respin', dir.file(`err-${status}.der`, ocspErrorResponse(status)), '-resp_text', '-noverify']);
+    const r = openssl([
+      'ocsp',
+      '-respin',
+      dir.file(`err-${status}.der`, ocspErrorResponse(status)),
+      '-resp_text',
+      '-noverify',
+    ]);
     expect(r.stdout).toContain(`Responder Error: ${printed}`);
   });
 });

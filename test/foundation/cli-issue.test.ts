@@ -1,8 +1,10 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestStore, type TestStore } from '../support/db.ts';
+
 import { keyward } from '../support/cli.ts';
+import { createTestStore, type TestStore } from '../support/db.ts';
 import { opensslCsr, opensslText, opensslVerify } from '../support/openssl.ts';
 
 // The newcomer's path through the real command line: init, issue from a CSR, inspect.
@@ -63,8 +65,14 @@ describe('keyward CLI: init, issue, certs', () => {
   });
 
   it('the mtls profile adds clientAuth and --ttl sets the lifetime; certs show finds it', async () => {
-    const { dir } = opensslCsr({ keyArgs: ['-newkey', 'rsa:2048'], san: 'DNS:svc.internal,URI:spiffe://prod.example/ns/pay/sa/api' });
-    const r = await keyward(['issue', '--csr', join(dir, 'req.csr'), '--profile', 'mtls', '--ttl', '2h', '--json'], env);
+    const { dir } = opensslCsr({
+      keyArgs: ['-newkey', 'rsa:2048'],
+      san: 'DNS:svc.internal,URI:spiffe://prod.example/ns/pay/sa/api',
+    });
+    const r = await keyward(
+      ['issue', '--csr', join(dir, 'req.csr'), '--profile', 'mtls', '--ttl', '2h', '--json'],
+      env,
+    );
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
     const lifetime = Date.parse(out.notAfter) - Date.parse(out.notBefore);
@@ -97,7 +105,10 @@ describe('keyward CLI: init, issue, certs', () => {
         const der = Buffer.from(csrPem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''), 'base64');
         der[der.length - 5] = der[der.length - 5]! ^ 0xff;
         const file = join(dir, 'bad.csr');
-        writeFileSync(file, `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`);
+        writeFileSync(
+          file,
+          `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`,
+        );
         return file;
       },
       message: /badCSR: .*signature/i,
@@ -109,7 +120,12 @@ describe('keyward CLI: init, issue, certs', () => {
     },
     {
       name: 'an unsupported curve',
-      csr: () => join(opensslCsr({ keyArgs: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp256k1'], san: 'DNS:k1.internal' }).dir, 'req.csr'),
+      csr: () =>
+        join(
+          opensslCsr({ keyArgs: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp256k1'], san: 'DNS:k1.internal' })
+            .dir,
+          'req.csr',
+        ),
       message: /badPublicKey: .*curve/i,
     },
     {
@@ -167,8 +183,13 @@ describe('keyward CLI: init, issue, certs', () => {
       expect(certs.length).toBeGreaterThanOrEqual(3);
       // Serial first: every stored certificate had a reservation, now marked issued.
       for (const c of certs) expect(reservations.find((r) => r.serial === c.serial)?.status).toBe('issued');
-      const events = await handle.db.selectFrom('audit_events').select(['action', 'context']).where('action', '=', 'sign-certificate').execute();
-      for (const c of certs) expect(events.some((e) => (e.context as Record<string, string>).serial === c.serial)).toBe(true);
+      const events = await handle.db
+        .selectFrom('audit_events')
+        .select(['action', 'context'])
+        .where('action', '=', 'sign-certificate')
+        .execute();
+      for (const c of certs)
+        expect(events.some((e) => (e.context as Record<string, string>).serial === c.serial)).toBe(true);
     } finally {
       await handle.close();
     }

@@ -1,5 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { toPem } from '../../src/ca/pem.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
 import { opensslText, opensslVerify } from '../support/openssl.ts';
@@ -12,7 +14,13 @@ describe('name constraints and certificate policies', () => {
       serve: false,
       settings: {
         ca: { intermediate: { nameConstraints: { permittedDns: ['internal'], excludedIp: ['10.0.0.0/8'] } } },
-        profiles: { 'policy-test': { extKeyUsages: ['serverAuth'], certificatePolicies: ['1.3.6.1.4.1.55555.1.2'], sanTypes: ['dns', 'ip'] } },
+        profiles: {
+          'policy-test': {
+            extKeyUsages: ['serverAuth'],
+            certificatePolicies: ['1.3.6.1.4.1.55555.1.2'],
+            sanTypes: ['dns', 'ip'],
+          },
+        },
       },
     });
   });
@@ -20,7 +28,9 @@ describe('name constraints and certificate policies', () => {
 
   const issue = (dns: string[], ip: string[] = [], profile = 'policy-test') =>
     ca.ctx.ca.issue({
-      subjectPublicKeyInfo: new Uint8Array(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'der' })),
+      subjectPublicKeyInfo: new Uint8Array(
+        generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'der' }),
+      ),
       keyType: 'ecdsa-p256',
       sans: { dns, ip, uri: [], email: [] },
       profile,
@@ -40,7 +50,9 @@ describe('name constraints and certificate policies', () => {
   });
 
   it('refuses names outside the constraints instead of signing what relying parties would reject', async () => {
-    await expect(issue(['app.example.com'])).rejects.toThrow(/"app.example.com" is outside the issuing CA's name constraints/);
+    await expect(issue(['app.example.com'])).rejects.toThrow(
+      /"app.example.com" is outside the issuing CA's name constraints/,
+    );
     await expect(issue(['ok.internal'], ['10.1.2.3'])).rejects.toThrow(/10\.1\.2\.3 is outside/);
     await expect(issue(['app.notinternal.test'])).rejects.toThrow(/outside/);
   });

@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+
 import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
+
 import { loadConfig } from '../../src/config/load.ts';
 import { openContext } from '../../src/context.ts';
 import { keyward } from '../support/cli.ts';
@@ -17,7 +19,9 @@ describe('key protection', () => {
     await Promise.all(stores.splice(0).map((s) => s.cleanup()));
   });
 
-  async function initialised(settings = ''): Promise<{ store: TestStore; configFile: string; env: Record<string, string> }> {
+  async function initialised(
+    settings = '',
+  ): Promise<{ store: TestStore; configFile: string; env: Record<string, string> }> {
     const store = await createTestStore();
     stores.push(store);
     const configFile = join(store.dataDir, 'keyward.yaml');
@@ -33,14 +37,26 @@ describe('key protection', () => {
     const { csrPem } = opensslCsr({ san: 'DNS:a.internal' });
     const { parseCsr } = await import('../../src/ca/csr.ts');
     const csr = parseCsr(csrPem);
-    return ctx.ca.issue({ subjectPublicKeyInfo: csr.subjectPublicKeyInfo, keyType: csr.keyType, sans: csr.sans, profile: 'tls-server', requester: 'test' });
+    return ctx.ca.issue({
+      subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
+      keyType: csr.keyType,
+      sans: csr.sans,
+      profile: 'tls-server',
+      requester: 'test',
+    });
   }
 
   it('stores no plaintext key: the key file holds the root key only, the database only KWE1 blobs', async () => {
     const { configFile, env, store } = await initialised();
     const ctx = await openCa(configFile, env);
-    await ctx.ca.init({ organization: 'T', root: ctx.config.ca.root, intermediate: ctx.config.ca.intermediate }, 'test');
-    const keys = await ctx.database.db.selectFrom('kms_keys').select(['dek_wrapped', 'key_ciphertext', 'kek_version']).execute();
+    await ctx.ca.init(
+      { organization: 'T', root: ctx.config.ca.root, intermediate: ctx.config.ca.intermediate },
+      'test',
+    );
+    const keys = await ctx.database.db
+      .selectFrom('kms_keys')
+      .select(['dek_wrapped', 'key_ciphertext', 'kek_version'])
+      .execute();
     expect(keys).toHaveLength(2);
     for (const k of keys) {
       expect(Buffer.from(k.key_ciphertext!).subarray(0, 4).toString()).toBe('KWE1');
@@ -67,8 +83,13 @@ describe('key protection', () => {
   it('refuses an altered wrapped CA key with a clear message', async () => {
     const { configFile, env } = await initialised();
     let ctx = await openCa(configFile, env);
-    await ctx.ca.init({ organization: 'T', root: ctx.config.ca.root, intermediate: ctx.config.ca.intermediate }, 'test');
-    await sql`UPDATE kms_keys SET key_ciphertext = overlay(key_ciphertext placing '\\xff'::bytea from 80 for 1) WHERE usage = 'intermediate'`.execute(ctx.database.db);
+    await ctx.ca.init(
+      { organization: 'T', root: ctx.config.ca.root, intermediate: ctx.config.ca.intermediate },
+      'test',
+    );
+    await sql`UPDATE kms_keys SET key_ciphertext = overlay(key_ciphertext placing '\\xff'::bytea from 80 for 1) WHERE usage = 'intermediate'`.execute(
+      ctx.database.db,
+    );
     await ctx.close();
     ctx = await openCa(configFile, env);
     try {
@@ -82,7 +103,10 @@ describe('key protection', () => {
   it('refuses a wrapped key swapped onto another key id', async () => {
     const { configFile, env } = await initialised();
     let ctx = await openCa(configFile, env);
-    await ctx.ca.init({ organization: 'T', root: ctx.config.ca.root, intermediate: ctx.config.ca.intermediate }, 'test');
+    await ctx.ca.init(
+      { organization: 'T', root: ctx.config.ca.root, intermediate: ctx.config.ca.intermediate },
+      'test',
+    );
     // Both rows move their blobs onto the other: the AAD binds each to its own key id and usage.
     await sql`UPDATE kms_keys k SET dek_wrapped = o.dek_wrapped, key_ciphertext = o.key_ciphertext
               FROM kms_keys o WHERE k.usage = 'intermediate' AND o.usage = 'root-ca'`.execute(ctx.database.db);
@@ -103,7 +127,10 @@ describe('key protection', () => {
     const { dir } = opensslCsr({ san: 'DNS:p.internal' });
     const ok = await keyward(['issue', '--csr', join(dir, 'req.csr')], good);
     expect(ok.code, ok.stderr).toBe(0);
-    const wrong = await keyward(['issue', '--csr', join(dir, 'req.csr')], { ...env, KEYWARD_PASSPHRASE: 'Tr0ub4dor&3' });
+    const wrong = await keyward(['issue', '--csr', join(dir, 'req.csr')], {
+      ...env,
+      KEYWARD_PASSPHRASE: 'Tr0ub4dor&3',
+    });
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toMatch(/the passphrase does not match root/);
     const missing = await keyward(['certs', 'list'], env);
@@ -120,7 +147,10 @@ describe('key protection', () => {
     const { configFile, env } = await initialised();
     const ctx = await openCa(configFile, env);
     try {
-      await ctx.ca.init({ organization: 'T', root: ctx.config.ca.root, intermediate: ctx.config.ca.intermediate }, 'test');
+      await ctx.ca.init(
+        { organization: 'T', root: ctx.config.ca.root, intermediate: ctx.config.ca.intermediate },
+        'test',
+      );
       await issueOne(ctx);
       await issueOne(ctx);
       const { verifyAudit } = await import('../../src/kms/audit.ts');
@@ -141,10 +171,25 @@ describe('key protection', () => {
       // Re-inserting a forged row at the gap with a self-consistent hash still breaks the link.
       const { eventHash } = await import('../../src/kms/audit.ts');
       const forgedPrev = Buffer.alloc(32, 7);
-      const forged = { ...saved, seq: 4, prev_hash: forgedPrev, principal: 'mallory', context: JSON.stringify(saved.context) };
-      forged.hash = eventHash(forgedPrev, { ...saved, seq: 4, ts: new Date(saved.ts), principal: 'mallory', context: saved.context });
+      const forged = {
+        ...saved,
+        seq: 4,
+        prev_hash: forgedPrev,
+        principal: 'mallory',
+        context: JSON.stringify(saved.context),
+      };
+      forged.hash = eventHash(forgedPrev, {
+        ...saved,
+        seq: 4,
+        ts: new Date(saved.ts),
+        principal: 'mallory',
+        context: saved.context,
+      });
       await db.insertInto('audit_events').values(forged).execute();
-      expect(await verifyAudit(db)).toMatchObject({ ok: false, firstBad: { seq: 4, problem: 'inserted-or-reordered' } });
+      expect(await verifyAudit(db)).toMatchObject({
+        ok: false,
+        firstBad: { seq: 4, problem: 'inserted-or-reordered' },
+      });
 
       const cli = await keyward(['audit', 'verify'], env);
       expect(cli.code).toBe(1);

@@ -1,7 +1,8 @@
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type DatabaseHandle } from '../../src/db/connect.ts';
+
+import { type DatabaseHandle, openDatabase } from '../../src/db/connect.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
 
 // Prepared statements are a PostgreSQL path; PGlite runs in-process and needs none.
@@ -25,7 +26,11 @@ describe.runIf(process.env.DATABASE_URL)('queries on PostgreSQL run as prepared 
   it('are prepared once per connection and answer with each call’s own parameters', async () => {
     expect((await byId(1)).rows).toEqual([{ id: 1, name: 'one' }]);
     expect((await byId(2)).rows).toEqual([{ id: 2, name: 'two' }]);
-    const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_prepared_statements WHERE statement LIKE '%FROM widgets WHERE id%'`.execute(handle.db);
+    const { rows } = await sql<{
+      n: number;
+    }>`SELECT count(*)::int AS n FROM pg_prepared_statements WHERE statement LIKE '%FROM widgets WHERE id%'`.execute(
+      handle.db,
+    );
     expect(rows[0]!.n).toBe(1);
   });
 

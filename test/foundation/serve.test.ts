@@ -1,7 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { freePort } from '../support/ca.ts';
 import { keyward, keywardServe } from '../support/cli.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
@@ -31,7 +33,10 @@ describe('keyward serve', () => {
     httpsPort = await freePort();
     httpPort = await freePort();
     const configFile = join(store.dataDir, 'keyward.yaml');
-    writeFileSync(configFile, `https:\n  listen: 127.0.0.1:${httpsPort}\nhttp:\n  listen: 127.0.0.1:${httpPort}\nlog:\n  level: warn\n`);
+    writeFileSync(
+      configFile,
+      `https:\n  listen: 127.0.0.1:${httpsPort}\nhttp:\n  listen: 127.0.0.1:${httpPort}\nlog:\n  level: warn\n`,
+    );
     env = { ...store.env, KEYWARD_CONFIG: configFile };
   });
   afterAll(async () => store.cleanup());

@@ -3,7 +3,9 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { freePort } from '../support/ca.ts';
 import { keyward, keywardServe } from '../support/cli.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
@@ -19,7 +21,11 @@ interface Outcome {
 
 async function client(cmd: string, args: string[], env: Record<string, string>): Promise<Outcome> {
   try {
-    const { stdout, stderr } = await run(cmd, args, { env: { ...process.env, ...env }, timeout: 180_000, maxBuffer: 16 * 1024 * 1024 });
+    const { stdout, stderr } = await run(cmd, args, {
+      env: { ...process.env, ...env },
+      timeout: 180_000,
+      maxBuffer: 16 * 1024 * 1024,
+    });
     return { code: 0, output: stdout + stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -50,7 +56,8 @@ describe('real ACME clients', () => {
   beforeAll(async () => {
     store = await createTestStore();
     dns = await startTestDnsServer();
-    for (const name of ['certbot-http.test', 'certbot-dns.test', 'lego-http.test', 'lego-dns.test']) dns.setA(name, '127.0.0.1');
+    for (const name of ['certbot-http.test', 'certbot-dns.test', 'lego-http.test', 'lego-dns.test'])
+      dns.setA(name, '127.0.0.1');
     // Hooks of the clients publish TXT records through this endpoint.
     control = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://x');
@@ -60,7 +67,9 @@ describe('real ACME clients', () => {
       else dns.clear(name);
       res.end('ok');
     });
-    controlPort = await new Promise<number>((resolve) => control.listen(0, '127.0.0.1', () => resolve((control.address() as { port: number }).port)));
+    controlPort = await new Promise<number>((resolve) =>
+      control.listen(0, '127.0.0.1', () => resolve((control.address() as { port: number }).port)),
+    );
 
     const httpsPort = await freePort();
     const httpPort = await freePort();
@@ -108,12 +117,40 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
   }
 
   describe('certbot', () => {
-    const dirs = () => ['--config-dir', join(work, 'certbot', 'config'), '--work-dir', join(work, 'certbot', 'work'), '--logs-dir', join(work, 'certbot', 'logs')];
+    const dirs = () => [
+      '--config-dir',
+      join(work, 'certbot', 'config'),
+      '--work-dir',
+      join(work, 'certbot', 'work'),
+      '--logs-dir',
+      join(work, 'certbot', 'logs'),
+    ];
     const certbotEnv = () => ({ REQUESTS_CA_BUNDLE: rootFile });
     const live = (name: string) => readFileSync(join(work, 'certbot', 'config', 'live', name, 'fullchain.pem'), 'utf8');
 
     it('registers and issues over http-01, and the chain verifies against /roots.pem', async () => {
-      const r = await client('certbot', ['certonly', '--non-interactive', '--agree-tos', '--register-unsafely-without-email', '--server', directory, ...dirs(), '--standalone', '--http-01-port', String(challengePort), '--http-01-address', '127.0.0.1', '-d', 'certbot-http.test', '--cert-name', 'http'], certbotEnv());
+      const r = await client(
+        'certbot',
+        [
+          'certonly',
+          '--non-interactive',
+          '--agree-tos',
+          '--register-unsafely-without-email',
+          '--server',
+          directory,
+          ...dirs(),
+          '--standalone',
+          '--http-01-port',
+          String(challengePort),
+          '--http-01-address',
+          '127.0.0.1',
+          '-d',
+          'certbot-http.test',
+          '--cert-name',
+          'http',
+        ],
+        certbotEnv(),
+      );
       expect(r.code, r.output).toBe(0);
       const chain = live('http');
       expect(opensslVerify(rootPem, chain)).toMatchObject({ ok: true });
@@ -121,20 +158,70 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
     });
 
     it('issues over dns-01 with a manual hook', async () => {
-      const r = await client('certbot', ['certonly', '--non-interactive', '--agree-tos', '--register-unsafely-without-email', '--server', directory, ...dirs(), '--manual', '--preferred-challenges', 'dns', '--manual-auth-hook', join(work, 'txt-hook.sh'), '-d', 'certbot-dns.test', '--cert-name', 'dns'], certbotEnv());
+      const r = await client(
+        'certbot',
+        [
+          'certonly',
+          '--non-interactive',
+          '--agree-tos',
+          '--register-unsafely-without-email',
+          '--server',
+          directory,
+          ...dirs(),
+          '--manual',
+          '--preferred-challenges',
+          'dns',
+          '--manual-auth-hook',
+          join(work, 'txt-hook.sh'),
+          '-d',
+          'certbot-dns.test',
+          '--cert-name',
+          'dns',
+        ],
+        certbotEnv(),
+      );
       expect(r.code, r.output).toBe(0);
       expect(opensslVerify(rootPem, live('dns'))).toMatchObject({ ok: true });
     });
 
     it('renews, then revokes, and the revocation is recorded', async () => {
       const before = serialOf(live('http'));
-      const renew = await client('certbot', ['renew', '--non-interactive', '--no-random-sleep-on-renew', '--force-renewal', '--cert-name', 'http', '--server', directory, ...dirs()], certbotEnv());
+      const renew = await client(
+        'certbot',
+        [
+          'renew',
+          '--non-interactive',
+          '--no-random-sleep-on-renew',
+          '--force-renewal',
+          '--cert-name',
+          'http',
+          '--server',
+          directory,
+          ...dirs(),
+        ],
+        certbotEnv(),
+      );
       expect(renew.code, renew.output).toBe(0);
       const after = serialOf(live('http'));
       expect(after).not.toBe(before);
       expect(opensslVerify(rootPem, live('http'))).toMatchObject({ ok: true });
 
-      const revoke = await client('certbot', ['revoke', '--non-interactive', '--cert-name', 'http', '--reason', 'superseded', '--no-delete-after-revoke', '--server', directory, ...dirs()], certbotEnv());
+      const revoke = await client(
+        'certbot',
+        [
+          'revoke',
+          '--non-interactive',
+          '--cert-name',
+          'http',
+          '--reason',
+          'superseded',
+          '--no-delete-after-revoke',
+          '--server',
+          directory,
+          ...dirs(),
+        ],
+        certbotEnv(),
+      );
       expect(revoke.code, revoke.output).toBe(0);
       expect(await certStatus(after)).toBe('revoked');
       expect(await certStatus(before)).toBe('valid');
@@ -142,26 +229,62 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
   });
 
   describe('lego', () => {
-    const base = (domain: string) => ['--server', directory, '--accept-tos', '--email', 'ops@example.com', '--path', join(work, 'lego'), '--domains', domain];
-    const legoEnv = () => ({ LEGO_CA_CERTIFICATES: rootFile, EXEC_PATH: join(work, 'txt-hook.sh'), EXEC_PROPAGATION_TIMEOUT: '30', EXEC_POLLING_INTERVAL: '1' });
+    const base = (domain: string) => [
+      '--server',
+      directory,
+      '--accept-tos',
+      '--email',
+      'ops@example.com',
+      '--path',
+      join(work, 'lego'),
+      '--domains',
+      domain,
+    ];
+    const legoEnv = () => ({
+      LEGO_CA_CERTIFICATES: rootFile,
+      EXEC_PATH: join(work, 'txt-hook.sh'),
+      EXEC_PROPAGATION_TIMEOUT: '30',
+      EXEC_POLLING_INTERVAL: '1',
+    });
     const crt = (domain: string) => readFileSync(join(work, 'lego', 'certificates', `${domain}.crt`), 'utf8');
     mkdirSync(join(work, 'lego'), { recursive: true });
 
     it('registers and issues over http-01, and the chain verifies against /roots.pem', async () => {
-      const r = await client('lego', [...base('lego-http.test'), '--http', '--http.port', `127.0.0.1:${challengePort}`, 'run'], legoEnv());
+      const r = await client(
+        'lego',
+        [...base('lego-http.test'), '--http', '--http.port', `127.0.0.1:${challengePort}`, 'run'],
+        legoEnv(),
+      );
       expect(r.code, r.output).toBe(0);
       expect(opensslVerify(rootPem, crt('lego-http.test'))).toMatchObject({ ok: true });
     });
 
     it('issues over dns-01 with the exec provider', async () => {
-      const r = await client('lego', [...base('lego-dns.test'), '--dns', 'exec', '--dns.resolvers', dns.address, '--dns.disable-cp', 'run'], legoEnv());
+      const r = await client(
+        'lego',
+        [...base('lego-dns.test'), '--dns', 'exec', '--dns.resolvers', dns.address, '--dns.disable-cp', 'run'],
+        legoEnv(),
+      );
       expect(r.code, r.output).toBe(0);
       expect(opensslVerify(rootPem, crt('lego-dns.test'))).toMatchObject({ ok: true });
     });
 
     it('renews, then revokes, and the revocation is recorded', async () => {
       const before = serialOf(crt('lego-http.test'));
-      const renew = await client('lego', [...base('lego-http.test'), '--http', '--http.port', `127.0.0.1:${challengePort}`, 'renew', '--days', '100000', '--no-random-sleep'], legoEnv());
+      const renew = await client(
+        'lego',
+        [
+          ...base('lego-http.test'),
+          '--http',
+          '--http.port',
+          `127.0.0.1:${challengePort}`,
+          'renew',
+          '--days',
+          '100000',
+          '--no-random-sleep',
+        ],
+        legoEnv(),
+      );
       expect(renew.code, renew.output).toBe(0);
       const after = serialOf(crt('lego-http.test'));
       expect(after).not.toBe(before);

@@ -1,14 +1,16 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+
 import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
 import type { AppContext } from '../../src/context.ts';
 import type { Db } from '../../src/db/schema.ts';
-import type { AuditListItem } from '../../src/kms/audit-query.ts';
 import { eventHash } from '../../src/kms/audit.ts';
+import type { AuditListItem } from '../../src/kms/audit-query.ts';
 import type { Checkpoint, FullVerification } from '../../src/kms/checkpoints.ts';
-import { keyward } from '../support/cli.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
+import { keyward } from '../support/cli.ts';
 import { issueLeaf, kmsCli } from './helpers.ts';
 
 /** Recomputes every hash from `from` on, as someone with database access could. */
@@ -41,7 +43,9 @@ describe('audit log', () => {
     const keyId = (await ctx.ca.issuers()).find((i) => i.kind === 'intermediate')!.key_id;
     await kmsCli(ctx, ['kms', 'rotate'], {}, []);
     const all = await kmsCli<AuditListItem[]>(ctx, ['audit', 'list'], {});
-    expect(all.map((e) => e.action)).toEqual(expect.arrayContaining(['create-root', 'create-kek', 'create-key', 'sign-certificate', 'rotate']));
+    expect(all.map((e) => e.action)).toEqual(
+      expect.arrayContaining(['create-root', 'create-kek', 'create-key', 'sign-certificate', 'rotate']),
+    );
     const mine = await kmsCli<AuditListItem[]>(ctx, ['audit', 'list'], { key: keyId });
     expect(mine.every((e) => e.keyId === keyId)).toBe(true);
     const signs = mine.filter((e) => e.action === 'sign-certificate' && e.context.profile === 'tls-server');
@@ -58,14 +62,19 @@ describe('audit log', () => {
 
     await sql`UPDATE audit_events SET principal = 'mallory' WHERE seq = 5`.execute(db);
     expect((await verify()).firstBad).toMatchObject({ seq: 5, problem: 'edited' });
-    await sql`UPDATE audit_events SET principal = (SELECT principal FROM audit_events WHERE seq = 4) WHERE seq = 5`.execute(db);
+    await sql`UPDATE audit_events SET principal = (SELECT principal FROM audit_events WHERE seq = 4) WHERE seq = 5`.execute(
+      db,
+    );
     await rechain(db);
     expect((await verify()).ok).toBe(true);
 
     const saved = await db.selectFrom('audit_events').selectAll().where('seq', '=', 6).executeTakeFirstOrThrow();
     await db.deleteFrom('audit_events').where('seq', '=', 6).execute();
     expect((await verify()).firstBad).toMatchObject({ seq: 6, problem: 'deleted' });
-    await db.insertInto('audit_events').values({ ...saved, context: JSON.stringify(saved.context) }).execute();
+    await db
+      .insertInto('audit_events')
+      .values({ ...saved, context: JSON.stringify(saved.context) })
+      .execute();
     expect((await verify()).ok).toBe(true);
 
     // Reorder: swap rows 7 and 8 (each keeps its own hashes).
@@ -81,8 +90,22 @@ describe('audit log', () => {
     await sql`UPDATE audit_events SET seq = -seq WHERE seq >= 9`.execute(db);
     await sql`UPDATE audit_events SET seq = -seq + 1 WHERE seq < 0`.execute(db);
     const eight = await db.selectFrom('audit_events').selectAll().where('seq', '=', 8).executeTakeFirstOrThrow();
-    const fake = { seq: 9, event_id: eight.event_id, ts: new Date(eight.ts), principal: 'mallory', action: 'unwrap', key_id: null, key_version: null, outcome: 'success' as const, error_code: null, context: {} };
-    await db.insertInto('audit_events').values({ ...fake, context: '{}', prev_hash: eight.hash, hash: eventHash(eight.hash, fake) }).execute();
+    const fake = {
+      seq: 9,
+      event_id: eight.event_id,
+      ts: new Date(eight.ts),
+      principal: 'mallory',
+      action: 'unwrap',
+      key_id: null,
+      key_version: null,
+      outcome: 'success' as const,
+      error_code: null,
+      context: {},
+    };
+    await db
+      .insertInto('audit_events')
+      .values({ ...fake, context: '{}', prev_hash: eight.hash, hash: eventHash(eight.hash, fake) })
+      .execute();
     expect((await verify()).firstBad).toMatchObject({ seq: 10, problem: 'inserted-or-reordered' });
   });
 

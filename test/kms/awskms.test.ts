@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
+
 import type { RotateRootResult } from '../../src/kms/rotate-root.ts';
 import { startTestCa } from '../support/ca.ts';
 import { issueLeaf, kmsCli, restart } from './helpers.ts';
@@ -19,7 +20,9 @@ describe.runIf(Boolean(keyArn))('awskms root of trust (real AWS KMS)', () => {
       expect(Buffer.from(v.wrapped)[4]).toBe(0x03);
       ctx = await restart(ctx, ca.configFile, ca.env);
       await issueLeaf(ctx);
-      await sql`UPDATE kms_kek_versions SET wrapped = overlay(wrapped placing '\\x02'::bytea from 23 for 4)`.execute(ctx.database.db);
+      await sql`UPDATE kms_kek_versions SET wrapped = overlay(wrapped placing '\\x02'::bytea from 23 for 4)`.execute(
+        ctx.database.db,
+      );
       ctx = await restart(ctx, ca.configFile, ca.env);
       await expect(issueLeaf(ctx)).rejects.toThrow(/AWS KMS refused the ciphertext|names version/);
     } finally {

@@ -1,6 +1,8 @@
 import { createSecretKey, randomBytes, randomUUID } from 'node:crypto';
+
 import { describe, expect, it } from 'vitest';
-import { PURPOSE, open, parseHeader, seal } from '../../src/kms/container.ts';
+
+import { open, parseHeader, PURPOSE, seal } from '../../src/kms/container.ts';
 import { encodeContext } from '../../src/kms/context.ts';
 
 describe('KWE1 container', () => {
@@ -19,7 +21,9 @@ describe('KWE1 container', () => {
   it('binds the context regardless of key order, and refuses any other context', () => {
     const reordered = { 'kw:usage': 'intermediate', 'kw:key': 'k1', 'kw:purpose': 'dek' };
     expect(open(key, blob, { purpose: PURPOSE.dek }, reordered).equals(secret)).toBe(true);
-    expect(() => open(key, blob, { purpose: PURPOSE.dek }, { ...ctx, 'kw:key': 'k2' })).toThrow(/failed authentication/);
+    expect(() => open(key, blob, { purpose: PURPOSE.dek }, { ...ctx, 'kw:key': 'k2' })).toThrow(
+      /failed authentication/,
+    );
     expect(encodeContext(ctx).equals(encodeContext(reordered))).toBe(true);
   });
 
@@ -30,11 +34,17 @@ describe('KWE1 container', () => {
     const flipped = Buffer.from(blob);
     flipped[80] = flipped[80]! ^ 1;
     expect(() => open(key, flipped, { purpose: PURPOSE.dek }, ctx)).toThrow(/failed authentication/);
-    expect(() => open(key, blob.subarray(0, blob.length - 4), { purpose: PURPOSE.dek }, ctx)).toThrow(/failed authentication|truncated/);
-    expect(() => open(createSecretKey(randomBytes(32)), blob, { purpose: PURPOSE.dek }, ctx)).toThrow(/failed authentication/);
+    expect(() => open(key, blob.subarray(0, blob.length - 4), { purpose: PURPOSE.dek }, ctx)).toThrow(
+      /failed authentication|truncated/,
+    );
+    expect(() => open(createSecretKey(randomBytes(32)), blob, { purpose: PURPOSE.dek }, ctx)).toThrow(
+      /failed authentication/,
+    );
     expect(() => open(key, blob, { purpose: PURPOSE.privateKey }, ctx)).toThrow(/purpose 2 is not the expected 3/);
     expect(() => open(key, blob, { purpose: PURPOSE.dek, keyId: randomUUID() }, ctx)).toThrow(/wrapped by/);
-    expect(() => open(key, Buffer.from('KWE2' + 'x'.repeat(100)), { purpose: PURPOSE.dek }, ctx)).toThrow(/not a KWE1 ciphertext/);
+    expect(() => open(key, Buffer.from('KWE2' + 'x'.repeat(100)), { purpose: PURPOSE.dek }, ctx)).toThrow(
+      /not a KWE1 ciphertext/,
+    );
   });
 
   it('never reuses a subkey: two seals of the same plaintext differ', () => {

@@ -1,9 +1,10 @@
 import { generateKeyPairSync } from 'node:crypto';
-import type { AppContext } from '../../src/context.ts';
-import { loadConfig } from '../../src/config/load.ts';
-import { openContext } from '../../src/context.ts';
-import { kmsCommands } from '../../src/cli/kms-commands.ts';
+
 import type { OptionValues } from '../../src/cli/command.ts';
+import { kmsCommands } from '../../src/cli/kms-commands.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import type { AppContext } from '../../src/context.ts';
+import { openContext } from '../../src/context.ts';
 
 /** Issues a leaf through the real signing core. */
 export async function issueLeaf(ctx: AppContext, name = 'svc.internal') {
@@ -18,7 +19,12 @@ export async function issueLeaf(ctx: AppContext, name = 'svc.internal') {
 }
 
 /** Runs a kms/audit CLI command the way the CLI does (input parsing, then run), in-process. */
-export async function kmsCli<T = unknown>(ctx: AppContext, words: string[], values: OptionValues = {}, positionals: string[] = []): Promise<T> {
+export async function kmsCli<T = unknown>(
+  ctx: AppContext,
+  words: string[],
+  values: OptionValues = {},
+  positionals: string[] = [],
+): Promise<T> {
   const cmd = kmsCommands.find((c) => c.path.join(' ') === words.join(' '));
   if (!cmd) throw new Error(`no command ${words.join(' ')}`);
   const input = await cmd.input(values, positionals);

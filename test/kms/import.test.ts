@@ -2,8 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { createPublicKey, randomBytes, verify } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import type { AppContext } from '../../src/context.ts';
 import type { ImportParams, ImportResult } from '../../src/kms/import.ts';
 import type { KeySummary } from '../../src/kms/inventory.ts';
@@ -46,24 +48,40 @@ describe('bring your own key', () => {
     expect(verify(digest, data, pub, sig)).toBe(true);
   }
 
-  it.each(['pkcs8-ec', 'sec1', 'pkcs1'] as const)('imports a %s PEM key matching its certificate and signs with it', async (kind) => {
-    const { key, cert } = keyAndCert(dir, `plain-${kind}`, kind);
-    const out = await kmsCli<ImportResult>(ctx, ['kms', 'import'], { key, cert, usage: 'intermediate' });
-    expect(out.alg).toBe({ 'pkcs8-ec': 'ecdsa-p384', sec1: 'ecdsa-p256', pkcs1: 'rsa-3072' }[kind]);
-    const listed = (await kmsCli<KeySummary[]>(ctx, ['kms', 'list'])).find((k) => k.id === out.keyId)!;
-    expect(listed).toMatchObject({ state: 'Enabled', name: 'intermediate' });
-    const row = await ctx.database.db.selectFrom('kms_keys').select(['key_ciphertext']).where('id', '=', out.keyId).executeTakeFirstOrThrow();
-    expect(Buffer.from(row.key_ciphertext!).subarray(0, 4).toString()).toBe('KWE1');
-    const audit = await ctx.database.db.selectFrom('audit_events').selectAll().where('key_id', '=', out.keyId).where('action', '=', 'import').executeTakeFirstOrThrow();
-    expect(audit.context).toMatchObject({ spki_sha256: out.spkiSha256, source: 'pem' });
-    await signsLike(out.keyId, cert);
-  });
+  it.each(['pkcs8-ec', 'sec1', 'pkcs1'] as const)(
+    'imports a %s PEM key matching its certificate and signs with it',
+    async (kind) => {
+      const { key, cert } = keyAndCert(dir, `plain-${kind}`, kind);
+      const out = await kmsCli<ImportResult>(ctx, ['kms', 'import'], { key, cert, usage: 'intermediate' });
+      expect(out.alg).toBe({ 'pkcs8-ec': 'ecdsa-p384', sec1: 'ecdsa-p256', pkcs1: 'rsa-3072' }[kind]);
+      const listed = (await kmsCli<KeySummary[]>(ctx, ['kms', 'list'])).find((k) => k.id === out.keyId)!;
+      expect(listed).toMatchObject({ state: 'Enabled', name: 'intermediate' });
+      const row = await ctx.database.db
+        .selectFrom('kms_keys')
+        .select(['key_ciphertext'])
+        .where('id', '=', out.keyId)
+        .executeTakeFirstOrThrow();
+      expect(Buffer.from(row.key_ciphertext!).subarray(0, 4).toString()).toBe('KWE1');
+      const audit = await ctx.database.db
+        .selectFrom('audit_events')
+        .selectAll()
+        .where('key_id', '=', out.keyId)
+        .where('action', '=', 'import')
+        .executeTakeFirstOrThrow();
+      expect(audit.context).toMatchObject({ spki_sha256: out.spkiSha256, source: 'pem' });
+      await signsLike(out.keyId, cert);
+    },
+  );
 
   it('refuses a key that does not match the certificate, and a non-key file', async () => {
     const a = keyAndCert(dir, 'mismatch-a', 'sec1');
     const b = keyAndCert(dir, 'mismatch-b', 'sec1');
-    await expect(kmsCli(ctx, ['kms', 'import'], { key: a.key, cert: b.cert })).rejects.toThrow("key does not match the certificate's public key");
-    await expect(kmsCli(ctx, ['kms', 'import'], { key: a.cert, cert: a.cert })).rejects.toThrow(/not a PEM private key/);
+    await expect(kmsCli(ctx, ['kms', 'import'], { key: a.key, cert: b.cert })).rejects.toThrow(
+      "key does not match the certificate's public key",
+    );
+    await expect(kmsCli(ctx, ['kms', 'import'], { key: a.cert, cert: a.cert })).rejects.toThrow(
+      /not a PEM private key/,
+    );
   });
 
   function wrapOffline(pubPem: string, keyFile: string, name: string): string {
@@ -75,9 +93,36 @@ describe('bring your own key', () => {
     const eph = join(dir, `${name}.eph`);
     ossl('rand', '-out', eph, '32');
     const a = join(dir, `${name}.a`);
-    ossl('pkeyutl', '-encrypt', '-pubin', '-inkey', pub, '-in', eph, '-out', a, '-pkeyopt', 'rsa_padding_mode:oaep', '-pkeyopt', 'rsa_oaep_md:sha256', '-pkeyopt', 'rsa_mgf1_md:sha256');
+    ossl(
+      'pkeyutl',
+      '-encrypt',
+      '-pubin',
+      '-inkey',
+      pub,
+      '-in',
+      eph,
+      '-out',
+      a,
+      '-pkeyopt',
+      'rsa_padding_mode:oaep',
+      '-pkeyopt',
+      'rsa_oaep_md:sha256',
+      '-pkeyopt',
+      'rsa_mgf1_md:sha256',
+    );
     const b = join(dir, `${name}.b`);
-    ossl('enc', '-id-aes256-wrap-pad', '-K', readFileSync(eph).toString('hex'), '-iv', 'A65959A6', '-in', der, '-out', b);
+    ossl(
+      'enc',
+      '-id-aes256-wrap-pad',
+      '-K',
+      readFileSync(eph).toString('hex'),
+      '-iv',
+      'A65959A6',
+      '-in',
+      der,
+      '-out',
+      b,
+    );
     const blob = join(dir, `${name}.blob`);
     writeFileSync(blob, Buffer.concat([readFileSync(a), readFileSync(b)]));
     return blob;
@@ -92,15 +137,25 @@ describe('bring your own key', () => {
     const { key, cert } = keyAndCert(dir, 'wrapped', 'pkcs1');
     const blob = wrapOffline(params.wrappingPublicKeyPem, key, 'wrapped');
 
-    await expect(kmsCli(ctx, ['kms', 'import'], { wrapped: blob, token: randomBytes(32).toString('base64url'), cert })).rejects.toThrow('import token is not valid');
+    await expect(
+      kmsCli(ctx, ['kms', 'import'], { wrapped: blob, token: randomBytes(32).toString('base64url'), cert }),
+    ).rejects.toThrow('import token is not valid');
     const other = keyAndCert(dir, 'wrapped-other', 'sec1');
-    await expect(kmsCli(ctx, ['kms', 'import'], { wrapped: blob, token: params.importToken, cert: other.cert })).rejects.toThrow("key does not match the certificate's public key");
+    await expect(
+      kmsCli(ctx, ['kms', 'import'], { wrapped: blob, token: params.importToken, cert: other.cert }),
+    ).rejects.toThrow("key does not match the certificate's public key");
     // A refused attempt doesn't use up the token.
     const out = await kmsCli<ImportResult>(ctx, ['kms', 'import'], { wrapped: blob, token: params.importToken, cert });
     expect(out).toMatchObject({ keyId: params.keyId, alg: 'rsa-3072', usage: 'intermediate' });
     await signsLike(out.keyId, cert);
-    await expect(kmsCli(ctx, ['kms', 'import'], { wrapped: blob, token: params.importToken, cert })).rejects.toThrow('import token is not valid');
-    const job = await ctx.database.db.selectFrom('kms_import_jobs').selectAll().where('id', '=', params.jobId).executeTakeFirstOrThrow();
+    await expect(kmsCli(ctx, ['kms', 'import'], { wrapped: blob, token: params.importToken, cert })).rejects.toThrow(
+      'import token is not valid',
+    );
+    const job = await ctx.database.db
+      .selectFrom('kms_import_jobs')
+      .selectAll()
+      .where('id', '=', params.jobId)
+      .executeTakeFirstOrThrow();
     expect(job.wrapping_priv).toBeNull();
     expect(job.used_at).not.toBeNull();
     // The token never reaches the audit log.
@@ -113,9 +168,19 @@ describe('bring your own key', () => {
     const p2 = await kmsCli<ImportParams>(ctx, ['kms', 'import-params'], {});
     const { key, cert } = keyAndCert(dir, 'expired', 'sec1');
     const blob1 = wrapOffline(p1.wrappingPublicKeyPem, key, 'expired');
-    await expect(kmsCli(ctx, ['kms', 'import'], { wrapped: blob1, token: p2.importToken, cert })).rejects.toThrow(/not encrypted to this import job's wrapping key/);
-    await sql`UPDATE kms_import_jobs SET expires_at = now() - interval '1 minute' WHERE id = ${p1.jobId}`.execute(ctx.database.db);
-    const expires = await ctx.database.db.selectFrom('kms_import_jobs').select('expires_at').where('id', '=', p1.jobId).executeTakeFirstOrThrow();
-    await expect(kmsCli(ctx, ['kms', 'import'], { wrapped: blob1, token: p1.importToken, cert })).rejects.toThrow(`import token expired at ${new Date(expires.expires_at).toISOString()}`);
+    await expect(kmsCli(ctx, ['kms', 'import'], { wrapped: blob1, token: p2.importToken, cert })).rejects.toThrow(
+      /not encrypted to this import job's wrapping key/,
+    );
+    await sql`UPDATE kms_import_jobs SET expires_at = now() - interval '1 minute' WHERE id = ${p1.jobId}`.execute(
+      ctx.database.db,
+    );
+    const expires = await ctx.database.db
+      .selectFrom('kms_import_jobs')
+      .select('expires_at')
+      .where('id', '=', p1.jobId)
+      .executeTakeFirstOrThrow();
+    await expect(kmsCli(ctx, ['kms', 'import'], { wrapped: blob1, token: p1.importToken, cert })).rejects.toThrow(
+      `import token expired at ${new Date(expires.expires_at).toISOString()}`,
+    );
   });
 });

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { startTestCa, type TestCa } from '../support/ca.ts';
 import { kmsCli } from './helpers.ts';
 
@@ -25,13 +26,19 @@ describe('kms janitor in a running server', () => {
 
   it('signs checkpoints and destroys keys whose window has passed', async () => {
     const db = ca.ctx.database.db;
-    const cp = await until(async () => (await db.selectFrom('audit_checkpoints').select('seq').executeTakeFirst()) ?? undefined);
+    const cp = await until(
+      async () => (await db.selectFrom('audit_checkpoints').select('seq').executeTakeFirst()) ?? undefined,
+    );
     expect(Number(cp.seq)).toBeGreaterThan(0);
     const key = await ca.ctx.kms.createKey(db, { usage: 'provisioner', alg: 'ecdsa-p256', principal: 'test' });
     await kmsCli(ca.ctx, ['kms', 'schedule-deletion'], { days: '7' }, [key.id]);
     await sql`UPDATE kms_keys SET deletion_at = now() WHERE id = ${key.id}`.execute(db);
     const row = await until(async () => {
-      const r = await db.selectFrom('kms_keys').select(['state', 'key_ciphertext']).where('id', '=', key.id).executeTakeFirstOrThrow();
+      const r = await db
+        .selectFrom('kms_keys')
+        .select(['state', 'key_ciphertext'])
+        .where('id', '=', key.id)
+        .executeTakeFirstOrThrow();
       return r.state === 'Destroyed' ? r : undefined;
     });
     expect(row.key_ciphertext).toBeNull();

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
 import type { AppContext } from '../../src/context.ts';
 import type { KeyDetail, KeySummary } from '../../src/kms/inventory.ts';
 import { runJanitor } from '../../src/kms/janitor.ts';
@@ -34,7 +35,9 @@ describe('kms lifecycle', () => {
     expect(list.map((k) => k.kind).sort()).toEqual(['kek', 'key', 'key', 'root-of-trust']);
     const kek = list.find((k) => k.kind === 'kek')!;
     expect(kek).toMatchObject({ name: 'ca-keys', state: 'Enabled', algorithm: 'aes-256', rotated: null });
-    expect(kek.versions).toEqual([expect.objectContaining({ version: 1, primary: true, state: 'Enabled', wrappedDeks: 2 })]);
+    expect(kek.versions).toEqual([
+      expect.objectContaining({ version: 1, primary: true, state: 'Enabled', wrappedDeks: 2 }),
+    ]);
     const inter = list.find((k) => k.name === 'intermediate')!;
     expect(inter).toMatchObject({ state: 'Enabled', algorithm: 'ecdsa-p256' });
     expect(inter.uses).toBeGreaterThanOrEqual(1);
@@ -47,7 +50,8 @@ describe('kms lifecycle', () => {
 
   it('rotates, then rewraps while issuing; nothing fails, a restart loses nothing, old versions end unused', async () => {
     // Many DEKs under version 1, so the rewrap has batches to interleave with issuance.
-    for (let i = 0; i < 30; i++) await ctx.kms.createKey(ctx.database.db, { usage: 'provisioner', alg: 'ecdsa-p256', principal: 'test' });
+    for (let i = 0; i < 30; i++)
+      await ctx.kms.createKey(ctx.database.db, { usage: 'provisioner', alg: 'ecdsa-p256', principal: 'test' });
     const rotated = await kmsCli<RotateResult>(ctx, ['kms', 'rotate'], {}, []);
     expect(rotated).toMatchObject({ name: 'ca-keys', previousVersion: 1, version: 2 });
     await issueLeaf(ctx);
@@ -64,7 +68,11 @@ describe('kms lifecycle', () => {
     })();
     const progress: number[] = [];
     const { rewrap } = await import('../../src/kms/rewrap.ts');
-    const result: RewrapResult = await rewrap(ctx.kms, ctx.database.db, { principal: 'test', batchSize: 5, onProgress: (p) => progress.push(p.done) });
+    const result: RewrapResult = await rewrap(ctx.kms, ctx.database.db, {
+      principal: 'test',
+      batchSize: 5,
+      onProgress: (p) => progress.push(p.done),
+    });
     stop = true;
     await issuing;
     expect(issued).toBeGreaterThan(0);
@@ -79,7 +87,11 @@ describe('kms lifecycle', () => {
     await kmsCli<StateChange>(ctx, ['kms', 'disable'], {}, ['ca-keys/v1']);
     ctx = await reopen();
     await issueLeaf(ctx);
-    const audit = await ctx.database.db.selectFrom('audit_events').select('action').where('action', 'in', ['rotate', 'rewrap']).execute();
+    const audit = await ctx.database.db
+      .selectFrom('audit_events')
+      .select('action')
+      .where('action', 'in', ['rotate', 'rewrap'])
+      .execute();
     expect(audit.filter((a) => a.action === 'rewrap').length).toBeGreaterThanOrEqual(7);
   });
 
@@ -87,8 +99,15 @@ describe('kms lifecycle', () => {
     const keyId = await intermediateKey();
     await issueLeaf(ctx);
     await kmsCli<StateChange>(ctx, ['kms', 'disable'], {}, [keyId]);
-    await expect(issueLeaf(ctx)).rejects.toThrow(new RegExp(`key ${keyId} \\(intermediate\\) is Disabled and cannot sign`));
-    const denied = await ctx.database.db.selectFrom('audit_events').selectAll().where('key_id', '=', keyId).where('outcome', '=', 'denied').execute();
+    await expect(issueLeaf(ctx)).rejects.toThrow(
+      new RegExp(`key ${keyId} \\(intermediate\\) is Disabled and cannot sign`),
+    );
+    const denied = await ctx.database.db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where('key_id', '=', keyId)
+      .where('outcome', '=', 'denied')
+      .execute();
     expect(denied).toEqual([expect.objectContaining({ action: 'sign-certificate', error_code: 'KeyDisabled' })]);
     // A restart doesn't re-enable it.
     await reopen();
@@ -103,7 +122,11 @@ describe('kms lifecycle', () => {
     const { rootOfTrustOptions } = await import('../../src/context.ts');
     const { CertificateAuthority } = await import('../../src/ca/authority.ts');
     const kms2 = await openKeyHierarchy(ctx.database.db, rootOfTrustOptions(ctx.config), 'replica-2');
-    const other = { ...ctx, kms: kms2, ca: new CertificateAuthority(ctx.database.db, kms2, ctx.config.profiles) } as AppContext;
+    const other = {
+      ...ctx,
+      kms: kms2,
+      ca: new CertificateAuthority(ctx.database.db, kms2, ctx.config.profiles),
+    } as AppContext;
     const keyId = await intermediateKey();
     await issueLeaf(other);
     await kmsCli<StateChange>(ctx, ['kms', 'disable'], {}, [keyId]);
@@ -114,15 +137,25 @@ describe('kms lifecycle', () => {
 
   it('deletion windows: refuses < 7 days, refuses keys still needed unless --force (listing them), cancel → Disabled', async () => {
     const keyId = await intermediateKey();
-    await expect(kmsCli(ctx, ['kms', 'schedule-deletion'], { days: '6' }, [keyId])).rejects.toThrow(/--days must be a whole number from 7 to 30/);
+    await expect(kmsCli(ctx, ['kms', 'schedule-deletion'], { days: '6' }, [keyId])).rejects.toThrow(
+      /--days must be a whole number from 7 to 30/,
+    );
     await expect(kmsCli(ctx, ['kms', 'schedule-deletion'], { days: '31' }, [keyId])).rejects.toThrow(/--days/);
     await issueLeaf(ctx);
-    await expect(kmsCli(ctx, ['kms', 'schedule-deletion'], { days: '7' }, [keyId])).rejects.toThrow(/still needed[\s\S]*unexpired certificate\(s\) issued by CA/);
-    await expect(kmsCli(ctx, ['kms', 'schedule-deletion'], { days: '7' }, ['ca-keys/v1'])).rejects.toThrow(/is wrapped by version 1[\s\S]*primary version/);
+    await expect(kmsCli(ctx, ['kms', 'schedule-deletion'], { days: '7' }, [keyId])).rejects.toThrow(
+      /still needed[\s\S]*unexpired certificate\(s\) issued by CA/,
+    );
+    await expect(kmsCli(ctx, ['kms', 'schedule-deletion'], { days: '7' }, ['ca-keys/v1'])).rejects.toThrow(
+      /is wrapped by version 1[\s\S]*primary version/,
+    );
     const forced = await kmsCli<StateChange>(ctx, ['kms', 'schedule-deletion'], { days: '7', force: true }, [keyId]);
     expect(forced.state).toBe('PendingDeletion');
     expect(forced.unrecoverable.join('\n')).toMatch(/unexpired certificate/);
-    const due = await sql<{ days: number }>`SELECT round(extract(epoch FROM deletion_at - now()) / 86400)::int AS days FROM kms_keys WHERE id = ${keyId}`.execute(ctx.database.db);
+    const due = await sql<{
+      days: number;
+    }>`SELECT round(extract(epoch FROM deletion_at - now()) / 86400)::int AS days FROM kms_keys WHERE id = ${keyId}`.execute(
+      ctx.database.db,
+    );
     expect(due.rows[0]!.days).toBe(7);
     await expect(issueLeaf(ctx)).rejects.toThrow(/PendingDeletion/);
     // The janitor leaves it alone inside the window; cancel makes it Disabled, not Enabled.
@@ -134,17 +167,32 @@ describe('kms lifecycle', () => {
   });
 
   it('after the window the janitor destroys the material, and a restart cannot bring it back', async () => {
-    const spare = await ctx.kms.createKey(ctx.database.db, { usage: 'provisioner', alg: 'ecdsa-p256', principal: 'test' });
+    const spare = await ctx.kms.createKey(ctx.database.db, {
+      usage: 'provisioner',
+      alg: 'ecdsa-p256',
+      principal: 'test',
+    });
     await kmsCli(ctx, ['kms', 'schedule-deletion'], { days: '30' }, [spare.id]);
-    await sql`UPDATE kms_keys SET deletion_at = now() - interval '1 second' WHERE id = ${spare.id}`.execute(ctx.database.db);
+    await sql`UPDATE kms_keys SET deletion_at = now() - interval '1 second' WHERE id = ${spare.id}`.execute(
+      ctx.database.db,
+    );
     const report = await runJanitor(ctx.kms, ctx.database.db, JANITOR);
     expect(report.destroyed.keys).toEqual([spare.id]);
     ctx = await reopen();
-    const row = await ctx.database.db.selectFrom('kms_keys').selectAll().where('id', '=', spare.id).executeTakeFirstOrThrow();
+    const row = await ctx.database.db
+      .selectFrom('kms_keys')
+      .selectAll()
+      .where('id', '=', spare.id)
+      .executeTakeFirstOrThrow();
     expect(row).toMatchObject({ state: 'Destroyed', dek_wrapped: null, key_ciphertext: null });
     await expect(ctx.kms.publicKey(spare.id)).rejects.toThrow(/Destroyed/);
     await expect(kmsCli(ctx, ['kms', 'enable'], {}, [spare.id])).rejects.toThrow(/is Destroyed/);
-    const destroyed = await ctx.database.db.selectFrom('audit_events').selectAll().where('action', '=', 'destroy').where('key_id', '=', spare.id).execute();
+    const destroyed = await ctx.database.db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where('action', '=', 'destroy')
+      .where('key_id', '=', spare.id)
+      .execute();
     expect(destroyed[0]!.principal).toBe('keyward:janitor');
   });
 
@@ -168,18 +216,44 @@ describe('kms lifecycle', () => {
         version: 1,
         statements: [
           { effect: 'allow', principals: ['*'], actions: ['sign-certificate', 'sign-crl', 'unwrap'] },
-          { sid: 'no-tls-server', effect: 'deny', principals: ['keyward'], actions: ['sign-certificate'], conditions: { profile: ['tls-server'] } },
+          {
+            sid: 'no-tls-server',
+            effect: 'deny',
+            principals: ['keyward'],
+            actions: ['sign-certificate'],
+            conditions: { profile: ['tls-server'] },
+          },
         ],
       }),
     );
     await kmsCli(ctx, ['kms', 'put-policy'], { file }, [keyId]);
     await expect(issueLeaf(ctx)).rejects.toThrow(/explicit deny \(no-tls-server\) refuses sign-certificate to keyward/);
-    const denied = await ctx.database.db.selectFrom('audit_events').selectAll().where('key_id', '=', keyId).where('outcome', '=', 'denied').execute();
-    expect(denied.at(-1)).toMatchObject({ action: 'sign-certificate', principal: 'keyward', error_code: 'AccessDenied' });
-    writeFileSync(file, JSON.stringify({ version: 1, statements: [{ effect: 'allow', principals: ['someone-else'], actions: ['sign-certificate'] }] }));
+    const denied = await ctx.database.db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where('key_id', '=', keyId)
+      .where('outcome', '=', 'denied')
+      .execute();
+    expect(denied.at(-1)).toMatchObject({
+      action: 'sign-certificate',
+      principal: 'keyward',
+      error_code: 'AccessDenied',
+    });
+    writeFileSync(
+      file,
+      JSON.stringify({
+        version: 1,
+        statements: [{ effect: 'allow', principals: ['someone-else'], actions: ['sign-certificate'] }],
+      }),
+    );
     await kmsCli(ctx, ['kms', 'put-policy'], { file }, [keyId]);
     await expect(issueLeaf(ctx)).rejects.toThrow(/no statement allows sign-certificate to keyward/);
-    writeFileSync(file, JSON.stringify({ version: 1, statements: [{ effect: 'allow', principals: ['*'], actions: ['fly'] }] }));
-    await expect(kmsCli(ctx, ['kms', 'put-policy'], { file }, [keyId])).rejects.toThrow(/invalid policy at statements.0.actions.0/);
+    writeFileSync(
+      file,
+      JSON.stringify({ version: 1, statements: [{ effect: 'allow', principals: ['*'], actions: ['fly'] }] }),
+    );
+    await expect(kmsCli(ctx, ['kms', 'put-policy'], { file }, [keyId])).rejects.toThrow(
+      /invalid policy at statements.0.actions.0/,
+    );
   });
 });

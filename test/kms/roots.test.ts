@@ -1,8 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+
 import { sql } from 'kysely';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+
 import type { AppContext } from '../../src/context.ts';
 import type { KeySummary } from '../../src/kms/inventory.ts';
 import type { RotateRootResult } from '../../src/kms/rotate-root.ts';
@@ -18,9 +20,16 @@ const SOFTHSM = '/usr/lib/softhsm/libsofthsm2.so';
 const hsmDir = tempDir('kw-softhsm-');
 beforeAll(() => {
   mkdirSync(join(hsmDir, 'tokens'));
-  writeFileSync(join(hsmDir, 'softhsm2.conf'), `directories.tokendir = ${join(hsmDir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+  writeFileSync(
+    join(hsmDir, 'softhsm2.conf'),
+    `directories.tokendir = ${join(hsmDir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`,
+  );
   process.env.SOFTHSM2_CONF = join(hsmDir, 'softhsm2.conf');
-  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', 'keyward-test', '--so-pin', '12345678', '--pin', '87654321'], { env: process.env, stdio: 'pipe' });
+  execFileSync(
+    'softhsm2-util',
+    ['--init-token', '--free', '--label', 'keyward-test', '--so-pin', '12345678', '--pin', '87654321'],
+    { env: process.env, stdio: 'pipe' },
+  );
   writeFileSync(join(hsmDir, 'pin'), '87654321\n', { mode: 0o600 });
 });
 
@@ -36,7 +45,13 @@ describe('roots of trust and rotate-root', () => {
     await ca.store.cleanup();
   });
   const reopen = async () => (ctx = await restart(ctx, ca.configFile, ca.env));
-  const pkcs11Args = (label: string) => ({ to: 'pkcs11', module: SOFTHSM, token: 'keyward-test', 'key-label': label, 'pin-file': join(hsmDir, 'pin') });
+  const pkcs11Args = (label: string) => ({
+    to: 'pkcs11',
+    module: SOFTHSM,
+    token: 'keyward-test',
+    'key-label': label,
+    'pin-file': join(hsmDir, 'pin'),
+  });
 
   it('file → pkcs11: KEKs are wrapped inside the token (GCM via C_Encrypt); a restart unwraps through it', async () => {
     await issueLeaf(ctx);
@@ -56,7 +71,22 @@ describe('roots of trust and rotate-root', () => {
       expect(Buffer.from(v.wrapped)[4]).toBe(0x02);
     }
     // The token key is sensitive and not extractable.
-    const objects = execFileSync('pkcs11-tool', ['--module', SOFTHSM, '--token-label', 'keyward-test', '--login', '--pin', '87654321', '--list-objects', '--type', 'secrkey'], { env: process.env, encoding: 'utf8' });
+    const objects = execFileSync(
+      'pkcs11-tool',
+      [
+        '--module',
+        SOFTHSM,
+        '--token-label',
+        'keyward-test',
+        '--login',
+        '--pin',
+        '87654321',
+        '--list-objects',
+        '--type',
+        'secrkey',
+      ],
+      { env: process.env, encoding: 'utf8' },
+    );
     expect(objects).toMatch(/label:\s+root-a/);
     expect(objects).toMatch(/Access:\s+sensitive, always sensitive, never extractable/);
 
@@ -85,13 +115,17 @@ describe('roots of trust and rotate-root', () => {
     const ok = await keyward(['kms', 'list', '--json'], env);
     expect(ok.code, ok.stderr).toBe(0);
     ctx = await restart({ close: async () => undefined } as AppContext, ca.configFile, ca.env);
-    await sql`UPDATE kms_roots SET params = jsonb_set(params, '{keyLabel}', '"no-such-key"') WHERE state = 'Enabled'`.execute(ctx.database.db);
+    await sql`UPDATE kms_roots SET params = jsonb_set(params, '{keyLabel}', '"no-such-key"') WHERE state = 'Enabled'`.execute(
+      ctx.database.db,
+    );
     await expect(reopen()).rejects.toThrow(/no AES key labelled "no-such-key" in PKCS#11 token "keyward-test"/);
   });
 
   it('an altered token-wrapped KEK fails authentication in the token', async () => {
     await kmsCli(ctx, ['kms', 'rotate-root'], pkcs11Args('root-c'));
-    await sql`UPDATE kms_kek_versions SET wrapped = overlay(wrapped placing '\\xff'::bytea from 45 for 1)`.execute(ctx.database.db);
+    await sql`UPDATE kms_kek_versions SET wrapped = overlay(wrapped placing '\\xff'::bytea from 45 for 1)`.execute(
+      ctx.database.db,
+    );
     await reopen();
     await expect(issueLeaf(ctx)).rejects.toThrow(/failed authentication in the token/);
   });
@@ -113,7 +147,10 @@ describe('roots of trust and rotate-root', () => {
     expect(seen).toBe(2);
     await reopen();
     await issueLeaf(ctx);
-    const out = await kmsCli<RotateRootResult>(ctx, ['kms', 'rotate-root'], { to: 'passphrase', 'passphrase-file': pf });
+    const out = await kmsCli<RotateRootResult>(ctx, ['kms', 'rotate-root'], {
+      to: 'passphrase',
+      'passphrase-file': pf,
+    });
     expect(out).toMatchObject({ provider: 'passphrase', kekVersions: 4, rewrapped: 2 });
     await issueLeaf(ctx);
     // Next start: the configuration names the passphrase root; the root key file can go.
@@ -122,7 +159,15 @@ describe('roots of trust and rotate-root', () => {
     ctx = await restart(ctx, ca.configFile, { ...ca.env, KEYWARD_PASSPHRASE: 'correct horse battery staple' });
     await issueLeaf(ctx);
     await ctx.close();
-    await expect(restart({ close: async () => undefined } as AppContext, ca.configFile, { ...ca.env, KEYWARD_PASSPHRASE: 'wrong' })).rejects.toThrow(/passphrase does not match root/);
-    ctx = await restart({ close: async () => undefined } as AppContext, ca.configFile, { ...ca.env, KEYWARD_PASSPHRASE: 'correct horse battery staple' });
+    await expect(
+      restart({ close: async () => undefined } as AppContext, ca.configFile, {
+        ...ca.env,
+        KEYWARD_PASSPHRASE: 'wrong',
+      }),
+    ).rejects.toThrow(/passphrase does not match root/);
+    ctx = await restart({ close: async () => undefined } as AppContext, ca.configFile, {
+      ...ca.env,
+      KEYWARD_PASSPHRASE: 'correct horse battery staple',
+    });
   });
 });

@@ -1,7 +1,9 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { createBootstrapToken } from '../../src/mesh/tokens.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
 import { keywardArgs, spawnChild, tsxArgs } from './helpers.ts';
@@ -18,7 +20,18 @@ describe('mesh: two services talk mTLS with agent-managed certificates across re
   const children: Array<ReturnType<typeof spawnChild>> = [];
 
   beforeAll(async () => {
-    ca = await startTestCa({ settings: { profiles: { 'mesh-test': { extKeyUsages: ['serverAuth', 'clientAuth'], defaultLifetime: '6s', maxLifetime: '1m', sanTypes: ['dns', 'ip', 'uri'] } } } });
+    ca = await startTestCa({
+      settings: {
+        profiles: {
+          'mesh-test': {
+            extKeyUsages: ['serverAuth', 'clientAuth'],
+            defaultLifetime: '6s',
+            maxLifetime: '1m',
+            sanTypes: ['dns', 'ip', 'uri'],
+          },
+        },
+      },
+    });
     dir = mkdtempSync(join(tmpdir(), 'kw-mesh-'));
     writeFileSync(join(dir, 'roots.pem'), ca.rootPem);
   });
@@ -31,10 +44,24 @@ describe('mesh: two services talk mTLS with agent-managed certificates across re
 
   it('agents obtain and renew; every connection succeeds and both sides see renewed peers', async () => {
     const deps = { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, profiles: ca.ctx.ca.profiles };
-    const tokens = await Promise.all([SERVER_ID, CLIENT_ID].map((id) => createBootstrapToken(deps, { id, profile: 'mesh-test', principal: 'test' })));
+    const tokens = await Promise.all(
+      [SERVER_ID, CLIENT_ID].map((id) => createBootstrapToken(deps, { id, profile: 'mesh-test', principal: 'test' })),
+    );
     const agent = (name: string, token: string) => {
       const out = join(dir, name);
-      const c = spawnChild(keywardArgs('agent', '--token', token, '--out', out, '--ca-file', join(dir, 'roots.pem'), '--hook', `echo "$KEYWARD_SERIAL" >> ${join(dir, `${name}.hooks`)}`));
+      const c = spawnChild(
+        keywardArgs(
+          'agent',
+          '--token',
+          token,
+          '--out',
+          out,
+          '--ca-file',
+          join(dir, 'roots.pem'),
+          '--hook',
+          `echo "$KEYWARD_SERIAL" >> ${join(dir, `${name}.hooks`)}`,
+        ),
+      );
       children.push(c);
       return c;
     };
@@ -51,7 +78,12 @@ describe('mesh: two services talk mTLS with agent-managed certificates across re
     const client = spawnChild(tsxArgs(PEER, 'client', join(dir, 'client'), port, '9000', SERVER_ID));
     children.push(client);
     expect(await client.exited).toBe(0);
-    const result = JSON.parse(client.out()) as { ok: number; failures: string[]; serverSerials: string[]; clientSerials: string[] };
+    const result = JSON.parse(client.out()) as {
+      ok: number;
+      failures: string[];
+      serverSerials: string[];
+      clientSerials: string[];
+    };
     expect(result.failures, server.err()).toEqual([]);
     expect(result.ok).toBeGreaterThan(20);
     // Renewed on both sides while connections kept working.
@@ -61,17 +93,38 @@ describe('mesh: two services talk mTLS with agent-managed certificates across re
     const hooks = readFileSync(join(dir, 'client.hooks'), 'utf8').trim().split('\n');
     expect(hooks.length).toBeGreaterThanOrEqual(3); // issued + at least two renewals
     // The bootstrap tokens are spent.
-    const used = await ca.ctx.database.db.selectFrom('mesh_tokens').select('used_at').where('jti', 'in', tokens.map((t) => t.jti)).execute();
+    const used = await ca.ctx.database.db
+      .selectFrom('mesh_tokens')
+      .select('used_at')
+      .where(
+        'jti',
+        'in',
+        tokens.map((t) => t.jti),
+      )
+      .execute();
     expect(used.every((u) => u.used_at !== null)).toBe(true);
   });
 
   it('agent --once exits after the first certificate; a spent token makes it fail clearly', async () => {
     const deps = { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, profiles: ca.ctx.ca.profiles };
     const { token } = await createBootstrapToken(deps, { id: CLIENT_ID, profile: 'mesh-test', principal: 'test' });
-    const once = spawnChild(keywardArgs('agent', '--token', token, '--out', join(dir, 'once'), '--ca-file', join(dir, 'roots.pem'), '--once'));
+    const once = spawnChild(
+      keywardArgs('agent', '--token', token, '--out', join(dir, 'once'), '--ca-file', join(dir, 'roots.pem'), '--once'),
+    );
     expect(await once.exited, once.err()).toBe(0);
     expect(readFileSync(join(dir, 'once', 'cert.pem'), 'utf8')).toContain('BEGIN CERTIFICATE');
-    const spent = spawnChild(keywardArgs('agent', '--token', token, '--out', join(dir, 'spent'), '--ca-file', join(dir, 'roots.pem'), '--once'));
+    const spent = spawnChild(
+      keywardArgs(
+        'agent',
+        '--token',
+        token,
+        '--out',
+        join(dir, 'spent'),
+        '--ca-file',
+        join(dir, 'roots.pem'),
+        '--once',
+      ),
+    );
     expect(await spent.exited).toBe(1);
     expect(spent.err()).toContain('already used');
   });

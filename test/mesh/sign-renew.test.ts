@@ -1,5 +1,5 @@
-import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { parseCsr } from '../../src/ca/csr.ts';
 import { x509 } from '../../src/ca/x509.ts';
 import { newKeyAndCsr } from '../../src/mesh/csr-client.ts';
@@ -16,13 +16,29 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
   let ca: TestCa;
   const deps = () => ({ config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, profiles: ca.ctx.ca.profiles });
   const token = async (opts: { id?: string; dns?: string[]; now?: Date; ttlMs?: number } = {}) =>
-    (await createBootstrapToken(deps(), { id: opts.id ?? ID, dns: opts.dns ?? ['api.pay.svc.cluster.local'], profile: 'mesh-test', principal: 'test', ...(opts.now ? { now: opts.now } : {}), ...(opts.ttlMs ? { ttlMs: opts.ttlMs } : {}) })).token;
+    (
+      await createBootstrapToken(deps(), {
+        id: opts.id ?? ID,
+        dns: opts.dns ?? ['api.pay.svc.cluster.local'],
+        profile: 'mesh-test',
+        principal: 'test',
+        ...(opts.now ? { now: opts.now } : {}),
+        ...(opts.ttlMs ? { ttlMs: opts.ttlMs } : {}),
+      })
+    ).token;
   const sign = (body: unknown) => httpsJson(`${ca.httpsUrl}/v1/sign`, { body, ca: ca.rootPem });
 
   beforeAll(async () => {
     ca = await startTestCa({
       settings: {
-        profiles: { 'mesh-test': { extKeyUsages: ['serverAuth', 'clientAuth'], defaultLifetime: '10m', maxLifetime: '1h', sanTypes: ['dns', 'ip', 'uri'] } },
+        profiles: {
+          'mesh-test': {
+            extKeyUsages: ['serverAuth', 'clientAuth'],
+            defaultLifetime: '10m',
+            maxLifetime: '1h',
+            sanTypes: ['dns', 'ip', 'uri'],
+          },
+        },
         policy: { rules: [{ deny: 'spiffe://prod.example/ns/forbidden/**' }] },
       },
     });
@@ -30,17 +46,39 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
   afterAll(async () => ca?.close());
 
   it('keyward token create prints an ES256 JWT for the sign URL, signed by a wrapped provisioner key', async () => {
-    const r = await keyward(['token', 'create', '--id', ID, '--dns', 'api.pay.svc.cluster.local', '--ttl', '5m', '--profile', 'mesh-test', '--json'], ca.env);
+    const r = await keyward(
+      [
+        'token',
+        'create',
+        '--id',
+        ID,
+        '--dns',
+        'api.pay.svc.cluster.local',
+        '--ttl',
+        '5m',
+        '--profile',
+        'mesh-test',
+        '--json',
+      ],
+      ca.env,
+    );
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as { token: string; audience: string; sans: { uri: string[]; dns: string[] } };
     expect(out.audience).toBe(`${ca.httpsUrl}/v1/sign`);
     expect(out.sans.uri).toEqual([ID]);
-    const [h, p] = out.token.split('.').slice(0, 2).map((s) => JSON.parse(Buffer.from(s, 'base64url').toString()) as Record<string, unknown>);
+    const [h, p] = out.token
+      .split('.')
+      .slice(0, 2)
+      .map((s) => JSON.parse(Buffer.from(s, 'base64url').toString()) as Record<string, unknown>);
     expect(h).toMatchObject({ alg: 'ES256', typ: 'JWT' });
     expect(p).toMatchObject({ aud: out.audience, sub: ID, profile: 'mesh-test' });
     expect(typeof p!.jti).toBe('string');
     expect(Number(p!.exp) - Number(p!.iat)).toBe(300);
-    const key = await ca.ctx.database.db.selectFrom('kms_keys').select(['usage', 'key_ciphertext']).where('usage', '=', 'provisioner').execute();
+    const key = await ca.ctx.database.db
+      .selectFrom('kms_keys')
+      .select(['usage', 'key_ciphertext'])
+      .where('usage', '=', 'provisioner')
+      .execute();
     expect(key).toHaveLength(1);
     expect(key[0]!.key_ciphertext).not.toBeNull();
     const plain = await keyward(['token', 'create', '--id', ID, '--profile', 'mesh-test'], ca.env);
@@ -54,7 +92,7 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
     expect(r.stderr).toContain('deny uri spiffe://prod.example/ns/forbidden/** (global, rule config:0)');
   });
 
-  it('POST /v1/sign issues the token\'s names; the chain verifies; a reused token is refused', async () => {
+  it("POST /v1/sign issues the token's names; the chain verifies; a reused token is refused", async () => {
     const t = await token();
     const { csrPem } = await newKeyAndCsr();
     const r = await sign({ csr: csrPem, token: t });
@@ -63,7 +101,12 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
     expect(r.json.caBundle).toBe(ca.rootPem);
     const leaf = new x509.X509Certificate(String(r.json.certificate).split(/(?<=-----END CERTIFICATE-----)/)[0]!);
     const san = leaf.getExtension(x509.SubjectAlternativeNameExtension)!;
-    expect(san.names.toJSON().map((n) => n.value).sort()).toEqual(['api.pay.svc.cluster.local', ID]);
+    expect(
+      san.names
+        .toJSON()
+        .map((n) => n.value)
+        .sort(),
+    ).toEqual(['api.pay.svc.cluster.local', ID]);
     const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension)!;
     expect(eku.usages).toEqual(['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']);
 
@@ -84,14 +127,24 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
     const good = await token();
     const [h, p, s] = good.split('.');
     const claims = JSON.parse(Buffer.from(p!, 'base64url').toString()) as Record<string, unknown>;
-    const forged = [h, Buffer.from(JSON.stringify({ ...claims, sans: { dns: ['evil.internal'], ip: [], uri: [], email: [] } })).toString('base64url'), s].join('.');
+    const forged = [
+      h,
+      Buffer.from(JSON.stringify({ ...claims, sans: { dns: ['evil.internal'], ip: [], uri: [], email: [] } })).toString(
+        'base64url',
+      ),
+      s,
+    ].join('.');
     expect((await sign({ csr, token: forged })).json.detail).toMatch(/signature verification failed/);
-    const other = [h, Buffer.from(JSON.stringify({ ...claims, aud: 'https://elsewhere/v1/sign' })).toString('base64url'), s].join('.');
+    const other = [
+      h,
+      Buffer.from(JSON.stringify({ ...claims, aud: 'https://elsewhere/v1/sign' })).toString('base64url'),
+      s,
+    ].join('.');
     expect((await sign({ csr, token: other })).status).toBe(401);
     expect((await sign({ csr })).json).toMatchObject({ type: 'urn:ietf:params:acme:error:malformed' });
   });
 
-  it('the CSR may ask a subset of the token\'s names, nothing else; a refused request does not burn the token', async () => {
+  it("the CSR may ask a subset of the token's names, nothing else; a refused request does not burn the token", async () => {
     const t = await token();
     const extra = opensslCsr({ san: `URI:${ID},DNS:other.internal` });
     const refused = await sign({ csr: extra.csrPem, token: t });
@@ -109,12 +162,21 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
   it('a rule added after the token was minted refuses it at /v1/sign, naming the rule', async () => {
     const t = await token({ dns: ['db.pay.svc.cluster.local'] });
     const issuer = (await ca.ctx.ca.issuers()).find((i) => i.kind === 'intermediate')!;
-    const { rule } = await addRule(ca.ctx.database.db, { scope: `issuer:${issuer.id}`, effect: 'deny', pattern: 'db.pay.svc.cluster.local', principal: 'test' });
+    const { rule } = await addRule(ca.ctx.database.db, {
+      scope: `issuer:${issuer.id}`,
+      effect: 'deny',
+      pattern: 'db.pay.svc.cluster.local',
+      principal: 'test',
+    });
     const r = await sign({ csr: (await newKeyAndCsr()).csrPem, token: t });
     expect(r.status).toBe(403);
     expect(r.json.type).toBe('urn:ietf:params:acme:error:rejectedIdentifier');
     expect(r.json.subproblems).toEqual([
-      { type: 'urn:ietf:params:acme:error:rejectedIdentifier', identifier: { type: 'dns', value: 'db.pay.svc.cluster.local' }, detail: expect.stringContaining(`rule ${rule.id}`) },
+      {
+        type: 'urn:ietf:params:acme:error:rejectedIdentifier',
+        identifier: { type: 'dns', value: 'db.pay.svc.cluster.local' },
+        detail: expect.stringContaining(`rule ${rule.id}`),
+      },
     ]);
     await removeRule(ca.ctx.database.db, rule.id);
     expect((await sign({ csr: (await newKeyAndCsr()).csrPem, token: t })).status).toBe(200);
@@ -124,7 +186,8 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
     const first = await newKeyAndCsr();
     const issued = await sign({ csr: first.csrPem, token: await token() });
     expect(issued.status).toBe(200);
-    const renew = (key: string | undefined, cert: string | undefined) => httpsJson(`${ca.httpsUrl}/v1/renew`, { body: { csr: next.csrPem }, ca: ca.rootPem, key, cert });
+    const renew = (key: string | undefined, cert: string | undefined) =>
+      httpsJson(`${ca.httpsUrl}/v1/renew`, { body: { csr: next.csrPem }, ca: ca.rootPem, key, cert });
     const next = await newKeyAndCsr();
     const renewed = await renew(first.keyPem, String(issued.json.certificate));
     expect(renewed.status, JSON.stringify(renewed.json)).toBe(200);
@@ -148,7 +211,14 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
     // Expired: a one-second certificate, one and a half seconds later.
     const short = await newKeyAndCsr();
     const parsed = parseCsr(short.csrPem);
-    const brief = await ca.ctx.ca.issue({ subjectPublicKeyInfo: parsed.subjectPublicKeyInfo, keyType: 'ecdsa-p256', sans: { dns: [], ip: [], uri: [ID], email: [] }, profile: 'mesh-test', lifetimeMs: 1000, requester: 'mesh:test' });
+    const brief = await ca.ctx.ca.issue({
+      subjectPublicKeyInfo: parsed.subjectPublicKeyInfo,
+      keyType: 'ecdsa-p256',
+      sans: { dns: [], ip: [], uri: [ID], email: [] },
+      profile: 'mesh-test',
+      lifetimeMs: 1000,
+      requester: 'mesh:test',
+    });
     await new Promise((r) => setTimeout(r, 1500));
     const expired = await renew(short.keyPem, brief.chainPem);
     expect(expired.status).toBe(401);
@@ -156,7 +226,13 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
 
     // Not from the mesh flow (e.g. ACME or `keyward issue`): refused.
     const other = await newKeyAndCsr();
-    const foreign = await ca.ctx.ca.issue({ subjectPublicKeyInfo: parseCsr(other.csrPem).subjectPublicKeyInfo, keyType: 'ecdsa-p256', sans: { dns: ['x.internal'], ip: [], uri: [], email: [] }, profile: 'mtls', requester: 'cli:someone' });
+    const foreign = await ca.ctx.ca.issue({
+      subjectPublicKeyInfo: parseCsr(other.csrPem).subjectPublicKeyInfo,
+      keyType: 'ecdsa-p256',
+      sans: { dns: ['x.internal'], ip: [], uri: [], email: [] },
+      profile: 'mtls',
+      requester: 'cli:someone',
+    });
     const refused = await renew(other.keyPem, foreign.chainPem);
     expect(refused.status).toBe(403);
   });
@@ -174,7 +250,10 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
   });
 
   it('keyward policy add/list/remove manage scoped rules', async () => {
-    const add = await keyward(['policy', 'add', '--scope', 'account:acct-7', '--allow', '*.svc.cluster.local', '--json'], ca.env);
+    const add = await keyward(
+      ['policy', 'add', '--scope', 'account:acct-7', '--allow', '*.svc.cluster.local', '--json'],
+      ca.env,
+    );
     expect(add.code, add.stderr).toBe(0);
     const { rule } = JSON.parse(add.stdout) as { rule: { id: string; kind: string } };
     expect(rule.kind).toBe('dns');

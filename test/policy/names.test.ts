@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+
 import { decide, type Identifier } from '../../src/policy/names.ts';
 import { matches, parsePattern, PatternError } from '../../src/policy/patterns.ts';
 import type { PolicyRule } from '../../src/policy/rules.ts';
@@ -27,7 +28,17 @@ describe('rule patterns: each kind matches what it should and nothing else', () 
     expect(parsePattern('spiffe://prod.example/ns/*/sa/*').kind).toBe('uri');
     expect(parsePattern('@Example.COM')).toEqual({ kind: 'email', pattern: '@example.com' });
     expect(parsePattern('dns:*.internal')).toEqual({ kind: 'dns', pattern: '*.internal' });
-    for (const bad of ['', 'not a name', '10.0.0.0/33', 'ip:foo', 'uri:nope', '@', 'a@b@', '*.', 'email:x@*.example.com']) {
+    for (const bad of [
+      '',
+      'not a name',
+      '10.0.0.0/33',
+      'ip:foo',
+      'uri:nope',
+      '@',
+      'a@b@',
+      '*.',
+      'email:x@*.example.com',
+    ]) {
       expect(() => parsePattern(bad), bad).toThrow(PatternError);
     }
   });
@@ -83,7 +94,12 @@ describe('decide: deny wins, allow rules narrow per scope', () => {
   ];
 
   it('reports one decision per identifier, naming the refusing rule', () => {
-    const r = decide(rules, [dns('api.internal'), dns('secrets.internal'), dns('example.com'), ip('10.1.2.3')], {}, 'allow');
+    const r = decide(
+      rules,
+      [dns('api.internal'), dns('secrets.internal'), dns('example.com'), ip('10.1.2.3')],
+      {},
+      'allow',
+    );
     expect(r.allowed).toBe(false);
     expect(r.decisions.map((d) => d.allowed)).toEqual([true, false, false, true]);
     const denied = r.decisions[1]!;
@@ -100,9 +116,19 @@ describe('decide: deny wins, allow rules narrow per scope', () => {
   });
 
   it('account rules narrow the global ones for that account only', () => {
-    const a1 = decide(rules, [dns('payments.internal'), dns('api.internal'), ip('10.9.1.1'), ip('10.8.1.1')], { accountId: 'a1' }, 'allow');
+    const a1 = decide(
+      rules,
+      [dns('payments.internal'), dns('api.internal'), ip('10.9.1.1'), ip('10.8.1.1')],
+      { accountId: 'a1' },
+      'allow',
+    );
     expect(a1.decisions.map((d) => d.allowed)).toEqual([true, false, false, true]);
-    const a2 = decide(rules, [dns('payments.internal'), dns('api.internal'), ip('10.9.1.1')], { accountId: 'a2' }, 'allow');
+    const a2 = decide(
+      rules,
+      [dns('payments.internal'), dns('api.internal'), ip('10.9.1.1')],
+      { accountId: 'a2' },
+      'allow',
+    );
     expect(a2.allowed).toBe(true);
   });
 

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import type { DatabaseHandle } from '../../src/db/connect.ts';
 import { evaluateNames } from '../../src/policy/names.ts';
 import { consume, peek, RateLimiter } from '../../src/policy/rate-limits.ts';
@@ -19,14 +20,29 @@ describe('policy rules and rate limits in the database', () => {
 
   it('stores rules per scope, idempotently, and evaluateNames combines them with config rules', async () => {
     const db = handle.db;
-    const a = await addRule(db, { scope: 'account:acct-1', effect: 'allow', pattern: 'payments.internal', principal: 't' });
+    const a = await addRule(db, {
+      scope: 'account:acct-1',
+      effect: 'allow',
+      pattern: 'payments.internal',
+      principal: 't',
+    });
     expect(a.created).toBe(true);
-    const again = await addRule(db, { scope: 'account:acct-1', effect: 'allow', pattern: 'Payments.Internal', principal: 't' });
+    const again = await addRule(db, {
+      scope: 'account:acct-1',
+      effect: 'allow',
+      pattern: 'Payments.Internal',
+      principal: 't',
+    });
     expect(again).toEqual({ rule: a.rule, created: false });
     await addRule(db, { scope: 'eab:kid-9', effect: 'deny', pattern: '10.9.0.0/16', principal: 't' });
-    await expect(addRule(db, { scope: 'team:x', effect: 'allow', pattern: 'a.internal', principal: 't' })).rejects.toThrow(/not a scope/);
+    await expect(
+      addRule(db, { scope: 'team:x', effect: 'allow', pattern: 'a.internal', principal: 't' }),
+    ).rejects.toThrow(/not a scope/);
 
-    const settings = { rules: [{ allow: '*.internal' }, { allow: '10.0.0.0/8' }, { deny: 'secrets.internal' }], defaultAction: 'allow' as const };
+    const settings = {
+      rules: [{ allow: '*.internal' }, { allow: '10.0.0.0/8' }, { deny: 'secrets.internal' }],
+      defaultAction: 'allow' as const,
+    };
     const ids = [
       { type: 'dns' as const, value: 'payments.internal' },
       { type: 'dns' as const, value: 'api.internal' },
@@ -50,7 +66,8 @@ describe('policy rules and rate limits in the database', () => {
     const db = handle.db;
     const rule = { name: 'newOrdersPerAccount', limit: 3, windowMs: 3_600_000 };
     const t0 = new Date('2030-01-01T00:00:00Z');
-    for (let i = 0; i < 3; i++) expect((await consume(db, rule, 'acct-1', new Date(t0.getTime() + i * 1000))).ok).toBe(true);
+    for (let i = 0; i < 3; i++)
+      expect((await consume(db, rule, 'acct-1', new Date(t0.getTime() + i * 1000))).ok).toBe(true);
     const refused = await consume(db, rule, 'acct-1', new Date(t0.getTime() + 600_000));
     expect(refused).toEqual({ ok: false, retryAfterSeconds: 3000, limit: 3, windowMs: 3_600_000 });
     expect((await peek(db, rule, 'acct-1', new Date(t0.getTime() + 600_000))).ok).toBe(false);
@@ -76,13 +93,16 @@ describe('policy rules and rate limits in the database', () => {
       failedValidationsPerAccount: { limit: 5, window: 3_600_000 },
     });
     const now = new Date('2030-03-01T00:00:00Z');
-    expect((await limiter.consumeAll(handle.db, 'certificatesPerName', ['a.internal', 'b.internal'], now)).ok).toBe(true);
+    expect((await limiter.consumeAll(handle.db, 'certificatesPerName', ['a.internal', 'b.internal'], now)).ok).toBe(
+      true,
+    );
     expect((await limiter.consume(handle.db, 'certificatesPerName', 'b.internal', now)).ok).toBe(true);
     const r = await limiter.consumeAll(handle.db, 'certificatesPerName', ['a.internal', 'b.internal'], now);
     expect(r).toMatchObject({ ok: false, key: 'b.internal' });
     // a.internal was not counted by the refused call: one more is still allowed.
     expect((await limiter.consume(handle.db, 'certificatesPerName', 'a.internal', now)).ok).toBe(true);
     // limit 0 switches a limit off.
-    for (let i = 0; i < 3; i++) expect((await limiter.consume(handle.db, 'newOrdersPerAccount', 'x', now)).ok).toBe(true);
+    for (let i = 0; i < 3; i++)
+      expect((await limiter.consume(handle.db, 'newOrdersPerAccount', 'x', now)).ok).toBe(true);
   });
 });

@@ -1,8 +1,10 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { type AcmeTestEnv, issue, startAcmeEnv } from '../support/acme.ts';
 import { keyward } from '../support/cli.ts';
-import { issue, startAcmeEnv, type AcmeTestEnv } from '../support/acme.ts';
 import { opensslOcsp, pemFiles } from './helpers.ts';
 
 const run = promisify(execFile);
@@ -35,11 +37,28 @@ describe('ACME revokeCert shows up in OCSP and the CRL', () => {
       expect(pub.code, pub.stderr).toBe(0);
       const { stdout: serialLine } = await run('openssl', ['x509', '-noout', '-serial', '-in', leafFile]);
       const serial = serialLine.trim().split('=')[1]!;
-      const { stdout: cdpText } = await run('openssl', ['x509', '-noout', '-ext', 'crlDistributionPoints', '-in', leafFile]);
+      const { stdout: cdpText } = await run('openssl', [
+        'x509',
+        '-noout',
+        '-ext',
+        'crlDistributionPoints',
+        '-in',
+        leafFile,
+      ]);
       const crlUrl = /URI:(\S+)/.exec(cdpText)![1]!;
       const der = Buffer.from(await (await fetch(crlUrl)).arrayBuffer());
       const crlFile = files.file('acme.crl', der);
-      const { stdout, stderr } = await run('openssl', ['crl', '-inform', 'DER', '-in', crlFile, '-CAfile', files.chain, '-noout', '-text']);
+      const { stdout, stderr } = await run('openssl', [
+        'crl',
+        '-inform',
+        'DER',
+        '-in',
+        crlFile,
+        '-CAfile',
+        files.chain,
+        '-noout',
+        '-text',
+      ]);
       expect(stderr + stdout).toContain('verify OK');
       expect(stdout).toContain(`Serial Number: ${serial}`);
       expect(stdout).toContain('Key Compromise');

@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { ariCertId } from '../../src/ca/ari.ts';
 import { publishCrl } from '../../src/ca/crl-publisher.ts';
 import { RevocationService } from '../../src/ca/revocation-service.ts';
 import { acquireLease } from '../../src/db/lease.ts';
-import { keyward } from '../support/cli.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
+import { keyward } from '../support/cli.ts';
 import { openssl } from '../support/pki.ts';
 import { httpsGet, issueLeaf, pemFiles, waitFor } from './helpers.ts';
 
@@ -86,7 +87,17 @@ describe('CRLs and renewal information', () => {
     const issuer = (await ca.ctx.ca.issuers()).find((i) => i.id === issuerId)!;
     const a = new RevocationService(ca.ctx, 'replica-a');
     const b = new RevocationService(ca.ctx, 'replica-b');
-    const number = async () => Number((await ca.ctx.database.db.selectFrom('crls').select('crl_number').where('issuer_id', '=', issuerId).where('shard', '=', 0).executeTakeFirstOrThrow()).crl_number);
+    const number = async () =>
+      Number(
+        (
+          await ca.ctx.database.db
+            .selectFrom('crls')
+            .select('crl_number')
+            .where('issuer_id', '=', issuerId)
+            .where('shard', '=', 0)
+            .executeTakeFirstOrThrow()
+        ).crl_number,
+      );
     const before = await number();
     const results = await Promise.all([publishCrl(a.crl, issuer, 0), publishCrl(b.crl, issuer, 0)]);
     expect(results.filter((r) => r === undefined)).toHaveLength(1);

@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { request } from 'node:https';
+
 import type { IssuedCertificate } from '../../src/ca/authority.ts';
 import { toPem } from '../../src/ca/pem.ts';
 import type { TestCa } from '../support/ca.ts';
-import { openssl, tempDir } from '../support/pki.ts';
+import { tempDir } from '../support/pki.ts';
 
 export interface Leaf extends IssuedCertificate {
   spki: Uint8Array;
@@ -12,8 +13,15 @@ export interface Leaf extends IssuedCertificate {
 }
 
 /** A leaf issued by the CA under test for a fresh P-256 key (or the given key). */
-export async function issueLeaf(ca: TestCa, opts: { profile?: string; lifetimeMs?: number; spki?: Uint8Array; name?: string } = {}): Promise<Leaf> {
-  const spki = opts.spki ?? new Uint8Array(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'der' }));
+export async function issueLeaf(
+  ca: TestCa,
+  opts: { profile?: string; lifetimeMs?: number; spki?: Uint8Array; name?: string } = {},
+): Promise<Leaf> {
+  const spki =
+    opts.spki ??
+    new Uint8Array(
+      generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'der' }),
+    );
   const issued = await ca.ctx.ca.issue({
     subjectPublicKeyInfo: spki,
     keyType: 'ecdsa-p256',
@@ -26,7 +34,18 @@ export async function issueLeaf(ca: TestCa, opts: { profile?: string; lifetimeMs
 }
 
 /** Root, intermediate and a leaf as PEM files for the openssl binary. */
-export async function pemFiles(ca: TestCa, leaf?: Leaf): Promise<{ dir: string; root: string; inter: string; leaf: string; chain: string; file: (name: string, data?: string | Uint8Array) => string; cleanup(): void }> {
+export async function pemFiles(
+  ca: TestCa,
+  leaf?: Leaf,
+): Promise<{
+  dir: string;
+  root: string;
+  inter: string;
+  leaf: string;
+  chain: string;
+  file: (name: string, data?: string | Uint8Array) => string;
+  cleanup(): void;
+}> {
   const t = tempDir('kw-rev-');
   const inter = await ca.ctx.ca.intermediatesPem();
   return {
@@ -44,8 +63,25 @@ export async function pemFiles(ca: TestCa, leaf?: Leaf): Promise<{ dir: string; 
  * `openssl ocsp` against the running responder, which lives in this very process: so the binary
  * runs asynchronously (spawnSync would stall the server it talks to).
  */
-export function opensslOcsp(ca: TestCa, files: { root: string; inter: string }, target: string[], extra: string[] = []): Promise<{ ok: boolean; out: string }> {
-  const args = ['ocsp', '-issuer', files.inter, ...target, '-url', `${ca.httpUrl}/ocsp`, '-CAfile', files.root, '-verify_other', files.inter, ...extra];
+export function opensslOcsp(
+  ca: TestCa,
+  files: { root: string; inter: string },
+  target: string[],
+  extra: string[] = [],
+): Promise<{ ok: boolean; out: string }> {
+  const args = [
+    'ocsp',
+    '-issuer',
+    files.inter,
+    ...target,
+    '-url',
+    `${ca.httpUrl}/ocsp`,
+    '-CAfile',
+    files.root,
+    '-verify_other',
+    files.inter,
+    ...extra,
+  ];
   return new Promise((resolve, reject) => {
     execFile('openssl', args, { timeout: 30_000 }, (err, stdout, stderr) => {
       if (err && typeof err.code !== 'number') return reject(err);
@@ -54,7 +90,11 @@ export function opensslOcsp(ca: TestCa, files: { root: string; inter: string }, 
   });
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -65,7 +105,10 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
 }
 
 /** GET over HTTPS trusting only the test CA's root. */
-export function httpsGet(url: string, rootPem: string): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+export function httpsGet(
+  url: string,
+  rootPem: string,
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { ca: rootPem, method: 'GET' }, (res) => {
       let body = '';

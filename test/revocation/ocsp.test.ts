@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { keyward } from '../support/cli.ts';
+
 import { startTestCa, type TestCa } from '../support/ca.ts';
+import { keyward } from '../support/cli.ts';
 import { createTestPki, openssl } from '../support/pki.ts';
-import { issueLeaf, opensslOcsp, pemFiles, waitFor, type Leaf } from './helpers.ts';
+import { issueLeaf, type Leaf, opensslOcsp, pemFiles, waitFor } from './helpers.ts';
 
 // OCSP as a relying party sees it: the real openssl client against `keyward serve`, revocation
 // through the real CLI, and the leaf extensions that point clients at the responder.
@@ -16,7 +17,10 @@ describe('OCSP responder and revocation', () => {
     leaf = await issueLeaf(ca);
     files = await pemFiles(ca, leaf);
     // The background work creates the delegated responder certificate at start.
-    await waitFor('an OCSP signer', async () => (await ca.ctx.database.db.selectFrom('ocsp_signers').select('id').executeTakeFirst()) !== undefined);
+    await waitFor(
+      'an OCSP signer',
+      async () => (await ca.ctx.database.db.selectFrom('ocsp_signers').select('id').executeTakeFirst()) !== undefined,
+    );
   });
   afterAll(async () => {
     files?.cleanup();
@@ -71,7 +75,11 @@ describe('OCSP responder and revocation', () => {
     const signer = await ca.ctx.database.db.selectFrom('ocsp_signers').selectAll().executeTakeFirstOrThrow();
     const life = signer.not_after.getTime() - signer.not_before.getTime();
     expect(life).toBeLessThanOrEqual(7 * 86_400_000 + 60_000);
-    const key = await ca.ctx.database.db.selectFrom('kms_keys').select(['usage', 'key_ciphertext']).where('id', '=', signer.key_id).executeTakeFirstOrThrow();
+    const key = await ca.ctx.database.db
+      .selectFrom('kms_keys')
+      .select(['usage', 'key_ciphertext'])
+      .where('id', '=', signer.key_id)
+      .executeTakeFirstOrThrow();
     expect(key.usage).toBe('ocsp');
     expect(key.key_ciphertext).not.toBeNull();
   });
@@ -122,14 +130,31 @@ describe('OCSP responder and revocation', () => {
   it('GET per RFC 5019 serves the pre-signed answer with HTTP cache headers, and 304 on a matching ETag', async () => {
     const fresh = await issueLeaf(ca);
     // Wait until the refresher pre-signed it: then the lookup costs no signature.
-    await waitFor('a pre-signed answer', async () => (await ca.ctx.database.db.selectFrom('ocsp_responses').select('serial').where('serial', '=', fresh.serial).executeTakeFirst()) !== undefined);
+    await waitFor(
+      'a pre-signed answer',
+      async () =>
+        (await ca.ctx.database.db
+          .selectFrom('ocsp_responses')
+          .select('serial')
+          .where('serial', '=', fresh.serial)
+          .executeTakeFirst()) !== undefined,
+    );
     const t = await pemFiles(ca, fresh);
     try {
       const req = openssl(['ocsp', '-issuer', t.inter, '-cert', t.leaf, '-no_nonce', '-reqout', `${t.dir}/req.der`]);
       expect(req.status, req.stderr).toBe(0);
       const der = openssl(['base64', '-A', '-in', `${t.dir}/req.der`]).stdout.trim();
       const url = `${ca.httpUrl}/ocsp/${encodeURIComponent(der)}`;
-      const signs = async () => Number((await ca.ctx.database.db.selectFrom('audit_events').select((eb) => eb.fn.countAll().as('n')).where('action', '=', 'sign-ocsp').executeTakeFirstOrThrow()).n);
+      const signs = async () =>
+        Number(
+          (
+            await ca.ctx.database.db
+              .selectFrom('audit_events')
+              .select((eb) => eb.fn.countAll().as('n'))
+              .where('action', '=', 'sign-ocsp')
+              .executeTakeFirstOrThrow()
+          ).n,
+        );
       const signsBefore = await signs();
       const res = await fetch(url);
       expect(res.status).toBe(200);
@@ -145,7 +170,19 @@ describe('OCSP responder and revocation', () => {
       const body = new Uint8Array(await res.arrayBuffer());
       expect(await signs()).toBe(signsBefore);
       t.file('resp.der', body);
-      const parsed = openssl(['ocsp', '-respin', `${t.dir}/resp.der`, '-issuer', t.inter, '-cert', t.leaf, '-CAfile', t.root, '-verify_other', t.inter]);
+      const parsed = openssl([
+        'ocsp',
+        '-respin',
+        `${t.dir}/resp.der`,
+        '-issuer',
+        t.inter,
+        '-cert',
+        t.leaf,
+        '-CAfile',
+        t.root,
+        '-verify_other',
+        t.inter,
+      ]);
       expect(`${parsed.stdout}${parsed.stderr}`).toContain(`${t.leaf}: good`);
 
       const again = await fetch(url, { headers: { 'if-none-match': res.headers.get('etag')! } });
@@ -156,16 +193,32 @@ describe('OCSP responder and revocation', () => {
   });
 
   it('refuses malformed requests with malformedRequest, foreign issuers with unauthorized, and changes nothing', async () => {
-    const count = async () => Number((await ca.ctx.database.db.selectFrom('certificates').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
+    const count = async () =>
+      Number(
+        (
+          await ca.ctx.database.db
+            .selectFrom('certificates')
+            .select((eb) => eb.fn.countAll().as('n'))
+            .executeTakeFirstOrThrow()
+        ).n,
+      );
     const certsBefore = await count();
     const status = (b: Uint8Array) => Array.from(b);
     const MALFORMED = [0x30, 3, 0x0a, 1, 1];
 
-    const garbage = await fetch(`${ca.httpUrl}/ocsp`, { method: 'POST', headers: { 'content-type': 'application/ocsp-request' }, body: 'this is not DER' });
+    const garbage = await fetch(`${ca.httpUrl}/ocsp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/ocsp-request' },
+      body: 'this is not DER',
+    });
     expect(garbage.status).toBe(200);
     expect(status(new Uint8Array(await garbage.arrayBuffer()))).toEqual(MALFORMED);
 
-    const huge = await fetch(`${ca.httpUrl}/ocsp`, { method: 'POST', headers: { 'content-type': 'application/ocsp-request' }, body: new Uint8Array(64 * 1024).fill(0x30) });
+    const huge = await fetch(`${ca.httpUrl}/ocsp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/ocsp-request' },
+      body: new Uint8Array(64 * 1024).fill(0x30),
+    });
     expect(huge.status).toBe(413);
     expect(status(new Uint8Array(await huge.arrayBuffer()))).toEqual(MALFORMED);
 
@@ -181,7 +234,11 @@ describe('OCSP responder and revocation', () => {
       const fl = t.file('foreign-leaf.pem', foreign.leaf.pem);
       openssl(['ocsp', '-issuer', fi, '-cert', fl, '-no_nonce', '-reqout', `${t.dir}/foreign.der`]);
       const { readFileSync } = await import('node:fs');
-      const res = await fetch(`${ca.httpUrl}/ocsp`, { method: 'POST', headers: { 'content-type': 'application/ocsp-request' }, body: readFileSync(`${t.dir}/foreign.der`) });
+      const res = await fetch(`${ca.httpUrl}/ocsp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/ocsp-request' },
+        body: readFileSync(`${t.dir}/foreign.der`),
+      });
       expect(status(new Uint8Array(await res.arrayBuffer()))).toEqual([0x30, 3, 0x0a, 1, 6]);
     } finally {
       t.cleanup();

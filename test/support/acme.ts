@@ -1,8 +1,10 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
+
 import * as acme from 'acme-client';
-import { FlattenedSign, exportJWK, generateKeyPair, type JWK } from 'jose';
+import { exportJWK, FlattenedSign, generateKeyPair, type JWK } from 'jose';
+
 import { freePort, startTestCa, type TestCa } from './ca.ts';
 import type { TestStore } from './db.ts';
 import { startTestDnsServer, type TestDnsServer } from './dns-server.ts';
@@ -39,7 +41,14 @@ function listen(server: Server | tls.Server, port: number): Promise<void> {
  * on loopback. `shared` reuses another env's DNS and responders (a second replica on one store).
  */
 export async function startAcmeEnv(
-  opts: { acme?: Record<string, unknown>; validation?: Record<string, unknown>; settings?: Record<string, unknown>; store?: TestStore; shared?: AcmeTestEnv; publicPort?: number } = {},
+  opts: {
+    acme?: Record<string, unknown>;
+    validation?: Record<string, unknown>;
+    settings?: Record<string, unknown>;
+    store?: TestStore;
+    shared?: AcmeTestEnv;
+    publicPort?: number;
+  } = {},
 ): Promise<AcmeTestEnv> {
   const dns = opts.shared?.dns ?? (await startTestDnsServer());
   const http01 = opts.shared?.http01 ?? new Map<string, string>();
@@ -64,7 +73,10 @@ export async function startAcmeEnv(
       ALPNProtocols: ['acme-tls/1'],
       SNICallback: (name, cb) => {
         const entry = tlsAlpn.get(name);
-        cb(entry ? null : new Error(`no tls-alpn-01 certificate for ${name}`), entry ? tls.createSecureContext({ key: entry.key, cert: entry.cert }) : undefined);
+        cb(
+          entry ? null : new Error(`no tls-alpn-01 certificate for ${name}`),
+          entry ? tls.createSecureContext({ key: entry.key, cert: entry.cert }) : undefined,
+        );
       },
     });
     tlsServer.on('tlsClientError', () => {});
@@ -76,10 +88,23 @@ export async function startAcmeEnv(
     settings: {
       ...opts.settings,
       ...(opts.publicPort !== undefined
-        ? { https: { listen: `127.0.0.1:${await freePort()}`, hostnames: ['localhost', '127.0.0.1'], publicUrl: `https://localhost:${opts.publicPort}` } }
+        ? {
+            https: {
+              listen: `127.0.0.1:${await freePort()}`,
+              hostnames: ['localhost', '127.0.0.1'],
+              publicUrl: `https://localhost:${opts.publicPort}`,
+            },
+          }
         : {}),
       acme: { ...opts.acme },
-      validation: { httpPort, tlsAlpnPort: tlsPort, dnsResolver: dns.address, timeout: '2s', retryFor: '1s', ...opts.validation },
+      validation: {
+        httpPort,
+        tlsAlpnPort: tlsPort,
+        dnsResolver: dns.address,
+        timeout: '2s',
+        retryFor: '1s',
+        ...opts.validation,
+      },
     },
   });
   trust(ca.rootPem);
@@ -91,7 +116,14 @@ export async function startAcmeEnv(
     http01,
     tlsAlpn,
     client: async (o = {}) =>
-      new acme.Client({ directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffAttempts: 30, backoffMin: 100, backoffMax: 500, ...o }),
+      new acme.Client({
+        directoryUrl,
+        accountKey: await acme.crypto.createPrivateEcdsaKey(),
+        backoffAttempts: 30,
+        backoffMin: 100,
+        backoffMax: 500,
+        ...o,
+      }),
     close: async () => {
       await ca.close();
       if (!opts.shared) {
@@ -105,9 +137,17 @@ export async function startAcmeEnv(
 export type ChallengeType = 'http-01' | 'dns-01' | 'tls-alpn-01';
 
 /** Publishes the response to a challenge where our validator will look for it. */
-export async function publish(env: AcmeTestEnv, client: acme.Client, authz: acme.Authorization, type: ChallengeType): Promise<acme.Authorization['challenges'][number]> {
+export async function publish(
+  env: AcmeTestEnv,
+  client: acme.Client,
+  authz: acme.Authorization,
+  type: ChallengeType,
+): Promise<acme.Authorization['challenges'][number]> {
   const challenge = authz.challenges.find((c) => c.type === type);
-  if (!challenge) throw new Error(`no ${type} challenge for ${authz.identifier.value}: ${authz.challenges.map((c) => c.type).join(', ')}`);
+  if (!challenge)
+    throw new Error(
+      `no ${type} challenge for ${authz.identifier.value}: ${authz.challenges.map((c) => c.type).join(', ')}`,
+    );
   const keyAuth = await client.getChallengeKeyAuthorization(challenge);
   const name = authz.identifier.value;
   if (type === 'http-01') env.http01.set((challenge as { token: string }).token, keyAuth);
@@ -186,14 +226,25 @@ export interface RawResponse {
   json(): Record<string, unknown>;
 }
 
-export function request(env: AcmeTestEnv, method: string, url: string, opts: { headers?: Record<string, string>; body?: string } = {}): Promise<RawResponse> {
+export function request(
+  env: AcmeTestEnv,
+  method: string,
+  url: string,
+  opts: { headers?: Record<string, string>; body?: string } = {},
+): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = https.request(url, { method, ca: trustedRoots, headers: opts.headers ?? {} }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const body = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body, json: () => JSON.parse(body) as Record<string, unknown> });
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          rawHeaders: res.rawHeaders,
+          body,
+          json: () => JSON.parse(body) as Record<string, unknown>,
+        });
       });
     });
     req.on('error', reject);
@@ -216,22 +267,48 @@ export async function signedPost(
   header: Record<string, unknown> = {},
   opts: { contentType?: string } = {},
 ): Promise<RawResponse> {
-  const body = await signJws(key, payload, { alg: key.alg, nonce: await freshNonce(env), url, jwk: key.jwk, ...header });
-  return request(env, 'POST', url, { headers: { 'content-type': opts.contentType ?? 'application/jose+json' }, body: JSON.stringify(body) });
+  const body = await signJws(key, payload, {
+    alg: key.alg,
+    nonce: await freshNonce(env),
+    url,
+    jwk: key.jwk,
+    ...header,
+  });
+  return request(env, 'POST', url, {
+    headers: { 'content-type': opts.contentType ?? 'application/jose+json' },
+    body: JSON.stringify(body),
+  });
 }
 
-export async function signJws(key: RawKey, payload: unknown, header: Record<string, unknown>): Promise<{ protected: string; payload: string; signature: string }> {
+export async function signJws(
+  key: RawKey,
+  payload: unknown,
+  header: Record<string, unknown>,
+): Promise<{ protected: string; payload: string; signature: string }> {
   const clean = Object.fromEntries(Object.entries(header).filter(([, v]) => v !== undefined));
   const bytes = payload === '' ? new Uint8Array() : new TextEncoder().encode(JSON.stringify(payload));
   const jws = await new FlattenedSign(bytes).setProtectedHeader(clean as { alg: string }).sign(key.privateKey);
   return { protected: jws.protected!, payload: jws.payload, signature: jws.signature };
 }
 
-export type AcmeJson = { type?: string; status?: string; certificate?: string; contact?: string[]; orders?: string; detail?: string } & Record<string, unknown>;
+export type AcmeJson = {
+  type?: string;
+  status?: string;
+  certificate?: string;
+  contact?: string[];
+  orders?: string;
+  detail?: string;
+} & Record<string, unknown>;
 
 /** acme-client internals the typings leave out: signed requests to any URL, and the account key. */
 export interface ClientInternals {
-  api: { apiRequest(url: string, payload: unknown, validStatusCodes?: number[]): Promise<{ status: number; headers: Record<string, string | undefined>; data: AcmeJson }> };
+  api: {
+    apiRequest(
+      url: string,
+      payload: unknown,
+      validStatusCodes?: number[],
+    ): Promise<{ status: number; headers: Record<string, string | undefined>; data: AcmeJson }>;
+  };
   opts: { accountKey: Buffer };
 }
 

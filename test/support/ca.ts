@@ -1,11 +1,13 @@
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+
 import { stringify } from 'yaml';
-import { loadConfig, type Config } from '../../src/config/load.ts';
-import { openContext, type AppContext } from '../../src/context.ts';
+
+import { type Config, loadConfig } from '../../src/config/load.ts';
+import { type AppContext, openContext } from '../../src/context.ts';
 import { createLogger } from '../../src/http/log.ts';
-import { startServer, type RunningServer } from '../../src/server.ts';
+import { type RunningServer, startServer } from '../../src/server.ts';
 import { createTestStore, type TestStore } from './db.ts';
 
 /** A TCP port that was free a moment ago (good enough on loopback in tests). */
@@ -61,7 +63,10 @@ export async function startTestCa(options: TestCaOptions = {}): Promise<TestCa> 
   writeFileSync(configFile, stringify(settings));
   const config = loadConfig({ configFile, dataDir: store.dataDir, env: { ...store.env } });
   const ctx = await openContext(config, { principal: 'test' });
-  const init = await ctx.ca.init({ organization: config.ca.organization, root: config.ca.root, intermediate: config.ca.intermediate }, 'test');
+  const init = await ctx.ca.init(
+    { organization: config.ca.organization, root: config.ca.root, intermediate: config.ca.intermediate },
+    'test',
+  );
   const server = options.serve === false ? undefined : await startServer(ctx, createLogger('silent'));
   const { toPem } = await import('../../src/ca/pem.ts');
   return {

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 const BIN = join(process.cwd(), 'bin', 'keyward.mjs');
@@ -27,7 +27,10 @@ export function keyward(args: string[], env: Record<string, string>, input?: str
 }
 
 /** Starts `keyward serve` and resolves once it prints its banner. */
-export function keywardServe(args: string[], env: Record<string, string>): Promise<{ child: ChildProcess; banner: string; stop(): Promise<number> }> {
+export function keywardServe(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ child: ChildProcess; banner: string; stop(): Promise<number> }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, 'serve', ...args], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },

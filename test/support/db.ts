@@ -2,8 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
 import pg from 'pg';
-import { openDatabase, type DatabaseHandle } from '../../src/db/connect.ts';
+
+import { type DatabaseHandle, openDatabase } from '../../src/db/connect.ts';
 import { migrateToLatest } from '../../src/db/migrate.ts';
 
 export const TEMPLATE_DIR = join(process.cwd(), '.tmp', 'pglite-template');

@@ -10,8 +10,9 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server as TcpServer, type Socket as TcpSocket } from 'node:net';
 import { isIP } from 'node:net';
-import dnsPacket from 'dns-packet';
+
 import type { Answer, DecodedPacket, Packet, Question } from 'dns-packet';
+import dnsPacket from 'dns-packet';
 
 export interface TestCaaRecord {
   /** Flags octet; 128 is the issuer-critical bit. */
@@ -143,7 +144,15 @@ export async function startTestDnsServer(): Promise<TestDnsServer> {
       // Every two-label name with records below it is a zone apex here, so clients that look for
       // the zone (lego's dns-01 solver asks for the SOA) find one.
       if (type === 'SOA' && name.split('.').length === 2 && exists(name)) {
-        const soa = { mname: `ns.${name}`, rname: `hostmaster.${name}`, serial: 1, refresh: 60, retry: 60, expire: 600, minimum: 1 };
+        const soa = {
+          mname: `ns.${name}`,
+          rname: `hostmaster.${name}`,
+          serial: 1,
+          refresh: 60,
+          retry: 60,
+          expire: 600,
+          minimum: 1,
+        };
         return { drop: false, rcode: 0, answers: [{ type: 'SOA', name, ttl: TTL, data: soa }] };
       }
       const rec = zone.get(name);

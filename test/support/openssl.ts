@@ -8,12 +8,31 @@ export function tempDir(prefix = 'kw-ossl-'): string {
 }
 
 /** A key and CSR made by the real openssl binary. `keyArgs` e.g. ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256']. */
-export function opensslCsr(opts: { keyArgs?: string[]; subject?: string; san?: string } = {}): { csrPem: string; keyPem: string; dir: string } {
+export function opensslCsr(opts: { keyArgs?: string[]; subject?: string; san?: string } = {}): {
+  csrPem: string;
+  keyPem: string;
+  dir: string;
+} {
   const dir = tempDir();
-  const args = ['req', '-new', ...(opts.keyArgs ?? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256']), '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'req.csr'), '-subj', opts.subject ?? '/CN=app.internal'];
+  const args = [
+    'req',
+    '-new',
+    ...(opts.keyArgs ?? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256']),
+    '-nodes',
+    '-keyout',
+    join(dir, 'key.pem'),
+    '-out',
+    join(dir, 'req.csr'),
+    '-subj',
+    opts.subject ?? '/CN=app.internal',
+  ];
   if (opts.san) args.push('-addext', `subjectAltName=${opts.san}`);
   execFileSync('openssl', args, { stdio: 'pipe' });
-  return { csrPem: readFileSync(join(dir, 'req.csr'), 'utf8'), keyPem: readFileSync(join(dir, 'key.pem'), 'utf8'), dir };
+  return {
+    csrPem: readFileSync(join(dir, 'req.csr'), 'utf8'),
+    keyPem: readFileSync(join(dir, 'key.pem'), 'utf8'),
+    dir,
+  };
 }
 
 /** `openssl verify` of a leaf against a root, with intermediates as untrusted; returns its output. */

@@ -10,6 +10,7 @@ import { generateKeyPairSync, KeyObject, webcrypto } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
 import * as x509 from '@peculiar/x509';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
@@ -46,10 +47,18 @@ export interface TestPkiOptions {
 
 const DAY = 86_400_000;
 
-function keyParams(alg: TestKeyAlgorithm): { gen: RsaHashedKeyGenParams | EcKeyGenParams; sign: Algorithm | EcdsaParams } {
+function keyParams(alg: TestKeyAlgorithm): {
+  gen: RsaHashedKeyGenParams | EcKeyGenParams;
+  sign: Algorithm | EcdsaParams;
+} {
   if (alg === 'RSA-2048') {
     return {
-      gen: { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
+      gen: {
+        name: 'RSASSA-PKCS1-v1_5',
+        modulusLength: 2048,
+        publicExponent: new Uint8Array([1, 0, 1]),
+        hash: 'SHA-256',
+      },
       sign: { name: 'RSASSA-PKCS1-v1_5' },
     };
   }
@@ -81,7 +90,10 @@ function toTestCertificate(cert: x509.X509Certificate): TestCertificate {
 function caExtensions(pathLength: number | undefined): x509.Extension[] {
   return [
     new x509.BasicConstraintsExtension(true, pathLength, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+    new x509.KeyUsagesExtension(
+      x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+      true,
+    ),
   ];
 }
 
@@ -154,7 +166,11 @@ export function p256KeyPair(): { privateKey: KeyObject; spki: Uint8Array } {
 }
 
 /** A temporary directory removed by `cleanup` (call it from afterAll). */
-export function tempDir(prefix = 'keyward-test-'): { path: string; file: (name: string, data?: string | Uint8Array) => string; cleanup: () => void } {
+export function tempDir(prefix = 'keyward-test-'): {
+  path: string;
+  file: (name: string, data?: string | Uint8Array) => string;
+  cleanup: () => void;
+} {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return {
     path,
@@ -175,7 +191,13 @@ export interface OpensslResult {
 
 /** Runs the real openssl binary; never throws on a non-zero exit, so tests can assert on failures. */
 export function openssl(args: readonly string[], opts: { cwd?: string; input?: Uint8Array } = {}): OpensslResult {
-  const r = spawnSync('openssl', args, { cwd: opts.cwd, input: opts.input, encoding: 'utf8', timeout: 60_000, maxBuffer: 512 * 1024 * 1024 });
+  const r = spawnSync('openssl', args, {
+    cwd: opts.cwd,
+    input: opts.input,
+    encoding: 'utf8',
+    timeout: 60_000,
+    maxBuffer: 512 * 1024 * 1024,
+  });
   if (r.error !== undefined) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }

@@ -1,5 +1,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { checkCaa, createDnsResolver, parseIssueValue, type CaaCheckOptions, type DnsResolver } from '../../src/validation/index.ts';
+
+import {
+  type CaaCheckOptions,
+  checkCaa,
+  createDnsResolver,
+  type DnsResolver,
+  parseIssueValue,
+} from '../../src/validation/index.ts';
 import { startTestDnsServer, type TestCaaRecord, type TestDnsServer } from '../support/dns-server.ts';
 
 const CA = 'ca.keyward.test';
@@ -108,7 +115,10 @@ describe('CAA', () => {
   it('refuses when an unknown property is marked critical', async () => {
     dns.setCaa('example.test', [issue(CA), { flags: 128, tag: 'tbs', value: 'Unknown' }]);
     const out = await caa('example.test');
-    expect(out.ok === false && out.problem).toMatchObject({ type: 'caa', detail: expect.stringMatching(/unknown critical property "tbs"/) });
+    expect(out.ok === false && out.problem).toMatchObject({
+      type: 'caa',
+      detail: expect.stringMatching(/unknown critical property "tbs"/),
+    });
     dns.setCaa('example.test', [issue(CA), { flags: 0, tag: 'tbs', value: 'Unknown' }]);
     expect(await allowed('example.test')).toBe(true);
     dns.setCaa('example.test', [issue(CA, 128)]);
@@ -161,17 +171,33 @@ describe('parseIssueValue (RFC 8659 §4.2 grammar)', () => {
     ['  Ca.Example  ', { issuer: 'ca.example', parameters: [] }],
     [';', { issuer: null, parameters: [] }],
     ['', { issuer: null, parameters: [] }],
-    ['ca.example; a=1;b = 2', { issuer: 'ca.example', parameters: [['a', '1'], ['b', '2']] }],
+    [
+      'ca.example; a=1;b = 2',
+      {
+        issuer: 'ca.example',
+        parameters: [
+          ['a', '1'],
+          ['b', '2'],
+        ],
+      },
+    ],
     ['ca.example;AccountURI=https://x/1', { issuer: 'ca.example', parameters: [['accounturi', 'https://x/1']] }],
     ['ca.example; a=', { issuer: 'ca.example', parameters: [['a', '']] }],
   ])('parses %j', (value, expected) => {
     expect(parseIssueValue(value)).toEqual(expected);
   });
 
-  it.each(['%%%%%', 'ca.example.', 'ca..example', '-ca.example', 'ca.example a=1', 'ca.example; a', 'ca.example; a=1;', 'ca.example; a=x y', 'ca.example;;'])(
-    'refuses %j',
-    (value) => {
-      expect(parseIssueValue(value)).toBeNull();
-    },
-  );
+  it.each([
+    '%%%%%',
+    'ca.example.',
+    'ca..example',
+    '-ca.example',
+    'ca.example a=1',
+    'ca.example; a',
+    'ca.example; a=1;',
+    'ca.example; a=x y',
+    'ca.example;;',
+  ])('refuses %j', (value) => {
+    expect(parseIssueValue(value)).toBeNull();
+  });
 });

@@ -1,5 +1,7 @@
 import { promises as nodeDns } from 'node:dns';
+
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+
 import { startTestDnsServer, type TestDnsServer } from '../support/dns-server.ts';
 
 // The test DNS server is shared with other suites; these pin the behaviour they rely on, using
@@ -15,7 +17,11 @@ beforeAll(async () => {
 afterAll(() => dns.close());
 afterEach(() => dns.clear());
 
-const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: NodeJS.ErrnoException) => e.code);
+const code = (p: Promise<unknown>) =>
+  p.then(
+    () => 'ok',
+    (e: NodeJS.ErrnoException) => e.code,
+  );
 
 describe('test DNS server', () => {
   it('listens on 127.0.0.1 with a random port', () => {

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createDnsResolver, dns01Digest, validateChallenge, type DnsResolver } from '../../src/validation/index.ts';
+
 import { checkDns01 } from '../../src/validation/dns01.ts';
+import { createDnsResolver, dns01Digest, type DnsResolver, validateChallenge } from '../../src/validation/index.ts';
 import { startTestDnsServer, type TestDnsServer } from '../support/dns-server.ts';
 import { testConfig } from './helpers.ts';
 
@@ -84,9 +85,17 @@ describe('dns-01', () => {
     dns.fail('_acme-challenge.a.example.test', 'TIMEOUT');
     const quick = createDnsResolver({ server: dns.address, timeoutMs: 300 });
     const started = Date.now();
-    const out = await checkDns01({ type: 'dns', value: 'a.example.test' }, KEY_AUTH, testConfig({ timeoutMs: 300 }), quick);
+    const out = await checkDns01(
+      { type: 'dns', value: 'a.example.test' },
+      KEY_AUTH,
+      testConfig({ timeoutMs: 300 }),
+      quick,
+    );
     expect(Date.now() - started).toBeLessThan(2_000);
-    expect(out).toEqual({ ok: false, problem: { type: 'dns', detail: 'Timeout looking up TXT for _acme-challenge.a.example.test' } });
+    expect(out).toEqual({
+      ok: false,
+      problem: { type: 'dns', detail: 'Timeout looking up TXT for _acme-challenge.a.example.test' },
+    });
   });
 
   it('cannot validate IP identifiers', async () => {

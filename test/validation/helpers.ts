@@ -1,8 +1,11 @@
 import 'reflect-metadata';
+
 import { webcrypto } from 'node:crypto';
 import type { Server as NetServer } from 'node:net';
 import { createServer } from 'node:net';
+
 import * as x509 from '@peculiar/x509';
+
 import { toPem } from '../../src/ca/pem.ts';
 import type { ValidationConfig } from '../../src/validation/index.ts';
 

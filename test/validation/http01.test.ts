@@ -1,8 +1,15 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
+
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createDnsResolver, validateChallenge, type DnsResolver, type ValidationConfig } from '../../src/validation/index.ts';
+
 import { checkHttp01 } from '../../src/validation/http01.ts';
+import {
+  createDnsResolver,
+  type DnsResolver,
+  validateChallenge,
+  type ValidationConfig,
+} from '../../src/validation/index.ts';
 import { startTestDnsServer, type TestDnsServer } from '../support/dns-server.ts';
 import { closedPort, closeServer, listen, selfSignedCert, testConfig } from './helpers.ts';
 
@@ -128,7 +135,10 @@ describe('http-01', () => {
   it('reports a name that does not exist as dns', async () => {
     setup();
     const out = await check(cfg, 'missing.example.test');
-    expect(out).toEqual({ ok: false, problem: { type: 'dns', detail: 'NXDOMAIN looking up A for missing.example.test' } });
+    expect(out).toEqual({
+      ok: false,
+      problem: { type: 'dns', detail: 'NXDOMAIN looking up A for missing.example.test' },
+    });
   });
 
   it('falls back from a failing IPv6 address to IPv4', async () => {
@@ -162,7 +172,10 @@ describe('http-01', () => {
     chain['/hop/11'] = (_req, res) => res.end(KEY_AUTH);
     setup(chain);
     const tooMany = await check();
-    expect(tooMany.ok === false && tooMany.problem).toMatchObject({ type: 'connection', detail: expect.stringMatching(/Too many redirects/) });
+    expect(tooMany.ok === false && tooMany.problem).toMatchObject({
+      type: 'connection',
+      detail: expect.stringMatching(/Too many redirects/),
+    });
     chain['/hop/10'] = (_req, res) => res.end(KEY_AUTH);
     setup(chain);
     expect((await check()).ok).toBe(true);
@@ -171,20 +184,29 @@ describe('http-01', () => {
   it('refuses a redirect loop', async () => {
     setup({ [PATH]: redirect('/loop/a'), '/loop/a': redirect('/loop/b'), '/loop/b': redirect('/loop/a') });
     const out = await check();
-    expect(out.ok === false && out.problem).toMatchObject({ type: 'connection', detail: expect.stringMatching(/Redirect loop/) });
+    expect(out.ok === false && out.problem).toMatchObject({
+      type: 'connection',
+      detail: expect.stringMatching(/Redirect loop/),
+    });
     expect(seen).toHaveLength(3);
   });
 
   it('refuses redirects to other ports and schemes', async () => {
     setup({ [PATH]: redirect(`http://${NAME}:8080/x`) });
     let out = await check();
-    expect(out.ok === false && out.problem).toMatchObject({ type: 'connection', detail: expect.stringMatching(/port 8080/) });
+    expect(out.ok === false && out.problem).toMatchObject({
+      type: 'connection',
+      detail: expect.stringMatching(/port 8080/),
+    });
     setup({ [PATH]: redirect(`https://${NAME}:${httpPort}/x`) });
     out = await check();
     expect(out.ok === false && out.problem.type).toBe('connection');
     setup({ [PATH]: redirect(`ftp://${NAME}/x`) });
     out = await check();
-    expect(out.ok === false && out.problem).toMatchObject({ type: 'connection', detail: expect.stringMatching(/scheme "ftp"/) });
+    expect(out.ok === false && out.problem).toMatchObject({
+      type: 'connection',
+      detail: expect.stringMatching(/scheme "ftp"/),
+    });
     // Only the first request of each check was made; no redirect was followed.
     expect(seen.map((s) => s.path)).toEqual([PATH, PATH, PATH]);
   });
@@ -200,7 +222,10 @@ describe('http-01', () => {
     const big = KEY_AUTH + ' '.repeat(10 * 1024);
     setup({ [PATH]: (_req, res) => res.end(big) });
     let out = await check();
-    expect(out.ok === false && out.problem).toMatchObject({ type: 'incorrectResponse', detail: expect.stringMatching(/larger than 8192/) });
+    expect(out.ok === false && out.problem).toMatchObject({
+      type: 'incorrectResponse',
+      detail: expect.stringMatching(/larger than 8192/),
+    });
     setup({
       [PATH]: (_req, res) => {
         res.writeHead(200); // chunked: no Content-Length to go by
@@ -209,7 +234,10 @@ describe('http-01', () => {
       },
     });
     out = await check();
-    expect(out.ok === false && out.problem).toMatchObject({ type: 'incorrectResponse', detail: expect.stringMatching(/larger than/) });
+    expect(out.ok === false && out.problem).toMatchObject({
+      type: 'incorrectResponse',
+      detail: expect.stringMatching(/larger than/),
+    });
   });
 
   it('times out on a server that never answers', async () => {
@@ -217,7 +245,10 @@ describe('http-01', () => {
     const started = Date.now();
     const out = await check({ ...cfg, timeoutMs: 300 });
     expect(Date.now() - started).toBeLessThan(2_000);
-    expect(out.ok === false && out.problem).toMatchObject({ type: 'connection', detail: expect.stringMatching(/Timeout after connect/) });
+    expect(out.ok === false && out.problem).toMatchObject({
+      type: 'connection',
+      detail: expect.stringMatching(/Timeout after connect/),
+    });
   });
 
   it('refuses wildcards and malformed tokens before touching the network', async () => {

@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import {
   challengeKindsFor,
   createDnsResolver,
   dns01Digest,
-  validateChallenge,
   type DnsResolver,
+  validateChallenge,
 } from '../../src/validation/index.ts';
 import { startTestDnsServer, type TestDnsServer } from '../support/dns-server.ts';
 import { testConfig } from './helpers.ts';
@@ -27,8 +28,18 @@ describe('validateChallenge', () => {
 
   it('refuses a challenge kind the identifier cannot use', async () => {
     const cfg = testConfig({ dnsResolver: dns.address });
-    const wild = await validateChallenge('http-01', { type: 'dns', value: '*.example.test' }, 'tok', 'tok.x', cfg, resolver);
-    expect(wild).toEqual({ ok: false, problem: { type: 'malformed', detail: 'http-01 cannot validate dns identifier *.example.test' } });
+    const wild = await validateChallenge(
+      'http-01',
+      { type: 'dns', value: '*.example.test' },
+      'tok',
+      'tok.x',
+      cfg,
+      resolver,
+    );
+    expect(wild).toEqual({
+      ok: false,
+      problem: { type: 'malformed', detail: 'http-01 cannot validate dns identifier *.example.test' },
+    });
     const ip = await validateChallenge('dns-01', { type: 'ip', value: '192.0.2.1' }, 'tok', 'tok.x', cfg, resolver);
     expect(ip.ok === false && ip.problem.type).toBe('malformed');
   });
@@ -45,7 +56,14 @@ describe('validateChallenge', () => {
 
   it('runs dns-01 for a wildcard', async () => {
     dns.setTxt('_acme-challenge.example.test', [dns01Digest('tok.x')]);
-    const out = await validateChallenge('dns-01', { type: 'dns', value: '*.example.test' }, 'tok', 'tok.x', testConfig(), resolver);
+    const out = await validateChallenge(
+      'dns-01',
+      { type: 'dns', value: '*.example.test' },
+      'tok',
+      'tok.x',
+      testConfig(),
+      resolver,
+    );
     expect(out).toEqual({ ok: true });
   });
 });

@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createDnsResolver, DnsLookupError, resolverForConfig, type DnsResolver } from '../../src/validation/index.ts';
+
+import { createDnsResolver, DnsLookupError, type DnsResolver, resolverForConfig } from '../../src/validation/index.ts';
 import { startTestDnsServer, type TestDnsServer } from '../support/dns-server.ts';
 import { testConfig } from './helpers.ts';
 
@@ -64,7 +65,9 @@ describe('DNS resolver', () => {
   it('maps SERVFAIL and REFUSED', async () => {
     dns.fail('bad.example.test', 'SERVFAIL');
     dns.fail('no.example.test', 'REFUSED');
-    expect((await lookupError(resolver.resolveCaa('bad.example.test'))).message).toBe('SERVFAIL looking up CAA for bad.example.test');
+    expect((await lookupError(resolver.resolveCaa('bad.example.test'))).message).toBe(
+      'SERVFAIL looking up CAA for bad.example.test',
+    );
     expect((await lookupError(resolver.resolveTxt('no.example.test'))).kind).toBe('REFUSED');
   });
 

@@ -1,21 +1,24 @@
 import 'reflect-metadata';
+
 import { createHash } from 'node:crypto';
 import tls from 'node:tls';
+
 import * as x509 from '@peculiar/x509';
 import * as asn1js from 'asn1js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+
 import {
   ACME_IDENTIFIER_OID,
   createDnsResolver,
-  reverseDnsName,
-  validateChallenge,
   type DnsResolver,
   type Identifier,
+  reverseDnsName,
+  validateChallenge,
   type ValidationConfig,
 } from '../../src/validation/index.ts';
 import { checkTlsAlpn01 } from '../../src/validation/tlsalpn01.ts';
 import { startTestDnsServer, type TestDnsServer } from '../support/dns-server.ts';
-import { closedPort, closeServer, listen, selfSignedCert, testConfig, type TestCert } from './helpers.ts';
+import { closedPort, closeServer, listen, selfSignedCert, type TestCert, testConfig } from './helpers.ts';
 
 const NAME = 'tls.example.test';
 const KEY_AUTH = 'evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI';
@@ -82,7 +85,10 @@ async function responder(cert: TestCert, alpn: string[] | null = ['acme-tls/1'])
   return listen(server);
 }
 
-async function check(cert: TestCert, opts: { id?: Identifier; alpn?: string[] | null; cfg?: Partial<ValidationConfig> } = {}) {
+async function check(
+  cert: TestCert,
+  opts: { id?: Identifier; alpn?: string[] | null; cfg?: Partial<ValidationConfig> } = {},
+) {
   dns.setA(NAME, '127.0.0.1');
   const port = await responder(cert, opts.alpn === undefined ? ['acme-tls/1'] : opts.alpn);
   const cfg = testConfig({ tlsAlpnPort: port, dnsResolver: dns.address, ...opts.cfg });
@@ -101,7 +107,9 @@ describe('tls-alpn-01', () => {
     const out = await check(cert, { id: { type: 'ip', value: '127.0.0.1' } });
     expect(out.ok).toBe(true);
     expect(hellos[0]?.servername).toBe('1.0.0.127.in-addr.arpa');
-    expect(reverseDnsName('2001:db8::1')).toBe('1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa');
+    expect(reverseDnsName('2001:db8::1')).toBe(
+      '1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa',
+    );
   });
 
   it('goes through validateChallenge', async () => {
@@ -122,7 +130,10 @@ describe('tls-alpn-01', () => {
 
   it('rejects a non-critical acmeIdentifier extension', async () => {
     const out = await check(await validationCert({ critical: false }));
-    expect(out.ok === false && out.problem).toMatchObject({ type: 'incorrectResponse', detail: expect.stringMatching(/not critical/) });
+    expect(out.ok === false && out.problem).toMatchObject({
+      type: 'incorrectResponse',
+      detail: expect.stringMatching(/not critical/),
+    });
   });
 
   it('rejects a certificate without the acmeIdentifier extension', async () => {
@@ -131,7 +142,12 @@ describe('tls-alpn-01', () => {
   });
 
   it('rejects an extra SAN', async () => {
-    const cert = await validationCert({ sans: [{ type: 'dns', value: NAME }, { type: 'dns', value: 'extra.example.test' }] });
+    const cert = await validationCert({
+      sans: [
+        { type: 'dns', value: NAME },
+        { type: 'dns', value: 'extra.example.test' },
+      ],
+    });
     const out = await check(cert);
     expect(out.ok === false && out.problem).toMatchObject({
       type: 'incorrectResponse',
@@ -147,7 +163,10 @@ describe('tls-alpn-01', () => {
   it('requires acme-tls/1 to be negotiated', async () => {
     const cert = await validationCert({});
     const noAlpn = await check(cert, { alpn: null });
-    expect(noAlpn.ok === false && noAlpn.problem).toMatchObject({ type: 'tls', detail: expect.stringMatching(/Cannot negotiate ALPN/) });
+    expect(noAlpn.ok === false && noAlpn.problem).toMatchObject({
+      type: 'tls',
+      detail: expect.stringMatching(/Cannot negotiate ALPN/),
+    });
     const otherAlpn = await check(cert, { alpn: ['h2'] });
     expect(otherAlpn.ok === false && otherAlpn.problem.type).toBe('tls');
   });
@@ -156,7 +175,10 @@ describe('tls-alpn-01', () => {
     dns.setA(NAME, '127.0.0.1');
     const cfg = testConfig({ tlsAlpnPort: await closedPort(), dnsResolver: dns.address });
     const out = await checkTlsAlpn01({ type: 'dns', value: NAME }, KEY_AUTH, cfg, resolver);
-    expect(out.ok === false && out.problem).toMatchObject({ type: 'connection', detail: expect.stringMatching(/Connection refused/) });
+    expect(out.ok === false && out.problem).toMatchObject({
+      type: 'connection',
+      detail: expect.stringMatching(/Connection refused/),
+    });
   });
 
   it('refuses wildcard identifiers', async () => {

@@ -1,9 +1,15 @@
 import { createHash } from 'node:crypto';
+
+import type * as AwsKms from '@aws-sdk/client-kms';
+
 import { ALG_AWS_KMS, checkExpected, encodeHeader, KWE1_HEADER_LEN, parseHeader, PURPOSE } from '../container.ts';
 import { encodeContext } from '../context.ts';
 import { KmsError } from '../errors.ts';
 import { kekContext } from './symmetric.ts';
 import type { KekRef, RootOfTrust, RootRecord } from './types.ts';
+
+// Type-only: erased at run time, so the SDK is still loaded on first use only.
+type AwsKmsModule = typeof AwsKms;
 
 // Root of trust in AWS KMS (design §3.4): KEKs are encrypted by a symmetric KMS key with an
 // encryption context that repeats ours and binds the KWE1 header through kw:aad. Credentials come
@@ -17,19 +23,26 @@ export interface AwsKmsParams {
 }
 
 interface KmsApi {
-  encrypt(plaintext: Uint8Array, context: Record<string, string>): Promise<{ blob: Uint8Array; keyId: string | undefined }>;
-  decrypt(blob: Uint8Array, context: Record<string, string>): Promise<{ plaintext: Uint8Array; keyId: string | undefined }>;
+  encrypt(
+    plaintext: Uint8Array,
+    context: Record<string, string>,
+  ): Promise<{ blob: Uint8Array; keyId: string | undefined }>;
+  decrypt(
+    blob: Uint8Array,
+    context: Record<string, string>,
+  ): Promise<{ plaintext: Uint8Array; keyId: string | undefined }>;
 }
 
 function regionOf(params: AwsKmsParams): string {
   const region = params.region ?? params.keyArn.split(':')[3];
-  if (!region) throw new KmsError('InvalidInput', `"${params.keyArn}" is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)`);
+  if (!region)
+    throw new KmsError('InvalidInput', `"${params.keyArn}" is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)`);
   return region;
 }
 
 /** The SDK is loaded on first use only, so installations without AWS pay nothing for it. */
 function awsClient(params: AwsKmsParams): KmsApi {
-  let client: Promise<{ send: (cmd: unknown) => Promise<unknown>; mod: typeof import('@aws-sdk/client-kms') }> | undefined;
+  let client: Promise<{ send: (cmd: unknown) => Promise<unknown>; mod: AwsKmsModule }> | undefined;
   const get = () =>
     (client ??= import('@aws-sdk/client-kms').then((mod) => {
       const c = new mod.KMSClient({ region: regionOf(params) });
@@ -38,13 +51,27 @@ function awsClient(params: AwsKmsParams): KmsApi {
   return {
     encrypt: async (plaintext, context) => {
       const { send, mod } = await get();
-      const r = (await send(new mod.EncryptCommand({ KeyId: params.keyArn, Plaintext: plaintext, EncryptionContext: context, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' }))) as { CiphertextBlob?: Uint8Array; KeyId?: string };
+      const r = (await send(
+        new mod.EncryptCommand({
+          KeyId: params.keyArn,
+          Plaintext: plaintext,
+          EncryptionContext: context,
+          EncryptionAlgorithm: 'SYMMETRIC_DEFAULT',
+        }),
+      )) as { CiphertextBlob?: Uint8Array; KeyId?: string };
       if (!r.CiphertextBlob) throw new KmsError('KeyUnavailable', 'AWS KMS returned no ciphertext');
       return { blob: r.CiphertextBlob, keyId: r.KeyId };
     },
     decrypt: async (blob, context) => {
       const { send, mod } = await get();
-      const r = (await send(new mod.DecryptCommand({ KeyId: params.keyArn, CiphertextBlob: blob, EncryptionContext: context, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' }))) as { Plaintext?: Uint8Array; KeyId?: string };
+      const r = (await send(
+        new mod.DecryptCommand({
+          KeyId: params.keyArn,
+          CiphertextBlob: blob,
+          EncryptionContext: context,
+          EncryptionAlgorithm: 'SYMMETRIC_DEFAULT',
+        }),
+      )) as { Plaintext?: Uint8Array; KeyId?: string };
       if (!r.Plaintext) throw new KmsError('KeyUnavailable', 'AWS KMS returned no plaintext');
       return { plaintext: r.Plaintext, keyId: r.KeyId };
     },
@@ -63,13 +90,19 @@ function mapAwsError(err: unknown, doing: string, arn: string): KmsError {
   const name = (err as { name?: string }).name ?? 'Error';
   switch (name) {
     case 'InvalidCiphertextException':
-      return new KmsError('InvalidCiphertext', `${doing}: AWS KMS refused the ciphertext (altered, swapped or wrong context)`);
+      return new KmsError(
+        'InvalidCiphertext',
+        `${doing}: AWS KMS refused the ciphertext (altered, swapped or wrong context)`,
+      );
     case 'AccessDeniedException':
       return new KmsError('AccessDenied', `${doing}: AWS KMS denied access to ${arn}`);
     case 'DisabledException':
     case 'KMSInvalidStateException':
       // Pitfall 12: a KMS root key that is disabled or pending deletion takes every CA with it.
-      return new KmsError('KeyUnavailable', `${doing}: the AWS KMS key ${arn} is disabled or pending deletion; every KEK depends on it`);
+      return new KmsError(
+        'KeyUnavailable',
+        `${doing}: the AWS KMS key ${arn} is disabled or pending deletion; every KEK depends on it`,
+      );
     case 'NotFoundException':
       return new KmsError('WrongRootKey', `${doing}: the AWS KMS key ${arn} does not exist`);
     default:
@@ -96,13 +129,19 @@ export function awsKmsRoot(id: string, params: AwsKmsParams, api: KmsApi = awsCl
       const header = parseHeader(blob);
       checkExpected(header, { purpose: PURPOSE.kek, keyId: id });
       const b = Buffer.from(blob);
-      if (header.alg !== ALG_AWS_KMS || b.length < KWE1_HEADER_LEN + 2) throw new KmsError('InvalidCiphertext', `KEK ${ref.kekId} v${ref.version} was not wrapped by AWS KMS`);
+      if (header.alg !== ALG_AWS_KMS || b.length < KWE1_HEADER_LEN + 2)
+        throw new KmsError('InvalidCiphertext', `KEK ${ref.kekId} v${ref.version} was not wrapped by AWS KMS`);
       const len = b.readUInt16BE(KWE1_HEADER_LEN);
-      if (b.length !== KWE1_HEADER_LEN + 2 + len) throw new KmsError('InvalidCiphertext', 'KWE1 AWS KMS body length disagrees with its prefix');
+      if (b.length !== KWE1_HEADER_LEN + 2 + len)
+        throw new KmsError('InvalidCiphertext', 'KWE1 AWS KMS body length disagrees with its prefix');
       try {
         const r = await api.decrypt(b.subarray(KWE1_HEADER_LEN + 2), awsContext(b, ref));
         // Pitfall 20: always check which key answered.
-        if (r.keyId !== params.keyArn) throw new KmsError('WrongRootKey', `AWS KMS decrypted with ${r.keyId ?? 'an unnamed key'}, not ${params.keyArn}`);
+        if (r.keyId !== params.keyArn)
+          throw new KmsError(
+            'WrongRootKey',
+            `AWS KMS decrypted with ${r.keyId ?? 'an unnamed key'}, not ${params.keyArn}`,
+          );
         return Buffer.from(r.plaintext);
       } catch (err) {
         throw mapAwsError(err, `unwrapping KEK ${ref.kekId} v${ref.version}`, params.keyArn);

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+
 import { KmsError } from '../errors.ts';
 import { assertKcv, keyCheckValue, symmetricRoot } from './symmetric.ts';
 import type { RootOfTrust, RootRecord } from './types.ts';
@@ -24,7 +25,10 @@ function readKeyFile(path: string, rootId: string): Buffer {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new KmsError('KeyUnavailable', `root key file ${path} cannot be read (${(err as NodeJS.ErrnoException).code}); root ${rootId} needs it`);
+    throw new KmsError(
+      'KeyUnavailable',
+      `root key file ${path} cannot be read (${(err as NodeJS.ErrnoException).code}); root ${rootId} needs it`,
+    );
   }
   if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
   const key = Buffer.from(text.trim(), 'base64');

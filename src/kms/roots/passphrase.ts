@@ -1,4 +1,5 @@
 import { randomBytes, scryptSync } from 'node:crypto';
+
 import { KmsError } from '../errors.ts';
 import { assertKcv, keyCheckValue, symmetricRoot } from './symmetric.ts';
 import type { RootOfTrust, RootRecord } from './types.ts';

@@ -1,8 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+
 import type * as Pkcs11Types from 'pkcs11js';
-import { ALG_PKCS11_GCM, aadOf, checkExpected, encodeHeader, KWE1_HEADER_LEN, parseHeader, PURPOSE } from '../container.ts';
+
+import {
+  aadOf,
+  ALG_PKCS11_GCM,
+  checkExpected,
+  encodeHeader,
+  KWE1_HEADER_LEN,
+  parseHeader,
+  PURPOSE,
+} from '../container.ts';
 import { KmsError } from '../errors.ts';
 import { kekContext } from './symmetric.ts';
 import type { RootOfTrust, RootRecord } from './types.ts';
@@ -20,7 +30,10 @@ const pkcs11 = (): Pkcs11Module => {
   try {
     lib = require('pkcs11js') as Pkcs11Module;
   } catch {
-    throw new KmsError('KeyUnavailable', 'the pkcs11 root of trust needs the pkcs11js package (a native addon): npm install pkcs11js');
+    throw new KmsError(
+      'KeyUnavailable',
+      'the pkcs11 root of trust needs the pkcs11js package (a native addon): npm install pkcs11js',
+    );
   }
   return lib;
 };
@@ -70,7 +83,10 @@ export function mapError(err: unknown, doing: string): KmsError {
     case 'CKR_ENCRYPTED_DATA_INVALID':
     case 'CKR_ENCRYPTED_DATA_LEN_RANGE':
       // SoftHSM reports a GCM tag mismatch (wrong AAD, altered blob) as a general error.
-      return new KmsError('InvalidCiphertext', `${doing}: failed authentication in the token (altered, swapped or wrong key) [${code}]`);
+      return new KmsError(
+        'InvalidCiphertext',
+        `${doing}: failed authentication in the token (altered, swapped or wrong key) [${code}]`,
+      );
     case 'CKR_DEVICE_REMOVED':
     case 'CKR_TOKEN_NOT_PRESENT':
     case 'CKR_SESSION_HANDLE_INVALID':
@@ -86,7 +102,10 @@ function readPin(params: Pkcs11Params): string {
     if (!pin) throw new Error('empty');
     return pin;
   } catch {
-    throw new KmsError('KeyUnavailable', `the PIN file ${params.pinFile} for PKCS#11 token "${params.token}" cannot be read`);
+    throw new KmsError(
+      'KeyUnavailable',
+      `the PIN file ${params.pinFile} for PKCS#11 token "${params.token}" cannot be read`,
+    );
   }
 }
 
@@ -121,7 +140,8 @@ function findKey(m: Pkcs11Types.PKCS11, session: Buffer, label: string): Buffer 
   ]);
   try {
     const found = m.C_FindObjects(session, 2);
-    if (found.length > 1) throw new KmsError('KeyUnavailable', `more than one AES key labelled "${label}" in the token`);
+    if (found.length > 1)
+      throw new KmsError('KeyUnavailable', `more than one AES key labelled "${label}" in the token`);
     return found[0];
   } finally {
     m.C_FindObjectsFinal(session);
@@ -149,7 +169,13 @@ function generateKey(m: Pkcs11Types.PKCS11, session: Buffer, label: string): Buf
   }
 }
 
-function pkcs11Root(id: string, params: Pkcs11Params, m: Pkcs11Types.PKCS11, session: Buffer, key: Buffer): RootOfTrust {
+function pkcs11Root(
+  id: string,
+  params: Pkcs11Params,
+  m: Pkcs11Types.PKCS11,
+  session: Buffer,
+  key: Buffer,
+): RootOfTrust {
   const p = pkcs11();
   // One session per process, used by one operation at a time (PKCS#11 sessions are not re-entrant).
   let queue: Promise<unknown> = Promise.resolve();
@@ -158,7 +184,10 @@ function pkcs11Root(id: string, params: Pkcs11Params, m: Pkcs11Types.PKCS11, ses
     queue = run.catch(() => undefined);
     return run;
   };
-  const gcm = (iv: Buffer, aad: Buffer) => ({ mechanism: p.CKM_AES_GCM, parameter: { type: p.CK_PARAMS_AES_GCM, iv, aad, ivBits: iv.length * 8, tagBits: TAG * 8 } });
+  const gcm = (iv: Buffer, aad: Buffer) => ({
+    mechanism: p.CKM_AES_GCM,
+    parameter: { type: p.CK_PARAMS_AES_GCM, iv, aad, ivBits: iv.length * 8, tagBits: TAG * 8 },
+  });
   return {
     id,
     provider: 'pkcs11',
@@ -178,9 +207,11 @@ function pkcs11Root(id: string, params: Pkcs11Params, m: Pkcs11Types.PKCS11, ses
       serial(() => {
         const header = parseHeader(blob);
         checkExpected(header, { purpose: PURPOSE.kek, keyId: id });
-        if (header.alg !== ALG_PKCS11_GCM) throw new KmsError('InvalidCiphertext', `KEK ${ref.kekId} v${ref.version} was not wrapped by a PKCS#11 root`);
+        if (header.alg !== ALG_PKCS11_GCM)
+          throw new KmsError('InvalidCiphertext', `KEK ${ref.kekId} v${ref.version} was not wrapped by a PKCS#11 root`);
         const b = Buffer.from(blob);
-        if (b.length < KWE1_HEADER_LEN + NONCE + TAG) throw new KmsError('InvalidCiphertext', 'KWE1 ciphertext is truncated');
+        if (b.length < KWE1_HEADER_LEN + NONCE + TAG)
+          throw new KmsError('InvalidCiphertext', 'KWE1 ciphertext is truncated');
         const iv = b.subarray(KWE1_HEADER_LEN, KWE1_HEADER_LEN + NONCE);
         const body = b.subarray(KWE1_HEADER_LEN + NONCE);
         try {
@@ -197,7 +228,10 @@ function pkcs11Root(id: string, params: Pkcs11Params, m: Pkcs11Types.PKCS11, ses
 export function createPkcs11Root(id: string, params: Pkcs11Params): { root: RootOfTrust; record: RootRecord } {
   const { m, session } = openSession(params);
   const key = findKey(m, session, params.keyLabel) ?? generateKey(m, session, params.keyLabel);
-  return { root: pkcs11Root(id, params, m, session, key), record: { id, provider: 'pkcs11', params: { ...params }, kcv: null } };
+  return {
+    root: pkcs11Root(id, params, m, session, key),
+    record: { id, provider: 'pkcs11', params: { ...params }, kcv: null },
+  };
 }
 
 /** Later uses: the key must exist; a missing key is named, never silently regenerated. */
@@ -205,6 +239,10 @@ export function loadPkcs11Root(record: RootRecord): RootOfTrust {
   const params = record.params as unknown as Pkcs11Params;
   const { m, session } = openSession(params);
   const key = findKey(m, session, params.keyLabel);
-  if (!key) throw new KmsError('WrongRootKey', `root ${record.id}: no AES key labelled "${params.keyLabel}" in PKCS#11 token "${params.token}"`);
+  if (!key)
+    throw new KmsError(
+      'WrongRootKey',
+      `root ${record.id}: no AES key labelled "${params.keyLabel}" in PKCS#11 token "${params.token}"`,
+    );
   return pkcs11Root(record.id, params, m, session, key);
 }

@@ -1,4 +1,5 @@
-import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
+
 import { open, PURPOSE, seal } from '../container.ts';
 import { KmsError } from '../errors.ts';
 import type { KekRef, RootOfTrust } from './types.ts';
@@ -11,7 +12,8 @@ export function keyCheckValue(rootKey: Uint8Array): Buffer {
 export function assertKcv(rootKey: Uint8Array, expected: Uint8Array | null, message: string): void {
   if (!expected) return;
   const actual = keyCheckValue(rootKey);
-  if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) throw new KmsError('WrongRootKey', message);
+  if (actual.length !== expected.length || !timingSafeEqual(actual, expected))
+    throw new KmsError('WrongRootKey', message);
 }
 
 export function kekContext(ref: KekRef): Record<string, string> {
