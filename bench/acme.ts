@@ -73,8 +73,10 @@ writeFileSync(
 http: { listen: "127.0.0.1:${await freePort()}" }
 validation: { httpPort: ${challengePort}, dnsResolver: "${dnsAddress}", caa: false }
 log: { level: warn }
+${process.env.BENCH_SETTINGS ?? ''}
 `,
 );
+// BENCH_SETTINGS adds YAML to the server's configuration, e.g. "metrics: { enabled: false }".
 // BENCH_PROFILE=DIR writes a CPU profile of the server there.
 const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
 const server = spawn(process.execPath, [...profile, 'bin/keyward.mjs', 'serve', '--data-dir', dataDir], {

@@ -9,8 +9,10 @@ import { callAdmin } from './cli/admin-client.ts';
 import type { AppContext } from './context.ts';
 import { features } from './features.ts';
 import { listenAdmin } from './http/admin.ts';
+import { logEvents } from './http/event-log.ts';
 import type { Logger } from './http/log.ts';
 import { requestLog } from './http/log.ts';
+import { metricsHandler, requestMetrics } from './http/metrics.ts';
 import { nodeListener } from './http/node-listener.ts';
 import { publicApp } from './http/public-app.ts';
 import { issueTlsIdentity, renewalDelay, type TlsIdentity } from './http/tls-identity.ts';
@@ -18,6 +20,8 @@ import { issueTlsIdentity, renewalDelay, type TlsIdentity } from './http/tls-ide
 export interface RunningServer {
   httpUrl: string;
   httpsUrl: string;
+  /** Where GET /metrics answers, when metrics are enabled. */
+  metricsUrl: string | undefined;
   adminSocket: string;
   tls: TlsIdentity;
   close(): Promise<void>;
@@ -65,13 +69,30 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
     throw new Error(`another keyward serve is already running on ${ctx.config.dataDir}`);
   }
 
+  const metrics = ctx.config.metrics;
   const plain = new Hono();
   plain.use(requestLog(log, 'http'));
+  if (metrics.enabled) plain.use(requestMetrics('http'));
   plain.route('/', publicApp(ctx));
 
   const api = new Hono();
   api.use(requestLog(log, 'https'));
+  if (metrics.enabled) api.use(requestMetrics('https'));
   api.route('/', publicApp(ctx));
+
+  // On its own address when one is set (an internal interface), else on the plain HTTP listener.
+  let metricsServer: Server | undefined;
+  if (metrics.enabled) {
+    const scrape = metricsHandler(ctx.database);
+    if (metrics.listen) {
+      const own = new Hono();
+      own.get('/metrics', scrape);
+      metricsServer = createHttpServer(nodeListener(own.fetch));
+    } else {
+      plain.get('/metrics', scrape);
+    }
+  }
+  const stopEventLog = logEvents(log);
 
   const parts = features(ctx, log);
   for (const part of parts) {
@@ -113,6 +134,7 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
 
   const httpsPort = await listen(https, ctx.config.https.listen);
   const httpPort = await listen(http, ctx.config.http.listen);
+  const metricsPort = metricsServer && (await listen(metricsServer, metrics.listen!));
   const admin = await listenAdmin(ctx, socket);
   const stops = parts.map((part) => part.start?.()).filter((stop) => stop !== undefined);
 
@@ -120,8 +142,14 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
     const { host } = splitListen(l);
     return host.includes(':') ? `[${host}]` : host;
   };
+  const httpUrl = `http://${hostOf(ctx.config.http.listen)}:${httpPort}`;
   return {
-    httpUrl: `http://${hostOf(ctx.config.http.listen)}:${httpPort}`,
+    httpUrl,
+    metricsUrl: !metrics.enabled
+      ? undefined
+      : metricsServer
+        ? `http://${hostOf(metrics.listen!)}:${metricsPort}/metrics`
+        : `${httpUrl}/metrics`,
     httpsUrl: `https://${ctx.config.https.hostnames[0]!.includes(':') ? `[${ctx.config.https.hostnames[0]}]` : ctx.config.https.hostnames[0]}:${httpsPort}`,
     adminSocket: socket,
     get tls() {
@@ -129,8 +157,14 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
     },
     close: async () => {
       clearTimeout(renewTimer);
-      await Promise.all([closeServer(https), closeServer(http), closeServer(admin)]);
+      await Promise.all([
+        closeServer(https),
+        closeServer(http),
+        closeServer(admin),
+        ...(metricsServer ? [closeServer(metricsServer)] : []),
+      ]);
       await Promise.all(stops.map((stop) => stop()));
+      stopEventLog();
     },
   };
 }

@@ -1,5 +1,7 @@
 import type { Context } from 'hono';
+import { routePath } from 'hono/route';
 
+import { events } from '../core/events.ts';
 import type { AcmeDeps } from './deps.ts';
 import { type AcmeProblem, toProblem } from './problem.ts';
 
@@ -42,10 +44,12 @@ const EXPOSED = 'Link, Replay-Nonce, Location, Retry-After';
 export function acmeRoute(deps: AcmeDeps, handler: (c: Context) => Promise<Response>, opts: { index?: boolean } = {}) {
   return async (c: Context): Promise<Response> => {
     let res: Response;
+    let problem: string | undefined;
     try {
       res = await handler(c);
     } catch (err) {
       const p = toProblem(err);
+      problem = p.type;
       if (p.status >= 500)
         deps.log.error(
           { err: err instanceof Error ? (err.stack ?? err.message) : String(err), path: c.req.path },
@@ -61,6 +65,7 @@ export function acmeRoute(deps: AcmeDeps, handler: (c: Context) => Promise<Respo
     if (opts.index !== false) res.headers.append('Link', link(deps.urls.directory(), 'index'));
     res.headers.set('Access-Control-Allow-Origin', '*');
     res.headers.set('Access-Control-Expose-Headers', EXPOSED);
+    events.acmeRequest.publish({ resource: routePath(c).replace(/^\/acme\//, ''), problem });
     return res;
   };
 }

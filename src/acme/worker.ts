@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 
 import type { ParsedConfig } from '../config/schema.ts';
+import { events } from '../core/events.ts';
 import type { AcmeProblemJson } from '../db/acme-schema.ts';
 import type {
   ChallengeKind,
@@ -125,16 +126,24 @@ async function runJob(
   }
   if (outcome.ok) {
     await settleValid(deps, ids, holder);
+    events.validation.publish({ identifier: id.value, type: kind, outcome: 'valid' });
     return;
   }
   const problem = problemJson(outcome.problem);
   const now = deps.clock.now();
-  if (FINAL.has(outcome.problem.type) || now >= job.deadline) {
+  const final = FINAL.has(outcome.problem.type) || now >= job.deadline;
+  if (final) {
     await settleInvalid(deps, { ...ids, identifier: id.value }, problem, holder);
-    return;
+  } else {
+    const next = new Date(Math.min(now.getTime() + retryDelay(deps, job.attempts), job.deadline.getTime()));
+    await scheduleRetry(deps, ids, problem, next, holder);
   }
-  const next = new Date(Math.min(now.getTime() + retryDelay(deps, job.attempts), job.deadline.getTime()));
-  await scheduleRetry(deps, ids, problem, next, holder);
+  events.validation.publish({
+    identifier: id.value,
+    type: kind,
+    outcome: final ? 'invalid' : 'retry',
+    problem: { type: outcome.problem.type, detail: outcome.problem.detail },
+  });
 }
 
 export interface ValidationWorker {

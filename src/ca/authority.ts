@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 
 import type { CaKeyType, Profile, SubjectKeyType } from '../config/schema.ts';
+import { events } from '../core/events.ts';
 import type { CertificateRow, Db, Executor, IssuerRow, SanSet } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import type { NameConstraintsSpec } from './cert-builder.ts';
@@ -212,6 +213,7 @@ export class CertificateAuthority {
    * does not know.
    */
   async issue(req: IssueRequest): Promise<IssuedCertificate> {
+    const started = performance.now();
     const profile = this.profiles.get(req.profile);
     if (!profile)
       throw new CaError(
@@ -298,6 +300,15 @@ export class CertificateAuthority {
         })
         .execute();
       await req.onRecorded?.(trx, serial);
+    });
+    events.certificateIssued.publish({
+      serial,
+      issuerId: issuer.row.id,
+      profile: profile.name,
+      requester: req.requester,
+      names: [...sans.dns, ...sans.ip, ...sans.uri, ...sans.email],
+      notAfter,
+      seconds: (performance.now() - started) / 1000,
     });
     return { serial, issuerId: issuer.row.id, der, notBefore, notAfter, chainPem: toPem(der) + issuer.chainPem };
   }

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 
+import { events } from '../core/events.ts';
 import { withLease } from '../db/lease.ts';
 import type { Db, Executor, IssuerRow } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
@@ -37,6 +38,8 @@ export interface PublishedCrl {
   shard: number;
   crlNumber: string;
   entries: number;
+  /** Size of the DER CRL. */
+  bytes: number;
   thisUpdate: string;
   nextUpdate: string;
   url: string;
@@ -130,10 +133,11 @@ export async function publishCrl(
   shard: number,
 ): Promise<PublishedCrl | undefined> {
   const { db, settings } = deps;
+  const started = performance.now();
   // Unwrap the issuer key (an audited event) before taking any lock, so that inside the transaction
   // the signature takes the key row and then the audit chain, in the order every signer does.
   await deps.kms.signer(issuer.key_id, 'sign-crl', deps.principal);
-  return withLease(db, `crl:${issuer.id}:${shard}`, deps.holder, LEASE_TTL_MS, () =>
+  const published = await withLease(db, `crl:${issuer.id}:${shard}`, deps.holder, LEASE_TTL_MS, () =>
     db.transaction().execute(async (trx) => {
       await trx
         .insertInto('crls')
@@ -185,12 +189,22 @@ export async function publishCrl(
         shard,
         crlNumber: crlNumber.toString(),
         entries: entries.count,
+        bytes: der.length,
         thisUpdate: thisUpdate.toISOString(),
         nextUpdate: nextUpdate.toISOString(),
         url,
       };
     }),
   );
+  if (published)
+    events.crlPublished.publish({
+      issuerId: issuer.id,
+      shard,
+      entries: published.entries,
+      bytes: published.bytes,
+      seconds: (performance.now() - started) / 1000,
+    });
+  return published;
 }
 
 export interface DueShard {

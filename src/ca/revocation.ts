@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 
+import { events } from '../core/events.ts';
 import type { Db } from '../db/schema.ts';
 import { appendAudit } from '../kms/index.ts';
 import { REVOCATION_REASONS } from './crl.ts';
@@ -63,7 +64,7 @@ export async function revokeCertificate(
     );
   }
   const serial = normalizeSerial(input.serial);
-  return db.transaction().execute(async (trx) => {
+  const revoked = await db.transaction().execute(async (trx) => {
     const row = await trx
       .updateTable('certificates')
       .set({ status: 'revoked', revoked_at: sql<Date>`date_trunc('second', now())`, revocation_reason: input.reason })
@@ -114,4 +115,11 @@ export async function revokeCertificate(
     });
     return { serial, revokedAt: row.revoked_at!, reason: input.reason, issuerId: row.issuer_id };
   });
+  events.certificateRevoked.publish({
+    serial,
+    issuerId: revoked.issuerId,
+    reason: reasonName(revoked.reason),
+    requester: input.requester,
+  });
+  return revoked;
 }

@@ -250,6 +250,15 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Prometheus metrics at GET /metrics (src/http/metrics.ts). */
+    metrics: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Serve /metrics on this address only (e.g. an internal interface), not on the HTTP listener. */
+        listen: listen.optional(),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()

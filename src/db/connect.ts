@@ -12,6 +12,8 @@ import type { Database, Db } from './schema.ts';
 export interface DatabaseHandle {
   db: Db;
   kind: 'postgres' | 'embedded';
+  /** Connections of the PostgreSQL pool (the embedded database has one, in-process). */
+  poolStats?(): { total: number; idle: number; waiting: number; max: number };
   close(): Promise<void>;
 }
 
@@ -27,7 +29,17 @@ export async function openDatabase(options: {
       // An idle client that dies is dropped by the pool; queries surface their own errors.
     });
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new PreparedStatementPool(pool) }) });
-    return { db, kind: 'postgres', close: () => db.destroy() };
+    return {
+      db,
+      kind: 'postgres',
+      poolStats: () => ({
+        total: pool.totalCount,
+        idle: pool.idleCount,
+        waiting: pool.waitingCount,
+        max: pool.options.max,
+      }),
+      close: () => db.destroy(),
+    };
   }
   const dir = join(options.dataDir, 'pg');
   mkdirSync(dir, { recursive: true, mode: 0o700 });

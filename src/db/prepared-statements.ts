@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import type { PostgresCursor, PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kysely';
 import type pg from 'pg';
 
+import { events } from '../core/events.ts';
+
 /** Distinct statements kept prepared; past this, new texts run unnamed (PostgreSQL keeps each per connection). */
 const MAX_NAMED = 500;
 // "cached plan must not change result type": a migration changed a table under a prepared `SELECT *`.
@@ -28,7 +30,12 @@ export class PreparedStatementPool implements PostgresPool {
   }
 
   async connect(): Promise<PostgresPoolClient> {
+    // No idle connection left over for us (earlier requests may be about to take the idle ones) and
+    // the pool at its size: this request queues for a connection (a pool wait).
+    const queued = this.pool.idleCount - this.pool.waitingCount <= 0 && this.pool.totalCount >= this.pool.options.max;
+    const started = queued ? performance.now() : 0;
     const client = await this.pool.connect();
+    if (queued) events.poolWait.publish({ seconds: (performance.now() - started) / 1000 });
     let invalidated = false;
     const query = async (text: string, values: ReadonlyArray<unknown>): Promise<PostgresQueryResult<unknown>> => {
       const name = values.length > 0 ? this.nameFor(text) : undefined;

@@ -8,6 +8,7 @@ import type { OcspAnswer } from '../ca/ocsp-responder.ts';
 import { RevocationService } from '../ca/revocation-service.ts';
 import { parseCrlFileName } from '../ca/revocation-urls.ts';
 import type { AppContext } from '../context.ts';
+import { events } from '../core/events.ts';
 import type { Feature } from './feature.ts';
 import type { Logger } from './log.ts';
 
@@ -68,6 +69,7 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
   };
 
   const ocspReply = (c: Context, answer: OcspAnswer): Response => {
+    events.ocspAnswered.publish({ source: answer.kind === 'error' ? 'error' : answer.cached ? 'cache' : 'signed' });
     if (answer.kind === 'error') {
       flog.debug({ status: answer.status, reason: answer.reason }, 'OCSP request refused');
       return ocspBytes(answer.der, 200, { 'cache-control': 'no-store' });

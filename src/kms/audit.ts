@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 
 import { sql } from 'kysely';
 
+import { events } from '../core/events.ts';
 import type { AuditEventRow, Db, Executor } from '../db/schema.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { KmsError } from './errors.ts';
@@ -61,7 +62,7 @@ export async function inTransaction<T>(db: Executor, fn: (trx: Executor) => Prom
  * gap-free sequence numbers in commit order across replicas; if this fails, the operation fails.
  */
 export async function appendAudit(db: Executor, event: AuditEvent): Promise<number> {
-  return inTransaction(db, async (trx) => {
+  const seq = await inTransaction(db, async (trx) => {
     const head = await sql<{ seq: string | number; hash: Uint8Array; now: Date }>`
       SELECT seq, hash, date_trunc('milliseconds', clock_timestamp()) AS now
       FROM audit_head WHERE id = 1 FOR UPDATE`.execute(trx);
@@ -88,6 +89,14 @@ export async function appendAudit(db: Executor, event: AuditEvent): Promise<numb
       .execute();
     return input.seq;
   });
+  events.keyOperation.publish({
+    keyId: event.keyId ?? null,
+    action: event.action,
+    principal: event.principal,
+    outcome: event.outcome,
+    errorCode: event.errorCode ?? null,
+  });
+  return seq;
 }
 
 export interface AuditVerification {

@@ -5,6 +5,7 @@ import tls from 'node:tls';
 import * as acme from 'acme-client';
 import { exportJWK, FlattenedSign, generateKeyPair, type JWK } from 'jose';
 
+import type { Logger } from '../../src/http/log.ts';
 import { freePort, startTestCa, type TestCa } from './ca.ts';
 import type { TestStore } from './db.ts';
 import { startTestDnsServer, type TestDnsServer } from './dns-server.ts';
@@ -48,6 +49,7 @@ export async function startAcmeEnv(
     store?: TestStore;
     shared?: AcmeTestEnv;
     publicPort?: number;
+    log?: Logger;
   } = {},
 ): Promise<AcmeTestEnv> {
   const dns = opts.shared?.dns ?? (await startTestDnsServer());
@@ -85,6 +87,7 @@ export async function startAcmeEnv(
   }
   const ca = await startTestCa({
     ...(opts.store ? { store: opts.store } : {}),
+    ...(opts.log ? { log: opts.log } : {}),
     settings: {
       ...opts.settings,
       ...(opts.publicPort !== undefined

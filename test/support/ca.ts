@@ -6,7 +6,7 @@ import { stringify } from 'yaml';
 
 import { type Config, loadConfig } from '../../src/config/load.ts';
 import { type AppContext, openContext } from '../../src/context.ts';
-import { createLogger } from '../../src/http/log.ts';
+import { createLogger, type Logger } from '../../src/http/log.ts';
 import { type RunningServer, startServer } from '../../src/server.ts';
 import { createTestStore, type TestStore } from './db.ts';
 
@@ -45,6 +45,8 @@ export interface TestCaOptions {
   serve?: boolean;
   /** Reuse an existing store (e.g. a second replica on the same database). */
   store?: TestStore;
+  /** The server's logger (default: silent). */
+  log?: Logger;
 }
 
 /** An initialised CA on a fresh database (PostgreSQL or PGlite), optionally serving on loopback. */
@@ -67,7 +69,7 @@ export async function startTestCa(options: TestCaOptions = {}): Promise<TestCa> 
     { organization: config.ca.organization, root: config.ca.root, intermediate: config.ca.intermediate },
     'test',
   );
-  const server = options.serve === false ? undefined : await startServer(ctx, createLogger('silent'));
+  const server = options.serve === false ? undefined : await startServer(ctx, options.log ?? createLogger('silent'));
   const { toPem } = await import('../../src/ca/pem.ts');
   return {
     store,
