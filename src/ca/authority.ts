@@ -352,7 +352,7 @@ export class CertificateAuthority {
   }
 }
 
-async function insertIssuer(
+export async function insertIssuer(
   trx: Executor,
   kind: 'root' | 'intermediate',
   parentId: string | null,

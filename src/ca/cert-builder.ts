@@ -130,12 +130,33 @@ export interface LeafBuilder {
 // ---------------------------------------------------------------------------------------------
 // Constant pieces
 
-const SIGNATURE_OIDS: Record<SignatureAlgorithm, { oid: string; nullParams: boolean }> = {
-  'ecdsa-sha256': { oid: OID.ecdsaWithSha256, nullParams: false },
-  'ecdsa-sha384': { oid: OID.ecdsaWithSha384, nullParams: false },
+const SHA256_ALG = () =>
+  new asn1js.Sequence({ value: [new asn1js.ObjectIdentifier({ value: OID.sha256 }), new asn1js.Null()] });
+
+const SIGNATURE_OIDS: Record<SignatureAlgorithm, { oid: string; params?: () => asn1js.AsnType }> = {
+  'ecdsa-sha256': { oid: OID.ecdsaWithSha256 },
+  'ecdsa-sha384': { oid: OID.ecdsaWithSha384 },
   // RFC 4055 2.1: the parameters of the PKCS#1 v1.5 OIDs are NULL, not absent.
-  'rsa-sha256': { oid: OID.sha256WithRsa, nullParams: true },
-  ed25519: { oid: OID.ed25519, nullParams: false },
+  'rsa-sha256': { oid: OID.sha256WithRsa, params: () => new asn1js.Null() },
+  // RFC 4055 3.1: RSASSA-PSS-params with SHA-256, MGF1-SHA-256, salt 32 (trailerField default).
+  'rsa-pss-sha256': {
+    oid: OID.rsassaPss,
+    params: () =>
+      new asn1js.Sequence({
+        value: [
+          new asn1js.Constructed({ idBlock: { tagClass: 3, tagNumber: 0 }, value: [SHA256_ALG()] }),
+          new asn1js.Constructed({
+            idBlock: { tagClass: 3, tagNumber: 1 },
+            value: [new asn1js.Sequence({ value: [new asn1js.ObjectIdentifier({ value: OID.mgf1 }), SHA256_ALG()] })],
+          }),
+          new asn1js.Constructed({
+            idBlock: { tagClass: 3, tagNumber: 2 },
+            value: [new asn1js.Integer({ value: 32 })],
+          }),
+        ],
+      }),
+  },
+  ed25519: { oid: OID.ed25519 },
 };
 
 const OID_CERTIFICATE_POLICIES = '2.5.29.32';
@@ -149,7 +170,7 @@ export function signatureAlgorithmIdentifier(alg: SignatureAlgorithm): Uint8Arra
     const entry = SIGNATURE_OIDS[alg];
     if (entry === undefined) throw new CertBuildError(`unknown signature algorithm ${String(alg)}`);
     const parts: asn1js.AsnType[] = [new asn1js.ObjectIdentifier({ value: entry.oid })];
-    if (entry.nullParams) parts.push(new asn1js.Null());
+    if (entry.params) parts.push(entry.params());
     der = new Uint8Array(new asn1js.Sequence({ value: parts }).toBER(false));
     algIdCache.set(alg, der);
   }

@@ -6,7 +6,7 @@ import { sql } from 'kysely';
 import { x509 } from '../ca/x509.ts';
 import { parseDuration } from '../config/duration.ts';
 import type { AppContext } from '../context.ts';
-import type { Executor, KeyUsage } from '../db/schema.ts';
+import type { Executor, KeyProtection, KeyUsage } from '../db/schema.ts';
 import { appendAudit } from '../kms/audit.ts';
 import { type AuditListItem, listAudit } from '../kms/audit-query.ts';
 import {
@@ -28,11 +28,13 @@ import {
   parsePrivateKeyPem,
 } from '../kms/import.ts';
 import { type KeyDetail, type KeySummary, listKeys, showKey } from '../kms/inventory.ts';
+import type { AsymmetricAlg } from '../kms/key-types.ts';
 import { parsePolicy } from '../kms/policy.ts';
 import { type KeyRef, resolveKey } from '../kms/refs.ts';
 import { rewrap, type RewrapResult } from '../kms/rewrap.ts';
 import { type NewRootOptions, rotateRoot, type RotateRootResult } from '../kms/rotate-root.ts';
 import { rotateKek, type RotateResult, setAutoRotate } from '../kms/rotation.ts';
+import type { RsaScheme } from '../kms/signer.ts';
 import {
   type DependantCheck,
   KeyStates,
@@ -84,7 +86,7 @@ function keyArg(positionals: string[], what: string): string {
 }
 
 const line = (k: KeySummary) =>
-  `${k.kind.padEnd(13)} ${k.id}  ${k.name.padEnd(13)} ${k.state.padEnd(15)} ${k.algorithm.padEnd(11)} created ${k.created}${k.rotated ? ` rotated ${k.rotated}` : ''} uses ${k.uses}${k.deletionAt ? ` deletion ${k.deletionAt}` : ''}\n` +
+  `${k.kind.padEnd(13)} ${k.id}  ${k.name.padEnd(13)} ${k.state.padEnd(15)} ${k.algorithm.padEnd(11)}${k.protection ? ` ${k.protection.padEnd(7)}` : ''} created ${k.created}${k.rotated ? ` rotated ${k.rotated}` : ''} uses ${k.uses}${k.deletionAt ? ` deletion ${k.deletionAt}` : ''}\n` +
   (k.versions ?? [])
     .map(
       (v) =>
@@ -108,7 +110,67 @@ const showCommand = defineCommand<{ key: string }, KeyDetail>({
   input: (_v, p) => ({ key: keyArg(p, 'kms show') }),
   run: (ctx, input) => showKey(ctx.database.db, input.key),
   format: (out) =>
-    `${line(out)}${out.policy ? `policy ${JSON.stringify(out.policy)}\n` : ''}audit events ${out.auditEvents}\n`,
+    `${line(out)}` +
+    (out.protection
+      ? `protection ${out.protection === 'hsm' ? 'hsm (private key in a PKCS#11 token, never extractable)' : 'wrapped (envelope encryption under a KEK)'}\n`
+      : '') +
+    (out.token
+      ? `token ${out.token.token}  label ${out.token.label}  CKA_ID ${out.token.id}\n` +
+        `attributes extractable=${out.token.attributes.extractable} sensitive=${out.token.attributes.sensitive} never-extractable=${out.token.attributes.neverExtractable} always-sensitive=${out.token.attributes.alwaysSensitive}\n`
+      : '') +
+    (out.rsaScheme
+      ? `signatures RSA ${out.rsaScheme === 'pss' ? 'PSS (SHA-256, MGF1, salt 32)' : 'PKCS#1 v1.5 (SHA-256)'}\n`
+      : '') +
+    `${out.policy ? `policy ${JSON.stringify(out.policy)}\n` : ''}audit events ${out.auditEvents}\n`,
+});
+
+const ALGS: AsymmetricAlg[] = ['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096', 'ed25519'];
+
+interface CreatedKey {
+  id: string;
+  usage: KeyUsage;
+  alg: AsymmetricAlg;
+  protection: KeyProtection;
+  publicKeyPem: string;
+}
+
+const createCommand = defineCommand<
+  { usage: KeyUsage; alg: AsymmetricAlg; protection: KeyProtection; rsaScheme?: RsaScheme },
+  CreatedKey
+>({
+  path: ['kms', 'create'],
+  usage: 'kms create [--usage U] [--alg A] [--protection wrapped|hsm] [--rsa-scheme pkcs1|pss]',
+  summary: 'make a signing key (hsm: generated in the PKCS#11 token of kms.hsm, never extractable)',
+  options: {
+    usage: { type: 'string' },
+    alg: { type: 'string' },
+    protection: { type: 'string' },
+    'rsa-scheme': { type: 'string' },
+  },
+  input: (v) => {
+    const alg = (v.alg as string | undefined) ?? 'ecdsa-p256';
+    if (!ALGS.includes(alg as AsymmetricAlg)) throw new UsageError(`--alg must be one of ${ALGS.join(', ')}`);
+    const protection = (v.protection as string | undefined) ?? 'wrapped';
+    if (protection !== 'wrapped' && protection !== 'hsm') throw new UsageError('--protection must be wrapped or hsm');
+    const scheme = v['rsa-scheme'] as string | undefined;
+    if (scheme !== undefined && scheme !== 'pkcs1' && scheme !== 'pss')
+      throw new UsageError('--rsa-scheme must be pkcs1 or pss');
+    if (scheme !== undefined && !alg.startsWith('rsa-'))
+      throw new UsageError('--rsa-scheme is for RSA keys (--alg rsa-…)');
+    return { usage: usageOf(v), alg: alg as AsymmetricAlg, protection, rsaScheme: scheme };
+  },
+  run: async (ctx, input) => {
+    const key = await ctx.kms.createKey(ctx.database.db, input);
+    return {
+      id: key.id,
+      usage: input.usage,
+      alg: input.alg,
+      protection: key.protection,
+      publicKeyPem: key.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+    };
+  },
+  format: (out) =>
+    `Created ${out.alg} key ${out.id} (usage ${out.usage}, protection ${out.protection}${out.protection === 'hsm' ? ': generated in the token, never extractable' : ''}).\n${out.publicKeyPem}`,
 });
 
 const rotateCommand = defineCommand<
@@ -519,6 +581,7 @@ export const kmsCommands: CliCommand[] = [
   rotateRootCommand,
   listCommand,
   showCommand,
+  createCommand,
   rotateCommand,
   rewrapCommand,
   disableCommand,

@@ -204,6 +204,21 @@ export const configSchema = z
         /** Sign an audit checkpoint after this many events, or this long after the last one. */
         checkpointEveryEvents: z.number().int().min(1).default(10_000),
         checkpointInterval: duration.prefault('1h'),
+        /**
+         * The PKCS#11 token that holds keys made with protection "hsm" (generated there, never
+         * extractable; signatures are made in the token). The PIN is read from pinFile (relative
+         * to dataDir) when a session logs in.
+         */
+        hsm: z
+          .object({
+            module: z.string().min(1),
+            token: z.string().min(1),
+            pinFile: z.string().min(1),
+            /** PKCS#11 sessions shared by all requests of one process. */
+            sessions: z.number().int().min(1).max(64).default(4),
+          })
+          .strict()
+          .optional(),
       })
       .strict()
       .prefault({}),

@@ -89,7 +89,8 @@ export interface KmsKeysTable {
   usage: KeyUsage;
   alg: string;
   spki_sha256: Bytes;
-  backend: Generated<string>;
+  /** How the private key is protected: wrapped (envelope encryption) or hsm (in a PKCS#11 token). */
+  backend: ColumnType<KeyProtection, KeyProtection | undefined, KeyProtection>;
   state: ColumnType<KeyState, KeyState | undefined, KeyState>;
   policy: Json<unknown> | null;
   kek_id: string | null;
@@ -101,7 +102,15 @@ export interface KmsKeysTable {
   deletion_at: Timestamp | null;
   destroyed_at: Timestamp | null;
   use_count: ColumnType<string | number | bigint, never, number | bigint | string>;
+  // 0007_hsm_keys
+  /** SubjectPublicKeyInfo DER (HSM keys; wrapped keys carry it inside their ciphertext). */
+  spki: ColumnType<Bytes | null, Bytes | null | undefined, Bytes | null>;
+  /** Where an HSM key lives: { token, id (CKA_ID hex), label, attributes }. */
+  token_ref: ColumnType<unknown, string | null | undefined, string | null> | null;
+  rsa_scheme: ColumnType<'pkcs1' | 'pss', 'pkcs1' | 'pss' | undefined, 'pkcs1' | 'pss'>;
 }
+
+export type KeyProtection = 'wrapped' | 'hsm';
 
 export interface AuditHeadTable {
   id: number;

@@ -10,24 +10,69 @@ import {
 } from 'node:crypto';
 
 import { GroupCommit } from '../db/group-commit.ts';
-import type { Executor, KeyUsage } from '../db/schema.ts';
+import type { Executor, KeyProtection, KeyUsage, KmsKeyRow } from '../db/schema.ts';
 import { appendAudit, inTransaction } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
 import { KmsError } from './errors.ts';
 import { algOf, type AsymmetricAlg, generateKeyPair } from './key-types.ts';
+import type { TokenSettings } from './pkcs11/module.ts';
+import { type SessionPool, sessionPool } from './pkcs11/session-pool.ts';
+import {
+  destroyTokenKey,
+  generateTokenKey,
+  type TokenKeyAttributes,
+  type TokenKeyRef,
+  tokenSign,
+} from './pkcs11/token-keys.ts';
 import { effectivePolicy, evaluate } from './policy.ts';
 import type { RootOfTrust } from './roots/types.ts';
-import { signatureAlgorithmFor, type SignContext, type Signer, signWithKeyObject } from './signer.ts';
+import {
+  type RsaScheme,
+  type SignatureAlgorithm,
+  signatureAlgorithmFor,
+  type SignContext,
+  type Signer,
+  signWithKeyObject,
+} from './signer.ts';
 
 export const CA_KEK = 'ca-keys';
 
 export type SignOperation = 'sign-certificate' | 'sign-crl' | 'sign-ocsp' | 'sign-audit-checkpoint' | 'sign-token';
 
-interface CachedKey {
-  key: KeyObject;
+/** The PKCS#11 token that holds HSM-resident keys (protection 'hsm'), and its session pool size. */
+export interface HsmSettings extends Omit<TokenSettings, 'token'> {
+  token: string;
+  sessions: number;
+}
+
+/** What the database keeps for an HSM key instead of key material. */
+export interface StoredTokenRef extends TokenKeyRef {
+  attributes: TokenKeyAttributes;
+}
+
+interface KeyCommon {
   alg: AsymmetricAlg;
+  algorithm: SignatureAlgorithm;
+  spki: Uint8Array;
+}
+
+/** A wrapped key, unwrapped into this process. */
+interface WrappedKey extends KeyCommon {
+  protection: 'wrapped';
+  key: KeyObject;
   kekVersion: number;
 }
+
+/** An HSM key: only where it is; every signature is made in the token. */
+interface TokenKey extends KeyCommon {
+  protection: 'hsm';
+  ref: TokenKeyRef;
+}
+
+type CachedKey = WrappedKey | TokenKey;
+
+const spkiOf = (key: KeyObject) =>
+  new Uint8Array((key.type === 'public' ? key : createPublicKey(key)).export({ type: 'spki', format: 'der' }));
 
 /**
  * Levels 1 and 2 of the key hierarchy: KEK versions wrapped by the root of trust, and one DEK per
@@ -42,8 +87,19 @@ export class KeyHierarchy {
     private readonly db: Executor,
     private root: RootOfTrust,
     private readonly installId: string,
+    private readonly hsm?: HsmSettings,
   ) {
     this.uses = new GroupCommit((keyIds) => this.countUses(keyIds));
+  }
+
+  /** The session pool of the token that holds HSM keys (one per process and token). */
+  private tokenPool(token = this.hsm?.token): SessionPool {
+    if (!this.hsm || !token)
+      throw new KmsError(
+        'InvalidInput',
+        'protection "hsm" needs kms.hsm in the configuration (module, token and pinFile of a PKCS#11 token)',
+      );
+    return sessionPool({ module: this.hsm.module, token, pin: this.hsm.pin }, this.hsm.sessions);
   }
 
   /** One update per key for a whole batch of signatures. */
@@ -180,19 +236,94 @@ export class KeyHierarchy {
     return { id: row.id, version: row.version, key: await this.kek(row.id, row.version, db) };
   }
 
-  /** Generates an asymmetric key and stores it wrapped (envelope encryption) in the caller's unit of work. */
+  /**
+   * Generates an asymmetric key in the caller's unit of work. `wrapped` (the default) keeps it
+   * encrypted under a DEK (envelope encryption); `hsm` generates it in the PKCS#11 token as a
+   * sensitive, never extractable key and stores only where it is and its public key.
+   */
   async createKey(
     db: Executor,
-    opts: { usage: KeyUsage; alg: AsymmetricAlg; principal: string },
-  ): Promise<{ id: string; publicKey: KeyObject }> {
+    opts: { usage: KeyUsage; alg: AsymmetricAlg; principal: string; protection?: KeyProtection; rsaScheme?: RsaScheme },
+  ): Promise<{ id: string; publicKey: KeyObject; protection: KeyProtection }> {
+    if (opts.rsaScheme === 'pss' && !opts.alg.startsWith('rsa-'))
+      throw new KmsError('InvalidInput', `the PSS signature scheme is for RSA keys, not ${opts.alg}`);
+    if (opts.protection === 'hsm') return this.createTokenKey(db, opts);
     const { privateKey, publicKey } = generateKeyPair(opts.alg);
     const id = await this.storeKey(db, {
       usage: opts.usage,
       privateKey,
       principal: opts.principal,
       action: 'create-key',
+      rsaScheme: opts.rsaScheme,
     });
-    return { id, publicKey };
+    return { id, publicKey, protection: 'wrapped' };
+  }
+
+  private async createTokenKey(
+    db: Executor,
+    opts: { usage: KeyUsage; alg: AsymmetricAlg; principal: string; rsaScheme?: RsaScheme },
+  ): Promise<{ id: string; publicKey: KeyObject; protection: 'hsm' }> {
+    const id = randomUUID();
+    const pool = this.tokenPool();
+    const made = await generateTokenKey(pool, id, opts.alg);
+    const spki = spkiOf(made.publicKey);
+    const spkiSha256 = createHash('sha256').update(spki).digest();
+    const stored: StoredTokenRef = { ...made.ref, attributes: made.attributes };
+    const rsaScheme = opts.rsaScheme ?? 'pkcs1';
+    try {
+      await inTransaction(db, async (trx) => {
+        await trx
+          .insertInto('kms_keys')
+          .values({
+            id,
+            usage: opts.usage,
+            alg: opts.alg,
+            spki_sha256: spkiSha256,
+            backend: 'hsm',
+            spki,
+            token_ref: JSON.stringify(stored),
+            rsa_scheme: rsaScheme,
+            policy: null,
+            kek_id: null,
+            kek_version: null,
+            dek_wrapped: null,
+            key_ciphertext: null,
+            external_ref: null,
+            deletion_at: null,
+            destroyed_at: null,
+          })
+          .execute();
+        await appendAudit(trx, {
+          principal: opts.principal,
+          action: 'create-key',
+          keyId: id,
+          outcome: 'success',
+          context: {
+            usage: opts.usage,
+            alg: opts.alg,
+            protection: 'hsm',
+            token: made.ref.token,
+            label: made.ref.label,
+            extractable: made.attributes.extractable,
+            sensitive: made.attributes.sensitive,
+            spki_sha256: spkiSha256.toString('hex'),
+          },
+        });
+      });
+    } catch (err) {
+      // Nothing in the database names the new pair, so nothing would ever use or delete it.
+      await destroyTokenKey(pool, made.ref).catch(() => undefined);
+      throw err;
+    }
+    const algorithm = signatureAlgorithmFor(made.publicKey, rsaScheme);
+    this.keys.set(id, { protection: 'hsm', ref: made.ref, alg: opts.alg, algorithm, spki });
+    return { id, publicKey: made.publicKey, protection: 'hsm' };
+  }
+
+  /** Deletes an HSM key's pair from its token (the deletion janitor, once the window has passed). */
+  async destroyInToken(ref: TokenKeyRef): Promise<void> {
+    await destroyTokenKey(this.tokenPool(ref.token), ref);
+    this.keys.forEach((k, id) => k.protection === 'hsm' && k.ref.id === ref.id && this.keys.delete(id));
   }
 
   /** Wraps an existing private key like a generated one (bring your own key). */
@@ -205,10 +336,12 @@ export class KeyHierarchy {
       action: string;
       id?: string;
       context?: Record<string, string>;
+      rsaScheme?: RsaScheme;
     },
   ): Promise<string> {
     const id = opts.id ?? randomUUID();
     const alg = algOf(opts.privateKey);
+    const rsaScheme = opts.rsaScheme ?? 'pkcs1';
     const spki = createPublicKey(opts.privateKey).export({ type: 'spki', format: 'der' });
     const spkiSha256 = createHash('sha256').update(spki).digest();
     const kek = await this.primaryKek(db, CA_KEK);
@@ -243,6 +376,7 @@ export class KeyHierarchy {
             external_ref: null,
             deletion_at: null,
             destroyed_at: null,
+            rsa_scheme: rsaScheme,
           })
           .execute();
         await appendAudit(trx, {
@@ -258,17 +392,28 @@ export class KeyHierarchy {
       dek.fill(0);
       pkcs8.fill(0);
     }
-    this.keys.set(id, { key: opts.privateKey, alg, kekVersion: kek.version });
+    this.keys.set(id, {
+      protection: 'wrapped',
+      key: opts.privateKey,
+      alg,
+      algorithm: signatureAlgorithmFor(opts.privateKey, rsaScheme),
+      spki: new Uint8Array(spki),
+      kekVersion: kek.version,
+    });
     return id;
   }
 
-  /** Unwraps a key into memory (once per process), checking every layer's binding. */
-  private async privateKey(keyId: string, principal: string, db: Executor): Promise<CachedKey> {
+  /**
+   * A key ready to sign (once per process): a wrapped key is unwrapped into memory, checking every
+   * layer's binding; an HSM key is only located (its private half never comes here).
+   */
+  private async loadKey(keyId: string, principal: string, db: Executor): Promise<CachedKey> {
     const cached = this.keys.get(keyId);
     if (cached) return cached;
     const row = await db.selectFrom('kms_keys').selectAll().where('id', '=', keyId).executeTakeFirst();
     if (!row) throw new KmsError('NotFound', `key ${keyId} does not exist`);
     if (row.state !== 'Enabled') throw new KmsError('KeyDisabled', `key ${keyId} (${row.usage}) is ${row.state}`);
+    if (row.backend === 'hsm') return this.locateTokenKey(row);
     const decision = evaluate(effectivePolicy(row.policy, row.usage), { principal, action: 'unwrap' });
     if (!decision.allowed) {
       if (!db.isTransaction)
@@ -305,7 +450,7 @@ export class KeyHierarchy {
     }
     const key = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
     pkcs8.fill(0);
-    const spki = createPublicKey(key).export({ type: 'spki', format: 'der' });
+    const spki = spkiOf(key);
     const digest = createHash('sha256').update(spki).digest();
     if (!timingSafeEqual(digest, Buffer.from(row.spki_sha256))) {
       throw new KmsError('InvalidCiphertext', `key ${keyId} does not match its recorded public key`);
@@ -318,13 +463,40 @@ export class KeyHierarchy {
       outcome: 'success',
       context: { usage: row.usage },
     });
-    const entry: CachedKey = { key, alg: row.alg as AsymmetricAlg, kekVersion: row.kek_version };
+    const entry: CachedKey = {
+      protection: 'wrapped',
+      key,
+      alg: row.alg as AsymmetricAlg,
+      algorithm: signatureAlgorithmFor(key, row.rsa_scheme),
+      spki,
+      kekVersion: row.kek_version,
+    };
     this.keys.set(keyId, entry);
     return entry;
   }
 
+  private locateTokenKey(row: KmsKeyRow): TokenKey {
+    const stored = row.token_ref as StoredTokenRef | null;
+    if (!stored || !row.spki)
+      throw new KmsError('KeyUnavailable', `key ${row.id} is an HSM key with no token reference`);
+    const spki = new Uint8Array(row.spki);
+    const entry: TokenKey = {
+      protection: 'hsm',
+      ref: { token: stored.token, id: stored.id, label: stored.label },
+      alg: row.alg as AsymmetricAlg,
+      algorithm: signatureAlgorithmFor(
+        createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }),
+        row.rsa_scheme,
+      ),
+      spki,
+    };
+    this.keys.set(row.id, entry);
+    return entry;
+  }
+
   async publicKey(keyId: string, principal = 'keyward', db: Executor = this.db): Promise<KeyObject> {
-    return createPublicKey((await this.privateKey(keyId, principal, db)).key);
+    const { spki } = await this.loadKey(keyId, principal, db);
+    return createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
   }
 
   /**
@@ -333,9 +505,7 @@ export class KeyHierarchy {
    * transaction as `db` to make the key use part of its unit of work.
    */
   async signer(keyId: string, operation: SignOperation, principal: string, db: Executor = this.db): Promise<Signer> {
-    const { key } = await this.privateKey(keyId, principal, db);
-    const algorithm = signatureAlgorithmFor(key);
-    const spki = new Uint8Array(createPublicKey(key).export({ type: 'spki', format: 'der' }));
+    const { algorithm, spki } = await this.loadKey(keyId, principal, db);
     return {
       algorithm,
       spki,
@@ -352,7 +522,9 @@ export class KeyHierarchy {
     data: Uint8Array,
     context: SignContext,
   ): Promise<Uint8Array> {
-    const cached = await this.privateKey(keyId, principal, db);
+    const cached = await this.loadKey(keyId, principal, db);
+    const kekVersion = cached.protection === 'wrapped' ? cached.kekVersion : null;
+    const auditContext = cached.protection === 'hsm' ? { ...context, protection: 'hsm' } : { ...context };
     try {
       const signature = await inTransaction(db, async (trx) => {
         // State and policy are read from the database for every signature, so a disable or a
@@ -380,11 +552,13 @@ export class KeyHierarchy {
           principal,
           action: operation,
           keyId,
-          keyVersion: cached.kekVersion,
+          keyVersion: kekVersion,
           outcome: 'success',
-          context: { ...context },
+          context: auditContext,
         });
-        return signWithKeyObject(cached.key, signatureAlgorithmFor(cached.key), data);
+        return cached.protection === 'wrapped'
+          ? signWithKeyObject(cached.key, cached.algorithm, data)
+          : tokenSign(this.tokenPool(cached.ref.token), cached.ref, cached.algorithm, data);
       });
       // The usage count is a statistic for `kms list`; the audit log is the record of each use.
       if (!db.isTransaction) {
@@ -399,10 +573,10 @@ export class KeyHierarchy {
         principal,
         action: operation,
         keyId,
-        keyVersion: cached.kekVersion,
+        keyVersion: kekVersion,
         outcome: denied ? 'denied' : 'failure',
         errorCode: err instanceof KmsError ? err.code : 'InternalError',
-        context: { ...context },
+        context: auditContext,
       });
       throw err;
     }

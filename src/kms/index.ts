@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Db } from '../db/schema.ts';
 import { appendAudit } from './audit.ts';
 import { KmsError } from './errors.ts';
-import { CA_KEK, KeyHierarchy } from './hierarchy.ts';
+import { CA_KEK, type HsmSettings, KeyHierarchy } from './hierarchy.ts';
 import { loadAwsKmsRoot } from './roots/awskms.ts';
 import { createFileRoot, loadFileRoot } from './roots/file.ts';
 import { createPassphraseRoot, loadPassphraseRoot } from './roots/passphrase.ts';
@@ -12,7 +12,7 @@ import type { RootOfTrust, RootRecord } from './roots/types.ts';
 
 export { appendAudit, type AuditVerification, verifyAudit } from './audit.ts';
 export { KmsError } from './errors.ts';
-export { CA_KEK, KeyHierarchy } from './hierarchy.ts';
+export { CA_KEK, type HsmSettings, KeyHierarchy } from './hierarchy.ts';
 export type { AsymmetricAlg } from './key-types.ts';
 export type { SignatureAlgorithm, SignContext, Signer } from './signer.ts';
 
@@ -47,6 +47,7 @@ export async function openKeyHierarchy(
   db: Db,
   options: RootOfTrustOptions,
   principal = 'keyward',
+  hsm?: HsmSettings,
 ): Promise<KeyHierarchy> {
   const install = await installId(db);
   const stored = await db
@@ -66,7 +67,7 @@ export async function openKeyHierarchy(
     if (record.provider === 'pkcs11') {
       // Token and AWS KMS roots are fully described by its stored, non-secret parameters (module, token and
       // key labels, PIN file path; key ARN), so they need no setting in rootOfTrust: see docs for rotate-root.
-      root = loadPkcs11Root(record);
+      root = await loadPkcs11Root(record);
     } else if (record.provider === 'awskms') {
       root = loadAwsKmsRoot(record);
     } else if (record.provider !== options.type) {
@@ -105,7 +106,7 @@ export async function openKeyHierarchy(
       });
     });
   }
-  const hierarchy = new KeyHierarchy(db, root, install);
+  const hierarchy = new KeyHierarchy(db, root, install, hsm);
   await hierarchy.ensureKek(db, CA_KEK, 'ca-keys', principal);
   return hierarchy;
 }

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 
-import type { Executor } from '../db/schema.ts';
+import type { Executor, KeyProtection } from '../db/schema.ts';
+import type { StoredTokenRef } from './hierarchy.ts';
 import { defaultDataKeyPolicy, effectivePolicy, type KeyPolicy } from './policy.ts';
 import { resolveKey } from './refs.ts';
 
@@ -19,6 +20,8 @@ export interface KeySummary {
   destroyedAt: string | null;
   /** Signatures / data-key operations for keys and KEKs; DEKs wrapped for KEK versions. */
   uses: number;
+  /** Keys only: wrapped (envelope encryption) or hsm (in a PKCS#11 token, never extractable). */
+  protection?: KeyProtection;
   versions?: KekVersionSummary[];
 }
 
@@ -46,6 +49,10 @@ export interface KeyDetail extends KeySummary {
   minUnwrapVersion?: number;
   autoRotateDays?: number | null;
   policy?: KeyPolicy;
+  /** RSA keys: PKCS#1 v1.5 or PSS signatures. */
+  rsaScheme?: 'pkcs1' | 'pss';
+  /** HSM keys: the token, the object's CKA_LABEL and CKA_ID, and its attributes when made. */
+  token?: StoredTokenRef;
   auditEvents: number;
 }
 
@@ -141,6 +148,7 @@ export async function listKeys(db: Executor): Promise<KeySummary[]> {
       deletionAt: iso(k.deletion_at),
       destroyedAt: iso(k.destroyed_at),
       uses: Number(k.use_count),
+      protection: k.backend,
     });
   }
   return out;
@@ -164,6 +172,8 @@ export async function showKey(db: Executor, text: string): Promise<KeyDetail> {
       kekVersion: k.kek_version,
       spkiSha256: Buffer.from(k.spki_sha256).toString('hex'),
       policy: effectivePolicy(k.policy, k.usage),
+      ...(k.alg.startsWith('rsa-') ? { rsaScheme: k.rsa_scheme } : {}),
+      ...(k.token_ref ? { token: k.token_ref as StoredTokenRef } : {}),
     });
   } else if (ref.kind === 'kek' || ref.kind === 'kek-version') {
     const k = await db.selectFrom('kms_keks').selectAll().where('id', '=', ref.id).executeTakeFirstOrThrow();

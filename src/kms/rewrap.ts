@@ -33,6 +33,14 @@ export async function rewrap(
   opts: { kek?: string; principal: string; batchSize?: number; onProgress?: (p: RewrapProgress) => void },
 ): Promise<RewrapResult> {
   const ref = await resolveKey(db, opts.kek ?? 'ca-keys');
+  if (ref.kind === 'key') {
+    const key = await db.selectFrom('kms_keys').select('backend').where('id', '=', ref.id).executeTakeFirstOrThrow();
+    if (key.backend === 'hsm')
+      throw new KmsError(
+        'InvalidInput',
+        `key ${ref.id} is an HSM key: its private key never leaves the token, so there is no DEK to rewrap (kms rewrap takes a KEK name)`,
+      );
+  }
   if (ref.kind !== 'kek') throw new KmsError('InvalidInput', 'kms rewrap takes a KEK name');
   const batchSize = opts.batchSize ?? 500;
   const primaryOf = async () => {

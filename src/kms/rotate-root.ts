@@ -27,14 +27,17 @@ export interface RotateRootResult {
   kekVersions: number;
 }
 
-function loadRoot(record: RootRecord, opts: NewRootOptions): RootOfTrust {
+function loadRoot(record: RootRecord, opts: NewRootOptions): RootOfTrust | Promise<RootOfTrust> {
   if (opts.type === 'file') return loadFileRoot(record, opts.path);
   if (opts.type === 'passphrase') return loadPassphraseRoot(record, opts.passphrase);
   if (opts.type === 'awskms') return loadAwsKmsRoot(record);
   return loadPkcs11Root(record);
 }
 
-function createRoot(id: string, opts: NewRootOptions): { root: RootOfTrust; record: RootRecord } {
+function createRoot(
+  id: string,
+  opts: NewRootOptions,
+): { root: RootOfTrust; record: RootRecord } | Promise<{ root: RootOfTrust; record: RootRecord }> {
   if (opts.type === 'file') return createFileRoot(id, opts.path);
   if (opts.type === 'passphrase') return createPassphraseRoot(id, opts.passphrase);
   if (opts.type === 'awskms') return createAwsKmsRoot(id, opts.params);
@@ -59,7 +62,7 @@ export async function rotateRoot(
   let target: RootOfTrust | undefined;
   for (const p of pending) {
     if (p.provider === opts.type && !target) {
-      target = loadRoot({ id: p.id, provider: p.provider, params: p.params, kcv: p.kcv }, opts);
+      target = await loadRoot({ id: p.id, provider: p.provider, params: p.params, kcv: p.kcv }, opts);
     } else {
       // An abandoned attempt towards another root: forget its half-written blobs.
       await db
@@ -71,7 +74,7 @@ export async function rotateRoot(
     }
   }
   if (!target) {
-    const created = createRoot(randomUUID(), opts);
+    const created = await createRoot(randomUUID(), opts);
     target = created.root;
     await db.transaction().execute(async (trx) => {
       await trx

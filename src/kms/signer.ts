@@ -1,7 +1,17 @@
-import { createPublicKey, type KeyObject, sign as cryptoSign } from 'node:crypto';
+import { constants, createPublicKey, type KeyObject, sign as cryptoSign } from 'node:crypto';
 
-/** The signature schemes Keyward signs with; ECDSA signatures are DER `Ecdsa-Sig-Value`. */
-export type SignatureAlgorithm = 'ecdsa-sha256' | 'ecdsa-sha384' | 'rsa-sha256' | 'ed25519';
+/**
+ * The signature schemes Keyward signs with; ECDSA signatures are DER `Ecdsa-Sig-Value`. RSA signs
+ * with PKCS#1 v1.5 (`rsa-sha256`) unless the key was made for RSASSA-PSS (SHA-256, MGF1-SHA-256,
+ * 32-byte salt: RFC 4055 §3.1).
+ */
+export type SignatureAlgorithm = 'ecdsa-sha256' | 'ecdsa-sha384' | 'rsa-sha256' | 'rsa-pss-sha256' | 'ed25519';
+
+/** How an RSA key signs; chosen when the key is made and kept with it. */
+export type RsaScheme = 'pkcs1' | 'pss';
+
+/** The RSA-PSS salt length: the digest's length, the usual choice (RFC 8017 §9.1). */
+export const PSS_SALT_LENGTH = 32;
 
 /**
  * What the key hierarchy hands the signing core: it signs bytes on request and never exposes the
@@ -20,7 +30,7 @@ export interface Signer {
 
 export type SignContext = Readonly<Record<string, string>>;
 
-export function signatureAlgorithmFor(key: KeyObject): SignatureAlgorithm {
+export function signatureAlgorithmFor(key: KeyObject, rsaScheme: RsaScheme = 'pkcs1'): SignatureAlgorithm {
   const type = key.asymmetricKeyType;
   if (type === 'ec') {
     const curve = key.asymmetricKeyDetails?.namedCurve;
@@ -28,7 +38,7 @@ export function signatureAlgorithmFor(key: KeyObject): SignatureAlgorithm {
     if (curve === 'secp384r1') return 'ecdsa-sha384';
     throw new Error(`unsupported EC curve ${curve ?? 'unknown'}`);
   }
-  if (type === 'rsa') return 'rsa-sha256';
+  if (type === 'rsa') return rsaScheme === 'pss' ? 'rsa-pss-sha256' : 'rsa-sha256';
   if (type === 'ed25519') return 'ed25519';
   throw new Error(`unsupported key type ${type ?? 'unknown'}`);
 }
@@ -37,11 +47,19 @@ const DIGEST: Record<SignatureAlgorithm, string | null> = {
   'ecdsa-sha256': 'sha256',
   'ecdsa-sha384': 'sha384',
   'rsa-sha256': 'sha256',
+  'rsa-pss-sha256': 'sha256',
   ed25519: null,
 };
 
+/** The digest a signature algorithm hashes with (null: Ed25519 signs the message itself). */
+export function digestOf(algorithm: SignatureAlgorithm): 'sha256' | 'sha384' | null {
+  return DIGEST[algorithm] as 'sha256' | 'sha384' | null;
+}
+
 /** Signs in-process with a private KeyObject (the software backend). */
 export function signWithKeyObject(key: KeyObject, algorithm: SignatureAlgorithm, data: Uint8Array): Uint8Array {
+  if (algorithm === 'rsa-pss-sha256')
+    return cryptoSign('sha256', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: PSS_SALT_LENGTH });
   return cryptoSign(DIGEST[algorithm], data, key);
 }
 

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type { Db, Executor } from '../db/schema.ts';
 import { appendAudit } from './audit.ts';
 import { KmsError } from './errors.ts';
-import type { KeyHierarchy } from './hierarchy.ts';
+import type { KeyHierarchy, StoredTokenRef } from './hierarchy.ts';
 import { describeRef, type KeyRef, resolveKey } from './refs.ts';
 
 // Key states (design §3.5): Enabled ⇄ Disabled; Enabled|Disabled → PendingDeletion (7–30 days);
@@ -231,10 +231,19 @@ export class KeyStates {
    * One statement per table, audited in the same transaction; times from the database.
    */
   async destroyDue(): Promise<{ keys: string[]; keks: string[]; versions: string[] }> {
+    // HSM keys are deleted from their token first; one whose token can't be reached now stays
+    // PendingDeletion and is tried again on the next run.
+    const inToken = await sql<{ id: string; token_ref: StoredTokenRef }>`
+      SELECT id, token_ref FROM kms_keys
+      WHERE backend = 'hsm' AND state = 'PendingDeletion' AND deletion_at <= now()`.execute(this.db);
+    const kept: string[] = [];
+    for (const k of inToken.rows) await this.kms.destroyInToken(k.token_ref).catch(() => kept.push(k.id));
     return this.db.transaction().execute(async (trx) => {
       const keys = await sql<{ id: string }>`
         UPDATE kms_keys SET state = 'Destroyed', dek_wrapped = NULL, key_ciphertext = NULL, destroyed_at = now()
-        WHERE state = 'PendingDeletion' AND deletion_at <= now() RETURNING id`.execute(trx);
+        WHERE state = 'PendingDeletion' AND deletion_at <= now()
+          AND NOT (id = ANY(${kept.length ? sql`ARRAY[${sql.join(kept)}]::uuid[]` : sql`ARRAY[]::uuid[]`}))
+        RETURNING id`.execute(trx);
       const keks = await sql<{ id: string }>`
         UPDATE kms_keks SET state = 'Destroyed', destroyed_at = now()
         WHERE state = 'PendingDeletion' AND deletion_at <= now() RETURNING id`.execute(trx);
