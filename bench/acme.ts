@@ -1,21 +1,32 @@
-// Full ACME issuance flows per second over loopback against `keyward serve` on PostgreSQL, with the
-// CPU seconds used by the server and by PostgreSQL. This process is the load generator.
-import { fork, spawn } from 'node:child_process';
+// Full ACME issuance flows (http-01) over loopback against `keyward serve`, per level of concurrent
+// clients: certificates per second, flow latency, CPU of the server and of the PostgreSQL backends
+// serving its database, certificates per CPU-second of both, requests, statements and commits per
+// certificate. Then one level on the embedded database (PGlite). This process is the load
+// generator (bench/acme-client.ts); DNS and http-01 answers come from bench/challenge-responder.ts.
+//
+//   npm run bench:acme                      levels 1,8,32,128 on PostgreSQL + 32 on PGlite, 20 s each
+//   BENCH_LEVELS=32 BENCH_SECONDS=10 BENCH_PGLITE_LEVEL=0 npm run bench:acme
+//   BENCH_SETTINGS='metrics: { enabled: false }'   adds YAML to the server's configuration
+import { type ChildProcess, fork } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent } from 'node:https';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import acme from 'acme-client';
 import pg from 'pg';
+import { Pool } from 'undici';
 
+import type { StatementStats } from '../src/db/statement-stats.ts';
 import { freePort } from '../test/support/ca.ts';
+import { BenchClient, ChainChecker, type Counters, directory } from './acme-client.ts';
 import type { ResponderMessage, ResponderReady } from './challenge-responder.ts';
 
 const LEVELS = (process.env.BENCH_LEVELS ?? '1,8,32,128').split(',').map(Number);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
+const PGLITE_LEVEL = Number(process.env.BENCH_PGLITE_LEVEL ?? 32);
 const base =
   process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const ZONE = 'bench.test';
 
 const CLK_TCK = 100;
 function cpuSeconds(pid: number): number {
@@ -27,20 +38,14 @@ function cpuSeconds(pid: number): number {
     return 0;
   }
 }
-/** CPU of the PostgreSQL backends serving the bench database (the server's pool keeps them alive). */
-async function postgresCpu(): Promise<number> {
-  const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [dbName]);
-  return rows.reduce((sum, r) => sum + cpuSeconds(r.pid), 0);
+/** Busy and total jiffies of the whole machine, for the share other processes took. */
+function machineJiffies(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - f[4]!, total };
 }
 
-const dbName = `keyward_bench_${process.pid}`;
-const admin = new pg.Client({ connectionString: base });
-await admin.connect();
-await admin.query(`CREATE DATABASE ${dbName}`);
-const url = new URL(base);
-url.pathname = `/${dbName}`;
-
-// DNS and http-01 answers come from a process of their own (bench/challenge-responder.ts).
+// ---- the challenge responder -------------------------------------------------------------------
 const responder = fork(new URL('./challenge-responder.ts', import.meta.url).pathname, [], {
   execArgv: ['--import', 'tsx'],
   stdio: 'inherit',
@@ -48,104 +53,146 @@ const responder = fork(new URL('./challenge-responder.ts', import.meta.url).path
 const { dnsAddress, httpPort: challengePort } = await new Promise<ResponderReady>((resolve) =>
   responder.once('message', (m) => resolve(m as ResponderReady)),
 );
-const pending = new Map<number, () => void>();
-let messageId = 0;
-responder.on('message', (m: { id?: number }) => {
-  if (m.id === undefined) return;
-  pending.get(m.id)?.();
-  pending.delete(m.id);
-});
-function tell(message: DistributiveOmit<ResponderMessage, 'id'>): Promise<void> {
-  const id = ++messageId;
-  return new Promise<void>((resolve) => {
-    pending.set(id, resolve);
-    responder.send({ ...message, id });
+async function tellThumbprints(thumbprints: string[]): Promise<void> {
+  await new Promise<void>((resolve) => {
+    responder.once('message', () => resolve());
+    responder.send({ thumbprints } satisfies ResponderMessage);
   });
 }
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
-const dataDir = mkdtempSync(join(tmpdir(), 'kw-bench-acme-'));
-const httpsPort = await freePort();
-const configFile = join(dataDir, 'keyward.yaml');
-writeFileSync(
-  configFile,
-  `https: { listen: "127.0.0.1:${httpsPort}", hostnames: [localhost] }
-http: { listen: "127.0.0.1:${await freePort()}" }
-validation: { httpPort: ${challengePort}, dnsResolver: "${dnsAddress}", caa: false }
+// ---- a keyward serve process --------------------------------------------------------------------
+interface Server {
+  proc: ChildProcess;
+  pool: Pool;
+  root: X509Certificate;
+  dbName?: string;
+  stats(): Promise<StatementStats | undefined>;
+  stop(): Promise<void>;
+}
+
+async function startServer(databaseUrl: string | undefined): Promise<Server> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'kw-bench-acme-'));
+  const httpsPort = await freePort();
+  const httpPort = await freePort();
+  const configFile = join(dataDir, 'keyward.yaml');
+  writeFileSync(
+    configFile,
+    `https: { listen: "127.0.0.1:${httpsPort}", hostnames: [localhost] }
+http: { listen: "127.0.0.1:${httpPort}" }
+validation: { httpPort: ${challengePort}, dnsResolver: "${dnsAddress}" }
+rateLimits: { newOrdersPerAccount: { limit: 1000000, window: 1h }, certificatesPerName: { limit: 1000000, window: 1h } }
 log: { level: warn }
 ${process.env.BENCH_SETTINGS ?? ''}
 `,
-);
-// BENCH_SETTINGS adds YAML to the server's configuration, e.g. "metrics: { enabled: false }".
-// BENCH_PROFILE=DIR writes a CPU profile of the server there.
-const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
-const server = spawn(process.execPath, [...profile, 'bin/keyward.mjs', 'serve', '--data-dir', dataDir], {
-  env: { ...process.env, DATABASE_URL: url.toString(), KEYWARD_CONFIG: configFile },
-  stdio: ['ignore', 'pipe', 'inherit'],
-});
-await new Promise<void>((resolve, reject) => {
-  let out = '';
-  server.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-    if (out.includes('Press Ctrl-C')) resolve();
-    // The server's own warnings and errors explain failed flows.
-    for (const line of d.toString().split('\n'))
-      if (line.includes('"level":50') || line.includes('"level":40')) console.error(`  server: ${line.slice(0, 400)}`);
-  });
-  server.once('exit', (code) => reject(new Error(`keyward serve exited with ${code}`)));
-});
-acme.axios.defaults.httpsAgent = new Agent({ rejectUnauthorized: false, keepAlive: true, maxSockets: 256 });
-acme.setLogger(() => {});
-const directoryUrl = `https://localhost:${httpsPort}/acme/directory`;
-
-let sequence = 0;
-async function flow(client: acme.Client): Promise<void> {
-  const name = `f${++sequence}.bench.test`;
-  const [, csr] = await acme.crypto.createCsr({ altNames: [name] }, await acme.crypto.createPrivateEcdsaKey());
-  await client.auto({
-    csr,
-    challengePriority: ['http-01'],
-    skipChallengeVerification: true,
-    challengeCreateFn: (_authz, ch, keyAuthorization) => tell({ name, token: ch.token, keyAuthorization }),
-    challengeRemoveFn: (_authz, ch) => tell({ remove: ch.token }),
-  });
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
-
-console.log(
-  `keyward serve on PostgreSQL (${dbName}); ${SECONDS} s per level; http-01; load generator in this process, DNS and http-01 answers in another\n`,
-);
-console.log('clients  flows  errors  flows/s   p50 ms   p99 ms  server CPU s  postgres CPU s  certs per CPU-s');
-for (const clients of LEVELS) {
-  const accounts = await Promise.all(
-    Array.from({ length: clients }, async () => {
-      // Poll quickly: acme-client's default first back-off (5 s) would measure the client, not us.
-      const c = new acme.Client({
-        directoryUrl,
-        accountKey: await acme.crypto.createPrivateEcdsaKey(),
-        backoffMin: 20,
-        backoffMax: 200,
-        backoffAttempts: 100,
-      });
-      await c.createAccount({ termsOfServiceAgreed: true });
-      return c;
-    }),
   );
-  const serverBefore = cpuSeconds(server.pid!);
-  const pgBefore = await postgresCpu();
+  // BENCH_SETTINGS adds YAML to the server's configuration, e.g. "metrics: { enabled: false }".
+  // BENCH_PROFILE=DIR writes a CPU profile of the server there.
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
+  const proc = fork('bin/keyward.mjs', ['serve', '--data-dir', dataDir], {
+    execArgv: profile,
+    env: { ...process.env, DATABASE_URL: databaseUrl ?? '', KEYWARD_CONFIG: configFile },
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('Press Ctrl-C')) resolve();
+      // The server's own warnings and errors explain failed flows.
+      for (const line of d.toString().split('\n'))
+        if (line.includes('"level":50') || line.includes('"level":40'))
+          console.error(`  server: ${line.slice(0, 400)}`);
+    });
+    proc.once('exit', (code) => reject(new Error(`keyward serve exited with ${code}`)));
+  });
+  const rootPem = await (await fetch(`http://127.0.0.1:${httpPort}/roots.pem`)).text();
+  const pool = new Pool(`https://localhost:${httpsPort}`, {
+    connections: 256,
+    pipelining: 1,
+    connect: { ca: rootPem, servername: 'localhost' },
+  });
+  return {
+    proc,
+    pool,
+    root: new X509Certificate(rootPem),
+    stats: () =>
+      new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(undefined), 2000);
+        proc.once('message', (m: { statementStats?: StatementStats }) => {
+          clearTimeout(timer);
+          resolve(m.statementStats);
+        });
+        proc.send('statement-stats');
+      }),
+    stop: async () => {
+      await pool.close();
+      proc.kill('SIGTERM');
+      if (proc.exitCode === null) await new Promise((r) => proc.once('exit', r));
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ---- one level ----------------------------------------------------------------------------------
+interface Row {
+  db: string;
+  clients: number;
+  certs: number;
+  errors: number;
+  seconds: number;
+  p50: number;
+  p99: number;
+  serverCpu: number;
+  pgCpu: number | undefined;
+  driverCpu: number;
+  requests: number;
+  polls: number;
+  statements: number | undefined;
+  commits: number | undefined;
+  pgXacts: number | undefined;
+  load1: number;
+  otherCores: number;
+}
+
+const percentile = (sorted: number[], p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+
+async function runLevel(
+  server: Server,
+  dbLabel: string,
+  clients: number,
+  seconds: number,
+  pgCpu: () => Promise<number | undefined>,
+  pgXacts: () => Promise<number | undefined>,
+): Promise<Row> {
+  const counters: Counters = { requests: 0, nonceFetches: 0, badNonces: 0, polls: 0 };
+  const dir = await directory(server.pool, '/acme/directory');
+  const workers = Array.from({ length: clients }, (_, i) => new BenchClient(server.pool, dir, i, ZONE, counters));
+  await tellThumbprints(workers.map((w) => w.thumbprint));
+  await Promise.all(workers.map((w) => w.register()));
+  const checker = new ChainChecker(server.root);
+
+  const load1 = loadavg()[0]!;
+  const statsBefore = await server.stats();
+  const serverBefore = cpuSeconds(server.proc.pid!);
+  const pgBefore = await pgCpu();
+  const xactsBefore = await pgXacts();
+  const ownBefore = process.cpuUsage();
+  const responderBefore = cpuSeconds(responder.pid!);
+  const machineBefore = machineJiffies();
+  counters.requests = 0;
+  counters.polls = 0;
+
   const latencies: number[] = [];
   let errors = 0;
-  const deadline = performance.now() + SECONDS * 1000;
   const start = performance.now();
+  const deadline = start + seconds * 1000;
   await Promise.all(
-    accounts.map(async (c) => {
+    workers.map(async (w) => {
       while (performance.now() < deadline) {
         const t = performance.now();
         try {
-          await flow(c);
+          await w.flow(checker);
           latencies.push(performance.now() - t);
         } catch (err) {
           errors++;
@@ -155,28 +202,150 @@ for (const clients of LEVELS) {
     }),
   );
   const elapsed = (performance.now() - start) / 1000;
-  const serverCpu = cpuSeconds(server.pid!) - serverBefore;
-  const pgCpu = (await postgresCpu()) - pgBefore;
+  const own = process.cpuUsage(ownBefore);
+  const driverCpu = (own.user + own.system) / 1e6 + cpuSeconds(responder.pid!) - responderBefore;
+  const serverCpu = cpuSeconds(server.proc.pid!) - serverBefore;
+  const pgAfter = await pgCpu();
+  const machine = machineJiffies();
+  const statsAfter = await server.stats();
+  const xactsAfter = await pgXacts();
+  const pgUsed = pgAfter !== undefined && pgBefore !== undefined ? pgAfter - pgBefore : undefined;
+  const machineCores = ((machine.busy - machineBefore.busy) / (machine.total - machineBefore.total)) * cpus().length;
   latencies.sort((a, b) => a - b);
-  const flows = latencies.length;
-  console.log(
-    [
-      String(clients).padStart(7),
-      String(flows).padStart(6),
-      String(errors).padStart(7),
-      (flows / elapsed).toFixed(1).padStart(8),
-      percentile(latencies, 50).toFixed(0).padStart(8),
-      percentile(latencies, 99).toFixed(0).padStart(8),
-      serverCpu.toFixed(2).padStart(13),
-      pgCpu.toFixed(2).padStart(15),
-      (flows / Math.max(0.01, serverCpu + pgCpu)).toFixed(0).padStart(16),
-    ].join(' '),
-  );
+  return {
+    db: dbLabel,
+    clients,
+    certs: latencies.length,
+    errors,
+    seconds: elapsed,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    serverCpu,
+    pgCpu: pgUsed,
+    driverCpu,
+    requests: counters.requests,
+    polls: counters.polls,
+    statements: statsAfter && statsBefore ? statsAfter.statements - statsBefore.statements : undefined,
+    commits: statsAfter && statsBefore ? statsAfter.commits - statsBefore.commits : undefined,
+    pgXacts: xactsAfter !== undefined && xactsBefore !== undefined ? xactsAfter - xactsBefore : undefined,
+    load1,
+    otherCores: Math.max(0, machineCores - (serverCpu + (pgUsed ?? 0) + driverCpu) / elapsed),
+  };
 }
 
-server.kill('SIGTERM');
-await new Promise((r) => server.once('exit', r));
-responder.disconnect();
-if (!process.env.BENCH_KEEP) await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-await admin.end();
-rmSync(dataDir, { recursive: true, force: true });
+const HEAD = [
+  'db',
+  'clients',
+  'certs',
+  'errors',
+  'certs/s',
+  'p50 ms',
+  'p99 ms',
+  'server CPU s',
+  'PG CPU s',
+  'certs per CPU-s',
+  'req/cert',
+  'polls/cert',
+  'stmts/cert',
+  'commits/cert',
+  'PG xacts/cert',
+  'driver CPU s',
+  'load1',
+  'other cores',
+];
+function cells(r: Row): string[] {
+  const per = (n: number | undefined, d = 1) => (n === undefined || r.certs === 0 ? '–' : (n / r.certs).toFixed(d));
+  return [
+    r.db,
+    String(r.clients),
+    String(r.certs),
+    String(r.errors),
+    (r.certs / r.seconds).toFixed(1),
+    r.p50.toFixed(0),
+    r.p99.toFixed(0),
+    r.serverCpu.toFixed(2),
+    r.pgCpu === undefined ? 'in server' : r.pgCpu.toFixed(2),
+    (r.certs / Math.max(0.01, r.serverCpu + (r.pgCpu ?? 0))).toFixed(0),
+    per(r.requests, 2),
+    per(r.polls, 2),
+    per(r.statements),
+    per(r.commits),
+    per(r.pgXacts),
+    r.driverCpu.toFixed(2),
+    r.load1.toFixed(2),
+    r.otherCores.toFixed(2),
+  ];
+}
+const printRow = (r: Row) => console.log(`| ${cells(r).join(' | ')} |`);
+
+// ---- the run ------------------------------------------------------------------------------------
+console.log(
+  `bench:acme — http-01, CAA on, ${SECONDS} s per level; driver: undici keep-alive, ES256, one account per worker, ` +
+    `every certificate checked (SAN, key, chain to the root)\n` +
+    `machine: ${cpus().length} cores, load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')} at start\n` +
+    `statements and commits: counted by the server's database layer (commits = transactions that wrote); ` +
+    `PG xacts: pg_stat_database.xact_commit of the bench database (read-only statements included)\n`,
+);
+console.log(`| ${HEAD.join(' | ')} |`);
+console.log(`|${HEAD.map(() => '---').join('|')}|`);
+
+const rows: Row[] = [];
+const dbName = `keyward_bench_${process.pid}`;
+const admin = new pg.Client({ connectionString: base });
+await admin.connect();
+await admin.query(`CREATE DATABASE ${dbName}`);
+try {
+  const url = new URL(base);
+  url.pathname = `/${dbName}`;
+  const server = await startServer(url.toString());
+  /** CPU of the PostgreSQL backends serving the bench database (the server's pool keeps them alive). */
+  const pgCpu = async () => {
+    const { rows: pids } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [
+      dbName,
+    ]);
+    return pids.reduce((sum, r) => sum + cpuSeconds(r.pid), 0);
+  };
+  const pgXacts = async () => {
+    await admin.query('SELECT pg_stat_clear_snapshot()');
+    const { rows: r } = await admin.query<{ n: string }>(
+      'SELECT xact_commit AS n FROM pg_stat_database WHERE datname = $1',
+      [dbName],
+    );
+    return Number(r[0]?.n ?? 0);
+  };
+  try {
+    // Warm-up (JIT, pools, caches), not reported.
+    await runLevel(server, 'warm-up', 8, Math.min(3, SECONDS), pgCpu, pgXacts);
+    for (const clients of LEVELS) {
+      const row = await runLevel(server, 'PostgreSQL', clients, SECONDS, pgCpu, pgXacts);
+      rows.push(row);
+      printRow(row);
+    }
+  } finally {
+    await server.stop();
+  }
+  if (PGLITE_LEVEL > 0) {
+    const embedded = await startServer(undefined);
+    const none = async () => undefined;
+    try {
+      await runLevel(embedded, 'warm-up', 8, Math.min(3, SECONDS), none, none);
+      const row = await runLevel(embedded, 'PGlite', PGLITE_LEVEL, SECONDS, none, none);
+      rows.push(row);
+      printRow(row);
+    } finally {
+      await embedded.stop();
+    }
+  }
+} finally {
+  responder.disconnect();
+  if (!process.env.BENCH_KEEP) await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+  await admin.end();
+}
+console.log(
+  `\nload average at end: ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}; "other cores": cores busy with anything but server, PostgreSQL backends and the driver`,
+);
+if (rows.some((r) => r.errors > 0)) process.exitCode = 1;

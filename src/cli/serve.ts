@@ -1,5 +1,6 @@
 import type { Config } from '../config/load.ts';
 import { openContext } from '../context.ts';
+import { answerStatementStatsOverIpc } from '../db/statement-stats.ts';
 import { createLogger } from '../http/log.ts';
 import { type RunningServer, startServer } from '../server.ts';
 import { initCommand, type InitOutput } from './ca-commands.ts';
@@ -12,6 +13,7 @@ export async function serve(config: Config, json: boolean): Promise<void> {
   try {
     const init = (await initCommand.run(ctx, { principal: 'keyward:serve' })) as InitOutput;
     server = await startServer(ctx, log);
+    answerStatementStatsOverIpc();
     const banner = {
       created: init.created,
       https: server.httpsUrl,

@@ -4,6 +4,7 @@ import type { PostgresCursor, PostgresPool, PostgresPoolClient, PostgresQueryRes
 import type pg from 'pg';
 
 import { events } from '../core/events.ts';
+import { ConnectionCounter } from './statement-stats.ts';
 
 /** Distinct statements kept prepared; past this, new texts run unnamed (PostgreSQL keeps each per connection). */
 const MAX_NAMED = 500;
@@ -37,7 +38,9 @@ export class PreparedStatementPool implements PostgresPool {
     const client = await this.pool.connect();
     if (queued) events.poolWait.publish({ seconds: (performance.now() - started) / 1000 });
     let invalidated = false;
+    const counter = new ConnectionCounter();
     const query = async (text: string, values: ReadonlyArray<unknown>): Promise<PostgresQueryResult<unknown>> => {
+      counter.count(text);
       const name = values.length > 0 ? this.nameFor(text) : undefined;
       try {
         return (await client.query(

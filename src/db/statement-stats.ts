@@ -1,0 +1,44 @@
+/**
+ * Counts what this process asks of PostgreSQL: statements sent, and commits that wrote (an
+ * autocommitted write statement, or the COMMIT of a transaction that wrote). Benchmarks read them
+ * to report statements and commits per operation; they cost two increments per query.
+ */
+export interface StatementStats {
+  statements: number;
+  commits: number;
+}
+
+export const statementStats: StatementStats = { statements: 0, commits: 0 };
+
+const WRITE = /\b(insert|update|delete)\b/i;
+const TX = /^\s*(begin|start transaction|commit|rollback|savepoint|release)/i;
+
+/** Per connection: whether the open transaction (if any) has written. */
+export class ConnectionCounter {
+  private inTransaction = false;
+  private wrote = false;
+
+  count(text: string): void {
+    statementStats.statements++;
+    const tx = TX.exec(text)?.[1]?.toLowerCase();
+    if (tx === 'begin' || tx === 'start transaction') {
+      this.inTransaction = true;
+      this.wrote = false;
+    } else if (tx === 'commit' || tx === 'rollback') {
+      if (tx === 'commit' && this.wrote) statementStats.commits++;
+      this.inTransaction = false;
+      this.wrote = false;
+    } else if (tx === undefined && WRITE.test(text)) {
+      if (this.inTransaction) this.wrote = true;
+      else statementStats.commits++;
+    }
+  }
+}
+
+/** When this process was forked with an IPC channel (a benchmark), answer `statement-stats` requests. */
+export function answerStatementStatsOverIpc(): void {
+  if (!process.send) return;
+  process.on('message', (m: unknown) => {
+    if (m === 'statement-stats') process.send?.({ statementStats });
+  });
+}
