@@ -126,6 +126,7 @@ ${process.env.BENCH_SETTINGS ?? ''}
       }),
     stop: async () => {
       await pool.close();
+      proc.disconnect();
       proc.kill('SIGTERM');
       if (proc.exitCode === null) await new Promise((r) => proc.once('exit', r));
       rmSync(dataDir, { recursive: true, force: true });

@@ -1,4 +1,5 @@
 import type { Context } from 'hono';
+import { sql } from 'kysely';
 
 import type { Db } from '../db/schema.ts';
 import type { AccountRow } from './account-store.ts';
@@ -7,26 +8,39 @@ import { requireAccount, verifyRequest } from './jws.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { malformed, notFound, unauthorized } from './problem.ts';
 import { jsonResponse } from './respond.ts';
-import { type AuthzRow, authzStatus, authzView } from './views.ts';
+import { type AuthzRow, authzStatus, authzView, type ChallengeRow } from './views.ts';
 
-export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promise<AuthzRow> {
-  const authz = await db.selectFrom('acme_authzs').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!authz) throw notFound('authorization');
-  if (authz.account_id !== account.id) throw unauthorized('This authorization belongs to another account');
-  return authz;
+type AuthzWithChallenges = AuthzRow & { challenges: ChallengeRow[] };
+
+/** The authorization and its challenges in one query (challenges as JSON, dates revived here). */
+export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promise<AuthzWithChallenges> {
+  const row = await db
+    .selectFrom('acme_authzs as a')
+    .selectAll('a')
+    .select(
+      sql<
+        ChallengeJson[]
+      >`coalesce((SELECT json_agg(c ORDER BY c.type) FROM acme_challenges c WHERE c.authz_id = a.id), '[]')`.as(
+        'challenges',
+      ),
+    )
+    .where('a.id', '=', id)
+    .executeTakeFirst();
+  if (!row) throw notFound('authorization');
+  if (row.account_id !== account.id) throw unauthorized('This authorization belongs to another account');
+  return {
+    ...row,
+    challenges: row.challenges.map((c) => ({ ...c, validated: c.validated ? new Date(c.validated) : null })),
+  };
 }
 
-export async function authzResponse(deps: AcmeDeps, authz: AuthzRow): Promise<Response> {
-  const challenges = await deps.db
-    .selectFrom('acme_challenges')
-    .selectAll()
-    .where('authz_id', '=', authz.id)
-    .orderBy('type')
-    .execute();
+type ChallengeJson = Omit<ChallengeRow, 'validated'> & { validated: string | null };
+
+export function authzResponse(deps: AcmeDeps, authz: AuthzWithChallenges): Response {
   const now = deps.clock.now();
   const headers: Record<string, string> = {};
   if (authzStatus(authz, now) === 'pending') headers['Retry-After'] = RETRY_AFTER_SECONDS;
-  return jsonResponse(authzView(deps.urls, authz, challenges, now), 200, headers);
+  return jsonResponse(authzView(deps.urls, authz, authz.challenges, now), 200, headers);
 }
 
 /** POST-as-GET, or RFC 8555 §7.5.2 deactivation (which also invalidates the orders relying on it). */
@@ -38,16 +52,17 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
   if (p && p.status !== undefined) {
     if (p.status !== 'deactivated') throw malformed('An authorization may only be set to "deactivated"');
     const now = deps.clock.now();
-    authz = await deps.db.transaction().execute(async (trx) => {
+    const current = authz;
+    const row = await deps.db.transaction().execute(async (trx) => {
       const row = await trx
         .updateTable('acme_authzs')
         .set({ status: 'deactivated' })
-        .where('id', '=', authz.id)
+        .where('id', '=', current.id)
         .where('status', 'in', ['pending', 'valid'])
         .where('expires', '>', now)
         .returningAll()
         .executeTakeFirst();
-      if (!row) throw malformed(`The authorization is ${authzStatus(authz, now)} and cannot be deactivated`);
+      if (!row) throw malformed(`The authorization is ${authzStatus(current, now)} and cannot be deactivated`);
       await trx
         .updateTable('acme_orders')
         .set({
@@ -60,10 +75,11 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
           }),
         })
         .where('status', 'in', ['pending', 'ready'])
-        .where('id', 'in', trx.selectFrom('acme_order_authzs').select('order_id').where('authz_id', '=', authz.id))
+        .where('id', 'in', trx.selectFrom('acme_order_authzs').select('order_id').where('authz_id', '=', current.id))
         .execute();
       return row;
     });
+    authz = { ...row, challenges: current.challenges };
   }
   return authzResponse(deps, authz);
 }

@@ -1,6 +1,8 @@
 import type { Context } from 'hono';
 import { sql } from 'kysely';
 
+import { underLimit } from '../policy/index.ts';
+import type { ChallengeKind } from '../validation/index.ts';
 import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
@@ -9,55 +11,91 @@ import { throwIfLimited } from './limits.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { notFound, unauthorized } from './problem.ts';
 import { jsonResponse, link } from './respond.ts';
-import { authzStatus, type ChallengeRow, challengeView } from './views.ts';
+import { type ChallengeRow, challengeView } from './views.ts';
+import { attemptValidation, jobLeaseMs } from './worker.ts';
+
+type Found = ChallengeRow & {
+  account_id: string;
+  identifier_type: 'dns' | 'ip';
+  identifier_value: string;
+  wildcard: boolean;
+  /** Set when this request started the validation. */
+  job_id: string | null;
+  job_deadline: Date | null;
+  /** False when the account is over its failed-validations limit (nothing was started). */
+  under_limit: boolean;
+};
 
 /**
  * POST-as-GET reads a challenge; any JSON object (RFC 8555 says `{}`, unknown fields ignored) asks
- * us to validate it. Validation runs as a database job, so the answer comes at once: `processing`.
- * A repeated POST, or one for a settled challenge, just returns the current state (interop 79).
+ * us to validate it. One statement reads the challenge and, when it is pending, its authorization
+ * live and the account under its failed-validations limit, turns it processing with a job whose
+ * lease this replica holds. The first attempt then runs here at once, so a client whose answer is
+ * in place gets `valid` in this response. The job carries retries, and another replica takes it
+ * over when this one dies mid-check and the lease lapses. A repeated POST, or one for a settled
+ * challenge, returns the current state.
  */
 export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'kid');
   const account = requireAccount(req);
   const id = c.req.param('id')!;
-  const found = await deps.db
-    .selectFrom('acme_challenges as ch')
-    .innerJoin('acme_authzs as a', 'a.id', 'ch.authz_id')
-    .selectAll('ch')
-    .select(['a.account_id', 'a.status as authz_status', 'a.expires as authz_expires'])
-    .where('ch.id', '=', id)
-    .executeTakeFirst();
+  const now = deps.clock.now();
+  const start = req.payload !== undefined;
+  const deadline = addMs(now, deps.ctx.config.validation.retryFor);
+  const limit = deps.limits.rule('failedValidationsPerAccount');
+  const { rows } = await sql<Found>`
+    WITH found AS (
+      SELECT ch.*, a.account_id, a.identifier_type, a.identifier_value, a.wildcard,
+        ${underLimit(limit, account.id, now)} AS under_limit,
+        ${start}::bool AND ch.status = 'pending' AND a.status = 'pending' AND a.expires > ${now}
+          AND a.account_id = ${account.id} AS startable
+      FROM acme_challenges ch JOIN acme_authzs a ON a.id = ch.authz_id WHERE ch.id = ${id}),
+    started AS (
+      UPDATE acme_challenges ch SET status = 'processing'
+      FROM found WHERE ch.id = found.id AND ch.status = 'pending' AND found.startable AND found.under_limit
+      RETURNING ch.*),
+    job AS (
+      INSERT INTO acme_jobs (id, challenge_id, status, run_at, deadline, attempts, lease_holder, lease_until, created_at)
+      SELECT ${randomId()}, id, 'queued', ${now}, ${deadline}, 1, ${deps.holder}, ${addMs(now, jobLeaseMs(deps))}, ${now}
+      FROM started RETURNING id, deadline)
+    SELECT coalesce(started.status, found.status) AS status, found.id, found.authz_id, found.type, found.token,
+      found.error, found.validated, found.account_id, found.identifier_type, found.identifier_value, found.wildcard,
+      found.under_limit OR NOT found.startable AS under_limit, job.id AS job_id, job.deadline AS job_deadline
+    FROM found LEFT JOIN started ON true LEFT JOIN job ON true`.execute(deps.db);
+  const found = rows[0];
   if (!found) throw notFound('challenge');
   if (found.account_id !== account.id) throw unauthorized('This challenge belongs to another account');
-  let { account_id: _a, authz_status, authz_expires, ...challenge } = found;
-  const now = deps.clock.now();
-  const authzLive =
-    authzStatus({ status: authz_status, expires: authz_expires } as Parameters<typeof authzStatus>[0], now) ===
-    'pending';
-  if (req.payload && challenge.status === 'pending' && authzLive) {
+  if (!found.under_limit) {
     throwIfLimited(
       await deps.limits.peek(deps.db, 'failedValidationsPerAccount', account.id, now),
       'Failed validations for this account',
     );
-    // One statement, so the challenge never turns processing without a job to settle it.
-    const { rows } = await sql<ChallengeRow>`
-      WITH started AS (
-        UPDATE acme_challenges SET status = 'processing' WHERE id = ${challenge.id} AND status = 'pending' RETURNING *),
-      job AS (
-        INSERT INTO acme_jobs (id, challenge_id, status, run_at, deadline, created_at)
-        SELECT ${randomId()}, id, 'queued', ${now}, ${addMs(now, deps.ctx.config.validation.retryFor)}, ${now} FROM started)
-      SELECT * FROM started`.execute(deps.db);
-    const started = rows[0];
-    if (started) {
-      challenge = started;
-      deps.kickWorker();
-    } else {
-      challenge = await deps.db
-        .selectFrom('acme_challenges')
-        .selectAll()
-        .where('id', '=', id)
-        .executeTakeFirstOrThrow();
-    }
+  }
+  let challenge: ChallengeRow = found;
+  if (found.job_id !== null) {
+    const settled = await attemptValidation(deps, {
+      jobId: found.job_id,
+      challengeId: found.id,
+      authzId: found.authz_id,
+      accountId: account.id,
+      kind: found.type as ChallengeKind,
+      token: found.token,
+      thumbprint: account.key_thumbprint,
+      identifier: {
+        type: found.identifier_type,
+        value: found.wildcard ? `*.${found.identifier_value}` : found.identifier_value,
+      },
+      wildcard: found.wildcard,
+      attempts: 1,
+      deadline: found.job_deadline!,
+    }).catch((err: unknown) => {
+      // The job keeps its lease and is retried when it lapses; the client sees processing.
+      deps.log.error({ err: err instanceof Error ? err.stack : String(err), challenge: found.id }, 'validation failed');
+      return undefined;
+    });
+    challenge =
+      settled ??
+      (await deps.db.selectFrom('acme_challenges').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
   }
   const headers: Record<string, string | string[]> = { Link: link(deps.urls.authz(challenge.authz_id), 'up') };
   if (challenge.status === 'processing' || challenge.status === 'pending') headers['Retry-After'] = RETRY_AFTER_SECONDS;

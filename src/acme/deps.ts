@@ -20,7 +20,9 @@ export interface AcmeDeps {
   limits: RateLimiter;
   /** The resolver validation and the CAA re-check at finalize use. */
   resolver: DnsResolver;
-  /** Wakes this node's validation worker after a challenge was queued. */
+  /** This replica's name on the leases it holds (validation jobs, janitor). */
+  holder: string;
+  /** Wakes this node's validation worker after a job was queued for later. */
   kickWorker(): void;
 }
 

@@ -36,26 +36,25 @@ export function createAcmeDeps(
     nonces: new NonceService(ctx.database.db, ctx.config.acme.nonceLifetime, clock),
     limits: new RateLimiter(ctx.config.rateLimits),
     resolver: resolverForConfig(validationConfig(ctx.config.validation)),
+    holder: `${hostname()}:${process.pid}:${randomId(6)}`,
     kickWorker,
   };
 }
 
 /** The ACME v2 server (RFC 8555) on the HTTPS listener, with its validation worker and janitor. */
 export function acmeFeature(ctx: AppContext, log: Logger, options: AcmeFeatureOptions = {}): Feature {
-  const holder = `${hostname()}:${process.pid}:${randomId(6)}`;
   let worker: ValidationWorker | undefined;
   const deps = createAcmeDeps(ctx, log, options.clock, () => worker?.kick());
   return {
     name: 'acme',
     https: (app) => mountAcme(app, deps),
     start: () => {
-      const w = startValidationWorker(deps, deps.resolver, {
-        holder,
+      const w = startValidationWorker(deps, {
         concurrency: ctx.config.validation.concurrency,
         pollMs: options.pollMs ?? 500,
       });
       worker = w;
-      const janitor = startJanitor(deps, holder);
+      const janitor = startJanitor(deps, deps.holder);
       return async () => {
         worker = undefined;
         await w.stop();

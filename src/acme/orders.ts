@@ -1,16 +1,16 @@
 import type { Context } from 'hono';
+import { sql } from 'kysely';
 
 import type { Profile } from '../config/schema.ts';
-import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
-import type { Db, Executor } from '../db/schema.ts';
-import { challengeKindsFor } from '../validation/index.ts';
+import type { Db } from '../db/schema.ts';
 import type { AccountRow } from './account-store.ts';
 import { addMs } from './clock.ts';
 import { type AcmeDeps, offeredProfiles } from './deps.ts';
-import { authzIdentifier, checkIdentifiers } from './identifiers.ts';
+import { checkIdentifiers } from './identifiers.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { enforceNamePolicy, throwIfLimited } from './limits.ts';
+import { insertOrder } from './order-store.ts';
 import { AcmeProblem, malformed, notFound, unauthorized } from './problem.ts';
 import { checkReplaces } from './replaces.ts';
 import { jsonResponse } from './respond.ts';
@@ -19,15 +19,12 @@ import { type OrderRow, orderStatus, orderView } from './views.ts';
 /** Seconds a client should wait before polling a resource that is still changing. */
 export const RETRY_AFTER_SECONDS = '1';
 
-export async function orderAuthzIds(db: Executor, orderId: string): Promise<string[]> {
-  const rows = await db
-    .selectFrom('acme_order_authzs')
-    .select('authz_id')
-    .where('order_id', '=', orderId)
-    .orderBy('position')
-    .execute();
-  return rows.map((r) => r.authz_id);
-}
+/** An order with its authorization ids in order: one query. */
+export type OrderWithAuthzs = OrderRow & { authz_ids: string[] };
+
+const authzIdsOf = sql<
+  string[]
+>`ARRAY(SELECT authz_id FROM acme_order_authzs oa WHERE oa.order_id = o.id ORDER BY position)`;
 
 function owned<T extends { account_id: string }>(order: T | undefined, account: AccountRow): T {
   if (!order) throw notFound('order');
@@ -35,8 +32,14 @@ function owned<T extends { account_id: string }>(order: T | undefined, account: 
   return order;
 }
 
-export async function ownedOrder(db: Db, account: AccountRow, id: string): Promise<OrderRow> {
-  return owned(await db.selectFrom('acme_orders').selectAll().where('id', '=', id).executeTakeFirst(), account);
+export async function ownedOrder(db: Db, account: AccountRow, id: string): Promise<OrderWithAuthzs> {
+  const order = await db
+    .selectFrom('acme_orders as o')
+    .selectAll('o')
+    .select(authzIdsOf.as('authz_ids'))
+    .where('o.id', '=', id)
+    .executeTakeFirst();
+  return owned(order, account);
 }
 
 /** For finalize: the order with when its oldest authorization was validated (for the CAA re-check). */
@@ -44,10 +47,11 @@ export async function ownedOrderToFinalize(
   db: Db,
   account: AccountRow,
   id: string,
-): Promise<OrderRow & { oldest_validation: Date | null }> {
+): Promise<OrderWithAuthzs & { oldest_validation: Date | null }> {
   const order = await db
     .selectFrom('acme_orders as o')
     .selectAll('o')
+    .select(authzIdsOf.as('authz_ids'))
     .select((eb) =>
       eb
         .selectFrom('acme_order_authzs as oa')
@@ -61,22 +65,17 @@ export async function ownedOrderToFinalize(
   return owned(order, account);
 }
 
-export async function orderResponse(
+export function orderResponse(
   deps: AcmeDeps,
-  order: OrderRow,
+  order: OrderWithAuthzs,
   status = 200,
   extra: Record<string, string> = {},
-  authzIds?: string[],
-): Promise<Response> {
+): Response {
   const now = deps.clock.now();
   const headers: Record<string, string> = { ...extra };
   const s = orderStatus(order, now);
   if (s === 'processing' || s === 'pending') headers['Retry-After'] = RETRY_AFTER_SECONDS;
-  return jsonResponse(
-    orderView(deps.urls, order, authzIds ?? (await orderAuthzIds(deps.db, order.id)), now),
-    status,
-    headers,
-  );
+  return jsonResponse(orderView(deps.urls, order, order.authz_ids, now), status, headers);
 }
 
 export function resolveProfile(deps: AcmeDeps, requested: unknown): Profile {
@@ -101,74 +100,6 @@ function parseTime(value: unknown, field: string): Date {
   const d = new Date(value);
   if (Number.isNaN(d.getTime())) throw malformed(`"${field}" must be an RFC 3339 timestamp`);
   return d;
-}
-
-/** The pending authorization plus one challenge per type the identifier allows. */
-async function createAuthz(
-  trx: Executor,
-  deps: AcmeDeps,
-  account: AccountRow,
-  id: AcmeIdentifierJson,
-  now: Date,
-): Promise<string> {
-  const { type, value, wildcard } = authzIdentifier(id);
-  const authzId = randomId();
-  await trx
-    .insertInto('acme_authzs')
-    .values({
-      id: authzId,
-      account_id: account.id,
-      identifier_type: type,
-      identifier_value: value,
-      wildcard,
-      status: 'pending',
-      expires: addMs(now, deps.ctx.config.acme.authorizationLifetime),
-      validated_at: null,
-      created_at: now,
-    })
-    .execute();
-  await trx
-    .insertInto('acme_challenges')
-    .values(
-      challengeKindsFor(id).map((kind) => ({
-        id: randomId(),
-        authz_id: authzId,
-        type: kind,
-        token: randomId(24),
-        status: 'pending' as const,
-        error: null,
-        validated: null,
-      })),
-    )
-    .execute();
-  return authzId;
-}
-
-/** A valid authorization of this account for the identifier, recent enough to reuse. */
-async function reusableAuthz(
-  trx: Executor,
-  deps: AcmeDeps,
-  account: AccountRow,
-  id: AcmeIdentifierJson,
-  now: Date,
-): Promise<string | undefined> {
-  const reuse = deps.ctx.config.acme.authorizationReuse;
-  if (reuse <= 0) return undefined;
-  const { type, value, wildcard } = authzIdentifier(id);
-  const row = await trx
-    .selectFrom('acme_authzs')
-    .select('id')
-    .where('account_id', '=', account.id)
-    .where('identifier_type', '=', type)
-    .where('identifier_value', '=', value)
-    .where('wildcard', '=', wildcard)
-    .where('status', '=', 'valid')
-    .where('validated_at', '>=', addMs(now, -reuse))
-    .where('expires', '>', now)
-    .orderBy('expires', 'desc')
-    .limit(1)
-    .executeTakeFirst();
-  return row?.id;
 }
 
 /** RFC 8555 §7.4 newOrder (with `profile` from the profiles draft and `replaces` from RFC 9773). */
@@ -207,46 +138,29 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
   let replaces: string | null = null;
   if (p.replaces !== undefined) replaces = await checkReplaces(deps, account, identifiers, p.replaces);
 
-  const orderId = randomId();
-  const { order, authzIds } = await deps.db.transaction().execute(async (trx) => {
-    // Counted in the order's transaction: one commit for both, and a refusal rolls back nothing.
+  const reuse = acme.authorizationReuse;
+  const created = await insertOrder(deps.db, {
+    id: randomId(),
+    accountId: account.id,
+    identifiers,
+    profile: profile.name,
+    notAfter,
+    replaces,
+    now,
+    expires: addMs(now, acme.orderLifetime),
+    authzExpires: addMs(now, acme.authorizationLifetime),
+    reuseSince: reuse > 0 ? addMs(now, -reuse) : null,
+    limit: deps.limits.rule('newOrdersPerAccount'),
+  });
+  if (!created) {
     throwIfLimited(
-      await deps.limits.consume(trx, 'newOrdersPerAccount', account.id, now),
+      await deps.limits.peek(deps.db, 'newOrdersPerAccount', account.id, now),
       'New orders for this account',
     );
-    const authzIds: string[] = [];
-    let allValid = true;
-    for (const id of identifiers) {
-      const reused = await reusableAuthz(trx, deps, account, id, now);
-      if (reused === undefined) allValid = false;
-      authzIds.push(reused ?? (await createAuthz(trx, deps, account, id, now)));
-    }
-    const row = await trx
-      .insertInto('acme_orders')
-      .values({
-        id: orderId,
-        account_id: account.id,
-        status: allValid ? 'ready' : 'pending',
-        expires: addMs(now, acme.orderLifetime),
-        identifiers: JSON.stringify(identifiers),
-        not_before: null,
-        not_after: notAfter,
-        profile: profile.name,
-        replaces,
-        error: null,
-        certificate_serial: null,
-        created_at: now,
-        updated_at: now,
-      })
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    await trx
-      .insertInto('acme_order_authzs')
-      .values(authzIds.map((authz_id, position) => ({ order_id: orderId, authz_id, position })))
-      .execute();
-    return { order: row, authzIds };
-  });
-  return orderResponse(deps, order, 201, { Location: deps.urls.order(order.id) }, authzIds);
+    throw new Error('the new order was neither stored nor refused by its rate limit');
+  }
+  const { order, authzIds } = created;
+  return orderResponse(deps, { ...order, authz_ids: authzIds }, 201, { Location: deps.urls.order(order.id) });
 }
 
 export async function getOrder(c: Context, deps: AcmeDeps): Promise<Response> {

@@ -1,107 +1,94 @@
 import { sql } from 'kysely';
 
 import type { AcmeProblemJson } from '../db/acme-schema.ts';
-import type { Executor } from '../db/schema.ts';
+import { countHit } from '../policy/index.ts';
 import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
+import type { ChallengeRow } from './views.ts';
 
-/**
- * Locks the orders that use an authorization, in a fixed order, so that two challenges of one
- * order settling at once serialise: the second sees the first's valid authorization and turns the
- * order ready. Without it both could see the other still pending and leave the order stuck.
- */
-async function lockOrders(trx: Executor, authzId: string): Promise<void> {
-  await sql`SELECT id FROM acme_orders WHERE id IN (SELECT order_id FROM acme_order_authzs WHERE authz_id = ${authzId}) ORDER BY id FOR UPDATE`.execute(
-    trx,
-  );
+export interface SettlingJob {
+  id: string;
+  challengeId: string;
+  authzId: string;
+  accountId: string;
 }
 
-async function finishJob(trx: Executor, jobId: string, holder: string, now: Date): Promise<void> {
-  await trx
-    .updateTable('acme_jobs')
-    .set({ status: 'done', finished_at: now, lease_holder: null, lease_until: null })
-    .where('id', '=', jobId)
-    .where('lease_holder', '=', holder)
-    .execute();
-}
+/** Pending orders using the authorization whose authorizations are all valid turn ready. */
+const readyOrders = (authzId: string, now: Date, alsoValid: string | null) => sql`
+  UPDATE acme_orders o SET status = 'ready', updated_at = ${now}
+  WHERE o.status = 'pending' AND o.expires > ${now}
+    AND o.id IN (SELECT order_id FROM acme_order_authzs WHERE authz_id = ${authzId})
+    AND NOT EXISTS (
+      SELECT 1 FROM acme_order_authzs oa JOIN acme_authzs a ON a.id = oa.authz_id
+      WHERE oa.order_id = o.id AND a.id IS DISTINCT FROM ${alsoValid}::text AND (a.status <> 'valid' OR a.expires <= ${now}))`;
 
 /**
- * Challenge valid, authorization valid, and every order whose authorizations are now all valid
- * turns ready in the same transaction (clients finalize as soon as they see a valid challenge).
+ * Challenge valid, authorization valid, job done, and the orders whose authorizations are now all
+ * valid turn ready: one statement (clients finalize as soon as they see a valid challenge). The
+ * statement sees the other authorizations as of its start, so when the order has several, two of
+ * them settling at once could each miss the other's: the check runs again after the commit. The
+ * later of the two re-checks starts after both commits and sees both, so the order can't be left
+ * pending with every authorization valid.
  */
-export async function settleValid(
-  deps: AcmeDeps,
-  job: { id: string; challengeId: string; authzId: string },
-  holder: string,
-): Promise<void> {
+export async function settleValid(deps: AcmeDeps, job: SettlingJob, holder: string): Promise<ChallengeRow | undefined> {
   const now = deps.clock.now();
-  await deps.db.transaction().execute(async (trx) => {
-    await lockOrders(trx, job.authzId);
-    const { rows } = await sql<{ settled: boolean }>`
-      WITH ch AS (
-        UPDATE acme_challenges SET status = 'valid', validated = ${now}, error = NULL
-        WHERE id = ${job.challengeId} AND status = 'processing' RETURNING id),
-      authz AS (
-        UPDATE acme_authzs SET status = 'valid', validated_at = ${now}, expires = ${addMs(now, deps.ctx.config.acme.authorizationLifetime)}
-        WHERE id = ${job.authzId} AND status = 'pending' AND EXISTS (SELECT 1 FROM ch)),
-      job AS (
-        UPDATE acme_jobs SET status = 'done', finished_at = ${now}, lease_holder = NULL, lease_until = NULL
-        WHERE id = ${job.id} AND lease_holder = ${holder})
-      SELECT EXISTS (SELECT 1 FROM ch) AS settled`.execute(trx);
-    // A later statement, so it sees the authorization the one above made valid.
-    if (rows[0]?.settled) {
-      await sql`
-        UPDATE acme_orders o SET status = 'ready', updated_at = ${now}
-        WHERE o.status = 'pending' AND o.expires > ${now}
-          AND o.id IN (SELECT order_id FROM acme_order_authzs WHERE authz_id = ${job.authzId})
-          AND NOT EXISTS (
-            SELECT 1 FROM acme_order_authzs oa JOIN acme_authzs a ON a.id = oa.authz_id
-            WHERE oa.order_id = o.id AND (a.status <> 'valid' OR a.expires <= ${now}))`.execute(trx);
-    }
-  });
+  const { rows } = await sql<ChallengeRow & { settled: boolean; shared: boolean }>`
+    WITH ch AS (
+      UPDATE acme_challenges SET status = 'valid', validated = ${now}, error = NULL
+      WHERE id = ${job.challengeId} AND status = 'processing' RETURNING *),
+    authz AS (
+      UPDATE acme_authzs SET status = 'valid', validated_at = ${now}, expires = ${addMs(now, deps.ctx.config.acme.authorizationLifetime)}
+      WHERE id = ${job.authzId} AND status = 'pending' AND EXISTS (SELECT 1 FROM ch) RETURNING id),
+    job AS (
+      UPDATE acme_jobs SET status = 'done', finished_at = ${now}, lease_holder = NULL, lease_until = NULL
+      WHERE id = ${job.id} AND lease_holder = ${holder}),
+    ready AS (${readyOrders(job.authzId, now, job.authzId)} AND EXISTS (SELECT 1 FROM authz))
+    SELECT ch.*, EXISTS (SELECT 1 FROM authz) AS settled, EXISTS (
+      SELECT 1 FROM acme_order_authzs mine JOIN acme_order_authzs other
+        ON other.order_id = mine.order_id AND other.authz_id <> mine.authz_id
+      WHERE mine.authz_id = ${job.authzId}) AS shared
+    FROM ch`.execute(deps.db);
+  const row = rows[0];
+  if (!row) return undefined;
+  const { settled, shared, ...challenge } = row;
+  if (settled && shared) await readyOrders(job.authzId, now, null).execute(deps.db);
+  return challenge;
 }
 
-/** Challenge, authorization and the pending orders using it all turn invalid, with the reason. */
+/**
+ * Challenge, authorization and the pending orders using it turn invalid with the reason, the
+ * failure counts against the account (so a client stuck in a failing loop is slowed), and the job
+ * is done: one statement.
+ */
 export async function settleInvalid(
   deps: AcmeDeps,
-  job: { id: string; challengeId: string; authzId: string; identifier: string },
+  job: SettlingJob & { identifier: string },
   problem: AcmeProblemJson,
   holder: string,
-): Promise<void> {
+): Promise<ChallengeRow | undefined> {
   const now = deps.clock.now();
-  await deps.db.transaction().execute(async (trx) => {
-    await lockOrders(trx, job.authzId);
-    const ch = await trx
-      .updateTable('acme_challenges')
-      .set({ status: 'invalid', error: JSON.stringify(problem) })
-      .where('id', '=', job.challengeId)
-      .where('status', '=', 'processing')
-      .returning('id')
-      .executeTakeFirst();
-    if (ch) {
-      const authz = await trx
-        .updateTable('acme_authzs')
-        .set({ status: 'invalid' })
-        .where('id', '=', job.authzId)
-        .where('status', '=', 'pending')
-        .returning('account_id')
-        .executeTakeFirst();
-      // Counted against the account so a client stuck in a failing loop is slowed (rateLimited).
-      if (authz) await deps.limits.consume(trx, 'failedValidationsPerAccount', authz.account_id, now);
-      const orderError: AcmeProblemJson = {
-        type: problem.type,
-        detail: `Validation of ${job.identifier} failed: ${problem.detail}`,
-        status: problem.status ?? 400,
-      };
-      await trx
-        .updateTable('acme_orders')
-        .set({ status: 'invalid', updated_at: now, error: JSON.stringify(orderError) })
-        .where('status', '=', 'pending')
-        .where('id', 'in', trx.selectFrom('acme_order_authzs').select('order_id').where('authz_id', '=', job.authzId))
-        .execute();
-    }
-    await finishJob(trx, job.id, holder, now);
-  });
+  const orderError: AcmeProblemJson = {
+    type: problem.type,
+    detail: `Validation of ${job.identifier} failed: ${problem.detail}`,
+    status: problem.status ?? 400,
+  };
+  const { rows } = await sql<ChallengeRow>`
+    WITH ch AS (
+      UPDATE acme_challenges SET status = 'invalid', error = ${JSON.stringify(problem)}::jsonb
+      WHERE id = ${job.challengeId} AND status = 'processing' RETURNING *),
+    authz AS (
+      UPDATE acme_authzs SET status = 'invalid'
+      WHERE id = ${job.authzId} AND status = 'pending' AND EXISTS (SELECT 1 FROM ch) RETURNING id),
+    counted AS (${countHit(deps.limits.rule('failedValidationsPerAccount'), job.accountId, now, sql<boolean>`EXISTS (SELECT 1 FROM authz)`)}),
+    orders AS (
+      UPDATE acme_orders SET status = 'invalid', updated_at = ${now}, error = ${JSON.stringify(orderError)}::jsonb
+      WHERE status = 'pending' AND EXISTS (SELECT 1 FROM ch)
+        AND id IN (SELECT order_id FROM acme_order_authzs WHERE authz_id = ${job.authzId})),
+    job AS (
+      UPDATE acme_jobs SET status = 'done', finished_at = ${now}, lease_holder = NULL, lease_until = NULL
+      WHERE id = ${job.id} AND lease_holder = ${holder})
+    SELECT * FROM ch`.execute(deps.db);
+  return rows[0];
 }
 
 /** A failed attempt with time left: the challenge stays processing and shows the latest error. */
@@ -111,19 +98,14 @@ export async function scheduleRetry(
   problem: AcmeProblemJson,
   runAt: Date,
   holder: string,
-): Promise<void> {
-  await deps.db.transaction().execute(async (trx) => {
-    await trx
-      .updateTable('acme_challenges')
-      .set({ error: JSON.stringify(problem) })
-      .where('id', '=', job.challengeId)
-      .where('status', '=', 'processing')
-      .execute();
-    await trx
-      .updateTable('acme_jobs')
-      .set({ run_at: runAt, lease_holder: null, lease_until: null })
-      .where('id', '=', job.id)
-      .where('lease_holder', '=', holder)
-      .execute();
-  });
+): Promise<ChallengeRow | undefined> {
+  const { rows } = await sql<ChallengeRow>`
+    WITH ch AS (
+      UPDATE acme_challenges SET error = ${JSON.stringify(problem)}::jsonb
+      WHERE id = ${job.challengeId} AND status = 'processing' RETURNING *),
+    job AS (
+      UPDATE acme_jobs SET run_at = ${runAt}, lease_holder = NULL, lease_until = NULL
+      WHERE id = ${job.id} AND lease_holder = ${holder})
+    SELECT * FROM ch`.execute(deps.db);
+  return rows[0];
 }

@@ -3,18 +3,13 @@ import { sql } from 'kysely';
 import type { ParsedConfig } from '../config/schema.ts';
 import { events } from '../core/events.ts';
 import type { AcmeProblemJson } from '../db/acme-schema.ts';
-import type {
-  ChallengeKind,
-  DnsResolver,
-  Identifier,
-  ValidationConfig,
-  ValidationProblem,
-} from '../validation/index.ts';
+import type { ChallengeKind, Identifier, ValidationConfig, ValidationProblem } from '../validation/index.ts';
 import { checkCaa, validateChallenge } from '../validation/index.ts';
 import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
 import { ACME_ERROR_PREFIX } from './problem.ts';
 import { scheduleRetry, settleInvalid, settleValid } from './settle.ts';
+import type { ChallengeRow } from './views.ts';
 
 /** A claimed job with what its check needs; the challenge columns are null if it has gone. */
 interface ClaimedJob {
@@ -82,20 +77,89 @@ function retryDelay(deps: AcmeDeps, attempts: number): number {
   return Math.min(60_000, base * 2 ** Math.max(0, attempts - 1));
 }
 
-async function runJob(
-  deps: AcmeDeps,
-  job: ClaimedJob,
-  holder: string,
-  cfg: ValidationConfig,
-  resolver: DnsResolver,
-): Promise<void> {
-  const ids = { id: job.id, challengeId: job.challenge_id, authzId: job.authz_id ?? '' };
+/** What one validation attempt needs: the job, the challenge and who asked for it. */
+export interface ChallengeCheck {
+  jobId: string;
+  challengeId: string;
+  authzId: string;
+  accountId: string;
+  kind: ChallengeKind;
+  token: string;
+  thumbprint: string;
+  /** The identifier as validated: `*.` in front for a wildcard authorization. */
+  identifier: Identifier;
+  wildcard: boolean;
+  attempts: number;
+  deadline: Date;
+}
+
+/** How long a replica may hold a job before another may take it over (longer than one check can take). */
+export function jobLeaseMs(deps: AcmeDeps): number {
+  return deps.ctx.config.validation.timeout * 3 + 30_000;
+}
+
+/**
+ * One attempt: the check, CAA, then the settling statement (valid, invalid, or a retry later with
+ * the error shown). Runs in the challenge POST for the first attempt and in the worker for the
+ * rest; the caller holds the job's lease. Answers the challenge as settled (undefined if it had
+ * changed meanwhile, e.g. its authorization was deactivated).
+ */
+export async function attemptValidation(deps: AcmeDeps, check: ChallengeCheck): Promise<ChallengeRow | undefined> {
+  const cfg = validationConfig(deps.ctx.config.validation);
+  const { identifier: id, kind } = check;
+  let outcome = await validateChallenge(
+    kind,
+    id,
+    check.token,
+    `${check.token}.${check.thumbprint}`,
+    cfg,
+    deps.resolver,
+  );
+  if (outcome.ok && deps.ctx.config.validation.caa) {
+    outcome = await checkCaa(
+      id,
+      {
+        caIdentities: deps.ctx.config.acme.caaIdentities,
+        accountUri: deps.urls.account(check.accountId),
+        method: kind,
+        wildcard: check.wildcard,
+      },
+      deps.resolver,
+    );
+  }
+  const job = { id: check.jobId, challengeId: check.challengeId, authzId: check.authzId, accountId: check.accountId };
+  if (outcome.ok) {
+    const settled = await settleValid(deps, job, deps.holder);
+    events.validation.publish({ identifier: id.value, type: kind, outcome: 'valid' });
+    return settled;
+  }
+  const problem = problemJson(outcome.problem);
+  const now = deps.clock.now();
+  const final = FINAL.has(outcome.problem.type) || now >= check.deadline;
+  let settled: ChallengeRow | undefined;
+  if (final) {
+    settled = await settleInvalid(deps, { ...job, identifier: id.value }, problem, deps.holder);
+  } else {
+    const next = new Date(Math.min(now.getTime() + retryDelay(deps, check.attempts), check.deadline.getTime()));
+    settled = await scheduleRetry(deps, job, problem, next, deps.holder);
+    deps.kickWorker();
+  }
+  events.validation.publish({
+    identifier: id.value,
+    type: kind,
+    outcome: final ? 'invalid' : 'retry',
+    problem: { type: outcome.problem.type, detail: outcome.problem.detail },
+  });
+  return settled;
+}
+
+async function runJob(deps: AcmeDeps, job: ClaimedJob): Promise<void> {
   if (job.challenge_status !== 'processing' || job.authz_id === null) {
     await deps.db
       .updateTable('acme_jobs')
       .set({ status: 'done', finished_at: deps.clock.now() })
       .where('id', '=', job.id)
-      .where('lease_holder', '=', holder)
+      .where('lease_holder', '=', deps.holder)
       .execute();
     return;
   }
@@ -105,44 +169,18 @@ async function runJob(
       K in 'type' | 'token' | 'identifier_type' | 'identifier_value' | 'wildcard' | 'account_id' | 'key_thumbprint'
     ]: NonNullable<ClaimedJob[K]>;
   };
-  const id: Identifier = {
-    type: row.identifier_type,
-    value: row.wildcard ? `*.${row.identifier_value}` : row.identifier_value,
-  };
-  const kind = row.type as ChallengeKind;
-  const keyAuthorization = `${row.token}.${row.key_thumbprint}`;
-  let outcome = await validateChallenge(kind, id, row.token, keyAuthorization, cfg, resolver);
-  if (outcome.ok && deps.ctx.config.validation.caa) {
-    outcome = await checkCaa(
-      id,
-      {
-        caIdentities: deps.ctx.config.acme.caaIdentities,
-        accountUri: deps.urls.account(row.account_id),
-        method: kind,
-        wildcard: row.wildcard,
-      },
-      resolver,
-    );
-  }
-  if (outcome.ok) {
-    await settleValid(deps, ids, holder);
-    events.validation.publish({ identifier: id.value, type: kind, outcome: 'valid' });
-    return;
-  }
-  const problem = problemJson(outcome.problem);
-  const now = deps.clock.now();
-  const final = FINAL.has(outcome.problem.type) || now >= job.deadline;
-  if (final) {
-    await settleInvalid(deps, { ...ids, identifier: id.value }, problem, holder);
-  } else {
-    const next = new Date(Math.min(now.getTime() + retryDelay(deps, job.attempts), job.deadline.getTime()));
-    await scheduleRetry(deps, ids, problem, next, holder);
-  }
-  events.validation.publish({
-    identifier: id.value,
-    type: kind,
-    outcome: final ? 'invalid' : 'retry',
-    problem: { type: outcome.problem.type, detail: outcome.problem.detail },
+  await attemptValidation(deps, {
+    jobId: row.id,
+    challengeId: row.challenge_id,
+    authzId: row.authz_id!,
+    accountId: row.account_id,
+    kind: row.type as ChallengeKind,
+    token: row.token,
+    thumbprint: row.key_thumbprint,
+    identifier: { type: row.identifier_type, value: row.wildcard ? `*.${row.identifier_value}` : row.identifier_value },
+    wildcard: row.wildcard,
+    attempts: row.attempts,
+    deadline: row.deadline,
   });
 }
 
@@ -157,14 +195,11 @@ export interface ValidationWorker {
  */
 export function startValidationWorker(
   deps: AcmeDeps,
-  resolver: DnsResolver,
-  opts: { holder: string; concurrency?: number; pollMs?: number },
+  opts: { concurrency?: number; pollMs?: number },
 ): ValidationWorker {
   const concurrency = opts.concurrency ?? 4;
   const pollMs = opts.pollMs ?? 1_000;
-  const cfg = validationConfig(deps.ctx.config.validation);
-  // Longer than one check can take (redirects and DNS included), so a live holder keeps its lease.
-  const leaseMs = cfg.timeoutMs * 3 + 30_000;
+  const leaseMs = jobLeaseMs(deps);
   const running = new Set<Promise<void>>();
   let stopped = false;
   let wake: (() => void) | undefined;
@@ -196,7 +231,7 @@ export function startValidationWorker(
       }
       let job: ClaimedJob | undefined;
       try {
-        job = await claim(deps, opts.holder, leaseMs);
+        job = await claim(deps, deps.holder, leaseMs);
       } catch (err) {
         if (!stopped) deps.log.error({ err: (err as Error).message }, 'claiming a validation job failed');
       }
@@ -204,7 +239,7 @@ export function startValidationWorker(
         await sleep();
         continue;
       }
-      const p: Promise<void> = runJob(deps, job, opts.holder, cfg, resolver)
+      const p: Promise<void> = runJob(deps, job)
         .catch((err: unknown) =>
           deps.log.error(
             { err: err instanceof Error ? err.stack : String(err), job: job.id },

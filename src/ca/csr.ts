@@ -1,12 +1,11 @@
 import { createPublicKey, type KeyObject, verify } from 'node:crypto';
 
-import { children, decodeOid, DerError, expectTag, rawOf, readWhole, TAG, type Tlv, valueOf } from './der.ts';
+import { children, decodeOid, DerError, expectTag, oid, rawOf, readWhole, TAG, type Tlv, valueOf } from './der.ts';
 import { CaError } from './errors.ts';
 import { GN_TAG, type SubjectAltNames } from './general-names.ts';
 import { formatIp } from './ip.ts';
 import { OID } from './oids.ts';
 import { inspectSpki, type KeyType, SpkiError } from './spki.ts';
-import { x509 } from './x509.ts';
 
 export type CsrErrorCode = 'badCSR' | 'badPublicKey';
 
@@ -85,35 +84,134 @@ interface CsrParts {
   signatureParams: Tlv | undefined;
   der: Uint8Array;
   signature: Uint8Array;
+  commonName?: string;
+  sans: SubjectAltNames;
 }
 
-/** The outer structure, read strictly so that what we verify is exactly what we were sent. */
+/** The fields of a CSR as the CA reads them; structure only, nothing verified. */
+export type CsrFields = Omit<CsrParts, 'info' | 'signatureParams' | 'der'>;
+
+/**
+ * Reads a CSR by walking its DER (RFC 2986 §4), strictly, so that what we verify is exactly what
+ * we were sent. This is the hot path of every issuance: a schema-driven parse (@peculiar/x509,
+ * pkijs) costs several times more. test/ca/csr-reader.test.ts checks it against pkijs on the test
+ * corpus, generated and mutated CSRs: whatever it accepts, pkijs accepts and reads the same.
+ */
 function split(der: Uint8Array): CsrParts {
   try {
     const root = readWhole(der, TAG.SEQUENCE);
     const [info, alg, sig, ...rest] = children(der, root);
     if (rest.length > 0) throw new DerError('extra fields');
-    const infoFields = children(der, expectTag(info, TAG.SEQUENCE, 'CertificationRequestInfo'));
-    const version = valueOf(der, expectTag(infoFields[0], TAG.INTEGER, 'version'));
-    expectTag(infoFields[1], TAG.SEQUENCE, 'subject');
-    const spki = expectTag(infoFields[2], TAG.SEQUENCE, 'subjectPKInfo');
+    const [version, subject, spki, attributes, ...more] = children(
+      der,
+      expectTag(info, TAG.SEQUENCE, 'CertificationRequestInfo'),
+    );
+    if (more.length > 0) throw new DerError('CertificationRequestInfo has extra fields');
+    expectTag(version, TAG.INTEGER, 'version');
+    expectTag(spki, TAG.SEQUENCE, 'subjectPKInfo');
     const algParts = children(der, expectTag(alg, TAG.SEQUENCE, 'signatureAlgorithm'));
     if (algParts.length > 2) throw new DerError('signatureAlgorithm has extra fields');
     const sigBits = valueOf(der, expectTag(sig, TAG.BIT_STRING, 'signature'));
     if (sigBits.length < 2 || sigBits[0] !== 0) throw new DerError('bad signature BIT STRING');
-    return {
+    const commonName = readCommonName(der, expectTag(subject, TAG.SEQUENCE, 'subject'));
+    const sanValue = readSanRequest(der, expectTag(attributes, ATTRIBUTES_TAG, 'attributes'));
+    const parts: CsrParts = {
       der,
       info: rawOf(der, info!),
-      version,
-      spki: rawOf(der, spki).slice(),
+      version: valueOf(der, version!),
+      spki: rawOf(der, spki!).slice(),
       signatureOid: decodeOid(valueOf(der, expectTag(algParts[0], TAG.OID, 'signature algorithm OID'))),
       signatureParams: algParts[1],
       signature: sigBits.subarray(1),
+      sans: sanValue === undefined ? { dns: [], ip: [], uri: [], email: [] } : parseSans(sanValue),
     };
+    if (commonName !== undefined) parts.commonName = commonName;
+    return parts;
   } catch (e) {
     if (e instanceof DerError) throw bad(`CSR is not valid DER: ${e.message}`);
     throw e;
   }
+}
+
+/** `attributes [0] IMPLICIT SET OF Attribute`. */
+const ATTRIBUTES_TAG = 0xa0;
+const OID_CN = oid(OID.commonName);
+const OID_SAN = oid(OID.subjectAltName);
+const OID_EXTENSION_REQUEST = oid(OID.extensionRequest);
+
+const sameBytes = (buf: Uint8Array, t: Tlv, encoded: Uint8Array): boolean =>
+  t.end - t.start === encoded.length && Buffer.from(encoded).equals(rawOf(buf, t));
+
+/** DirectoryString forms a commonName may take; anything else is refused. */
+function directoryString(buf: Uint8Array, t: Tlv): string {
+  const v = valueOf(buf, t);
+  switch (t.tag) {
+    case TAG.UTF8_STRING: {
+      const text = Buffer.from(v).toString('utf8');
+      if (!Buffer.from(text, 'utf8').equals(v)) throw bad('CSR commonName is not valid UTF-8');
+      return text;
+    }
+    case TAG.PRINTABLE_STRING:
+    case TAG.IA5_STRING:
+      return ia5(v, 'commonName');
+    case TAG.BMP_STRING: {
+      if (v.length % 2 !== 0) throw bad('CSR commonName is not a valid BMPString');
+      return Buffer.from(v).swap16().toString('utf16le');
+    }
+    default:
+      throw bad('CSR commonName has an unsupported string type');
+  }
+}
+
+/** Name ::= SEQUENCE OF SET OF AttributeTypeAndValue; at most one commonName. */
+function readCommonName(buf: Uint8Array, subject: Tlv): string | undefined {
+  let cn: string | undefined;
+  for (const rdn of children(buf, subject)) {
+    for (const atv of children(buf, expectTag(rdn, TAG.SET, 'RelativeDistinguishedName'))) {
+      const [type, value, ...extra] = children(buf, expectTag(atv, TAG.SEQUENCE, 'AttributeTypeAndValue'));
+      if (value === undefined || extra.length > 0) throw new DerError('bad AttributeTypeAndValue');
+      expectTag(type, TAG.OID, 'attribute type');
+      if (!sameBytes(buf, type!, OID_CN)) continue;
+      if (cn !== undefined) throw bad('CSR subject has more than one commonName');
+      cn = directoryString(buf, value);
+      if (cn.length === 0) throw bad('CSR commonName is empty');
+    }
+  }
+  return cn;
+}
+
+/** The subjectAltName value from the one extensionRequest attribute (RFC 2985 §5.4.2), if any. */
+function readSanRequest(buf: Uint8Array, attributes: Tlv): Uint8Array | undefined {
+  let requests = 0;
+  let san: Uint8Array | undefined;
+  for (const attr of children(buf, attributes)) {
+    const [type, values, ...extra] = children(buf, expectTag(attr, TAG.SEQUENCE, 'Attribute'));
+    if (extra.length > 0) throw new DerError('Attribute has extra fields');
+    expectTag(type, TAG.OID, 'attribute type');
+    const set = children(buf, expectTag(values, TAG.SET, 'attribute values'));
+    if (!sameBytes(buf, type!, OID_EXTENSION_REQUEST)) continue;
+    if (++requests > 1) throw bad('CSR has more than one extensionRequest attribute');
+    if (set.length !== 1) throw bad('CSR extensionRequest must hold exactly one value');
+    const extensions = children(buf, expectTag(set[0], TAG.SEQUENCE, 'Extensions'));
+    for (const ext of extensions) {
+      const fields = children(buf, expectTag(ext, TAG.SEQUENCE, 'Extension'));
+      const [id, second, third, ...rest] = fields;
+      expectTag(id, TAG.OID, 'extension id');
+      let value: Tlv | undefined = second;
+      if (second?.tag === TAG.BOOLEAN) {
+        const b = valueOf(buf, second);
+        // DER: DEFAULT FALSE is never encoded, and TRUE is 0xff.
+        if (b.length !== 1 || b[0] !== 0xff) throw new DerError('bad critical flag');
+        value = third;
+      } else if (third !== undefined) throw new DerError('Extension has extra fields');
+      if (rest.length > 0 || (value === second && third !== undefined)) throw new DerError('Extension has extra fields');
+      expectTag(value, TAG.OCTET_STRING, 'extension value');
+      if (!sameBytes(buf, id!, OID_SAN)) continue;
+      if (san !== undefined) throw bad('CSR has more than one subjectAltName extension');
+      san = valueOf(buf, value!);
+    }
+  }
+  return san;
 }
 
 function checkKey(spki: Uint8Array): { keyType: KeyType; key: KeyObject } {
@@ -190,26 +288,10 @@ function parseSans(value: Uint8Array): SubjectAltNames {
   return sans;
 }
 
-function extractNames(der: Uint8Array): { commonName?: string; sans: SubjectAltNames } {
-  let cns: string[];
-  let sanValues: Uint8Array[];
-  try {
-    const req = new x509.Pkcs10CertificateRequest(new Uint8Array(der));
-    cns = req.subjectName.getField('CN');
-    sanValues = req.extensions.filter((e) => e.type === OID.subjectAltName).map((e) => new Uint8Array(e.value));
-    if (req.attributes.filter((a) => a.type === OID.extensionRequest).length > 1) {
-      throw bad('CSR has more than one extensionRequest attribute');
-    }
-  } catch (e) {
-    if (e instanceof CsrError) throw e;
-    throw bad('CSR could not be parsed');
-  }
-  if (cns.length > 1) throw bad('CSR subject has more than one commonName');
-  if (sanValues.length > 1) throw bad('CSR has more than one subjectAltName extension');
-  const commonName = cns[0];
-  if (commonName !== undefined && commonName.length === 0) throw bad('CSR commonName is empty');
-  const sans = sanValues[0] === undefined ? { dns: [], ip: [], uri: [], email: [] } : parseSans(sanValues[0]);
-  return commonName === undefined ? { sans } : { commonName, sans };
+/** The structure of a CSR (DER) without any check of its key or signature: for tests and tools. */
+export function readCsr(der: Uint8Array): CsrFields {
+  const { info: _i, signatureParams: _p, der: _d, ...fields } = split(der);
+  return fields;
 }
 
 /**
@@ -224,14 +306,13 @@ export function parseCsr(input: string | Uint8Array): ParsedCsr {
   if (parts.version.length !== 1 || parts.version[0] !== 0) throw bad('CSR version must be 1 (0)');
   const { keyType, key } = checkKey(parts.spki);
   checkSignature(parts, keyType, key);
-  const names = extractNames(der);
   const out: ParsedCsr = {
     der: der.slice(),
     subjectPublicKeyInfo: parts.spki,
     keyType: keyType.kind,
-    sans: names.sans,
+    sans: parts.sans,
   };
   if (keyType.kind === 'rsa') out.rsaBits = keyType.bits;
-  if (names.commonName !== undefined) out.commonName = names.commonName;
+  if (parts.commonName !== undefined) out.commonName = parts.commonName;
   return out;
 }

@@ -38,6 +38,8 @@ export class ConnectionCounter {
 /** When this process was forked with an IPC channel (a benchmark), answer `statement-stats` requests. */
 export function answerStatementStatsOverIpc(): void {
   if (!process.send) return;
+  // The channel must not keep a server that was told to stop alive.
+  process.channel?.unref();
   process.on('message', (m: unknown) => {
     if (m === 'statement-stats') process.send?.({ statementStats });
   });

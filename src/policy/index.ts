@@ -12,6 +12,7 @@ export {
 export { parsePattern, PatternError } from './patterns.ts';
 export {
   consume,
+  countHit,
   peek,
   pruneRateLimits,
   RateLimiter,
@@ -19,6 +20,7 @@ export {
   type RateLimitResult,
   type RateLimitRule,
   type RateLimitSettings,
+  underLimit,
 } from './rate-limits.ts';
 export { addRule, configRules, describeRule, listRules, type PolicyRule, removeRule } from './rules.ts';
 export { parseScope, type PolicySubject, type Scope, scopesOf } from './scopes.ts';

@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 
 import type { Executor } from '../db/schema.ts';
 
@@ -25,18 +25,39 @@ export type RateLimitSettings = Record<RateLimitName, { limit: number; window: n
  */
 export async function consume(db: Executor, rule: RateLimitRule, key: string, now: Date): Promise<RateLimitResult> {
   if (rule.limit <= 0) return { ok: true, remaining: Number.POSITIVE_INFINITY };
+  const row = await sql<{ count: number }>`${countHit(rule, key, now)}`.execute(db);
+  const count = row.rows[0]?.count;
+  if (count !== undefined) return { ok: true, remaining: rule.limit - Number(count) };
+  return refused(db, rule, key, now);
+}
+
+/**
+ * The counting statement of `consume`, for use as a CTE inside a caller's statement: it returns
+ * one row (the new count) when the hit counted, none when the key is over its limit or the rule
+ * is switched off, or when `when` (a condition over the caller's CTEs) is false.
+ */
+export function countHit(
+  rule: RateLimitRule,
+  key: string,
+  now: Date,
+  when: RawBuilder<boolean> = sql<boolean>`true`,
+): RawBuilder<unknown> {
   const cutoff = new Date(now.getTime() - rule.windowMs);
-  const row = await sql<{ count: number }>`
+  return sql`
     INSERT INTO rate_limit_counters AS c (name, key, window_start, count)
-    VALUES (${rule.name}, ${key}, ${now}, 1)
+    SELECT ${rule.name}, ${key}, ${now}::timestamptz, 1 WHERE ${rule.limit > 0}::bool AND ${when}
     ON CONFLICT (name, key) DO UPDATE SET
       window_start = CASE WHEN c.window_start <= ${cutoff} THEN ${now} ELSE c.window_start END,
       count = CASE WHEN c.window_start <= ${cutoff} THEN 1 ELSE c.count + 1 END
     WHERE c.window_start <= ${cutoff} OR c.count < ${rule.limit}
-    RETURNING c.count`.execute(db);
-  const count = row.rows[0]?.count;
-  if (count !== undefined) return { ok: true, remaining: rule.limit - Number(count) };
-  return refused(db, rule, key, now);
+    RETURNING c.count`;
+}
+
+/** An SQL condition: true when `key` is under its limit now (a `peek` inside a caller's statement). */
+export function underLimit(rule: RateLimitRule, key: string, now: Date): RawBuilder<boolean> {
+  const cutoff = new Date(now.getTime() - rule.windowMs);
+  return sql<boolean>`(${rule.limit <= 0}::bool OR NOT EXISTS (SELECT 1 FROM rate_limit_counters
+    WHERE name = ${rule.name} AND key = ${key} AND window_start > ${cutoff} AND count >= ${rule.limit}))`;
 }
 
 /** Like consume, but counts nothing: for checks before work that only counts when it fails. */

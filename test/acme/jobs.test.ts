@@ -25,6 +25,36 @@ async function pendingOrder(name: string) {
 }
 
 describe('validation jobs', () => {
+  it('a challenge whose answer is in place validates in its POST: the answer is valid, the order ready', async () => {
+    const { client, authz, order } = await pendingOrder('at-once.example.test');
+    const challenge = await publish(env, client, authz, 'http-01');
+    const res = await internals(client).api.apiRequest(challenge.url, {});
+    expect(res.status).toBe(200);
+    expect(res.data.status).toBe('valid');
+    expect(res.data.validated).toBeTypeOf('string');
+    expect(res.headers['retry-after']).toBeUndefined();
+    expect((await client.getOrder(order)).status).toBe('ready');
+    const job = await env.ca.ctx.database.db
+      .selectFrom('acme_jobs')
+      .select(['status', 'attempts', 'lease_holder'])
+      .where('challenge_id', '=', challenge.url.split('/').pop()!)
+      .executeTakeFirstOrThrow();
+    expect(job).toEqual({ status: 'done', attempts: 1, lease_holder: null });
+  });
+
+  it('an order of several names turns ready when its challenges validate at the same moment', async () => {
+    const client = await env.client();
+    await client.createAccount({ termsOfServiceAgreed: true });
+    const names = ['multi1.example.test', 'multi2.example.test', 'multi3.example.test'];
+    resolveToLoopback(env, ...names);
+    const order = await client.createOrder({ identifiers: names.map((value) => ({ type: 'dns', value })) });
+    const authzs = await client.getAuthorizations(order);
+    const challenges = await Promise.all(authzs.map((a) => publish(env, client, a, 'http-01')));
+    const answers = await Promise.all(challenges.map((ch) => internals(client).api.apiRequest(ch.url, {})));
+    expect(answers.map((a) => a.data.status)).toEqual(['valid', 'valid', 'valid']);
+    expect((await client.getOrder(order)).status).toBe('ready');
+  });
+
   it('a failing check is retried: the challenge stays processing with its error, then turns valid', async () => {
     const { client, authz, order } = await pendingOrder('retry.example.test');
     const challenge = authz.challenges.find((c) => c.type === 'http-01')!;

@@ -1,0 +1,88 @@
+import { sql } from 'kysely';
+
+import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
+import type { Executor } from '../db/schema.ts';
+import { countHit, type RateLimitRule } from '../policy/index.ts';
+import { challengeKindsFor } from '../validation/index.ts';
+import { authzIdentifier } from './identifiers.ts';
+import { randomId } from './ids.ts';
+import type { OrderRow } from './views.ts';
+
+export interface NewOrder {
+  id: string;
+  accountId: string;
+  identifiers: AcmeIdentifierJson[];
+  profile: string;
+  notAfter: Date | null;
+  replaces: string | null;
+  now: Date;
+  expires: Date;
+  authzExpires: Date;
+  /** Valid authorizations validated at or after this instant are reused; null: no reuse. */
+  reuseSince: Date | null;
+  /** The account's new-order limit, counted in the same statement. */
+  limit: RateLimitRule;
+}
+
+/**
+ * newOrder as one statement (RFC 8555 §7.4): the rate-limit hit, the reuse of recent valid
+ * authorizations, the new authorizations with one challenge per allowed type, the order and its
+ * links. Nothing is written when the account is over its limit (`undefined` is returned). Arrays,
+ * not VALUES lists, so the text (and its prepared plan) is the same for any number of names.
+ */
+export async function insertOrder(
+  db: Executor,
+  o: NewOrder,
+): Promise<{ order: OrderRow; authzIds: string[] } | undefined> {
+  const ids = o.identifiers.map(authzIdentifier);
+  const newIds = ids.map(() => randomId());
+  const ch = { id: [] as string[], authz: [] as string[], type: [] as string[], token: [] as string[] };
+  o.identifiers.forEach((id, i) => {
+    for (const kind of challengeKindsFor(id)) {
+      ch.id.push(randomId());
+      ch.authz.push(newIds[i]!);
+      ch.type.push(kind);
+      ch.token.push(randomId(24));
+    }
+  });
+  const limited = o.limit.limit > 0;
+  const { rows } = await sql<OrderRow & { authz_ids: string[] }>`
+    WITH ids AS (
+      SELECT * FROM unnest(${ids.map((_, i) => i)}::int[], ${ids.map((i) => i.type)}::text[],
+        ${ids.map((i) => i.value)}::text[], ${ids.map((i) => i.wildcard)}::bool[], ${newIds}::text[])
+        AS t (pos, type, value, wildcard, new_id)),
+    counted AS (${countHit(o.limit, o.accountId, o.now)}),
+    allowed AS (SELECT NOT ${limited}::bool OR EXISTS (SELECT 1 FROM counted) AS ok),
+    reuse AS (
+      SELECT DISTINCT ON (ids.pos) ids.pos, a.id
+      FROM ids JOIN acme_authzs a ON a.account_id = ${o.accountId} AND a.identifier_type = ids.type
+        AND a.identifier_value = ids.value AND a.wildcard = ids.wildcard AND a.status = 'valid'
+        AND a.validated_at >= ${o.reuseSince} AND a.expires > ${o.now}
+      ORDER BY ids.pos, a.expires DESC),
+    chosen AS (
+      SELECT ids.*, coalesce(reuse.id, ids.new_id) AS authz_id, reuse.id IS NOT NULL AS reused
+      FROM ids LEFT JOIN reuse ON reuse.pos = ids.pos WHERE (SELECT ok FROM allowed)),
+    authzs AS (
+      INSERT INTO acme_authzs (id, account_id, identifier_type, identifier_value, wildcard, status, expires, created_at)
+      SELECT new_id, ${o.accountId}, type, value, wildcard, 'pending', ${o.authzExpires}, ${o.now}
+      FROM chosen WHERE NOT reused RETURNING id),
+    challenges AS (
+      INSERT INTO acme_challenges (id, authz_id, type, token, status)
+      SELECT c.id, c.authz_id, c.type, c.token, 'pending'
+      FROM unnest(${ch.id}::text[], ${ch.authz}::text[], ${ch.type}::text[], ${ch.token}::text[]) AS c (id, authz_id, type, token)
+      WHERE c.authz_id IN (SELECT id FROM authzs)),
+    ord AS (
+      INSERT INTO acme_orders (id, account_id, status, expires, identifiers, not_after, profile, replaces, created_at, updated_at)
+      SELECT ${o.id}, ${o.accountId}, CASE WHEN bool_and(reused) THEN 'ready' ELSE 'pending' END, ${o.expires},
+        ${JSON.stringify(o.identifiers)}::jsonb, ${o.notAfter}::timestamptz, ${o.profile}, ${o.replaces}::text, ${o.now}, ${o.now}
+      FROM chosen HAVING count(*) > 0
+      RETURNING *),
+    links AS (
+      INSERT INTO acme_order_authzs (order_id, authz_id, position)
+      SELECT ord.id, chosen.authz_id, chosen.pos FROM ord, chosen)
+    SELECT ord.*, (SELECT array_agg(authz_id ORDER BY pos) FROM chosen) AS authz_ids FROM ord`.execute(db);
+  const row = rows[0];
+  if (!row) return undefined;
+  const { authz_ids, ...order } = row;
+  return { order: order as OrderRow, authzIds: authz_ids };
+}
