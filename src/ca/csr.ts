@@ -100,6 +100,7 @@ export type CsrFields = Omit<CsrParts, 'info' | 'signatureParams' | 'der'>;
 function split(der: Uint8Array): CsrParts {
   try {
     const root = readWhole(der, TAG.SEQUENCE);
+    wellFormed(der, root, 0);
     const [info, alg, sig, ...rest] = children(der, root);
     if (rest.length > 0) throw new DerError('extra fields');
     const [version, subject, spki, attributes, ...more] = children(
@@ -107,8 +108,13 @@ function split(der: Uint8Array): CsrParts {
       expectTag(info, TAG.SEQUENCE, 'CertificationRequestInfo'),
     );
     if (more.length > 0) throw new DerError('CertificationRequestInfo has extra fields');
-    expectTag(version, TAG.INTEGER, 'version');
-    expectTag(spki, TAG.SEQUENCE, 'subjectPKInfo');
+    if (valueOf(der, expectTag(version, TAG.INTEGER, 'version')).some((b) => b !== 0))
+      throw bad('CSR version must be 1 (0)');
+    const [keyAlg, keyBits, ...keyRest] = children(der, expectTag(spki, TAG.SEQUENCE, 'subjectPKInfo'));
+    const keyAlgParts = children(der, expectTag(keyAlg, TAG.SEQUENCE, 'subjectPKInfo algorithm'));
+    anOid(der, keyAlgParts[0], 'key algorithm OID');
+    if (keyAlgParts.length > 2 || keyRest.length > 0) throw new DerError('subjectPKInfo has extra fields');
+    expectTag(keyBits, TAG.BIT_STRING, 'subjectPublicKey');
     const algParts = children(der, expectTag(alg, TAG.SEQUENCE, 'signatureAlgorithm'));
     if (algParts.length > 2) throw new DerError('signatureAlgorithm has extra fields');
     const sigBits = valueOf(der, expectTag(sig, TAG.BIT_STRING, 'signature'));
@@ -133,11 +139,65 @@ function split(der: Uint8Array): CsrParts {
   }
 }
 
+const MAX_DEPTH = 24;
+/**
+ * Universal tags a CSR may hold: BOOLEAN, INTEGER, BIT/OCTET STRING, NULL, OID, ENUMERATED, the
+ * usual string types and SEQUENCE/SET. Not end-of-contents (0, a BER marker), reserved numbers or
+ * times (a library parse fails on those that don't decode; a CSR has no use for them).
+ */
+const UNIVERSAL_TAGS = new Set([1, 2, 3, 4, 5, 6, 10, 12, 16, 17, 18, 19, 20, 22, 26, 30]);
+
+/**
+ * Every value in the tree decodes, including those we skip (other extensions, attributes, key
+ * parameters), as in a library parse: known universal tags, OIDs with minimal arcs, BIT STRINGs with 0–7 unused bits,
+ * empty NULLs, one-octet BOOLEANs, non-empty INTEGERs.
+ */
+function wellFormed(buf: Uint8Array, t: Tlv, depth: number): void {
+  if (depth > MAX_DEPTH) throw new DerError('nested too deeply');
+  if ((t.tag & 0xc0) === 0) {
+    const n = t.tag & 0x1f;
+    if (!UNIVERSAL_TAGS.has(n)) throw new DerError('unexpected universal tag');
+    // DER: SEQUENCE and SET are constructed, everything else primitive.
+    if ((n === 16 || n === 17) !== ((t.tag & 0x20) !== 0)) throw new DerError('wrong constructed bit');
+  }
+  if ((t.tag & 0x20) !== 0) {
+    for (const child of children(buf, t)) wellFormed(buf, child, depth + 1);
+    return;
+  }
+  const v = valueOf(buf, t);
+  switch (t.tag) {
+    case TAG.OID:
+      decodeOid(v);
+      break;
+    case TAG.BIT_STRING:
+      if (v.length === 0 || v[0]! > 7 || (v.length === 1 && v[0] !== 0)) throw new DerError('bad BIT STRING');
+      break;
+    case TAG.NULL:
+      if (v.length !== 0) throw new DerError('bad NULL');
+      break;
+    case TAG.BOOLEAN:
+      if (v.length !== 1) throw new DerError('bad BOOLEAN');
+      break;
+    case TAG.INTEGER:
+      if (v.length === 0) throw new DerError('empty INTEGER');
+      break;
+    case TAG.BMP_STRING:
+      if (v.length % 2 !== 0) throw new DerError('bad BMPString');
+      break;
+  }
+}
+
 /** `attributes [0] IMPLICIT SET OF Attribute`. */
 const ATTRIBUTES_TAG = 0xa0;
 const OID_CN = oid(OID.commonName);
 const OID_SAN = oid(OID.subjectAltName);
 const OID_EXTENSION_REQUEST = oid(OID.extensionRequest);
+
+/** An OID, checked to decode (minimal arcs), as a library parse would. */
+function anOid(buf: Uint8Array, t: Tlv | undefined, what: string): Tlv {
+  decodeOid(valueOf(buf, expectTag(t, TAG.OID, what)));
+  return t!;
+}
 
 const sameBytes = (buf: Uint8Array, t: Tlv, encoded: Uint8Array): boolean =>
   t.end - t.start === encoded.length && Buffer.from(encoded).equals(rawOf(buf, t));
@@ -170,8 +230,7 @@ function readCommonName(buf: Uint8Array, subject: Tlv): string | undefined {
     for (const atv of children(buf, expectTag(rdn, TAG.SET, 'RelativeDistinguishedName'))) {
       const [type, value, ...extra] = children(buf, expectTag(atv, TAG.SEQUENCE, 'AttributeTypeAndValue'));
       if (value === undefined || extra.length > 0) throw new DerError('bad AttributeTypeAndValue');
-      expectTag(type, TAG.OID, 'attribute type');
-      if (!sameBytes(buf, type!, OID_CN)) continue;
+      if (!sameBytes(buf, anOid(buf, type, 'attribute type'), OID_CN)) continue;
       if (cn !== undefined) throw bad('CSR subject has more than one commonName');
       cn = directoryString(buf, value);
       if (cn.length === 0) throw bad('CSR commonName is empty');
@@ -187,7 +246,7 @@ function readSanRequest(buf: Uint8Array, attributes: Tlv): Uint8Array | undefine
   for (const attr of children(buf, attributes)) {
     const [type, values, ...extra] = children(buf, expectTag(attr, TAG.SEQUENCE, 'Attribute'));
     if (extra.length > 0) throw new DerError('Attribute has extra fields');
-    expectTag(type, TAG.OID, 'attribute type');
+    anOid(buf, type, 'attribute type');
     const set = children(buf, expectTag(values, TAG.SET, 'attribute values'));
     if (!sameBytes(buf, type!, OID_EXTENSION_REQUEST)) continue;
     if (++requests > 1) throw bad('CSR has more than one extensionRequest attribute');
@@ -195,20 +254,18 @@ function readSanRequest(buf: Uint8Array, attributes: Tlv): Uint8Array | undefine
     const extensions = children(buf, expectTag(set[0], TAG.SEQUENCE, 'Extensions'));
     for (const ext of extensions) {
       const fields = children(buf, expectTag(ext, TAG.SEQUENCE, 'Extension'));
-      const [id, second, third, ...rest] = fields;
-      expectTag(id, TAG.OID, 'extension id');
-      let value: Tlv | undefined = second;
-      if (second?.tag === TAG.BOOLEAN) {
-        const b = valueOf(buf, second);
-        // DER: DEFAULT FALSE is never encoded, and TRUE is 0xff.
-        if (b.length !== 1 || b[0] !== 0xff) throw new DerError('bad critical flag');
-        value = third;
-      } else if (third !== undefined) throw new DerError('Extension has extra fields');
-      if (rest.length > 0 || (value === second && third !== undefined)) throw new DerError('Extension has extra fields');
-      expectTag(value, TAG.OCTET_STRING, 'extension value');
-      if (!sameBytes(buf, id!, OID_SAN)) continue;
+      const id = anOid(buf, fields[0], 'extension id');
+      let next = 1;
+      if (fields[next]?.tag === TAG.BOOLEAN) {
+        const critical = valueOf(buf, fields[next++]!);
+        // DER: DEFAULT FALSE is never encoded, so a present flag is TRUE, 0xff.
+        if (critical.length !== 1 || critical[0] !== 0xff) throw new DerError('bad critical flag');
+      }
+      const value = expectTag(fields[next], TAG.OCTET_STRING, 'extension value');
+      if (fields.length !== next + 1) throw new DerError('Extension has extra fields');
+      if (!sameBytes(buf, id, OID_SAN)) continue;
       if (san !== undefined) throw bad('CSR has more than one subjectAltName extension');
-      san = valueOf(buf, value!);
+      san = valueOf(buf, value);
     }
   }
   return san;
