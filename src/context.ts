@@ -1,6 +1,10 @@
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+import { sql } from 'kysely';
 
 import { CertificateAuthority, type Clock } from './ca/authority.ts';
+import { CaError } from './ca/errors.ts';
 import type { Config } from './config/load.ts';
 import { type DatabaseHandle, openDatabase } from './db/connect.ts';
 import { migrateToLatest } from './db/migrate.ts';
@@ -35,12 +39,48 @@ export function hsmSettings(config: Config): HsmSettings | undefined {
   };
 }
 
+/** What a command says where there is no CA to work on. */
+export function noCaError(config: Config): CaError {
+  const where = config.databaseUrl
+    ? `in the database ${redactUrl(config.databaseUrl)}`
+    : `in ${config.dataDir} (no embedded database at ${join(config.dataDir, 'pg')})`;
+  return new CaError(
+    'notInitialized',
+    `there is no CA ${where}; run \`keyward init\` or \`keyward serve\` to create one, or point --data-dir / --config at an existing one`,
+  );
+}
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
+}
+
+async function caExists(database: DatabaseHandle): Promise<boolean> {
+  const table = await sql<{ found: boolean }>`SELECT to_regclass('issuers') IS NOT NULL AS found`.execute(database.db);
+  if (!table.rows[0]?.found) return false;
+  const issuers = await sql<{ found: boolean }>`SELECT EXISTS (SELECT 1 FROM issuers) AS found`.execute(database.db);
+  return issuers.rows[0]?.found === true;
+}
+
+/**
+ * Opens the database, brings its schema up to date and opens the key hierarchy and the CA. Only
+ * with `create` (`keyward init`, `keyward serve`, tests) may that make a new data directory, root
+ * of trust or CA; otherwise a missing CA is an error and nothing is written.
+ */
 export async function openContext(
   config: Config,
-  options: { clock?: Clock; principal?: string } = {},
+  options: { clock?: Clock; principal?: string; create?: boolean } = {},
 ): Promise<AppContext> {
+  const create = options.create ?? true;
+  if (!create && !config.databaseUrl && !existsSync(join(config.dataDir, 'pg'))) throw noCaError(config);
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
   try {
+    if (!create && !(await caExists(database))) throw noCaError(config);
     await migrateToLatest(database.db);
     const kms = await openKeyHierarchy(
       database.db,

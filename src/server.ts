@@ -1,11 +1,10 @@
 import { existsSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { join } from 'node:path';
 
 import { Hono } from 'hono';
 
-import { callAdmin } from './cli/admin-client.ts';
+import { adminSocketPath, callAdmin } from './cli/admin-client.ts';
 import type { AppContext } from './context.ts';
 import { features } from './features.ts';
 import { listenAdmin } from './http/admin.ts';
@@ -49,10 +48,6 @@ function closeServer(server: Server | HttpsServer): Promise<void> {
     server.close(() => resolve());
     server.closeIdleConnections();
   });
-}
-
-export function adminSocketPath(dataDir: string): string {
-  return join(dataDir, 'admin.sock');
 }
 
 /**

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -6,8 +7,11 @@ import { openDatabase } from '../src/db/connect.ts';
 import { migrateToLatest } from '../src/db/migrate.ts';
 import { TEMPLATE_DIR } from './support/db.ts';
 
-// Builds one migrated PGlite data directory that every test copies; rebuilt when migrations change.
+// Compiles src/ to dist/ when the sources changed, so that tests which spawn `keyward` run the
+// current code (bin/keyward.mjs runs dist/); and builds one migrated PGlite data directory that
+// every test copies, rebuilt when migrations change.
 export default async function setup(): Promise<void> {
+  execFileSync(process.execPath, [join(process.cwd(), 'bin', 'build.mjs'), '--quiet'], { stdio: 'inherit' });
   if (process.env.DATABASE_URL) return;
   const dir = join(process.cwd(), 'migrations');
   const hash = createHash('sha256');

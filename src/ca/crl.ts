@@ -18,20 +18,7 @@ import { OID } from './oids.ts';
  */
 
 /** CRLReason (RFC 5280 5.3.1); 7 is unassigned. */
-export const REVOCATION_REASONS = {
-  unspecified: 0,
-  keyCompromise: 1,
-  cACompromise: 2,
-  affiliationChanged: 3,
-  superseded: 4,
-  cessationOfOperation: 5,
-  certificateHold: 6,
-  removeFromCRL: 8,
-  privilegeWithdrawn: 9,
-  aACompromise: 10,
-} as const;
-
-export type RevocationReason = (typeof REVOCATION_REASONS)[keyof typeof REVOCATION_REASONS];
+export { REVOCATION_REASONS, type RevocationReason } from './revocation-reasons.ts';
 
 const CRL_OID = {
   crlNumber: '2.5.29.20',

@@ -8,7 +8,9 @@ const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 export function isDnsName(name: string, allowWildcard = true): boolean {
   if (name.length === 0 || name.length > 253 || name !== name.toLowerCase()) return false;
   const labels = name.split('.');
-  if (labels.length < 2 && name !== 'localhost') return false;
+  // A single label (`keyward`, a compose or Kubernetes service name) is a name on a private
+  // network; all digits would read as an IPv4 number to inet_aton.
+  if (labels.length === 1 && /^\d+$/.test(name)) return false;
   return labels.every(
     (label, i) => (allowWildcard && i === 0 && label === '*' && labels.length > 2) || LABEL.test(label),
   );

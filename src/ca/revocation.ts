@@ -3,43 +3,11 @@ import { sql } from 'kysely';
 import { events } from '../core/events.ts';
 import type { Db } from '../db/schema.ts';
 import { appendAudit } from '../kms/index.ts';
-import { REVOCATION_REASONS } from './crl.ts';
 import { CaError } from './errors.ts';
+import { ALLOWED_REASONS, reasonName, REVOCATION_REASONS } from './revocation-reasons.ts';
 import { normalizeSerial } from './serial.ts';
 
-export type ReasonName = keyof typeof REVOCATION_REASONS;
-
-/**
- * Reasons a subscriber or operator may give. CA/AA compromise concern the issuer, not a leaf;
- * certificateHold and removeFromCRL would make revocation reversible, which we don't offer.
- */
-const ALLOWED = new Set<number>([0, 1, 3, 4, 5, 9]);
-
-export function reasonCode(name: string): number {
-  if (!Object.hasOwn(REVOCATION_REASONS, name)) {
-    throw new CaError(
-      'badRevocationReason',
-      `unknown revocation reason "${name}" (one of: ${allowedReasonNames().join(', ')})`,
-    );
-  }
-  const code = REVOCATION_REASONS[name as ReasonName];
-  if (!ALLOWED.has(code))
-    throw new CaError(
-      'badRevocationReason',
-      `revocation reason ${name} is not accepted (one of: ${allowedReasonNames().join(', ')})`,
-    );
-  return code;
-}
-
-export function reasonName(code: number): string {
-  return Object.entries(REVOCATION_REASONS).find(([, c]) => c === code)?.[0] ?? String(code);
-}
-
-export function allowedReasonNames(): string[] {
-  return Object.entries(REVOCATION_REASONS)
-    .filter(([, c]) => ALLOWED.has(c))
-    .map(([n]) => n);
-}
+export { allowedReasonNames, reasonCode, type ReasonName, reasonName } from './revocation-reasons.ts';
 
 export interface Revocation {
   serial: string;
@@ -57,10 +25,10 @@ export async function revokeCertificate(
   db: Db,
   input: { serial: string; reason: number; requester: string },
 ): Promise<Revocation> {
-  if (!ALLOWED.has(input.reason)) {
+  if (!ALLOWED_REASONS.has(input.reason)) {
     throw new CaError(
       'badRevocationReason',
-      `revocation reason ${input.reason} is not accepted (allowed: ${[...ALLOWED].join(', ')})`,
+      `revocation reason ${input.reason} is not accepted (allowed: ${[...ALLOWED_REASONS].join(', ')})`,
     );
   }
   const serial = normalizeSerial(input.serial);

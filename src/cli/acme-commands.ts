@@ -1,4 +1,4 @@
-import { createEabKey, type EabKey } from '../acme/eab.ts';
+import type { EabKey } from '../acme/eab.ts';
 import { type CliCommand, defineCommand, UsageError } from './command.ts';
 
 const eabCreate = defineCommand<{ label?: string }, EabKey>({
@@ -13,7 +13,7 @@ const eabCreate = defineCommand<{ label?: string }, EabKey>({
     }
     return { label: label as string | undefined };
   },
-  run: async (ctx, input) => createEabKey(ctx.database.db, { label: input.label }),
+  run: async (ctx, input) => (await import('../acme/eab.ts')).createEabKey(ctx.database.db, { label: input.label }),
   format: (key) => `Key ID:   ${key.keyId}
 HMAC key: ${key.hmacKey}
 ${key.label ? `Label:    ${key.label}\n` : ''}Give both to the ACME client (certbot --eab-kid/--eab-hmac-key, lego --eab --kid/--hmac).

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { request } from 'node:http';
+import { join } from 'node:path';
 
 export class RemoteError extends Error {
   override name = 'RemoteError';
@@ -11,11 +12,23 @@ export class RemoteError extends Error {
   }
 }
 
-/** Calls a command on the running server through its admin socket; undefined when none listens. */
+export function adminSocketPath(dataDir: string): string {
+  return join(dataDir, 'admin.sock');
+}
+
+/** Header naming the configuration file a command was given explicitly (the server compares). */
+export const CONFIG_HEADER = 'x-keyward-config';
+
+/**
+ * Calls a command on the running server through its admin socket; undefined when none listens.
+ * `configFile` is the file the caller was told to use (--config / KEYWARD_CONFIG), if any: a server
+ * running with another one refuses rather than silently using its own.
+ */
 export async function callAdmin(
   socketPath: string,
   command: string,
   input: unknown,
+  configFile?: string,
 ): Promise<{ result: unknown } | undefined> {
   if (!existsSync(socketPath)) return undefined;
   const body = JSON.stringify(input);
@@ -25,7 +38,11 @@ export async function callAdmin(
         socketPath,
         path: `/v1/${command}`,
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          ...(configFile ? { [CONFIG_HEADER]: encodeURIComponent(configFile) } : {}),
+        },
       },
       (res) => {
         const chunks: Buffer[] = [];

@@ -1,9 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
-import { parseCsr } from '../ca/csr.ts';
 import { toPem } from '../ca/pem.ts';
-import { x509 } from '../ca/x509.ts';
 import { parseDuration } from '../config/duration.ts';
 import type { CertificateRow, IssuerRow, SanSet } from '../db/schema.ts';
 import { type CliCommand, defineCommand, requireString, UsageError } from './command.ts';
@@ -83,6 +81,7 @@ export const initCommand = defineCommand<object, InitOutput>({
   path: ['init'],
   usage: 'init',
   summary: 'create the root and intermediate CA (does nothing if they exist)',
+  createsCa: true,
   input: () => ({}),
   run: async (ctx, input) => {
     const { ca } = ctx.config;
@@ -129,6 +128,7 @@ const issueCommand = defineCommand<{ csr: string; profile?: string; ttlMs?: numb
     return { csr, profile: values.profile as string | undefined, ttlMs };
   },
   run: async (ctx, input) => {
+    const { parseCsr } = await import('../ca/csr.ts');
     const csr = parseCsr(input.csr);
     const profile = input.profile ?? 'tls-server';
     const issued = await ctx.ca.issue({
@@ -193,6 +193,7 @@ const certsShowCommand = defineCommand<{ serial: string }, CertificateDetail>({
   },
   run: async (ctx, input) => {
     const row = await ctx.ca.certificate(input.serial);
+    const { x509 } = await import('../ca/x509.ts');
     const cert = new x509.X509Certificate(new Uint8Array(row.der));
     return { ...certificateSummary(row), pem: toPem(row.der), text: cert.toString('text') };
   },

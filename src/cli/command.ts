@@ -10,17 +10,29 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-/**
- * One CLI command. `input` runs in the CLI process (it may read files); `run` runs wherever the
- * database is: in-process, or inside a running server through its admin socket, so input and
- * output are plain JSON. `format` renders the output for people; `--json` prints it as is.
- */
-export interface CliCommand<I extends object = object, O = unknown> {
+/** What `--help` shows for a command. */
+export interface CommandSpec {
   /** Words that name it, e.g. ['certs', 'list']. */
   path: string[];
   usage: string;
   summary: string;
+  /** Full help text when more than the usage line and summary is needed. */
+  help?: string;
   options?: OptionSpec;
+}
+
+/**
+ * One CLI command. `input` runs in the CLI process (it may read files); `run` runs wherever the
+ * database is: in-process, or inside a running server through its admin socket, so input and
+ * output are plain JSON. `format` renders the output for people; `--json` prints it as is.
+ *
+ * The registry imports every command module when the CLI starts, so a command module imports only
+ * what `input` and `format` need; `run` imports the rest with `await import(…)` (see
+ * test/cli/startup.test.ts, which fails when `--help` loads a database or crypto package).
+ */
+export interface CliCommand<I extends object = object, O = unknown> extends CommandSpec {
+  /** Only `init` may create a CA; every other command refuses to run where none exists. */
+  createsCa?: boolean;
   input(values: OptionValues, positionals: string[]): I | Promise<I>;
   run(ctx: AppContext, input: I & { principal: string }): Promise<O>;
   format(output: O): string;

@@ -1,76 +1,24 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
-import { sql } from 'kysely';
-
-import { x509 } from '../ca/x509.ts';
 import { parseDuration } from '../config/duration.ts';
-import type { AppContext } from '../context.ts';
-import type { Executor, KeyProtection, KeyUsage } from '../db/schema.ts';
-import { appendAudit } from '../kms/audit.ts';
-import { type AuditListItem, listAudit } from '../kms/audit-query.ts';
-import {
-  type Checkpoint,
-  createCheckpoint,
-  type FullVerification,
-  listCheckpoints,
-  parseCheckpointLines,
-  verifyAuditWithCheckpoints,
-} from '../kms/checkpoints.ts';
-import { DataKeys } from '../kms/data-keys.ts';
-import { KmsError } from '../kms/errors.ts';
-import {
-  createImportJob,
-  type ImportParams,
-  importPlainKey,
-  type ImportResult,
-  importWrapped,
-  parsePrivateKeyPem,
-} from '../kms/import.ts';
-import { type KeyDetail, type KeySummary, listKeys, showKey } from '../kms/inventory.ts';
+import type { KeyProtection, KeyUsage } from '../db/schema.ts';
+import type { AuditListItem } from '../kms/audit-query.ts';
+import type { Checkpoint, FullVerification } from '../kms/checkpoints.ts';
+import { MAX_DELETION_DAYS, MIN_DELETION_DAYS } from '../kms/deletion-window.ts';
+import type { ImportParams, ImportResult } from '../kms/import.ts';
+import type { KeyDetail, KeySummary } from '../kms/inventory.ts';
 import type { AsymmetricAlg } from '../kms/key-types.ts';
-import { parsePolicy } from '../kms/policy.ts';
-import { type KeyRef, resolveKey } from '../kms/refs.ts';
-import { rewrap, type RewrapResult } from '../kms/rewrap.ts';
-import { type NewRootOptions, rotateRoot, type RotateRootResult } from '../kms/rotate-root.ts';
-import { rotateKek, type RotateResult, setAutoRotate } from '../kms/rotation.ts';
+import type { RewrapResult } from '../kms/rewrap.ts';
+import type { NewRootOptions, RotateRootResult } from '../kms/rotate-root.ts';
+import type { RotateResult } from '../kms/rotation.ts';
 import type { RsaScheme } from '../kms/signer.ts';
-import {
-  type DependantCheck,
-  KeyStates,
-  MAX_DELETION_DAYS,
-  MIN_DELETION_DAYS,
-  type StateChange,
-} from '../kms/states.ts';
+import type { StateChange } from '../kms/states.ts';
 import { type CliCommand, defineCommand, type OptionValues, requireString, UsageError } from './command.ts';
 import { promptSecret } from './prompt.ts';
 
-/**
- * What the CA still needs a key for: an issuer whose certificate or issued certificates have not
- * expired, or an unexpired delegated OCSP signer. Lives here because kms/ knows no certificates.
- */
-export const caDependants: DependantCheck = async (db: Executor, ref: KeyRef) => {
-  if (ref.kind !== 'key') return [];
-  const out: string[] = [];
-  const issuers = await sql<{ id: string; subject: string; live: boolean; certs: number }>`
-    SELECT i.id, i.subject, i.not_after > now() AS live,
-      (SELECT count(*) FROM certificates c WHERE c.issuer_id = i.id AND c.not_after > now() AND c.status = 'valid')::int AS certs
-    FROM issuers i WHERE i.key_id = ${ref.id}`.execute(db);
-  for (const i of issuers.rows) {
-    if (i.live) out.push(`CA ${i.id} (${i.subject}) signs with this key and is valid until its certificate expires`);
-    if (Number(i.certs) > 0)
-      out.push(`${i.certs} unexpired certificate(s) issued by CA ${i.id} could no longer get CRLs or OCSP answers`);
-  }
-  const ocsp = await sql<{
-    id: string;
-  }>`SELECT id FROM ocsp_signers WHERE key_id = ${ref.id} AND not_after > now()`.execute(db);
-  for (const o of ocsp.rows) out.push(`OCSP signer ${o.id} uses this key and has not expired`);
-  return out;
-};
-
-function states(ctx: AppContext): KeyStates {
-  return new KeyStates(ctx.kms, ctx.database.db, [caDependants]);
-}
+/** The key hierarchy's operations, loaded when a command runs (not to print --help). */
+const kms = () => import('./kms-actions.ts');
 
 function readText(file: string, option: string): string {
   try {
@@ -99,7 +47,7 @@ const listCommand = defineCommand<object, KeySummary[]>({
   usage: 'kms list',
   summary: 'every key: roots of trust, KEKs and their versions, CA/OCSP/audit keys',
   input: () => ({}),
-  run: (ctx) => listKeys(ctx.database.db),
+  run: async (ctx) => (await kms()).listKeys(ctx.database.db),
   format: (out) => out.map(line).join(''),
 });
 
@@ -108,7 +56,7 @@ const showCommand = defineCommand<{ key: string }, KeyDetail>({
   usage: 'kms show KEY',
   summary: 'one key with its versions, policy and audit count',
   input: (_v, p) => ({ key: keyArg(p, 'kms show') }),
-  run: (ctx, input) => showKey(ctx.database.db, input.key),
+  run: async (ctx, input) => (await kms()).showKey(ctx.database.db, input.key),
   format: (out) =>
     `${line(out)}` +
     (out.protection
@@ -192,6 +140,7 @@ const rotateCommand = defineCommand<
     return { kek: p[0] ?? 'ca-keys', autoDays };
   },
   run: async (ctx, input) => {
+    const { rotateKek, setAutoRotate } = await kms();
     if (input.autoDays !== undefined) {
       await setAutoRotate(ctx.database.db, input.kek, input.autoDays, input.principal);
       return { kek: input.kek, autoRotateDays: input.autoDays };
@@ -209,8 +158,8 @@ const rewrapCommand = defineCommand<{ kek: string; pid: number; progress: boolea
   usage: 'kms rewrap [KEK]',
   summary: 'move every DEK to the primary KEK version (resumable, safe while serving)',
   input: (_v, p) => ({ kek: p[0] ?? 'ca-keys', pid: process.pid, progress: true }),
-  run: (ctx, input) =>
-    rewrap(ctx.kms, ctx.database.db, {
+  run: async (ctx, input) =>
+    (await kms()).rewrap(ctx.kms, ctx.database.db, {
       kek: input.kek,
       principal: input.principal,
       // The bar goes to the CLI's own stderr only: through the admin socket this runs in the server.
@@ -235,7 +184,7 @@ const disableCommand = defineCommand<{ key: string; force: boolean }, StateChang
   summary: 'a disabled key cannot sign, unwrap or encrypt (on every replica at once)',
   options: { force: { type: 'boolean', default: false } },
   input: (v, p) => ({ key: keyArg(p, 'kms disable'), force: v.force === true }),
-  run: (ctx, input) => states(ctx).disable(input.key, input.principal, input.force),
+  run: async (ctx, input) => (await kms()).states(ctx).disable(input.key, input.principal, input.force),
   format: (out) => `${out.description} is now ${out.state} (was ${out.previousState}).\n`,
 });
 
@@ -244,7 +193,7 @@ const enableCommand = defineCommand<{ key: string }, StateChange>({
   usage: 'kms enable KEY',
   summary: 'enable a disabled key',
   input: (_v, p) => ({ key: keyArg(p, 'kms enable') }),
-  run: (ctx, input) => states(ctx).enable(input.key, input.principal),
+  run: async (ctx, input) => (await kms()).states(ctx).enable(input.key, input.principal),
   format: (out) => `${out.description} is now ${out.state} (was ${out.previousState}).\n`,
 });
 
@@ -263,7 +212,8 @@ const scheduleDeletionCommand = defineCommand<{ key: string; days: number; force
     }
     return { key, days, force: v.force === true };
   },
-  run: (ctx, input) => states(ctx).scheduleDeletion(input.key, input.days, input.principal, input.force),
+  run: async (ctx, input) =>
+    (await kms()).states(ctx).scheduleDeletion(input.key, input.days, input.principal, input.force),
   format: (out) =>
     (out.unrecoverable.length
       ? `WARNING: --force given; when the window ends this becomes unrecoverable:\n${out.unrecoverable.map((u) => `  - ${u}\n`).join('')}` +
@@ -277,7 +227,7 @@ const cancelDeletionCommand = defineCommand<{ key: string }, StateChange>({
   usage: 'kms cancel-deletion KEY',
   summary: 'cancel a scheduled deletion; the key becomes Disabled',
   input: (_v, p) => ({ key: keyArg(p, 'kms cancel-deletion') }),
-  run: (ctx, input) => states(ctx).cancelDeletion(input.key, input.principal),
+  run: async (ctx, input) => (await kms()).states(ctx).cancelDeletion(input.key, input.principal),
   format: (out) => `${out.description}: deletion cancelled; it is now ${out.state} (kms enable to use it again).\n`,
 });
 
@@ -295,35 +245,7 @@ const putPolicyCommand = defineCommand<{ key: string; policy: unknown }, { key: 
       throw new UsageError(`--file: ${file} is not JSON`);
     }
   },
-  run: async (ctx, input) => {
-    const policy = parsePolicy(input.policy);
-    const db = ctx.database.db;
-    const ref = await resolveKey(db, input.key);
-    if (ref.kind !== 'key' && ref.kind !== 'kek')
-      throw new KmsError('InvalidInput', 'policies are set on keys and whole KEKs');
-    await db.transaction().execute(async (trx) => {
-      if (ref.kind === 'key')
-        await trx
-          .updateTable('kms_keys')
-          .set({ policy: JSON.stringify(policy) })
-          .where('id', '=', ref.id)
-          .execute();
-      else
-        await trx
-          .updateTable('kms_keks')
-          .set({ policy: JSON.stringify(policy) })
-          .where('id', '=', ref.id)
-          .execute();
-      await appendAudit(trx, {
-        principal: input.principal,
-        action: 'put-policy',
-        keyId: ref.id,
-        outcome: 'success',
-        context: { statements: policy.statements.length },
-      });
-    });
-    return { key: input.key, statements: policy.statements.length };
-  },
+  run: async (ctx, input) => (await kms()).putPolicy(ctx, input.key, input.policy, input.principal),
   format: (out) => `Policy of ${out.key} replaced (${out.statements} statement(s)).\n`,
 });
 
@@ -337,7 +259,8 @@ const createKeyCommand = defineCommand<{ name: string; allow: string[] }, { id: 
     const allow = Array.isArray(v.allow) ? v.allow.filter((a): a is string => typeof a === 'string') : [];
     return { name: p[0], allow };
   },
-  run: (ctx, input) => new DataKeys(ctx.kms, ctx.database.db).createKey(input.name, input.allow, input.principal),
+  run: async (ctx, input) =>
+    new (await kms()).DataKeys(ctx.kms, ctx.database.db).createKey(input.name, input.allow, input.principal),
   format: (out) => `Created data key ${out.name} (${out.id}).\n`,
 });
 
@@ -347,14 +270,6 @@ function usageOf(v: OptionValues): KeyUsage {
   const usage = (v.usage as string | undefined) ?? 'intermediate';
   if (!USAGES.includes(usage as KeyUsage)) throw new UsageError(`--usage must be one of ${USAGES.join(', ')}`);
   return usage as KeyUsage;
-}
-
-function certificateSpki(pem: string): Uint8Array {
-  try {
-    return new Uint8Array(new x509.X509Certificate(pem).publicKey.rawData);
-  } catch {
-    throw new UsageError('--cert is not a PEM certificate');
-  }
 }
 
 type ImportInput =
@@ -396,6 +311,7 @@ const importCommand = defineCommand<ImportInput, ImportResult>({
     };
   },
   run: async (ctx, input) => {
+    const { certificateSpki, importPlainKey, importWrapped, parsePrivateKeyPem } = await kms();
     const expectedSpki = certificateSpki(input.certPem);
     if (input.mode === 'wrapped') {
       return importWrapped(ctx.kms, ctx.database.db, {
@@ -421,7 +337,8 @@ const importParamsCommand = defineCommand<{ usage: KeyUsage; out?: string }, Imp
   summary: 'an RSA-3072 OAEP-SHA-256 wrapping key and a single-use import token (24 h)',
   options: { usage: { type: 'string' } },
   input: (v) => ({ usage: usageOf(v) }),
-  run: (ctx, input) => createImportJob(ctx.kms, ctx.database.db, { usage: input.usage, principal: input.principal }),
+  run: async (ctx, input) =>
+    (await kms()).createImportJob(ctx.kms, ctx.database.db, { usage: input.usage, principal: input.principal }),
   format: (out) =>
     `Import job ${out.jobId} for key ${out.keyId}; token valid until ${out.expiresAt}.\nToken: ${out.importToken}\nWrap with RSA-OAEP-SHA-256(ephemeral AES-256 key) || AES-KWP(PKCS#8 DER), to:\n${out.wrappingPublicKeyPem}`,
 });
@@ -450,6 +367,7 @@ const auditListCommand = defineCommand<
     return { key: v.key as string | undefined, since: sinceIso, sinceMs, limit };
   },
   run: async (ctx, input) => {
+    const { listAudit, resolveKey } = await kms();
     const keyId = input.key ? (await resolveKey(ctx.database.db, input.key)).id : undefined;
     return listAudit(ctx.database.db, { keyId, since: input.since, sinceMs: input.sinceMs, limit: input.limit });
   },
@@ -472,11 +390,13 @@ const auditVerifyCommand = defineCommand<{ checkpoints?: string }, FullVerificat
   input: (v) => ({
     checkpoints: typeof v.checkpoints === 'string' ? readText(v.checkpoints, 'checkpoints') : undefined,
   }),
-  run: (ctx, input) =>
-    verifyAuditWithCheckpoints(
+  run: async (ctx, input) => {
+    const { parseCheckpointLines, verifyAuditWithCheckpoints } = await kms();
+    return verifyAuditWithCheckpoints(
       ctx.database.db,
       input.checkpoints === undefined ? undefined : parseCheckpointLines(input.checkpoints),
-    ),
+    );
+  },
   format: (out) =>
     out.ok
       ? `The audit log is intact: ${out.events} events, ${out.checkpoints} signed checkpoint(s)${out.externalCheckpoints ? `, ${out.externalCheckpoints} exported checkpoint(s) matched` : ''}.\n`
@@ -489,7 +409,7 @@ const checkpointCommand = defineCommand<object, Checkpoint | null>({
   usage: 'audit checkpoint',
   summary: 'sign the current audit chain head now (the janitor also does this periodically)',
   input: () => ({}),
-  run: async (ctx, input) => (await createCheckpoint(ctx.kms, ctx.database.db, input.principal)) ?? null,
+  run: async (ctx, input) => (await (await kms()).createCheckpoint(ctx.kms, ctx.database.db, input.principal)) ?? null,
   format: (out) =>
     out ? `Checkpoint at event ${out.seq} signed by key ${out.keyId}.\n` : 'The head is already checkpointed.\n',
 });
@@ -499,7 +419,7 @@ const checkpointsExportCommand = defineCommand<object, Checkpoint[]>({
   usage: 'audit checkpoints export > FILE',
   summary: 'print the signed checkpoints as JSON lines, to keep elsewhere (WORM storage)',
   input: () => ({}),
-  run: (ctx) => listCheckpoints(ctx.database.db),
+  run: async (ctx) => (await kms()).listCheckpoints(ctx.database.db),
   format: (out) => out.map((c) => JSON.stringify(c) + '\n').join(''),
 });
 
@@ -562,8 +482,8 @@ const rotateRootCommand = defineCommand<{ target: NewRootOptions; pid: number },
     }
     throw new UsageError('--to must be file, passphrase, pkcs11 or awskms');
   },
-  run: (ctx, input) =>
-    rotateRoot(
+  run: async (ctx, input) =>
+    (await kms()).rotateRoot(
       ctx.kms,
       ctx.database.db,
       input.target,

@@ -1,61 +1,69 @@
 import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 
-import { type Config, ConfigError, loadConfig } from '../config/load.ts';
-import { openContext } from '../context.ts';
-import { openDatabase } from '../db/connect.ts';
-import { migrateToLatest } from '../db/migrate.ts';
-import { describeError } from '../http/errors.ts';
-import { adminSocketPath } from '../server.ts';
-import { callAdmin, RemoteError } from './admin-client.ts';
-import { type CliCommand, commandName, type OptionSpec, UsageError } from './command.ts';
-import { promptSecret } from './prompt.ts';
+import type { Config } from '../config/load.ts';
+import { AGENT_USAGE } from '../mesh/agent-usage.ts';
+import { adminSocketPath, callAdmin, RemoteError } from './admin-client.ts';
+import { type CliCommand, commandName, type CommandSpec, type OptionSpec, UsageError } from './command.ts';
+import { commandHelp, usage, version } from './help.ts';
+import { withPassphrase } from './prompt.ts';
 import { commands } from './registry.ts';
-import { serve } from './serve.ts';
+
+// Only what every invocation needs is imported above: `--help`, `--version` and a command sent to
+// a running server's admin socket load no database, crypto or HTTP-server package. The rest is
+// imported by the command that needs it.
 
 const GLOBAL_OPTIONS: OptionSpec = {
   config: { type: 'string' },
   'data-dir': { type: 'string' },
   json: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
+  version: { type: 'boolean', short: 'V', default: false },
 };
 
-function usage(): string {
-  const lines = [
-    ['serve', 'initialise if needed, then serve HTTPS, HTTP and the admin socket'],
-    ['migrate', 'bring the database schema up to date'],
-    ...commands.map((c) => [c.usage, c.summary]),
-  ];
-  return `Usage: keyward <command> [options]
+/** Commands that own the process rather than run against the CA. */
+const PROCESS_COMMANDS: CommandSpec[] = [
+  {
+    path: ['serve'],
+    usage: 'serve',
+    summary: 'create the CA on first run, then serve HTTPS, HTTP and the admin socket',
+  },
+  { path: ['migrate'], usage: 'migrate', summary: 'bring the database schema up to date' },
+  {
+    path: ['agent'],
+    usage: 'agent --token T --out DIR [--hook CMD] [--ca-file F | --root-fingerprint SHA256]',
+    summary: 'get a mesh certificate with a bootstrap token and keep it renewed (a client; no database)',
+    help: AGENT_USAGE,
+  },
+];
 
-Commands:
-${lines.map(([u, s]) => (u!.length > 28 ? `  ${u}\n  ${''.padEnd(28)} ${s}` : `  ${u!.padEnd(28)} ${s}`)).join('\n')}
-
-Options:
-  --config FILE     configuration file (default ca-config/keyward.yaml, or KEYWARD_CONFIG)
-  --data-dir DIR    data directory (overrides dataDir)
-  --json            machine-readable output
-  -h, --help        this text
-`;
-}
+const SPECS: readonly CommandSpec[] = [...PROCESS_COMMANDS, ...commands];
 
 function principal(): string {
   return `cli:${userInfo().username}`;
 }
 
-export async function withPassphrase(config: Config): Promise<Config> {
-  if (config.rootOfTrust.type !== 'passphrase' || config.passphrase !== undefined || !process.stdin.isTTY)
-    return config;
-  return { ...config, passphrase: await promptSecret('Root of trust passphrase: ') };
+function findCommand<T extends CommandSpec>(
+  specs: readonly T[],
+  words: string[],
+): { command: T; rest: string[] } | undefined {
+  const matches = specs.filter((c) => c.path.every((word, i) => words[i] === word));
+  const best = matches.sort((a, b) => b.path.length - a.path.length)[0];
+  return best ? { command: best, rest: words.slice(best.path.length) } : undefined;
 }
 
 /** Runs through a running server when it holds the embedded database, else in-process. */
 async function execute(config: Config, command: CliCommand, input: object): Promise<unknown> {
   if (!config.databaseUrl) {
-    const remote = await callAdmin(adminSocketPath(config.dataDir), commandName(command), input);
+    const socket = adminSocketPath(config.dataDir);
+    const remote = await callAdmin(socket, commandName(command), input, config.explicitFile ? config.file : undefined);
     if (remote) return remote.result;
   }
-  const ctx = await openContext(await withPassphrase(config), { principal: principal() });
+  const { openContext } = await import('../context.ts');
+  const ctx = await openContext(await withPassphrase(config), {
+    principal: principal(),
+    create: command.createsCa === true,
+  });
   try {
     return await command.run(ctx, input as never);
   } finally {
@@ -63,71 +71,83 @@ async function execute(config: Config, command: CliCommand, input: object): Prom
   }
 }
 
-function findCommand(positionals: string[]): { command: CliCommand; rest: string[] } | undefined {
-  const matches = commands.filter((c) => c.path.every((word, i) => positionals[i] === word));
-  const best = matches.sort((a, b) => b.path.length - a.path.length)[0];
-  return best ? { command: best, rest: positionals.slice(best.path.length) } : undefined;
-}
-
-async function main(argv: string[]): Promise<void> {
-  if (argv[0] === 'agent')
-    return void (process.exitCode = await (await import('../mesh/agent.ts')).runAgent(argv.slice(1)));
-  const first = parseArgs({ args: argv, allowPositionals: true, strict: false, options: GLOBAL_OPTIONS });
-  const positionals = first.positionals;
-  if (first.values.help || positionals.length === 0) {
-    process.stdout.write(usage());
-    return;
-  }
-  const found = findCommand(positionals);
-  const options = { ...GLOBAL_OPTIONS, ...found?.command.options };
-  const { values, positionals: words } = parseArgs({ args: argv, allowPositionals: true, options });
-  const json = values.json === true;
-  const config = loadConfig({
+async function loadConfig(values: Record<string, unknown>): Promise<Config> {
+  const { loadConfig } = await import('../config/load.ts');
+  return loadConfig({
     configFile: values.config as string | undefined,
     dataDir: values['data-dir'] as string | undefined,
   });
+}
 
-  if (words[0] === 'serve') return serve(await withPassphrase(config), json);
-  if (words[0] === 'migrate') {
-    const handle = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
-    try {
-      const report = await migrateToLatest(handle.db);
-      process.stdout.write(
-        json
-          ? JSON.stringify(report, null, 2) + '\n'
-          : report.applied.length
-            ? `Applied ${report.applied.join(', ')}.\n`
-            : 'The schema is up to date.\n',
-      );
-    } finally {
-      await handle.close();
-    }
+function print(json: boolean, value: unknown, text: () => string): void {
+  process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text());
+}
+
+async function main(argv: string[]): Promise<void> {
+  const first = parseArgs({ args: argv, allowPositionals: true, strict: false, options: GLOBAL_OPTIONS });
+  if (first.values.version) return print(first.values.json === true, { version: version() }, () => `${version()}\n`);
+  const found = findCommand(SPECS, first.positionals);
+  if (first.values.help || first.positionals.length === 0) {
+    const words = found ? found.command.path : first.positionals;
+    const help = words.length ? commandHelp(SPECS, words) : usage(SPECS);
+    if (!help) throw new UsageError(`unknown command "${words.join(' ')}"`);
+    process.stdout.write(help);
     return;
   }
-  if (!found) throw new UsageError(`unknown command "${positionals.join(' ')}"`);
-  const input = { ...(await found.command.input(values, found.rest)), principal: principal() };
-  const output = await execute(config, found.command, input);
-  process.stdout.write(json ? JSON.stringify(output, null, 2) + '\n' : found.command.format(output));
-  const code = found.command.exitCode?.(output) ?? 0;
+  if (!found) throw new UsageError(`unknown command "${first.positionals.join(' ')}"`);
+  const name = found.command.path[0];
+
+  if (name === 'agent') {
+    const { runAgent } = await import('../mesh/agent.ts');
+    process.exitCode = await runAgent(argv.filter((a, i) => i !== argv.indexOf('agent')));
+    return;
+  }
+
+  const options = { ...GLOBAL_OPTIONS, ...found.command.options };
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options });
+  const json = values.json === true;
+  const config = await loadConfig(values);
+
+  if (name === 'serve') return (await import('./serve.ts')).serve(await withPassphrase(config), json);
+  if (name === 'migrate') {
+    const report = await (await import('./migrate.ts')).migrate(config);
+    return print(json, report, () =>
+      report.applied.length ? `Applied ${report.applied.join(', ')}.\n` : 'The schema is up to date.\n',
+    );
+  }
+
+  const command = found.command as CliCommand;
+  const rest = positionals.slice(command.path.length);
+  const input = { ...(await command.input(values, rest)), principal: principal() };
+  const output = await execute(config, command, input);
+  print(json, output, () => command.format(output));
+  const code = command.exitCode?.(output) ?? 0;
   if (code !== 0) process.exitCode = code;
 }
 
-main(process.argv.slice(2)).catch((err: unknown) => {
-  if (
-    err instanceof UsageError ||
-    (err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS'))
-  ) {
-    process.stderr.write(`keyward: ${(err as Error).message}\n\n${usage()}`);
-    process.exitCode = 2;
-  } else if (err instanceof ConfigError) {
-    process.stderr.write(`keyward: configuration error:\n${err.message}\n`);
-    process.exitCode = 2;
-  } else if (err instanceof RemoteError) {
-    process.stderr.write(`keyward: ${err.code === 'InternalError' ? '' : `${err.code}: `}${err.message}\n`);
-    process.exitCode = 1;
-  } else {
-    const { code, message } = describeError(err);
-    process.stderr.write(`keyward: ${code === 'InternalError' ? '' : `${code}: `}${message}\n`);
-    process.exitCode = 1;
+/** One place where a failure becomes a message and an exit status (2: usage or configuration). */
+async function describeFailure(err: unknown): Promise<{ exit: number; code: string; message: string }> {
+  const parseError =
+    err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS') === true;
+  if (err instanceof UsageError || parseError) {
+    return { exit: 2, code: 'UsageError', message: `${(err as Error).message} (see keyward --help)` };
   }
+  if (err instanceof Error && err.name === 'ConfigError')
+    return { exit: 2, code: 'ConfigError', message: `configuration error:\n${err.message}` };
+  if (err instanceof RemoteError) return { exit: 1, code: err.code, message: err.message };
+  const { describeError } = await import('../http/errors.ts');
+  const { code, message } = describeError(err);
+  return { exit: 1, code, message };
+}
+
+const argv = process.argv.slice(2);
+main(argv).catch(async (err: unknown) => {
+  const { exit, code, message } = await describeFailure(err);
+  const json = argv.includes('--json');
+  process.stderr.write(
+    json
+      ? JSON.stringify({ error: { code, message } }) + '\n'
+      : `keyward: ${code === 'InternalError' || code === 'UsageError' || code === 'ConfigError' ? '' : `${code}: `}${message}\n`,
+  );
+  process.exitCode = exit;
 });

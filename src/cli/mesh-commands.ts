@@ -1,7 +1,7 @@
 import { CaError } from '../ca/errors.ts';
 import { parseDuration } from '../config/duration.ts';
 import { MeshError } from '../mesh/errors.ts';
-import { createBootstrapToken, type CreatedToken } from '../mesh/tokens.ts';
+import type { CreatedToken } from '../mesh/tokens.ts';
 import { PatternError } from '../policy/patterns.ts';
 import { addRule, configRules, describeRule, listRules, type PolicyRule, removeRule } from '../policy/rules.ts';
 import { type CliCommand, defineCommand, requireString, UsageError } from './command.ts';
@@ -119,8 +119,8 @@ const tokenCreate = defineCommand<
     };
   },
   run: (ctx, input) =>
-    refusalsAsCaErrors(() =>
-      createBootstrapToken(
+    refusalsAsCaErrors(async () =>
+      (await import('../mesh/tokens.ts')).createBootstrapToken(
         { config: ctx.config, db: ctx.database.db, kms: ctx.kms, profiles: ctx.ca.profiles },
         { ...input, principal: input.principal },
       ),

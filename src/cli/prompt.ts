@@ -1,5 +1,7 @@
 import { createInterface } from 'node:readline';
 
+import type { Config } from '../config/load.ts';
+
 /** Asks for a secret on the terminal without echoing it. */
 export function promptSecret(question: string): Promise<string> {
   return new Promise((resolve) => {
@@ -12,4 +14,11 @@ export function promptSecret(question: string): Promise<string> {
     });
     output._writeToOutput = () => {};
   });
+}
+
+/** Asks for the root-of-trust passphrase when the configuration needs one and a terminal is there. */
+export async function withPassphrase(config: Config): Promise<Config> {
+  if (config.rootOfTrust.type !== 'passphrase' || config.passphrase !== undefined || !process.stdin.isTTY)
+    return config;
+  return { ...config, passphrase: await promptSecret('Root of trust passphrase: ') };
 }

@@ -1,6 +1,5 @@
-import { publishDue, type PublishedCrl } from '../ca/crl-publisher.ts';
-import { allowedReasonNames, reasonCode, reasonName } from '../ca/revocation.ts';
-import { RevocationService } from '../ca/revocation-service.ts';
+import type { PublishedCrl } from '../ca/crl-publisher.ts';
+import { allowedReasonNames, reasonCode, reasonName } from '../ca/revocation-reasons.ts';
 import { type CliCommand, defineCommand, UsageError } from './command.ts';
 
 interface RevokeOutput {
@@ -56,6 +55,10 @@ const crlPublishCommand = defineCommand<object, CrlPublishOutput>({
   summary: 'publish a new CRL for every issuer and shard now',
   input: () => ({}),
   run: async (ctx, input) => {
+    const [{ RevocationService }, { publishDue }] = await Promise.all([
+      import('../ca/revocation-service.ts'),
+      import('../ca/crl-publisher.ts'),
+    ]);
     const service = new RevocationService(ctx, input.principal);
     return publishDue(service.crl, { force: true });
   },

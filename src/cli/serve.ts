@@ -1,14 +1,60 @@
+import { createServer } from 'node:net';
+import { isIP } from 'node:net';
+
+import { isDnsName } from '../ca/names.ts';
 import type { Config } from '../config/load.ts';
 import { openContext } from '../context.ts';
 import { answerStatementStatsOverIpc } from '../db/statement-stats.ts';
 import { createLogger } from '../http/log.ts';
 import { type RunningServer, startServer } from '../server.ts';
+import { adminSocketPath, callAdmin } from './admin-client.ts';
 import { initCommand, type InitOutput } from './ca-commands.ts';
+import { UsageError } from './command.ts';
+
+function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
+}
+
+/** Binds and releases an address, so that a busy port fails before anything is created. */
+function checkBindable(setting: string, listen: string): Promise<void> {
+  const { host, port } = splitListen(listen);
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        new UsageError(
+          `${setting} ${listen}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.code === 'EACCES' ? 'not allowed to bind it (ports below 1024 need privileges)' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.message}`,
+        ),
+      ),
+    );
+    probe.listen({ port, host, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
+/**
+ * What `serve` checks before it opens the database or creates a CA: no other server on this data
+ * directory, hostnames a certificate can carry, and listen addresses it can bind.
+ */
+export async function preflight(config: Config): Promise<void> {
+  if (
+    !config.databaseUrl &&
+    (await callAdmin(adminSocketPath(config.dataDir), 'ca.issuers', {}).catch(() => undefined))
+  )
+    throw new UsageError(`another keyward serve is already running on ${config.dataDir}`);
+  for (const name of config.https.hostnames) {
+    if (isIP(name) === 0 && !isDnsName(name.toLowerCase(), false))
+      throw new UsageError(`https.hostnames: "${name}" is neither a DNS name nor an IP address`);
+  }
+  await checkBindable('https.listen', config.https.listen);
+  await checkBindable('http.listen', config.http.listen);
+}
 
 /** `keyward serve`: initialise on first run, serve, and shut down cleanly on SIGTERM/SIGINT. */
 export async function serve(config: Config, json: boolean): Promise<void> {
+  await preflight(config);
   const log = createLogger(config.log.level);
-  const ctx = await openContext(config, { principal: 'keyward:serve' });
+  const ctx = await openContext(config, { principal: 'keyward:serve', create: true });
   let server: RunningServer;
   try {
     const init = (await initCommand.run(ctx, { principal: 'keyward:serve' })) as InitOutput;
@@ -18,7 +64,8 @@ export async function serve(config: Config, json: boolean): Promise<void> {
       created: init.created,
       https: server.httpsUrl,
       http: server.httpUrl,
-      roots: `${server.httpUrl}/roots.pem`,
+      acmeDirectory: `${config.httpsBaseUrl}/acme/directory`,
+      roots: `${config.httpBaseUrl}/roots.pem`,
       rootFingerprint: init.root.sha256Fingerprint,
       database: ctx.database.kind,
       dataDir: config.dataDir,
@@ -28,8 +75,9 @@ export async function serve(config: Config, json: boolean): Promise<void> {
         ? JSON.stringify(banner) + '\n'
         : `Keyward is running${init.created ? ' (new CA created)' : ''}.
   HTTPS API        ${server.httpsUrl}
+  ACME directory   ${banner.acmeDirectory}
   HTTP             ${server.httpUrl}
-  Root certificate ${server.httpUrl}/roots.pem
+  Root certificate ${banner.roots}
   Root SHA-256     ${init.root.sha256Fingerprint}
   Database         ${ctx.database.kind === 'embedded' ? `embedded (${config.dataDir}/pg)` : 'PostgreSQL'}
 Press Ctrl-C to stop.

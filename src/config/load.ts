@@ -14,6 +14,8 @@ export class ConfigError extends Error {
 export interface Config extends Omit<ParsedConfig, 'profiles' | 'profilesDir'> {
   /** The file the settings came from, or undefined when only defaults apply. */
   file: string | undefined;
+  /** Whether the file was named (--config or KEYWARD_CONFIG) rather than found by default. */
+  explicitFile: boolean;
   dataDir: string;
   databaseUrl: string | undefined;
   profiles: ReadonlyMap<string, Profile>;
@@ -120,6 +122,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
   return {
     ...rest,
     file,
+    explicitFile: explicit !== undefined && explicit !== '',
     dataDir,
     databaseUrl: parsed.database.url ?? (env.DATABASE_URL || undefined),
     profiles,

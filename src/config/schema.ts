@@ -279,7 +279,20 @@ export const configSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    // CRL, OCSP and caIssuers URLs are built from http.publicUrl, else from http.listen.
+    const host = config.http.listen.slice(0, config.http.listen.lastIndexOf(':'));
+    if (config.http.publicUrl === undefined && WILDCARD_HOSTS.has(host)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['http', 'publicUrl'],
+        message: `required when http.listen is a wildcard address (${config.http.listen}): certificates would carry http://${config.http.listen} URLs; set it to the URL clients reach this listener at, e.g. http://keyward.internal:${config.http.listen.slice(host.length + 1)}`,
+      });
+    }
+  });
+
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '[::]', '::', '*']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type ParsedConfig = z.output<typeof configSchema>;

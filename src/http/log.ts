@@ -7,12 +7,16 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'keyward' } });
 }
 
+/** Probes that load balancers and orchestrators send every few seconds: logged at debug only. */
+const PROBES = new Set(['/health']);
+
 /** One structured line per request; never bodies, since they can carry CSRs, tokens or keys. */
 export function requestLog(log: Logger, listener: string): MiddlewareHandler {
   return async (c, next) => {
     const start = performance.now();
     await next();
-    log.info(
+    const quiet = PROBES.has(c.req.path) && c.res.status < 400;
+    log[quiet ? 'debug' : 'info'](
       {
         listener,
         method: c.req.method,

@@ -1,3 +1,5 @@
+import { sql } from 'kysely';
+
 import type { Executor } from '../db/schema.ts';
 import { KmsError } from './errors.ts';
 
@@ -10,7 +12,10 @@ export type KeyRef =
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** Resolves "UUID", "kek-name" or "kek-name/vN" (KEK names may also be given by id). */
+/**
+ * Resolves "UUID", "kek-name" or "kek-name/vN" (KEK names may also be given by id), a key usage or
+ * root provider that names one key (`intermediate`, `file`), or an id shortened to 8+ characters.
+ */
 export async function resolveKey(db: Executor, text: string): Promise<KeyRef> {
   const m = /^(.+)\/v(\d+)$/.exec(text);
   if (m) {
@@ -32,8 +37,49 @@ export async function resolveKey(db: Executor, text: string): Promise<KeyRef> {
     if (key) return { kind: 'key', id: key.id };
     const root = await db.selectFrom('kms_roots').select('id').where('id', '=', text).executeTakeFirst();
     if (root) return { kind: 'root', id: root.id };
+  } else {
+    // What `kms list` prints besides full ids: a key's usage or a root's provider as its name,
+    // and ids shortened to their first 8 characters. Either must name exactly one.
+    const byName = await candidates(db, text, PREFIX.test(text));
+    if (byName.length === 1) return byName[0]!;
+    if (byName.length > 1)
+      throw new KmsError(
+        'InvalidInput',
+        `"${text}" names ${byName.length} keys (${byName.map((r) => r.id).join(', ')}); give one id`,
+      );
   }
   throw new KmsError('NotFound', `no key, KEK or root named "${text}" (see keyward kms list)`);
+}
+
+/** A shortened id: at least 8 characters of a UUID's beginning. */
+const PREFIX = /^[0-9a-f]{8}(-[0-9a-f]{0,4}){0,4}$/i;
+
+/** uuid columns compared as text, for LIKE. */
+const idText = sql<string>`id::text`;
+
+async function candidates(db: Executor, text: string, prefix: boolean): Promise<KeyRef[]> {
+  const like = `${text.toLowerCase()}%`;
+  const [keys, roots, keks] = await Promise.all([
+    db
+      .selectFrom('kms_keys')
+      .select('id')
+      .where('state', '!=', 'Destroyed')
+      .where((eb) => (prefix ? eb(idText, 'like', like) : eb('usage', '=', text as never)))
+      .execute(),
+    db
+      .selectFrom('kms_roots')
+      .select('id')
+      .where((eb) =>
+        prefix ? eb(idText, 'like', like) : eb.and([eb('provider', '=', text as never), eb('retired_at', 'is', null)]),
+      )
+      .execute(),
+    prefix ? db.selectFrom('kms_keks').select(['id', 'name']).where(idText, 'like', like).execute() : [],
+  ]);
+  return [
+    ...keys.map((k): KeyRef => ({ kind: 'key', id: k.id })),
+    ...keks.map((k): KeyRef => ({ kind: 'kek', id: k.id, name: k.name })),
+    ...roots.map((r): KeyRef => ({ kind: 'root', id: r.id })),
+  ];
 }
 
 async function findKek(db: Executor, nameOrId: string): Promise<{ id: string; name: string } | undefined> {

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 
 import type { Db, Executor } from '../db/schema.ts';
 import { appendAudit } from './audit.ts';
+import { MAX_DELETION_DAYS, MIN_DELETION_DAYS } from './deletion-window.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy, StoredTokenRef } from './hierarchy.ts';
 import { describeRef, type KeyRef, resolveKey } from './refs.ts';
@@ -9,8 +10,8 @@ import { describeRef, type KeyRef, resolveKey } from './refs.ts';
 // Key states (design §3.5): Enabled ⇄ Disabled; Enabled|Disabled → PendingDeletion (7–30 days);
 // PendingDeletion → Disabled (cancel, as in AWS); PendingDeletion → Destroyed (janitor).
 
-export const MIN_DELETION_DAYS = 7;
-export const MAX_DELETION_DAYS = 30;
+export { MAX_DELETION_DAYS, MIN_DELETION_DAYS } from './deletion-window.ts';
+
 /** Keyward can't see ciphertexts that clients hold; recent decrypts are the best evidence of use. */
 const APP_DATA_RECENT_DAYS = 90;
 

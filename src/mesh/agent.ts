@@ -1,12 +1,14 @@
 import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { decodeJwt } from 'jose';
 
+import { AGENT_USAGE } from './agent-usage.ts';
 import { newKeyAndCsr } from './csr-client.ts';
 
 /**
@@ -17,15 +19,7 @@ import { newKeyAndCsr } from './csr-client.ts';
  * and the certificate renames a reader can briefly see a new key with the old certificate).
  */
 
-export const AGENT_USAGE = `Usage: keyward agent --token T --out DIR [--hook CMD] [--server URL] [--ca-file roots.pem] [--once]
-  --token T        a bootstrap token from \`keyward token create\`
-  --out DIR        where key.pem (0600), cert.pem and bundle.pem are written
-  --hook CMD       run with sh -c after each certificate is written (KEYWARD_CERT, KEYWARD_KEY, KEYWARD_BUNDLE set)
-  --server URL     the CA's HTTPS base URL (default: from the token's audience)
-  --ca-file FILE   roots to trust for the first connection (default: the system store); renewals trust
-                   the bundle the CA returned
-  --once           exit after the first certificate
-`;
+export { AGENT_USAGE };
 
 interface AgentOptions {
   token: string;
@@ -47,7 +41,7 @@ export class AgentError extends Error {
   override name = 'AgentError';
 }
 
-function parse(argv: string[]): AgentOptions {
+function parse(argv: string[]): AgentOptions & { bootstrap?: { url: string; fingerprint: string } } {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -56,10 +50,14 @@ function parse(argv: string[]): AgentOptions {
       hook: { type: 'string' },
       server: { type: 'string' },
       'ca-file': { type: 'string' },
+      'root-fingerprint': { type: 'string' },
+      'roots-url': { type: 'string' },
       once: { type: 'boolean', default: false },
     },
   });
   if (!values.token || !values.out) throw new AgentError('agent needs --token and --out');
+  if (values['ca-file'] && values['root-fingerprint'])
+    throw new AgentError('--ca-file and --root-fingerprint are alternatives; give one');
   let server = values.server;
   if (!server) {
     const aud = decodeJwt(values.token).aud;
@@ -67,14 +65,94 @@ function parse(argv: string[]): AgentOptions {
     if (!first) throw new AgentError('the token names no audience; pass --server');
     server = new URL(first).origin;
   }
+  server = server.replace(/\/+$/, '');
+  let ca: string | undefined;
+  if (values['ca-file']) {
+    try {
+      ca = readFileSync(values['ca-file'], 'utf8');
+    } catch (err) {
+      throw new AgentError(`--ca-file: cannot read ${values['ca-file']} (${(err as NodeJS.ErrnoException).code})`);
+    }
+  }
+  const fingerprint = values['root-fingerprint'];
   return {
+    ...(fingerprint ? { bootstrap: { url: values['roots-url'] ?? `${server}/roots.pem`, fingerprint } } : {}),
     token: values.token,
     out: values.out,
     ...(values.hook ? { hook: values.hook } : {}),
-    server: server.replace(/\/+$/, ''),
-    ...(values['ca-file'] ? { ca: readFileSync(values['ca-file'], 'utf8') } : {}),
+    server,
+    ...(ca ? { ca } : {}),
     once: values.once === true,
   };
+}
+
+/** TLS errors that mean "I don't know who signed this", as Node names them. */
+const UNTRUSTED = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+]);
+
+const MAX_ROOTS_BYTES = 256 * 1024;
+
+/** GET without trusting anyone: what comes back is only believed if it matches the fingerprint. */
+function fetchUntrusted(url: string): Promise<string> {
+  const u = new URL(url);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new AgentError(`--roots-url: ${url} is not http(s)`);
+  return new Promise((resolve, reject) => {
+    const req = (u.protocol === 'https:' ? request : httpRequest)(
+      u,
+      { method: 'GET', timeout: 10_000, ...(u.protocol === 'https:' ? { rejectUnauthorized: false } : {}) },
+      (res) => {
+        if (res.statusCode !== 200) {
+          res.resume();
+          return reject(new AgentError(`${url}: ${res.statusCode}`));
+        }
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          text += d;
+          if (text.length > MAX_ROOTS_BYTES) req.destroy(new AgentError(`${url}: more than ${MAX_ROOTS_BYTES} bytes`));
+        });
+        res.on('end', () => resolve(text));
+      },
+    );
+    req.on('timeout', () => req.destroy(new AgentError(`${url}: timed out`)));
+    req.on('error', (err) => reject(err instanceof AgentError ? err : new AgentError(`${url}: ${err.message}`)));
+    req.end();
+  });
+}
+
+/**
+ * Bootstrap by fingerprint (as `step ca bootstrap` does): fetch the CA's roots over a connection
+ * nobody vouches for, keep the certificate whose SHA-256 fingerprint the operator gave (copied from
+ * `keyward serve`'s banner), and trust only that one from then on.
+ */
+export async function bootstrapRoot(url: string, fingerprint: string): Promise<string> {
+  const want = fingerprint.replace(/[:\s]/g, '').toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(want))
+    throw new AgentError('--root-fingerprint must be a SHA-256 fingerprint: 64 hex digits, colons allowed');
+  const pems = (await fetchUntrusted(url)).match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+  const seen: string[] = [];
+  for (const pem of pems) {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(pem);
+    } catch {
+      continue;
+    }
+    const got = cert.fingerprint256.replace(/:/g, '').toLowerCase();
+    if (got === want) {
+      if (!cert.ca)
+        throw new AgentError(`the certificate with fingerprint ${fingerprint} at ${url} is not a CA certificate`);
+      return `${pem}\n`;
+    }
+    seen.push(cert.fingerprint256);
+  }
+  throw new AgentError(
+    `none of the ${pems.length} certificate(s) at ${url} has SHA-256 fingerprint ${fingerprint}${seen.length ? ` (found ${seen.join(', ')})` : ''}; refusing to trust it`,
+  );
 }
 
 function post(url: string, body: unknown, tls: { ca?: string; key?: string; cert?: string }): Promise<Obtained> {
@@ -151,12 +229,20 @@ export function renewAt(receivedAt: number, notAfter: number): number {
 }
 
 export async function runAgent(argv: string[]): Promise<number> {
-  let opts: AgentOptions;
+  let opts: ReturnType<typeof parse>;
   try {
     opts = parse(argv);
   } catch (err) {
     process.stderr.write(`keyward agent: ${(err as Error).message}\n\n${AGENT_USAGE}`);
     return 2;
+  }
+  if (opts.bootstrap) {
+    try {
+      opts.ca = await bootstrapRoot(opts.bootstrap.url, opts.bootstrap.fingerprint);
+    } catch (err) {
+      process.stderr.write(`keyward agent: ${(err as Error).message}\n`);
+      return 1;
+    }
   }
   mkdirSync(opts.out, { recursive: true, mode: 0o700 });
   const paths = {
@@ -208,7 +294,10 @@ export async function runAgent(argv: string[]): Promise<number> {
         opts.ca ? { ca: opts.ca } : {},
       );
     } catch (err) {
-      process.stderr.write(`keyward agent: ${(err as Error).message}\n`);
+      const untrusted = !opts.ca && UNTRUSTED.has((err as NodeJS.ErrnoException).code ?? '');
+      process.stderr.write(
+        `keyward agent: ${(err as Error).message}${untrusted ? '\n  the system trust store does not know this CA: pass --ca-file roots.pem or --root-fingerprint SHA256 (keyward serve prints it)' : ''}\n`,
+      );
       return 1;
     }
     let currentKey = fresh.keyPem;

@@ -9,10 +9,15 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the real `keyward` command line in a child process. */
-export function keyward(args: string[], env: Record<string, string>, input?: string): Promise<CliResult> {
+/** Runs the real `keyward` command line (dist/, compiled by the global setup) in a child process. */
+export function keyward(
+  args: string[],
+  env: Record<string, string>,
+  input?: string,
+  nodeOptions: string[] = [],
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
+    const child = spawn(process.execPath, [...nodeOptions, BIN, ...args], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
