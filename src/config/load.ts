@@ -94,6 +94,22 @@ function loadProfiles(dir: string): Map<string, Profile> {
   return profiles;
 }
 
+function urlFromFile(file: string | undefined, baseDir: string): string | undefined {
+  if (file === undefined) return undefined;
+  const path = resolve(baseDir, file);
+  let url: string;
+  try {
+    url = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError(
+      `database.urlFile: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
+  }
+  // Never echo the content: it holds a password.
+  if (!URL.canParse(url)) throw new ConfigError(`database.urlFile: ${path} does not hold a URL`);
+  return url;
+}
+
 export function loadConfig(options: LoadOptions = {}): Config {
   const env = options.env ?? process.env;
   const cwd = options.cwd ?? process.cwd();
@@ -124,7 +140,8 @@ export function loadConfig(options: LoadOptions = {}): Config {
     file,
     explicitFile: explicit !== undefined && explicit !== '',
     dataDir,
-    databaseUrl: parsed.database.url ?? (env.DATABASE_URL || undefined),
+    databaseUrl:
+      parsed.database.url ?? urlFromFile(parsed.database.urlFile, baseDir) ?? (env.DATABASE_URL || undefined),
     profiles,
     httpBaseUrl,
     httpsBaseUrl,

@@ -94,7 +94,14 @@ const caKeySpec = (keyType: CaKeyType, commonName: string, lifetime: string) =>
 export const configSchema = z
   .object({
     dataDir: z.string().default('./data'),
-    database: z.object({ url: z.string().url().optional() }).strict().prefault({}),
+    database: z
+      .object({
+        url: z.string().url().optional(),
+        /** A file holding the URL (a Docker or Kubernetes secret), so the password is in no setting. */
+        urlFile: z.string().min(1).optional(),
+      })
+      .strict()
+      .prefault({}),
     http: z
       .object({
         listen: listen.default('127.0.0.1:8080'),

@@ -35,6 +35,20 @@ describe('serve checks its settings before it creates anything', () => {
     expect(ok.httpBaseUrl).toBe('http://keyward:8080');
   });
 
+  it('reads the database URL from database.urlFile (a secret), and names the setting when it cannot', () => {
+    writeFileSync(join(dir, 'db-url'), 'postgres://keyward:s3cret@db.internal:5432/keyward\n');
+    expect(configIn(dir, 'database:\n  urlFile: db-url\n').databaseUrl).toBe(
+      'postgres://keyward:s3cret@db.internal:5432/keyward',
+    );
+    expect(() => configIn(dir, 'database:\n  urlFile: missing\n')).toThrow(
+      `database.urlFile: cannot read ${join(dir, 'missing')}: ENOENT`,
+    );
+    writeFileSync(join(dir, 'not-url'), 'hunter2 is not a URL\n');
+    expect(() => configIn(dir, 'database:\n  urlFile: not-url\n')).toThrow(
+      /^database\.urlFile: .* does not hold a URL$/,
+    );
+  });
+
   it('a port in use or a hostname no certificate can carry stops it before the data directory exists', async () => {
     const busy: Server = createServer();
     const port = await freePort();

@@ -30,7 +30,13 @@ function readKeyFile(path: string, rootId: string): Buffer {
       `root key file ${path} cannot be read (${(err as NodeJS.ErrnoException).code}); root ${rootId} needs it`,
     );
   }
-  if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
+  if ((statSync(path).mode & 0o077) !== 0) {
+    try {
+      chmodSync(path, 0o600);
+    } catch {
+      // A Docker or Kubernetes secret: a read-only mount whose mode is set where it is mounted.
+    }
+  }
   const key = Buffer.from(text.trim(), 'base64');
   if (key.length !== 32) throw new KmsError('WrongRootKey', `root key file ${path} does not hold a 256-bit key`);
   return key;
