@@ -7,6 +7,7 @@ import * as m0004 from './0004_revocation_lookups.ts';
 import * as m0005 from './0005_kms_lifecycle.ts';
 import * as m0006 from './0006_mesh_policy.ts';
 import * as m0007 from './0007_hsm_keys.ts';
+import * as m0008 from './0008_audit_keyed.ts';
 
 /** Ordered by name; a new migration is a new file listed here, never an edit to an old one. */
 export const migrations: Record<string, Migration> = {
@@ -17,4 +18,5 @@ export const migrations: Record<string, Migration> = {
   '0005_kms_lifecycle': m0005,
   '0006_mesh_policy': m0006,
   '0007_hsm_keys': m0007,
+  '0008_audit_keyed': m0008,
 };

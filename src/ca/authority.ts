@@ -314,7 +314,7 @@ export class CertificateAuthority {
   }
 
   revoke(serial: string, reason: number, requester: string): Promise<Revocation> {
-    return revokeCertificate(this.db, { serial, reason, requester });
+    return revokeCertificate(this.db, this.kms.audit, { serial, reason, requester });
   }
 
   async certificate(serial: string): Promise<CertificateRow> {

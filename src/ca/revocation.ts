@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 
 import { events } from '../core/events.ts';
 import type { Db } from '../db/schema.ts';
-import { appendAudit } from '../kms/index.ts';
+import type { AuditLog } from '../kms/index.ts';
 import { CaError } from './errors.ts';
 import { ALLOWED_REASONS, reasonName, REVOCATION_REASONS } from './revocation-reasons.ts';
 import { normalizeSerial } from './serial.ts';
@@ -23,6 +23,7 @@ export interface Revocation {
  */
 export async function revokeCertificate(
   db: Db,
+  audit: AuditLog,
   input: { serial: string; reason: number; requester: string },
 ): Promise<Revocation> {
   if (!ALLOWED_REASONS.has(input.reason)) {
@@ -75,7 +76,7 @@ export async function revokeCertificate(
       )
       .execute();
     await trx.deleteFrom('ocsp_responses').where('serial', '=', serial).execute();
-    await appendAudit(trx, {
+    await audit.append(trx, {
       principal: input.requester,
       action: 'revoke-certificate',
       outcome: 'success',

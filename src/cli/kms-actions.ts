@@ -3,7 +3,6 @@ import { sql } from 'kysely';
 import { x509 } from '../ca/x509.ts';
 import type { AppContext } from '../context.ts';
 import type { Executor } from '../db/schema.ts';
-import { appendAudit } from '../kms/audit.ts';
 import { KmsError } from '../kms/errors.ts';
 import { parsePolicy } from '../kms/policy.ts';
 import { type KeyRef, resolveKey } from '../kms/refs.ts';
@@ -16,6 +15,7 @@ import { UsageError } from './command.ts';
 export { listAudit } from '../kms/audit-query.ts';
 export {
   createCheckpoint,
+  exportCheckpoint,
   listCheckpoints,
   parseCheckpointLines,
   verifyAuditWithCheckpoints,
@@ -88,7 +88,7 @@ export async function putPolicy(
         .set({ policy: JSON.stringify(policy) })
         .where('id', '=', ref.id)
         .execute();
-    await appendAudit(trx, {
+    await ctx.kms.audit.append(trx, {
       principal,
       action: 'put-policy',
       keyId: ref.id,

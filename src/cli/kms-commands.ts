@@ -142,7 +142,7 @@ const rotateCommand = defineCommand<
   run: async (ctx, input) => {
     const { rotateKek, setAutoRotate } = await kms();
     if (input.autoDays !== undefined) {
-      await setAutoRotate(ctx.database.db, input.kek, input.autoDays, input.principal);
+      await setAutoRotate(ctx.kms, ctx.database.db, input.kek, input.autoDays, input.principal);
       return { kek: input.kek, autoRotateDays: input.autoDays };
     }
     return rotateKek(ctx.kms, ctx.database.db, input.kek, input.principal);
@@ -384,32 +384,48 @@ const auditListCommand = defineCommand<
 
 const auditVerifyCommand = defineCommand<{ checkpoints?: string }, FullVerification>({
   path: ['audit', 'verify'],
-  usage: 'audit verify [--checkpoints FILE]',
-  summary: "check the audit log's hash chain and signed checkpoints (and an exported copy)",
-  options: { checkpoints: { type: 'string' } },
-  input: (v) => ({
-    checkpoints: typeof v.checkpoints === 'string' ? readText(v.checkpoints, 'checkpoints') : undefined,
-  }),
+  usage: 'audit verify [--checkpoints FILE]...',
+  summary: "check the audit log's keyed hash chain and signed checkpoints (and exported copies)",
+  options: { checkpoints: { type: 'string', multiple: true } },
+  input: (v) => {
+    const files = [v.checkpoints].flat().filter((f): f is string => typeof f === 'string');
+    return { checkpoints: files.length ? files.map((f) => readText(f, 'checkpoints')).join('\n') : undefined };
+  },
   run: async (ctx, input) => {
     const { parseCheckpointLines, verifyAuditWithCheckpoints } = await kms();
     return verifyAuditWithCheckpoints(
+      ctx.kms.audit,
       ctx.database.db,
       input.checkpoints === undefined ? undefined : parseCheckpointLines(input.checkpoints),
     );
   },
-  format: (out) =>
-    out.ok
-      ? `The audit log is intact: ${out.events} events, ${out.checkpoints} signed checkpoint(s)${out.externalCheckpoints ? `, ${out.externalCheckpoints} exported checkpoint(s) matched` : ''}.\n`
-      : `The audit log is broken at event ${out.firstBad!.seq}: ${out.firstBad!.detail} (${out.firstBad!.problem}).\n`,
+  format: (out) => {
+    if (!out.ok)
+      return `The audit log is broken at event ${out.firstBad!.seq}: ${out.firstBad!.detail} (${out.firstBad!.problem}).\n`;
+    const legacy =
+      out.keyedFrom !== null && out.keyedFrom > 1
+        ? ` Events 1–${out.keyedFrom - 1} predate the chain key: only signed checkpoints vouch for them.`
+        : '';
+    const tail = out.keyOnlyEvents
+      ? ` The ${out.keyOnlyEvents} event(s) after ${out.lastCheckpointSeq ? `the checkpoint at event ${out.lastCheckpointSeq}` : 'the start (no checkpoint yet)'} were checked with the chain key only.`
+      : '';
+    return `The audit log is intact: ${out.events} events, ${out.checkpoints} signed checkpoint(s)${out.externalCheckpoints ? `, ${out.externalCheckpoints} exported checkpoint(s) matched` : ''}.${legacy}${tail}\n`;
+  },
   exitCode: (out) => (out.ok ? 0 : 1),
 });
 
 const checkpointCommand = defineCommand<object, Checkpoint | null>({
   path: ['audit', 'checkpoint'],
   usage: 'audit checkpoint',
-  summary: 'sign the current audit chain head now (the janitor also does this periodically)',
+  summary: 'sign the current audit chain head now and export it (the server also does this periodically)',
   input: () => ({}),
-  run: async (ctx, input) => (await (await kms()).createCheckpoint(ctx.kms, ctx.database.db, input.principal)) ?? null,
+  run: async (ctx, input) => {
+    const { createCheckpoint, exportCheckpoint } = await kms();
+    const c = await createCheckpoint(ctx.kms, ctx.database.db, input.principal);
+    // A standard-output sink is this command's own output.
+    if (c && ctx.config.kms.checkpointExport !== '-') exportCheckpoint(ctx.config.kms.checkpointExport, c);
+    return c ?? null;
+  },
   format: (out) =>
     out ? `Checkpoint at event ${out.seq} signed by key ${out.keyId}.\n` : 'The head is already checkpointed.\n',
 });

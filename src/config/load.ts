@@ -135,8 +135,10 @@ export function loadConfig(options: LoadOptions = {}): Config {
   const passphrase = parsed.rootOfTrust.type === 'passphrase' ? env[parsed.rootOfTrust.env] : undefined;
 
   const { profiles: _inline, profilesDir: _dir, ...rest } = parsed;
+  const checkpointExport = parsed.kms.checkpointExport === '-' ? '-' : resolve(dataDir, parsed.kms.checkpointExport);
   return {
     ...rest,
+    kms: { ...parsed.kms, checkpointExport },
     file,
     explicitFile: explicit !== undefined && explicit !== '',
     dataDir,

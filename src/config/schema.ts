@@ -206,11 +206,19 @@ export const configSchema = z
       .object({
         /** Rotate KEKs whose primary version is older than this many days (per-KEK settings win). */
         autoRotateDays: z.number().int().min(1).optional(),
-        /** How often the KMS janitor runs (deletions, auto-rotation, audit checkpoints). */
+        /** How often the KMS janitor runs (deletions, auto-rotation). */
         janitorInterval: duration.prefault('60s'),
-        /** Sign an audit checkpoint after this many events, or this long after the last one. */
-        checkpointEveryEvents: z.number().int().min(1).default(10_000),
-        checkpointInterval: duration.prefault('1h'),
+        /**
+         * Sign an audit checkpoint after this many events, or this long after the last one: the
+         * events after the newest checkpoint are vouched for by the chain key alone.
+         */
+        checkpointEveryEvents: z.number().int().min(1).default(1_000),
+        checkpointInterval: duration.prefault('1m'),
+        /**
+         * Where each new checkpoint is also written, outside the database: a file (JSON lines,
+         * relative to dataDir; ship it to WORM storage) or `-` for standard output.
+         */
+        checkpointExport: z.string().min(1).default('audit-checkpoints.jsonl'),
         /**
          * The PKCS#11 token that holds keys made with protection "hsm" (generated there, never
          * extractable; signatures are made in the token). The PIN is read from pinFile (relative

@@ -28,7 +28,7 @@ export interface KmsRootsTable {
 export interface KmsKeksTable {
   id: string;
   name: string;
-  purpose: 'ca-keys' | 'app-data' | 'import';
+  purpose: 'ca-keys' | 'app-data' | 'import' | 'audit';
   auto_rotate_days: number | null;
   min_unwrap_version: Generated<number>;
   created_at: DefaultTimestamp;
@@ -116,6 +116,8 @@ export interface AuditHeadTable {
   id: number;
   seq: Int8;
   hash: Bytes;
+  /** 0007_audit_keyed: the first event hashed with the chain key (null until the key exists). */
+  keyed_from: ColumnType<string | number | bigint | null, never, number | bigint | string | null>;
 }
 
 export interface AuditEventsTable {

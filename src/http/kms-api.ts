@@ -5,7 +5,9 @@ import type { HttpBindings } from '@hono/node-server';
 import type { Context, Hono } from 'hono';
 
 import type { AppContext } from '../context.ts';
+import { startLoop } from '../core/background-loop.ts';
 import { withLease } from '../db/lease.ts';
+import { checkpointIfDue, exportCheckpoint } from '../kms/checkpoints.ts';
 import { DataKeys, MAX_PLAINTEXT } from '../kms/data-keys.ts';
 import { KmsError } from '../kms/errors.ts';
 import { runJanitor } from '../kms/janitor.ts';
@@ -197,40 +199,39 @@ export function kmsFeature(ctx: AppContext, log: Logger): Feature {
     start() {
       const holder = randomUUID();
       const opts = ctx.config.kms;
-      let stopped = false;
-      let running: Promise<void> = Promise.resolve();
-      const tick = () => {
-        running = (async () => {
-          try {
-            const report = await withLease(
-              ctx.database.db,
-              'kms-janitor',
-              holder,
-              Math.max(opts.janitorInterval * 2, 30_000),
-              () =>
-                runJanitor(ctx.kms, ctx.database.db, {
-                  autoRotateDays: opts.autoRotateDays,
-                  checkpointEveryEvents: opts.checkpointEveryEvents,
-                  checkpointEveryMs: opts.checkpointInterval,
-                }),
+      const db = ctx.database.db;
+      const janitor = startLoop({
+        name: 'kms janitor',
+        intervalMs: opts.janitorInterval,
+        log,
+        run: async () => {
+          const report = await withLease(db, 'kms-janitor', holder, Math.max(opts.janitorInterval * 2, 30_000), () =>
+            runJanitor(ctx.kms, db, { autoRotateDays: opts.autoRotateDays }),
+          );
+          if (report && (report.destroyed.keys.length || report.destroyed.versions.length || report.rotated.length))
+            log.info(
+              { destroyed: report.destroyed, rotated: report.rotated.map((r) => `${r.name}/v${r.version}`) },
+              'kms janitor',
             );
-            if (report && (report.destroyed.keys.length || report.destroyed.versions.length || report.rotated.length)) {
-              log.info(
-                { destroyed: report.destroyed, rotated: report.rotated.map((r) => `${r.name}/v${r.version}`) },
-                'kms janitor',
-              );
-            }
-          } catch (err) {
-            log.error({ err: (err as Error).message }, 'kms janitor failed; retrying next interval');
+        },
+      });
+      // Checked often (one cheap query) so the unsigned tail stays within checkpointInterval.
+      const checkpointer = startLoop({
+        name: 'audit checkpointer',
+        intervalMs: Math.min(10_000, Math.max(1_000, Math.floor(opts.checkpointInterval / 6))),
+        log,
+        run: async () => {
+          const c = await withLease(db, 'audit-checkpoint', holder, 60_000, () =>
+            checkpointIfDue(ctx.kms, db, { everyEvents: opts.checkpointEveryEvents, everyMs: opts.checkpointInterval }),
+          );
+          if (c) {
+            exportCheckpoint(opts.checkpointExport, c);
+            log.debug({ seq: c.seq }, 'audit checkpoint signed');
           }
-        })();
-      };
-      const timer = setInterval(() => !stopped && tick(), opts.janitorInterval);
-      timer.unref();
+        },
+      });
       return async () => {
-        stopped = true;
-        clearInterval(timer);
-        await running;
+        await Promise.all([janitor.stop(), checkpointer.stop()]);
       };
     },
   };

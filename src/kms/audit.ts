@@ -1,9 +1,9 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, createHmac, hkdfSync, type KeyObject, randomUUID } from 'node:crypto';
 
 import { sql } from 'kysely';
 
 import { events } from '../core/events.ts';
-import type { AuditEventRow, Db, Executor } from '../db/schema.ts';
+import type { Db, Executor } from '../db/schema.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { KmsError } from './errors.ts';
 
@@ -18,12 +18,16 @@ export interface AuditEvent {
   context?: Record<string, string | number | boolean | null>;
 }
 
+/** The KEK whose material keys the chain (purpose `audit`); created with the hierarchy. */
+export const AUDIT_KEK = 'audit-chain';
+
 const GENESIS = Buffer.alloc(32);
 
-interface HashInput {
+/** The hashed fields of one event; `ts` is the ISO text that is hashed (see the two formats). */
+export interface HashInput {
   seq: number;
   event_id: string;
-  ts: Date;
+  ts: string;
   principal: string;
   action: string;
   key_id: string | null;
@@ -33,13 +37,13 @@ interface HashInput {
   context: unknown;
 }
 
-export function eventHash(prevHash: Uint8Array, e: HashInput): Buffer {
+function hashedBody(prevHash: Uint8Array, e: HashInput): Buffer[] {
   const seq = Buffer.alloc(8);
   seq.writeBigUInt64BE(BigInt(e.seq));
   const body = canonicalJson({
     seq: e.seq,
     event_id: e.event_id,
-    ts: e.ts.toISOString(),
+    ts: e.ts,
     principal: e.principal,
     action: e.action,
     key_id: e.key_id,
@@ -48,8 +52,24 @@ export function eventHash(prevHash: Uint8Array, e: HashInput): Buffer {
     error_code: e.error_code,
     context: e.context,
   });
-  return createHash('sha256').update('keyward-audit-v1').update(seq).update(prevHash).update(body).digest();
+  return [seq, Buffer.from(prevHash), Buffer.from(body, 'utf8')];
 }
+
+/**
+ * The format of events written before the chain was keyed (`keyed_from` in audit_head): plain
+ * SHA-256 over a millisecond timestamp. Anyone can recompute it, so only signed checkpoints
+ * protect these events; they are kept as a legacy prefix rather than re-hashed, so that old
+ * checkpoints and exported copies stay valid.
+ */
+export function legacyEventHash(prevHash: Uint8Array, e: HashInput): Buffer {
+  const h = createHash('sha256').update('keyward-audit-v1');
+  for (const part of hashedBody(prevHash, e)) h.update(part);
+  return h.digest();
+}
+
+/** `2025-01-31T12:00:00.123456Z`: the database's full precision, as hashed by the keyed format. */
+const TS_MICROS = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
+const tsText = (expr: string) => sql.raw(`to_char(${expr} AT TIME ZONE 'UTC', ${TS_MICROS})`);
 
 /** Runs fn in the caller's transaction when there is one, otherwise in a new one. */
 export async function inTransaction<T>(db: Executor, fn: (trx: Executor) => Promise<T>): Promise<T> {
@@ -57,120 +77,188 @@ export async function inTransaction<T>(db: Executor, fn: (trx: Executor) => Prom
   return db.transaction().execute(fn);
 }
 
-/**
- * Appends one event to the hash chain inside the caller's unit of work. The head row lock gives
- * gap-free sequence numbers in commit order across replicas; if this fails, the operation fails.
- */
-export async function appendAudit(db: Executor, event: AuditEvent): Promise<number> {
-  const seq = await inTransaction(db, async (trx) => {
-    const head = await sql<{ seq: string | number; hash: Uint8Array; now: Date }>`
-      SELECT seq, hash, date_trunc('milliseconds', clock_timestamp()) AS now
-      FROM audit_head WHERE id = 1 FOR UPDATE`.execute(trx);
-    const row = head.rows[0];
-    if (!row) throw new KmsError('AuditFailure', 'the audit log head is missing');
-    const input: HashInput = {
-      seq: Number(row.seq) + 1,
-      event_id: randomUUID(),
-      ts: new Date(row.now),
-      principal: event.principal,
-      action: event.action,
-      key_id: event.keyId ?? null,
-      key_version: event.keyVersion ?? null,
-      outcome: event.outcome,
-      error_code: event.errorCode ?? null,
-      context: event.context ?? {},
-    };
-    const hash = eventHash(row.hash, input);
-    // The event and the new head in one statement: one round trip fewer for every signature.
-    await trx
-      .with('head', (q) => q.updateTable('audit_head').set({ seq: input.seq, hash }).where('id', '=', 1))
-      .insertInto('audit_events')
-      .values({ ...input, context: JSON.stringify(input.context), prev_hash: row.hash, hash })
-      .execute();
-    return input.seq;
-  });
-  events.keyOperation.publish({
-    keyId: event.keyId ?? null,
-    action: event.action,
-    principal: event.principal,
-    outcome: event.outcome,
-    errorCode: event.errorCode ?? null,
-  });
-  return seq;
-}
+export type AuditProblem =
+  'deleted' | 'inserted' | 'inserted-or-reordered' | 'edited' | 'head-mismatch' | 'rewritten' | 'bad-checkpoint';
 
 export interface AuditVerification {
   ok: boolean;
+  /** Events checked: 1 … headSeq, the head read before the walk began. */
   events: number;
   headSeq: number;
+  /** The first keyed event; events before it are the unkeyed legacy prefix (null: none keyed). */
+  keyedFrom: number | null;
   /** The first row that breaks the chain, and how. */
-  firstBad?: {
-    seq: number;
-    problem: 'deleted' | 'inserted-or-reordered' | 'edited' | 'head-mismatch' | 'rewritten' | 'bad-checkpoint';
-    detail: string;
-  };
+  firstBad?: { seq: number; problem: AuditProblem; detail: string };
 }
 
-/** Walks the whole chain in pages; names the first row that was edited, deleted, inserted or moved. */
-export async function verifyAudit(
-  db: Db,
-  pageSize = 5000,
-  onEvent?: (seq: number, hash: Uint8Array) => void,
-): Promise<AuditVerification> {
-  let prev: Uint8Array = GENESIS;
-  let expected = 1;
-  let count = 0;
-  for (;;) {
-    const rows: AuditEventRow[] = await db
-      .selectFrom('audit_events')
-      .selectAll()
-      .where('seq', '>=', expected)
-      .orderBy('seq')
-      .limit(pageSize)
-      .execute();
-    for (const r of rows) {
-      const seq = Number(r.seq);
-      if (seq !== expected) {
-        return fail(count, expected - 1, {
-          seq: expected,
-          problem: 'deleted',
-          detail: `event ${expected} is missing (next present is ${seq})`,
-        });
-      }
-      if (!Buffer.from(r.prev_hash).equals(Buffer.from(prev))) {
-        return fail(count, seq, {
-          seq,
-          problem: 'inserted-or-reordered',
-          detail: `event ${seq} does not follow event ${seq - 1}`,
-        });
-      }
-      const recomputed = eventHash(prev, { ...r, seq, ts: new Date(r.ts), context: r.context });
-      if (!recomputed.equals(Buffer.from(r.hash))) {
-        return fail(count, seq, { seq, problem: 'edited', detail: `event ${seq} was changed after it was written` });
-      }
-      prev = r.hash;
-      onEvent?.(seq, r.hash);
-      expected = seq + 1;
-      count++;
-    }
-    if (rows.length < pageSize) break;
+interface StoredEvent {
+  seq: string | number;
+  event_id: string;
+  ts_us: string;
+  principal: string;
+  action: string;
+  key_id: string | null;
+  key_version: number | null;
+  outcome: AuditEvent['outcome'];
+  error_code: string | null;
+  context: unknown;
+  prev_hash: Uint8Array;
+  hash: Uint8Array;
+}
+
+/**
+ * The audit log: a hash chain whose links are HMAC-SHA256 under a key held in the key hierarchy
+ * (the `audit-chain` KEK), so someone who can write to the database but holds no key can't
+ * recompute them. Timestamps are hashed at the database's full (microsecond) precision.
+ */
+export class AuditLog {
+  private readonly key: Buffer;
+
+  /** `material`: the plaintext of the audit KEK; the MAC key is derived from it (HKDF-SHA256). */
+  constructor(material: KeyObject) {
+    this.key = Buffer.from(hkdfSync('sha256', material.export(), Buffer.alloc(0), 'keyward audit chain v2', 32));
   }
-  const head = await db.selectFrom('audit_head').selectAll().where('id', '=', 1).executeTakeFirst();
-  const headSeq = Number(head?.seq ?? -1);
-  if (!head || headSeq !== expected - 1 || !Buffer.from(head.hash).equals(Buffer.from(prev))) {
-    return fail(count, headSeq, {
-      seq: expected,
-      problem: headSeq > expected - 1 ? 'deleted' : 'head-mismatch',
-      detail: `the chain ends at event ${expected - 1} but the head names event ${headSeq}`,
+
+  /** HMAC-SHA256(key, "keyward-audit-v2" ‖ u64 seq ‖ prev_hash ‖ JCS(event)). */
+  hash(prevHash: Uint8Array, e: HashInput): Buffer {
+    const h = createHmac('sha256', this.key).update('keyward-audit-v2');
+    for (const part of hashedBody(prevHash, e)) h.update(part);
+    return h.digest();
+  }
+
+  /**
+   * Appends one event inside the caller's unit of work. The head row lock gives gap-free sequence
+   * numbers in commit order across replicas; if this fails, the operation fails.
+   */
+  async append(db: Executor, event: AuditEvent): Promise<number> {
+    const seq = await inTransaction(db, async (trx) => {
+      const head = await sql<{ seq: string | number; hash: Uint8Array; now: string }>`
+        SELECT seq, hash, ${tsText('clock_timestamp()')} AS now FROM audit_head WHERE id = 1 FOR UPDATE`.execute(trx);
+      const row = head.rows[0];
+      if (!row) throw new KmsError('AuditFailure', 'the audit log head is missing');
+      const input: HashInput = {
+        seq: Number(row.seq) + 1,
+        event_id: randomUUID(),
+        ts: row.now,
+        principal: event.principal,
+        action: event.action,
+        key_id: event.keyId ?? null,
+        key_version: event.keyVersion ?? null,
+        outcome: event.outcome,
+        error_code: event.errorCode ?? null,
+        context: event.context ?? {},
+      };
+      const hash = this.hash(row.hash, input);
+      // The event and the new head in one statement: one round trip fewer for every signature.
+      await trx
+        .with('head', (q) => q.updateTable('audit_head').set({ seq: input.seq, hash }).where('id', '=', 1))
+        .insertInto('audit_events')
+        .values({ ...input, context: JSON.stringify(input.context), prev_hash: row.hash, hash })
+        .execute();
+      return input.seq;
     });
+    events.keyOperation.publish({
+      keyId: event.keyId ?? null,
+      action: event.action,
+      principal: event.principal,
+      outcome: event.outcome,
+      errorCode: event.errorCode ?? null,
+    });
+    return seq;
   }
-  return { ok: true, events: count, headSeq };
-}
 
-function fail(
-  events: number,
-  headSeq: number,
-  firstBad: NonNullable<AuditVerification['firstBad']>,
-): AuditVerification {
-  return { ok: false, events, headSeq, firstBad };
+  /**
+   * Walks the chain up to the head read first: every event up to that head had committed when it
+   * was read (the head moves in the event's own statement), so a server appending meanwhile can't
+   * make the walk see a gap. Names the first row that was edited, deleted, inserted or moved.
+   */
+  async verify(db: Db, onEvent?: (seq: number, hash: Uint8Array) => void, pageSize = 5000): Promise<AuditVerification> {
+    const head = await db
+      .selectFrom('audit_head')
+      .select(['seq', 'hash', 'keyed_from'])
+      .where('id', '=', 1)
+      .executeTakeFirst();
+    if (!head) throw new KmsError('AuditFailure', 'the audit log head is missing');
+    const headSeq = Number(head.seq);
+    const keyedFrom = head.keyed_from === null ? null : Number(head.keyed_from);
+    const fail = (events: number, seq: number, problem: AuditProblem, detail: string): AuditVerification => ({
+      ok: false,
+      events,
+      headSeq,
+      keyedFrom,
+      firstBad: { seq, problem, detail },
+    });
+    // This process holds the chain key, so the chain was keyed when the key was made.
+    if (keyedFrom === null || keyedFrom < 1 || keyedFrom > headSeq + 1)
+      return fail(
+        0,
+        Math.max(1, Math.min(headSeq, keyedFrom ?? 1)),
+        'head-mismatch',
+        `the audit head says the chain is keyed from ${keyedFrom ?? 'nowhere'}, but its key exists and the head is at event ${headSeq}: the head was altered`,
+      );
+
+    let prev: Uint8Array = GENESIS;
+    let beforePrev: Uint8Array | undefined;
+    let expected = 1;
+    while (expected <= headSeq) {
+      const rows = await sql<StoredEvent>`
+        SELECT seq, event_id, ${tsText('ts')} AS ts_us, principal, action, key_id, key_version, outcome,
+          error_code, context, prev_hash, hash
+        FROM audit_events WHERE seq >= ${expected} AND seq <= ${headSeq} ORDER BY seq LIMIT ${pageSize}`.execute(db);
+      if (rows.rows.length === 0) break;
+      for (const r of rows.rows) {
+        const seq = Number(r.seq);
+        const count = expected - 1;
+        if (seq !== expected)
+          return fail(count, expected, 'deleted', `event ${expected} is missing (next present is ${seq})`);
+        const keyed = seq >= keyedFrom;
+        const input: HashInput = {
+          ...r,
+          seq,
+          // The legacy format hashed milliseconds (ISO 8601 as Date#toISOString writes it).
+          ts: keyed ? r.ts_us : `${r.ts_us.slice(0, 23)}Z`,
+        };
+        const ownHash = (prevHash: Uint8Array) =>
+          keyed ? this.hash(prevHash, input) : legacyEventHash(prevHash, input);
+        if (!Buffer.from(r.prev_hash).equals(Buffer.from(prev))) {
+          // The row before this one links to what this one should: that row was put in between.
+          if (!keyed && beforePrev && Buffer.from(r.prev_hash).equals(Buffer.from(beforePrev)))
+            return fail(
+              count - 1,
+              seq - 1,
+              'inserted',
+              `event ${seq - 1} was inserted: event ${seq} follows event ${seq - 2}`,
+            );
+          // The first keyed event is genuine but no longer follows the prefix: the prefix changed.
+          if (keyed && seq === keyedFrom && seq > 1 && ownHash(r.prev_hash).equals(Buffer.from(r.hash)))
+            return fail(
+              0,
+              1,
+              'rewritten',
+              `events 1–${seq - 1} (unkeyed, from before the chain key) were rewritten: event ${seq}, the first keyed one, no longer follows them`,
+            );
+          return fail(count, seq, 'inserted-or-reordered', `event ${seq} does not follow event ${seq - 1}`);
+        }
+        if (!ownHash(prev).equals(Buffer.from(r.hash)))
+          return fail(
+            count,
+            seq,
+            'edited',
+            keyed
+              ? `event ${seq} does not match its MAC: it was changed, or put in, after it was written`
+              : `event ${seq} was changed after it was written`,
+          );
+        beforePrev = prev;
+        prev = r.hash;
+        onEvent?.(seq, r.hash);
+        expected = seq + 1;
+      }
+    }
+    const count = expected - 1;
+    if (count < headSeq)
+      return fail(count, expected, 'deleted', `the chain ends at event ${count} but the head names event ${headSeq}`);
+    if (!Buffer.from(head.hash).equals(Buffer.from(prev)))
+      return fail(count, headSeq, 'head-mismatch', `the head's hash is not the hash of event ${headSeq}`);
+    return { ok: true, events: count, headSeq, keyedFrom };
+  }
 }

@@ -1,9 +1,10 @@
 import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 
 import { sql } from 'kysely';
 
 import type { Db } from '../db/schema.ts';
-import { type AuditVerification, verifyAudit } from './audit.ts';
+import type { AuditLog, AuditProblem, AuditVerification } from './audit.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
 
@@ -108,14 +109,48 @@ export async function createCheckpoint(
   };
 }
 
-/** Whether the janitor should checkpoint: every `everyEvents` events or `everyMs` since the last. */
+/**
+ * Whether to checkpoint now: `everyEvents` events since the last one, or `everyMs` since it with
+ * anything new. A checkpoint's own signature is an audit event; alone it does not make one due,
+ * or an idle log would be checkpointed forever.
+ */
 export async function checkpointDue(db: Db, everyEvents: number, everyMs: number): Promise<boolean> {
   const r = await sql<{ due: boolean }>`
     SELECT (h.seq > 0 AND (c.seq IS NULL OR h.seq - c.seq >= ${everyEvents}
-      OR (h.seq > c.seq AND c.ts <= now() - make_interval(secs => ${everyMs / 1000})))) AS due
+      OR (h.seq > c.seq + 1 AND c.ts <= now() - make_interval(secs => ${everyMs / 1000})))) AS due
     FROM audit_head h LEFT JOIN LATERAL (SELECT seq, ts FROM audit_checkpoints ORDER BY seq DESC LIMIT 1) c ON true
     WHERE h.id = 1`.execute(db);
   return r.rows[0]?.due === true;
+}
+
+/** Signs a checkpoint when one is due (see checkpointDue); run under a lease, one replica at a time. */
+export async function checkpointIfDue(
+  kms: KeyHierarchy,
+  db: Db,
+  opts: { everyEvents: number; everyMs: number },
+): Promise<Checkpoint | undefined> {
+  if (!(await checkpointDue(db, opts.everyEvents, opts.everyMs))) return undefined;
+  return createCheckpoint(kms, db);
+}
+
+/**
+ * Writes a new checkpoint outside the database, where a database writer can't reach it: `-` is
+ * standard output (for a log shipper), anything else a file that only ever grows (JSON lines,
+ * synced before this returns, the format `audit verify --checkpoints` reads).
+ */
+export function exportCheckpoint(sink: string, c: Checkpoint): void {
+  const line = JSON.stringify(c) + '\n';
+  if (sink === '-') {
+    process.stdout.write(line);
+    return;
+  }
+  const fd = openSync(sink, 'a', 0o644);
+  try {
+    writeSync(fd, line);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Every checkpoint, oldest first, in the export format. */
@@ -137,29 +172,33 @@ function isoMicros(d: Date): string {
   return d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
 }
 
+/**
+ * Checkpoints from exported JSON lines. Other JSON log lines (a standard-output sink shares its
+ * stream with the server's log) are skipped; anything else is an error naming the line.
+ */
 export function parseCheckpointLines(text: string): Checkpoint[] {
-  return text
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l.length > 0)
-    .map((l, i) => {
-      try {
-        const c = JSON.parse(l) as Checkpoint;
-        if (
-          typeof c.seq !== 'number' ||
-          typeof c.headHash !== 'string' ||
-          typeof c.sig !== 'string' ||
-          typeof c.spki !== 'string'
-        )
-          throw new Error('fields missing');
-        return c;
-      } catch (err) {
-        throw new KmsError(
-          'InvalidInput',
-          `checkpoint file line ${i + 1} is not a checkpoint (${(err as Error).message})`,
-        );
-      }
-    });
+  const out: Checkpoint[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const l = raw.trim();
+    if (l.length === 0) return;
+    let c: Partial<Checkpoint> & { msg?: unknown; level?: unknown };
+    try {
+      c = JSON.parse(l) as typeof c;
+    } catch (err) {
+      throw new KmsError('InvalidInput', `checkpoint file line ${i + 1} is not JSON (${(err as Error).message})`);
+    }
+    const isCheckpoint =
+      typeof c.seq === 'number' &&
+      typeof c.headHash === 'string' &&
+      typeof c.sig === 'string' &&
+      typeof c.spki === 'string' &&
+      typeof c.prevSig === 'string' &&
+      typeof c.ts === 'string';
+    if (isCheckpoint) out.push(c as Checkpoint);
+    else if (c.msg === undefined || c.level === undefined)
+      throw new KmsError('InvalidInput', `checkpoint file line ${i + 1} is not a checkpoint (fields missing)`);
+  });
+  return out;
 }
 
 function signatureValid(c: Checkpoint): boolean {
@@ -180,56 +219,81 @@ function signatureValid(c: Checkpoint): boolean {
 export interface FullVerification extends AuditVerification {
   checkpoints: number;
   externalCheckpoints: number;
+  /** The newest event a valid signed checkpoint (stored or exported) vouches for; 0 if none. */
+  lastCheckpointSeq: number;
+  /** Events after that checkpoint: only the chain key vouches for them. */
+  keyOnlyEvents: number;
 }
 
 /**
- * The chain walk, then every stored checkpoint (signature, link to the previous one, head hash
- * against the recomputed chain), then an external copy: a full rewrite by someone with database
- * access recomputes the chain, but cannot make it meet heads that were signed and exported before.
+ * The chain walk, then every exported and stored checkpoint up to the head the walk read:
+ * signature, link to the previous one, head hash against the recomputed chain. Someone with the
+ * chain key (or the legacy prefix's plain hashes) can recompute the chain, but can't make it meet
+ * heads that were signed and exported before; a rewrite found that way is named as the range
+ * between the last checkpoint that matches and the first that does not.
  */
-export async function verifyAuditWithCheckpoints(db: Db, external?: Checkpoint[]): Promise<FullVerification> {
+export async function verifyAuditWithCheckpoints(
+  audit: AuditLog,
+  db: Db,
+  external?: Checkpoint[],
+): Promise<FullVerification> {
+  // Listed before the walk reads the head, so every stored checkpoint is at or below it.
   const stored = await listCheckpoints(db);
   const wanted = new Set([...stored, ...(external ?? [])].map((c) => c.seq));
   const hashes = new Map<number, string>();
-  const chain = await verifyAudit(db, 5000, (seq, hash) => {
+  const chain = await audit.verify(db, (seq, hash) => {
     if (wanted.has(seq)) hashes.set(seq, Buffer.from(hash).toString('hex'));
   });
-  const base = { checkpoints: stored.length, externalCheckpoints: external?.length ?? 0 };
-  if (!chain.ok) return { ...chain, ...base };
-  const bad = (seq: number, problem: 'rewritten' | 'bad-checkpoint' | 'deleted', detail: string): FullVerification => ({
+  let lastGood = 0;
+  const result = (extra: Partial<FullVerification> = {}): FullVerification => ({
     ...chain,
-    ...base,
-    ok: false,
-    firstBad: { seq, problem, detail },
+    checkpoints: stored.length,
+    externalCheckpoints: external?.length ?? 0,
+    lastCheckpointSeq: lastGood,
+    keyOnlyEvents: Math.max(0, chain.headSeq - lastGood),
+    ...extra,
   });
+  if (!chain.ok) return result();
+  const bad = (seq: number, problem: AuditProblem, detail: string) =>
+    result({ ok: false, firstBad: { seq, problem, detail } });
 
   // External first: it is the anchor the database can't forge.
-  for (const c of [...(external ?? [])].sort((a, b) => a.seq - b.seq)) {
-    if (!signatureValid(c))
-      return bad(c.seq, 'bad-checkpoint', `the exported checkpoint at event ${c.seq} has an invalid signature`);
-    const h = hashes.get(c.seq);
-    if (h === undefined)
-      return bad(
-        c.seq,
-        'deleted',
-        `the exported checkpoint names event ${c.seq}, but the log ends at event ${chain.headSeq}: events were deleted`,
-      );
-    if (h !== c.headHash)
-      return bad(
-        c.seq,
-        'rewritten',
-        `events up to ${c.seq} differ from the exported checkpoint signed at ${c.ts}: the log was rewritten`,
-      );
+  const checks: [Checkpoint[], string][] = [
+    [[...(external ?? [])].sort((a, b) => a.seq - b.seq), 'exported checkpoint'],
+    [stored, 'checkpoint'],
+  ];
+  const good: number[] = [];
+  for (const [list, what] of checks) {
+    let prevSig: string | undefined = what === 'checkpoint' ? '' : undefined;
+    for (const c of list) {
+      if (!signatureValid(c))
+        return bad(c.seq, 'bad-checkpoint', `the ${what} at event ${c.seq} has an invalid signature`);
+      if (prevSig !== undefined && c.prevSig !== prevSig)
+        return bad(c.seq, 'bad-checkpoint', `the ${what} at event ${c.seq} does not follow the previous checkpoint`);
+      const h = hashes.get(c.seq);
+      if (h === undefined)
+        return bad(
+          c.seq,
+          'deleted',
+          `the ${what} names event ${c.seq}, but the log ends at event ${chain.headSeq}: events were deleted`,
+        );
+      if (h !== c.headHash) {
+        const from = Math.max(0, ...good.filter((g) => g < c.seq)) + 1;
+        const legacy = chain.keyedFrom === null || c.seq < chain.keyedFrom;
+        return bad(
+          from,
+          'rewritten',
+          `events ${from}–${c.seq} differ from the ${what} signed at ${c.ts}: the log was rewritten ${
+            legacy
+              ? '(unkeyed legacy events: which of them changed can not be told)'
+              : 'by someone holding the chain key'
+          }`,
+        );
+      }
+      good.push(c.seq);
+      if (prevSig !== undefined) prevSig = c.sig;
+    }
   }
-  let prevSig = '';
-  for (const c of stored) {
-    if (!signatureValid(c))
-      return bad(c.seq, 'bad-checkpoint', `checkpoint at event ${c.seq} has an invalid signature`);
-    if (c.prevSig !== prevSig)
-      return bad(c.seq, 'bad-checkpoint', `checkpoint at event ${c.seq} does not follow the previous checkpoint`);
-    if (hashes.get(c.seq) !== c.headHash)
-      return bad(c.seq, 'rewritten', `events up to ${c.seq} differ from the checkpoint signed at ${c.ts}`);
-    prevSig = c.sig;
-  }
-  return { ...chain, ...base };
+  lastGood = Math.max(0, ...good);
+  return result();
 }

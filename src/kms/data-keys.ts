@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 
 import type { Db, Executor } from '../db/schema.ts';
-import { appendAudit } from './audit.ts';
 import { open, parseHeader, PURPOSE, seal } from './container.ts';
 import type { EncryptionContext } from './context.ts';
 import { KmsError } from './errors.ts';
@@ -114,7 +113,7 @@ export class DataKeys {
           if (!d.allowed) throw new KmsError('AccessDenied', `data key ${kek.name}: ${d.reason}`);
         }
         const result = await fn(trx);
-        await appendAudit(trx, {
+        await this.kms.audit.append(trx, {
           principal,
           action,
           keyId: kekId,
@@ -126,7 +125,7 @@ export class DataKeys {
       });
     } catch (err) {
       const denied = err instanceof KmsError && (err.code === 'AccessDenied' || err.code === 'KeyDisabled');
-      await appendAudit(this.db, {
+      await this.kms.audit.append(this.db, {
         principal,
         action,
         keyId: kekId,

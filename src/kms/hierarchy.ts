@@ -9,9 +9,11 @@ import {
   timingSafeEqual,
 } from 'node:crypto';
 
+import { sql } from 'kysely';
+
 import { GroupCommit } from '../db/group-commit.ts';
 import type { Executor, KeyProtection, KeyUsage, KmsKeyRow } from '../db/schema.ts';
-import { appendAudit, inTransaction } from './audit.ts';
+import { AUDIT_KEK, AuditLog, inTransaction } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
 import { KmsError } from './errors.ts';
 import { algOf, type AsymmetricAlg, generateKeyPair } from './key-types.ts';
@@ -82,6 +84,7 @@ export class KeyHierarchy {
   private readonly keks = new Map<string, KeyObject>();
   private readonly keys = new Map<string, CachedKey>();
   private readonly uses: GroupCommit<string, void>;
+  private auditLog: AuditLog | undefined;
 
   constructor(
     private readonly db: Executor,
@@ -114,6 +117,54 @@ export class KeyHierarchy {
         .execute();
     }
     return keyIds.map(() => undefined);
+  }
+
+  /** The keyed audit log; available once `openAudit` has run (openKeyHierarchy does it). */
+  get audit(): AuditLog {
+    if (!this.auditLog) throw new KmsError('AuditFailure', 'the audit chain key is not loaded');
+    return this.auditLog;
+  }
+
+  /**
+   * Loads the audit chain key, or on first use creates it (a KEK of purpose `audit`, wrapped by the
+   * root like any other) and keys the chain from the next event on. Events before that stay a
+   * legacy prefix (see audit.ts). The head lock makes replicas that start together agree on one key.
+   */
+  async openAudit(db: Executor, principal: string): Promise<void> {
+    const existing = await auditKek(db);
+    if (existing) {
+      this.auditLog = new AuditLog(await this.kek(existing.id, existing.version, db));
+      return;
+    }
+    const id = randomUUID();
+    const material = randomBytes(32);
+    try {
+      const wrapped = await this.root.wrapKek(material, { kekId: id, version: 1, installId: this.installId });
+      await inTransaction(db, async (trx) => {
+        const head = await sql<{ seq: string | number }>`
+          SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE`.execute(trx);
+        const raced = await auditKek(trx);
+        if (raced) {
+          this.auditLog = new AuditLog(await this.kek(raced.id, raced.version, trx));
+          return;
+        }
+        const keyedFrom = Number(head.rows[0]!.seq) + 1;
+        await this.insertKek(trx, id, AUDIT_KEK, 'audit', wrapped);
+        await trx.updateTable('audit_head').set({ keyed_from: keyedFrom }).where('id', '=', 1).execute();
+        this.auditLog = new AuditLog(createSecretKey(material));
+        await this.auditLog.append(trx, {
+          principal,
+          action: 'create-kek',
+          keyId: id,
+          keyVersion: 1,
+          outcome: 'success',
+          context: { name: AUDIT_KEK, purpose: 'audit', keyed_from: keyedFrom },
+        });
+        this.keks.set(`${id}/1`, createSecretKey(material));
+      });
+    } finally {
+      material.fill(0);
+    }
   }
 
   get rootId(): string {
@@ -164,23 +215,8 @@ export class KeyHierarchy {
     try {
       const wrapped = await this.root.wrapKek(material, { kekId: id, version: 1, installId: this.installId });
       await inTransaction(db, async (trx) => {
-        await trx.insertInto('kms_keks').values({ id, name, purpose, auto_rotate_days: null }).execute();
-        await trx
-          .insertInto('kms_kek_versions')
-          .values({
-            kek_id: id,
-            version: 1,
-            is_primary: true,
-            root_id: this.root.id,
-            wrapped,
-            next_root_id: null,
-            next_wrapped: null,
-            last_used_at: null,
-            deletion_at: null,
-            destroyed_at: null,
-          })
-          .execute();
-        await appendAudit(trx, {
+        await this.insertKek(trx, id, name, purpose, wrapped);
+        await this.audit.append(trx, {
           principal,
           action: 'create-kek',
           keyId: id,
@@ -194,6 +230,31 @@ export class KeyHierarchy {
       material.fill(0);
     }
     return id;
+  }
+
+  private async insertKek(
+    trx: Executor,
+    id: string,
+    name: string,
+    purpose: 'ca-keys' | 'app-data' | 'import' | 'audit',
+    wrapped: Buffer,
+  ): Promise<void> {
+    await trx.insertInto('kms_keks').values({ id, name, purpose, auto_rotate_days: null }).execute();
+    await trx
+      .insertInto('kms_kek_versions')
+      .values({
+        kek_id: id,
+        version: 1,
+        is_primary: true,
+        root_id: this.root.id,
+        wrapped,
+        next_root_id: null,
+        next_wrapped: null,
+        last_used_at: null,
+        deletion_at: null,
+        destroyed_at: null,
+      })
+      .execute();
   }
 
   /**
@@ -293,7 +354,7 @@ export class KeyHierarchy {
             destroyed_at: null,
           })
           .execute();
-        await appendAudit(trx, {
+        await this.audit.append(trx, {
           principal: opts.principal,
           action: 'create-key',
           keyId: id,
@@ -379,7 +440,7 @@ export class KeyHierarchy {
             rsa_scheme: rsaScheme,
           })
           .execute();
-        await appendAudit(trx, {
+        await this.audit.append(trx, {
           principal: opts.principal,
           action: opts.action,
           keyId: id,
@@ -417,7 +478,7 @@ export class KeyHierarchy {
     const decision = evaluate(effectivePolicy(row.policy, row.usage), { principal, action: 'unwrap' });
     if (!decision.allowed) {
       if (!db.isTransaction)
-        await appendAudit(db, {
+        await this.audit.append(db, {
           principal,
           action: 'unwrap',
           keyId,
@@ -455,7 +516,7 @@ export class KeyHierarchy {
     if (!timingSafeEqual(digest, Buffer.from(row.spki_sha256))) {
       throw new KmsError('InvalidCiphertext', `key ${keyId} does not match its recorded public key`);
     }
-    await appendAudit(db, {
+    await this.audit.append(db, {
       principal,
       action: 'unwrap',
       keyId,
@@ -548,7 +609,7 @@ export class KeyHierarchy {
           issuer: context.issuer,
         });
         if (!decision.allowed) throw new KmsError('AccessDenied', `key ${keyId} (${row.usage}): ${decision.reason}`);
-        await appendAudit(trx, {
+        await this.audit.append(trx, {
           principal,
           action: operation,
           keyId,
@@ -569,7 +630,7 @@ export class KeyHierarchy {
       const denied = err instanceof KmsError && (err.code === 'KeyDisabled' || err.code === 'AccessDenied');
       // Inside a caller's transaction the refusal is rolled back with it; the caller's error stands.
       if (db.isTransaction) throw err;
-      await appendAudit(db, {
+      await this.audit.append(db, {
         principal,
         action: operation,
         keyId,
@@ -581,6 +642,16 @@ export class KeyHierarchy {
       throw err;
     }
   }
+}
+
+async function auditKek(db: Executor): Promise<{ id: string; version: number } | undefined> {
+  return db
+    .selectFrom('kms_keks')
+    .innerJoin('kms_kek_versions', 'kms_kek_versions.kek_id', 'kms_keks.id')
+    .select(['kms_keks.id', 'kms_kek_versions.version'])
+    .where('kms_keks.purpose', '=', 'audit')
+    .where('kms_kek_versions.is_primary', '=', true)
+    .executeTakeFirst();
 }
 
 export function dekContext(keyId: string, usage: string): Record<string, string> {

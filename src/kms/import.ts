@@ -15,7 +15,6 @@ import {
 import { sql } from 'kysely';
 
 import type { Db, KeyUsage } from '../db/schema.ts';
-import { appendAudit } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
@@ -145,7 +144,7 @@ export async function createImportJob(
         })
         .returning('expires_at')
         .executeTakeFirstOrThrow();
-      await appendAudit(trx, {
+      await kms.audit.append(trx, {
         principal: opts.principal,
         action: 'import-params',
         keyId,
@@ -266,7 +265,7 @@ export async function importWrapped(
       return { keyId: row.target_key_id, usage: row.usage, alg, spkiSha256: spkiSha256.toString('hex') };
     });
   } catch (err) {
-    await appendAudit(db, {
+    await kms.audit.append(db, {
       principal: opts.principal,
       action: 'import',
       outcome: 'denied',

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 
 import type { Db } from '../db/schema.ts';
-import { appendAudit } from './audit.ts';
 import { KmsError } from './errors.ts';
 import { CA_KEK, type HsmSettings, KeyHierarchy } from './hierarchy.ts';
 import { loadAwsKmsRoot } from './roots/awskms.ts';
@@ -10,7 +9,7 @@ import { createPassphraseRoot, loadPassphraseRoot } from './roots/passphrase.ts'
 import { loadPkcs11Root } from './roots/pkcs11.ts';
 import type { RootOfTrust, RootRecord } from './roots/types.ts';
 
-export { appendAudit, type AuditVerification, verifyAudit } from './audit.ts';
+export { type AuditEvent, AuditLog, type AuditVerification } from './audit.ts';
 export { KmsError } from './errors.ts';
 export { CA_KEK, type HsmSettings, KeyHierarchy } from './hierarchy.ts';
 export type { AsymmetricAlg } from './key-types.ts';
@@ -56,7 +55,7 @@ export async function openKeyHierarchy(
     .where('state', '=', 'Enabled')
     .where('retired_at', 'is', null)
     .executeTakeFirst();
-  let root: RootOfTrust;
+  let hierarchy: KeyHierarchy;
   if (stored) {
     const record: RootRecord = {
       id: stored.id,
@@ -64,6 +63,7 @@ export async function openKeyHierarchy(
       params: stored.params as Record<string, unknown>,
       kcv: stored.kcv,
     };
+    let root: RootOfTrust;
     if (record.provider === 'pkcs11') {
       // Token and AWS KMS roots are fully described by its stored, non-secret parameters (module, token and
       // key labels, PIN file path; key ARN), so they need no setting in rootOfTrust: see docs for rotate-root.
@@ -81,11 +81,14 @@ export async function openKeyHierarchy(
           ? loadFileRoot(record, options.path)
           : loadPassphraseRoot(record, passphraseOf(options));
     }
+    hierarchy = new KeyHierarchy(db, root, install, hsm);
+    await hierarchy.openAudit(db, principal);
   } else {
     const id = randomUUID();
     const created =
       options.type === 'file' ? createFileRoot(id, options.path) : createPassphraseRoot(id, passphraseOf(options));
-    root = created.root;
+    hierarchy = new KeyHierarchy(db, created.root, install, hsm);
+    // The root, the audit chain key it wraps and the root's own audit event commit together.
     await db.transaction().execute(async (trx) => {
       await trx
         .insertInto('kms_roots')
@@ -97,7 +100,8 @@ export async function openKeyHierarchy(
           retired_at: null,
         })
         .execute();
-      await appendAudit(trx, {
+      await hierarchy.openAudit(trx, principal);
+      await hierarchy.audit.append(trx, {
         principal,
         action: 'create-root',
         keyId: id,
@@ -106,7 +110,6 @@ export async function openKeyHierarchy(
       });
     });
   }
-  const hierarchy = new KeyHierarchy(db, root, install, hsm);
   await hierarchy.ensureKek(db, CA_KEK, 'ca-keys', principal);
   return hierarchy;
 }

@@ -1,7 +1,6 @@
 import { sql } from 'kysely';
 
 import type { Db } from '../db/schema.ts';
-import { appendAudit } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
 import { KmsError } from './errors.ts';
 import { dekContext, type KeyHierarchy } from './hierarchy.ts';
@@ -105,7 +104,7 @@ export async function rewrap(
           FROM (VALUES ${values}) AS v(id, w) WHERE k.id = v.id`.execute(trx);
       }
       if (rows.rows.length > 0) {
-        await appendAudit(trx, {
+        await kms.audit.append(trx, {
           principal: opts.principal,
           action: 'rewrap',
           keyId: ref.id,

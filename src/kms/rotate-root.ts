@@ -3,7 +3,6 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 
 import type { Db } from '../db/schema.ts';
-import { appendAudit } from './audit.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
 import { type AwsKmsParams, createAwsKmsRoot, loadAwsKmsRoot } from './roots/awskms.ts';
@@ -88,7 +87,7 @@ export async function rotateRoot(
           retired_at: null,
         } as never)
         .execute();
-      await appendAudit(trx, {
+      await kms.audit.append(trx, {
         principal,
         action: 'rotate-root-begin',
         keyId: created.record.id,
@@ -178,7 +177,7 @@ export async function rotateRoot(
       .set({ state: 'Enabled' } as never)
       .where('id', '=', newRoot.id)
       .execute();
-    await appendAudit(trx, {
+    await kms.audit.append(trx, {
       principal,
       action: 'rotate-root',
       keyId: newRoot.id,

@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 
 import type { Db, Executor } from '../db/schema.ts';
-import { appendAudit } from './audit.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
 import { resolveKey } from './refs.ts';
@@ -37,7 +36,17 @@ export async function rotateKek(
   try {
     const result = await db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtext(${'kek:' + ref.id}))`.execute(trx);
-      const kek = await trx.selectFrom('kms_keks').select(['state']).where('id', '=', ref.id).executeTakeFirstOrThrow();
+      const kek = await trx
+        .selectFrom('kms_keks')
+        .select(['state', 'purpose'])
+        .where('id', '=', ref.id)
+        .executeTakeFirstOrThrow();
+      // Events name no key version, so a new chain key would make older events unverifiable.
+      if (kek.purpose === 'audit')
+        throw new KmsError(
+          'InvalidInput',
+          `KEK ${ref.name} keys the audit chain and is not rotated (kms rotate-root re-wraps it)`,
+        );
       if (kek.state !== 'Enabled')
         throw new KmsError('InvalidState', `KEK ${ref.name} is ${kek.state}; only an Enabled KEK can rotate`);
       const top = await trx
@@ -74,7 +83,7 @@ export async function rotateKek(
           destroyed_at: null,
         })
         .execute();
-      await appendAudit(trx, {
+      await kms.audit.append(trx, {
         principal,
         action: 'rotate',
         keyId: ref.id,
@@ -98,7 +107,7 @@ export async function rotateKek(
 export async function autoRotate(kms: KeyHierarchy, db: Db, defaultDays: number | undefined): Promise<RotateResult[]> {
   const due = await sql<{ name: string }>`
     SELECT k.name FROM kms_keks k JOIN kms_kek_versions v ON v.kek_id = k.id AND v.is_primary
-    WHERE k.state = 'Enabled' AND coalesce(k.auto_rotate_days, ${defaultDays ?? null}::int) IS NOT NULL
+    WHERE k.state = 'Enabled' AND k.purpose <> 'audit' AND coalesce(k.auto_rotate_days, ${defaultDays ?? null}::int) IS NOT NULL
       AND v.created_at + make_interval(days => coalesce(k.auto_rotate_days, ${defaultDays ?? null}::int)) <= now()`.execute(
     db,
   );
@@ -108,6 +117,7 @@ export async function autoRotate(kms: KeyHierarchy, db: Db, defaultDays: number 
 }
 
 export async function setAutoRotate(
+  kms: KeyHierarchy,
   db: Executor,
   kekRef: string,
   days: number | null,
@@ -119,7 +129,7 @@ export async function setAutoRotate(
     throw new KmsError('InvalidInput', '--auto-days must be a positive whole number');
   await db.transaction().execute(async (trx) => {
     await trx.updateTable('kms_keks').set({ auto_rotate_days: days }).where('id', '=', ref.id).execute();
-    await appendAudit(trx, {
+    await kms.audit.append(trx, {
       principal,
       action: 'set-auto-rotate',
       keyId: ref.id,

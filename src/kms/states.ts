@@ -1,7 +1,6 @@
 import { sql } from 'kysely';
 
 import type { Db, Executor } from '../db/schema.ts';
-import { appendAudit } from './audit.ts';
 import { MAX_DELETION_DAYS, MIN_DELETION_DAYS } from './deletion-window.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy, StoredTokenRef } from './hierarchy.ts';
@@ -177,6 +176,14 @@ export class KeyStates {
     const version = ref.kind === 'kek-version' ? ref.version : null;
     try {
       return await this.db.transaction().execute(async (trx) => {
+        if (ref.kind === 'kek' || ref.kind === 'kek-version') {
+          const kek = await trx.selectFrom('kms_keks').select('purpose').where('id', '=', ref.id).executeTakeFirst();
+          if (kek?.purpose === 'audit')
+            throw new KmsError(
+              'InvalidInput',
+              `${describeRef(ref)} keys the audit chain: without it no event could be written or verified, so its state can't change`,
+            );
+        }
         const { state } = await currentState(trx, ref, true);
         if (!from.includes(state)) {
           const hint =
@@ -191,7 +198,7 @@ export class KeyStates {
           );
         }
         const deletionAt = await writeState(trx, ref, to, days);
-        await appendAudit(trx, {
+        await this.kms.audit.append(trx, {
           principal,
           action,
           keyId: ref.id,
@@ -214,7 +221,7 @@ export class KeyStates {
         };
       });
     } catch (err) {
-      await appendAudit(this.db, {
+      await this.kms.audit.append(this.db, {
         principal,
         action,
         keyId: ref.id,
@@ -256,7 +263,7 @@ export class KeyStates {
           OR kek_id = ANY(${kekIds.length ? sql`ARRAY[${sql.join(kekIds)}]::uuid[]` : sql`ARRAY[]::uuid[]`}))
         RETURNING kek_id, version`.execute(trx);
       for (const k of keys.rows)
-        await appendAudit(trx, {
+        await this.kms.audit.append(trx, {
           principal: 'keyward:janitor',
           action: 'destroy',
           keyId: k.id,
@@ -264,7 +271,7 @@ export class KeyStates {
           context: {},
         });
       for (const k of kekIds)
-        await appendAudit(trx, {
+        await this.kms.audit.append(trx, {
           principal: 'keyward:janitor',
           action: 'destroy',
           keyId: k,
@@ -272,7 +279,7 @@ export class KeyStates {
           context: { kind: 'kek' },
         });
       for (const v of versions.rows) {
-        await appendAudit(trx, {
+        await this.kms.audit.append(trx, {
           principal: 'keyward:janitor',
           action: 'destroy',
           keyId: v.kek_id,

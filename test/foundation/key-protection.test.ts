@@ -153,7 +153,7 @@ describe('key protection', () => {
       );
       await issueOne(ctx);
       await issueOne(ctx);
-      const { verifyAudit } = await import('../../src/kms/audit.ts');
+      const verifyAudit = (db: typeof ctx.database.db) => ctx.kms.audit.verify(db);
       const intact = await verifyAudit(ctx.database.db);
       expect(intact.ok).toBe(true);
       expect(intact.events).toBeGreaterThanOrEqual(8);
@@ -169,7 +169,7 @@ describe('key protection', () => {
       expect(await verifyAudit(db)).toMatchObject({ ok: false, firstBad: { seq: 4, problem: 'deleted' } });
 
       // Re-inserting a forged row at the gap with a self-consistent hash still breaks the link.
-      const { eventHash } = await import('../../src/kms/audit.ts');
+      const { legacyEventHash: eventHash } = await import('../../src/kms/audit.ts');
       const forgedPrev = Buffer.alloc(32, 7);
       const forged = {
         ...saved,
@@ -181,7 +181,7 @@ describe('key protection', () => {
       forged.hash = eventHash(forgedPrev, {
         ...saved,
         seq: 4,
-        ts: new Date(saved.ts),
+        ts: new Date(saved.ts).toISOString(),
         principal: 'mallory',
         context: saved.context,
       });

@@ -57,7 +57,8 @@ describe('roots of trust and rotate-root', () => {
     await issueLeaf(ctx);
     await kmsCli(ctx, ['kms', 'rotate'], {}, []);
     const out = await kmsCli<RotateRootResult>(ctx, ['kms', 'rotate-root'], pkcs11Args('root-a'));
-    expect(out).toMatchObject({ provider: 'pkcs11', kekVersions: 2, rewrapped: 2 });
+    // ca-keys v1 and v2, and the audit chain key.
+    expect(out).toMatchObject({ provider: 'pkcs11', kekVersions: 3, rewrapped: 3 });
     await issueLeaf(ctx);
     const roots = (await kmsCli<KeySummary[]>(ctx, ['kms', 'list'])).filter((k) => k.kind === 'root-of-trust');
     expect(roots.map((r) => [r.name, r.state])).toEqual([
@@ -123,9 +124,8 @@ describe('roots of trust and rotate-root', () => {
 
   it('an altered token-wrapped KEK fails authentication in the token', async () => {
     await kmsCli(ctx, ['kms', 'rotate-root'], pkcs11Args('root-c'));
-    await sql`UPDATE kms_kek_versions SET wrapped = overlay(wrapped placing '\\xff'::bytea from 45 for 1)`.execute(
-      ctx.database.db,
-    );
+    await sql`UPDATE kms_kek_versions SET wrapped = overlay(wrapped placing '\\xff'::bytea from 45 for 1)
+      WHERE kek_id = (SELECT id FROM kms_keks WHERE name = 'ca-keys')`.execute(ctx.database.db);
     await reopen();
     await expect(issueLeaf(ctx)).rejects.toThrow(/failed authentication in the token/);
   });
@@ -151,7 +151,7 @@ describe('roots of trust and rotate-root', () => {
       to: 'passphrase',
       'passphrase-file': pf,
     });
-    expect(out).toMatchObject({ provider: 'passphrase', kekVersions: 4, rewrapped: 2 });
+    expect(out).toMatchObject({ provider: 'passphrase', kekVersions: 5, rewrapped: 3 });
     await issueLeaf(ctx);
     // Next start: the configuration names the passphrase root; the root key file can go.
     writeFileSync(ca.configFile, readFileSync(ca.configFile, 'utf8') + 'rootOfTrust:\n  type: passphrase\n');
