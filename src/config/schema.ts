@@ -2,14 +2,18 @@ import { z } from 'zod';
 
 import { parseDuration } from './duration.ts';
 
-const duration = z.string().transform((value, ctx) => {
-  try {
-    return parseDuration(value);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+// `format` names the type in docs/settings.md (written like 90s, 15m, 24h, 7d).
+const duration = z
+  .string()
+  .meta({ format: 'duration' })
+  .transform((value, ctx) => {
+    try {
+      return parseDuration(value);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
 
 const listen = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8443');
 
@@ -26,25 +30,26 @@ const extKeyUsage = z.enum(['serverAuth', 'clientAuth', 'codeSigning', 'emailPro
 
 export const profileSchema = z
   .object({
-    description: z.string().optional(),
-    extKeyUsages: z.array(extKeyUsage).min(1),
-    defaultLifetime: duration.prefault('24h'),
-    maxLifetime: duration.prefault('24h'),
-    keyTypes: z.array(subjectKeyType).default(['ecdsa-p256', 'ecdsa-p384', 'rsa', 'ed25519']),
-    minRsaBits: z.number().int().min(2048).default(2048),
-    /** Extra extension: certificate policy OIDs written into every certificate of the profile. */
+    description: z.string().optional().describe('What the profile is for (shown to ACME clients in meta.profiles).'),
+    extKeyUsages: z.array(extKeyUsage).min(1).describe('Extended key usages of its certificates.'),
+    defaultLifetime: duration.prefault('24h').describe('Lifetime when the request names none.'),
+    maxLifetime: duration.prefault('24h').describe('Longest lifetime a request may ask for.'),
+    keyTypes: z
+      .array(subjectKeyType)
+      .default(['ecdsa-p256', 'ecdsa-p384', 'rsa', 'ed25519'])
+      .describe('Subject key types accepted in CSRs.'),
+    minRsaBits: z.number().int().min(2048).default(2048).describe('Smallest RSA modulus accepted.'),
     certificatePolicies: z
       .array(z.string().regex(/^[0-2](\.(0|[1-9]\d*))+$/, 'expected a dotted OID, e.g. 2.23.140.1.2.1'))
-      .default([]),
-    sanTypes: z.array(sanType).default(['dns', 'ip']),
-    maxNames: z.number().int().min(1).max(1000).default(100),
-    /**
-     * Passive revocation (step-ca's default for short-lived certificates): a certificate whose
-     * requested lifetime is at or below this carries no CRL distribution point and no OCSP URL, so
-     * relying parties never look it up and expiry does the work. Revoking it is still recorded.
-     * Absent: every certificate of the profile uses active revocation.
-     */
-    passiveRevocationAtOrBelow: duration.optional(),
+      .default([])
+      .describe('Certificate policy OIDs written into every certificate of the profile.'),
+    sanTypes: z.array(sanType).default(['dns', 'ip']).describe('Subject alternative name types allowed.'),
+    maxNames: z.number().int().min(1).max(1000).default(100).describe('Most names in one certificate.'),
+    passiveRevocationAtOrBelow: duration
+      .optional()
+      .describe(
+        "Passive revocation (step-ca's default for short-lived certificates): a certificate whose lifetime is at or below this carries no CRL or OCSP URL, and expiry does the work; revoking it is still recorded. Unset: always active.",
+      ),
   })
   .strict()
   .refine((p) => p.defaultLifetime <= p.maxLifetime, {
@@ -58,8 +63,10 @@ const rootOfTrust = z.discriminatedUnion('type', [
   z
     .object({
       type: z.literal('passphrase'),
-      /** Name of the environment variable holding the passphrase (never the passphrase itself). */
-      env: z.string().default('KEYWARD_PASSPHRASE'),
+      env: z
+        .string()
+        .default('KEYWARD_PASSPHRASE')
+        .describe('Name of the environment variable holding the passphrase (never the passphrase itself).'),
     })
     .strict(),
 ]);
@@ -67,23 +74,26 @@ const rootOfTrust = z.discriminatedUnion('type', [
 const caKeySpec = (keyType: CaKeyType, commonName: string, lifetime: string) =>
   z
     .object({
-      keyType: caKeyType.default(keyType),
-      commonName: z.string().min(1).default(commonName),
-      lifetime: duration.prefault(lifetime),
-      /**
-       * X.509 name constraints written into the CA certificate at init (intermediate only); the CA
-       * also refuses to issue for names outside them. DNS: a name and its subdomains; IP: CIDRs.
-       */
+      keyType: caKeyType.default(keyType).describe('Key algorithm of this CA key.'),
+      commonName: z.string().min(1).default(commonName).describe('Subject common name of the CA certificate.'),
+      lifetime: duration.prefault(lifetime).describe('Validity of the CA certificate.'),
       nameConstraints: z
         .object({
-          permittedDns: z.array(z.string().min(1)).default([]),
-          excludedDns: z.array(z.string().min(1)).default([]),
+          permittedDns: z
+            .array(z.string().min(1))
+            .default([])
+            .describe(
+              'Name constraints (intermediate, written at init and enforced at issuance): DNS names permitted, each with its subdomains.',
+            ),
+          excludedDns: z.array(z.string().min(1)).default([]).describe('DNS names (and subdomains) excluded.'),
           permittedIp: z
             .array(z.string().regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, 'expected a CIDR, e.g. 10.0.0.0/8'))
-            .default([]),
+            .default([])
+            .describe('IP ranges (CIDR) permitted.'),
           excludedIp: z
             .array(z.string().regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, 'expected a CIDR, e.g. 10.0.0.0/8'))
-            .default([]),
+            .default([])
+            .describe('IP ranges (CIDR) excluded.'),
         })
         .strict()
         .optional(),
@@ -93,35 +103,72 @@ const caKeySpec = (keyType: CaKeyType, commonName: string, lifetime: string) =>
 
 export const configSchema = z
   .object({
-    dataDir: z.string().default('./data'),
+    dataDir: z
+      .string()
+      .default('./data')
+      .describe(
+        'Data directory: embedded database, root key file, admin socket (KEYWARD_DATA_DIR and --data-dir override it).',
+      ),
     database: z
       .object({
-        url: z.string().url().optional(),
-        /** A file holding the URL (a Docker or Kubernetes secret), so the password is in no setting. */
-        urlFile: z.string().min(1).optional(),
+        url: z
+          .string()
+          .url()
+          .optional()
+          .describe('PostgreSQL URL; unset (and no DATABASE_URL): the embedded database in dataDir.'),
+        urlFile: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            'A file holding the PostgreSQL URL (a Docker or Kubernetes secret), so the password is in no setting.',
+          ),
       })
       .strict()
       .prefault({}),
     http: z
       .object({
-        listen: listen.default('127.0.0.1:8080'),
-        /** Base URL written into certificates (CRL, OCSP); defaults to http://<listen>. */
-        publicUrl: z.string().url().optional(),
+        listen: listen
+          .default('127.0.0.1:8080')
+          .describe('Plain HTTP listener: /health, /roots.pem, CRLs, OCSP, /metrics.'),
+        publicUrl: z
+          .string()
+          .url()
+          .optional()
+          .describe(
+            'URL clients reach the HTTP listener at, written into certificates (CRL, OCSP, caIssuers); required with a wildcard listen address.',
+          ),
       })
       .strict()
       .prefault({}),
     https: z
       .object({
-        listen: listen.default('127.0.0.1:8443'),
-        hostnames: z.array(z.string().min(1)).min(1).default(['localhost', '127.0.0.1']),
-        publicUrl: z.string().url().optional(),
+        listen: listen.default('127.0.0.1:8443').describe('HTTPS listener: ACME, the mesh API, the data-key API.'),
+        hostnames: z
+          .array(z.string().min(1))
+          .min(1)
+          .default(['localhost', '127.0.0.1'])
+          .describe(
+            "Names and addresses in the HTTPS listener's own certificate (single labels such as keyward are fine); the first one forms the URLs.",
+          ),
+        publicUrl: z
+          .string()
+          .url()
+          .optional()
+          .describe(
+            'URL clients reach the HTTPS listener at (ACME directory and links); default https://<first hostname>:<port>.',
+          ),
       })
       .strict()
       .prefault({}),
-    rootOfTrust: rootOfTrust.default({ type: 'file' }),
+    rootOfTrust: rootOfTrust
+      .default({ type: 'file' })
+      .describe(
+        'What wraps the key encryption keys: a key file (path, default <dataDir>/root.key) or a passphrase (scrypt). PKCS#11 and AWS KMS roots are set with keyward kms rotate-root.',
+      ),
     ca: z
       .object({
-        organization: z.string().default('Keyward'),
+        organization: z.string().default('Keyward').describe("Organization in the CA certificates' subjects."),
         root: caKeySpec('ecdsa-p384', 'Keyward Root CA', '87600h'),
         intermediate: caKeySpec('ecdsa-p256', 'Keyward Intermediate CA', '43800h'),
       })
@@ -129,96 +176,167 @@ export const configSchema = z
       .prefault({}),
     acme: z
       .object({
-        termsOfService: z.string().url().optional(),
-        website: z.string().url().optional(),
-        /** Issuer domain names this CA answers to in CAA records (RFC 8659). */
-        caaIdentities: z.array(z.string().min(1)).default(['keyward.internal']),
-        externalAccountRequired: z.boolean().default(false),
-        /** Profile used when a newOrder names none. */
-        defaultProfile: z.string().default('tls-server'),
-        /** Profiles offered to ACME clients (meta.profiles); default all configured profiles. */
-        profiles: z.array(z.string()).optional(),
-        nonceLifetime: duration.prefault('30m'),
-        orderLifetime: duration.prefault('24h'),
-        authorizationLifetime: duration.prefault('24h'),
-        /** How long a valid authorization is reused for new orders of the same account. */
-        authorizationReuse: duration.prefault('24h'),
-        /** At finalize, CAA is checked again for names validated longer ago than this (BRs: 8 h). */
-        caaRecheckAfter: duration.prefault('7h'),
-        maxIdentifiersPerOrder: z.number().int().min(1).max(1000).default(100),
-        maxRequestBytes: z.number().int().min(4096).max(1_048_576).default(65_536),
+        termsOfService: z.string().url().optional().describe("Terms of service URL in the ACME directory's meta."),
+        website: z.string().url().optional().describe("Website URL in the ACME directory's meta."),
+        caaIdentities: z
+          .array(z.string().min(1))
+          .default(['keyward.internal'])
+          .describe('Issuer domain names this CA answers to in CAA records (RFC 8659).'),
+        externalAccountRequired: z
+          .boolean()
+          .default(false)
+          .describe('Refuse ACME accounts without an External Account Binding (keyward eab create).'),
+        defaultProfile: z.string().default('tls-server').describe('Profile used when a newOrder names none.'),
+        profiles: z
+          .array(z.string())
+          .optional()
+          .describe('Profiles offered to ACME clients (meta.profiles); default all configured profiles.'),
+        nonceLifetime: duration.prefault('30m').describe('How long a Replay-Nonce stays usable.'),
+        orderLifetime: duration.prefault('24h').describe('How long an order stays open.'),
+        authorizationLifetime: duration.prefault('24h').describe('How long a pending authorization stays open.'),
+        authorizationReuse: duration
+          .prefault('24h')
+          .describe('How long a valid authorization is reused for new orders of the same account.'),
+        caaRecheckAfter: duration
+          .prefault('7h')
+          .describe(
+            'At finalize, CAA is checked again for names validated longer ago than this (Baseline Requirements: 8 h).',
+          ),
+        maxIdentifiersPerOrder: z
+          .number()
+          .int()
+          .min(1)
+          .max(1000)
+          .default(100)
+          .describe('Most identifiers in one order.'),
+        maxRequestBytes: z
+          .number()
+          .int()
+          .min(4096)
+          .max(1_048_576)
+          .default(65_536)
+          .describe('Largest ACME request body accepted.'),
       })
       .strict()
       .prefault({}),
     validation: z
       .object({
-        httpPort: z.number().int().min(1).max(65535).default(80),
-        tlsAlpnPort: z.number().int().min(1).max(65535).default(443),
-        /** 'host:port' of the DNS resolver for dns-01, CAA and name look-ups; default the system's. */
+        httpPort: z
+          .number()
+          .int()
+          .min(1)
+          .max(65535)
+          .default(80)
+          .describe(
+            'Port Keyward connects to for http-01 (RFC 8555 8.3 says 80; a chosen port lets clients run unprivileged).',
+          ),
+        tlsAlpnPort: z
+          .number()
+          .int()
+          .min(1)
+          .max(65535)
+          .default(443)
+          .describe('Port Keyward connects to for tls-alpn-01.'),
         dnsResolver: z
           .string()
           .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+)(:\d{1,5})?$/, 'expected host:port')
-          .optional(),
-        timeout: duration.prefault('10s'),
-        /** A failing check is retried with backoff for this long before the challenge turns invalid. */
-        retryFor: duration.prefault('2m'),
-        maxRedirects: z.number().int().min(0).max(20).default(10),
-        maxBodyBytes: z.number().int().min(256).max(1_048_576).default(8192),
-        /** Check CAA records before issuing (RFC 8659). */
-        caa: z.boolean().default(true),
-        /** Checks one replica runs at once; they wait on the network, not the CPU. */
-        concurrency: z.number().int().min(1).max(256).default(16),
+          .optional()
+          .describe(
+            "host:port of the DNS server Keyward resolves every validated name through (A/AAAA, CNAME, TXT, CAA); /etc/hosts is not read. Default: the system's resolvers.",
+          ),
+        timeout: duration.prefault('10s').describe('Time-out of one validation attempt.'),
+        retryFor: duration
+          .prefault('2m')
+          .describe('A failing check is retried with back-off for this long before the challenge turns invalid.'),
+        maxRedirects: z.number().int().min(0).max(20).default(10).describe('Redirects followed during http-01.'),
+        maxBodyBytes: z
+          .number()
+          .int()
+          .min(256)
+          .max(1_048_576)
+          .default(8192)
+          .describe('Largest http-01 response body read.'),
+        caa: z.boolean().default(true).describe('Check CAA records before issuing (RFC 8659).'),
+        concurrency: z
+          .number()
+          .int()
+          .min(1)
+          .max(256)
+          .default(16)
+          .describe('Checks one replica runs at once; they wait on the network, not the CPU.'),
       })
       .strict()
       .prefault({}),
     revocation: z
       .object({
-        /** A CRL is published at most this long after a revocation. */
-        crlPublishDelay: duration.prefault('60s'),
-        crlValidity: duration.prefault('24h'),
-        ocspValidity: duration.prefault('12h'),
-        /**
-         * CRL shards per issuer (Boulder style). A certificate gets its shard at issuance and keeps
-         * it, so changing this later only affects new certificates; old shards keep being published.
-         */
-        crlShards: z.number().int().min(1).max(1024).default(1),
-        /**
-         * Who signs OCSP responses: a delegated responder certificate per issuer, or the issuer key
-         * itself ('issuer' needs a KMS key policy on the intermediate that allows sign-ocsp; the
-         * default intermediate policy does not, so that a leaked OCSP path can't use the CA key).
-         */
-        ocspSigner: z.enum(['delegated', 'issuer']).default('delegated'),
-        /** Lifetime of a delegated responder certificate (it carries ocsp-nocheck); renewed at half-life. */
-        ocspSignerLifetime: duration.prefault('168h'),
-        /**
-         * 'echo' signs a fresh response for a request with a nonce (RFC 8954); 'ignore' always serves
-         * the pre-signed one (RFC 5019 2.1.2 permits this) so no request can force a signature.
-         */
-        ocspNonce: z.enum(['echo', 'ignore']).default('echo'),
-        /** Retry-After on ACME Renewal Information answers (RFC 9773 4.3). */
-        ariRetryAfter: duration.prefault('6h'),
+        crlPublishDelay: duration.prefault('60s').describe('A CRL is published at most this long after a revocation.'),
+        crlValidity: duration.prefault('24h').describe('nextUpdate of a CRL, after its thisUpdate.'),
+        ocspValidity: duration.prefault('12h').describe('nextUpdate of an OCSP response, after its thisUpdate.'),
+        crlShards: z
+          .number()
+          .int()
+          .min(1)
+          .max(1024)
+          .default(1)
+          .describe(
+            'CRL shards per issuer (Boulder style); a certificate keeps the shard it got at issuance, so changing this affects only new certificates.',
+          ),
+        ocspSigner: z
+          .enum(['delegated', 'issuer'])
+          .default('delegated')
+          .describe(
+            'Who signs OCSP responses: a delegated responder certificate per issuer, or the issuer key itself (needs a key policy that allows sign-ocsp).',
+          ),
+        ocspSignerLifetime: duration
+          .prefault('168h')
+          .describe('Lifetime of a delegated responder certificate (it carries ocsp-nocheck); renewed at half-life.'),
+        ocspNonce: z
+          .enum(['echo', 'ignore'])
+          .default('echo')
+          .describe(
+            'echo signs a fresh response for a request with a nonce (RFC 8954); ignore always serves the pre-signed one (RFC 5019 2.1.2), so no request can force a signature.',
+          ),
+        ariRetryAfter: duration
+          .prefault('6h')
+          .describe('Retry-After on ACME Renewal Information answers (RFC 9773 4.3).'),
       })
       .strict()
       .prefault({}),
-    profilesDir: z.string().default('profiles'),
-    profiles: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]*$/), profileSchema).default({}),
+    profilesDir: z
+      .string()
+      .default('profiles')
+      .describe('Directory of profile files (NAME.yaml), relative to the configuration file.'),
+    profiles: z
+      .record(z.string().regex(/^[a-z0-9][a-z0-9-]*$/), profileSchema)
+      .default({})
+      .describe('Profiles defined inline, by name (see Profiles below); they override files of the same name.'),
     kms: z
       .object({
-        /** Rotate KEKs whose primary version is older than this many days (per-KEK settings win). */
-        autoRotateDays: z.number().int().min(1).optional(),
-        /** How often the KMS janitor runs (deletions, auto-rotation). */
-        janitorInterval: duration.prefault('60s'),
-        /**
-         * Sign an audit checkpoint after this many events, or this long after the last one: the
-         * events after the newest checkpoint are vouched for by the chain key alone.
-         */
-        checkpointEveryEvents: z.number().int().min(1).default(1_000),
-        checkpointInterval: duration.prefault('1m'),
-        /**
-         * Where each new checkpoint is also written, outside the database: a file (JSON lines,
-         * relative to dataDir; ship it to WORM storage) or `-` for standard output.
-         */
-        checkpointExport: z.string().min(1).default('audit-checkpoints.jsonl'),
+        autoRotateDays: z
+          .number()
+          .int()
+          .min(1)
+          .optional()
+          .describe('Rotate KEKs whose primary version is older than this many days (per-KEK settings win).'),
+        janitorInterval: duration
+          .prefault('60s')
+          .describe('How often the KMS janitor runs (deletions, automatic rotation).'),
+        checkpointEveryEvents: z
+          .number()
+          .int()
+          .min(1)
+          .default(1_000)
+          .describe(
+            'Sign an audit checkpoint after this many events, or checkpointInterval after the last one: the events after the newest checkpoint are vouched for by the chain key alone.',
+          ),
+        checkpointInterval: duration.prefault('1m').describe('See checkpointEveryEvents.'),
+        checkpointExport: z
+          .string()
+          .min(1)
+          .default('audit-checkpoints.jsonl')
+          .describe(
+            'Where each new checkpoint is also written, outside the database: a file (JSON lines, relative to dataDir; ship it to WORM storage) or - for standard output.',
+          ),
         /**
          * The PKCS#11 token that holds keys made with protection "hsm" (generated there, never
          * extractable; signatures are made in the token). The PIN is read from pinFile (relative
@@ -226,11 +344,21 @@ export const configSchema = z
          */
         hsm: z
           .object({
-            module: z.string().min(1),
-            token: z.string().min(1),
-            pinFile: z.string().min(1),
-            /** PKCS#11 sessions shared by all requests of one process. */
-            sessions: z.number().int().min(1).max(64).default(4),
+            module: z
+              .string()
+              .min(1)
+              .describe(
+                'kms.hsm: the PKCS#11 token for keys made with protection hsm (generated there, never extractable): path of the module.',
+              ),
+            token: z.string().min(1).describe('Token label.'),
+            pinFile: z.string().min(1).describe('File holding the PIN, relative to dataDir.'),
+            sessions: z
+              .number()
+              .int()
+              .min(1)
+              .max(64)
+              .default(4)
+              .describe('PKCS#11 sessions shared by all requests of one process.'),
           })
           .strict()
           .optional(),
@@ -240,14 +368,18 @@ export const configSchema = z
     /** Name policy (src/policy): global allow/deny rules; per-scope rules live in the database. */
     policy: z
       .object({
-        /** Each rule is `{ allow: PATTERN }` or `{ deny: PATTERN }` (see src/policy/patterns.ts). */
         rules: z
           .array(
             z.union([z.object({ allow: z.string().min(1) }).strict(), z.object({ deny: z.string().min(1) }).strict()]),
           )
-          .default([]),
-        /** For a name type no scope has allow rules for: 'allow' keeps an open CA, 'deny' closes it. */
-        defaultAction: z.enum(['allow', 'deny']).default('allow'),
+          .default([])
+          .describe(
+            'Global name policy rules, each { allow: PATTERN } or { deny: PATTERN } (deny wins; per-scope rules are kept in the database: keyward policy add).',
+          ),
+        defaultAction: z
+          .enum(['allow', 'deny'])
+          .default('allow')
+          .describe('For a name type no scope has allow rules for: allow keeps an open CA, deny closes it.'),
       })
       .strict()
       .prefault({}),
@@ -255,15 +387,43 @@ export const configSchema = z
     rateLimits: z
       .object({
         newOrdersPerAccount: z
-          .object({ limit: z.number().int().min(0).default(300), window: duration.prefault('1h') })
+          .object({
+            limit: z
+              .number()
+              .int()
+              .min(0)
+              .default(300)
+              .describe('New orders one ACME account may place per window (newOrder). 0 switches it off.'),
+            window: duration.prefault('1h').describe('The window newOrdersPerAccount.limit is counted in.'),
+          })
           .strict()
           .prefault({}),
         certificatesPerName: z
-          .object({ limit: z.number().int().min(0).default(50), window: duration.prefault('168h') })
+          .object({
+            limit: z
+              .number()
+              .int()
+              .min(0)
+              .default(50)
+              .describe(
+                'Certificates per name per window, counted at finalize (all names of an order or none). 0 switches it off.',
+              ),
+            window: duration.prefault('168h').describe('The window certificatesPerName.limit is counted in.'),
+          })
           .strict()
           .prefault({}),
         failedValidationsPerAccount: z
-          .object({ limit: z.number().int().min(0).default(5), window: duration.prefault('1h') })
+          .object({
+            limit: z
+              .number()
+              .int()
+              .min(0)
+              .default(5)
+              .describe(
+                'Failed validations one account may have per window before new challenges are refused. 0 switches it off.',
+              ),
+            window: duration.prefault('1h').describe('The window failedValidationsPerAccount.limit is counted in.'),
+          })
           .strict()
           .prefault({}),
       })
@@ -272,25 +432,30 @@ export const configSchema = z
     /** Mesh bootstrapping (src/mesh): one-time tokens, /v1/sign, /v1/renew, /v1/bundle. */
     mesh: z
       .object({
-        defaultProfile: z.string().default('mtls'),
-        tokenTtl: duration.prefault('5m'),
-        maxTokenTtl: duration.prefault('24h'),
-        /** spiffe_refresh_hint of /v1/bundle. */
-        bundleRefreshHint: duration.prefault('5m'),
+        defaultProfile: z.string().default('mtls').describe('Profile of mesh certificates when the token names none.'),
+        tokenTtl: duration.prefault('5m').describe('Default lifetime of a bootstrap token (keyward token create).'),
+        maxTokenTtl: duration.prefault('24h').describe('Longest lifetime a bootstrap token may be given.'),
+        bundleRefreshHint: duration.prefault('5m').describe('spiffe_refresh_hint of /v1/bundle.'),
       })
       .strict()
       .prefault({}),
     /** Prometheus metrics at GET /metrics (src/http/metrics.ts). */
     metrics: z
       .object({
-        enabled: z.boolean().default(true),
-        /** Serve /metrics on this address only (e.g. an internal interface), not on the HTTP listener. */
-        listen: listen.optional(),
+        enabled: z.boolean().default(true).describe('Serve Prometheus metrics at GET /metrics.'),
+        listen: listen
+          .optional()
+          .describe('Serve /metrics on this address only (e.g. an internal interface), not on the HTTP listener.'),
       })
       .strict()
       .prefault({}),
     log: z
-      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .object({
+        level: z
+          .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+          .default('info')
+          .describe('Log level (JSON lines on stdout); /health probes are logged at debug.'),
+      })
       .strict()
       .prefault({}),
   })

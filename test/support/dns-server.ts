@@ -85,7 +85,8 @@ function toList<T>(v: T | readonly T[]): T[] {
 
 type Outcome = { drop: true } | { drop: false; rcode: number; answers: Answer[] };
 
-export async function startTestDnsServer(): Promise<TestDnsServer> {
+/** `port` 0 (the default) picks a free one; a fixed port is for tests that follow documented commands. */
+export async function startTestDnsServer(port = 0): Promise<TestDnsServer> {
   const zone = new Map<string, NameRecords>();
   // key: name, or name + '/' + type
   const failures = new Map<string, TestDnsFailure>();
@@ -211,7 +212,7 @@ export async function startTestDnsServer(): Promise<TestDnsServer> {
     }
   };
 
-  const { udp, tcp, port } = await bindBoth(
+  const bound = await bindBoth(
     (msg: Buffer, rinfo: RemoteInfo, sock: UdpSocket) => {
       const query = decode(msg);
       if (!query) return;
@@ -238,7 +239,9 @@ export async function startTestDnsServer(): Promise<TestDnsServer> {
         }
       });
     },
+    port,
   );
+  const { udp, tcp } = bound;
 
   const sockets = new Set<TcpSocket>();
   tcp.on('connection', (s: TcpSocket) => {
@@ -247,8 +250,8 @@ export async function startTestDnsServer(): Promise<TestDnsServer> {
   });
 
   return {
-    port,
-    address: `127.0.0.1:${port}`,
+    port: bound.port,
+    address: `127.0.0.1:${bound.port}`,
     setA(name, ips) {
       const list = toList(ips);
       const rec = entry(name);
@@ -317,17 +320,18 @@ export async function startTestDnsServer(): Promise<TestDnsServer> {
   };
 }
 
-/** Binds UDP on a random port, then TCP on the same port, retrying if TCP finds it taken. */
+/** Binds UDP on a random (or the given) port, then TCP on the same port, retrying if TCP finds it taken. */
 async function bindBoth(
   onMessage: (msg: Buffer, rinfo: RemoteInfo, sock: UdpSocket) => void,
   onConnection: (sock: TcpSocket) => void,
+  fixedPort = 0,
 ): Promise<{ udp: UdpSocket; tcp: TcpServer; port: number }> {
-  for (let attempt = 0; attempt < 20; attempt++) {
+  for (let attempt = 0; attempt < (fixedPort ? 1 : 20); attempt++) {
     const udp = createSocket('udp4');
     udp.on('message', (msg, rinfo) => onMessage(msg, rinfo, udp));
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
-      udp.bind(0, '127.0.0.1', () => {
+      udp.bind(fixedPort, '127.0.0.1', () => {
         udp.off('error', reject);
         resolve();
       });
