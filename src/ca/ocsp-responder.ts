@@ -1,6 +1,8 @@
 import { sql } from 'kysely';
 
+import { events } from '../core/events.ts';
 import { withLease } from '../db/lease.ts';
+import type { Listen } from '../db/notifications.ts';
 import type { Db, IssuerRow } from '../db/schema.ts';
 import {
   buildOcspResponse,
@@ -16,8 +18,10 @@ import {
   type OcspSingleResponse,
   parseOcspRequest,
 } from './ocsp.ts';
+import { OcspCache } from './ocsp-cache.ts';
 import { bytesEqual } from './ocsp-signer-cert.ts';
 import type { OcspSigners, Responder } from './ocsp-signers.ts';
+import { REVOCATION_CHANNEL } from './revocation.ts';
 
 /**
  * The OCSP responder (RFC 6960, profiled by RFC 5019). Answers come from `ocsp_responses`, signed
@@ -41,7 +45,16 @@ export interface OcspSettings {
 
 export type OcspAnswer =
   | { kind: 'error'; status: OcspErrorStatus; der: Uint8Array; reason: string }
-  | { kind: 'response'; der: Uint8Array; cached: boolean; thisUpdate: Date; nextUpdate: Date; nonce: boolean };
+  | {
+      kind: 'response';
+      der: Uint8Array;
+      cached: boolean;
+      thisUpdate: Date;
+      nextUpdate: Date;
+      nonce: boolean;
+      /** The serial this answer is about, when it may be served again to the same request. */
+      cacheableAs?: string;
+    };
 
 interface KnownIssuer {
   row: IssuerRow;
@@ -65,9 +78,15 @@ function certStatus(status: DbStatus, revokedAt: Date | null, reason: number | n
     : { kind: 'good' };
 }
 
+const CACHE_ENTRIES = 100_000;
+const CACHE_MAX_AGE_MS = 60_000;
+
 export class OcspResponder {
   private issuers: KnownIssuer[] = [];
   private loadedAt = 0;
+  private readonly cache = new OcspCache(CACHE_ENTRIES, CACHE_MAX_AGE_MS);
+  /** The cache is used only while revocations reach it (see follow). */
+  private following = false;
 
   constructor(
     private readonly db: Db,
@@ -91,7 +110,50 @@ export class OcspResponder {
     return match(await this.knownIssuers()) ?? match(await this.knownIssuers(true));
   }
 
+  /**
+   * Keeps the in-memory cache true to revocations: this process's at once, other replicas' through
+   * the database's notifications. Returns the function that stops following.
+   */
+  async follow(listen: Listen): Promise<() => Promise<void>> {
+    const local = events.certificateRevoked.subscribe((e) => this.cache.forget(e.serial));
+    try {
+      const remote = await listen(REVOCATION_CHANNEL, {
+        message: (serial) => this.cache.forget(serial),
+        ready: () => {
+          this.cache.clear();
+          this.following = true;
+        },
+        lost: () => {
+          this.following = false;
+          this.cache.clear();
+        },
+      });
+      return async () => {
+        this.following = false;
+        local();
+        await remote();
+      };
+    } catch (err) {
+      local();
+      throw err;
+    }
+  }
+
+  /** Answers from memory when this exact request was answered from a pre-signed answer before. */
   async answer(requestDer: Uint8Array): Promise<OcspAnswer> {
+    if (!this.following) return this.lookUp(requestDer);
+    const key = Buffer.from(requestDer.buffer, requestDer.byteOffset, requestDer.byteLength).toString('latin1');
+    const now = Date.now();
+    const hit = this.cache.get(key, now);
+    if (hit) return hit;
+    const generation = this.cache.generation;
+    const answer = await this.lookUp(requestDer);
+    if (answer.kind === 'response' && answer.cacheableAs !== undefined)
+      this.cache.set(key, answer.cacheableAs, answer, now, generation);
+    return answer;
+  }
+
+  private async lookUp(requestDer: Uint8Array): Promise<OcspAnswer> {
     let parsed;
     try {
       parsed = parseOcspRequest(requestDer);
@@ -164,6 +226,7 @@ export class OcspResponder {
       thisUpdate: new Date(row.this_update),
       nextUpdate: new Date(row.next_update),
       nonce: false,
+      cacheableAs: serialHex(certId.serialNumber),
     };
   }
 
@@ -204,7 +267,10 @@ export class OcspResponder {
         makeCertId(issuer.hashes, certId.hashAlgorithm, certId.serialNumber).raw,
         certId.raw,
       );
-      if (canonical) await this.store(only.serial, certId.hashAlgorithm, only.status, der, thisUpdate, nextUpdate);
+      if (canonical) {
+        await this.store(only.serial, certId.hashAlgorithm, only.status, der, thisUpdate, nextUpdate);
+        return { kind: 'response', der, cached: false, thisUpdate, nextUpdate, nonce: false, cacheableAs: only.serial };
+      }
     }
     return { kind: 'response', der, cached: false, thisUpdate, nextUpdate, nonce: nonce !== undefined };
   }

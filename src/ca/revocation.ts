@@ -9,6 +9,9 @@ import { normalizeSerial } from './serial.ts';
 
 export { allowedReasonNames, reasonCode, type ReasonName, reasonName } from './revocation-reasons.ts';
 
+/** NOTIFY channel on which a committed revocation names its serial (OCSP caches listen). */
+export const REVOCATION_CHANNEL = 'keyward_revoked';
+
 export interface Revocation {
   serial: string;
   revokedAt: Date;
@@ -75,7 +78,9 @@ export async function revokeCertificate(
         oc.columns(['issuer_id', 'shard']).doUpdateSet({ stale_since: sql<Date>`coalesce(crls.stale_since, now())` }),
       )
       .execute();
-    await trx.deleteFrom('ocsp_responses').where('serial', '=', serial).execute();
+    // Every replica drops its in-memory answer for this serial when the revocation commits.
+    await sql`WITH dropped AS (DELETE FROM ocsp_responses WHERE serial = ${serial})
+      SELECT pg_notify(${REVOCATION_CHANNEL}, ${serial})`.execute(trx);
     await audit.append(trx, {
       principal: input.requester,
       action: 'revoke-certificate',

@@ -6,12 +6,15 @@ import { Kysely, PostgresDialect } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
 
+import { type Listen, listenEmbedded, listenPostgres } from './notifications.ts';
 import { PreparedStatementPool } from './prepared-statements.ts';
 import type { Database, Db } from './schema.ts';
 
 export interface DatabaseHandle {
   db: Db;
   kind: 'postgres' | 'embedded';
+  /** NOTIFY messages on a channel, for caches every replica must drop at once (e.g. on revocation). */
+  listen: Listen;
   /** Connections of the PostgreSQL pool (the embedded database has one, in-process). */
   poolStats?(): { total: number; idle: number; waiting: number; max: number };
   close(): Promise<void>;
@@ -32,6 +35,7 @@ export async function openDatabase(options: {
     return {
       db,
       kind: 'postgres',
+      listen: listenPostgres(options.url),
       poolStats: () => ({
         total: pool.totalCount,
         idle: pool.idleCount,
@@ -45,5 +49,5 @@ export async function openDatabase(options: {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const pglite = await PGlite.create(dir);
   const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
-  return { db, kind: 'embedded', close: () => db.destroy() };
+  return { db, kind: 'embedded', listen: listenEmbedded(pglite), close: () => db.destroy() };
 }

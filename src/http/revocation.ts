@@ -74,7 +74,7 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
       flog.debug({ status: answer.status, reason: answer.reason }, 'OCSP request refused');
       return ocspBytes(answer.der, 200, { 'cache-control': 'no-store' });
     }
-    const etag = `"${createHash('sha256').update(answer.der).digest('hex').slice(0, 32)}"`;
+    const etag = etagOf(answer.der);
     // RFC 5019 6.2: a nonce-bound answer is for this request only.
     if (answer.nonce) return ocspBytes(answer.der, 200, { 'cache-control': 'no-store' });
     const maxAge = Math.max(0, Math.floor((answer.nextUpdate.getTime() - Date.now()) / 1000));
@@ -169,13 +169,32 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
           });
       };
       loop();
+      // Until it follows revocations, the OCSP responder answers from the database only.
+      const following = service.responder.follow(ctx.database.listen).catch((err: unknown) => {
+        flog.error({ err: (err as Error).message }, 'cannot follow revocations; OCSP answers come from the database');
+        return async () => {};
+      });
       return async () => {
         stopped = true;
         clearTimeout(timer);
         await running;
+        await (
+          await following
+        )();
       };
     },
   };
+}
+
+// Answers served from memory are the same object each time: hash each one once.
+const etags = new WeakMap<Uint8Array, string>();
+function etagOf(der: Uint8Array): string {
+  let etag = etags.get(der);
+  if (etag === undefined) {
+    etag = `"${createHash('sha256').update(der).digest('hex').slice(0, 32)}"`;
+    etags.set(der, etag);
+  }
+  return etag;
 }
 
 function ocspBytes(der: Uint8Array, status: number, headers: Record<string, string>): Response {
