@@ -70,48 +70,37 @@ export function resolverForConfig(cfg: Pick<ValidationConfig, 'dnsResolver' | 't
   });
 }
 
-const MAX_IDLE_CHANNELS = 16;
-
 export function createDnsResolver(opts: DnsResolverOptions = {}): DnsResolver {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
-  // One c-ares channel per query: `cancel()` is per channel, so a query that hits our deadline
-  // can be abandoned without cancelling unrelated queries running in parallel (CAA climbs).
-  const channel = (): dns.Resolver => {
-    // c-ares doubles the per-try timeout on each retry: t + 2t fits in timeoutMs.
+  // One c-ares channel for every query (a channel reads the system's resolver files and opens its
+  // sockets when made). c-ares bounds each query itself: the per-try timeout doubles on the retry,
+  // so t + 2t fits in timeoutMs. `cancel()` would cancel every query on the channel, so a query
+  // past our deadline is abandoned instead and c-ares ends it on its own shortly after.
+  const make = (): dns.Resolver => {
     const r = new dns.Resolver({ timeout: Math.max(50, Math.floor(timeoutMs / 3)), tries: 2 });
     if (opts.server !== undefined) r.setServers([opts.server]);
     return r;
   };
-
-  if (opts.server !== undefined) {
+  let shared: dns.Resolver;
+  try {
+    shared = make();
+  } catch (err) {
     // Fail at construction, not at the first validation, when the configured server is unusable.
-    try {
-      channel();
-    } catch (err) {
-      throw new Error(`dnsResolver must be 'ip:port' or '[ipv6]:port', got ${JSON.stringify(opts.server)}`, {
-        cause: err,
-      });
-    }
+    throw new Error(`dnsResolver must be 'ip:port' or '[ipv6]:port', got ${JSON.stringify(opts.server)}`, {
+      cause: err,
+    });
   }
 
-  // A channel reads the system's resolver files and opens a socket when made: keep idle ones.
-  const idle: dns.Resolver[] = [];
-
   async function run<T>(rrtype: string, name: string, q: (r: dns.Resolver) => Promise<T>, empty: T): Promise<T> {
-    const r = idle.pop() ?? channel();
     let timer: NodeJS.Timeout | undefined;
-    let cancelled = false;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        cancelled = true;
-        r.cancel();
-        reject(new DnsLookupError('TIMEOUT', rrtype, name));
-      }, timeoutMs);
+      timer = setTimeout(() => reject(new DnsLookupError('TIMEOUT', rrtype, name)), timeoutMs);
     });
+    const query = q(shared);
+    // An abandoned query still settles later; nobody waits for it.
+    query.catch(() => {});
     try {
-      const answer = await Promise.race([q(r), deadline]);
-      if (!cancelled && idle.length < MAX_IDLE_CHANNELS) idle.push(r);
-      return answer;
+      return await Promise.race([query, deadline]);
     } catch (err) {
       if (err instanceof DnsLookupError) throw err;
       const code = (err as NodeJS.ErrnoException | undefined)?.code;
