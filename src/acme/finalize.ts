@@ -11,6 +11,7 @@ import type { AcmeDeps } from './deps.ts';
 import { decodeB64url } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { throwIfLimited } from './limits.ts';
+import { claimOrder } from './order-store.ts';
 import { orderResponse, ownedOrder, ownedOrderToFinalize, resolveProfile } from './orders.ts';
 import { AcmeProblem, malformed, toProblem } from './problem.ts';
 import { type OrderRow, orderStatus } from './views.ts';
@@ -104,26 +105,22 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     if (lifetimeMs <= 0) throw malformed('The requested notAfter has passed');
   }
 
-  // Counted in the claiming transaction: one commit, and a refusal leaves the order ready.
-  const claimed = await deps.db.transaction().execute(async (trx) => {
-    throwIfLimited(
-      await deps.limits.consumeAll(
-        trx,
-        'certificatesPerName',
-        order.identifiers.map((i) => i.value),
-        now,
-      ),
-      'Certificates for this name',
-    );
-    return trx
-      .updateTable('acme_orders')
-      .set({ status: 'processing', updated_at: now })
-      .where('id', '=', order.id)
-      .where('status', '=', 'ready')
-      .where('expires', '>', now)
-      .returningAll()
-      .executeTakeFirst();
+  // Counted in the claiming statement: one commit, and a refusal leaves the order ready.
+  const names = order.identifiers.map((i) => i.value);
+  const { order: claimed, underLimit } = await claimOrder(deps.db, {
+    orderId: order.id,
+    names,
+    limit: deps.limits.rule('certificatesPerName'),
+    now,
   });
+  if (!underLimit) {
+    // Only a refusal pays for finding the name and its Retry-After.
+    for (const name of names)
+      throwIfLimited(await deps.limits.peek(deps.db, 'certificatesPerName', name, now), 'Certificates for this name');
+    const raced = new AcmeProblem('rateLimited', 'Certificates for this name: the limit was reached; retry later');
+    raced.headers['Retry-After'] = '1';
+    throw raced;
+  }
   if (!claimed) {
     const current = await ownedOrder(deps.db, account, order.id);
     // Another request won the race: answer with the order as it is now, never ready (interop P3).
