@@ -149,7 +149,8 @@ export class OcspResponder {
     const generation = this.cache.generation;
     const answer = await this.lookUp(requestDer);
     if (answer.kind === 'response' && answer.cacheableAs !== undefined)
-      this.cache.set(key, answer.cacheableAs, answer, now, generation);
+      // Served again from memory, it is a cached answer whatever it was this time.
+      this.cache.set(key, answer.cacheableAs, { ...answer, cached: true }, now, generation);
     return answer;
   }
 
