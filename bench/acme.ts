@@ -7,7 +7,7 @@
 //   npm run bench:acme                      levels 1,8,32,128 on PostgreSQL + 32 on PGlite, 20 s each
 //   BENCH_LEVELS=32 BENCH_SECONDS=10 BENCH_PGLITE_LEVEL=0 npm run bench:acme
 //   BENCH_SETTINGS='metrics: { enabled: false }'   adds YAML to the server's configuration
-import { type ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -44,6 +44,9 @@ function machineJiffies(): { busy: number; total: number } {
   const total = f.reduce((a, b) => a + b, 0);
   return { busy: total - f[3]! - f[4]!, total };
 }
+
+// The server runs the compiled command line; build it if the sources changed.
+execFileSync(process.execPath, ['bin/build.mjs'], { stdio: 'inherit' });
 
 // ---- the challenge responder -------------------------------------------------------------------
 const responder = fork(new URL('./challenge-responder.ts', import.meta.url).pathname, [], {
