@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import https from 'node:https';
 import type { LookupFunction } from 'node:net';
@@ -144,6 +144,7 @@ describe('docker-compose.yml as processes: PostgreSQL, two replicas behind one p
     http01?.close();
     await dns?.close();
     await dropDatabase(base, dbName).catch(() => undefined);
+    rmSync(work, { recursive: true, force: true });
   });
 
   it('both replicas share one CA, and an ACME client gets a certificate through https://keyward:8443', async () => {

@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -87,6 +87,7 @@ describe('client guides, followed as written', () => {
     api?.close();
     await dns?.close();
     await store?.cleanup();
+    rmSync(work, { recursive: true, force: true });
   });
 
   const follow = async (guide: string, privateDirs?: Record<string, string>) => {
