@@ -120,3 +120,16 @@ export function httpsGet(
     req.end();
   });
 }
+
+/** Waits until the OCSP refresher has pre-signed an answer for `serial`. */
+export async function waitForPresigned(ca: TestCa, serial: string): Promise<void> {
+  await waitFor(
+    'a pre-signed answer',
+    async () =>
+      (await ca.ctx.database.db
+        .selectFrom('ocsp_responses')
+        .select('serial')
+        .where('serial', '=', serial)
+        .executeTakeFirst()) !== undefined,
+  );
+}

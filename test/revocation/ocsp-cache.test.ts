@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seq } from '../../src/ca/der.ts';
 import { issuerHashes, makeCertId } from '../../src/ca/ocsp.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { issueLeaf, waitFor } from './helpers.ts';
+import { issueLeaf, waitFor, waitForPresigned } from './helpers.ts';
 
 // Pre-signed OCSP answers are served from process memory. What a relying party must never see is
 // a stale "good": a revocation drops the answer on the replica that revoked at once, and on every
@@ -28,18 +28,6 @@ async function status(url: string): Promise<string> {
   return ['good', 'revoked', 'unknown'][tag] ?? `tag ${tag}`;
 }
 
-async function presigned(ca: TestCa, serial: string): Promise<void> {
-  await waitFor(
-    'a pre-signed answer',
-    async () =>
-      (await ca.ctx.database.db
-        .selectFrom('ocsp_responses')
-        .select('serial')
-        .where('serial', '=', serial)
-        .executeTakeFirst()) !== undefined,
-  );
-}
-
 describe('OCSP answers in memory', () => {
   let ca: TestCa;
   beforeAll(async () => {
@@ -53,7 +41,7 @@ describe('OCSP answers in memory', () => {
 
   it('serves a repeated lookup from memory, and a revocation on this replica replaces it at once', async () => {
     const leaf = await issueLeaf(ca);
-    await presigned(ca, leaf.serial);
+    await waitForPresigned(ca, leaf.serial);
     const url = await ocspUrl(ca, leaf.serial);
     const first = new Uint8Array(await (await fetch(url)).arrayBuffer());
     // Drop the stored answer behind the server's back: an answer from memory does not notice.
@@ -86,7 +74,7 @@ describe.runIf(!!process.env.DATABASE_URL)('OCSP answers in memory, two replicas
 
   it("a revocation on another replica drops this replica's answer", async () => {
     const leaf = await issueLeaf(a);
-    await presigned(a, leaf.serial);
+    await waitForPresigned(a, leaf.serial);
     const url = await ocspUrl(a, leaf.serial);
     expect(await status(url)).toBe('good');
     expect(await status(url)).toBe('good');
@@ -96,7 +84,7 @@ describe.runIf(!!process.env.DATABASE_URL)('OCSP answers in memory, two replicas
 
   it('a revocation whose notification was lost still reaches the answer', async () => {
     const leaf = await issueLeaf(a);
-    await presigned(a, leaf.serial);
+    await waitForPresigned(a, leaf.serial);
     const url = await ocspUrl(a, leaf.serial);
     expect(await status(url)).toBe('good');
     // Cut both replicas' LISTEN connections, then revoke at once: the notification is lost.

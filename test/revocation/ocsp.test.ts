@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestCa, type TestCa } from '../support/ca.ts';
 import { keyward } from '../support/cli.ts';
 import { createTestPki, openssl } from '../support/pki.ts';
-import { issueLeaf, type Leaf, opensslOcsp, pemFiles, waitFor } from './helpers.ts';
+import { issueLeaf, type Leaf, opensslOcsp, pemFiles, waitFor, waitForPresigned } from './helpers.ts';
 
 // OCSP as a relying party sees it: the real openssl client against `keyward serve`, revocation
 // through the real CLI, and the leaf extensions that point clients at the responder.
@@ -130,15 +130,7 @@ describe('OCSP responder and revocation', () => {
   it('GET per RFC 5019 serves the pre-signed answer with HTTP cache headers, and 304 on a matching ETag', async () => {
     const fresh = await issueLeaf(ca);
     // Wait until the refresher pre-signed it: then the lookup costs no signature.
-    await waitFor(
-      'a pre-signed answer',
-      async () =>
-        (await ca.ctx.database.db
-          .selectFrom('ocsp_responses')
-          .select('serial')
-          .where('serial', '=', fresh.serial)
-          .executeTakeFirst()) !== undefined,
-    );
+    await waitForPresigned(ca, fresh.serial);
     const t = await pemFiles(ca, fresh);
     try {
       const req = openssl(['ocsp', '-issuer', t.inter, '-cert', t.leaf, '-no_nonce', '-reqout', `${t.dir}/req.der`]);
