@@ -8,6 +8,7 @@ import * as m0005 from './0005_kms_lifecycle.ts';
 import * as m0006 from './0006_mesh_policy.ts';
 import * as m0007 from './0007_hsm_keys.ts';
 import * as m0008 from './0008_audit_keyed.ts';
+import * as m0009 from './0009_shares_root.ts';
 
 /** Ordered by name; a new migration is a new file listed here, never an edit to an old one. */
 export const migrations: Record<string, Migration> = {
@@ -19,4 +20,5 @@ export const migrations: Record<string, Migration> = {
   '0006_mesh_policy': m0006,
   '0007_hsm_keys': m0007,
   '0008_audit_keyed': m0008,
+  '0009_shares_root': m0009,
 };

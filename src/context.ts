@@ -22,6 +22,7 @@ export interface AppContext {
 
 export function rootOfTrustOptions(config: Config): RootOfTrustOptions {
   const rot = config.rootOfTrust;
+  if (rot.type === 'shares') return { type: 'shares', threshold: rot.threshold, count: rot.shares };
   return rot.type === 'file'
     ? { type: 'file', path: resolve(config.dataDir, rot.path ?? 'root.key') }
     : { type: 'passphrase', passphrase: config.passphrase };

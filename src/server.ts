@@ -14,7 +14,15 @@ import { requestLog } from './http/log.ts';
 import { metricsHandler, requestMetrics } from './http/metrics.ts';
 import { nodeListener } from './http/node-listener.ts';
 import { publicApp } from './http/public-app.ts';
-import { issueTlsIdentity, renewalDelay, type TlsIdentity } from './http/tls-identity.ts';
+import { sealedGuard } from './http/sealed.ts';
+import {
+  issueTlsIdentity,
+  loadTlsIdentity,
+  renewalDelay,
+  storeTlsIdentity,
+  temporaryTlsIdentity,
+  type TlsIdentity,
+} from './http/tls-identity.ts';
 
 export interface RunningServer {
   httpUrl: string;
@@ -51,6 +59,23 @@ function closeServer(server: Server | HttpsServer): Promise<void> {
 }
 
 /**
+ * The HTTPS listener's certificate: issued by this CA, or, while sealed, the one kept from the last
+ * unsealed run (a shares root only), else a temporary self-signed stand-in.
+ */
+async function listenerIdentity(ctx: AppContext, log: Logger): Promise<TlsIdentity> {
+  const dataDir = ctx.config.dataDir;
+  if (ctx.kms.sealed) {
+    const stored = loadTlsIdentity(dataDir);
+    if (stored) return stored;
+    log.warn('sealed with no stored HTTPS certificate: serving a temporary self-signed one until unsealed');
+    return temporaryTlsIdentity(ctx.config.https.hostnames);
+  }
+  const identity = await issueTlsIdentity(ctx.ca, ctx.config.https.hostnames);
+  if (ctx.config.rootOfTrust.type === 'shares') storeTlsIdentity(dataDir, identity);
+  return identity;
+}
+
+/**
  * Wires the listeners for `keyward serve`: HTTPS (API) with a certificate this CA issues to itself
  * and renews, plain HTTP (things that must not need TLS), and the local admin socket.
  */
@@ -68,11 +93,13 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
   const plain = new Hono();
   plain.use(requestLog(log, 'http'));
   if (metrics.enabled) plain.use(requestMetrics('http'));
+  plain.use(sealedGuard(ctx));
   plain.route('/', publicApp(ctx));
 
   const api = new Hono();
   api.use(requestLog(log, 'https'));
   if (metrics.enabled) api.use(requestMetrics('https'));
+  api.use(sealedGuard(ctx));
   api.route('/', publicApp(ctx));
 
   // On its own address when one is set (an internal interface), else on the plain HTTP listener.
@@ -95,7 +122,8 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
     part.http?.(plain);
   }
 
-  let tls = await issueTlsIdentity(ctx.ca, ctx.config.https.hostnames);
+  const sealedAtStart = ctx.kms.sealed;
+  let tls = await listenerIdentity(ctx, log);
   // Client certificates for the data-key API (kms-api.ts): asked for but not required, so ACME
   // clients without one still connect; the handler checks the chain result and the principal.
   const clientAuth = async () => ({
@@ -107,14 +135,17 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
     { ...tls.options, ...(await clientAuth()), minVersion: 'TLSv1.2' },
     nodeListener(api.fetch),
   );
+  const renewNow = async () => {
+    tls = await listenerIdentity(ctx, log);
+    https.setSecureContext({ ...tls.options, ca: (await clientAuth()).ca, minVersion: 'TLSv1.2' });
+  };
   const http = createHttpServer(nodeListener(plain.fetch));
 
   let renewTimer: NodeJS.Timeout | undefined;
   const scheduleRenewal = () => {
     renewTimer = setTimeout(async () => {
       try {
-        tls = await issueTlsIdentity(ctx.ca, ctx.config.https.hostnames);
-        https.setSecureContext({ ...tls.options, ca: (await clientAuth()).ca, minVersion: 'TLSv1.2' });
+        await renewNow();
         log.info({ serial: tls.serial, notAfter: tls.notAfter }, 'renewed the HTTPS certificate');
       } catch (err) {
         log.error({ err: (err as Error).message }, 'renewing the HTTPS certificate failed; retrying in a minute');
@@ -125,13 +156,36 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
     }, renewalDelay(tls));
     renewTimer.unref();
   };
-  scheduleRenewal();
 
   const httpsPort = await listen(https, ctx.config.https.listen);
   const httpPort = await listen(http, ctx.config.http.listen);
   const metricsPort = metricsServer && (await listen(metricsServer, metrics.listen!));
   const admin = await listenAdmin(ctx, socket);
-  const stops = parts.map((part) => part.start?.()).filter((stop) => stop !== undefined);
+  // Background work signs (CRLs, OCSP, validation jobs that finalize), so it starts once unsealed.
+  let stops: (() => Promise<void>)[] = [];
+  let closed = false;
+  const startBackground = () => {
+    scheduleRenewal();
+    stops = parts.map((part) => part.start?.()).filter((stop) => stop !== undefined);
+  };
+  if (!sealedAtStart) startBackground();
+  else {
+    log.warn(
+      { dataDir: ctx.config.dataDir },
+      'the root of trust is sealed: run keyward unseal (the threshold of share holders)',
+    );
+    ctx.kms.whenUnsealed(() => {
+      void (async () => {
+        try {
+          await renewNow();
+        } catch (err) {
+          log.error({ err: (err as Error).message }, 'issuing the HTTPS certificate after unsealing failed');
+        }
+        if (!closed) startBackground();
+        log.info('unsealed: signing, background work and ACME are running');
+      })();
+    });
+  }
 
   const hostOf = (l: string) => {
     const { host } = splitListen(l);
@@ -151,6 +205,7 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
       return tls;
     },
     close: async () => {
+      closed = true;
       clearTimeout(renewTimer);
       await Promise.all([
         closeServer(https),

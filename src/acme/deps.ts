@@ -1,3 +1,4 @@
+import { ADMIN_PROFILE } from '../config/load.ts';
 import type { Profile } from '../config/schema.ts';
 import type { AppContext } from '../context.ts';
 import type { Db } from '../db/schema.ts';
@@ -26,9 +27,15 @@ export interface AcmeDeps {
   kickWorker(): void;
 }
 
-/** Profiles offered to ACME clients: acme.profiles if set, else every configured profile. */
+/**
+ * Profiles offered to ACME clients: acme.profiles if set, else every configured profile; never
+ * `admin`, whose certificates make their holder an administrator (src/http/admin-auth.ts).
+ */
 export function offeredProfiles(deps: AcmeDeps): Profile[] {
   const all = deps.ctx.config.profiles;
   const names = deps.ctx.config.acme.profiles ?? [...all.keys()];
-  return names.map((n) => all.get(n)).filter((p): p is Profile => p !== undefined);
+  return names
+    .filter((n) => n !== ADMIN_PROFILE)
+    .map((n) => all.get(n))
+    .filter((p): p is Profile => p !== undefined);
 }

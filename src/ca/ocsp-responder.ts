@@ -41,6 +41,11 @@ export interface OcspSettings {
   /** thisUpdate..nextUpdate of each answer. */
   validity: number;
   nonce: 'echo' | 'ignore';
+  /**
+   * False while no key can sign (a sealed root of trust): nonces are ignored (RFC 5019 2.1.2) so
+   * stored answers serve, and a request no stored answer fits gets tryLater.
+   */
+  canSign?: () => boolean;
 }
 
 export type OcspAnswer =
@@ -191,12 +196,20 @@ export class OcspResponder {
         reason: 'CertIDs of several issuers in one request',
       };
     }
-    const nonce = this.settings.nonce === 'echo' ? parsed.nonce : undefined;
+    const live = this.settings.canSign?.() ?? true;
+    const nonce = this.settings.nonce === 'echo' && live ? parsed.nonce : undefined;
 
     if (parsed.certIds.length === 1 && nonce === undefined) {
       const hit = await this.cached(issuer, parsed.certIds[0]!);
       if (hit) return hit;
     }
+    if (!live)
+      return {
+        kind: 'error',
+        status: 'tryLater',
+        der: ocspErrorResponse('tryLater'),
+        reason: 'sealed: stored answers only',
+      };
     return this.signLive(issuer, parsed.certIds, nonce);
   }
 

@@ -30,7 +30,12 @@ export class RevocationService {
       this.holder,
       principal,
     );
-    this.responder = new OcspResponder(db, this.signers, { validity: r.ocspValidity, nonce: r.ocspNonce }, this.holder);
+    this.responder = new OcspResponder(
+      db,
+      this.signers,
+      { validity: r.ocspValidity, nonce: r.ocspNonce, canSign: () => !ctx.kms.sealed },
+      this.holder,
+    );
     this.crl = {
       db,
       kms: ctx.kms,

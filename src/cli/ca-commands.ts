@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { toPem } from '../ca/pem.ts';
 import { parseDuration } from '../config/duration.ts';
 import type { CertificateRow, IssuerRow, SanSet } from '../db/schema.ts';
+import type { DeliveredShares, ShareDelivery } from '../kms/share-files.ts';
 import { type CliCommand, defineCommand, requireString, UsageError } from './command.ts';
+import { describeShares, SHARE_DELIVERY_OPTIONS, shareDeliveryInput } from './shares-commands.ts';
 
 export interface IssuerSummary {
   id: string;
@@ -64,11 +66,13 @@ export interface InitOutput {
   created: boolean;
   root: IssuerSummary;
   intermediate: IssuerSummary;
+  /** A new shares root of trust: where its shares went (or the shares, to show once). */
+  shares?: DeliveredShares;
 }
 
 export function describeInit(out: InitOutput): string {
   const head = out.created ? 'Created a new CA.' : 'The CA already exists; nothing changed.';
-  return `${head}
+  return `${out.shares ? describeShares(out.shares) : ''}${head}
   root          ${out.root.subject}
                 SHA-256 ${out.root.sha256Fingerprint}
                 valid until ${out.root.notAfter}
@@ -77,14 +81,32 @@ export function describeInit(out: InitOutput): string {
 `;
 }
 
-export const initCommand = defineCommand<object, InitOutput>({
+export const initCommand = defineCommand<{ delivery?: ShareDelivery }, InitOutput>({
   path: ['init'],
-  usage: 'init',
-  summary: 'create the root and intermediate CA (does nothing if they exist)',
+  usage: 'init [--share-dir D [--holder-key K]...]',
+  summary: 'create the root and intermediate CA (does nothing if they exist); a shares root hands out its shares',
   createsCa: true,
-  input: () => ({}),
+  options: SHARE_DELIVERY_OPTIONS,
+  input: (v) => ({ delivery: shareDeliveryInput(v) }),
   run: async (ctx, input) => {
-    const { ca } = ctx.config;
+    const { ca, rootOfTrust } = ctx.config;
+    const { awaitingSharesRoot, createSharesRootOfTrust, KmsError } = await import('../kms/index.ts');
+    let shares: DeliveredShares | undefined;
+    if (awaitingSharesRoot(ctx.kms)) {
+      // `serve` runs init too, but has nowhere to hand shares out to.
+      if (!input.delivery || rootOfTrust.type !== 'shares')
+        throw new KmsError(
+          'InvalidState',
+          'rootOfTrust is "shares" and there is no root yet: run keyward init first (it shows the shares once, or writes them with --share-dir)',
+        );
+      shares = await createSharesRootOfTrust(
+        ctx.kms,
+        ctx.database.db,
+        { threshold: rootOfTrust.threshold, count: rootOfTrust.shares },
+        input.delivery,
+        input.principal,
+      );
+    }
     const result = await ctx.ca.init(
       { organization: ca.organization, root: ca.root, intermediate: ca.intermediate },
       input.principal,
@@ -93,6 +115,7 @@ export const initCommand = defineCommand<object, InitOutput>({
       created: result.created,
       root: issuerSummary(result.root),
       intermediate: issuerSummary(result.intermediate),
+      ...(shares ? { shares } : {}),
     };
   },
   format: describeInit,

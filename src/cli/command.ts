@@ -38,6 +38,13 @@ export interface CliCommand<I extends object = object, O = unknown> extends Comm
   format(output: O): string;
   /** Exit status for an output, when not 0 (e.g. a failed verification). */
   exitCode?(output: O): number;
+  /**
+   * 'required': runs only inside the running server (its admin socket, or --admin-url), never in a
+   * process of the CLI's own: e.g. unseal, whose shares must reach the process that serves.
+   */
+  remote?: 'required';
+  /** Offered on the HTTPS admin endpoint to holders of an admin certificate. */
+  adminHttps?: boolean;
 }
 
 export function defineCommand<I extends object, O>(command: CliCommand<I, O>): CliCommand {

@@ -8,6 +8,8 @@ export const GLOBAL_HELP = `Options (every command):
   --config FILE     configuration file (default ca-config/keyward.yaml, or KEYWARD_CONFIG)
   --data-dir DIR    data directory (overrides dataDir, or KEYWARD_DATA_DIR)
   --json            machine-readable output; errors too, as {"error":{"code","message"}} on stderr
+  --admin-url URL   run it on that server's HTTPS admin endpoint with an admin certificate:
+                    --admin-cert FILE --admin-key FILE --admin-ca ROOTS.pem
   -h, --help        help (keyward COMMAND --help for one command)
   -V, --version     the version
 `;

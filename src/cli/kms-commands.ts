@@ -16,6 +16,7 @@ import type { RsaScheme } from '../kms/signer.ts';
 import type { StateChange } from '../kms/states.ts';
 import { type CliCommand, defineCommand, type OptionValues, requireString, UsageError } from './command.ts';
 import { promptSecret } from './prompt.ts';
+import { describeShares, SHARE_DELIVERY_OPTIONS, shareDeliveryInput } from './shares-commands.ts';
 
 /** The key hierarchy's operations, loaded when a command runs (not to print --help). */
 const kms = () => import('./kms-actions.ts');
@@ -442,7 +443,7 @@ const checkpointsExportCommand = defineCommand<object, Checkpoint[]>({
 const rotateRootCommand = defineCommand<{ target: NewRootOptions; pid: number }, RotateRootResult>({
   path: ['kms', 'rotate-root'],
   usage:
-    'kms rotate-root --to file|passphrase|pkcs11|awskms [--path F] [--passphrase-file F] [--module M --token T --key-label L --pin-file F] [--key-arn ARN [--region R]]',
+    'kms rotate-root --to file|passphrase|pkcs11|awskms|shares [--path F] [--passphrase-file F] [--module M --token T --key-label L --pin-file F] [--key-arn ARN [--region R]] [--threshold M --shares N [--share-dir D [--holder-key K]...]]',
   summary: 'move every KEK to a new root of trust (resumable, crash-safe)',
   options: {
     to: { type: 'string' },
@@ -454,9 +455,24 @@ const rotateRootCommand = defineCommand<{ target: NewRootOptions; pid: number },
     'pin-file': { type: 'string' },
     'key-arn': { type: 'string' },
     region: { type: 'string' },
+    threshold: { type: 'string' },
+    shares: { type: 'string' },
+    ...SHARE_DELIVERY_OPTIONS,
   },
   input: async (v) => {
     const to = requireString(v, 'to', 'kms rotate-root');
+    if (to === 'shares') {
+      const n = (name: string) => {
+        const x = Number(requireString(v, name, 'kms rotate-root --to shares'));
+        if (!Number.isInteger(x) || x < 2 || x > 32)
+          throw new UsageError(`--${name} must be a whole number from 2 to 32`);
+        return x;
+      };
+      const threshold = n('threshold');
+      const count = n('shares');
+      if (count < threshold) throw new UsageError('--shares must be at least --threshold');
+      return { target: { type: 'shares', threshold, count, delivery: shareDeliveryInput(v) }, pid: process.pid };
+    }
     if (to === 'file')
       return {
         target: { type: 'file', path: resolve(requireString(v, 'path', 'kms rotate-root --to file')) },
@@ -496,7 +512,7 @@ const rotateRootCommand = defineCommand<{ target: NewRootOptions; pid: number },
         pid: process.pid,
       };
     }
-    throw new UsageError('--to must be file, passphrase, pkcs11 or awskms');
+    throw new UsageError('--to must be file, passphrase, pkcs11, awskms or shares');
   },
   run: async (ctx, input) =>
     (await kms()).rotateRoot(
@@ -507,6 +523,7 @@ const rotateRootCommand = defineCommand<{ target: NewRootOptions; pid: number },
       input.pid === process.pid ? (p) => progressBar(p, 'rotate-root') : undefined,
     ),
   format: (out) =>
+    (out.shares ? describeShares(out.shares) : '') +
     `KEKs now wrapped by ${out.provider} root ${out.rootId} (${out.kekVersions} version(s), ${out.rewrapped} this run); root ${out.previousRootId} is retired.\n` +
     (out.provider === 'pkcs11' || out.provider === 'awskms'
       ? ''

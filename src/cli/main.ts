@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 
 import type { Config } from '../config/load.ts';
 import { AGENT_USAGE } from '../mesh/agent-usage.ts';
-import { adminSocketPath, callAdmin, RemoteError } from './admin-client.ts';
+import { adminSocketPath, callAdmin, callAdminHttps, RemoteError } from './admin-client.ts';
 import { type CliCommand, commandName, type CommandSpec, type OptionSpec, UsageError } from './command.ts';
 import { commandHelp, usage, version } from './help.ts';
 import { withPassphrase } from './prompt.ts';
@@ -19,6 +19,10 @@ const GLOBAL_OPTIONS: OptionSpec = {
   json: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
   version: { type: 'boolean', short: 'V', default: false },
+  'admin-url': { type: 'string' },
+  'admin-cert': { type: 'string' },
+  'admin-key': { type: 'string' },
+  'admin-ca': { type: 'string' },
 };
 
 /** Commands that own the process rather than run against the CA. */
@@ -52,12 +56,39 @@ function findCommand<T extends CommandSpec>(
   return best ? { command: best, rest: words.slice(best.path.length) } : undefined;
 }
 
-/** Runs through a running server when it holds the embedded database, else in-process. */
-async function execute(config: Config, command: CliCommand, input: object): Promise<unknown> {
-  if (!config.databaseUrl) {
+/**
+ * Runs on another server's HTTPS admin endpoint (--admin-url), or through the local server's admin
+ * socket when it holds the embedded database, the root is a shares root, or the command must run in
+ * the server; else in-process.
+ */
+async function execute(
+  config: Config,
+  command: CliCommand,
+  input: object,
+  values: Record<string, unknown>,
+): Promise<unknown> {
+  if (typeof values['admin-url'] === 'string') {
+    const need = (name: string) => {
+      const v = values[name];
+      if (typeof v !== 'string') throw new UsageError(`--admin-url needs --${name}`);
+      return v;
+    };
+    return callAdminHttps(
+      { url: values['admin-url'], cert: need('admin-cert'), key: need('admin-key'), ca: need('admin-ca') },
+      commandName(command),
+      input,
+    );
+  }
+  // With a shares root only a running server, once unsealed, holds the root key: commands go there
+  // when one runs here, whatever the database (a process of the CLI's own would be sealed).
+  if (!config.databaseUrl || command.remote === 'required' || config.rootOfTrust.type === 'shares') {
     const socket = adminSocketPath(config.dataDir);
     const remote = await callAdmin(socket, commandName(command), input, config.explicitFile ? config.file : undefined);
     if (remote) return remote.result;
+    if (command.remote === 'required')
+      throw new UsageError(
+        `${command.path.join(' ')} talks to a running keyward serve, and none answers on ${socket} (another host: --admin-url)`,
+      );
   }
   const { openContext } = await import('../context.ts');
   const ctx = await openContext(await withPassphrase(config), {
@@ -119,7 +150,7 @@ async function main(argv: string[]): Promise<void> {
   const command = found.command as CliCommand;
   const rest = positionals.slice(command.path.length);
   const input = { ...(await command.input(values, rest)), principal: principal() };
-  const output = await execute(config, command, input);
+  const output = await execute(config, command, input, values);
   print(json, output, () => command.format(output));
   const code = command.exitCode?.(output) ?? 0;
   if (code !== 0) process.exitCode = code;

@@ -4,6 +4,7 @@ import { type CliCommand, commandName } from './command.ts';
 import { kmsCommands } from './kms-commands.ts';
 import { meshCommands } from './mesh-commands.ts';
 import { revocationCommands } from './revocation-commands.ts';
+import { sharesCommands } from './shares-commands.ts';
 
 /** Every command that runs against the CA (in-process or through the admin socket). */
 export const commands: readonly CliCommand[] = [
@@ -12,6 +13,7 @@ export const commands: readonly CliCommand[] = [
   ...kmsCommands,
   ...acmeCommands,
   ...meshCommands,
+  ...sharesCommands,
 ];
 
 export const commandsByName: ReadonlyMap<string, CliCommand> = new Map(commands.map((c) => [commandName(c), c]));

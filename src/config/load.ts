@@ -33,6 +33,9 @@ export interface LoadOptions {
   cwd?: string;
 }
 
+/** Certificates of this profile identify administrators (src/http/admin-auth.ts); ACME and mesh never issue it. */
+export const ADMIN_PROFILE = 'admin';
+
 const BUILTIN_PROFILES: Record<string, unknown> = {
   'tls-server': {
     description: 'TLS server certificates (serverAuth)',
@@ -46,6 +49,16 @@ const BUILTIN_PROFILES: Record<string, unknown> = {
     defaultLifetime: '24h',
     maxLifetime: '720h',
     sanTypes: ['dns', 'ip', 'uri'],
+  },
+  // Administrators on the HTTPS listener (src/http/admin-auth.ts). Issued only from the command
+  // line (keyward issue --profile admin); never offered to ACME or mesh tokens.
+  [ADMIN_PROFILE]: {
+    description: 'Administrator client certificates for the HTTPS admin endpoint (clientAuth)',
+    extKeyUsages: ['clientAuth'],
+    defaultLifetime: '720h',
+    maxLifetime: '2160h',
+    sanTypes: ['uri', 'email', 'dns'],
+    maxNames: 4,
   },
 };
 

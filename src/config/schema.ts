@@ -69,6 +69,18 @@ const rootOfTrust = z.discriminatedUnion('type', [
         .describe('Name of the environment variable holding the passphrase (never the passphrase itself).'),
     })
     .strict(),
+  /**
+   * M-of-N: the root key is split into `shares` shares at `keyward init`, any `threshold` of which
+   * open it. Each start is sealed until `keyward unseal` has collected the threshold.
+   */
+  z
+    .object({
+      type: z.literal('shares'),
+      threshold: z.number().int().min(2).max(32).default(3),
+      shares: z.number().int().min(2).max(32).default(5),
+    })
+    .strict()
+    .refine((r) => r.shares >= r.threshold, { message: 'shares must be at least threshold', path: ['shares'] }),
 ]);
 
 const caKeySpec = (keyType: CaKeyType, commonName: string, lifetime: string) =>
@@ -164,7 +176,7 @@ export const configSchema = z
     rootOfTrust: rootOfTrust
       .default({ type: 'file' })
       .describe(
-        'What wraps the key encryption keys: a key file (path, default <dataDir>/root.key) or a passphrase (scrypt). PKCS#11 and AWS KMS roots are set with keyward kms rotate-root.',
+        'What wraps the key encryption keys: a key file (path, default <dataDir>/root.key), a passphrase (scrypt), or M-of-N shares (threshold of shares; keyward init hands them out, every start is sealed until keyward unseal has the threshold). PKCS#11 and AWS KMS roots are set with keyward kms rotate-root.',
       ),
     ca: z
       .object({

@@ -17,7 +17,7 @@ export interface InstallationTable {
 
 export interface KmsRootsTable {
   id: string;
-  provider: 'file' | 'passphrase' | 'pkcs11' | 'awskms';
+  provider: 'file' | 'passphrase' | 'pkcs11' | 'awskms' | 'shares';
   params: Json<Record<string, unknown>>;
   kcv: Bytes | null;
   state: Generated<string>;

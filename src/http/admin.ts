@@ -1,5 +1,6 @@
 import { chmodSync, existsSync, realpathSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { userInfo } from 'node:os';
 
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -52,7 +53,10 @@ export function adminApp(ctx: AppContext): Hono {
       return c.json({ error: { code: 'InvalidInput', message: 'the request body is not JSON' } }, 400);
     }
     try {
-      return c.json({ result: await command.run(ctx, input as never) });
+      // The socket is open to the server's own user only (mode 0600), so that user is who calls:
+      // a principal named in the body is not evidence of anything (dual control compares them).
+      const principal = `cli:${userInfo().username}`;
+      return c.json({ result: await command.run(ctx, { ...(input as object), principal } as never) });
     } catch (err) {
       const { status, code, message } = describeError(err);
       return c.json({ error: { code, message } }, status as 400);

@@ -7,7 +7,9 @@ export function describeError(err: unknown): { status: number; code: string; mes
   if (err instanceof CaError)
     return { status: err.code === 'notFound' ? 404 : 400, code: err.code, message: err.message };
   if (err instanceof CsrError) return { status: 400, code: err.code, message: err.message };
-  if (err instanceof KmsError)
-    return { status: err.code === 'NotFound' ? 404 : 409, code: err.code, message: err.message };
+  if (err instanceof KmsError) {
+    const status = { NotFound: 404, Sealed: 503, InvalidShare: 400 }[err.code as string] ?? 409;
+    return { status, code: err.code, message: err.message };
+  }
   return { status: 500, code: 'InternalError', message: err instanceof Error ? err.message : String(err) };
 }

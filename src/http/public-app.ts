@@ -9,6 +9,18 @@ export function publicApp(ctx: AppContext): Hono {
   app.get('/health', async (c) => {
     try {
       await sql`SELECT 1`.execute(ctx.database.db);
+      // 503 while sealed: a load balancer keeps requests away from a replica that can't sign.
+      if (ctx.kms.sealed) {
+        const s = await ctx.kms.unsealStatus();
+        return c.json(
+          {
+            status: 'sealed',
+            database: ctx.database.kind,
+            unseal: { entered: s.entered.length, threshold: s.threshold },
+          },
+          503,
+        );
+      }
       return c.json({ status: 'ok', database: ctx.database.kind });
     } catch (err) {
       return c.json({ status: 'unavailable', database: ctx.database.kind, error: (err as Error).message }, 503);

@@ -16,7 +16,10 @@ export class KmsError extends Error {
       | 'ImportTokenInvalid'
       | 'ImportTokenExpired'
       | 'KeyMismatch'
-      | 'Pkcs11Error',
+      | 'Pkcs11Error'
+      | 'Sealed'
+      | 'InvalidShare'
+      | 'ApprovalRequired',
     message: string,
   ) {
     super(message);

@@ -27,7 +27,7 @@ import {
   tokenSign,
 } from './pkcs11/token-keys.ts';
 import { effectivePolicy, evaluate } from './policy.ts';
-import type { RootOfTrust } from './roots/types.ts';
+import type { RootOfTrust, RootRecord } from './roots/types.ts';
 import {
   type RsaScheme,
   type SignatureAlgorithm,
@@ -36,6 +36,7 @@ import {
   type Signer,
   signWithKeyObject,
 } from './signer.ts';
+import { sealedRoot, Unsealer, type UnsealStatus } from './unseal.ts';
 
 export const CA_KEK = 'ca-keys';
 
@@ -169,6 +170,104 @@ export class KeyHierarchy {
 
   get rootId(): string {
     return this.root.id;
+  }
+
+  private unsealer: Unsealer | undefined;
+  private unsealedBy: number[] = [];
+  private readonly unsealListeners: (() => void)[] = [];
+
+  /**
+   * Starts sealed on a shares root: nothing can be unwrapped or signed (every attempt fails with
+   * Sealed) until `unseal` has collected the threshold of shares in this process.
+   */
+  seal(rootId: string): void {
+    this.root = sealedRoot(
+      rootId,
+      'the CA is sealed: its root of trust opens when enough share holders have run keyward unseal',
+    );
+    this.unsealer = new Unsealer();
+  }
+
+  /** True while a shares root waits for its shares (this process only: each replica is unsealed). */
+  get sealed(): boolean {
+    return this.unsealer !== undefined;
+  }
+
+  private async rootRecord(): Promise<RootRecord> {
+    const row = await this.db.selectFrom('kms_roots').selectAll().where('id', '=', this.root.id).executeTakeFirst();
+    if (row?.provider !== 'shares') throw new KmsError('InvalidState', 'the root of trust is not a shares root');
+    return { id: row.id, provider: row.provider, params: row.params, kcv: row.kcv };
+  }
+
+  async unsealStatus(): Promise<UnsealStatus> {
+    const record = await this.rootRecord();
+    if (this.unsealer) return this.unsealer.status(record, true);
+    return { ...new Unsealer().status(record, false), entered: this.unsealedBy };
+  }
+
+  /**
+   * One holder's share. Refused shares (malformed, mistyped, of another set, altered, repeated)
+   * change nothing; the last one needed rebuilds the root key, checks it, and opens the hierarchy.
+   */
+  async unseal(shareText: string, principal: string): Promise<UnsealStatus> {
+    if (!this.unsealer) {
+      await this.rootRecord();
+      throw new KmsError('InvalidState', 'the CA is not sealed');
+    }
+    const record = await this.rootRecord();
+    const { root, used } = await this.unsealer.submit(record, shareText, principal);
+    if (!root) return this.unsealer.status(record, true);
+    await this.openWith(root, record, used, principal);
+    return this.unsealStatus();
+  }
+
+  /**
+   * Opens a sealed hierarchy with its rebuilt root (after unseal, or rekey-shares, which has the
+   * threshold of shares in hand too): the audit chain key is unwrapped first, so the event that
+   * records who opened it — every principal who gave a share, and which share — is keyed like any.
+   */
+  async openWith(
+    root: RootOfTrust,
+    record: RootRecord,
+    used: { index: number; principal: string }[],
+    principal: string,
+  ): Promise<void> {
+    if (!this.unsealer) return;
+    const sealed = this.root;
+    this.root = root;
+    try {
+      await this.openAudit(this.db, principal);
+    } catch (err) {
+      this.root = sealed;
+      throw err;
+    }
+    this.unsealer = undefined;
+    this.unsealedBy = used.map((u) => u.index).sort((a, b) => a - b);
+    await this.audit.append(this.db, {
+      principal,
+      action: 'unseal',
+      keyId: record.id,
+      outcome: 'success',
+      context: {
+        shares: this.unsealedBy.join(','),
+        principals: [...new Set(used.map((u) => u.principal))].join(','),
+        set: (record.params as { setId: string }).setId,
+      },
+    });
+    for (const listener of this.unsealListeners.splice(0)) listener();
+  }
+
+  /** Forgets the shares entered so far (a holder entered the wrong one, or the attempt is abandoned). */
+  async resetUnseal(): Promise<UnsealStatus> {
+    if (!this.unsealer) throw new KmsError('InvalidState', 'the CA is not sealed');
+    this.unsealer.reset();
+    return this.unsealStatus();
+  }
+
+  /** Runs `fn` once the hierarchy is unsealed (now, when it is not sealed). */
+  whenUnsealed(fn: () => void): void {
+    if (this.sealed) this.unsealListeners.push(fn);
+    else fn();
   }
 
   get rootOfTrust(): RootOfTrust {

@@ -9,13 +9,16 @@ import { type AwsKmsParams, createAwsKmsRoot, loadAwsKmsRoot } from './roots/aws
 import { createFileRoot, loadFileRoot } from './roots/file.ts';
 import { createPassphraseRoot, loadPassphraseRoot } from './roots/passphrase.ts';
 import { createPkcs11Root, loadPkcs11Root, type Pkcs11Params } from './roots/pkcs11.ts';
+import { createSharesRoot } from './roots/shares.ts';
 import type { RootOfTrust, RootRecord } from './roots/types.ts';
+import { type DeliveredShares, deliverShares, type ShareDelivery } from './share-files.ts';
 
 export type NewRootOptions =
   | { type: 'file'; path: string }
   | { type: 'passphrase'; passphrase: string }
   | { type: 'pkcs11'; params: Pkcs11Params }
-  | { type: 'awskms'; params: AwsKmsParams };
+  | { type: 'awskms'; params: AwsKmsParams }
+  | { type: 'shares'; threshold: number; count: number; delivery: ShareDelivery };
 
 export interface RotateRootResult {
   previousRootId: string;
@@ -24,9 +27,14 @@ export interface RotateRootResult {
   /** KEK versions re-wrapped by this run (a resumed run counts only the rest). */
   rewrapped: number;
   kekVersions: number;
+  /** Moving to a shares root: where its shares went (or the shares, to show once). */
+  shares?: DeliveredShares;
 }
 
-function loadRoot(record: RootRecord, opts: NewRootOptions): RootOfTrust | Promise<RootOfTrust> {
+function loadRoot(
+  record: RootRecord,
+  opts: Exclude<NewRootOptions, { type: 'shares' }>,
+): RootOfTrust | Promise<RootOfTrust> {
   if (opts.type === 'file') return loadFileRoot(record, opts.path);
   if (opts.type === 'passphrase') return loadPassphraseRoot(record, opts.passphrase);
   if (opts.type === 'awskms') return loadAwsKmsRoot(record);
@@ -36,8 +44,11 @@ function loadRoot(record: RootRecord, opts: NewRootOptions): RootOfTrust | Promi
 function createRoot(
   id: string,
   opts: NewRootOptions,
-): { root: RootOfTrust; record: RootRecord } | Promise<{ root: RootOfTrust; record: RootRecord }> {
+):
+  | { root: RootOfTrust; record: RootRecord; shares?: string[] }
+  | Promise<{ root: RootOfTrust; record: RootRecord; shares?: string[] }> {
   if (opts.type === 'file') return createFileRoot(id, opts.path);
+  if (opts.type === 'shares') return createSharesRoot(id, opts.threshold, opts.count);
   if (opts.type === 'passphrase') return createPassphraseRoot(id, opts.passphrase);
   if (opts.type === 'awskms') return createAwsKmsRoot(id, opts.params);
   return createPkcs11Root(id, opts.params);
@@ -59,8 +70,10 @@ export async function rotateRoot(
   const old = kms.rootOfTrust;
   const pending = await db.selectFrom('kms_roots').selectAll().where('state', '=', 'Pending').execute();
   let target: RootOfTrust | undefined;
+  let newShares: string[] | undefined;
   for (const p of pending) {
-    if (p.provider === opts.type && !target) {
+    // A pending shares root can't be resumed: its key lived only in the process that made it.
+    if (p.provider === opts.type && opts.type !== 'shares' && !target) {
       target = await loadRoot({ id: p.id, provider: p.provider, params: p.params, kcv: p.kcv }, opts);
     } else {
       // An abandoned attempt towards another root: forget its half-written blobs.
@@ -75,6 +88,7 @@ export async function rotateRoot(
   if (!target) {
     const created = await createRoot(randomUUID(), opts);
     target = created.root;
+    newShares = created.shares;
     await db.transaction().execute(async (trx) => {
       await trx
         .insertInto('kms_roots')
@@ -146,7 +160,7 @@ export async function rotateRoot(
     onProgress?.({ done, total });
   }
 
-  await db.transaction().execute(async (trx) => {
+  const shares = await db.transaction().execute(async (trx) => {
     const left = await trx
       .selectFrom('kms_kek_versions')
       .select(['kek_id', 'version'])
@@ -184,6 +198,17 @@ export async function rotateRoot(
       outcome: 'success',
       context: { from: old.id, provider: newRoot.provider, kek_versions: total },
     });
+    // Handed out before the switch commits: a crash can't leave a root whose shares nobody got.
+    if (opts.type === 'shares' && newShares) {
+      const setId = (
+        await trx.selectFrom('kms_roots').select('params').where('id', '=', newRoot.id).executeTakeFirstOrThrow()
+      ).params as { setId: string };
+      return deliverShares(
+        { threshold: opts.threshold, count: opts.count, setId: setId.setId, shares: newShares },
+        opts.delivery,
+      );
+    }
+    return undefined;
   });
   kms.useRoot(newRoot);
   return {
@@ -192,5 +217,6 @@ export async function rotateRoot(
     provider: newRoot.provider,
     rewrapped: todo.length,
     kekVersions: total,
+    ...(shares ? { shares } : {}),
   };
 }

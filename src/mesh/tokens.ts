@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { errors as joseErrors, importJWK, jwtVerify } from 'jose';
 
 import { normalizeSans } from '../ca/names.ts';
-import type { Config } from '../config/load.ts';
+import { ADMIN_PROFILE, type Config } from '../config/load.ts';
 import type { Db, SanSet } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import { evaluateNames, identifiersOf } from '../policy/names.ts';
@@ -56,12 +56,13 @@ export async function createBootstrapToken(deps: TokenDeps, req: TokenRequest): 
   if (sans.dns.length + sans.ip.length + sans.uri.length === 0)
     throw new MeshError('malformed', 400, 'a token must name at least one identity (--id, --dns or --ip)');
   const profileName = req.profile ?? config.mesh.defaultProfile;
-  const profile = deps.profiles.get(profileName);
+  // Admin certificates make administrators: never through a bootstrap token.
+  const profile = profileName === ADMIN_PROFILE ? undefined : deps.profiles.get(profileName);
   if (!profile)
     throw new MeshError(
       'invalidProfile',
       400,
-      `unknown profile "${profileName}" (known: ${[...deps.profiles.keys()].join(', ')})`,
+      `unknown profile "${profileName}" (known: ${[...deps.profiles.keys()].filter((p) => p !== ADMIN_PROFILE).join(', ')})`,
     );
   const ttl = req.ttlMs ?? config.mesh.tokenTtl;
   if (ttl <= 0 || ttl > config.mesh.maxTokenTtl)

@@ -20,8 +20,8 @@ export function kekContext(ref: KekRef): Record<string, string> {
   return { 'kw:purpose': 'kek', 'kw:kek': ref.kekId, 'kw:ver': String(ref.version), 'kw:install': ref.installId };
 }
 
-/** A root of trust whose key is 32 bytes held in process memory (file and passphrase providers). */
-export function symmetricRoot(id: string, provider: 'file' | 'passphrase', rootKey: Buffer): RootOfTrust {
+/** A root of trust whose key is 32 bytes held in process memory (file, passphrase and shares providers). */
+export function symmetricRoot(id: string, provider: 'file' | 'passphrase' | 'shares', rootKey: Buffer): RootOfTrust {
   const key: KeyObject = createSecretKey(rootKey);
   rootKey.fill(0);
   return {

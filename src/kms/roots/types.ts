@@ -1,7 +1,7 @@
 /** Level 0 of the hierarchy: wraps and unwraps KEK versions, and nothing else. */
 export interface RootOfTrust {
   readonly id: string;
-  readonly provider: 'file' | 'passphrase' | 'pkcs11' | 'awskms';
+  readonly provider: 'file' | 'passphrase' | 'pkcs11' | 'awskms' | 'shares';
   wrapKek(kek: Buffer, ref: KekRef): Promise<Buffer>;
   unwrapKek(blob: Uint8Array, ref: KekRef): Promise<Buffer>;
 }
