@@ -8,6 +8,7 @@ import { join } from 'node:path';
 
 import { stringify } from 'yaml';
 
+import { commandsByName } from '../src/cli/registry.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
 import { createLogger } from '../src/http/log.ts';
@@ -71,7 +72,7 @@ const init = await ctx.ca.init(
   { organization: 'Bench', root: config.ca.root, intermediate: config.ca.intermediate },
   'bench',
 );
-const server = await startServer(ctx, createLogger('silent'));
+const server = await startServer(ctx, createLogger('silent'), commandsByName);
 const { toPem } = await import('../src/ca/pem.ts');
 const ca = toPem(init.root.certificate);
 const deps = { config, db: ctx.database.db, kms: ctx.kms, profiles: ctx.ca.profiles };

@@ -17,6 +17,7 @@ import pg from 'pg';
 import { seq } from '../src/ca/der.ts';
 import { issuerHashes, makeCertId } from '../src/ca/ocsp.ts';
 import { RevocationService } from '../src/ca/revocation-service.ts';
+import { commandsByName } from '../src/cli/registry.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
 import { createLogger } from '../src/http/log.ts';
@@ -93,7 +94,7 @@ try {
     { organization: 'Bench', root: config.ca.root, intermediate: config.ca.intermediate },
     'bench',
   );
-  const server = await startServer(ctx, createLogger('silent'));
+  const server = await startServer(ctx, createLogger('silent'), commandsByName);
   try {
     const hashes = issuerHashes(intermediate.certificate);
     const urls: string[] = [];

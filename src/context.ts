@@ -3,9 +3,10 @@ import { join, resolve } from 'node:path';
 
 import { sql } from 'kysely';
 
-import { CertificateAuthority, type Clock } from './ca/authority.ts';
-import { CaError } from './ca/errors.ts';
+import { CertificateAuthority } from './ca/authority.ts';
 import type { Config } from './config/load.ts';
+import type { Clock } from './core/clock.ts';
+import { KeywardError } from './core/errors.ts';
 import { type DatabaseHandle, openDatabase } from './db/connect.ts';
 import { migrateToLatest } from './db/migrate.ts';
 import { type HsmSettings, type KeyHierarchy, openKeyHierarchy, type RootOfTrustOptions } from './kms/index.ts';
@@ -41,11 +42,11 @@ export function hsmSettings(config: Config): HsmSettings | undefined {
 }
 
 /** What a command says where there is no CA to work on. */
-export function noCaError(config: Config): CaError {
+export function noCaError(config: Config): KeywardError {
   const where = config.databaseUrl
     ? `in the database ${redactUrl(config.databaseUrl)}`
     : `in ${config.dataDir} (no embedded database at ${join(config.dataDir, 'pg')})`;
-  return new CaError(
+  return new KeywardError(
     'notInitialized',
     `there is no CA ${where}; run \`keyward init\` or \`keyward serve\` to create one, or point --data-dir / --config at an existing one`,
   );

@@ -4,15 +4,17 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 
 import { Hono } from 'hono';
 
-import { adminSocketPath, callAdmin } from './cli/admin-client.ts';
 import type { AppContext } from './context.ts';
+import { KeywardError } from './core/errors.ts';
+import type { Logger } from './core/log.ts';
 import { features } from './features.ts';
-import { listenAdmin } from './http/admin.ts';
+import { type AdminCommands, listenAdmin } from './http/admin.ts';
+import { adminSocketPath, serverRunning } from './http/admin-client.ts';
 import { logEvents } from './http/event-log.ts';
-import type { Logger } from './http/log.ts';
 import { requestLog } from './http/log.ts';
 import { metricsHandler, requestMetrics } from './http/metrics.ts';
 import { nodeListener } from './http/node-listener.ts';
+import { problemResponse, renderErrors } from './http/problem.ts';
 import { publicApp } from './http/public-app.ts';
 import { sealedGuard } from './http/sealed.ts';
 import {
@@ -77,30 +79,30 @@ async function listenerIdentity(ctx: AppContext, log: Logger): Promise<TlsIdenti
 
 /**
  * Wires the listeners for `keyward serve`: HTTPS (API) with a certificate this CA issues to itself
- * and renews, plain HTTP (things that must not need TLS), and the local admin socket.
+ * and renews, plain HTTP (things that must not need TLS), and the admin protocol (local socket,
+ * and the HTTPS admin endpoint) running the CLI's commands: `adminCommands` is passed in, so that
+ * nothing here depends on the CLI.
  */
-export async function startServer(ctx: AppContext, log: Logger): Promise<RunningServer> {
+export async function startServer(ctx: AppContext, log: Logger, adminCommands: AdminCommands): Promise<RunningServer> {
   const socket = adminSocketPath(ctx.config.dataDir);
-  if (
-    ctx.database.kind === 'embedded' &&
-    existsSync(socket) &&
-    (await callAdmin(socket, 'ca.issuers', {}).catch(() => undefined))
-  ) {
-    throw new Error(`another keyward serve is already running on ${ctx.config.dataDir}`);
+  if (ctx.database.kind === 'embedded' && existsSync(socket) && (await serverRunning(socket))) {
+    throw new KeywardError('conflict', `another keyward serve is already running on ${ctx.config.dataDir}`);
   }
 
   const metrics = ctx.config.metrics;
   const plain = new Hono();
-  plain.use(requestLog(log, 'http'));
-  if (metrics.enabled) plain.use(requestMetrics('http'));
-  plain.use(sealedGuard(ctx));
-  plain.route('/', publicApp(ctx));
-
   const api = new Hono();
-  api.use(requestLog(log, 'https'));
-  if (metrics.enabled) api.use(requestMetrics('https'));
-  api.use(sealedGuard(ctx));
-  api.route('/', publicApp(ctx));
+  for (const [app, listener] of [
+    [plain, 'http'],
+    [api, 'https'],
+  ] as const) {
+    app.onError(renderErrors(log));
+    app.notFound(() => problemResponse(new KeywardError('notFound', 'No such resource')));
+    app.use(requestLog(log, listener));
+    if (metrics.enabled) app.use(requestMetrics(listener));
+    app.use(sealedGuard(ctx));
+    app.route('/', publicApp(ctx));
+  }
 
   // On its own address when one is set (an internal interface), else on the plain HTTP listener.
   let metricsServer: Server | undefined;
@@ -116,7 +118,7 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
   }
   const stopEventLog = logEvents(log);
 
-  const parts = features(ctx, log);
+  const parts = features(ctx, log, adminCommands);
   for (const part of parts) {
     part.https?.(api);
     part.http?.(plain);
@@ -160,7 +162,7 @@ export async function startServer(ctx: AppContext, log: Logger): Promise<Running
   const httpsPort = await listen(https, ctx.config.https.listen);
   const httpPort = await listen(http, ctx.config.http.listen);
   const metricsPort = metricsServer && (await listen(metricsServer, metrics.listen!));
-  const admin = await listenAdmin(ctx, socket);
+  const admin = await listenAdmin(ctx, socket, adminCommands);
   // Background work signs (CRLs, OCSP, validation jobs that finalize), so it starts once unsealed.
   let stops: (() => Promise<void>)[] = [];
   let closed = false;

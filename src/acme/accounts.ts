@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 
+import { KeywardError } from '../core/errors.ts';
 import { accountByThumbprint, type AccountRow } from './account-store.ts';
 import { checkContacts } from './contacts.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -15,7 +16,6 @@ import {
   verifyRequest,
   verifySignature,
 } from './jws.ts';
-import { AcmeProblem, malformed, unauthorized } from './problem.ts';
 import { jsonResponse, link } from './respond.ts';
 import { accountView, orderStatus } from './views.ts';
 
@@ -26,7 +26,7 @@ function isUniqueViolation(err: unknown): boolean {
 }
 
 function existingAccountResponse(deps: AcmeDeps, a: AccountRow): Response {
-  if (a.status !== 'valid') throw unauthorized(`The account for this key is ${a.status}`);
+  if (a.status !== 'valid') throw new KeywardError('unauthorized', `The account for this key is ${a.status}`);
   return jsonResponse(accountView(deps.urls, a), 200, { Location: deps.urls.account(a.id) });
 }
 
@@ -34,20 +34,17 @@ function existingAccountResponse(deps: AcmeDeps, a: AccountRow): Response {
 export async function newAccount(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'jwk');
   const p = req.payload;
-  if (!p) throw malformed('newAccount needs a JSON object payload');
+  if (!p) throw new KeywardError('malformed', 'newAccount needs a JSON object payload');
   // An existing key needs neither EAB nor ToS: cert-manager and x/crypto look accounts up this way.
   const existing = await accountByThumbprint(deps.db, req.thumbprint);
   if (existing) return existingAccountResponse(deps, existing);
-  if (p.onlyReturnExisting === true) throw new AcmeProblem('accountDoesNotExist', 'No account exists for this key');
+  if (p.onlyReturnExisting === true) throw new KeywardError('accountDoesNotExist', 'No account exists for this key');
 
   const acme = deps.ctx.config.acme;
   if (acme.termsOfService && p.termsOfServiceAgreed !== true) {
-    const prob = new AcmeProblem(
-      'userActionRequired',
-      `You must agree to the terms of service at ${acme.termsOfService}`,
-    );
-    prob.headers.Link = link(acme.termsOfService, 'terms-of-service');
-    throw prob;
+    throw new KeywardError('userActionRequired', `You must agree to the terms of service at ${acme.termsOfService}`, {
+      headers: { Link: link(acme.termsOfService, 'terms-of-service') },
+    });
   }
   const contact = p.contact === undefined ? [] : checkContacts(p.contact);
   let eabKeyId: string | undefined;
@@ -70,7 +67,7 @@ export async function newAccount(c: Context, deps: AcmeDeps): Promise<Response> 
           .where('account_id', 'is', null)
           .returning('key_id')
           .executeTakeFirst();
-        if (!spent) throw unauthorized('This external account binding key has already been used');
+        if (!spent) throw new KeywardError('unauthorized', 'This external account binding key has already been used');
       }
       const row = await trx
         .insertInto('acme_accounts')
@@ -103,7 +100,7 @@ export async function newAccount(c: Context, deps: AcmeDeps): Promise<Response> 
 
 function ownAccount(req: { account: AccountRow | undefined }, id: string): AccountRow {
   const account = requireAccount(req);
-  if (account.id !== id) throw unauthorized('The JWS kid does not own this account');
+  if (account.id !== id) throw new KeywardError('unauthorized', 'The JWS kid does not own this account');
   return account;
 }
 
@@ -115,7 +112,7 @@ export async function updateAccount(c: Context, deps: AcmeDeps): Promise<Respons
   if (p) {
     const now = deps.clock.now();
     if (p.status !== undefined && p.status !== 'valid' && p.status !== 'deactivated')
-      throw malformed('Account status may only be set to "deactivated"');
+      throw new KeywardError('malformed', 'Account status may only be set to "deactivated"');
     if (p.contact !== undefined) {
       const contact = checkContacts(p.contact);
       account = await deps.db
@@ -134,7 +131,7 @@ export async function updateAccount(c: Context, deps: AcmeDeps): Promise<Respons
           .where('status', '=', 'valid')
           .returningAll()
           .executeTakeFirst();
-        if (!row) throw unauthorized('Account is not valid');
+        if (!row) throw new KeywardError('unauthorized', 'Account is not valid');
         await trx
           .updateTable('acme_orders')
           .set({
@@ -160,32 +157,36 @@ export async function updateAccount(c: Context, deps: AcmeDeps): Promise<Respons
 export async function keyChange(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'kid');
   const account = requireAccount(req);
-  if (!req.payload) throw malformed('keyChange needs the inner JWS as payload');
+  if (!req.payload) throw new KeywardError('malformed', 'keyChange needs the inner JWS as payload');
   const inner = parseFlattened(req.payload);
   const h = decodeProtected(inner);
   const alg = checkAlgorithm(h.alg);
-  if ('nonce' in h) throw malformed('The inner keyChange JWS must not contain a nonce');
-  if ('kid' in h || h.jwk === undefined) throw malformed('The inner keyChange JWS must contain "jwk" and no "kid"');
-  if (h.url !== req.header.url) throw malformed('The inner keyChange JWS "url" must equal the outer one');
+  if ('nonce' in h) throw new KeywardError('malformed', 'The inner keyChange JWS must not contain a nonce');
+  if ('kid' in h || h.jwk === undefined)
+    throw new KeywardError('malformed', 'The inner keyChange JWS must contain "jwk" and no "kid"');
+  if (h.url !== req.header.url)
+    throw new KeywardError('malformed', 'The inner keyChange JWS "url" must equal the outer one');
   const newJwk = publicJwk(h.jwk);
   const body = await verifySignature(inner, alg, newJwk);
-  if (!body) throw malformed('The inner keyChange JWS needs a payload');
+  if (!body) throw new KeywardError('malformed', 'The inner keyChange JWS needs a payload');
   if (body.account !== deps.urls.account(account.id))
-    throw malformed('keyChange "account" must be the URL of the signing account');
+    throw new KeywardError('malformed', 'keyChange "account" must be the URL of the signing account');
   let oldThumb: string;
   try {
     oldThumb = await calculateJwkThumbprint(publicJwk(body.oldKey), 'sha256');
   } catch {
-    throw malformed('keyChange "oldKey" is not a JWK');
+    throw new KeywardError('malformed', 'keyChange "oldKey" is not a JWK');
   }
-  if (oldThumb !== account.key_thumbprint) throw unauthorized('keyChange "oldKey" is not the current account key');
+  if (oldThumb !== account.key_thumbprint)
+    throw new KeywardError('unauthorized', 'keyChange "oldKey" is not the current account key');
   const newThumb = await calculateJwkThumbprint(newJwk, 'sha256');
-  if (newThumb === account.key_thumbprint) throw malformed('The new key is the same as the current key');
+  if (newThumb === account.key_thumbprint)
+    throw new KeywardError('malformed', 'The new key is the same as the current key');
   const conflict = async (): Promise<never> => {
     const other = await accountByThumbprint(deps.db, newThumb);
-    const prob = new AcmeProblem('malformed', 'The new key is already in use by another account', 409);
-    if (other) prob.headers.Location = deps.urls.account(other.id);
-    throw prob;
+    throw new KeywardError('conflict', 'The new key is already in use by another account', {
+      ...(other ? { headers: { Location: deps.urls.account(other.id) } } : {}),
+    });
   };
   if (await accountByThumbprint(deps.db, newThumb)) await conflict();
   let updated: AccountRow | undefined;
@@ -202,7 +203,7 @@ export async function keyChange(c: Context, deps: AcmeDeps): Promise<Response> {
     if (isUniqueViolation(err)) await conflict();
     throw err;
   }
-  if (!updated) throw unauthorized('The account key changed concurrently; retry');
+  if (!updated) throw new KeywardError('unauthorized', 'The account key changed concurrently; retry');
   return jsonResponse(accountView(deps.urls, updated), 200, { Location: deps.urls.account(updated.id) });
 }
 
@@ -212,9 +213,9 @@ const ORDERS_PAGE = 100;
 export async function listOrders(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'kid');
   const account = ownAccount(req, c.req.param('id')!);
-  if (req.payload) throw malformed('The orders list is fetched with POST-as-GET');
+  if (req.payload) throw new KeywardError('malformed', 'The orders list is fetched with POST-as-GET');
   const cursor = Number(c.req.query('cursor') ?? '0');
-  if (!Number.isSafeInteger(cursor) || cursor < 0) throw malformed('Bad cursor');
+  if (!Number.isSafeInteger(cursor) || cursor < 0) throw new KeywardError('malformed', 'Bad cursor');
   const now = deps.clock.now();
   const rows = await deps.db
     .selectFrom('acme_orders')

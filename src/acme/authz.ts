@@ -1,12 +1,12 @@
 import type { Context } from 'hono';
 import { sql } from 'kysely';
 
+import { KeywardError } from '../core/errors.ts';
 import type { Db } from '../db/schema.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
-import { malformed, notFound, unauthorized } from './problem.ts';
 import { jsonResponse } from './respond.ts';
 import { type AuthzRow, authzStatus, authzView, type ChallengeRow } from './views.ts';
 
@@ -26,8 +26,9 @@ export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promi
     )
     .where('a.id', '=', id)
     .executeTakeFirst();
-  if (!row) throw notFound('authorization');
-  if (row.account_id !== account.id) throw unauthorized('This authorization belongs to another account');
+  if (!row) throw new KeywardError('notFound', 'No such authorization');
+  if (row.account_id !== account.id)
+    throw new KeywardError('unauthorized', 'This authorization belongs to another account');
   return {
     ...row,
     challenges: row.challenges.map((c) => ({ ...c, validated: c.validated ? new Date(c.validated) : null })),
@@ -50,7 +51,8 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
   let authz = await ownedAuthz(deps.db, account, c.req.param('id')!);
   const p = req.payload;
   if (p && p.status !== undefined) {
-    if (p.status !== 'deactivated') throw malformed('An authorization may only be set to "deactivated"');
+    if (p.status !== 'deactivated')
+      throw new KeywardError('malformed', 'An authorization may only be set to "deactivated"');
     const now = deps.clock.now();
     const current = authz;
     const row = await deps.db.transaction().execute(async (trx) => {
@@ -62,7 +64,11 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
         .where('expires', '>', now)
         .returningAll()
         .executeTakeFirst();
-      if (!row) throw malformed(`The authorization is ${authzStatus(current, now)} and cannot be deactivated`);
+      if (!row)
+        throw new KeywardError(
+          'malformed',
+          `The authorization is ${authzStatus(current, now)} and cannot be deactivated`,
+        );
       await trx
         .updateTable('acme_orders')
         .set({

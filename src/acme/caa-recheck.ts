@@ -1,8 +1,9 @@
-import { type ChallengeKind, checkCaa, type Identifier } from '../validation/index.ts';
+import { addMs } from '../core/clock.ts';
+import { KeywardError, type Subproblem } from '../core/errors.ts';
+import type { AcmeIdentifier } from '../core/identifiers.ts';
+import { type ChallengeKind, checkCaa } from '../validation/index.ts';
 import type { AccountRow } from './account-store.ts';
-import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
-import { AcmeProblem, type Subproblem } from './problem.ts';
 
 /**
  * CAA must have been checked shortly before issuance (the Baseline Requirements say within 8 hours),
@@ -30,7 +31,7 @@ export async function recheckCaa(
     .execute();
   const failures: Subproblem[] = [];
   for (const row of stale) {
-    const id: Identifier = {
+    const id: AcmeIdentifier = {
       type: row.identifier_type,
       value: row.wildcard ? `*.${row.identifier_value}` : row.identifier_value,
     };
@@ -46,16 +47,15 @@ export async function recheckCaa(
     );
     if (!outcome.ok)
       failures.push({
-        type: outcome.problem.type,
+        kind: outcome.problem.type,
         detail: outcome.problem.detail,
         identifier: { type: row.identifier_type, value: row.identifier_value },
       });
   }
   if (failures.length === 0) return;
-  const problem = new AcmeProblem(
+  throw new KeywardError(
     'caa',
     `CAA re-checked at finalize forbids issuance: ${failures.map((f) => f.detail).join('; ')}`,
+    { subproblems: failures },
   );
-  problem.subproblems = failures;
-  throw problem;
 }

@@ -1,15 +1,15 @@
 import type { Context } from 'hono';
 import { sql } from 'kysely';
 
+import { addMs } from '../core/clock.ts';
+import { KeywardError } from '../core/errors.ts';
 import { underLimit } from '../policy/index.ts';
 import type { ChallengeKind } from '../validation/index.ts';
-import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { throwIfLimited } from './limits.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
-import { notFound, unauthorized } from './problem.ts';
 import { jsonResponse, link } from './respond.ts';
 import { type ChallengeRow, challengeView } from './views.ts';
 import { attemptValidation, jobLeaseMs } from './worker.ts';
@@ -63,8 +63,9 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
       found.under_limit OR NOT found.startable AS under_limit, job.id AS job_id, job.deadline AS job_deadline
     FROM found LEFT JOIN started ON true LEFT JOIN job ON true`.execute(deps.db);
   const found = rows[0];
-  if (!found) throw notFound('challenge');
-  if (found.account_id !== account.id) throw unauthorized('This challenge belongs to another account');
+  if (!found) throw new KeywardError('notFound', 'No such challenge');
+  if (found.account_id !== account.id)
+    throw new KeywardError('unauthorized', 'This challenge belongs to another account');
   if (!found.under_limit) {
     throwIfLimited(
       await deps.limits.peek(deps.db, 'failedValidationsPerAccount', account.id, now),

@@ -1,31 +1,31 @@
-import { AcmeProblem, malformed } from './problem.ts';
+import { KeywardError } from '../core/errors.ts';
 
 const MAX_CONTACTS = 10;
 // One addr-spec, dot-atom domain; RFC 8555 §7.3 lets servers refuse what they don't support.
 const ADDR =
   /^[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
 
-/** Validates a `contact` array: mailto: only, one plain address each, no hfields (interop 45). */
+/** Validates a `contact` array: mailto: only, one plain address each, no hfields, as RFC 8555 §7.3 asks for mailto. */
 export function checkContacts(value: unknown): string[] {
   if (!Array.isArray(value) || value.some((v) => typeof v !== 'string'))
-    throw malformed('"contact" must be an array of strings');
+    throw new KeywardError('malformed', '"contact" must be an array of strings');
   const contacts = value as string[];
   if (contacts.length > MAX_CONTACTS)
-    throw new AcmeProblem('invalidContact', `At most ${MAX_CONTACTS} contacts are accepted`);
+    throw new KeywardError('invalidContact', `At most ${MAX_CONTACTS} contacts are accepted`);
   for (const c of contacts) {
     const m = /^mailto:(.*)$/i.exec(c);
     if (!m)
-      throw new AcmeProblem(
+      throw new KeywardError(
         'unsupportedContact',
         `Contact ${JSON.stringify(c)} is not supported; only mailto: URLs are`,
       );
     const addr = m[1]!;
     if (addr.includes('?'))
-      throw new AcmeProblem('invalidContact', `Contact ${JSON.stringify(c)} must not have header fields`);
+      throw new KeywardError('invalidContact', `Contact ${JSON.stringify(c)} must not have header fields`);
     if (addr.includes(',') || addr.includes('%2C') || addr.includes('%2c'))
-      throw new AcmeProblem('invalidContact', `Contact ${JSON.stringify(c)} must hold a single address`);
+      throw new KeywardError('invalidContact', `Contact ${JSON.stringify(c)} must hold a single address`);
     if (!ADDR.test(addr))
-      throw new AcmeProblem('invalidContact', `Contact ${JSON.stringify(c)} is not a valid email address`);
+      throw new KeywardError('invalidContact', `Contact ${JSON.stringify(c)} is not a valid email address`);
   }
   return contacts;
 }

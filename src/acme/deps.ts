@@ -1,11 +1,11 @@
 import { ADMIN_PROFILE } from '../config/load.ts';
 import type { Profile } from '../config/schema.ts';
 import type { AppContext } from '../context.ts';
+import type { Clock } from '../core/clock.ts';
+import type { Logger } from '../core/log.ts';
 import type { Db } from '../db/schema.ts';
-import type { Logger } from '../http/log.ts';
 import type { RateLimiter } from '../policy/index.ts';
 import type { DnsResolver } from '../validation/index.ts';
-import type { AcmeClock } from './clock.ts';
 import type { NonceService } from './nonce.ts';
 import type { AcmeUrls } from './urls.ts';
 
@@ -14,7 +14,7 @@ export interface AcmeDeps {
   ctx: AppContext;
   db: Db;
   log: Logger;
-  clock: AcmeClock;
+  clock: Clock;
   urls: AcmeUrls;
   nonces: NonceService;
   /** Rate limits shared by every replica through the database. */

@@ -1,7 +1,7 @@
 import type { AcmeDeps } from './deps.ts';
 import { offeredProfiles } from './deps.ts';
 
-/** RFC 8555 §7.1.1; meta member types are fixed because clients decode them strictly (interop 5). */
+/** RFC 8555 §7.1.1; meta member types are fixed because clients decode them strictly. */
 export function directoryBody(deps: AcmeDeps): Record<string, unknown> {
   const { urls } = deps;
   const acme = deps.ctx.config.acme;

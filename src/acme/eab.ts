@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 
 import { calculateJwkThumbprint, flattenedVerify } from 'jose';
 
+import { KeywardError } from '../core/errors.ts';
 import type { Db } from '../db/schema.ts';
 import { decodeProtected, parseFlattened, publicJwk } from './jws.ts';
-import { AcmeProblem, malformed, unauthorized } from './problem.ts';
 
 export interface EabKey {
   keyId: string;
@@ -45,35 +45,38 @@ export async function verifyEab(
   const jws = parseFlattened(binding);
   const header = decodeProtected(jws);
   if (typeof header.alg !== 'string' || !MAC_ALGORITHMS.includes(header.alg)) {
-    throw malformed(`externalAccountBinding must use one of ${MAC_ALGORITHMS.join(', ')}`);
+    throw new KeywardError('malformed', `externalAccountBinding must use one of ${MAC_ALGORITHMS.join(', ')}`);
   }
-  if ('nonce' in header) throw malformed('externalAccountBinding must not contain a nonce');
-  if (header.url !== outerUrl) throw malformed('externalAccountBinding "url" must equal the newAccount URL');
-  if (typeof header.kid !== 'string') throw malformed('externalAccountBinding needs a "kid"');
+  if ('nonce' in header) throw new KeywardError('malformed', 'externalAccountBinding must not contain a nonce');
+  if (header.url !== outerUrl)
+    throw new KeywardError('malformed', 'externalAccountBinding "url" must equal the newAccount URL');
+  if (typeof header.kid !== 'string') throw new KeywardError('malformed', 'externalAccountBinding needs a "kid"');
   const row = await db.selectFrom('acme_eab_keys').selectAll().where('key_id', '=', header.kid).executeTakeFirst();
-  if (!row) throw unauthorized('Unknown external account binding key id');
-  if (row.account_id !== null) throw unauthorized('This external account binding key has already been used');
+  if (!row) throw new KeywardError('unauthorized', 'Unknown external account binding key id');
+  if (row.account_id !== null)
+    throw new KeywardError('unauthorized', 'This external account binding key has already been used');
   let payload: Uint8Array;
   try {
     ({ payload } = await flattenedVerify(jws, new Uint8Array(row.hmac_key), { algorithms: [header.alg] }));
   } catch {
-    throw unauthorized('externalAccountBinding MAC is invalid');
+    throw new KeywardError('unauthorized', 'externalAccountBinding MAC is invalid');
   }
   let inner: unknown;
   try {
     inner = JSON.parse(Buffer.from(payload).toString('utf8'));
   } catch {
-    throw malformed('externalAccountBinding payload is not a JWK');
+    throw new KeywardError('malformed', 'externalAccountBinding payload is not a JWK');
   }
   const thumbprint = await calculateJwkThumbprint(publicJwk(inner), 'sha256').catch(() => {
-    throw malformed('externalAccountBinding payload is not a JWK');
+    throw new KeywardError('malformed', 'externalAccountBinding payload is not a JWK');
   });
-  if (thumbprint !== accountThumbprint) throw malformed('externalAccountBinding payload is not the account key');
+  if (thumbprint !== accountThumbprint)
+    throw new KeywardError('malformed', 'externalAccountBinding payload is not the account key');
   return row.key_id;
 }
 
-export function eabRequired(): AcmeProblem {
-  return new AcmeProblem(
+export function eabRequired(): KeywardError {
+  return new KeywardError(
     'externalAccountRequired',
     'This server requires an external account binding for new accounts',
   );

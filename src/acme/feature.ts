@@ -1,11 +1,11 @@
 import { hostname } from 'node:os';
 
 import type { AppContext } from '../context.ts';
-import type { Feature } from '../http/feature.ts';
-import type { Logger } from '../http/log.ts';
+import { type Clock, systemClock } from '../core/clock.ts';
+import type { Feature } from '../core/feature.ts';
+import type { Logger } from '../core/log.ts';
 import { RateLimiter } from '../policy/index.ts';
 import { resolverForConfig } from '../validation/index.ts';
-import { type AcmeClock, systemClock } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { startJanitor } from './janitor.ts';
@@ -15,7 +15,7 @@ import { AcmeUrls } from './urls.ts';
 import { startValidationWorker, validationConfig, type ValidationWorker } from './worker.ts';
 
 export interface AcmeFeatureOptions {
-  clock?: AcmeClock;
+  clock?: Clock;
   /** How often an idle validation worker looks for due jobs. */
   pollMs?: number;
 }
@@ -24,7 +24,7 @@ export interface AcmeFeatureOptions {
 export function createAcmeDeps(
   ctx: AppContext,
   log: Logger,
-  clock: AcmeClock = systemClock,
+  clock: Clock = systemClock,
   kickWorker: () => void = () => {},
 ): AcmeDeps {
   return {

@@ -4,7 +4,7 @@ import type { Context } from 'hono';
 import type { JWK } from 'jose';
 
 import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
-import { CaError } from '../ca/errors.ts';
+import { asKeywardError, KeywardError, problemDocument } from '../core/errors.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
 import { recheckCaa } from './caa-recheck.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -13,10 +13,9 @@ import { requireAccount, verifyRequest } from './jws.ts';
 import { throwIfLimited } from './limits.ts';
 import { claimOrder } from './order-store.ts';
 import { orderResponse, ownedOrder, ownedOrderToFinalize, resolveProfile } from './orders.ts';
-import { AcmeProblem, malformed, toProblem } from './problem.ts';
 import { type OrderRow, orderStatus } from './views.ts';
 
-const badCsr = (detail: string) => new AcmeProblem('badCSR', detail);
+const badCsr = (detail: string) => new KeywardError('badCSR', detail);
 
 /** RFC 8555 §7.4: the CSR must ask for exactly the order's names; the CN, if any, is one of them. */
 function checkNames(csr: ParsedCsr, identifiers: AcmeIdentifierJson[]): void {
@@ -51,7 +50,7 @@ function spkiOfJwk(jwk: JWK): Buffer {
 }
 
 /**
- * Finalize: checks the CSR while the order stays ready (so a bad CSR can be fixed, interop 88),
+ * Finalize: checks the CSR while the order stays ready (so a client can fix a bad CSR and finalize again),
  * then a conditional ready→processing update picks exactly one of concurrent requests to issue.
  */
 export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
@@ -60,20 +59,13 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   const order = await ownedOrderToFinalize(deps.db, account, c.req.param('id')!);
   const now = deps.clock.now();
   const status = orderStatus(order, now);
-  if (status !== 'ready') throw new AcmeProblem('orderNotReady', `Order is ${status}, not ready`);
+  if (status !== 'ready') throw new KeywardError('orderNotReady', `Order is ${status}, not ready`);
   const p = req.payload;
-  if (!p || typeof p.csr !== 'string') throw malformed('finalize needs {"csr": <base64url DER>}');
+  if (!p || typeof p.csr !== 'string') throw new KeywardError('malformed', 'finalize needs {"csr": <base64url DER>}');
   const der = decodeB64url(p.csr);
   if (!der || der.length === 0) throw badCsr('"csr" must be unpadded base64url DER');
   if (der[0] === 0x2d) throw badCsr('"csr" must be DER, not PEM');
-  let csr: ParsedCsr;
-  try {
-    csr = parseCsr(new Uint8Array(der));
-  } catch (err) {
-    if (err instanceof CaError)
-      throw new AcmeProblem(err.code === 'badPublicKey' ? 'badPublicKey' : 'badCSR', err.message);
-    throw err;
-  }
+  const csr = parseCsr(new Uint8Array(der));
   checkNames(csr, order.identifiers);
   const accountSpki = spkiOfJwk(account.jwk as JWK);
   if (
@@ -87,13 +79,13 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   // The profile may have been withdrawn since the order was placed (profiles draft §4).
   const profile = resolveProfile(deps, order.profile);
   if (!profile.keyTypes.includes(csr.keyType)) {
-    throw new AcmeProblem(
+    throw new KeywardError(
       'badPublicKey',
       `Profile ${profile.name} does not accept ${csr.keyType} keys (accepted: ${profile.keyTypes.join(', ')})`,
     );
   }
   if (csr.keyType === 'rsa' && (csr.rsaBits ?? 0) < profile.minRsaBits) {
-    throw new AcmeProblem(
+    throw new KeywardError(
       'badPublicKey',
       `Profile ${profile.name} needs RSA keys of at least ${profile.minRsaBits} bits`,
     );
@@ -102,7 +94,7 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   let lifetimeMs: number | undefined;
   if (order.not_after) {
     lifetimeMs = order.not_after.getTime() - now.getTime();
-    if (lifetimeMs <= 0) throw malformed('The requested notAfter has passed');
+    if (lifetimeMs <= 0) throw new KeywardError('malformed', 'The requested notAfter has passed');
   }
 
   // Counted in the claiming statement: one commit, and a refusal leaves the order ready.
@@ -117,16 +109,16 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     // Only a refusal pays for finding the name and its Retry-After.
     for (const name of names)
       throwIfLimited(await deps.limits.peek(deps.db, 'certificatesPerName', name, now), 'Certificates for this name');
-    const raced = new AcmeProblem('rateLimited', 'Certificates for this name: the limit was reached; retry later');
-    raced.headers['Retry-After'] = '1';
-    throw raced;
+    throw new KeywardError('rateLimited', 'Certificates for this name: the limit was reached; retry later', {
+      retryAfter: 1,
+    });
   }
   if (!claimed) {
     const current = await ownedOrder(deps.db, account, order.id);
-    // Another request won the race: answer with the order as it is now, never ready (interop P3).
+    // Another request won the race: answer with the order as it is now, never ready: a client that sees ready again would finalize twice.
     if (current.status === 'processing' || current.status === 'valid')
       return orderResponse(deps, current, 200, { Location: deps.urls.order(order.id) });
-    throw new AcmeProblem('orderNotReady', `Order is ${orderStatus(current, now)}, not ready`);
+    throw new KeywardError('orderNotReady', `Order is ${orderStatus(current, now)}, not ready`);
   }
 
   const sans = {
@@ -157,7 +149,7 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
       },
     });
   } catch (err) {
-    const prob = toProblem(err);
+    const prob = asKeywardError(err);
     if (prob.status >= 500)
       deps.log.error(
         { err: err instanceof Error ? err.stack : String(err), order: order.id },
@@ -165,7 +157,7 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
       );
     await deps.db
       .updateTable('acme_orders')
-      .set({ status: 'invalid', error: JSON.stringify(prob.toJson()), updated_at: deps.clock.now() })
+      .set({ status: 'invalid', error: JSON.stringify(problemDocument(prob)), updated_at: deps.clock.now() })
       .where('id', '=', order.id)
       .where('status', '=', 'processing')
       .execute();

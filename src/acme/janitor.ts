@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 
+import { addMs } from '../core/clock.ts';
 import { withLease } from '../db/lease.ts';
-import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
 
 const DAY = 86_400_000;

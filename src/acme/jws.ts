@@ -3,10 +3,13 @@ import { constants, createPublicKey, type KeyObject, verify } from 'node:crypto'
 import type { Context } from 'hono';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 
+import { KeywardError } from '../core/errors.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { B64URL, decodeB64url } from './ids.ts';
-import { AcmeProblem, BAD_NONCE_DETAIL, malformed, unauthorized } from './problem.ts';
+
+/** The fixed text acme.sh looks for before it retries (it ignores the type). */
+const BAD_NONCE_DETAIL = 'JWS has an invalid anti-replay nonce';
 
 export const JWS_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'PS256', 'EdDSA'] as const;
 export type JwsAlgorithm = (typeof JWS_ALGORITHMS)[number];
@@ -49,19 +52,21 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 /** Structure of a flattened JWS (RFC 7515 §7.2.2) with the restrictions of RFC 8555 §6.2. */
 export function parseFlattened(value: unknown): FlattenedJws {
-  if (!isRecord(value)) throw malformed('Request body must be a JWS in flattened JSON serialization');
-  if ('signatures' in value) throw malformed('JWS general serialization is not accepted; use flattened JSON');
-  if ('header' in value) throw malformed('JWS unprotected header is not accepted');
+  if (!isRecord(value))
+    throw new KeywardError('malformed', 'Request body must be a JWS in flattened JSON serialization');
+  if ('signatures' in value)
+    throw new KeywardError('malformed', 'JWS general serialization is not accepted; use flattened JSON');
+  if ('header' in value) throw new KeywardError('malformed', 'JWS unprotected header is not accepted');
   const { protected: p, payload, signature } = value;
   if (typeof p !== 'string' || typeof payload !== 'string' || typeof signature !== 'string') {
-    throw malformed('JWS must have string "protected", "payload" and "signature" members');
+    throw new KeywardError('malformed', 'JWS must have string "protected", "payload" and "signature" members');
   }
   for (const [name, part] of [
     ['protected', p],
     ['payload', payload],
     ['signature', signature],
   ] as const) {
-    if (!B64URL.test(part)) throw malformed(`JWS ${name} is not unpadded base64url`);
+    if (!B64URL.test(part)) throw new KeywardError('malformed', `JWS ${name} is not unpadded base64url`);
   }
   return { protected: p, payload, signature };
 }
@@ -74,31 +79,32 @@ export function decodeProtected(jws: FlattenedJws): Record<string, unknown> {
   } catch {
     header = undefined;
   }
-  if (!isRecord(header)) throw malformed('JWS protected header is not a JSON object');
-  if ('b64' in header || 'crit' in header) throw malformed('JWS "b64" and "crit" header parameters are not accepted');
+  if (!isRecord(header)) throw new KeywardError('malformed', 'JWS protected header is not a JSON object');
+  if ('b64' in header || 'crit' in header)
+    throw new KeywardError('malformed', 'JWS "b64" and "crit" header parameters are not accepted');
   return header;
 }
 
 export function checkAlgorithm(alg: unknown): JwsAlgorithm {
   if (typeof alg === 'string' && (JWS_ALGORITHMS as readonly string[]).includes(alg)) return alg as JwsAlgorithm;
-  const p = new AcmeProblem(
+  throw new KeywardError(
     'badSignatureAlgorithm',
     `JWS algorithm ${JSON.stringify(alg)} is not supported; use one of ${JWS_ALGORITHMS.join(', ')}`,
+    { extra: { algorithms: [...JWS_ALGORITHMS] } },
   );
-  p.extra.algorithms = [...JWS_ALGORITHMS];
-  throw p;
 }
 
 /** Only the public members, so what we store and compare is the key and nothing else. */
 export function publicJwk(value: unknown): JWK {
-  if (!isRecord(value) || typeof value.kty !== 'string') throw malformed('"jwk" must be a JSON Web Key');
-  if ('d' in value || 'p' in value || 'k' in value) throw new AcmeProblem('badPublicKey', 'JWK must be a public key');
+  if (!isRecord(value) || typeof value.kty !== 'string')
+    throw new KeywardError('malformed', '"jwk" must be a JSON Web Key');
+  if ('d' in value || 'p' in value || 'k' in value) throw new KeywardError('badPublicKey', 'JWK must be a public key');
   const out: JWK = { kty: value.kty };
   for (const m of ['crv', 'x', 'y', 'n', 'e'] as const) {
     const v = value[m];
     if (v !== undefined) {
       if (typeof v !== 'string' || !B64URL.test(v) || (m !== 'crv' && v.length === 0))
-        throw new AcmeProblem('badPublicKey', `JWK member "${m}" is invalid`);
+        throw new KeywardError('badPublicKey', `JWK member "${m}" is invalid`);
       out[m] = v;
     }
   }
@@ -106,7 +112,7 @@ export function publicJwk(value: unknown): JWK {
 }
 
 function checkKeyForAlg(jwk: JWK, alg: JwsAlgorithm): void {
-  const bad = (detail: string) => new AcmeProblem('badPublicKey', detail);
+  const bad = (detail: string) => new KeywardError('badPublicKey', detail);
   if (alg.startsWith('ES')) {
     if (jwk.kty !== 'EC' || jwk.crv !== EC_CURVE[alg]) throw bad(`${alg} needs an EC key on ${EC_CURVE[alg]}`);
   } else if (alg === 'EdDSA') {
@@ -178,23 +184,23 @@ export async function verifySignature(
   try {
     key = importCached(jwk);
   } catch {
-    throw new AcmeProblem('badPublicKey', 'JWK could not be imported');
+    throw new KeywardError('badPublicKey', 'JWK could not be imported');
   }
   let valid: boolean;
   try {
     valid = verifyJws(jws, alg, key);
   } catch (err) {
-    throw malformed(`JWS could not be verified: ${(err as Error).message}`);
+    throw new KeywardError('malformed', `JWS could not be verified: ${(err as Error).message}`);
   }
-  if (!valid) throw malformed('JWS signature is invalid');
+  if (!valid) throw new KeywardError('malformed', 'JWS signature is invalid');
   if (jws.payload.length === 0) return undefined;
   let payload: unknown;
   try {
     payload = JSON.parse(Buffer.from(jws.payload, 'base64url').toString('utf8'));
   } catch {
-    throw malformed('JWS payload is not JSON');
+    throw new KeywardError('malformed', 'JWS payload is not JSON');
   }
-  if (!isRecord(payload)) throw malformed('JWS payload must be a JSON object');
+  if (!isRecord(payload)) throw new KeywardError('malformed', 'JWS payload must be a JSON object');
   return payload;
 }
 
@@ -207,16 +213,16 @@ export function expectedUrl(c: Context, deps: AcmeDeps): string {
 async function readBody(c: Context, max: number): Promise<unknown> {
   const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/jose+json') {
-    throw new AcmeProblem('malformed', 'Content-Type must be application/jose+json', 415);
+    throw new KeywardError('unsupportedMediaType', 'Content-Type must be application/jose+json');
   }
   const declared = Number(c.req.header('content-length') ?? '0');
-  if (declared > max) throw new AcmeProblem('malformed', `Request body is larger than ${max} bytes`, 413);
+  if (declared > max) throw new KeywardError('payloadTooLarge', `Request body is larger than ${max} bytes`);
   const buf = Buffer.from(await c.req.arrayBuffer());
-  if (buf.length > max) throw new AcmeProblem('malformed', `Request body is larger than ${max} bytes`, 413);
+  if (buf.length > max) throw new KeywardError('payloadTooLarge', `Request body is larger than ${max} bytes`);
   try {
     return JSON.parse(buf.toString('utf8'));
   } catch {
-    throw malformed('Request body is not JSON');
+    throw new KeywardError('malformed', 'Request body is not JSON');
   }
 }
 
@@ -230,17 +236,19 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
   const jws = parseFlattened(await readBody(c, deps.ctx.config.acme.maxRequestBytes));
   const header = decodeProtected(jws);
   const alg = checkAlgorithm(header.alg);
-  if (typeof header.url !== 'string') throw malformed('JWS protected header must contain "url"');
-  if (header.nonce === undefined) throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: the JWS has no nonce`);
+  if (typeof header.url !== 'string') throw new KeywardError('malformed', 'JWS protected header must contain "url"');
+  if (header.nonce === undefined) throw new KeywardError('badNonce', `${BAD_NONCE_DETAIL}: the JWS has no nonce`);
   if (typeof header.nonce !== 'string')
-    throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: the nonce is not a string`);
+    throw new KeywardError('badNonce', `${BAD_NONCE_DETAIL}: the nonce is not a string`);
   const hasJwk = header.jwk !== undefined;
   const hasKid = header.kid !== undefined;
-  if (hasJwk === hasKid) throw malformed('JWS protected header must contain exactly one of "jwk" and "kid"');
-  if (mode === 'kid' && hasJwk) throw malformed('This resource requires a "kid" (the account URL), not a "jwk"');
-  if (mode === 'jwk' && hasKid) throw malformed('This resource requires a "jwk", not a "kid"');
+  if (hasJwk === hasKid)
+    throw new KeywardError('malformed', 'JWS protected header must contain exactly one of "jwk" and "kid"');
+  if (mode === 'kid' && hasJwk)
+    throw new KeywardError('malformed', 'This resource requires a "kid" (the account URL), not a "jwk"');
+  if (mode === 'jwk' && hasKid) throw new KeywardError('malformed', 'This resource requires a "jwk", not a "kid"');
 
-  if (hasKid && typeof header.kid !== 'string') throw malformed('"kid" must be a string');
+  if (hasKid && typeof header.kid !== 'string') throw new KeywardError('malformed', '"kid" must be a string');
   const accountId = hasKid ? deps.urls.accountId(header.kid as string) : undefined;
   // One round trip spends the nonce and loads the account; a request that then fails a check has
   // still used its nonce, as it would have on any other error.
@@ -248,7 +256,7 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
   let jwk: JWK;
   if (hasKid) {
     if (!account)
-      throw new AcmeProblem(
+      throw new KeywardError(
         'accountDoesNotExist',
         `No account at ${JSON.stringify(header.kid)}; "kid" must be the account URL`,
       );
@@ -259,14 +267,15 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
   const payload = await verifySignature(jws, alg, jwk);
 
   if (header.url !== expectedUrl(c, deps)) {
-    throw unauthorized(
+    throw new KeywardError(
+      'unauthorized',
       `JWS "url" ${JSON.stringify(header.url)} does not match the request URL ${expectedUrl(c, deps)}`,
     );
   }
   if (!fresh) {
-    throw new AcmeProblem('badNonce', `${BAD_NONCE_DETAIL}: it is unknown, expired or already used`);
+    throw new KeywardError('badNonce', `${BAD_NONCE_DETAIL}: it is unknown, expired or already used`);
   }
-  if (account && account.status !== 'valid') throw unauthorized(`Account is ${account.status}`);
+  if (account && account.status !== 'valid') throw new KeywardError('unauthorized', `Account is ${account.status}`);
   // The account row keeps its key's thumbprint; only jwk requests need it computed.
   const thumbprint = account ? account.key_thumbprint : await calculateJwkThumbprint(jwk, 'sha256');
   return { header: { ...header, alg, url: header.url } as ProtectedHeader, payload, jwk, thumbprint, account };
@@ -274,6 +283,6 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
 
 /** For endpoints that only accept kid requests. */
 export function requireAccount(req: Pick<VerifiedRequest, 'account'>): AccountRow {
-  if (!req.account) throw malformed('This resource requires a "kid"');
+  if (!req.account) throw new KeywardError('malformed', 'This resource requires a "kid"');
   return req.account;
 }

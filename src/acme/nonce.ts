@@ -2,10 +2,10 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
 import { sql } from 'kysely';
 
+import type { Clock } from '../core/clock.ts';
 import { GroupCommit } from '../db/group-commit.ts';
 import type { Db } from '../db/schema.ts';
 import { accountById, type AccountRow } from './account-store.ts';
-import type { AcmeClock } from './clock.ts';
 import { B64URL } from './ids.ts';
 
 const SECRET_NAME = 'nonce-mac';
@@ -44,7 +44,7 @@ export class NonceService {
   constructor(
     private readonly db: Db,
     private readonly lifetimeMs: number,
-    private readonly clock: AcmeClock,
+    private readonly clock: Clock,
   ) {
     this.spends = new GroupCommit((items) => this.spend(items));
   }

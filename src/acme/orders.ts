@@ -2,16 +2,16 @@ import type { Context } from 'hono';
 import { sql } from 'kysely';
 
 import type { Profile } from '../config/schema.ts';
+import { addMs } from '../core/clock.ts';
+import { KeywardError } from '../core/errors.ts';
 import type { Db } from '../db/schema.ts';
 import type { AccountRow } from './account-store.ts';
-import { addMs } from './clock.ts';
 import { type AcmeDeps, offeredProfiles } from './deps.ts';
 import { checkIdentifiers } from './identifiers.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { enforceNamePolicy, throwIfLimited } from './limits.ts';
 import { insertOrder } from './order-store.ts';
-import { AcmeProblem, malformed, notFound, unauthorized } from './problem.ts';
 import { checkReplaces } from './replaces.ts';
 import { jsonResponse } from './respond.ts';
 import { type OrderRow, orderStatus, orderView } from './views.ts';
@@ -27,8 +27,8 @@ const authzIdsOf = sql<
 >`ARRAY(SELECT authz_id FROM acme_order_authzs oa WHERE oa.order_id = o.id ORDER BY position)`;
 
 function owned<T extends { account_id: string }>(order: T | undefined, account: AccountRow): T {
-  if (!order) throw notFound('order');
-  if (order.account_id !== account.id) throw unauthorized('This order belongs to another account');
+  if (!order) throw new KeywardError('notFound', 'No such order');
+  if (order.account_id !== account.id) throw new KeywardError('unauthorized', 'This order belongs to another account');
   return order;
 }
 
@@ -80,10 +80,10 @@ export function orderResponse(
 
 export function resolveProfile(deps: AcmeDeps, requested: unknown): Profile {
   const name = requested === undefined ? deps.ctx.config.acme.defaultProfile : requested;
-  if (typeof name !== 'string') throw malformed('"profile" must be a string');
+  if (typeof name !== 'string') throw new KeywardError('malformed', '"profile" must be a string');
   const profile = offeredProfiles(deps).find((p) => p.name === name);
   if (!profile) {
-    throw new AcmeProblem(
+    throw new KeywardError(
       'invalidProfile',
       `Profile ${JSON.stringify(name)} is not offered (one of: ${offeredProfiles(deps)
         .map((p) => p.name)
@@ -95,10 +95,10 @@ export function resolveProfile(deps: AcmeDeps, requested: unknown): Profile {
 
 function parseTime(value: unknown, field: string): Date {
   if (typeof value !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(value)) {
-    throw malformed(`"${field}" must be an RFC 3339 timestamp`);
+    throw new KeywardError('malformed', `"${field}" must be an RFC 3339 timestamp`);
   }
   const d = new Date(value);
-  if (Number.isNaN(d.getTime())) throw malformed(`"${field}" must be an RFC 3339 timestamp`);
+  if (Number.isNaN(d.getTime())) throw new KeywardError('malformed', `"${field}" must be an RFC 3339 timestamp`);
   return d;
 }
 
@@ -107,30 +107,32 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'kid');
   const account = requireAccount(req);
   const p = req.payload;
-  if (!p) throw malformed('newOrder needs a JSON object payload');
+  if (!p) throw new KeywardError('malformed', 'newOrder needs a JSON object payload');
   const acme = deps.ctx.config.acme;
   const identifiers = checkIdentifiers(p.identifiers, acme.maxIdentifiersPerOrder);
   const profile = resolveProfile(deps, p.profile);
   for (const id of identifiers) {
     if (!profile.sanTypes.includes(id.type)) {
-      throw new AcmeProblem(
+      throw new KeywardError(
         'rejectedIdentifier',
         `Profile ${profile.name} does not certify ${id.type} identifiers such as ${id.value}`,
       );
     }
   }
   if (identifiers.length > profile.maxNames)
-    throw new AcmeProblem('rejectedIdentifier', `Profile ${profile.name} allows at most ${profile.maxNames} names`);
+    throw new KeywardError('rejectedIdentifier', `Profile ${profile.name} allows at most ${profile.maxNames} names`);
   await enforceNamePolicy(deps, account, identifiers);
   const now = deps.clock.now();
   // The CA back-dates notBefore itself, so a requested notBefore could not be honoured exactly.
-  if (p.notBefore !== undefined) throw malformed('"notBefore" is not supported; certificates are valid from issuance');
+  if (p.notBefore !== undefined)
+    throw new KeywardError('malformed', '"notBefore" is not supported; certificates are valid from issuance');
   let notAfter: Date | null = null;
   if (p.notAfter !== undefined) {
     notAfter = parseTime(p.notAfter, 'notAfter');
-    if (notAfter <= now) throw malformed('"notAfter" must be in the future');
+    if (notAfter <= now) throw new KeywardError('malformed', '"notAfter" must be in the future');
     if (notAfter.getTime() - now.getTime() > profile.maxLifetime) {
-      throw malformed(
+      throw new KeywardError(
+        'malformed',
         `"notAfter" is beyond the longest lifetime of profile ${profile.name} (${Math.floor(profile.maxLifetime / 1000)} s)`,
       );
     }

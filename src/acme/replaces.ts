@@ -1,8 +1,9 @@
+import { KeywardError } from '../core/errors.ts';
+import { serialFromBytes } from '../core/serial.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { decodeB64url } from './ids.ts';
-import { AcmeProblem, malformed, unauthorized } from './problem.ts';
 
 /**
  * RFC 9773 §5: `replaces` names a certificate of this account (by ARI CertID) that shares a name
@@ -14,23 +15,24 @@ export async function checkReplaces(
   identifiers: AcmeIdentifierJson[],
   value: unknown,
 ): Promise<string> {
-  if (typeof value !== 'string') throw malformed('"replaces" must be a string');
+  if (typeof value !== 'string') throw new KeywardError('malformed', '"replaces" must be a string');
   const parts = value.split('.');
   const aki = parts.length === 2 ? decodeB64url(parts[0]!) : null;
   const serialBytes = parts.length === 2 ? decodeB64url(parts[1]!) : null;
   if (!aki || !serialBytes || aki.length === 0 || serialBytes.length === 0)
-    throw malformed('"replaces" is not an ARI certificate identifier');
-  const serial = serialBytes.toString('hex').replace(/^0+(?=.)/, '');
+    throw new KeywardError('malformed', '"replaces" is not an ARI certificate identifier');
+  const serial = serialFromBytes(serialBytes);
   const cert = await deps.db
     .selectFrom('certificates')
     .select(['serial', 'requester', 'sans'])
     .where('serial', '=', serial)
     .executeTakeFirst();
-  if (!cert) throw malformed('"replaces" names a certificate this CA did not issue');
-  if (cert.requester !== `acme:${account.id}`) throw unauthorized('"replaces" names a certificate of another account');
+  if (!cert) throw new KeywardError('malformed', '"replaces" names a certificate this CA did not issue');
+  if (cert.requester !== `acme:${account.id}`)
+    throw new KeywardError('unauthorized', '"replaces" names a certificate of another account');
   const names = new Set([...cert.sans.dns.map((n) => `dns:${n}`), ...cert.sans.ip.map((n) => `ip:${n}`)]);
   if (!identifiers.some((id) => names.has(`${id.type}:${id.value}`)))
-    throw malformed('The order shares no identifier with the certificate it replaces');
+    throw new KeywardError('malformed', 'The order shares no identifier with the certificate it replaces');
   const taken = await deps.db
     .selectFrom('acme_orders')
     .select('id')
@@ -38,10 +40,9 @@ export async function checkReplaces(
     .where('status', '!=', 'invalid')
     .executeTakeFirst();
   if (taken)
-    throw new AcmeProblem(
+    throw new KeywardError(
       'alreadyReplaced',
       `Certificate ${value} has already been replaced by ${deps.urls.order(taken.id)}`,
-      409,
     );
   return value;
 }

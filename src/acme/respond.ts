@@ -1,13 +1,14 @@
-import type { Context } from 'hono';
+import type { MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 
+import { asKeywardError, kindSpec } from '../core/errors.ts';
 import { events } from '../core/events.ts';
 import type { AcmeDeps } from './deps.ts';
-import { type AcmeProblem, toProblem } from './problem.ts';
+import { ACME_PREFIX } from './urls.ts';
 
 export type HeaderMap = Record<string, string | string[]>;
 
-/** `<url>;rel="name"` exactly: several clients match this with strict regexes (interop P9). */
+/** `<url>;rel="name"` exactly: several clients match this with strict regexes. */
 export const link = (url: string, rel: string): string => `<${url}>;rel="${rel}"`;
 
 function build(body: BodyInit | null, status: number, contentType: string | undefined, headers: HeaderMap): Response {
@@ -31,41 +32,29 @@ export function rawResponse(body: string, contentType: string, headers: HeaderMa
   return build(body, 200, contentType, headers);
 }
 
-export function problemResponse(p: AcmeProblem): Response {
-  return build(JSON.stringify(p.toJson()), p.status, 'application/problem+json', p.headers);
-}
-
 const EXPOSED = 'Link, Replay-Nonce, Location, Retry-After';
 
 /**
- * Wraps an ACME handler: errors become problem documents, and every answer carries a fresh nonce
+ * Every ACME answer, refusals included (they come from the app's onError), carries a fresh nonce
  * (RFC 8555 §6.5: clients such as certbot fail without one), the index link and CORS headers.
  */
-export function acmeRoute(deps: AcmeDeps, handler: (c: Context) => Promise<Response>, opts: { index?: boolean } = {}) {
-  return async (c: Context): Promise<Response> => {
-    let res: Response;
-    let problem: string | undefined;
+export function acmeHeaders(deps: Pick<AcmeDeps, 'nonces' | 'urls' | 'log'>): MiddlewareHandler {
+  return async (c, next) => {
+    await next();
+    const path = c.req.path;
+    // RFC 9773 renewal information is read with plain GETs and needs no nonce.
+    if (path.startsWith(`${ACME_PREFIX}/renewal-info`)) return;
+    const headers = c.res.headers;
     try {
-      res = await handler(c);
-    } catch (err) {
-      const p = toProblem(err);
-      problem = p.type;
-      if (p.status >= 500)
-        deps.log.error(
-          { err: err instanceof Error ? (err.stack ?? err.message) : String(err), path: c.req.path },
-          'ACME request failed',
-        );
-      res = problemResponse(p);
-    }
-    try {
-      res.headers.set('Replay-Nonce', await deps.nonces.issue());
+      headers.set('Replay-Nonce', await deps.nonces.issue());
     } catch (err) {
       deps.log.error({ err: (err as Error).message }, 'could not issue a nonce');
     }
-    if (opts.index !== false) res.headers.append('Link', link(deps.urls.directory(), 'index'));
-    res.headers.set('Access-Control-Allow-Origin', '*');
-    res.headers.set('Access-Control-Expose-Headers', EXPOSED);
+    if (path !== `${ACME_PREFIX}/directory`) headers.append('Link', link(deps.urls.directory(), 'index'));
+    headers.set('Access-Control-Allow-Origin', '*');
+    headers.set('Access-Control-Expose-Headers', EXPOSED);
+    const problem = c.error === undefined ? undefined : kindSpec(asKeywardError(c.error).kind).acme;
+    // After next(), the route index is the handler's, so this names the resource, not `/acme/*`.
     events.acmeRequest.publish({ resource: routePath(c).replace(/^\/acme\//, ''), problem });
-    return res;
   };
 }

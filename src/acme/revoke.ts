@@ -3,19 +3,20 @@ import { createHash, createPublicKey, type JsonWebKey } from 'node:crypto';
 import type { Context } from 'hono';
 
 import { x509 } from '../ca/x509.ts';
+import { KeywardError } from '../core/errors.ts';
+import { normalizeSerial } from '../core/serial.ts';
 import type { CertificateRow } from '../db/schema.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { decodeB64url } from './ids.ts';
 import { verifyRequest } from './jws.ts';
-import { AcmeProblem, malformed, unauthorized } from './problem.ts';
 import { emptyResponse } from './respond.ts';
 
 function serialOf(der: Buffer): string {
   try {
-    return new x509.X509Certificate(new Uint8Array(der)).serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
+    return normalizeSerial(new x509.X509Certificate(new Uint8Array(der)).serialNumber);
   } catch {
-    throw malformed('"certificate" is not a DER X.509 certificate');
+    throw new KeywardError('malformed', '"certificate" is not a DER X.509 certificate');
   }
 }
 
@@ -49,31 +50,35 @@ async function authorizedForAllNames(deps: AcmeDeps, account: AccountRow, cert: 
 export async function revokeCert(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'either');
   const p = req.payload;
-  if (!p || typeof p.certificate !== 'string') throw malformed('revokeCert needs {"certificate": <base64url DER>}');
+  if (!p || typeof p.certificate !== 'string')
+    throw new KeywardError('malformed', 'revokeCert needs {"certificate": <base64url DER>}');
   const der = decodeB64url(p.certificate);
-  if (!der || der.length === 0) throw malformed('"certificate" must be unpadded base64url DER');
+  if (!der || der.length === 0) throw new KeywardError('malformed', '"certificate" must be unpadded base64url DER');
   let reason = 0;
   if (p.reason !== undefined) {
     if (typeof p.reason !== 'number' || !Number.isInteger(p.reason))
-      throw new AcmeProblem('badRevocationReason', '"reason" must be an integer reason code');
+      throw new KeywardError('badRevocationReason', '"reason" must be an integer reason code');
     reason = p.reason;
   }
   const serial = serialOf(der);
   const row = await deps.db.selectFrom('certificates').selectAll().where('serial', '=', serial).executeTakeFirst();
   if (!row || !Buffer.from(row.der).equals(der))
-    throw new AcmeProblem('malformed', 'This CA did not issue that certificate', 404);
+    throw new KeywardError('notFound', 'This CA did not issue that certificate');
 
   let requester: string;
   if (req.account) {
     const mine = row.requester === `acme:${req.account.id}`;
     if (!mine && !(await authorizedForAllNames(deps, req.account, row))) {
-      throw unauthorized('The account neither ordered this certificate nor holds authorizations for all its names');
+      throw new KeywardError(
+        'unauthorized',
+        'The account neither ordered this certificate nor holds authorizations for all its names',
+      );
     }
     requester = `acme:${req.account.id}`;
   } else {
     const spki = createPublicKey({ key: req.jwk as JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'der' });
     if (!createHash('sha256').update(spki).digest().equals(Buffer.from(row.spki_sha256))) {
-      throw unauthorized('The JWS is not signed by the key of this certificate');
+      throw new KeywardError('unauthorized', 'The JWS is not signed by the key of this certificate');
     }
     requester = 'acme:certificate-key';
   }

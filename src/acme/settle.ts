@@ -1,8 +1,8 @@
 import { sql } from 'kysely';
 
+import { addMs } from '../core/clock.ts';
 import type { AcmeProblemJson } from '../db/acme-schema.ts';
 import { countHit } from '../policy/index.ts';
-import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
 import type { ChallengeRow } from './views.ts';
 

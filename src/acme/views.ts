@@ -1,5 +1,6 @@
 import type { Selectable } from 'kysely';
 
+import { ACME_ERROR_PREFIX } from '../core/errors.ts';
 import type {
   AcmeAuthzsTable,
   AcmeAuthzStatus,
@@ -9,7 +10,6 @@ import type {
   AcmeProblemJson,
 } from '../db/acme-schema.ts';
 import type { AccountRow } from './account-store.ts';
-import { ACME_ERROR_PREFIX } from './problem.ts';
 import type { AcmeUrls } from './urls.ts';
 
 export type OrderRow = Selectable<AcmeOrdersTable>;
@@ -49,7 +49,7 @@ export function orderView(urls: AcmeUrls, o: OrderRow, authzIds: string[], now: 
 
 /**
  * An expired pending authorization reads as invalid: certbot's status enum has no "expired" and
- * x/crypto waits forever on unknown states (interop 74, P23); an expired valid one is "expired".
+ * x/crypto waits forever on unknown states; an expired valid one is "expired".
  */
 export function authzStatus(a: AuthzRow, now: Date): AcmeAuthzStatus {
   if (a.expires > now) return a.status;

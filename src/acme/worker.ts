@@ -1,13 +1,14 @@
 import { sql } from 'kysely';
 
 import type { ParsedConfig } from '../config/schema.ts';
+import { addMs } from '../core/clock.ts';
+import { KeywardError, problemDocument } from '../core/errors.ts';
 import { events } from '../core/events.ts';
+import type { AcmeIdentifier } from '../core/identifiers.ts';
 import type { AcmeProblemJson } from '../db/acme-schema.ts';
-import type { ChallengeKind, Identifier, ValidationConfig, ValidationProblem } from '../validation/index.ts';
+import type { ChallengeKind, ValidationConfig, ValidationProblem } from '../validation/index.ts';
 import { checkCaa, validateChallenge } from '../validation/index.ts';
-import { addMs } from './clock.ts';
 import type { AcmeDeps } from './deps.ts';
-import { ACME_ERROR_PREFIX } from './problem.ts';
 import { scheduleRetry, settleInvalid, settleValid } from './settle.ts';
 import type { ChallengeRow } from './views.ts';
 
@@ -43,7 +44,7 @@ export function validationConfig(v: ParsedConfig['validation']): ValidationConfi
 }
 
 function problemJson(p: ValidationProblem): AcmeProblemJson {
-  return { type: ACME_ERROR_PREFIX + p.type, detail: p.detail, status: p.type === 'unauthorized' ? 403 : 400 };
+  return problemDocument(new KeywardError(p.type, p.detail));
 }
 
 /**
@@ -87,7 +88,7 @@ export interface ChallengeCheck {
   token: string;
   thumbprint: string;
   /** The identifier as validated: `*.` in front for a wildcard authorization. */
-  identifier: Identifier;
+  identifier: AcmeIdentifier;
   wildcard: boolean;
   attempts: number;
   deadline: Date;

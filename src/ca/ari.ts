@@ -1,5 +1,7 @@
 import { sql } from 'kysely';
 
+import { KeywardError } from '../core/errors.ts';
+import { serialFromBytes } from '../core/serial.ts';
 import type { Db } from '../db/schema.ts';
 import { bytesEqual, readIssuerCertificate } from './ocsp-signer-cert.ts';
 
@@ -11,9 +13,8 @@ import { bytesEqual, readIssuerCertificate } from './ocsp-signer-cert.ts';
  * renews at once.
  */
 
-export class AriRequestError extends Error {
-  override readonly name = 'AriRequestError';
-}
+/** A certID that is not one (RFC 9773 §4.1): malformed. */
+const invalid = (detail: string) => new KeywardError('malformed', `invalid certID: ${detail}`);
 
 export interface RenewalInfo {
   suggestedWindow: { start: string; end: string };
@@ -30,29 +31,26 @@ const B64URL = /^[A-Za-z0-9_-]+$/;
 
 function decodePart(part: string, what: string): Uint8Array {
   // Unpadded base64url only (RFC 9773 4.1 / RFC 8555 section 6.1); a length of 1 mod 4 is no encoding at all.
-  if (!B64URL.test(part) || part.length % 4 === 1) throw new AriRequestError(`${what} is not unpadded base64url`);
+  if (!B64URL.test(part) || part.length % 4 === 1) throw invalid(`${what} is not unpadded base64url`);
   const bytes = new Uint8Array(Buffer.from(part, 'base64url'));
   // Non-canonical trailing bits would let two strings name one certificate; refuse them.
-  if (Buffer.from(bytes).toString('base64url') !== part)
-    throw new AriRequestError(`${what} is not canonical base64url`);
+  if (Buffer.from(bytes).toString('base64url') !== part) throw invalid(`${what} is not canonical base64url`);
   return bytes;
 }
 
 export function parseAriCertId(text: string): AriCertId {
   const parts = text.split('.');
-  if (parts.length !== 2) throw new AriRequestError('certID must be two base64url parts joined by "."');
+  if (parts.length !== 2) throw invalid('certID must be two base64url parts joined by "."');
   const keyIdentifier = decodePart(parts[0]!, 'the key identifier');
   const serialDer = decodePart(parts[1]!, 'the serial number');
-  if (keyIdentifier.length === 0 || keyIdentifier.length > 64) throw new AriRequestError('bad key identifier length');
-  if (serialDer.length === 0 || serialDer.length > 21) throw new AriRequestError('bad serial number length');
-  if ((serialDer[0]! & 0x80) !== 0) throw new AriRequestError('the serial number is negative');
+  if (keyIdentifier.length === 0 || keyIdentifier.length > 64) throw invalid('bad key identifier length');
+  if (serialDer.length === 0 || serialDer.length > 21) throw invalid('bad serial number length');
+  if ((serialDer[0]! & 0x80) !== 0) throw invalid('the serial number is negative');
   if (serialDer.length > 1 && serialDer[0] === 0 && (serialDer[1]! & 0x80) === 0) {
-    throw new AriRequestError('the serial number is not minimally encoded (DER INTEGER content octets)');
+    throw invalid('the serial number is not minimally encoded (DER INTEGER content octets)');
   }
-  const serial = Buffer.from(serialDer)
-    .toString('hex')
-    .replace(/^0+(?=.)/, '');
-  if (serial === '0') throw new AriRequestError('the serial number must be positive');
+  const serial = serialFromBytes(serialDer);
+  if (serial === '0') throw invalid('the serial number must be positive');
   return { keyIdentifier, serial };
 }
 

@@ -3,19 +3,22 @@ import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 
 import type { CaKeyType, Profile, SubjectKeyType } from '../config/schema.ts';
+import { type Clock, systemClock } from '../core/clock.ts';
+import { KeywardError } from '../core/errors.ts';
 import { events } from '../core/events.ts';
-import type { CertificateRow, Db, Executor, IssuerRow, SanSet } from '../db/schema.ts';
+import type { SanSet } from '../core/identifiers.ts';
+import { normalizeSerial } from '../core/serial.ts';
+import type { CertificateRow, Db, Executor, IssuerRow } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import type { NameConstraintsSpec } from './cert-builder.ts';
 import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
-import { CaError } from './errors.ts';
 import { checkNameConstraints, type NameConstraints, nameConstraintsOf } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
 import { toPem } from './pem.ts';
 import { checkAgainstProfile } from './profile-check.ts';
 import { type Revocation, revokeCertificate } from './revocation.ts';
 import { caIssuersUrl, crlUrl, isPassiveRevocation, ocspUrl, shardFor } from './revocation-urls.ts';
-import { normalizeSerial, randomSerial } from './serial.ts';
+import { randomSerial } from './serial.ts';
 import { x509 } from './x509.ts';
 
 const EKU_OIDS: Record<Profile['extKeyUsages'][number], string> = {
@@ -69,12 +72,6 @@ export interface IssuedCertificate {
   chainPem: string;
 }
 
-export interface Clock {
-  now(): Date;
-}
-
-const systemClock: Clock = { now: () => new Date() };
-
 /** What leaf certificates need to point relying parties at revocation information. */
 export interface LeafRevocationSettings {
   /** Public base URL of the plain HTTP listener (no trailing slash). */
@@ -120,7 +117,7 @@ export class CertificateAuthority {
       const inter0 = existing.find((i) => i.kind === 'intermediate' && i.active);
       if (root0 && inter0) return { created: false, root: root0, intermediate: inter0 };
       if (root0 || inter0)
-        throw new CaError(
+        throw new KeywardError(
           'notInitialized',
           'the CA is half initialised (a root without an intermediate); restore the database',
         );
@@ -194,7 +191,7 @@ export class CertificateAuthority {
         .where('active', '=', true)
         .orderBy('created_at', 'desc')
         .executeTakeFirst();
-      if (!row) throw new CaError('notInitialized', 'the CA has no active intermediate; run `keyward init`');
+      if (!row) throw new KeywardError('notInitialized', 'the CA has no active intermediate; run `keyward init`');
       const signer = await this.kms.signer(row.key_id, 'sign-certificate', 'keyward');
       return {
         row,
@@ -216,11 +213,13 @@ export class CertificateAuthority {
     const started = performance.now();
     const profile = this.profiles.get(req.profile);
     if (!profile)
-      throw new CaError(
+      throw new KeywardError(
         'invalidProfile',
         `unknown profile "${req.profile}" (known: ${[...this.profiles.keys()].join(', ')})`,
       );
-    const sans = normalizeSans(req.sans);
+    // The core's own check is syntax only (single labels included, for the server's own name);
+    // which names a requester may have is decided before a request gets here.
+    const sans = normalizeSans(req.sans, { singleLabel: true });
     const lifetimeMs = req.lifetimeMs ?? profile.defaultLifetime;
     checkAgainstProfile(profile, { type: req.keyType, bits: req.rsaBits }, sans, lifetimeMs);
     const issuer = await this.activeIssuer();
@@ -230,7 +229,7 @@ export class CertificateAuthority {
     const notBefore = new Date(now.getTime() - BACKDATE_MS);
     const notAfter = new Date(now.getTime() + lifetimeMs);
     if (notAfter > issuer.row.not_after)
-      throw new CaError(
+      throw new KeywardError(
         'malformed',
         `the certificate would outlive its issuer (until ${issuer.row.not_after.toISOString()})`,
       );
@@ -270,7 +269,7 @@ export class CertificateAuthority {
       WHERE NOT EXISTS (SELECT 1 FROM blocked_keys WHERE spki_sha256 = ${spkiSha256})
       RETURNING serial`.execute(this.db);
     if (reserved.length === 0) {
-      throw new CaError(
+      throw new KeywardError(
         'badPublicKey',
         'this public key belongs to a certificate revoked for keyCompromise and may not be certified again',
       );
@@ -323,7 +322,7 @@ export class CertificateAuthority {
       .selectAll()
       .where('serial', '=', normalizeSerial(serial))
       .executeTakeFirst();
-    if (!row) throw new CaError('notFound', `no certificate with serial ${serial}`);
+    if (!row) throw new KeywardError('notFound', `no certificate with serial ${serial}`);
     return row;
   }
 

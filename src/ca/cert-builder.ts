@@ -2,6 +2,8 @@ import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 
 import * as asn1js from 'asn1js';
 
+import { sanCount, type SanSet } from '../core/identifiers.ts';
+import { parseIp } from '../core/ip.ts';
 import type { SignatureAlgorithm, SignContext, Signer } from '../kms/signer.ts';
 import {
   bitString,
@@ -23,20 +25,9 @@ import {
   unsignedIntegerContent,
   valueOf,
 } from './der.ts';
-import {
-  encodeDnsName,
-  encodeGeneralNames,
-  encodeUri,
-  GN_TAG,
-  NameError,
-  sanCount,
-  type SubjectAltNames,
-} from './general-names.ts';
-import { parseIp } from './ip.ts';
+import { encodeDnsName, encodeGeneralNames, encodeUri, GN_TAG, NameError } from './general-names.ts';
 import { OID } from './oids.ts';
 import { inspectSpki, type KeyType, SpkiError } from './spki.ts';
-
-export type { SubjectAltNames } from './general-names.ts';
 
 /** A certificate request the signing core refuses to sign (a hard limit, or malformed input). */
 export class CertBuildError extends Error {
@@ -52,7 +43,7 @@ export interface LeafSpec {
   subjectPublicKeyInfo: Uint8Array;
   /** Subject CN. Without it the subject is empty and the SAN extension critical (RFC 5280 4.2.1.6). */
   commonName?: string;
-  sans: SubjectAltNames;
+  sans: SanSet;
   /** Extended key usage OIDs, in the order they should appear. */
   extKeyUsages: string[];
   /** Adds keyEncipherment to KeyUsage; only valid for RSA subject keys. */

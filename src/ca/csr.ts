@@ -1,22 +1,12 @@
 import { createPublicKey, type KeyObject, verify } from 'node:crypto';
 
+import { KeywardError } from '../core/errors.ts';
+import { emptySans, type SanSet } from '../core/identifiers.ts';
+import { formatIp } from '../core/ip.ts';
 import { children, decodeOid, DerError, expectTag, oid, rawOf, readWhole, TAG, type Tlv, valueOf } from './der.ts';
-import { CaError } from './errors.ts';
-import { GN_TAG, type SubjectAltNames } from './general-names.ts';
-import { formatIp } from './ip.ts';
+import { GN_TAG } from './general-names.ts';
 import { OID } from './oids.ts';
 import { inspectSpki, type KeyType, SpkiError } from './spki.ts';
-
-export type CsrErrorCode = 'badCSR' | 'badPublicKey';
-
-/** A refused CSR; `code` is the ACME error type (RFC 8555 6.7) the front end should answer with. */
-export class CsrError extends CaError {
-  override name = 'CsrError';
-  declare readonly code: CsrErrorCode;
-  constructor(code: CsrErrorCode, message: string) {
-    super(code, message);
-  }
-}
 
 export const MAX_CSR_BYTES = 64 * 1024;
 
@@ -30,10 +20,11 @@ export interface ParsedCsr {
   rsaBits?: number;
   commonName?: string;
   /** From the extensionRequest attribute; IP addresses in canonical text form. */
-  sans: SubjectAltNames;
+  sans: SanSet;
 }
 
-const bad = (message: string): CsrError => new CsrError('badCSR', message);
+/** Refusals are badCSR, or badPublicKey for the key itself (RFC 8555 §6.7). */
+const bad = (message: string): KeywardError => new KeywardError('badCSR', message);
 
 const PEM =
   /^\s*-----BEGIN (NEW )?CERTIFICATE REQUEST-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END \1CERTIFICATE REQUEST-----\s*$/;
@@ -85,7 +76,7 @@ interface CsrParts {
   der: Uint8Array;
   signature: Uint8Array;
   commonName?: string;
-  sans: SubjectAltNames;
+  sans: SanSet;
 }
 
 /** The fields of a CSR as the CA reads them; structure only, nothing verified. */
@@ -276,14 +267,14 @@ function checkKey(spki: Uint8Array): { keyType: KeyType; key: KeyObject } {
   try {
     keyType = inspectSpki(spki).keyType;
   } catch (e) {
-    if (e instanceof SpkiError) throw new CsrError('badPublicKey', e.message);
+    if (e instanceof SpkiError) throw new KeywardError('badPublicKey', e.message);
     throw e;
   }
   try {
     // OpenSSL checks that an EC point lies on its curve when it decodes the key.
     return { keyType, key: createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }) };
   } catch {
-    throw new CsrError('badPublicKey', 'public key is invalid');
+    throw new KeywardError('badPublicKey', 'public key is invalid');
   }
 }
 
@@ -312,8 +303,8 @@ function ia5(bytes: Uint8Array, what: string): string {
 }
 
 /** GeneralNames from a SAN extension value; names we cannot certify are refused, not dropped. */
-function parseSans(value: Uint8Array): SubjectAltNames {
-  const sans: SubjectAltNames = { dns: [], ip: [], uri: [], email: [] };
+function parseSans(value: Uint8Array): SanSet {
+  const sans = emptySans();
   let names: Tlv[];
   try {
     names = children(value, readWhole(value, TAG.SEQUENCE));

@@ -1,12 +1,7 @@
+import { isDnsName } from '../core/dns-name.ts';
+import type { SanSet } from '../core/identifiers.ts';
+import { parseIp } from '../core/ip.ts';
 import { tlv } from './der.ts';
-import { parseIp } from './ip.ts';
-
-export interface SubjectAltNames {
-  dns: string[];
-  ip: string[];
-  uri: string[];
-  email: string[];
-}
 
 /** GeneralName context tags (IMPLICIT, primitive). */
 export const GN_TAG = { rfc822Name: 0x81, dNSName: 0x82, uniformResourceIdentifier: 0x86, iPAddress: 0x87 } as const;
@@ -16,9 +11,6 @@ export class NameError extends Error {
   override readonly name = 'NameError';
 }
 
-const LABEL = '[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?';
-// Underscores appear in internal service names (SRV-style); IDNs must arrive as A-labels.
-const DNS_NAME = new RegExp(`^(?:\\*\\.)?(?:${LABEL}\\.)*${LABEL}$`);
 // RFC 3986 scheme, then visible ASCII.
 const URI = /^[A-Za-z][A-Za-z0-9+.-]*:[\x21-\x7e]+$/;
 const EMAIL = /^[\x21-\x3f\x41-\x7e]+@[A-Za-z0-9_.-]+$/;
@@ -30,7 +22,9 @@ function ascii(s: string): Uint8Array {
 }
 
 export function encodeDnsName(name: string): Uint8Array {
-  if (name.length > 253 || !DNS_NAME.test(name)) throw new NameError(`invalid DNS name ${JSON.stringify(name)}`);
+  // Single labels are allowed here: name constraints may name a whole internal zone (`internal`).
+  if (!isDnsName(name, { wildcard: true, singleLabel: true }))
+    throw new NameError(`invalid DNS name ${JSON.stringify(name)}`);
   return tlv(GN_TAG.dNSName, ascii(name));
 }
 
@@ -50,12 +44,8 @@ export function encodeEmail(email: string): Uint8Array {
   return tlv(GN_TAG.rfc822Name, ascii(email));
 }
 
-export function sanCount(s: SubjectAltNames): number {
-  return s.dns.length + s.ip.length + s.uri.length + s.email.length;
-}
-
 /** GeneralName encodings in a fixed order: DNS, IP, URI, email. */
-export function encodeGeneralNames(s: SubjectAltNames): Uint8Array[] {
+export function encodeGeneralNames(s: SanSet): Uint8Array[] {
   const out: Uint8Array[] = [];
   for (const n of s.dns) out.push(encodeDnsName(n));
   for (const n of s.ip) out.push(encodeIpAddress(n));

@@ -1,7 +1,7 @@
-import type { SanSet } from '../db/schema.ts';
+import { KeywardError } from '../core/errors.ts';
+import type { SanSet } from '../core/identifiers.ts';
+import { parseIp } from '../core/ip.ts';
 import { children, readWhole, valueOf } from './der.ts';
-import { CaError } from './errors.ts';
-import { parseIp } from './ip.ts';
 import { x509 } from './x509.ts';
 
 interface Subtrees {
@@ -61,7 +61,7 @@ export function checkNameConstraints(constraints: NameConstraints | undefined, s
       excluded.dns.some((b) => dnsWithin(bare, b)) ||
       (permitted.dns.length > 0 && !permitted.dns.some((b) => dnsWithin(bare, b)))
     ) {
-      throw new CaError('rejectedIdentifier', `"${name}" is outside the issuing CA's name constraints`);
+      throw new KeywardError('rejectedIdentifier', `"${name}" is outside the issuing CA's name constraints`);
     }
   }
   for (const ip of sans.ip) {
@@ -71,7 +71,7 @@ export function checkNameConstraints(constraints: NameConstraints | undefined, s
       excluded.ip.some((n) => ipWithin(bytes, n)) ||
       (permitted.ip.length > 0 && !permitted.ip.some((n) => ipWithin(bytes, n)))
     ) {
-      throw new CaError('rejectedIdentifier', `${ip} is outside the issuing CA's name constraints`);
+      throw new KeywardError('rejectedIdentifier', `${ip} is outside the issuing CA's name constraints`);
     }
   }
 }

@@ -1,36 +1,36 @@
-import { isIP } from 'node:net';
+import { dnsNameProblem, type DnsNameRules, normalizeDnsName } from '../core/dns-name.ts';
+import { KeywardError } from '../core/errors.ts';
+import type { SanSet } from '../core/identifiers.ts';
+import { canonicalIp } from '../core/ip.ts';
 
-import type { SanSet } from '../db/schema.ts';
-import { CaError } from './errors.ts';
+const URI = /^[a-z][a-z0-9+.-]*:[\x21-\x7e]+$/i;
+const EMAIL = /^[^@\s]+@[^@\s]+$/;
 
-const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
-
-export function isDnsName(name: string, allowWildcard = true): boolean {
-  if (name.length === 0 || name.length > 253 || name !== name.toLowerCase()) return false;
-  const labels = name.split('.');
-  // A single label (`keyward`, a compose or Kubernetes service name) is a name on a private
-  // network; all digits would read as an IPv4 number to inet_aton.
-  if (labels.length === 1 && /^\d+$/.test(name)) return false;
-  return labels.every(
-    (label, i) => (allowWildcard && i === 0 && label === '*' && labels.length > 2) || LABEL.test(label),
-  );
-}
-
-/** Refuses syntactically bad names before anything is signed; lower-cases DNS names. */
-export function normalizeSans(sans: SanSet): SanSet {
-  const dns = [...new Set(sans.dns.map((n) => n.toLowerCase().replace(/\.$/, '')))];
-  for (const name of dns)
-    if (!isDnsName(name)) throw new CaError('rejectedIdentifier', `"${name}" is not a valid DNS name`);
-  const ip = [...new Set(sans.ip)];
-  for (const addr of ip)
-    if (isIP(addr) === 0) throw new CaError('rejectedIdentifier', `"${addr}" is not an IP address`);
-  const uri = [...new Set(sans.uri)];
-  for (const u of uri) {
-    if (!URL.canParse(u) || !/^[a-z][a-z0-9+.-]*:/i.test(u))
-      throw new CaError('rejectedIdentifier', `"${u}" is not an absolute URI`);
+/**
+ * The names as a certificate will carry them: DNS names lower case without a trailing dot, IPs in
+ * canonical form, duplicates dropped. Refuses (rejectedIdentifier) anything that is not a valid
+ * name of its type, before anything is reserved or signed. Wildcards are allowed; single-label DNS
+ * names only where `rules` say so.
+ */
+export function normalizeSans(sans: SanSet, rules: DnsNameRules = {}): SanSet {
+  const refuse = (detail: string) => new KeywardError('rejectedIdentifier', detail);
+  const dns = [...new Set(sans.dns.map(normalizeDnsName))];
+  for (const name of dns) {
+    const problem = dnsNameProblem(name, { wildcard: true, ...rules });
+    if (problem !== undefined) throw refuse(problem);
   }
+  const ip = [
+    ...new Set(
+      sans.ip.map((addr) => {
+        const canonical = canonicalIp(addr);
+        if (canonical === null) throw refuse(`"${addr}" is not an IP address`);
+        return canonical;
+      }),
+    ),
+  ];
+  const uri = [...new Set(sans.uri)];
+  for (const u of uri) if (!URI.test(u) || !URL.canParse(u)) throw refuse(`"${u}" is not an absolute URI`);
   const email = [...new Set(sans.email)];
-  for (const e of email)
-    if (!/^[^@\s]+@[^@\s]+$/.test(e)) throw new CaError('rejectedIdentifier', `"${e}" is not an email address`);
+  for (const e of email) if (!EMAIL.test(e)) throw refuse(`"${e}" is not an email address`);
   return { dns, ip, uri, email };
 }

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 
 import { events } from '../core/events.ts';
+import { serialFromBytes } from '../core/serial.ts';
 import { withLease } from '../db/lease.ts';
 import type { Listen } from '../db/notifications.ts';
 import type { Db, IssuerRow } from '../db/schema.ts';
@@ -68,12 +69,6 @@ interface KnownIssuer {
 
 const ISSUER_RELOAD_MS = 60_000;
 const REFRESH_LEASE_TTL_MS = 60_000;
-
-function serialHex(serial: Uint8Array): string {
-  return Buffer.from(serial)
-    .toString('hex')
-    .replace(/^0+(?=.)/, '');
-}
 
 type DbStatus = 'valid' | 'revoked';
 
@@ -228,7 +223,7 @@ export class OcspResponder {
     }>`
       SELECT r.der, r.der_sha256, r.this_update, r.next_update, r.next_update > now() AS fresh
       FROM ocsp_responses r JOIN certificates c ON c.serial = r.serial
-      WHERE r.serial = ${serialHex(certId.serialNumber)} AND c.issuer_id = ${issuer.row.id}`.execute(this.db);
+      WHERE r.serial = ${serialFromBytes(certId.serialNumber)} AND c.issuer_id = ${issuer.row.id}`.execute(this.db);
     const row = r.rows[0];
     if (!row?.fresh) return undefined;
     const der = certId.hashAlgorithm === 'sha1' ? row.der : row.der_sha256;
@@ -240,12 +235,12 @@ export class OcspResponder {
       thisUpdate: new Date(row.this_update),
       nextUpdate: new Date(row.next_update),
       nonce: false,
-      cacheableAs: serialHex(certId.serialNumber),
+      cacheableAs: serialFromBytes(certId.serialNumber),
     };
   }
 
   private async signLive(issuer: KnownIssuer, certIds: CertId[], nonce: Uint8Array | undefined): Promise<OcspAnswer> {
-    const serials = certIds.map((c) => serialHex(c.serialNumber));
+    const serials = certIds.map((c) => serialFromBytes(c.serialNumber));
     const rows = await this.db
       .selectFrom('certificates')
       .select(['serial', 'issuer_id', 'status', 'revoked_at', 'revocation_reason'])

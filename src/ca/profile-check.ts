@@ -1,6 +1,6 @@
 import type { Profile, SubjectKeyType } from '../config/schema.ts';
-import type { SanSet } from '../db/schema.ts';
-import { CaError } from './errors.ts';
+import { KeywardError } from '../core/errors.ts';
+import type { SanSet } from '../core/identifiers.ts';
 
 export interface SubjectKey {
   type: SubjectKeyType;
@@ -14,13 +14,13 @@ export interface SubjectKey {
  */
 export function checkAgainstProfile(profile: Profile, key: SubjectKey, sans: SanSet, lifetimeMs: number): void {
   if (!profile.keyTypes.includes(key.type)) {
-    throw new CaError(
+    throw new KeywardError(
       'badPublicKey',
       `profile ${profile.name} does not allow ${key.type} keys (allowed: ${profile.keyTypes.join(', ')})`,
     );
   }
   if (key.type === 'rsa' && (key.bits ?? 0) < profile.minRsaBits) {
-    throw new CaError(
+    throw new KeywardError(
       'badPublicKey',
       `profile ${profile.name} needs RSA keys of at least ${profile.minRsaBits} bits, got ${key.bits}`,
     );
@@ -30,21 +30,21 @@ export function checkAgainstProfile(profile: Profile, key: SubjectKey, sans: San
     const names = sans[type];
     count += names.length;
     if (names.length > 0 && !profile.sanTypes.includes(type)) {
-      throw new CaError(
+      throw new KeywardError(
         'rejectedIdentifier',
         `profile ${profile.name} does not allow ${type} names (${names.join(', ')})`,
       );
     }
   }
-  if (count === 0) throw new CaError('badCSR', 'the request names no identifiers (subject alternative names)');
+  if (count === 0) throw new KeywardError('badCSR', 'the request names no identifiers (subject alternative names)');
   if (count > profile.maxNames)
-    throw new CaError(
+    throw new KeywardError(
       'rejectedIdentifier',
       `profile ${profile.name} allows at most ${profile.maxNames} names, got ${count}`,
     );
-  if (lifetimeMs <= 0) throw new CaError('malformed', 'the requested lifetime must be positive');
+  if (lifetimeMs <= 0) throw new KeywardError('malformed', 'the requested lifetime must be positive');
   if (lifetimeMs > profile.maxLifetime) {
-    throw new CaError(
+    throw new KeywardError(
       'malformed',
       `lifetime ${Math.round(lifetimeMs / 1000)}s exceeds profile ${profile.name}'s maximum of ${Math.round(profile.maxLifetime / 1000)}s`,
     );

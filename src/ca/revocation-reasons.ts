@@ -1,4 +1,4 @@
-import { CaError } from './errors.ts';
+import { KeywardError } from '../core/errors.ts';
 
 /** CRLReason (RFC 5280 5.3.1); 7 is unused. */
 export const REVOCATION_REASONS = {
@@ -26,14 +26,14 @@ export const ALLOWED_REASONS = new Set<number>([0, 1, 3, 4, 5, 9]);
 
 export function reasonCode(name: string): number {
   if (!Object.hasOwn(REVOCATION_REASONS, name)) {
-    throw new CaError(
+    throw new KeywardError(
       'badRevocationReason',
       `unknown revocation reason "${name}" (one of: ${allowedReasonNames().join(', ')})`,
     );
   }
   const code = REVOCATION_REASONS[name as ReasonName];
   if (!ALLOWED_REASONS.has(code))
-    throw new CaError(
+    throw new KeywardError(
       'badRevocationReason',
       `revocation reason ${name} is not accepted (one of: ${allowedReasonNames().join(', ')})`,
     );

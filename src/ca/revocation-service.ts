@@ -1,10 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 
-import type { AppContext } from '../context.ts';
+import type { Config } from '../config/load.ts';
+import type { Db } from '../db/schema.ts';
+import type { KeyHierarchy } from '../kms/index.ts';
 import { type CrlPublisherDeps, publishDue, type PublishRound } from './crl-publisher.ts';
 import { OcspResponder } from './ocsp-responder.ts';
 import { OcspSigners } from './ocsp-signers.ts';
+
+/** What the revocation machinery needs (an AppContext has it; ca/ depends on nothing above it). */
+export interface RevocationDeps {
+  config: Pick<Config, 'httpBaseUrl' | 'revocation'>;
+  database: { db: Db };
+  kms: KeyHierarchy;
+}
 
 /**
  * The revocation machinery of one process, wired from the configuration: CRL publishing, OCSP
@@ -17,12 +26,12 @@ export class RevocationService {
   readonly responder: OcspResponder;
   readonly crl: CrlPublisherDeps;
 
-  constructor(
-    readonly ctx: AppContext,
-    principal = 'keyward',
-  ) {
+  private readonly db: Db;
+
+  constructor(ctx: RevocationDeps, principal = 'keyward') {
     const r = ctx.config.revocation;
     const db = ctx.database.db;
+    this.db = db;
     this.signers = new OcspSigners(
       db,
       ctx.kms,
@@ -52,10 +61,14 @@ export class RevocationService {
 
   /** Responder certificates that are missing or past half-life, for every live intermediate. */
   async ensureSigners(): Promise<void> {
-    const issuers = await this.ctx.ca.issuers();
-    for (const issuer of issuers) {
-      if (issuer.kind === 'intermediate' && issuer.not_after > new Date()) await this.signers.ensure(issuer);
-    }
+    const issuers = await this.db
+      .selectFrom('issuers')
+      .selectAll()
+      .where('kind', '=', 'intermediate')
+      .where('not_after', '>', new Date())
+      .orderBy('created_at')
+      .execute();
+    for (const issuer of issuers) await this.signers.ensure(issuer);
   }
 
   /** Pre-signs OCSP answers, a bounded number of batches per call so one tick can't run forever. */

@@ -1,11 +1,11 @@
 import { sql } from 'kysely';
 
+import { KeywardError } from '../core/errors.ts';
 import { events } from '../core/events.ts';
+import { normalizeSerial } from '../core/serial.ts';
 import type { Db } from '../db/schema.ts';
 import type { AuditLog } from '../kms/index.ts';
-import { CaError } from './errors.ts';
 import { ALLOWED_REASONS, reasonName, REVOCATION_REASONS } from './revocation-reasons.ts';
-import { normalizeSerial } from './serial.ts';
 
 export { allowedReasonNames, reasonCode, type ReasonName, reasonName } from './revocation-reasons.ts';
 
@@ -30,7 +30,7 @@ export async function revokeCertificate(
   input: { serial: string; reason: number; requester: string },
 ): Promise<Revocation> {
   if (!ALLOWED_REASONS.has(input.reason)) {
-    throw new CaError(
+    throw new KeywardError(
       'badRevocationReason',
       `revocation reason ${input.reason} is not accepted (allowed: ${[...ALLOWED_REASONS].join(', ')})`,
     );
@@ -50,8 +50,8 @@ export async function revokeCertificate(
         .select(['status', 'revoked_at'])
         .where('serial', '=', serial)
         .executeTakeFirst();
-      if (!existing) throw new CaError('notFound', `no certificate with serial ${input.serial}`);
-      throw new CaError(
+      if (!existing) throw new KeywardError('notFound', `no certificate with serial ${input.serial}`);
+      throw new KeywardError(
         'alreadyRevoked',
         `certificate ${serial} was already revoked at ${existing.revoked_at?.toISOString()}`,
       );

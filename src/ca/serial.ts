@@ -9,9 +9,3 @@ export function randomSerial(): string {
   bytes[0] = (bytes[0]! & 0x7f) | 0x10;
   return bytes.toString('hex');
 }
-
-export function normalizeSerial(text: string): string {
-  const hex = text.trim().replace(/^0x/i, '').replace(/:/g, '').toLowerCase();
-  if (!/^[0-9a-f]{1,40}$/.test(hex)) throw new Error(`"${text}" is not a hexadecimal serial number`);
-  return hex.replace(/^0+(?=.)/, '');
-}

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 
 import { toPem } from '../ca/pem.ts';
 import { parseDuration } from '../config/duration.ts';
-import type { CertificateRow, IssuerRow, SanSet } from '../db/schema.ts';
+import type { SanSet } from '../core/identifiers.ts';
+import type { CertificateRow, IssuerRow } from '../db/schema.ts';
 import type { DeliveredShares, ShareDelivery } from '../kms/share-files.ts';
 import { type CliCommand, defineCommand, requireString, UsageError } from './command.ts';
 import { describeShares, SHARE_DELIVERY_OPTIONS, shareDeliveryInput } from './shares-commands.ts';

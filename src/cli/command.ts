@@ -1,13 +1,17 @@
 import type { ParseArgsConfig } from 'node:util';
 
 import type { AppContext } from '../context.ts';
+import { KeywardError } from '../core/errors.ts';
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 export type OptionValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
-/** A mistake on the command line: exit status 2, with the usage text. */
-export class UsageError extends Error {
+/** A mistake on the command line (kind `usage`: exit status 2, with the usage text). */
+export class UsageError extends KeywardError {
   override name = 'UsageError';
+  constructor(detail: string) {
+    super('usage', detail);
+  }
 }
 
 /** What `--help` shows for a command. */
@@ -48,7 +52,7 @@ export interface CliCommand<I extends object = object, O = unknown> extends Comm
 }
 
 export function defineCommand<I extends object, O>(command: CliCommand<I, O>): CliCommand {
-  return command as unknown as CliCommand;
+  return command;
 }
 
 export function commandName(command: Pick<CliCommand, 'path'>): string {

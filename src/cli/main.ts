@@ -2,12 +2,13 @@ import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 
 import type { Config } from '../config/load.ts';
+import { adminSocketPath, callAdmin, callAdminHttps } from '../http/admin-client.ts';
 import { AGENT_USAGE } from '../mesh/agent-usage.ts';
-import { adminSocketPath, callAdmin, callAdminHttps, RemoteError } from './admin-client.ts';
 import { type CliCommand, commandName, type CommandSpec, type OptionSpec, UsageError } from './command.ts';
 import { commandHelp, usage, version } from './help.ts';
 import { withPassphrase } from './prompt.ts';
 import { commands } from './registry.ts';
+import { renderCliError } from './render-error.ts';
 
 // Only what every invocation needs is imported above: `--help`, `--version` and a command sent to
 // a running server's admin socket load no database, crypto or HTTP-server package. The rest is
@@ -156,29 +157,7 @@ async function main(argv: string[]): Promise<void> {
   if (code !== 0) process.exitCode = code;
 }
 
-/** One place where a failure becomes a message and an exit status (2: usage or configuration). */
-async function describeFailure(err: unknown): Promise<{ exit: number; code: string; message: string }> {
-  const parseError =
-    err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS') === true;
-  if (err instanceof UsageError || parseError) {
-    return { exit: 2, code: 'UsageError', message: `${(err as Error).message} (see keyward --help)` };
-  }
-  if (err instanceof Error && err.name === 'ConfigError')
-    return { exit: 2, code: 'ConfigError', message: `configuration error:\n${err.message}` };
-  if (err instanceof RemoteError) return { exit: 1, code: err.code, message: err.message };
-  const { describeError } = await import('../http/errors.ts');
-  const { code, message } = describeError(err);
-  return { exit: 1, code, message };
-}
-
 const argv = process.argv.slice(2);
-main(argv).catch(async (err: unknown) => {
-  const { exit, code, message } = await describeFailure(err);
-  const json = argv.includes('--json');
-  process.stderr.write(
-    json
-      ? JSON.stringify({ error: { code, message } }) + '\n'
-      : `keyward: ${code === 'InternalError' || code === 'UsageError' || code === 'ConfigError' ? '' : `${code}: `}${message}\n`,
-  );
-  process.exitCode = exit;
+main(argv).catch((err: unknown) => {
+  process.exitCode = renderCliError(err, { json: argv.includes('--json') });
 });

@@ -1,25 +1,8 @@
-import { CaError } from '../ca/errors.ts';
 import { parseDuration } from '../config/duration.ts';
-import { MeshError } from '../mesh/errors.ts';
+import { KeywardError } from '../core/errors.ts';
 import type { CreatedToken } from '../mesh/tokens.ts';
-import { PatternError } from '../policy/patterns.ts';
 import { addRule, configRules, describeRule, listRules, type PolicyRule, removeRule } from '../policy/rules.ts';
 import { type CliCommand, defineCommand, requireString, UsageError } from './command.ts';
-
-/** Refusals travel through the admin socket as CaError codes, so the CLI prints the reason. */
-async function refusalsAsCaErrors<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof MeshError)
-      throw new CaError(
-        err.type === 'rejectedIdentifier' || err.type === 'invalidProfile' ? err.type : 'malformed',
-        err.message,
-      );
-    if (err instanceof PatternError) throw new CaError('malformed', err.message);
-    throw err;
-  }
-}
 
 const strings = (v: unknown): string[] =>
   Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : typeof v === 'string' ? [v] : [];
@@ -43,7 +26,7 @@ const policyAdd = defineCommand<
       pattern: String(allow ?? deny),
     };
   },
-  run: (ctx, input) => refusalsAsCaErrors(() => addRule(ctx.database.db, { ...input, principal: input.principal })),
+  run: (ctx, input) => addRule(ctx.database.db, { ...input, principal: input.principal }),
   format: (out) => `${out.created ? 'Added' : 'Already present:'} ${describeRule(out.rule)}\n`,
 });
 
@@ -78,7 +61,10 @@ const policyRemove = defineCommand<{ id: string }, { id: string; removed: boolea
   },
   run: async (ctx, input) => {
     if (input.id.startsWith('config:'))
-      throw new CaError('malformed', `rule ${input.id} comes from the configuration file; change policy.rules there`);
+      throw new KeywardError(
+        'conflict',
+        `rule ${input.id} comes from the configuration file; change policy.rules there`,
+      );
     return { id: input.id, removed: await removeRule(ctx.database.db, input.id) };
   },
   format: (out) => (out.removed ? `Removed rule ${out.id}.\n` : `No rule ${out.id}.\n`),
@@ -118,12 +104,10 @@ const tokenCreate = defineCommand<
       ...(typeof values.profile === 'string' ? { profile: values.profile } : {}),
     };
   },
-  run: (ctx, input) =>
-    refusalsAsCaErrors(async () =>
-      (await import('../mesh/tokens.ts')).createBootstrapToken(
-        { config: ctx.config, db: ctx.database.db, kms: ctx.kms, profiles: ctx.ca.profiles },
-        { ...input, principal: input.principal },
-      ),
+  run: async (ctx, input) =>
+    (await import('../mesh/tokens.ts')).createBootstrapToken(
+      { config: ctx.config, db: ctx.database.db, kms: ctx.kms, profiles: ctx.ca.profiles },
+      { ...input, principal: input.principal },
     ),
   format: (out) => `${out.token}\n`,
 });

@@ -1,15 +1,17 @@
 import { createServer } from 'node:net';
 import { isIP } from 'node:net';
 
-import { isDnsName } from '../ca/names.ts';
 import type { Config } from '../config/load.ts';
 import { openContext } from '../context.ts';
+import { isDnsName } from '../core/dns-name.ts';
+import { KeywardError } from '../core/errors.ts';
 import { answerStatementStatsOverIpc } from '../db/statement-stats.ts';
+import { adminSocketPath, serverRunning } from '../http/admin-client.ts';
 import { createLogger } from '../http/log.ts';
 import { type RunningServer, startServer } from '../server.ts';
-import { adminSocketPath, callAdmin } from './admin-client.ts';
 import { initCommand, type InitOutput } from './ca-commands.ts';
 import { UsageError } from './command.ts';
+import { commandsByName } from './registry.ts';
 
 function splitListen(listen: string): { host: string; port: number } {
   const i = listen.lastIndexOf(':');
@@ -37,13 +39,10 @@ function checkBindable(setting: string, listen: string): Promise<void> {
  * directory, hostnames a certificate can carry, and listen addresses it can bind.
  */
 export async function preflight(config: Config): Promise<void> {
-  if (
-    !config.databaseUrl &&
-    (await callAdmin(adminSocketPath(config.dataDir), 'ca.issuers', {}).catch(() => undefined))
-  )
-    throw new UsageError(`another keyward serve is already running on ${config.dataDir}`);
+  if (!config.databaseUrl && (await serverRunning(adminSocketPath(config.dataDir))))
+    throw new KeywardError('conflict', `another keyward serve is already running on ${config.dataDir}`);
   for (const name of config.https.hostnames) {
-    if (isIP(name) === 0 && !isDnsName(name.toLowerCase(), false))
+    if (isIP(name) === 0 && !isDnsName(name.toLowerCase(), { singleLabel: true }))
       throw new UsageError(`https.hostnames: "${name}" is neither a DNS name nor an IP address`);
   }
   await checkBindable('https.listen', config.https.listen);
@@ -58,7 +57,7 @@ export async function serve(config: Config, json: boolean): Promise<void> {
   let server: RunningServer;
   try {
     const init = (await initCommand.run(ctx, { principal: 'keyward:serve' })) as InitOutput;
-    server = await startServer(ctx, log);
+    server = await startServer(ctx, log, commandsByName);
     answerStatementStatsOverIpc();
     const banner = {
       created: init.created,

@@ -4,10 +4,15 @@ import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { ZodError, ZodType } from 'zod';
 
+import { KeywardError } from '../core/errors.ts';
 import { configSchema, type ParsedConfig, type Profile, profileSchema } from './schema.ts';
 
-export class ConfigError extends Error {
+/** A configuration file that can't be read or is invalid (kind `configuration`: exit status 2). */
+export class ConfigError extends KeywardError {
   override name = 'ConfigError';
+  constructor(detail: string) {
+    super('configuration', detail);
+  }
 }
 
 /** The one typed view of settings; nothing outside config/ reads environment variables. */

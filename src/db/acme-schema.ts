@@ -1,5 +1,7 @@
 import type { ColumnType, Generated } from 'kysely';
 
+import type { AcmeIdentifier } from '../core/identifiers.ts';
+
 /** Tables of the ACME front end (migration 0003 and later); merged into Database. */
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
@@ -15,10 +17,8 @@ export interface AcmeProblemJson {
   identifier?: { type: string; value: string };
 }
 
-export interface AcmeIdentifierJson {
-  type: 'dns' | 'ip';
-  value: string;
-}
+/** Stored as given in newOrder (RFC 8555 §7.1.3). */
+export type AcmeIdentifierJson = AcmeIdentifier;
 
 export type AcmeAccountStatus = 'valid' | 'deactivated' | 'revoked';
 export type AcmeOrderStatus = 'pending' | 'ready' | 'processing' | 'valid' | 'invalid';

@@ -1,5 +1,6 @@
 import type { ColumnType, Generated, Insertable, Kysely, Selectable, Transaction } from 'kysely';
 
+import type { IdentifierType, SanSet } from '../core/identifiers.ts';
 import type { AcmeTables } from './acme-schema.ts';
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
@@ -159,13 +160,6 @@ export interface SerialReservationsTable {
   created_at: DefaultTimestamp;
 }
 
-export interface SanSet {
-  dns: string[];
-  ip: string[];
-  uri: string[];
-  email: string[];
-}
-
 export interface CertificatesTable {
   serial: string;
   issuer_id: string;
@@ -259,7 +253,7 @@ export type NewCertificate = Insertable<CertificatesTable>;
 // 0006_mesh_policy: name policy rules, rate-limit counters, mesh bootstrap tokens. Merged into
 // Database by declaration merging so this block is self-contained.
 export type PolicyEffect = 'allow' | 'deny';
-export type PolicyKind = 'dns' | 'ip' | 'uri' | 'email';
+export type PolicyKind = IdentifierType;
 
 export interface PolicyRulesTable {
   id: string;

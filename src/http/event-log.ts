@@ -1,5 +1,5 @@
 import { events } from '../core/events.ts';
-import type { Logger } from './log.ts';
+import type { Logger } from '../core/log.ts';
 
 /**
  * The log lines operators search for: one per issuance, revocation and refused key operation.

@@ -6,13 +6,15 @@ import type { Context, Hono } from 'hono';
 
 import type { AppContext } from '../context.ts';
 import { startLoop } from '../core/background-loop.ts';
+import { KeywardError } from '../core/errors.ts';
+import type { Feature } from '../core/feature.ts';
+import type { Logger } from '../core/log.ts';
+import { normalizeSerial } from '../core/serial.ts';
 import { withLease } from '../db/lease.ts';
 import { checkpointIfDue, exportCheckpoint } from '../kms/checkpoints.ts';
 import { DataKeys, MAX_PLAINTEXT } from '../kms/data-keys.ts';
 import { KmsError } from '../kms/errors.ts';
 import { runJanitor } from '../kms/janitor.ts';
-import type { Feature } from './feature.ts';
-import type { Logger } from './log.ts';
 
 const MAX_BODY = 64 * 1024;
 
@@ -24,20 +26,6 @@ export function principalOf(subjectAltName: string | undefined): string | undefi
   const dns = names.find((n) => n.startsWith('DNS:'));
   return dns?.slice(4);
 }
-
-function problem(c: Context, status: number, type: string, detail: string): Response {
-  return c.body(JSON.stringify({ type: `urn:keyward:kms:${type}`, title: type, status, detail }), status as 400, {
-    'content-type': 'application/problem+json',
-  });
-}
-
-const STATUS: Record<string, number> = {
-  NotFound: 404,
-  AccessDenied: 403,
-  KeyDisabled: 409,
-  InvalidInput: 400,
-  InvalidCiphertext: 400,
-};
 
 type Ctx = Record<string, string>;
 
@@ -68,29 +56,23 @@ function b64(value: unknown, field: string): Buffer {
 export function kmsFeature(ctx: AppContext, log: Logger): Feature {
   const dataKeys = new DataKeys(ctx.kms, ctx.database.db);
 
-  async function authenticate(c: Context): Promise<string | Response> {
+  async function authenticate(c: Context): Promise<string> {
+    const refuse = (detail: string) => new KeywardError('unauthenticated', detail);
     const socket = (c.env as HttpBindings | undefined)?.incoming?.socket as TLSSocket | undefined;
     if (!socket || typeof socket.getPeerCertificate !== 'function')
-      return problem(c, 401, 'unauthorized', 'the data-key API needs HTTPS with a client certificate');
+      throw refuse('the data-key API needs HTTPS with a client certificate');
     const cert = socket.getPeerCertificate();
-    if (!cert || Object.keys(cert).length === 0)
-      return problem(c, 401, 'unauthorized', 'a client certificate from this CA is required');
+    if (!cert || Object.keys(cert).length === 0) throw refuse('a client certificate from this CA is required');
     if (!socket.authorized)
-      return problem(
-        c,
-        401,
-        'unauthorized',
-        `the client certificate is not from this CA (${String(socket.authorizationError)})`,
-      );
+      throw refuse(`the client certificate is not from this CA (${String(socket.authorizationError)})`);
     const principal = principalOf(cert.subjectaltname);
-    if (!principal) return problem(c, 401, 'unauthorized', 'the client certificate has no URI or DNS name');
-    const serial = cert.serialNumber.toLowerCase().replace(/^0+/, '');
+    if (!principal) throw refuse('the client certificate has no URI or DNS name');
     const row = await ctx.database.db
       .selectFrom('certificates')
       .select(['status'])
-      .where('serial', '=', serial)
+      .where('serial', '=', normalizeSerial(cert.serialNumber))
       .executeTakeFirst();
-    if (row?.status === 'revoked') return problem(c, 401, 'unauthorized', 'the client certificate is revoked');
+    if (row?.status === 'revoked') throw refuse('the client certificate is revoked');
     return principal;
   }
 
@@ -99,25 +81,19 @@ export function kmsFeature(ctx: AppContext, log: Logger): Feature {
     fn: (body: Record<string, unknown>, principal: string) => Promise<unknown>,
   ): Promise<Response> {
     const principal = await authenticate(c);
-    if (typeof principal !== 'string') return principal;
     const text = await c.req.text();
-    if (text.length > MAX_BODY) return problem(c, 413, 'requestTooLarge', `the body exceeds ${MAX_BODY} bytes`);
-    let body: Record<string, unknown>;
+    if (text.length > MAX_BODY) throw new KeywardError('payloadTooLarge', `the body exceeds ${MAX_BODY} bytes`);
+    let parsed: unknown;
     try {
-      const parsed: unknown = JSON.parse(text || '{}');
-      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
-      body = parsed as Record<string, unknown>;
+      parsed = JSON.parse(text || '{}');
     } catch {
-      return problem(c, 400, 'malformed', 'the body is not a JSON object');
+      parsed = undefined;
     }
-    try {
-      return c.json(await fn(body, principal));
-    } catch (err) {
-      // Messages name keys and versions only; plaintexts and ciphertexts are never echoed.
-      if (err instanceof KmsError) return problem(c, STATUS[err.code] ?? 409, err.code, err.message);
-      log.error({ err: (err as Error).message }, 'data-key API failure');
-      return problem(c, 500, 'serverInternal', 'internal error');
-    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw new KeywardError('malformed', 'the body is not a JSON object');
+    // Refusals are rendered by the listener's onError; KmsError messages name keys and versions
+    // only, never plaintexts or ciphertexts.
+    return c.json(await fn(parsed as Record<string, unknown>, principal));
   }
 
   const generate = (withoutPlaintext: boolean) => async (body: Record<string, unknown>, principal: string) => {

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from 'hono';
-import { type Logger, pino } from 'pino';
+import { pino } from 'pino';
 
-export type { Logger };
+import type { Logger } from '../core/log.ts';
 
 export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'keyward' } });

@@ -3,40 +3,29 @@ import type { TLSSocket } from 'node:tls';
 import type { HttpBindings } from '@hono/node-server';
 import type { Context, Hono } from 'hono';
 
-import type { Clock } from '../ca/authority.ts';
 import type { AppContext } from '../context.ts';
+import type { Clock } from '../core/clock.ts';
+import { KeywardError } from '../core/errors.ts';
+import type { Feature } from '../core/feature.ts';
+import type { Logger } from '../core/log.ts';
 import { spiffeBundle } from '../mesh/bundle.ts';
-import { MeshError } from '../mesh/errors.ts';
 import { MeshService } from '../mesh/service.ts';
 import { pruneRateLimits } from '../policy/rate-limits.ts';
-import type { Feature } from './feature.ts';
-import type { Logger } from './log.ts';
 
 const MAX_BODY = 64 * 1024;
 const PRUNE_EVERY_MS = 10 * 60_000;
 
-function problem(c: Context, err: MeshError): Response {
-  const body = {
-    type: `urn:ietf:params:acme:error:${err.type}`,
-    title: err.type,
-    status: err.status,
-    detail: err.message,
-    ...(err.subproblems.length > 0 ? { subproblems: err.subproblems } : {}),
-  };
-  return c.body(JSON.stringify(body), err.status as 400, { 'content-type': 'application/problem+json' });
-}
-
 async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   const text = await c.req.text();
-  if (text.length > MAX_BODY) throw new MeshError('malformed', 413, `the body exceeds ${MAX_BODY} bytes`);
+  if (text.length > MAX_BODY) throw new KeywardError('payloadTooLarge', `the body exceeds ${MAX_BODY} bytes`);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch {
-    throw new MeshError('malformed', 400, 'the body is not JSON');
+    throw new KeywardError('malformed', 'the body is not JSON');
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-    throw new MeshError('malformed', 400, 'the body is not a JSON object');
+    throw new KeywardError('malformed', 'the body is not a JSON object');
   return parsed as Record<string, unknown>;
 }
 
@@ -59,18 +48,8 @@ export function meshFeature(ctx: AppContext, log: Logger, options: { clock?: Clo
   const service = new MeshService(ctx, options.clock);
   const mlog = log.child({ feature: 'mesh' });
 
-  const handle = (fn: (c: Context) => Promise<unknown>) => async (c: Context) => {
-    try {
-      return c.json(await fn(c));
-    } catch (err) {
-      if (err instanceof MeshError) {
-        mlog.info({ path: c.req.path, type: err.type, detail: err.message }, 'mesh request refused');
-        return problem(c, err);
-      }
-      mlog.error({ path: c.req.path, err: (err as Error).message }, 'mesh request failed');
-      return problem(c, new MeshError('serverInternal', 500, 'internal error'));
-    }
-  };
+  // Refusals are rendered by the listener's onError (src/http/problem.ts).
+  const handle = (fn: (c: Context) => Promise<unknown>) => async (c: Context) => c.json(await fn(c));
 
   return {
     name: 'mesh',

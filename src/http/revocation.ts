@@ -2,15 +2,16 @@ import { createHash } from 'node:crypto';
 
 import type { Context, Hono } from 'hono';
 
-import { AriRequestError, parseAriCertId, renewalInfo } from '../ca/ari.ts';
+import { parseAriCertId, renewalInfo } from '../ca/ari.ts';
 import { MAX_OCSP_REQUEST_BYTES, ocspErrorResponse } from '../ca/ocsp.ts';
 import type { OcspAnswer } from '../ca/ocsp-responder.ts';
 import { RevocationService } from '../ca/revocation-service.ts';
 import { parseCrlFileName } from '../ca/revocation-urls.ts';
 import type { AppContext } from '../context.ts';
+import { KeywardError } from '../core/errors.ts';
 import { events } from '../core/events.ts';
-import type { Feature } from './feature.ts';
-import type { Logger } from './log.ts';
+import type { Feature } from '../core/feature.ts';
+import type { Logger } from '../core/log.ts';
 
 /**
  * Revocation lookups. Plain HTTP (RFC 5280 / RFC 6960 practice, no TLS needed to check revocation):
@@ -133,15 +134,9 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
     },
     https: (app: Hono) => {
       app.get('/acme/renewal-info/:certID', async (c) => {
-        let certId;
-        try {
-          certId = parseAriCertId(c.req.param('certID'));
-        } catch (err) {
-          if (err instanceof AriRequestError) return problem(400, 'malformed', `invalid certID: ${err.message}`);
-          throw err;
-        }
+        const certId = parseAriCertId(c.req.param('certID'));
         const info = await renewalInfo(ctx.database.db, certId);
-        if (!info) return problem(404, 'malformed', 'no certificate with this certID was issued here');
+        if (!info) throw new KeywardError('notFound', 'no certificate with this certID was issued here');
         return new Response(JSON.stringify(info), {
           status: 200,
           headers: {
@@ -245,11 +240,4 @@ function decodeGetRequest(encoded: string): Uint8Array | undefined {
   text = text.replace(/ /g, '+');
   if (text.length === 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4 !== 0) return undefined;
   return new Uint8Array(Buffer.from(text, 'base64'));
-}
-
-function problem(status: number, type: string, detail: string): Response {
-  return new Response(JSON.stringify({ type: `urn:ietf:params:acme:error:${type}`, detail, status }), {
-    status,
-    headers: { 'content-type': 'application/problem+json' },
-  });
 }

@@ -1,9 +1,9 @@
 import { timingSafeEqual } from 'node:crypto';
 
-import { normalizeSerial } from '../ca/serial.ts';
 import { x509 } from '../ca/x509.ts';
+import { KeywardError } from '../core/errors.ts';
+import { normalizeSerial } from '../core/serial.ts';
 import type { CertificateRow, Db } from '../db/schema.ts';
-import { MeshError } from './errors.ts';
 
 /**
  * Authenticates a client certificate presented over TLS. The listener accepts any certificate
@@ -13,12 +13,12 @@ import { MeshError } from './errors.ts';
  */
 export async function authenticatePeer(db: Db, leafDer: Uint8Array | undefined, now: Date): Promise<CertificateRow> {
   if (!leafDer || leafDer.length === 0)
-    throw new MeshError('unauthorized', 401, 'renewal needs the current certificate as a TLS client certificate');
+    throw new KeywardError('unauthenticated', 'renewal needs the current certificate as a TLS client certificate');
   let leaf: x509.X509Certificate;
   try {
     leaf = new x509.X509Certificate(new Uint8Array(leafDer));
   } catch {
-    throw new MeshError('unauthorized', 401, 'the client certificate cannot be parsed');
+    throw new KeywardError('unauthenticated', 'the client certificate cannot be parsed');
   }
   const issuers = await db.selectFrom('issuers').selectAll().where('kind', '=', 'intermediate').execute();
   let issuerId: string | undefined;
@@ -30,15 +30,14 @@ export async function authenticatePeer(db: Db, leafDer: Uint8Array | undefined, 
       break;
     }
   }
-  if (!issuerId) throw new MeshError('unauthorized', 401, 'the client certificate was not issued by this CA');
+  if (!issuerId) throw new KeywardError('unauthenticated', 'the client certificate was not issued by this CA');
   if (leaf.notAfter.getTime() <= now.getTime())
-    throw new MeshError(
-      'unauthorized',
-      401,
+    throw new KeywardError(
+      'unauthenticated',
       `the client certificate expired at ${leaf.notAfter.toISOString()}; an expired certificate cannot renew (use a new bootstrap token)`,
     );
   if (leaf.notBefore.getTime() > now.getTime())
-    throw new MeshError('unauthorized', 401, 'the client certificate is not valid yet');
+    throw new KeywardError('unauthenticated', 'the client certificate is not valid yet');
   const row = await db
     .selectFrom('certificates')
     .selectAll()
@@ -49,11 +48,10 @@ export async function authenticatePeer(db: Db, leafDer: Uint8Array | undefined, 
     row !== undefined &&
     row.der.length === leafDer.length &&
     timingSafeEqual(Buffer.from(row.der), Buffer.from(leafDer));
-  if (!row || !same) throw new MeshError('unauthorized', 401, "the client certificate is not in this CA's records");
+  if (!row || !same) throw new KeywardError('unauthenticated', "the client certificate is not in this CA's records");
   if (row.status === 'revoked' || row.revoked_at)
-    throw new MeshError(
-      'unauthorized',
-      401,
+    throw new KeywardError(
+      'unauthenticated',
       `the client certificate (serial ${row.serial}) is revoked and cannot renew`,
     );
   return row;

@@ -1,11 +1,10 @@
-import type { Clock } from '../ca/authority.ts';
-import { CsrError, parseCsr, type ParsedCsr } from '../ca/csr.ts';
-import { CaError } from '../ca/errors.ts';
+import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
 import { normalizeSans } from '../ca/names.ts';
 import type { AppContext } from '../context.ts';
-import type { SanSet } from '../db/schema.ts';
-import { evaluateNames, identifiersOf } from '../policy/names.ts';
-import { MeshError, policyRefusal } from './errors.ts';
+import { type Clock, systemClock } from '../core/clock.ts';
+import { KeywardError } from '../core/errors.ts';
+import { identifiersOf, sanCount, type SanSet } from '../core/identifiers.ts';
+import { evaluateNames, policyRefusal } from '../policy/names.ts';
 import { authenticatePeer } from './peer.ts';
 import { consumeToken, recordTokenSerial, signUrl, verifyBootstrapToken } from './tokens.ts';
 
@@ -19,36 +18,21 @@ export interface MeshCertificate {
   notAfter: string;
 }
 
-const systemClock: Clock = { now: () => new Date() };
-
 function csrOf(value: unknown): ParsedCsr {
   if (typeof value !== 'string' || value.length === 0)
-    throw new MeshError('malformed', 400, 'the body needs "csr": a PEM certificate request');
-  try {
-    return parseCsr(value);
-  } catch (err) {
-    if (err instanceof CsrError) throw new MeshError(err.code, 400, err.message);
-    throw err;
-  }
+    throw new KeywardError('malformed', 'the body needs "csr": a PEM certificate request');
+  return parseCsr(value);
 }
 
 /** The names to certify: the CSR's, which must all be granted, or all granted names when it asks none. */
 function namesFor(csr: ParsedCsr, granted: SanSet, what: string): SanSet {
-  let asked: SanSet;
-  try {
-    asked = normalizeSans(csr.sans);
-  } catch (err) {
-    if (err instanceof CaError) throw new MeshError('badCSR', 400, err.message);
-    throw err;
-  }
-  const count = asked.dns.length + asked.ip.length + asked.uri.length + asked.email.length;
-  if (count === 0) return granted;
+  const asked = normalizeSans(csr.sans);
+  if (sanCount(asked) === 0) return granted;
   for (const type of ['dns', 'ip', 'uri', 'email'] as const) {
     const extra = asked[type].filter((n) => !granted[type].includes(n));
     if (extra.length > 0)
-      throw new MeshError(
+      throw new KeywardError(
         'rejectedIdentifier',
-        403,
         `the CSR asks for ${type} ${extra.join(', ')}, which ${what} does not authorize (authorized: ${[...granted.dns, ...granted.ip, ...granted.uri, ...granted.email].join(', ')})`,
       );
   }
@@ -73,46 +57,32 @@ export class MeshService {
       identifiersOf(sans),
       issuer ? { issuerId: issuer.id } : {},
     );
-    if (!evaluation.allowed) throw policyRefusal(evaluation.decisions);
+    if (!evaluation.allowed) throw policyRefusal(evaluation);
     return issuer?.id ?? '';
   }
 
   private async issue(csr: ParsedCsr, sans: SanSet, profile: string, requester: string): Promise<MeshCertificate> {
-    try {
-      const issued = await this.ctx.ca.issue({
-        subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
-        keyType: csr.keyType,
-        ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
-        sans,
-        profile,
-        requester,
-      });
-      return {
-        serial: issued.serial,
-        certificate: issued.chainPem,
-        caBundle: await this.ctx.ca.rootsPem(),
-        notBefore: issued.notBefore.toISOString(),
-        notAfter: issued.notAfter.toISOString(),
-      };
-    } catch (err) {
-      if (err instanceof CaError) {
-        const type =
-          err.code === 'badPublicKey' ||
-          err.code === 'badCSR' ||
-          err.code === 'rejectedIdentifier' ||
-          err.code === 'invalidProfile'
-            ? err.code
-            : 'malformed';
-        throw new MeshError(type, type === 'rejectedIdentifier' ? 403 : 400, err.message);
-      }
-      throw err;
-    }
+    const issued = await this.ctx.ca.issue({
+      subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
+      keyType: csr.keyType,
+      ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
+      sans,
+      profile,
+      requester,
+    });
+    return {
+      serial: issued.serial,
+      certificate: issued.chainPem,
+      caBundle: await this.ctx.ca.rootsPem(),
+      notBefore: issued.notBefore.toISOString(),
+      notAfter: issued.notAfter.toISOString(),
+    };
   }
 
   /** POST /v1/sign {csr, token}. The token is burnt only once everything else has passed. */
   async sign(body: Record<string, unknown>): Promise<MeshCertificate> {
     if (typeof body.token !== 'string' || body.token.length === 0)
-      throw new MeshError('malformed', 400, 'the body needs "token": a bootstrap token');
+      throw new KeywardError('malformed', 'the body needs "token": a bootstrap token');
     const now = this.clock.now();
     const token = await verifyBootstrapToken(this.ctx.database.db, body.token, {
       audience: signUrl(this.ctx.config),
@@ -121,9 +91,8 @@ export class MeshService {
     const csr = csrOf(body.csr);
     const sans = namesFor(csr, token.sans, 'the token');
     if (!this.ctx.ca.profiles.has(token.profile))
-      throw new MeshError(
+      throw new KeywardError(
         'invalidProfile',
-        400,
         `the token names profile "${token.profile}", which this CA no longer has`,
       );
     await this.checkPolicy(sans);
@@ -144,9 +113,8 @@ export class MeshService {
     const now = this.clock.now();
     const current = await authenticatePeer(this.ctx.database.db, peerDer, now);
     if (!current.requester.startsWith('mesh:'))
-      throw new MeshError(
+      throw new KeywardError(
         'unauthorized',
-        403,
         `certificate ${current.serial} was not issued by the mesh flow and cannot renew here`,
       );
     const csr = csrOf(body.csr);

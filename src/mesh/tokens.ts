@@ -4,10 +4,11 @@ import { errors as joseErrors, importJWK, jwtVerify } from 'jose';
 
 import { normalizeSans } from '../ca/names.ts';
 import { ADMIN_PROFILE, type Config } from '../config/load.ts';
-import type { Db, SanSet } from '../db/schema.ts';
+import { KeywardError } from '../core/errors.ts';
+import { identifiersOf, type SanSet } from '../core/identifiers.ts';
+import type { Db } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
-import { evaluateNames, identifiersOf } from '../policy/names.ts';
-import { MeshError, policyRefusal } from './errors.ts';
+import { evaluateNames, policyRefusal } from '../policy/names.ts';
 import { ensureProvisioner, findProvisioner, signJwt } from './provisioner.ts';
 
 export const TOKEN_ISSUER = 'keyward';
@@ -54,25 +55,23 @@ export async function createBootstrapToken(deps: TokenDeps, req: TokenRequest): 
   const { config, db } = deps;
   const sans = normalizeSans({ dns: req.dns ?? [], ip: req.ip ?? [], uri: req.id ? [req.id] : [], email: [] });
   if (sans.dns.length + sans.ip.length + sans.uri.length === 0)
-    throw new MeshError('malformed', 400, 'a token must name at least one identity (--id, --dns or --ip)');
+    throw new KeywardError('malformed', 'a token must name at least one identity (--id, --dns or --ip)');
   const profileName = req.profile ?? config.mesh.defaultProfile;
   // Admin certificates make administrators: never through a bootstrap token.
   const profile = profileName === ADMIN_PROFILE ? undefined : deps.profiles.get(profileName);
   if (!profile)
-    throw new MeshError(
+    throw new KeywardError(
       'invalidProfile',
-      400,
       `unknown profile "${profileName}" (known: ${[...deps.profiles.keys()].filter((p) => p !== ADMIN_PROFILE).join(', ')})`,
     );
   const ttl = req.ttlMs ?? config.mesh.tokenTtl;
   if (ttl <= 0 || ttl > config.mesh.maxTokenTtl)
-    throw new MeshError(
+    throw new KeywardError(
       'malformed',
-      400,
       `the token lifetime must be between 1s and mesh.maxTokenTtl (${config.mesh.maxTokenTtl / 1000}s)`,
     );
   const evaluation = await evaluateNames(db, config.policy, identifiersOf(sans));
-  if (!evaluation.allowed) throw policyRefusal(evaluation.decisions);
+  if (!evaluation.allowed) throw policyRefusal(evaluation);
 
   const provisioner = await ensureProvisioner(db, deps.kms, req.principal);
   const now = req.now ?? new Date();
@@ -123,7 +122,7 @@ export async function verifyBootstrapToken(
   opts: { audience: string; now: Date },
 ): Promise<VerifiedToken> {
   const provisioner = await findProvisioner(db);
-  if (!provisioner) throw new MeshError('unauthorized', 401, 'no bootstrap token was ever issued by this CA');
+  if (!provisioner) throw new KeywardError('unauthenticated', 'no bootstrap token was ever issued by this CA');
   const key = await importJWK({ ...provisioner.publicJwk, alg: 'ES256' }, 'ES256');
   let payload: Record<string, unknown>;
   try {
@@ -137,15 +136,14 @@ export async function verifyBootstrapToken(
     }));
   } catch (err) {
     if (err instanceof joseErrors.JWTExpired)
-      throw new MeshError('unauthorized', 401, 'the bootstrap token has expired');
+      throw new KeywardError('unauthenticated', 'the bootstrap token has expired');
     if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'aud')
-      throw new MeshError(
-        'unauthorized',
-        401,
+      throw new KeywardError(
+        'unauthenticated',
         `the bootstrap token is for another audience (this endpoint is ${opts.audience})`,
       );
     if (err instanceof joseErrors.JOSEError)
-      throw new MeshError('unauthorized', 401, `the bootstrap token is not valid: ${err.message}`);
+      throw new KeywardError('unauthenticated', `the bootstrap token is not valid: ${err.message}`);
     throw err;
   }
   const sans = payload.sans as SanSet | undefined;
@@ -159,7 +157,7 @@ export async function verifyBootstrapToken(
     typeof payload.profile !== 'string' ||
     typeof payload.jti !== 'string'
   ) {
-    throw new MeshError('unauthorized', 401, 'the bootstrap token lacks its names or profile');
+    throw new KeywardError('unauthenticated', 'the bootstrap token lacks its names or profile');
   }
   return { jti: payload.jti, sans, profile: payload.profile };
 }
@@ -183,14 +181,13 @@ export async function consumeToken(db: Db, jti: string, now: Date): Promise<void
     .select(['used_at', 'expires_at'])
     .where('jti', '=', jti)
     .executeTakeFirst();
-  if (!known) throw new MeshError('unauthorized', 401, 'the bootstrap token is unknown to this CA');
+  if (!known) throw new KeywardError('unauthenticated', 'the bootstrap token is unknown to this CA');
   if (known.used_at)
-    throw new MeshError(
-      'unauthorized',
-      401,
+    throw new KeywardError(
+      'unauthenticated',
       `the bootstrap token was already used (at ${known.used_at.toISOString()}); tokens are single-use`,
     );
-  throw new MeshError('unauthorized', 401, 'the bootstrap token has expired');
+  throw new KeywardError('unauthenticated', 'the bootstrap token has expired');
 }
 
 export async function recordTokenSerial(db: Db, jti: string, serial: string): Promise<void> {

@@ -2,12 +2,10 @@
 export {
   decide,
   evaluateNames,
-  type Identifier,
-  identifiersOf,
   type NameDecision,
   type PolicyEvaluation,
+  policyRefusal,
   type PolicySettings,
-  refusalSummary,
 } from './names.ts';
 export { parsePattern, PatternError } from './patterns.ts';
 export {

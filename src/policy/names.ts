@@ -1,12 +1,9 @@
-import type { Executor, PolicyKind, SanSet } from '../db/schema.ts';
+import { type KeywardError, refusalOf } from '../core/errors.ts';
+import type { Identifier } from '../core/identifiers.ts';
+import type { Executor } from '../db/schema.ts';
 import { matches, overlaps } from './patterns.ts';
 import { type ConfigRules, configRules, describeRule, listRules, type PolicyRule } from './rules.ts';
 import { type PolicySubject, type Scope, scopesOf } from './scopes.ts';
-
-export interface Identifier {
-  type: PolicyKind;
-  value: string;
-}
 
 export type NameDecision =
   | {
@@ -113,19 +110,11 @@ export async function evaluateNames(
   return decide(rules, identifiers, subject, settings.defaultAction);
 }
 
-export function identifiersOf(sans: SanSet): Identifier[] {
-  return [
-    ...sans.dns.map((value) => ({ type: 'dns' as const, value })),
-    ...sans.ip.map((value) => ({ type: 'ip' as const, value })),
-    ...sans.uri.map((value) => ({ type: 'uri' as const, value })),
-    ...sans.email.map((value) => ({ type: 'email' as const, value })),
-  ];
-}
-
-/** The refusals of an evaluation as one message (CLI and mesh errors). */
-export function refusalSummary(evaluation: PolicyEvaluation): string {
-  return evaluation.decisions
-    .filter((d): d is Extract<NameDecision, { allowed: false }> => !d.allowed)
-    .map((d) => d.reason)
-    .join('; ');
+/** The refusal of an evaluation: rejectedIdentifier, one subproblem per refused identifier. */
+export function policyRefusal(evaluation: PolicyEvaluation): KeywardError {
+  const refused = evaluation.decisions.filter((d): d is Extract<NameDecision, { allowed: false }> => !d.allowed);
+  return refusalOf(
+    refused.map((d) => ({ kind: 'rejectedIdentifier', detail: d.reason, identifier: d.identifier })),
+    `The name policy refuses ${refused.length === 1 ? 'an identifier' : `${refused.length} identifiers`}`,
+  );
 }

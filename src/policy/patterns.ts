@@ -1,10 +1,15 @@
 import { BlockList, isIP } from 'node:net';
 
+import { isDnsName } from '../core/dns-name.ts';
+import { KeywardError } from '../core/errors.ts';
 import type { PolicyKind } from '../db/schema.ts';
 
 /** A malformed rule pattern (refused when the rule is added, so evaluation never sees one). */
-export class PatternError extends Error {
+export class PatternError extends KeywardError {
   override name = 'PatternError';
+  constructor(detail: string) {
+    super('malformed', detail);
+  }
 }
 
 export interface RulePattern {
@@ -13,11 +18,11 @@ export interface RulePattern {
   pattern: string;
 }
 
-const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 const KIND_PREFIX = /^(dns|ip|uri|email):(?!\/\/)/;
 
+/** A pattern may name a whole zone by a single label (`*.internal`). */
 function dnsBase(name: string): boolean {
-  return name.length > 0 && name.length <= 253 && name.split('.').every((l) => LABEL.test(l));
+  return isDnsName(name, { singleLabel: true });
 }
 
 /**

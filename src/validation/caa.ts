@@ -1,7 +1,9 @@
 /** CAA (RFC 8659) with the ACME account and method parameters of RFC 8657. */
-import { identifierProblem, splitWildcard } from './identifier.ts';
+import { splitWildcard } from '../core/dns-name.ts';
+import type { AcmeIdentifier } from '../core/identifiers.ts';
+import { identifierProblem } from './identifier.ts';
 import { type CaaRecord, DnsLookupError, type DnsResolver } from './resolver.ts';
-import { type ChallengeKind, failure, type Identifier, type ValidationOutcome } from './types.ts';
+import { type ChallengeKind, failure, type ValidationOutcome } from './types.ts';
 
 export interface CaaCheckOptions {
   /** Issuer domain names that identify this CA in CAA `issue`/`issuewild` values (directory meta.caaIdentities). */
@@ -26,7 +28,7 @@ const PARAMETER = new RegExp(`^(${LDH_LABEL})[ \\t]*=[ \\t]*([\\x21-\\x3a\\x3c-\
 const METHOD = /^[A-Za-z0-9-]+$/;
 
 export async function checkCaa(
-  id: Identifier,
+  id: AcmeIdentifier,
   opts: CaaCheckOptions,
   resolver: DnsResolver,
 ): Promise<ValidationOutcome> {

@@ -1,10 +1,12 @@
 /** dns-01 (RFC 8555 §8.4). */
 import { createHash } from 'node:crypto';
 
+import { splitWildcard } from '../core/dns-name.ts';
+import type { AcmeIdentifier } from '../core/identifiers.ts';
 import { beforeDeadline, truncate } from './deadline.ts';
-import { identifierProblem, splitWildcard } from './identifier.ts';
+import { identifierProblem } from './identifier.ts';
 import { DnsLookupError, type DnsResolver } from './resolver.ts';
-import { failure, type Identifier, type ValidationConfig, type ValidationOutcome } from './types.ts';
+import { failure, type ValidationConfig, type ValidationOutcome } from './types.ts';
 
 /**
  * Bound on CNAMEs we chase ourselves. A recursive resolver normally chases them and hands back
@@ -17,7 +19,7 @@ export function dns01Digest(keyAuthorization: string): string {
 }
 
 export async function checkDns01(
-  id: Identifier,
+  id: AcmeIdentifier,
   keyAuthorization: string,
   cfg: Pick<ValidationConfig, 'timeoutMs'>,
   resolver: DnsResolver,

@@ -9,16 +9,12 @@ import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { isIP } from 'node:net';
 
+import { isDnsName, normalizeDnsName } from '../core/dns-name.ts';
+import type { AcmeIdentifier } from '../core/identifiers.ts';
 import { beforeDeadline, truncate } from './deadline.ts';
-import { connectAddresses, identifierProblem, isValidDnsName, normalizeDnsName, urlHost } from './identifier.ts';
+import { connectAddresses, identifierProblem, urlHost } from './identifier.ts';
 import type { DnsResolver } from './resolver.ts';
-import {
-  failure,
-  type Identifier,
-  type ValidationConfig,
-  type ValidationOutcome,
-  type ValidationProblem,
-} from './types.ts';
+import { failure, type ValidationConfig, type ValidationOutcome, type ValidationProblem } from './types.ts';
 
 const USER_AGENT = 'Keyward-validation (+RFC 8555)';
 /** Only the redirects whose method stays GET without surprises (303 is not a "moved" answer). */
@@ -32,7 +28,7 @@ type Attempt =
   | { kind: 'error'; address: string; beforeConnect: boolean; problem: ValidationProblem };
 
 export async function checkHttp01(
-  id: Identifier,
+  id: AcmeIdentifier,
   token: string,
   keyAuthorization: string,
   cfg: ValidationConfig,
@@ -213,7 +209,7 @@ function redirectTarget(location: string, current: URL, cfg: ValidationConfig): 
   }
   next.port = String(allowed);
   const host = unbracket(next.hostname);
-  if (isIP(host) === 0 && !isValidDnsName(host))
+  if (isIP(host) === 0 && !isDnsName(normalizeDnsName(host)))
     return `Redirect to invalid host ${JSON.stringify(truncate(host, MAX_ECHO))}`;
   next.username = '';
   next.password = '';

@@ -1,64 +1,30 @@
 import { isIP } from 'node:net';
 
+import { dnsNameProblem, normalizeDnsName, splitWildcard } from '../core/dns-name.ts';
+import type { AcmeIdentifier } from '../core/identifiers.ts';
+import { canonicalIp, parseIp } from '../core/ip.ts';
 import { DnsLookupError, type DnsResolver } from './resolver.ts';
-import type { Identifier, ValidationProblem } from './types.ts';
-
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
-
-/** Lower-cased, without a trailing dot; DNS names compare case-insensitively. */
-export function normalizeDnsName(name: string): string {
-  return name.toLowerCase().replace(/\.$/, '');
-}
-
-/** An LDH host name of at least two labels (a bare label would be resolved against search lists). */
-export function isValidDnsName(name: string): boolean {
-  const n = normalizeDnsName(name);
-  if (n.length === 0 || n.length > 253) return false;
-  const labels = n.split('.');
-  return labels.length >= 2 && labels.every((l) => LABEL.test(l));
-}
-
-export function splitWildcard(name: string): { base: string; wildcard: boolean } {
-  const n = normalizeDnsName(name);
-  return n.startsWith('*.') ? { base: n.slice(2), wildcard: true } : { base: n, wildcard: false };
-}
+import type { ValidationProblem } from './types.ts';
 
 /** Checks an identifier's syntax; wildcards only where the caller allows them (dns-01, CAA). */
-export function identifierProblem(id: Identifier, allowWildcard: boolean): ValidationProblem | null {
+export function identifierProblem(id: AcmeIdentifier, allowWildcard: boolean): ValidationProblem | null {
   if (id.type === 'ip') {
-    return isIP(id.value) === 0
+    return canonicalIp(id.value) === null
       ? { type: 'malformed', detail: `Invalid IP address identifier ${JSON.stringify(id.value)}` }
       : null;
   }
   if (id.type !== 'dns') return { type: 'malformed', detail: `Unsupported identifier type ${JSON.stringify(id.type)}` };
-  const { base, wildcard } = splitWildcard(id.value);
-  if (wildcard && !allowWildcard) {
+  const name = normalizeDnsName(id.value);
+  if (splitWildcard(name).wildcard && !allowWildcard) {
     return { type: 'malformed', detail: `Wildcard identifier ${id.value} can only be validated with dns-01` };
   }
-  return isValidDnsName(base)
-    ? null
-    : { type: 'malformed', detail: `Invalid DNS identifier ${JSON.stringify(id.value)}` };
-}
-
-/** The 4 or 16 address bytes, or null for anything that is not an IP literal. */
-export function ipToBytes(ip: string): Buffer | null {
-  const family = isIP(ip);
-  if (family === 4) return Buffer.from(ip.split('.').map(Number));
-  if (family !== 6) return null;
-  // The WHATWG serialiser rewrites any IPv6 spelling (embedded dotted quads included) as hex groups.
-  const canonical = new URL(`http://[${ip.replace(/%.*$/, '')}]/`).hostname.slice(1, -1);
-  const [head = '', tail] = canonical.split('::');
-  const h = head === '' ? [] : head.split(':');
-  const t = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = tail === undefined ? h : [...h, ...new Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-  return out;
+  const problem = dnsNameProblem(name, { wildcard: true });
+  return problem === undefined ? null : { type: 'malformed', detail: `Invalid DNS identifier: ${problem}` };
 }
 
 /** The reverse-mapping name tls-alpn-01 sends as SNI for an IP identifier (RFC 8738 §6). */
 export function reverseDnsName(ip: string): string {
-  const bytes = ipToBytes(ip);
+  const bytes = parseIp(ip);
   if (!bytes) throw new Error(`not an IP address: ${ip}`);
   if (bytes.length === 4) return `${[...bytes].reverse().join('.')}.in-addr.arpa`;
   const nibbles: string[] = [];

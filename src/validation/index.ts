@@ -3,17 +3,12 @@
  * they share. Checks report failures as ACME problems and never throw for anything the
  * applicant's network did; a thrown error means a bug on our side (serverInternal).
  */
+import type { AcmeIdentifier } from '../core/identifiers.ts';
 import { checkDns01 } from './dns01.ts';
 import { checkHttp01 } from './http01.ts';
 import type { DnsResolver } from './resolver.ts';
 import { checkTlsAlpn01 } from './tlsalpn01.ts';
-import {
-  type ChallengeKind,
-  failure,
-  type Identifier,
-  type ValidationConfig,
-  type ValidationOutcome,
-} from './types.ts';
+import { type ChallengeKind, failure, type ValidationConfig, type ValidationOutcome } from './types.ts';
 
 export { type CaaCheckOptions, checkCaa, type IssueValue, parseIssueValue } from './caa.ts';
 export { checkDns01, dns01Digest } from './dns01.ts';
@@ -31,7 +26,6 @@ export {
 export { ACME_IDENTIFIER_OID, ACME_TLS_ALPN, checkTlsAlpn01, verifyAcmeTlsCertificate } from './tlsalpn01.ts';
 export type {
   ChallengeKind,
-  Identifier,
   ValidationConfig,
   ValidationOutcome,
   ValidationProblem,
@@ -40,7 +34,7 @@ export type {
 export { defaultValidationConfig } from './types.ts';
 
 /** Which challenge types may prove control of an identifier (RFC 8738 §7; wildcards: DNS only). */
-export function challengeKindsFor(id: Identifier): ChallengeKind[] {
+export function challengeKindsFor(id: AcmeIdentifier): ChallengeKind[] {
   if (id.type === 'ip') return ['http-01', 'tls-alpn-01'];
   if (id.value.startsWith('*.')) return ['dns-01'];
   return ['http-01', 'dns-01', 'tls-alpn-01'];
@@ -48,7 +42,7 @@ export function challengeKindsFor(id: Identifier): ChallengeKind[] {
 
 export async function validateChallenge(
   kind: ChallengeKind,
-  id: Identifier,
+  id: AcmeIdentifier,
   token: string,
   keyAuthorization: string,
   cfg: ValidationConfig,

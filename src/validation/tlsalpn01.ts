@@ -2,24 +2,19 @@
 import 'reflect-metadata';
 
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { isIP } from 'node:net';
 import tls from 'node:tls';
 
 import { SubjectAlternativeNameExtension, X509Certificate } from '@peculiar/x509';
 import * as asn1js from 'asn1js';
 
+import { normalizeDnsName } from '../core/dns-name.ts';
+import type { AcmeIdentifier } from '../core/identifiers.ts';
+import { canonicalIp } from '../core/ip.ts';
 import { beforeDeadline, truncate } from './deadline.ts';
 import { describeSocketError } from './http01.ts';
-import {
-  connectAddresses,
-  identifierProblem,
-  ipToBytes,
-  normalizeDnsName,
-  reverseDnsName,
-  urlHost,
-} from './identifier.ts';
+import { connectAddresses, identifierProblem, reverseDnsName, urlHost } from './identifier.ts';
 import type { DnsResolver } from './resolver.ts';
-import { type Identifier, type ValidationConfig, type ValidationOutcome, type ValidationProblem } from './types.ts';
+import { type ValidationConfig, type ValidationOutcome, type ValidationProblem } from './types.ts';
 
 export const ACME_TLS_ALPN = 'acme-tls/1';
 /** id-pe-acmeIdentifier (RFC 8737 §6.1). */
@@ -30,7 +25,7 @@ type Handshake =
   | { kind: 'error'; address: string; beforeConnect: boolean; problem: ValidationProblem };
 
 export async function checkTlsAlpn01(
-  id: Identifier,
+  id: AcmeIdentifier,
   keyAuthorization: string,
   cfg: ValidationConfig,
   resolver: DnsResolver,
@@ -130,7 +125,7 @@ function handshake(address: string, port: number, sni: string, deadline: number)
  */
 export function verifyAcmeTlsCertificate(
   der: Uint8Array,
-  id: Identifier,
+  id: AcmeIdentifier,
   keyAuthorization: string,
 ): ValidationProblem | null {
   const incorrect = (why: string): ValidationProblem => ({
@@ -174,12 +169,11 @@ export function verifyAcmeTlsCertificate(
   return null;
 }
 
-function sanMatches(name: { type: string; value: string }, id: Identifier): boolean {
+function sanMatches(name: { type: string; value: string }, id: AcmeIdentifier): boolean {
   if (id.type === 'dns') return name.type === 'dns' && normalizeDnsName(name.value) === normalizeDnsName(id.value);
-  if (name.type !== 'ip' || isIP(name.value) === 0) return false;
-  const want = ipToBytes(id.value);
-  const got = ipToBytes(name.value);
-  return want !== null && got !== null && want.equals(got);
+  if (name.type !== 'ip') return false;
+  const got = canonicalIp(name.value);
+  return got !== null && got === canonicalIp(id.value);
 }
 
 /** The contents of a DER OCTET STRING that fills `der` exactly, or null. */

@@ -1,3 +1,5 @@
+import type { ErrorKind } from '../core/errors.ts';
+
 /** Where the checks connect and how long they may take; tests point all of it at loopback. */
 export interface ValidationConfig {
   /** Port for http-01 fetches and for `http:` redirect targets (80 in production). */
@@ -20,16 +22,13 @@ export const defaultValidationConfig: Readonly<ValidationConfig> = Object.freeze
   maxBodyBytes: 8 * 1024,
 });
 
-export interface Identifier {
-  type: 'dns' | 'ip';
-  value: string;
-}
-
 export type ChallengeKind = 'http-01' | 'dns-01' | 'tls-alpn-01';
 
-/** The ACME error suffix: `urn:ietf:params:acme:error:<type>`. */
-export type ValidationProblemType =
-  'connection' | 'dns' | 'incorrectResponse' | 'unauthorized' | 'tls' | 'caa' | 'malformed';
+/** The error kinds a check reports (each is an ACME error type of the same name). */
+export type ValidationProblemType = Extract<
+  ErrorKind,
+  'connection' | 'dns' | 'incorrectResponse' | 'unauthorized' | 'tls' | 'caa' | 'malformed'
+>;
 
 export interface ValidationProblem {
   type: ValidationProblemType;

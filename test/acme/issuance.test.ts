@@ -203,7 +203,7 @@ describe('CAA at finalize', () => {
       ).http;
       const der = Buffer.from(csr.toString().replace(/-----[^-]+-----|\s/g, ''), 'base64').toString('base64url');
       const res = await http.signedRequest(order.finalize, { csr: der }, { kid: client.getAccountUrl() });
-      expect([res.status, res.data.type]).toEqual([400, 'urn:ietf:params:acme:error:caa']);
+      expect([res.status, res.data.type]).toEqual([403, 'urn:ietf:params:acme:error:caa']);
       expect(res.data.detail).toContain('stale-caa.example.test');
       expect(res.data.subproblems).toEqual([
         expect.objectContaining({

@@ -246,6 +246,9 @@ describe('orders', () => {
         { type: 'dns', value: 'UPPER.example.test' },
         { type: 'dns', value: 'a.*.example.test' },
         { type: 'ip', value: '2001:DB8::1' },
+        { type: 'dns', value: 'a.123' },
+        { type: 'dns', value: 'xn--ls8h.example.test' },
+        { type: 'dns', value: 'single-label' },
       ],
     });
     const p = expectProblem(res, 400, 'compound');
@@ -256,7 +259,11 @@ describe('orders', () => {
       ['rejectedIdentifier', 'UPPER.example.test'],
       ['malformed', 'a.*.example.test'],
       ['rejectedIdentifier', '2001:DB8::1'],
+      ['malformed', 'a.123'],
+      ['malformed', 'xn--ls8h.example.test'],
+      ['malformed', 'single-label'],
     ]);
+    expect(subs[4]).toMatchObject({ detail: 'DNS name "a.123" ends in an all-numeric label' });
   });
 
   it('stores and echoes notAfter; refuses notBefore', async () => {

@@ -13,9 +13,9 @@ import {
   serialNumberContent,
 } from '../../src/ca/cert-builder.ts';
 import { children, rawOf, readWhole } from '../../src/ca/der.ts';
-import { formatIp, parseIp } from '../../src/ca/ip.ts';
 import { OID } from '../../src/ca/oids.ts';
 import { x509 } from '../../src/ca/x509.ts';
+import { formatIp, parseIp } from '../../src/core/ip.ts';
 import {
   type IssuerKey,
   issuerKey,

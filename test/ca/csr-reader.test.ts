@@ -14,9 +14,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { type CsrFields, readCsr } from '../../src/ca/csr.ts';
 import { bitString, oid, seq, tlv } from '../../src/ca/der.ts';
-import { formatIp, parseIp } from '../../src/ca/ip.ts';
 import { OID } from '../../src/ca/oids.ts';
 import { x509 } from '../../src/ca/x509.ts';
+import { formatIp, parseIp } from '../../src/core/ip.ts';
 import { openssl, tempDir } from './helpers.ts';
 
 interface Read {

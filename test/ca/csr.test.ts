@@ -4,9 +4,9 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { CsrError, MAX_CSR_BYTES, parseCsr, type ParsedCsr } from '../../src/ca/csr.ts';
-import { CaError } from '../../src/ca/errors.ts';
+import { MAX_CSR_BYTES, parseCsr, type ParsedCsr } from '../../src/ca/csr.ts';
 import { x509 } from '../../src/ca/x509.ts';
+import { KeywardError } from '../../src/core/errors.ts';
 import { openssl, tempDir } from './helpers.ts';
 
 type Alg = { name: string; namedCurve?: string; modulusLength?: number; publicExponent?: Uint8Array; hash?: string };
@@ -49,13 +49,12 @@ function opensslCsr(newkey: string[], extra: string[] = []): string {
   return readFileSync(out, 'utf8');
 }
 
-function refusal(input: string | Uint8Array): CsrError {
+function refusal(input: string | Uint8Array): KeywardError {
   try {
     parseCsr(input);
   } catch (e) {
-    expect(e).toBeInstanceOf(CsrError);
-    expect(e).toBeInstanceOf(CaError);
-    return e as CsrError;
+    expect(e).toBeInstanceOf(KeywardError);
+    return e as KeywardError;
   }
   throw new Error('CSR was accepted');
 }

@@ -47,30 +47,30 @@ describe('commands that do not surprise', () => {
     const json = await keyward(['certs', 'list', '--limit', 'x', '--json'], { KEYWARD_DATA_DIR: empty });
     expect(json.code).toBe(2);
     expect(JSON.parse(json.stderr)).toEqual({
-      error: { code: 'UsageError', message: '--limit must be a positive whole number (see keyward --help)' },
+      error: { kind: 'usage', code: 'usage', detail: '--limit must be a positive whole number' },
     });
     expect(json.stdout).toBe('');
   });
 
-  it('read and admin commands where no CA exists say so, exit 1 and create nothing', async () => {
+  it('read and admin commands where no CA exists say so, exit 3 (not found) and create nothing', async () => {
     const dataDir = join(empty, 'data');
     for (const args of [['certs', 'list'], ['kms', 'list'], ['revoke', 'ab12'], ['policy', 'list'], ['migrate']]) {
       const r = await keyward(args, { KEYWARD_DATA_DIR: dataDir });
-      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.code, args.join(' ')).toBe(3);
       expect(r.stderr).toContain(`there is no CA in ${dataDir}`);
       expect(r.stderr).toContain('keyward init');
       expect(r.stdout).toBe('');
     }
     expect(existsSync(dataDir)).toBe(false);
     const json = await keyward(['certs', 'show', 'ab12', '--json'], { KEYWARD_DATA_DIR: dataDir });
-    expect(json.code).toBe(1);
-    expect((JSON.parse(json.stderr) as { error: { code: string } }).error.code).toBe('notInitialized');
+    expect(json.code).toBe(3);
+    expect((JSON.parse(json.stderr) as { error: { kind: string } }).error.kind).toBe('notInitialized');
     expect(readdirSync(empty)).toEqual([]);
   });
 
   it('the same on a database that has the schema but no CA: no root of trust is made', async () => {
     const r = await keyward(['kms', 'list'], store.env);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(3);
     expect(r.stderr).toContain('there is no CA');
     const handle = await store.open();
     try {

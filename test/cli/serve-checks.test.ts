@@ -6,9 +6,9 @@ import { connect } from 'node:tls';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { adminSocketPath, callAdmin } from '../../src/cli/admin-client.ts';
 import { preflight } from '../../src/cli/serve.ts';
 import { loadConfig } from '../../src/config/load.ts';
+import { adminSocketPath, callAdmin } from '../../src/http/admin-client.ts';
 import type { KeyDetail, KeySummary } from '../../src/kms/inventory.ts';
 import { kmsCli } from '../kms/helpers.ts';
 import { freePort, startTestCa, type TestCa } from '../support/ca.ts';
@@ -106,8 +106,8 @@ describe('a running server', () => {
     );
     const alias = join(ca.store.dataDir, 'alias.yaml');
     symlinkSync(ca.configFile, alias);
-    expect(((await callAdmin(socket, 'ca.issuers', {}, alias))!.result as unknown[]).length).toBe(2);
-    expect(((await callAdmin(socket, 'ca.issuers', {}))!.result as unknown[]).length).toBe(2);
+    expect(((await callAdmin(socket, 'ca.issuers', { principal: 'test' }, alias))!.result as unknown[]).length).toBe(2);
+    expect(((await callAdmin(socket, 'ca.issuers', { principal: 'test' }))!.result as unknown[]).length).toBe(2);
   });
 
   it('kms show accepts the names and the short ids that kms list prints', async () => {

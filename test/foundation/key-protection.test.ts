@@ -75,7 +75,7 @@ describe('key protection', () => {
     expect(init.code, init.stderr).toBe(0);
     writeFileSync(join(store.dataDir, 'root.key'), randomBytes(32).toString('base64'));
     const r = await keyward(['issue', '--csr', join(opensslCsr({ san: 'DNS:x.internal' }).dir, 'req.csr')], env);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2); // configuration: the key file does not match
     expect(r.stderr).toMatch(/WrongRootKey: root key file .*root\.key does not match root [0-9a-f-]{36}/);
     await expect(openCa(configFile, env)).rejects.toThrow(/does not match root/);
   });
@@ -131,10 +131,10 @@ describe('key protection', () => {
       ...env,
       KEYWARD_PASSPHRASE: 'Tr0ub4dor&3',
     });
-    expect(wrong.code).toBe(1);
+    expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/the passphrase does not match root/);
     const missing = await keyward(['certs', 'list'], env);
-    expect(missing.code).toBe(1);
+    expect(missing.code).toBe(5); // the key is unavailable until a passphrase is given
     expect(missing.stderr).toMatch(/none was given \(set KEYWARD_PASSPHRASE/);
     const ctx = await openCa(configFile, good);
     const root = await ctx.database.db.selectFrom('kms_roots').select(['provider', 'params']).executeTakeFirstOrThrow();

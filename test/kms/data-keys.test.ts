@@ -108,7 +108,7 @@ describe('data-key API over mTLS', () => {
       encryptionContext: { tenant: 'b', table: 'users' },
     });
     expect(wrong.status).toBe(400);
-    expect(wrong.json).toMatchObject({ title: 'InvalidCiphertext' });
+    expect(wrong.json).toMatchObject({ code: 'InvalidCiphertext' });
     const without = await call(app, 'generate-data-key-without-plaintext', {
       keyId: 'app-secrets',
       encryptionContext: ctxA,
@@ -163,7 +163,7 @@ describe('data-key API over mTLS', () => {
       encryptionContext: { who: 'app' },
     });
     expect(r.status).toBe(403);
-    expect(r.json).toMatchObject({ title: 'AccessDenied' });
+    expect(r.json).toMatchObject({ code: 'AccessDenied' });
     expect(r.json.detail).toMatch(/no statement allows decrypt to stranger\.internal/);
     const events = await ca.ctx.database.db
       .selectFrom('audit_events')
@@ -211,7 +211,7 @@ describe('data-key API over mTLS', () => {
           ciphertextBlob: frozen.json.ciphertextBlob,
           encryptionContext: { who: 'app', frozen: '1' },
         })
-      ).json.title,
+      ).json.code,
     ).toBe('AccessDenied');
   });
 

@@ -107,7 +107,7 @@ describe('roots of trust and rotate-root', () => {
     writeFileSync(pin, '00000000\n');
     try {
       const r = await keyward(['kms', 'list'], env);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(2); // configuration: the token refused the PIN
       expect(r.stderr).toMatch(/the token refused the PIN \(CKR_PIN_INCORRECT\)/);
       expect(r.stderr).not.toContain('00000000');
     } finally {

@@ -148,7 +148,7 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
     const t = await token();
     const extra = opensslCsr({ san: `URI:${ID},DNS:other.internal` });
     const refused = await sign({ csr: extra.csrPem, token: t });
-    expect(refused.status).toBe(403);
+    expect(refused.status).toBe(400);
     expect(refused.json.type).toBe('urn:ietf:params:acme:error:rejectedIdentifier');
     expect(String(refused.json.detail)).toContain('other.internal');
     const subset = opensslCsr({ san: `URI:${ID}` });
@@ -169,7 +169,7 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
       principal: 'test',
     });
     const r = await sign({ csr: (await newKeyAndCsr()).csrPem, token: t });
-    expect(r.status).toBe(403);
+    expect(r.status).toBe(400);
     expect(r.json.type).toBe('urn:ietf:params:acme:error:rejectedIdentifier');
     expect(r.json.subproblems).toEqual([
       {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { decide, type Identifier } from '../../src/policy/names.ts';
+import type { Identifier } from '../../src/core/identifiers.ts';
+import { decide } from '../../src/policy/names.ts';
 import { matches, parsePattern, PatternError } from '../../src/policy/patterns.ts';
 import type { PolicyRule } from '../../src/policy/rules.ts';
 import type { Scope } from '../../src/policy/scopes.ts';

@@ -5,7 +5,7 @@ import tls from 'node:tls';
 import * as acme from 'acme-client';
 import { exportJWK, FlattenedSign, generateKeyPair, type JWK } from 'jose';
 
-import type { Logger } from '../../src/http/log.ts';
+import type { Logger } from '../../src/core/log.ts';
 import { freePort, startTestCa, type TestCa } from './ca.ts';
 import type { TestStore } from './db.ts';
 import { startTestDnsServer, type TestDnsServer } from './dns-server.ts';

@@ -4,9 +4,11 @@ import { join } from 'node:path';
 
 import { stringify } from 'yaml';
 
+import { commandsByName } from '../../src/cli/registry.ts';
 import { type Config, loadConfig } from '../../src/config/load.ts';
 import { type AppContext, openContext } from '../../src/context.ts';
-import { createLogger, type Logger } from '../../src/http/log.ts';
+import type { Logger } from '../../src/core/log.ts';
+import { createLogger } from '../../src/http/log.ts';
 import { type RunningServer, startServer } from '../../src/server.ts';
 import { createTestStore, type TestStore } from './db.ts';
 
@@ -69,7 +71,8 @@ export async function startTestCa(options: TestCaOptions = {}): Promise<TestCa> 
     { organization: config.ca.organization, root: config.ca.root, intermediate: config.ca.intermediate },
     'test',
   );
-  const server = options.serve === false ? undefined : await startServer(ctx, options.log ?? createLogger('silent'));
+  const server =
+    options.serve === false ? undefined : await startServer(ctx, options.log ?? createLogger('silent'), commandsByName);
   const { toPem } = await import('../../src/ca/pem.ts');
   return {
     store,

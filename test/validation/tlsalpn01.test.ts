@@ -7,11 +7,11 @@ import * as x509 from '@peculiar/x509';
 import * as asn1js from 'asn1js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
+import type { AcmeIdentifier } from '../../src/core/identifiers.ts';
 import {
   ACME_IDENTIFIER_OID,
   createDnsResolver,
   type DnsResolver,
-  type Identifier,
   reverseDnsName,
   validateChallenge,
   type ValidationConfig,
@@ -87,7 +87,7 @@ async function responder(cert: TestCert, alpn: string[] | null = ['acme-tls/1'])
 
 async function check(
   cert: TestCert,
-  opts: { id?: Identifier; alpn?: string[] | null; cfg?: Partial<ValidationConfig> } = {},
+  opts: { id?: AcmeIdentifier; alpn?: string[] | null; cfg?: Partial<ValidationConfig> } = {},
 ) {
   dns.setA(NAME, '127.0.0.1');
   const port = await responder(cert, opts.alpn === undefined ? ['acme-tls/1'] : opts.alpn);

@@ -3,15 +3,10 @@ import { type IncomingMessage, request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 
-export class RemoteError extends Error {
-  override name = 'RemoteError';
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+import { isErrorKind, KeywardError, kindForStatus } from '../core/errors.ts';
+
+// The client side of the admin protocol (admin.ts). Kept light: the CLI loads it on every run,
+// before it knows whether it needs a database.
 
 export function adminSocketPath(dataDir: string): string {
   return join(dataDir, 'admin.sock');
@@ -22,8 +17,10 @@ export const CONFIG_HEADER = 'x-keyward-config';
 
 /**
  * Calls a command on the running server through its admin socket; undefined when none listens.
- * `configFile` is the file the caller was told to use (--config / KEYWARD_CONFIG), if any: a server
- * running with another one refuses rather than silently using its own.
+ * A refusal comes back as the KeywardError the server raised, so the CLI renders it exactly as if
+ * the command had run in-process. `configFile` is the file the caller was told to use (--config /
+ * KEYWARD_CONFIG), if any: a server running with another one refuses rather than silently using
+ * its own.
  */
 export async function callAdmin(
   socketPath: string,
@@ -55,6 +52,14 @@ export async function callAdmin(
   });
 }
 
+/** Whether a server answers on the socket; any answer, a refusal included, means one holds it. */
+export async function serverRunning(socketPath: string): Promise<boolean> {
+  return callAdmin(socketPath, 'ca.issuers', {}).then(
+    (result) => result !== undefined,
+    (err: unknown) => err instanceof KeywardError,
+  );
+}
+
 function readAnswer(
   res: IncomingMessage,
   resolve: (v: { result: unknown }) => void,
@@ -63,20 +68,20 @@ function readAnswer(
   const chunks: Buffer[] = [];
   res.on('data', (c: Buffer) => chunks.push(c));
   res.on('end', () => {
+    let parsed: { result?: unknown; error?: unknown; code?: unknown; detail?: unknown };
     try {
-      const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-        result?: unknown;
-        error?: { code: string; message: string };
-        // problem+json from the HTTPS admin endpoint's authentication
-        title?: string;
-        detail?: string;
-      };
-      if (parsed.error) reject(new RemoteError(parsed.error.code, parsed.error.message));
-      else if (parsed.detail !== undefined) reject(new RemoteError(parsed.title ?? 'Unauthorized', parsed.detail));
-      else resolve({ result: parsed.result });
+      parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof parsed;
     } catch {
-      reject(new RemoteError('InternalError', `the server answered ${res.statusCode} with no JSON`));
+      reject(new KeywardError('internal', `the server answered ${res.statusCode} with no JSON`));
+      return;
     }
+    if (parsed.error !== undefined) reject(KeywardError.fromJSON(parsed.error));
+    // A problem document from before the admin protocol (the HTTPS listener's sealed guard, a 404).
+    else if (typeof parsed.detail === 'string')
+      reject(
+        new KeywardError(isErrorKind(parsed.code) ? parsed.code : kindForStatus(res.statusCode ?? 500), parsed.detail),
+      );
+    else resolve({ result: parsed.result });
   });
 }
 
@@ -95,10 +100,7 @@ export function callAdminHttps(target: AdminHttpsTarget, command: string, input:
     try {
       return readFileSync(file);
     } catch (err) {
-      throw new RemoteError(
-        'InvalidInput',
-        `--admin-${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code})`,
-      );
+      throw new KeywardError('usage', `--admin-${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code})`);
     }
   };
   const body = JSON.stringify(input);
@@ -115,7 +117,7 @@ export function callAdminHttps(target: AdminHttpsTarget, command: string, input:
       },
       (res) => readAnswer(res, (v) => resolve(v.result), reject),
     );
-    req.on('timeout', () => req.destroy(new Error(`${url.origin} did not answer within 30 s`)));
+    req.on('timeout', () => req.destroy(new KeywardError('unavailable', `${url.origin} did not answer within 30 s`)));
     req.on('error', reject);
     req.end(body);
   });

@@ -1,8 +1,9 @@
 import { isIPv4, isIPv6 } from 'node:net';
 
 /**
- * IP addresses as certificates carry them (iPAddress: 4 or 16 octets) and back to one canonical text
- * form, so that names from a CSR compare equal to names from an ACME order.
+ * The one IP-address rule: IP addresses as certificates carry them (iPAddress: 4 or 16 octets) and
+ * back to one canonical text form (dotted quad; RFC 5952 for IPv6), so that names from a CSR, an
+ * ACME order, a token and a policy rule compare equal. Literals only: no zone, no prefix.
  */
 
 function parseV4(text: string): Uint8Array {
@@ -65,4 +66,15 @@ export function formatIp(bytes: Uint8Array): string {
   const hex = words.map((w) => w.toString(16));
   if (bestStart < 0) return hex.join(':');
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}
+
+/** The canonical text of an IP literal, or null when it is not one. */
+export function canonicalIp(text: string): string | null {
+  const bytes = parseIp(text);
+  return bytes === null ? null : formatIp(bytes);
+}
+
+/** 4 or 6 for an IP literal (without zone), else 0. */
+export function ipFamily(text: string): 0 | 4 | 6 {
+  return isIPv4(text) ? 4 : isIPv6(text) && !text.includes('%') ? 6 : 0;
 }
