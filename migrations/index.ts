@@ -9,6 +9,7 @@ import * as m0006 from './0006_mesh_policy.ts';
 import * as m0007 from './0007_hsm_keys.ts';
 import * as m0008 from './0008_audit_keyed.ts';
 import * as m0009 from './0009_shares_root.ts';
+import * as m0010 from './0010_eab_revocation.ts';
 
 /** Ordered by name; a new migration is a new file listed here, never an edit to an old one. */
 export const migrations: Record<string, Migration> = {
@@ -21,4 +22,5 @@ export const migrations: Record<string, Migration> = {
   '0007_hsm_keys': m0007,
   '0008_audit_keyed': m0008,
   '0009_shares_root': m0009,
+  '0010_eab_revocation': m0010,
 };

@@ -16,6 +16,7 @@ import {
   verifyRequest,
   verifySignature,
 } from './jws.ts';
+import { endAccount } from './operator.ts';
 import { jsonResponse, link } from './respond.ts';
 import { accountView, orderStatus } from './views.ts';
 
@@ -124,28 +125,8 @@ export async function updateAccount(c: Context, deps: AcmeDeps): Promise<Respons
     }
     if (p.status === 'deactivated') {
       account = await deps.db.transaction().execute(async (trx) => {
-        const row = await trx
-          .updateTable('acme_accounts')
-          .set({ status: 'deactivated', updated_at: now })
-          .where('id', '=', account.id)
-          .where('status', '=', 'valid')
-          .returningAll()
-          .executeTakeFirst();
+        const row = await endAccount(trx, account.id, 'deactivated', now);
         if (!row) throw new KeywardError('unauthorized', 'Account is not valid');
-        await trx
-          .updateTable('acme_orders')
-          .set({
-            status: 'invalid',
-            updated_at: now,
-            error: JSON.stringify({
-              type: 'urn:ietf:params:acme:error:unauthorized',
-              detail: 'The account was deactivated',
-              status: 403,
-            }),
-          })
-          .where('account_id', '=', account.id)
-          .where('status', 'in', ['pending', 'ready'])
-          .execute();
         return row;
       });
     }

@@ -53,6 +53,8 @@ export async function verifyEab(
   if (typeof header.kid !== 'string') throw new KeywardError('malformed', 'externalAccountBinding needs a "kid"');
   const row = await db.selectFrom('acme_eab_keys').selectAll().where('key_id', '=', header.kid).executeTakeFirst();
   if (!row) throw new KeywardError('unauthorized', 'Unknown external account binding key id');
+  if (row.revoked_at !== null)
+    throw new KeywardError('unauthorized', 'This external account binding key has been revoked');
   if (row.account_id !== null)
     throw new KeywardError('unauthorized', 'This external account binding key has already been used');
   let payload: Uint8Array;

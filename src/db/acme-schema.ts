@@ -44,6 +44,8 @@ export interface AcmeEabKeysTable {
   created_at: DefaultTimestamp;
   account_id: string | null;
   used_at: Timestamp | null;
+  /** Set by `keyward eab revoke` (migration 0010). */
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface AcmeAccountsTable {
