@@ -49,6 +49,12 @@ export interface CliCommand<I extends object = object, O = unknown> extends Comm
   remote?: 'required';
   /** Offered on the HTTPS admin endpoint to holders of an admin certificate. */
   adminHttps?: boolean;
+  /**
+   * Trust-changing: with `kms.dualControl` on, running it only proposes it (dual-control.ts) and
+   * another administrator approves. Returns what the approver reads, or null when this input
+   * changes no trust (e.g. disabling a key that is not a CA key).
+   */
+  dualControl?(ctx: AppContext, input: I & { principal: string }): Promise<string | null>;
 }
 
 export function defineCommand<I extends object, O>(command: CliCommand<I, O>): CliCommand {

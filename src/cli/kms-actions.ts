@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 import { sql } from 'kysely';
 
 import { x509 } from '../ca/x509.ts';
@@ -97,4 +99,23 @@ export async function putPolicy(
     });
   });
   return { key, statements: policy.statements.length };
+}
+
+/** A CA key's usage when KEY names one (dual control gates disabling those), else null. */
+export async function caKeyUsage(db: Executor, text: string): Promise<'root-ca' | 'intermediate' | null> {
+  const ref = await resolveKey(db, text);
+  if (ref.kind !== 'key') return null;
+  const row = await db.selectFrom('kms_keys').select('usage').where('id', '=', ref.id).executeTakeFirst();
+  return row?.usage === 'root-ca' || row?.usage === 'intermediate' ? row.usage : null;
+}
+
+/** The usage an import job was made for, found by its token (null for an unknown token). */
+export async function importJobUsage(db: Executor, token: string): Promise<string | null> {
+  const digest = createHash('sha256').update(token).digest();
+  const row = await db
+    .selectFrom('kms_import_jobs')
+    .select('usage')
+    .where('token_sha256', '=', digest)
+    .executeTakeFirst();
+  return row?.usage ?? null;
 }

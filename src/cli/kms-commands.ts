@@ -185,6 +185,10 @@ const disableCommand = defineCommand<{ key: string; force: boolean }, StateChang
   summary: 'a disabled key cannot sign, unwrap or encrypt (on every replica at once)',
   options: { force: { type: 'boolean', default: false } },
   input: (v, p) => ({ key: keyArg(p, 'kms disable'), force: v.force === true }),
+  dualControl: async (ctx, input) => {
+    const usage = await (await kms()).caKeyUsage(ctx.database.db, input.key);
+    return usage ? `disable the ${usage} key ${input.key}` : null;
+  },
   run: async (ctx, input) => (await kms()).states(ctx).disable(input.key, input.principal, input.force),
   format: (out) => `${out.description} is now ${out.state} (was ${out.previousState}).\n`,
 });
@@ -215,6 +219,8 @@ const scheduleDeletionCommand = defineCommand<{ key: string; days: number; force
   },
   run: async (ctx, input) =>
     (await kms()).states(ctx).scheduleDeletion(input.key, input.days, input.principal, input.force),
+  dualControl: (_ctx, input) =>
+    Promise.resolve(`schedule deletion of ${input.key} in ${input.days} days${input.force ? ' (--force)' : ''}`),
   format: (out) =>
     (out.unrecoverable.length
       ? `WARNING: --force given; when the window ends this becomes unrecoverable:\n${out.unrecoverable.map((u) => `  - ${u}\n`).join('')}` +
@@ -310,6 +316,11 @@ const importCommand = defineCommand<ImportInput, ImportResult>({
       certPem,
       usage: usageOf(v),
     };
+  },
+  dualControl: async (ctx, input) => {
+    const usage =
+      input.mode === 'plain' ? input.usage : await (await kms()).importJobUsage(ctx.database.db, input.token);
+    return usage === 'root-ca' ? `import a root CA key (${input.mode})` : null;
   },
   run: async (ctx, input) => {
     const { certificateSpki, importPlainKey, importWrapped, parsePrivateKeyPem } = await kms();
@@ -514,6 +525,7 @@ const rotateRootCommand = defineCommand<{ target: NewRootOptions; pid: number },
     }
     throw new UsageError('--to must be file, passphrase, pkcs11, awskms or shares');
   },
+  dualControl: (_ctx, input) => Promise.resolve(`move every KEK to a new ${input.target.type} root of trust`),
   run: async (ctx, input) =>
     (await kms()).rotateRoot(
       ctx.kms,

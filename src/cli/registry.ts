@@ -1,6 +1,7 @@
 import { acmeCommands } from './acme-commands.ts';
 import { caCommands } from './ca-commands.ts';
 import { type CliCommand, commandName } from './command.ts';
+import { gated, proposalCommands } from './dual-control.ts';
 import { kmsCommands } from './kms-commands.ts';
 import { meshCommands } from './mesh-commands.ts';
 import { revocationCommands } from './revocation-commands.ts';
@@ -14,6 +15,7 @@ export const commands: readonly CliCommand[] = [
   ...acmeCommands,
   ...meshCommands,
   ...sharesCommands,
-];
+  ...proposalCommands,
+].map(gated);
 
 export const commandsByName: ReadonlyMap<string, CliCommand> = new Map(commands.map((c) => [commandName(c), c]));

@@ -342,6 +342,15 @@ export const configSchema = z
             'Sign an audit checkpoint after this many events, or checkpointInterval after the last one: the events after the newest checkpoint are vouched for by the chain key alone.',
           ),
         checkpointInterval: duration.prefault('1m').describe('See checkpointEveryEvents.'),
+        dualControl: z
+          .boolean()
+          .default(false)
+          .describe(
+            'Two-person control: trust-changing commands (kms schedule-deletion, kms rotate-root, disabling a CA key, importing a root key) only propose; a different administrator runs keyward proposals approve ID within dualControlWindow.',
+          ),
+        dualControlWindow: duration
+          .prefault('24h')
+          .describe('How long a dual-control proposal can be approved before it expires.'),
         checkpointExport: z
           .string()
           .min(1)

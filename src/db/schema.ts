@@ -298,3 +298,26 @@ export interface Database {
   mesh_provisioners: MeshProvisionersTable;
   mesh_tokens: MeshTokensTable;
 }
+
+// 0011_dual_control: trust-changing commands waiting for a second administrator.
+export type ProposalState = 'pending' | 'approved' | 'executed' | 'failed' | 'rejected';
+
+export interface KmsProposalsTable {
+  id: string;
+  command: string;
+  summary: string;
+  sealed_input: Bytes;
+  kek_id: string;
+  kek_version: number;
+  proposer: string;
+  created_at: DefaultTimestamp;
+  expires_at: Timestamp;
+  state: ColumnType<ProposalState, ProposalState | undefined, ProposalState>;
+  decided_by: string | null;
+  decided_at: Timestamp | null;
+  error: string | null;
+}
+
+export interface Database {
+  kms_proposals: KmsProposalsTable;
+}
