@@ -1,10 +1,11 @@
-import type { OcspAnswer } from './ocsp-responder.ts';
+/** What the cache needs of an answer: when it stops being current. */
+interface Expiring {
+  nextUpdate: Date;
+}
 
-type CachedAnswer = Extract<OcspAnswer, { kind: 'response' }>;
-
-interface Entry {
+interface Entry<A> {
   serial: string;
-  answer: CachedAnswer;
+  answer: A;
   /** Milliseconds since the epoch after which the entry is read again from the database. */
   until: number;
 }
@@ -15,8 +16,8 @@ interface Entry {
  * outlives `maxAgeMs` or its answer's nextUpdate. A revocation drops the certificate's entries on
  * every replica (see OcspResponder.follow); if that signal may have been missed, everything goes.
  */
-export class OcspCache {
-  private readonly entries = new Map<string, Entry>();
+export class OcspCache<A extends Expiring> {
+  private readonly entries = new Map<string, Entry<A>>();
   /** Bumped by every drop, so an answer read from the database before a drop is not kept after it. */
   generation = 0;
 
@@ -25,7 +26,7 @@ export class OcspCache {
     private readonly maxAgeMs: number,
   ) {}
 
-  get(key: string, now: number): CachedAnswer | undefined {
+  get(key: string, now: number): A | undefined {
     const e = this.entries.get(key);
     if (e === undefined) return undefined;
     if (now >= e.until) {
@@ -36,7 +37,7 @@ export class OcspCache {
   }
 
   /** Keeps `answer` unless something was dropped since `generation` was read (before the lookup). */
-  set(key: string, serial: string, answer: CachedAnswer, now: number, generation: number): void {
+  set(key: string, serial: string, answer: A, now: number, generation: number): void {
     if (generation !== this.generation) return;
     const until = Math.min(now + this.maxAgeMs, answer.nextUpdate.getTime());
     if (until <= now) return;

@@ -84,7 +84,7 @@ const CACHE_MAX_AGE_MS = 60_000;
 export class OcspResponder {
   private issuers: KnownIssuer[] = [];
   private loadedAt = 0;
-  private readonly cache = new OcspCache(CACHE_ENTRIES, CACHE_MAX_AGE_MS);
+  private readonly cache = new OcspCache<Extract<OcspAnswer, { kind: 'response' }>>(CACHE_ENTRIES, CACHE_MAX_AGE_MS);
   /** The cache is used only while revocations reach it (see follow). */
   private following = false;
 
