@@ -1,23 +1,11 @@
 import { createHash } from 'node:crypto';
 
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
+
 import type { Signer } from '../kms/signer.ts';
 import { isValidRevocationReason } from './crl.ts';
-import {
-  children,
-  decodeOid,
-  DER_NULL,
-  DerError,
-  expectTag,
-  octetString,
-  oid,
-  rawOf,
-  readWhole,
-  seq,
-  TAG,
-  type Tlv,
-  tlv,
-  valueOf,
-} from './der.ts';
+import { DER_NULL, octetString, oid, readWhole, seq, TAG, tlv, valueOf } from './der.ts';
 import {
   assertSignerMatches,
   bytesEqual,
@@ -75,30 +63,23 @@ function fail(message: string): never {
   throw new OcspRequestError(message);
 }
 
-function hashAlgorithmOf(buf: Uint8Array, algT: Tlv): CertIdHash {
-  const parts = children(buf, expectTag(algT, TAG.SEQUENCE, 'hashAlgorithm'));
-  const dotted = decodeOid(valueOf(buf, expectTag(parts[0], TAG.OID, 'hash OID')));
+function hashAlgorithmOf(alg: pkijs.AlgorithmIdentifier): CertIdHash {
   // Parameters are absent or NULL for both digests; clients differ, so both are accepted.
-  const params = parts[1];
-  if (parts.length > 2 || (params !== undefined && !(params.tag === TAG.NULL && params.end === params.valueStart))) {
-    fail('unexpected hash algorithm parameters');
-  }
-  if (dotted === OCSP_OID.sha1) return 'sha1';
-  if (dotted === OCSP_OID.sha256) return 'sha256';
-  return fail(`unsupported CertID hash algorithm ${dotted}`);
+  const params = alg.algorithmParams as asn1js.BaseBlock | undefined;
+  if (params !== undefined && !(params instanceof asn1js.Null)) fail('unexpected hash algorithm parameters');
+  if (alg.algorithmId === OCSP_OID.sha1) return 'sha1';
+  if (alg.algorithmId === OCSP_OID.sha256) return 'sha256';
+  return fail(`unsupported CertID hash algorithm ${alg.algorithmId}`);
 }
 
-function parseCertId(buf: Uint8Array, t: Tlv): CertId {
-  const parts = children(buf, expectTag(t, TAG.SEQUENCE, 'CertID'));
-  if (parts.length !== 4) fail('CertID must have four fields');
-  const hashAlgorithm = hashAlgorithmOf(buf, parts[0]!);
-  const issuerNameHash = valueOf(buf, expectTag(parts[1], TAG.OCTET_STRING, 'issuerNameHash'));
-  const issuerKeyHash = valueOf(buf, expectTag(parts[2], TAG.OCTET_STRING, 'issuerKeyHash'));
+function readCertId(certId: pkijs.CertID, raw: ArrayBuffer): CertId {
+  const hashAlgorithm = hashAlgorithmOf(certId.hashAlgorithm);
+  const issuerNameHash = new Uint8Array(certId.issuerNameHash.valueBlock.valueHexView);
+  const issuerKeyHash = new Uint8Array(certId.issuerKeyHash.valueBlock.valueHexView);
   const len = HASH_LENGTH[hashAlgorithm];
   if (issuerNameHash.length !== len || issuerKeyHash.length !== len)
     fail(`${hashAlgorithm} CertID hashes must be ${len} octets`);
-  const serialT = expectTag(parts[3], TAG.INTEGER, 'serialNumber');
-  let serial = valueOf(buf, serialT);
+  let serial = new Uint8Array(certId.serialNumber.valueBlock.valueHexView);
   if (serial.length === 0) fail('empty serial number');
   // A negative serial can't name a certificate we issued, and has no magnitude form to return.
   if ((serial[0]! & 0x80) !== 0) fail('negative serial number');
@@ -112,105 +93,74 @@ function parseCertId(buf: Uint8Array, t: Tlv): CertId {
     issuerNameHash: issuerNameHash.slice(),
     issuerKeyHash: issuerKeyHash.slice(),
     serialNumber: serial.slice(),
-    raw: rawOf(buf, t).slice(),
+    raw: new Uint8Array(raw).slice(),
   };
 }
 
-interface ParsedExtension {
-  id: string;
-  critical: boolean;
-  value: Uint8Array;
-}
-
-function parseExtensions(buf: Uint8Array, listT: Tlv | undefined): ParsedExtension[] {
-  const out: ParsedExtension[] = [];
-  const seen = new Set<string>();
-  for (const extT of children(buf, expectTag(listT, TAG.SEQUENCE, 'Extensions'))) {
-    const parts = children(buf, expectTag(extT, TAG.SEQUENCE, 'Extension'));
-    const id = decodeOid(valueOf(buf, expectTag(parts[0], TAG.OID, 'extnID')));
-    let critical = false;
-    let i = 1;
-    if (parts[i]?.tag === TAG.BOOLEAN) {
-      const b = valueOf(buf, parts[i]!);
-      if (b.length !== 1) fail('bad BOOLEAN');
-      critical = b[0] !== 0;
-      i++;
-    }
-    const value = valueOf(buf, expectTag(parts[i], TAG.OCTET_STRING, 'extnValue'));
-    if (parts.length !== i + 1) fail('Extension has extra fields');
-    if (seen.has(id)) fail(`extension ${id} appears twice`);
-    seen.add(id);
-    out.push({ id, critical, value });
-  }
-  return out;
-}
-
 /** Unknown extensions are ignored unless critical (RFC 6960 4.4, RFC 5280 4.2 semantics). */
-function refuseUnknownCritical(exts: readonly ParsedExtension[], known: readonly string[]): void {
-  for (const e of exts) if (e.critical && !known.includes(e.id)) fail(`unsupported critical extension ${e.id}`);
+function checkExtensions(exts: readonly pkijs.Extension[] | undefined, known: readonly string[]): void {
+  const seen = new Set<string>();
+  for (const e of exts ?? []) {
+    if (seen.has(e.extnID)) fail(`extension ${e.extnID} appears twice`);
+    seen.add(e.extnID);
+    if (e.critical && !known.includes(e.extnID)) fail(`unsupported critical extension ${e.extnID}`);
+  }
 }
 
-function nonceOf(ext: ParsedExtension): Uint8Array {
+function nonceOf(ext: pkijs.Extension): Uint8Array {
   // RFC 6960 4.4.1: extnValue holds a DER OCTET STRING whose content is the nonce.
-  const inner = readWhole(ext.value, TAG.OCTET_STRING);
-  const nonce = valueOf(ext.value, inner);
+  const inner = asn1js.fromBER(ext.extnValue.valueBlock.valueHexView);
+  if (inner.offset === -1 || inner.offset !== ext.extnValue.valueBlock.valueHexView.byteLength)
+    fail('the nonce is not one DER value');
+  if (!(inner.result instanceof asn1js.OctetString) || inner.result.valueBlock.isConstructed)
+    fail('the nonce is not an OCTET STRING');
+  const nonce = new Uint8Array(inner.result.valueBlock.valueHexView);
   if (nonce.length < 1 || nonce.length > MAX_NONCE_BYTES) fail(`nonce must be 1..${MAX_NONCE_BYTES} octets`);
   return nonce.slice();
 }
 
+/** The CertIDs exactly as the client encoded them (requestList is the SEQUENCE after the tagged fields). */
+function rawCertIds(request: asn1js.Sequence): ArrayBuffer[] {
+  const tbs = request.valueBlock.value[0] as asn1js.Sequence;
+  const list = tbs.valueBlock.value.find((b) => b.idBlock.tagClass === 1 && b.idBlock.tagNumber === 16);
+  if (!(list instanceof asn1js.Sequence)) return fail('no requestList');
+  return list.valueBlock.value.map((r) => {
+    const certId = (r as asn1js.Sequence).valueBlock.value[0];
+    if (!certId) return fail('a Request has no CertID');
+    return certId.valueBeforeDecodeView.slice().buffer;
+  });
+}
+
 /**
- * Parses an OCSPRequest (RFC 6960 4.1.1). requestorName and any request signature are ignored:
- * responses are public information, so who asks does not change the answer.
+ * Parses an OCSPRequest (RFC 6960 4.1.1) with pkijs (schema-checked). requestorName and any
+ * request signature are ignored: responses are public information, so who asks does not change the
+ * answer.
  */
 export function parseOcspRequest(der: Uint8Array): ParsedOcspRequest {
   if (der.length > MAX_OCSP_REQUEST_BYTES) fail(`request larger than ${MAX_OCSP_REQUEST_BYTES} bytes`);
+  const asn = asn1js.fromBER(der);
+  if (asn.offset === -1) fail(`malformed OCSP request: ${asn.result.error || 'not BER'}`);
+  if (asn.offset !== der.byteLength) fail('malformed OCSP request: trailing bytes');
+  if (!(asn.result instanceof asn1js.Sequence)) fail('malformed OCSP request: not a SEQUENCE');
+  let request: pkijs.OCSPRequest;
   try {
-    const root = readWhole(der, TAG.SEQUENCE);
-    const top = children(der, root);
-    if (top.length < 1 || top.length > 2) fail('OCSPRequest must have one or two fields');
-    if (top[1] !== undefined && top[1].tag !== 0xa0) fail('unexpected field after tbsRequest');
-    const tbs = children(der, expectTag(top[0], TAG.SEQUENCE, 'tbsRequest'));
-    let i = 0;
-    if (tbs[i]?.tag === 0xa0) {
-      const v = children(der, tbs[i]!);
-      const ver = valueOf(der, expectTag(v[0], TAG.INTEGER, 'version'));
-      if (v.length !== 1 || ver.length !== 1 || ver[0] !== 0) fail('unsupported OCSP request version');
-      i++;
-    }
-    if (tbs[i]?.tag === 0xa1) i++; // requestorName
-    const listT = expectTag(tbs[i++], TAG.SEQUENCE, 'requestList');
-    let extensions: ParsedExtension[] = [];
-    if (tbs[i]?.tag === 0xa2) {
-      const wrapped = children(der, tbs[i]!);
-      if (wrapped.length !== 1) fail('bad requestExtensions');
-      extensions = parseExtensions(der, wrapped[0]);
-      i++;
-    }
-    if (i !== tbs.length) fail('unexpected fields in tbsRequest');
-
-    const requests = children(der, listT);
-    if (requests.length === 0) fail('request names no certificates');
-    if (requests.length > MAX_CERT_IDS_PER_REQUEST)
-      fail(`more than ${MAX_CERT_IDS_PER_REQUEST} CertIDs in one request`);
-    const certIds = requests.map((reqT) => {
-      const parts = children(der, expectTag(reqT, TAG.SEQUENCE, 'Request'));
-      if (parts.length > 2) fail('Request has extra fields');
-      if (parts[1] !== undefined) {
-        if (parts[1].tag !== 0xa0) fail('bad singleRequestExtensions');
-        const wrapped = children(der, parts[1]);
-        if (wrapped.length !== 1) fail('bad singleRequestExtensions');
-        refuseUnknownCritical(parseExtensions(der, wrapped[0]), []);
-      }
-      return parseCertId(der, parts[0]!);
-    });
-
-    refuseUnknownCritical(extensions, [OCSP_OID.nonce]);
-    const nonceExt = extensions.find((e) => e.id === OCSP_OID.nonce);
-    return nonceExt === undefined ? { certIds } : { certIds, nonce: nonceOf(nonceExt) };
-  } catch (e) {
-    if (e instanceof DerError) throw new OcspRequestError(`malformed OCSP request: ${e.message}`);
-    throw e;
+    request = new pkijs.OCSPRequest({ schema: asn.result });
+  } catch (err) {
+    return fail(`malformed OCSP request: ${err instanceof Error ? err.message : String(err)}`);
   }
+  const tbs = request.tbsRequest;
+  if (tbs.version !== undefined && tbs.version !== 0) fail('unsupported OCSP request version');
+  const requests = tbs.requestList;
+  if (requests.length === 0) fail('request names no certificates');
+  if (requests.length > MAX_CERT_IDS_PER_REQUEST) fail(`more than ${MAX_CERT_IDS_PER_REQUEST} CertIDs in one request`);
+  const raws = rawCertIds(asn.result);
+  const certIds = requests.map((r, i) => {
+    checkExtensions(r.singleRequestExtensions, []);
+    return readCertId(r.reqCert, raws[i]!);
+  });
+  checkExtensions(tbs.requestExtensions, [OCSP_OID.nonce]);
+  const nonceExt = tbs.requestExtensions?.find((e) => e.extnID === OCSP_OID.nonce);
+  return nonceExt === undefined ? { certIds } : { certIds, nonce: nonceOf(nonceExt) };
 }
 
 // ---------------------------------------------------------------------------------------------
