@@ -4,6 +4,7 @@ import type { Feature } from './core/feature.ts';
 import type { Logger } from './core/log.ts';
 import type { AdminCommands } from './http/admin.ts';
 import { adminHttpsFeature } from './http/admin-https.ts';
+import { adminWebFeature } from './http/admin-web.tsx';
 import { kmsFeature } from './http/kms-api.ts';
 import { meshFeature } from './http/mesh.ts';
 import { revocationFeature } from './http/revocation.ts';
@@ -16,5 +17,6 @@ export function features(ctx: AppContext, log: Logger, adminCommands: AdminComma
     kmsFeature(ctx, log),
     meshFeature(ctx, log),
     adminHttpsFeature(ctx, adminCommands),
+    adminWebFeature(ctx),
   ];
 }

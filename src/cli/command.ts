@@ -40,6 +40,11 @@ export interface CliCommand<I extends object = object, O = unknown> extends Comm
   input(values: OptionValues, positionals: string[]): I | Promise<I>;
   run(ctx: AppContext, input: I & { principal: string }): Promise<O>;
   format(output: O): string;
+  /**
+   * Runs in the CLI process after `run`, with the input `input` made: writes what must stay on
+   * this host (e.g. a private key generated here, kept under the LOCAL symbol, which JSON drops).
+   */
+  finish?(output: O, input: I): void | Promise<void>;
   /** Exit status for an output, when not 0 (e.g. a failed verification). */
   exitCode?(output: O): number;
   /**
@@ -56,6 +61,12 @@ export interface CliCommand<I extends object = object, O = unknown> extends Comm
    */
   dualControl?(ctx: AppContext, input: I & { principal: string }): Promise<string | null>;
 }
+
+/**
+ * A key of an input object for what stays in the CLI process: JSON.stringify skips symbol keys, so
+ * it never reaches the admin socket or the HTTPS admin endpoint.
+ */
+export const LOCAL: unique symbol = Symbol('local');
 
 export function defineCommand<I extends object, O>(command: CliCommand<I, O>): CliCommand {
   return command;

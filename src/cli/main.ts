@@ -152,6 +152,7 @@ async function main(argv: string[]): Promise<void> {
   const rest = positionals.slice(command.path.length);
   const input = { ...(await command.input(values, rest)), principal: principal() };
   const output = await execute(config, command, input, values);
+  await command.finish?.(output, input);
   print(json, output, () => command.format(output));
   const code = command.exitCode?.(output) ?? 0;
   if (code !== 0) process.exitCode = code;

@@ -1,4 +1,5 @@
 import { acmeCommands } from './acme-commands.ts';
+import { adminCertCommands } from './admin-cert-commands.ts';
 import { caCommands } from './ca-commands.ts';
 import { type CliCommand, commandName } from './command.ts';
 import { gated, proposalCommands } from './dual-control.ts';
@@ -13,6 +14,7 @@ export const commands: readonly CliCommand[] = [
   ...revocationCommands,
   ...kmsCommands,
   ...acmeCommands,
+  ...adminCertCommands,
   ...meshCommands,
   ...sharesCommands,
   ...proposalCommands,

@@ -1,0 +1,198 @@
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { startTestCa, type TestCa } from '../support/ca.ts';
+import { keyward } from '../support/cli.ts';
+import { opensslCsr, opensslVerify, tempDir } from '../support/openssl.ts';
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+// The admin web page at /admin on the HTTPS listener, over real TLS with and without client
+// certificates (the browser test, admin-browser.test.ts, drives it in chromium).
+describe('admin web page: who gets in, and forms only from the page itself', () => {
+  let ca: TestCa;
+  let dir: string;
+  let admin: { cert: string; key: string; serial: string };
+  let service: { cert: string; key: string };
+  const origin = () => new URL(ca.httpsUrl).origin;
+
+  const call = (
+    path: string,
+    opts: {
+      method?: string;
+      client?: { cert: string; key: string };
+      headers?: Record<string, string>;
+      body?: string;
+    } = {},
+  ): Promise<Reply> =>
+    new Promise((resolve, reject) => {
+      const req = request(
+        `${ca.httpsUrl}${path}`,
+        {
+          method: opts.method ?? 'GET',
+          ca: ca.rootPem,
+          ...(opts.client ? { cert: opts.client.cert, key: opts.client.key } : {}),
+          headers: opts.headers,
+        },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (body += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        },
+      );
+      req.on('error', reject);
+      req.end(opts.body);
+    });
+  const postForm = (path: string, fields: Record<string, string>, headers: Record<string, string> = {}) =>
+    call(path, {
+      method: 'POST',
+      client: admin,
+      body: new URLSearchParams(fields).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+    });
+
+  beforeAll(async () => {
+    ca = await startTestCa();
+    dir = tempDir('kw-admin-web-');
+    const made = await keyward(
+      ['admin-cert', 'create', '--email', 'alice@example.test', '--out', join(dir, 'alice'), '--json'],
+      ca.env,
+    );
+    expect(made.code, made.stderr).toBe(0);
+    const out = JSON.parse(made.stdout) as { serial: string; principal: string; files: { key: string; cert: string } };
+    admin = {
+      cert: readFileSync(out.files.cert, 'utf8'),
+      key: readFileSync(out.files.key, 'utf8'),
+      serial: out.serial,
+    };
+    const csr = opensslCsr({ subject: '/CN=svc', san: 'DNS:svc.internal' });
+    writeFileSync(join(dir, 'svc.csr'), csr.csrPem);
+    const svc = await keyward(['issue', '--csr', join(dir, 'svc.csr'), '--profile', 'mtls'], ca.env);
+    expect(svc.code, svc.stderr).toBe(0);
+    service = { cert: svc.stdout, key: csr.keyPem };
+  });
+  afterAll(async () => ca.close());
+
+  it('admin-cert create writes a key that stays on this host, a certificate with the admin profile, and the roots', async () => {
+    const files = join(dir, 'alice');
+    expect(statSync(join(files, 'admin.key')).mode & 0o777).toBe(0o600);
+    expect(opensslVerify(readFileSync(join(files, 'ca.pem'), 'utf8'), admin.cert).ok).toBe(true);
+    const shown = await keyward(['certs', 'show', admin.serial, '--json'], ca.env);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ profile: 'admin', sans: { email: ['alice@example.test'] } });
+    // The request that crossed to the CA carried the public key only.
+    const audit = await keyward(['audit', 'list', '--json', '--limit', '1000'], ca.env);
+    expect(audit.stdout).not.toContain('PRIVATE KEY');
+
+    const again = await keyward(['admin-cert', 'create', '--email', 'bob@example.test', '--out', files], ca.env);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain(`${join(files, 'admin.key')} exists`);
+    const bad = await keyward(['admin-cert', 'create', '--email', 'not an address', '--out', join(dir, 'x')], ca.env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--email');
+  });
+
+  it('without a certificate, or with a certificate that is not an admin certificate, the page says so and shows nothing', async () => {
+    const issuer = (await ca.ctx.ca.issuers())[0]!.subject;
+    for (const path of ['/admin', '/admin/certificates', '/admin/keys', '/admin/audit', '/admin/acme']) {
+      const none = await call(path);
+      expect(none.status, path).toBe(401);
+      expect(none.body).toContain('Administrators only');
+      expect(none.body).toContain('keyward admin-cert create');
+      expect(none.body).not.toContain(issuer);
+      expect(none.body).not.toContain('/admin/certificates"'); // no navigation either
+      const other = await call(path, { client: service });
+      expect(other.status).toBe(403);
+      expect(other.body).toContain('this certificate is not an admin certificate');
+      expect(other.body).not.toContain(issuer);
+    }
+    const page = await call('/admin', { client: admin });
+    expect(page.status).toBe(200);
+    expect(page.headers['content-security-policy']).toContain("frame-ancestors 'none'");
+    expect(page.body).toContain(issuer);
+    expect(page.body).toContain('signed in as admin:alice@example.test');
+  });
+
+  it('a change from another origin is refused and changes nothing; from the page, it asks, then revokes, audited', async () => {
+    const csr = opensslCsr({ san: 'DNS:victim.internal' });
+    writeFileSync(join(dir, 'victim.csr'), csr.csrPem);
+    await keyward(['issue', '--csr', join(dir, 'victim.csr')], ca.env);
+    const found = await call('/admin/certificates?q=victim.internal', { client: admin });
+    const serial = /\/admin\/certificates\/([0-9a-f]+)"/.exec(found.body)?.[1];
+    expect(serial).toBeDefined();
+    const path = `/admin/certificates/${serial}/revoke`;
+
+    const forged = await postForm(
+      path,
+      { reason: 'keyCompromise', confirm: 'yes' },
+      { origin: 'https://evil.example' },
+    );
+    expect(forged.status).toBe(403);
+    const crossSite = await postForm(
+      path,
+      { reason: 'keyCompromise', confirm: 'yes' },
+      { origin: origin(), 'sec-fetch-site': 'cross-site' },
+    );
+    expect(crossSite.status).toBe(403);
+    const noOrigin = await postForm(path, { reason: 'keyCompromise', confirm: 'yes' });
+    expect(noOrigin.status).toBe(403);
+    expect((await ca.ctx.ca.certificate(serial!)).status).toBe('valid');
+
+    const ask = await postForm(path, { reason: 'keyCompromise' }, { origin: origin() });
+    expect(ask.status).toBe(200);
+    expect(ask.body).toContain('Revoke this certificate?');
+    expect(ask.body).toContain('victim.internal');
+    expect((await ca.ctx.ca.certificate(serial!)).status).toBe('valid');
+
+    const done = await postForm(path, { reason: 'keyCompromise', confirm: 'yes' }, { origin: origin() });
+    expect(done.status).toBe(303);
+    expect(done.headers.location).toBe(`/admin/certificates/${serial}?done=revoked`);
+    expect((await ca.ctx.ca.certificate(serial!)).status).toBe('revoked');
+    const audit = await keyward(['audit', 'list', '--json', '--limit', '1000'], ca.env);
+    const events = JSON.parse(audit.stdout) as { action: string; principal: string; context: { serial?: string } }[];
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        action: 'revoke-certificate',
+        principal: 'admin:alice@example.test',
+        context: expect.objectContaining({ serial }),
+      }),
+    );
+
+    const revoked = await call(`/admin/certificates?state=revoked&q=${serial}`, { client: admin });
+    expect(revoked.body).toContain(serial);
+    const valid = await call(`/admin/certificates?state=valid&q=victim`, { client: admin });
+    expect(valid.body).not.toContain(serial);
+  });
+
+  it('bad input gets a page naming it', async () => {
+    const badState = await call('/admin/certificates?state=sleepy', { client: admin });
+    expect(badState.status).toBe(400);
+    expect(badState.body).toContain('state must be one of any, valid, revoked, expired');
+    const badSerial = await call('/admin/certificates/zz-top', { client: admin });
+    expect(badSerial.status).toBe(400);
+    const unknown = await call('/admin/certificates/abcdef', { client: admin });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body).toContain('no certificate with serial abcdef');
+  });
+
+  it('a revoked admin certificate gets in no more', async () => {
+    const other = await keyward(
+      ['admin-cert', 'create', '--email', 'carol@example.test', '--out', join(dir, 'carol'), '--json'],
+      ca.env,
+    );
+    const out = JSON.parse(other.stdout) as { serial: string; files: { key: string; cert: string } };
+    const carol = { cert: readFileSync(out.files.cert, 'utf8'), key: readFileSync(out.files.key, 'utf8') };
+    expect((await call('/admin', { client: carol })).status).toBe(200);
+    expect((await keyward(['revoke', out.serial], ca.env)).code).toBe(0);
+    const after = await call('/admin', { client: carol });
+    expect(after.status).toBe(403);
+    expect(after.body).toContain('the admin certificate is revoked');
+  });
+});
