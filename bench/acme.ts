@@ -7,6 +7,7 @@
 //   npm run bench:acme                      levels 1,8,32,128 on PostgreSQL + 32 on PGlite, 20 s each
 //   BENCH_LEVELS=32 BENCH_SECONDS=10 BENCH_PGLITE_LEVEL=0 npm run bench:acme
 //   BENCH_SETTINGS='metrics: { enabled: false }'   adds YAML to the server's configuration
+//   BENCH_STATEMENTS=1                      lists the statements per certificate, by SQL text
 import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -219,6 +220,14 @@ async function runLevel(
   const pgUsed = pgAfter !== undefined && pgBefore !== undefined ? pgAfter - pgBefore : undefined;
   const machineCores = ((machine.busy - machineBefore.busy) / (machine.total - machineBefore.total)) * cpus().length;
   latencies.sort((a, b) => a - b);
+  // BENCH_STATEMENTS=1: which statements a certificate costs, most frequent first.
+  if (process.env.BENCH_STATEMENTS && statsAfter && statsBefore && latencies.length > 0) {
+    const rows = Object.entries(statsAfter.byText)
+      .map(([text, n]) => [text, (n - (statsBefore.byText[text] ?? 0)) / latencies.length] as const)
+      .filter(([, n]) => n > 0)
+      .sort((a, b) => b[1] - a[1]);
+    for (const [text, n] of rows) console.log(`  ${n.toFixed(2)}  ${text.replace(/\s+/g, ' ').slice(0, 220)}`);
+  }
   return {
     db: dbLabel,
     clients,

@@ -94,7 +94,17 @@ export async function openContext(
       baseUrl: config.httpBaseUrl,
       crlShards: config.revocation.crlShards,
     });
-    return { config, database, kms, ca, close: () => database.close() };
+    return {
+      config,
+      database,
+      kms,
+      ca,
+      close: async () => {
+        // Usage counts not yet written; a statistic, so a failure here does not stop the close.
+        await kms.flushUses().catch(() => undefined);
+        await database.close();
+      },
+    };
   } catch (err) {
     await database.close();
     throw err;

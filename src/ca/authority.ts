@@ -12,6 +12,7 @@ import type { CertificateRow, Db, Executor, IssuerRow } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import type { NameConstraintsSpec } from './cert-builder.ts';
 import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
+import { IssueWrites, recordBatch, type Recorded } from './issue-writes.ts';
 import { checkNameConstraints, type NameConstraints, nameConstraintsOf } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
 import { toPem } from './pem.ts';
@@ -93,6 +94,7 @@ export class CertificateAuthority {
   private active: Promise<ActiveIssuer> | undefined;
   // Issuer ids are digests of their certificates, so an id always names the same PEM.
   private readonly issuerPems = new Map<string, string>();
+  private readonly writes: IssueWrites;
 
   constructor(
     private readonly db: Db,
@@ -100,7 +102,9 @@ export class CertificateAuthority {
     readonly profiles: ReadonlyMap<string, Profile>,
     private readonly clock: Clock = systemClock,
     private readonly revocation?: LeafRevocationSettings,
-  ) {}
+  ) {
+    this.writes = new IssueWrites(db);
+  }
 
   /**
    * Creates the root and the issuing intermediate in one unit of work. Idempotent: when the CA
@@ -258,17 +262,15 @@ export class CertificateAuthority {
       keyEncipherment: req.keyType === 'rsa',
       certificatePolicies: profile.certificatePolicies,
     });
-    // The blocked-key check and the reservation in one statement: no reservation for a blocked key.
-    const request = JSON.stringify({
-      tbs: Buffer.from(tbs).toString('base64'),
-      spkiSha256: spkiSha256.toString('hex'),
+    const reserved = await this.writes.reserve({
+      serial,
+      issuerId: issuer.row.id,
+      profile: profile.name,
+      requester: req.requester,
+      request: JSON.stringify({ tbs: Buffer.from(tbs).toString('base64'), spkiSha256: spkiSha256.toString('hex') }),
+      spkiSha256,
     });
-    const { rows: reserved } = await sql<{ serial: string }>`
-      INSERT INTO serial_reservations (serial, issuer_id, profile, requester, request)
-      SELECT ${serial}, ${issuer.row.id}, ${profile.name}, ${req.requester}, ${request}::jsonb
-      WHERE NOT EXISTS (SELECT 1 FROM blocked_keys WHERE spki_sha256 = ${spkiSha256})
-      RETURNING serial`.execute(this.db);
-    if (reserved.length === 0) {
+    if (!reserved) {
       throw new KeywardError(
         'badPublicKey',
         'this public key belongs to a certificate revoked for keyCompromise and may not be certified again',
@@ -276,30 +278,28 @@ export class CertificateAuthority {
     }
     const der = await issuer.builder.sign(tbs, { serial, profile: profile.name, requester: req.requester });
 
-    await this.db.transaction().execute(async (trx) => {
-      await trx
-        .with('reservation', (q) =>
-          q.updateTable('serial_reservations').set({ status: 'issued' }).where('serial', '=', serial),
-        )
-        .insertInto('certificates')
-        .values({
-          serial,
-          issuer_id: issuer.row.id,
-          der,
-          common_name: req.commonName ?? null,
-          sans: JSON.stringify(sans),
-          not_before: notBefore,
-          not_after: notAfter,
-          profile: profile.name,
-          spki_sha256: spkiSha256,
-          requester: req.requester,
-          revoked_at: null,
-          revocation_reason: null,
-          crl_shard: shard,
-        })
-        .execute();
-      await req.onRecorded?.(trx, serial);
-    });
+    // The certificate and its reservation turning `issued` in one statement (group-committed); with
+    // the caller's own bookkeeping (onRecorded) in one transaction.
+    const record: Recorded = {
+      serial,
+      issuerId: issuer.row.id,
+      der,
+      commonName: req.commonName ?? null,
+      sans: JSON.stringify(sans),
+      notBefore,
+      notAfter,
+      profile: profile.name,
+      spkiSha256,
+      requester: req.requester,
+      crlShard: shard,
+    };
+    const onRecorded = req.onRecorded;
+    if (onRecorded)
+      await this.db.transaction().execute(async (trx) => {
+        await recordBatch(trx, [record]);
+        await onRecorded(trx, serial);
+      });
+    else await this.writes.record(record);
     events.certificateIssued.publish({
       serial,
       issuerId: issuer.row.id,

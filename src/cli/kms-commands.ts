@@ -48,7 +48,11 @@ const listCommand = defineCommand<object, KeySummary[]>({
   usage: 'kms list',
   summary: 'every key: roots of trust, KEKs and their versions, CA/OCSP/audit keys',
   input: () => ({}),
-  run: async (ctx) => (await kms()).listKeys(ctx.database.db),
+  run: async (ctx) => {
+    // Use counts are written once a second; this process's own are written first.
+    await ctx.kms.flushUses();
+    return (await kms()).listKeys(ctx.database.db);
+  },
   format: (out) => out.map(line).join(''),
 });
 
@@ -57,7 +61,10 @@ const showCommand = defineCommand<{ key: string }, KeyDetail>({
   usage: 'kms show KEY',
   summary: 'one key with its versions, policy and audit count',
   input: (_v, p) => ({ key: keyArg(p, 'kms show') }),
-  run: async (ctx, input) => (await kms()).showKey(ctx.database.db, input.key),
+  run: async (ctx, input) => {
+    await ctx.kms.flushUses();
+    return (await kms()).showKey(ctx.database.db, input.key);
+  },
   format: (out) =>
     `${line(out)}` +
     (out.protection

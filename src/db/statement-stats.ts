@@ -6,9 +6,17 @@
 export interface StatementStats {
   statements: number;
   commits: number;
+  /** Statements by SQL text (the first 200 distinct texts), for `BENCH_STATEMENTS=1 npm run bench:acme`. */
+  byText: Record<string, number>;
 }
 
-export const statementStats: StatementStats = { statements: 0, commits: 0 };
+export const statementStats: StatementStats = {
+  statements: 0,
+  commits: 0,
+  byText: Object.create(null) as Record<string, number>,
+};
+const MAX_TEXTS = 200;
+let texts = 0;
 
 const WRITE = /\b(insert|update|delete)\b/i;
 const TX = /^\s*(begin|start transaction|commit|rollback|savepoint|release)/i;
@@ -20,6 +28,12 @@ export class ConnectionCounter {
 
   count(text: string): void {
     statementStats.statements++;
+    const seen = statementStats.byText[text];
+    if (seen !== undefined) statementStats.byText[text] = seen + 1;
+    else if (texts < MAX_TEXTS) {
+      texts++;
+      statementStats.byText[text] = 1;
+    }
     const tx = TX.exec(text)?.[1]?.toLowerCase();
     if (tx === 'begin' || tx === 'start transaction') {
       this.inTransaction = true;

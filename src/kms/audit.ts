@@ -3,6 +3,7 @@ import { createHash, createHmac, hkdfSync, type KeyObject, randomUUID } from 'no
 import { sql } from 'kysely';
 
 import { events } from '../core/events.ts';
+import { GroupCommit } from '../db/group-commit.ts';
 import type { Db, Executor } from '../db/schema.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { KmsError } from './errors.ts';
@@ -71,6 +72,39 @@ export function legacyEventHash(prevHash: Uint8Array, e: HashInput): Buffer {
 const TS_MICROS = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
 const tsText = (expr: string) => sql.raw(`to_char(${expr} AT TIME ZONE 'UTC', ${TS_MICROS})`);
 
+/**
+ * A condition on a key that must still hold when a grouped event is appended: the key is Enabled
+ * and its policy is the one the caller evaluated (compared as jsonb). If not, nothing in the batch
+ * is written and the caller learns which keys failed.
+ */
+export interface KeyGuard {
+  keyId: string;
+  /** The policy as read from kms_keys.policy (null: none). */
+  policy: unknown;
+}
+
+/** What a grouped append answers: the event's seq, or that its key guard no longer held. */
+export type GroupedAppend = { seq: number } | { refused: true };
+
+interface PendingEvent {
+  input: Omit<HashInput, 'seq'>;
+  guard?: KeyGuard;
+}
+
+/** Attempts at one batch before giving up: each lost race costs one statement. */
+const MAX_BATCH_ATTEMPTS = 100;
+
+/** Microseconds since the epoch, strictly increasing in this process (hashed as text, see TS_MICROS). */
+let lastMicros = 0;
+function nowMicrosText(): string {
+  // The sub-millisecond digits come from the monotonic clock: they order events within a millisecond.
+  let us = Date.now() * 1000 + Math.floor((performance.now() % 1) * 1000);
+  if (us <= lastMicros) us = lastMicros + 1;
+  lastMicros = us;
+  const iso = new Date(Math.floor(us / 1000)).toISOString(); // …ss.mmmZ
+  return `${iso.slice(0, 23)}${String(us % 1000).padStart(3, '0')}Z`;
+}
+
 /** Runs fn in the caller's transaction when there is one, otherwise in a new one. */
 export async function inTransaction<T>(db: Executor, fn: (trx: Executor) => Promise<T>): Promise<T> {
   if (db.isTransaction) return fn(db);
@@ -113,6 +147,9 @@ interface StoredEvent {
  */
 export class AuditLog {
   private readonly key: Buffer;
+  /** The head this process last saw; only a guess, checked by the statement that moves it. */
+  private head: { seq: number; hash: Buffer } | undefined;
+  private readonly groups = new WeakMap<Executor, GroupCommit<PendingEvent, GroupedAppend>>();
 
   /** `material`: the plaintext of the audit KEK; the MAC key is derived from it (HKDF-SHA256). */
   constructor(material: KeyObject) {
@@ -127,44 +164,119 @@ export class AuditLog {
   }
 
   /**
-   * Appends one event inside the caller's unit of work. The head row lock gives gap-free sequence
-   * numbers in commit order across replicas; if this fails, the operation fails.
+   * Appends one event. Inside the caller's transaction it takes the head row lock (gap-free
+   * sequence numbers in commit order across replicas) and commits with the caller. Outside one it
+   * is group-committed (see appendGrouped). If this fails, the operation fails.
    */
   async append(db: Executor, event: AuditEvent): Promise<number> {
-    const seq = await inTransaction(db, async (trx) => {
-      const head = await sql<{ seq: string | number; hash: Uint8Array; now: string }>`
-        SELECT seq, hash, ${tsText('clock_timestamp()')} AS now FROM audit_head WHERE id = 1 FOR UPDATE`.execute(trx);
-      const row = head.rows[0];
-      if (!row) throw new KmsError('AuditFailure', 'the audit log head is missing');
-      const input: HashInput = {
-        seq: Number(row.seq) + 1,
-        event_id: randomUUID(),
-        ts: row.now,
-        principal: event.principal,
-        action: event.action,
-        key_id: event.keyId ?? null,
-        key_version: event.keyVersion ?? null,
-        outcome: event.outcome,
-        error_code: event.errorCode ?? null,
-        context: event.context ?? {},
-      };
-      const hash = this.hash(row.hash, input);
-      // The event and the new head in one statement: one round trip fewer for every signature.
-      await trx
-        .with('head', (q) => q.updateTable('audit_head').set({ seq: input.seq, hash }).where('id', '=', 1))
-        .insertInto('audit_events')
-        .values({ ...input, context: JSON.stringify(input.context), prev_hash: row.hash, hash })
-        .execute();
-      return input.seq;
-    });
-    events.keyOperation.publish({
-      keyId: event.keyId ?? null,
-      action: event.action,
-      principal: event.principal,
-      outcome: event.outcome,
-      errorCode: event.errorCode ?? null,
-    });
-    return seq;
+    if (!db.isTransaction) {
+      const out = await this.appendGrouped(db, event);
+      if ('refused' in out) throw new KmsError('AuditFailure', 'an unguarded audit event was refused');
+      return out.seq;
+    }
+    const head = await sql<{ seq: string | number; hash: Uint8Array; now: string }>`
+      SELECT seq, hash, ${tsText('clock_timestamp()')} AS now FROM audit_head WHERE id = 1 FOR UPDATE`.execute(db);
+    const row = head.rows[0];
+    if (!row) throw new KmsError('AuditFailure', 'the audit log head is missing');
+    const input: HashInput = { seq: Number(row.seq) + 1, ...eventInput(event, row.now) };
+    const hash = this.hash(row.hash, input);
+    // The event and the new head in one statement: one round trip fewer for every signature.
+    await db
+      .with('head', (q) => q.updateTable('audit_head').set({ seq: input.seq, hash }).where('id', '=', 1))
+      .insertInto('audit_events')
+      .values({ ...input, context: JSON.stringify(input.context), prev_hash: row.hash, hash })
+      .execute();
+    publish(event);
+    return input.seq;
+  }
+
+  /**
+   * Group commit of the chain: events that arrive while a batch is being written go together in
+   * the next one, as one autocommitted statement that inserts them all and moves the head once,
+   * only if the head is still the one their links were computed from (and every key guard holds).
+   * No lock is held across round trips, so signers on every replica append concurrently; a batch
+   * that lost the race to another writer is re-linked to the head that statement read and sent
+   * again. Timestamps are this process's clock at microsecond precision (strictly increasing here).
+   */
+  async appendGrouped(db: Executor, event: AuditEvent, guard?: KeyGuard): Promise<GroupedAppend> {
+    let group = this.groups.get(db);
+    if (!group) {
+      group = new GroupCommit((items) => this.writeBatch(db, items));
+      this.groups.set(db, group);
+    }
+    const out = await group.submit({ input: eventInput(event, nowMicrosText()), guard });
+    if ('seq' in out) publish(event);
+    return out;
+  }
+
+  private async writeBatch(db: Executor, items: PendingEvent[]): Promise<GroupedAppend[]> {
+    const answers: (GroupedAppend | undefined)[] = items.map(() => undefined);
+    let pending = items.map((_, i) => i);
+    for (let attempt = 0; attempt < MAX_BATCH_ATTEMPTS && pending.length > 0; attempt++) {
+      this.head ??= await readHead(db);
+      const base = this.head;
+      let prev: Buffer = base.hash;
+      const rows = pending.map((i, k) => {
+        const input: HashInput = { ...items[i]!.input, seq: base.seq + 1 + k };
+        const prevHash = prev;
+        prev = this.hash(prevHash, input);
+        return { input, prevHash, hash: prev };
+      });
+      const guards = pending.flatMap((i) => (items[i]!.guard ? [items[i]!.guard!] : []));
+      const last = rows[rows.length - 1]!;
+      const { rows: out } = await sql<{ appended: boolean; refused: string[]; seq: string | number; hash: Uint8Array }>`
+        WITH ev AS (
+          SELECT * FROM unnest(${rows.map((r) => String(r.input.seq))}::bigint[], ${rows.map((r) => r.input.event_id)}::uuid[],
+            ${rows.map((r) => r.input.ts)}::timestamptz[], ${rows.map((r) => r.input.principal)}::text[],
+            ${rows.map((r) => r.input.action)}::text[], ${rows.map((r) => r.input.key_id)}::uuid[],
+            ${rows.map((r) => r.input.key_version)}::int[], ${rows.map((r) => r.input.outcome)}::text[],
+            ${rows.map((r) => r.input.error_code)}::text[], ${rows.map((r) => JSON.stringify(r.input.context))}::jsonb[],
+            ${rows.map((r) => r.prevHash.toString('hex'))}::text[], ${rows.map((r) => r.hash.toString('hex'))}::text[])
+            AS e (seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code, context, prev_hash, hash)),
+        refused AS (
+          SELECT DISTINCT g.key_id FROM unnest(${guards.map((g) => g.keyId)}::text[],
+            ${guards.map((g) => JSON.stringify(g.policy ?? null))}::jsonb[])
+            AS g (key_id, policy)
+          LEFT JOIN kms_keys k ON k.id::text = g.key_id
+          WHERE k.id IS NULL OR k.state <> 'Enabled' OR coalesce(k.policy, 'null') <> g.policy),
+        head AS (
+          UPDATE audit_head SET seq = ${last.input.seq}, hash = decode(${last.hash.toString('hex')}, 'hex')
+          WHERE id = 1 AND seq = ${base.seq} AND hash = decode(${base.hash.toString('hex')}, 'hex')
+            AND NOT EXISTS (SELECT 1 FROM refused)
+          RETURNING seq),
+        ins AS (
+          INSERT INTO audit_events (seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code,
+            context, prev_hash, hash)
+          SELECT seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code, context,
+            decode(prev_hash, 'hex'), decode(hash, 'hex')
+          FROM ev WHERE EXISTS (SELECT 1 FROM head))
+        SELECT EXISTS (SELECT 1 FROM head) AS appended, ARRAY(SELECT key_id FROM refused) AS refused, h.seq, h.hash
+        FROM audit_head h WHERE h.id = 1`.execute(db);
+      const r = out[0];
+      if (!r) throw new KmsError('AuditFailure', 'the audit log head is missing');
+      if (r.appended) {
+        this.head = { seq: last.input.seq, hash: last.hash };
+        pending.forEach((i, k) => (answers[i] = { seq: rows[k]!.input.seq }));
+        pending = [];
+        break;
+      }
+      // Refused keys: those events are answered and left out; the rest go again.
+      const refused = new Set(r.refused);
+      if (refused.size > 0) {
+        for (const i of pending)
+          if (items[i]!.guard && refused.has(items[i]!.guard!.keyId)) answers[i] = { refused: true };
+        pending = pending.filter((i) => answers[i] === undefined);
+      }
+      // The head as of this statement's snapshot: newer than ours, or (when the winner committed
+      // while this statement waited for its row lock) still stale, which the next attempt finds.
+      this.head = { seq: Number(r.seq), hash: Buffer.from(r.hash) };
+      if (refused.size === 0 && this.head.seq === base.seq && this.head.hash.equals(base.hash)) this.head = undefined;
+    }
+    if (pending.length > 0) {
+      this.head = undefined;
+      throw new KmsError('AuditFailure', `the audit log head kept moving; ${pending.length} events not appended`);
+    }
+    return answers as GroupedAppend[];
   }
 
   /**
@@ -261,4 +373,34 @@ export class AuditLog {
       return fail(count, headSeq, 'head-mismatch', `the head's hash is not the hash of event ${headSeq}`);
     return { ok: true, events: count, headSeq, keyedFrom };
   }
+}
+
+function eventInput(event: AuditEvent, ts: string): Omit<HashInput, 'seq'> {
+  return {
+    event_id: randomUUID(),
+    ts,
+    principal: event.principal,
+    action: event.action,
+    key_id: event.keyId ?? null,
+    key_version: event.keyVersion ?? null,
+    outcome: event.outcome,
+    error_code: event.errorCode ?? null,
+    context: event.context ?? {},
+  };
+}
+
+async function readHead(db: Executor): Promise<{ seq: number; hash: Buffer }> {
+  const row = await db.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1).executeTakeFirst();
+  if (!row) throw new KmsError('AuditFailure', 'the audit log head is missing');
+  return { seq: Number(row.seq), hash: Buffer.from(row.hash) };
+}
+
+function publish(event: AuditEvent): void {
+  events.keyOperation.publish({
+    keyId: event.keyId ?? null,
+    action: event.action,
+    principal: event.principal,
+    outcome: event.outcome,
+    errorCode: event.errorCode ?? null,
+  });
 }

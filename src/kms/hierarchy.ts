@@ -11,9 +11,8 @@ import {
 
 import { sql } from 'kysely';
 
-import { GroupCommit } from '../db/group-commit.ts';
 import type { Executor, KeyProtection, KeyUsage, KmsKeyRow } from '../db/schema.ts';
-import { AUDIT_KEK, AuditLog, inTransaction } from './audit.ts';
+import { AUDIT_KEK, type AuditEvent, AuditLog, inTransaction } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
 import { KmsError } from './errors.ts';
 import { algOf, type AsymmetricAlg, generateKeyPair } from './key-types.ts';
@@ -74,6 +73,11 @@ interface TokenKey extends KeyCommon {
 
 type CachedKey = WrappedKey | TokenKey;
 
+/** What a signature's permission depends on (design §3.5). */
+type KeyRowCheck = Pick<KmsKeyRow, 'state' | 'policy' | 'usage'>;
+
+const USE_COUNT_FLUSH_MS = 1000;
+
 const spkiOf = (key: KeyObject) =>
   new Uint8Array((key.type === 'public' ? key : createPublicKey(key)).export({ type: 'spki', format: 'der' }));
 
@@ -84,7 +88,9 @@ const spkiOf = (key: KeyObject) =>
 export class KeyHierarchy {
   private readonly keks = new Map<string, KeyObject>();
   private readonly keys = new Map<string, CachedKey>();
-  private readonly uses: GroupCommit<string, void>;
+  private readonly keyRows = new Map<string, KeyRowCheck>();
+  private readonly pendingUses = new Map<string, number>();
+  private usesTimer: NodeJS.Timeout | undefined;
   private auditLog: AuditLog | undefined;
 
   constructor(
@@ -92,9 +98,7 @@ export class KeyHierarchy {
     private root: RootOfTrust,
     private readonly installId: string,
     private readonly hsm?: HsmSettings,
-  ) {
-    this.uses = new GroupCommit((keyIds) => this.countUses(keyIds));
-  }
+  ) {}
 
   /** The session pool of the token that holds HSM keys (one per process and token). */
   private tokenPool(token = this.hsm?.token): SessionPool {
@@ -104,20 +108,6 @@ export class KeyHierarchy {
         'protection "hsm" needs kms.hsm in the configuration (module, token and pinFile of a PKCS#11 token)',
       );
     return sessionPool({ module: this.hsm.module, token, pin: this.hsm.pin }, this.hsm.sessions);
-  }
-
-  /** One update per key for a whole batch of signatures. */
-  private async countUses(keyIds: string[]): Promise<void[]> {
-    const counts = new Map<string, number>();
-    for (const id of keyIds) counts.set(id, (counts.get(id) ?? 0) + 1);
-    for (const [id, n] of counts) {
-      await this.db
-        .updateTable('kms_keys')
-        .set((eb) => ({ use_count: eb('use_count', '+', n) }))
-        .where('id', '=', id)
-        .execute();
-    }
-    return keyIds.map(() => undefined);
   }
 
   /** The keyed audit log; available once `openAudit` has run (openKeyHierarchy does it). */
@@ -674,6 +664,43 @@ export class KeyHierarchy {
     };
   }
 
+  /** state, policy and usage of a key as last read here; each grouped audit append checks them again. */
+  private async keyRow(keyId: string, db: Executor, fresh: boolean): Promise<KeyRowCheck | undefined> {
+    if (!fresh) {
+      const cached = this.keyRows.get(keyId);
+      if (cached) return cached;
+    }
+    const row = await db
+      .selectFrom('kms_keys')
+      .select(['state', 'policy', 'usage'])
+      .where('id', '=', keyId)
+      .executeTakeFirst();
+    if (row) this.keyRows.set(keyId, row);
+    else this.keyRows.delete(keyId);
+    return row;
+  }
+
+  private checkKey(
+    keyId: string,
+    row: KeyRowCheck | undefined,
+    operation: SignOperation,
+    principal: string,
+    context: SignContext,
+  ): asserts row is KeyRowCheck {
+    if (row?.state !== 'Enabled')
+      throw new KmsError(
+        'KeyDisabled',
+        `key ${keyId}${row ? ` (${row.usage})` : ''} is ${row?.state ?? 'missing'} and cannot sign`,
+      );
+    const decision = evaluate(effectivePolicy(row.policy, row.usage), {
+      principal,
+      action: operation,
+      profile: context.profile,
+      issuer: context.issuer,
+    });
+    if (!decision.allowed) throw new KmsError('AccessDenied', `key ${keyId} (${row.usage}): ${decision.reason}`);
+  }
+
   private async signAudited(
     db: Executor,
     keyId: string,
@@ -685,60 +712,87 @@ export class KeyHierarchy {
     const cached = await this.loadKey(keyId, principal, db);
     const kekVersion = cached.protection === 'wrapped' ? cached.kekVersion : null;
     const auditContext = cached.protection === 'hsm' ? { ...context, protection: 'hsm' } : { ...context };
+    const event: AuditEvent = {
+      principal,
+      action: operation,
+      keyId,
+      keyVersion: kekVersion,
+      outcome: 'success',
+      context: auditContext,
+    };
+    const signWith = () =>
+      cached.protection === 'wrapped'
+        ? signWithKeyObject(cached.key, cached.algorithm, data)
+        : tokenSign(this.tokenPool(cached.ref.token), cached.ref, cached.algorithm, data);
     try {
-      const signature = await inTransaction(db, async (trx) => {
-        // State and policy are read from the database for every signature, so a disable or a
-        // policy change applies on every replica at once (design §3.5). No row lock is taken here:
-        // the audit head is the only lock a signature holds, so signers never wait on each other's
-        // key rows and can't deadlock with a transaction that creates a key and then signs.
-        const row = await trx
-          .selectFrom('kms_keys')
-          .select(['state', 'policy', 'usage'])
-          .where('id', '=', keyId)
-          .executeTakeFirst();
-        if (row?.state !== 'Enabled')
-          throw new KmsError(
-            'KeyDisabled',
-            `key ${keyId}${row ? ` (${row.usage})` : ''} is ${row?.state ?? 'missing'} and cannot sign`,
-          );
-        const decision = evaluate(effectivePolicy(row.policy, row.usage), {
-          principal,
-          action: operation,
-          profile: context.profile,
-          issuer: context.issuer,
-        });
-        if (!decision.allowed) throw new KmsError('AccessDenied', `key ${keyId} (${row.usage}): ${decision.reason}`);
-        await this.audit.append(trx, {
-          principal,
-          action: operation,
-          keyId,
-          keyVersion: kekVersion,
-          outcome: 'success',
-          context: auditContext,
-        });
-        return cached.protection === 'wrapped'
-          ? signWithKeyObject(cached.key, cached.algorithm, data)
-          : tokenSign(this.tokenPool(cached.ref.token), cached.ref, cached.algorithm, data);
-      });
-      // The usage count is a statistic for `kms list`; the audit log is the record of each use.
-      if (!db.isTransaction) {
-        await this.uses.submit(keyId);
+      if (db.isTransaction) {
+        // In the caller's transaction: state and policy read in it, the event appended under the
+        // head lock, both committed (or not) with the caller's work.
+        this.checkKey(keyId, await this.keyRow(keyId, db, true), operation, principal, context);
+        await this.audit.append(db, event);
+        return await signWith();
       }
+      // State and policy apply to every signature on every replica at once (design §3.5): they are
+      // evaluated here on the row as last read, and the statement that appends the event re-checks
+      // that the row is still that (Enabled, same policy); if not, it is read again and evaluated
+      // again. The signature is released only once its event is committed (fail-closed).
+      // A refusal is never decided on a remembered row: it is read again first.
+      let row = await this.keyRow(keyId, db, false);
+      try {
+        this.checkKey(keyId, row, operation, principal, context);
+      } catch {
+        row = await this.keyRow(keyId, db, true);
+        this.checkKey(keyId, row, operation, principal, context);
+      }
+      const signature = await signWith();
+      for (let attempt = 0; ; attempt++) {
+        const out = await this.audit.appendGrouped(db, event, { keyId, policy: row.policy });
+        if ('seq' in out) break;
+        if (attempt >= 3) throw new KmsError('AuditFailure', `key ${keyId} kept changing while signing`);
+        row = await this.keyRow(keyId, db, true);
+        this.checkKey(keyId, row, operation, principal, context);
+      }
+      this.countUse(keyId);
       return signature;
     } catch (err) {
       const denied = err instanceof KmsError && (err.code === 'KeyDisabled' || err.code === 'AccessDenied');
       // Inside a caller's transaction the refusal is rolled back with it; the caller's error stands.
       if (db.isTransaction) throw err;
       await this.audit.append(db, {
-        principal,
-        action: operation,
-        keyId,
-        keyVersion: kekVersion,
+        ...event,
         outcome: denied ? 'denied' : 'failure',
         errorCode: err instanceof KmsError ? err.code : 'InternalError',
-        context: auditContext,
       });
       throw err;
+    }
+  }
+
+  /**
+   * The usage count is a statistic for `kms list`; the audit log is the record of each use. Counts
+   * are added up here and written once a second (and on close), one statement per key.
+   */
+  private countUse(keyId: string): void {
+    this.pendingUses.set(keyId, (this.pendingUses.get(keyId) ?? 0) + 1);
+    if (this.usesTimer) return;
+    this.usesTimer = setTimeout(() => {
+      this.usesTimer = undefined;
+      void this.flushUses().catch(() => undefined);
+    }, USE_COUNT_FLUSH_MS);
+    this.usesTimer.unref();
+  }
+
+  /** Writes the usage counts not yet written (a closing context calls it). */
+  async flushUses(): Promise<void> {
+    if (this.usesTimer) clearTimeout(this.usesTimer);
+    this.usesTimer = undefined;
+    const counts = [...this.pendingUses];
+    this.pendingUses.clear();
+    for (const [id, n] of counts) {
+      await this.db
+        .updateTable('kms_keys')
+        .set((eb) => ({ use_count: eb('use_count', '+', n) }))
+        .where('id', '=', id)
+        .execute();
     }
   }
 }

@@ -246,6 +246,43 @@ describe('audit log', () => {
     expect((await verify()).ok).toBe(true);
   });
 
+  it('group commit: two replicas signing at once, with a transactional append among them, write one gap-free chain whose tampered rows are named', async () => {
+    // A second replica: its own key hierarchy (own head guess, own batches) on the same database.
+    const { openKeyHierarchy } = await import('../../src/kms/index.ts');
+    const { rootOfTrustOptions } = await import('../../src/context.ts');
+    const { CertificateAuthority } = await import('../../src/ca/authority.ts');
+    const kms2 = await openKeyHierarchy(ctx.database.db, rootOfTrustOptions(ctx.config), 'replica-2');
+    const other = { ...ctx, kms: kms2, ca: new CertificateAuthority(ctx.database.db, kms2, ctx.config.profiles) };
+    const before = Number((await verify()).headSeq);
+    const issued = await Promise.all([
+      ...Array.from({ length: 16 }, (_, i) => issueLeaf(ctx, `g${i}.internal`)),
+      ...Array.from({ length: 16 }, (_, i) => issueLeaf(other as AppContext, `r${i}.internal`)),
+      // Appends under the head lock in its own transaction: both replicas' guesses go stale.
+      kmsCli(ctx, ['kms', 'rotate'], {}, []),
+    ]);
+    expect(new Set(issued.slice(0, 32).map((c) => (c as { serial: string }).serial)).size).toBe(32);
+    const v = await verify();
+    expect(v).toMatchObject({ ok: true });
+    expect(v.events).toBe(v.headSeq);
+    const signs = await ctx.database.db
+      .selectFrom('audit_events')
+      .select(['seq', 'context'])
+      .where('action', '=', 'sign-certificate')
+      .where('seq', '>', before)
+      .orderBy('seq')
+      .execute();
+    const serials = signs.map((e) => (e.context as { serial?: string }).serial);
+    for (const c of issued.slice(0, 32)) expect(serials).toContain((c as { serial: string }).serial);
+
+    const mid = Number(signs[Math.floor(signs.length / 2)]!.seq);
+    await sql`UPDATE audit_events SET context = context || '{"serial":"00"}' WHERE seq = ${mid}`.execute(
+      ctx.database.db,
+    );
+    expect((await verify()).firstBad).toMatchObject({ seq: mid, problem: 'edited' });
+    await sql`DELETE FROM audit_events WHERE seq = ${mid - 1}`.execute(ctx.database.db);
+    expect((await verify()).firstBad).toMatchObject({ seq: mid - 1, problem: 'deleted' });
+  });
+
   it('the chain key is a KEK of the hierarchy that cannot be rotated, disabled or deleted', async () => {
     await expect(kmsCli(ctx, ['kms', 'rotate'], {}, ['audit-chain'])).rejects.toThrow(/keys the audit chain/);
     await expect(kmsCli(ctx, ['kms', 'disable'], {}, ['audit-chain'])).rejects.toThrow(/keys the audit chain/);

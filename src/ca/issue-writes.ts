@@ -1,0 +1,95 @@
+import { sql } from 'kysely';
+
+import { GroupCommit } from '../db/group-commit.ts';
+import type { Db, Executor } from '../db/schema.ts';
+
+/** A serial to reserve before signing: what will be signed (the TBS) and for whom. */
+export interface Reservation {
+  serial: string;
+  issuerId: string;
+  profile: string;
+  requester: string;
+  /** JSON text: the TBSCertificate (base64) and the subject key's SHA-256. */
+  request: string;
+  spkiSha256: Buffer;
+}
+
+/** A signed certificate to record (its reservation turns `issued` with it). */
+export interface Recorded {
+  serial: string;
+  issuerId: string;
+  der: Uint8Array;
+  commonName: string | null;
+  /** JSON text of the SAN set. */
+  sans: string;
+  notBefore: Date;
+  notAfter: Date;
+  profile: string;
+  spkiSha256: Buffer;
+  requester: string;
+  crlShard: number;
+}
+
+/**
+ * The two writes of serial-first issuance, group-committed: reservations (and certificates) that
+ * concurrent issues ask for while a batch is being written go together in the next statement, so
+ * N signers cost one round trip and one commit for their reservations and one for their
+ * certificates. Each statement is atomic: a reservation is durable before its certificate is
+ * signed, and a certificate is recorded with its reservation's status or not at all.
+ */
+export class IssueWrites {
+  private readonly reservations: GroupCommit<Reservation, boolean>;
+  private readonly records: GroupCommit<Recorded, void>;
+
+  constructor(db: Db) {
+    this.reservations = new GroupCommit((items) => reserveBatch(db, items));
+    this.records = new GroupCommit((items) => recordBatch(db, items));
+  }
+
+  /** Reserves the serial, unless the subject key is blocked (revoked for keyCompromise): false then. */
+  reserve(r: Reservation): Promise<boolean> {
+    return this.reservations.submit(r);
+  }
+
+  record(r: Recorded): Promise<void> {
+    return this.records.submit(r);
+  }
+}
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+
+async function reserveBatch(db: Db, items: Reservation[]): Promise<boolean[]> {
+  // The blocked-key check and the reservation in one statement: no reservation for a blocked key.
+  const { rows } = await sql<{ serial: string }>`
+    INSERT INTO serial_reservations (serial, issuer_id, profile, requester, request)
+    SELECT r.serial, r.issuer_id, r.profile, r.requester, r.request::jsonb
+    FROM unnest(${items.map((i) => i.serial)}::text[], ${items.map((i) => i.issuerId)}::text[],
+      ${items.map((i) => i.profile)}::text[], ${items.map((i) => i.requester)}::text[],
+      ${items.map((i) => i.request)}::text[], ${items.map((i) => hex(i.spkiSha256))}::text[])
+      AS r (serial, issuer_id, profile, requester, request, spki)
+    WHERE NOT EXISTS (SELECT 1 FROM blocked_keys WHERE spki_sha256 = decode(r.spki, 'hex'))
+    RETURNING serial`.execute(db);
+  const reserved = new Set(rows.map((r) => r.serial));
+  return items.map((i) => reserved.has(i.serial));
+}
+
+/** Records certificates in one statement (in the caller's transaction when `db` is one). */
+export async function recordBatch(db: Executor, items: Recorded[]): Promise<void[]> {
+  await sql`
+    WITH c AS (
+      SELECT * FROM unnest(${items.map((i) => i.serial)}::text[], ${items.map((i) => i.issuerId)}::text[],
+        ${items.map((i) => hex(i.der))}::text[], ${items.map((i) => i.commonName)}::text[],
+        ${items.map((i) => i.sans)}::jsonb[], ${items.map((i) => i.notBefore.toISOString())}::timestamptz[],
+        ${items.map((i) => i.notAfter.toISOString())}::timestamptz[], ${items.map((i) => i.profile)}::text[],
+        ${items.map((i) => hex(i.spkiSha256))}::text[], ${items.map((i) => i.requester)}::text[],
+        ${items.map((i) => i.crlShard)}::smallint[])
+        AS c (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki, requester, crl_shard)),
+    reservation AS (
+      UPDATE serial_reservations SET status = 'issued' WHERE serial IN (SELECT serial FROM c))
+    INSERT INTO certificates (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki_sha256,
+      requester, crl_shard)
+    SELECT serial, issuer_id, decode(der, 'hex'), common_name, sans, not_before, not_after, profile, decode(spki, 'hex'),
+      requester, crl_shard
+    FROM c`.execute(db);
+  return items.map(() => undefined);
+}
