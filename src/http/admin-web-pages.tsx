@@ -187,7 +187,7 @@ export const Overview: FC<{ d: OverviewData; principal: string }> = ({ d, princi
       {d.failures.recent.length ? (
         <table>
           <tr>
-            <th>When</th>
+            <th>Asked</th>
             <th>Identifier</th>
             <th>Challenge</th>
             <th>Problem</th>

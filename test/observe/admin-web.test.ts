@@ -4,6 +4,7 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { type AcmeTestEnv, resolveToLoopback, startAcmeEnv } from '../support/acme.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
 import { keyward } from '../support/cli.ts';
 import { opensslCsr, opensslVerify, tempDir } from '../support/openssl.ts';
@@ -194,5 +195,88 @@ describe('admin web page: who gets in, and forms only from the page itself', () 
     const after = await call('/admin', { client: carol });
     expect(after.status).toBe(403);
     expect(after.body).toContain('the admin certificate is revoked');
+  });
+});
+
+describe('admin web overview: validation failures', () => {
+  let env: AcmeTestEnv;
+  beforeAll(async () => {
+    env = await startAcmeEnv();
+  });
+  afterAll(async () => env?.close());
+
+  it('the overview shows a challenge that failed, with its problem; the ACME page deactivates the account, audited', async () => {
+    const dir = tempDir('kw-admin-web-');
+    const made = await keyward(['admin-cert', 'create', '--email', 'ops@example.test', '--out', dir], env.ca.env);
+    expect(made.code, made.stderr).toBe(0);
+    const client = {
+      cert: readFileSync(join(dir, 'admin.pem'), 'utf8'),
+      key: readFileSync(join(dir, 'admin.key'), 'utf8'),
+    };
+    const overview = () =>
+      new Promise<string>((resolve, reject) => {
+        request(`${env.ca.httpsUrl}/admin`, { ca: env.ca.rootPem, ...client }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (body += d));
+          res.on('end', () => resolve(body));
+        })
+          .on('error', reject)
+          .end();
+      });
+    expect(await overview()).toContain('None in the last 24 hours.');
+
+    const acme = await env.client();
+    await acme.createAccount({ termsOfServiceAgreed: true });
+    resolveToLoopback(env, 'nobody-answers.internal');
+    const order = await acme.createOrder({ identifiers: [{ type: 'dns', value: 'nobody-answers.internal' }] });
+    const [authz] = await acme.getAuthorizations(order);
+    const challenge = authz!.challenges.find((c) => c.type === 'http-01')!;
+    await acme.completeChallenge(challenge); // nothing is published at the token's URL
+    await expect(acme.waitForValidStatus(challenge)).rejects.toThrow();
+
+    const page = await overview();
+    expect(page).not.toContain('None in the last 24 hours.');
+    expect(page).toMatch(/<b class="warn">1<\/b>validation failures/);
+    expect(page).toContain('nobody-answers.internal');
+    expect(page).toContain('http-01');
+    expect(page).toContain('<code>unauthorized</code>');
+
+    // The same account, deactivated from the ACME page: asked first, then done, then refused.
+    const id = acme.getAccountUrl().split('/').pop()!;
+    const post = (path: string, body: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        request(
+          `${env.ca.httpsUrl}${path}`,
+          {
+            method: 'POST',
+            ca: env.ca.rootPem,
+            ...client,
+            headers: {
+              'content-type': 'application/x-www-form-urlencoded',
+              origin: new URL(env.ca.httpsUrl).origin,
+            },
+          },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (d: string) => (text += d));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+          },
+        )
+          .on('error', reject)
+          .end(body);
+      });
+    const ask = await post(`/admin/acme/accounts/${id}/deactivate`, '');
+    expect(ask.body).toContain('Deactivate this ACME account?');
+    await acme.createOrder({ identifiers: [{ type: 'dns', value: 'still.internal' }] });
+    expect((await post(`/admin/acme/accounts/${id}/deactivate`, 'confirm=yes')).status).toBe(303);
+    await expect(acme.createOrder({ identifiers: [{ type: 'dns', value: 'after.internal' }] })).rejects.toThrow(
+      /Account is deactivated/,
+    );
+    const audit = await keyward(['audit', 'list', '--json', '--limit', '1000'], env.ca.env);
+    expect(JSON.parse(audit.stdout)).toContainEqual(
+      expect.objectContaining({ action: 'deactivate-acme-account', principal: 'admin:ops@example.test' }),
+    );
   });
 });
