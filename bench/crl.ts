@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { sql } from 'kysely';
 
 import { publishCrl } from '../src/ca/crl-publisher.ts';
-import { RevocationService } from '../src/ca/revocation-service.ts';
+import { RevocationPublisher } from '../src/ca/revocation-publisher.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
 import { createDatabase, dropDatabase } from '../test/support/db.ts';
@@ -54,7 +54,7 @@ try {
   await sql`ANALYZE certificates`.execute(db);
   const insertSeconds = (performance.now() - t0) / 1000;
 
-  const service = new RevocationService(ctx, 'bench');
+  const service = new RevocationPublisher(ctx, 'bench');
   global.gc?.();
   const base = process.memoryUsage();
   let peakRss = base.rss;

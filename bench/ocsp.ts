@@ -16,7 +16,7 @@ import pg from 'pg';
 
 import { seq } from '../src/ca/der.ts';
 import { issuerHashes, makeCertId } from '../src/ca/ocsp.ts';
-import { RevocationService } from '../src/ca/revocation-service.ts';
+import { RevocationPublisher } from '../src/ca/revocation-publisher.ts';
 import { commandsByName } from '../src/cli/registry.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
@@ -115,7 +115,7 @@ try {
       urls.push(`${server.httpUrl}/ocsp/${encodeURIComponent(Buffer.from(request).toString('base64'))}`);
     }
     // Pre-sign everything, as the background refresher would, so the run measures cached lookups.
-    const service = new RevocationService(ctx, 'bench');
+    const service = new RevocationPublisher(ctx, 'bench');
     await service.ensureSigners();
     await service.refreshOcsp(100);
     const signs = async () =>

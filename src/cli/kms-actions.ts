@@ -6,7 +6,7 @@ import { x509 } from '../ca/x509.ts';
 import type { AppContext } from '../context.ts';
 import type { Executor } from '../db/schema.ts';
 import { KmsError } from '../kms/errors.ts';
-import { parsePolicy } from '../kms/policy.ts';
+import { parsePolicy } from '../kms/key-policy.ts';
 import { type KeyRef, resolveKey } from '../kms/refs.ts';
 import { type DependantCheck, KeyStates } from '../kms/states.ts';
 import { UsageError } from './command.ts';

@@ -55,11 +55,11 @@ const crlPublishCommand = defineCommand<object, CrlPublishOutput>({
   summary: 'publish a new CRL for every issuer and shard now',
   input: () => ({}),
   run: async (ctx, input) => {
-    const [{ RevocationService }, { publishDue }] = await Promise.all([
-      import('../ca/revocation-service.ts'),
+    const [{ RevocationPublisher }, { publishDue }] = await Promise.all([
+      import('../ca/revocation-publisher.ts'),
       import('../ca/crl-publisher.ts'),
     ]);
-    const service = new RevocationService(ctx, input.principal);
+    const service = new RevocationPublisher(ctx, input.principal);
     return publishDue(service.crl, { force: true });
   },
   format: (out) =>

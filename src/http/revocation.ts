@@ -5,7 +5,7 @@ import type { Context, Hono } from 'hono';
 import { parseAriCertId, renewalInfo } from '../ca/ari.ts';
 import { MAX_OCSP_REQUEST_BYTES, ocspErrorResponse } from '../ca/ocsp.ts';
 import type { OcspAnswer } from '../ca/ocsp-responder.ts';
-import { RevocationService } from '../ca/revocation-service.ts';
+import { RevocationPublisher } from '../ca/revocation-publisher.ts';
 import { parseCrlFileName } from '../ca/revocation-urls.ts';
 import type { AppContext } from '../context.ts';
 import { KeywardError } from '../core/errors.ts';
@@ -24,7 +24,7 @@ import type { Logger } from '../core/log.ts';
  * pre-signing.
  */
 export function revocationFeature(ctx: AppContext, log: Logger): Feature {
-  const service = new RevocationService(ctx);
+  const service = new RevocationPublisher(ctx);
   const flog = log.child({ feature: 'revocation' });
   const crlCache = new Map<string, { number: string; der: Uint8Array<ArrayBuffer> }>();
   const r = ctx.config.revocation;

@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, hkdfSync, type KeyObject, randomBytes } from 'node:crypto';
 
-import { encodeContext, type EncryptionContext } from './context.ts';
+import { encodeContext, type EncryptionContext } from './encryption-context.ts';
 import { KmsError } from './errors.ts';
 
 // KWE1: magic(4) alg(1) purpose(1) wrapping-key-id(16) version(4) | body. The whole 26-byte header

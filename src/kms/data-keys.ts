@@ -4,10 +4,10 @@ import { sql } from 'kysely';
 
 import type { Db, Executor } from '../db/schema.ts';
 import { open, parseHeader, PURPOSE, seal } from './container.ts';
-import type { EncryptionContext } from './context.ts';
+import type { EncryptionContext } from './encryption-context.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
-import { defaultDataKeyPolicy, evaluate, type KeyAction, parsePolicy } from './policy.ts';
+import { defaultDataKeyPolicy, evaluate, type KeyAction, parsePolicy } from './key-policy.ts';
 
 // The envelope data-key API (design §3.10). Ciphertexts are KWE1 purpose 0x04 under a version of
 // an app-data KEK; the header names KEK and version, so rotation never breaks decrypt.

@@ -15,6 +15,7 @@ import type { Executor, KeyProtection, KeyUsage, KmsKeyRow } from '../db/schema.
 import { AUDIT_KEK, type AuditEvent, AuditLog, inTransaction } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
 import { KmsError } from './errors.ts';
+import { effectivePolicy, evaluate } from './key-policy.ts';
 import { algOf, type AsymmetricAlg, generateKeyPair } from './key-types.ts';
 import type { TokenSettings } from './pkcs11/module.ts';
 import { type SessionPool, sessionPool } from './pkcs11/session-pool.ts';
@@ -25,7 +26,6 @@ import {
   type TokenKeyRef,
   tokenSign,
 } from './pkcs11/token-keys.ts';
-import { effectivePolicy, evaluate } from './policy.ts';
 import type { RootOfTrust, RootRecord } from './roots/types.ts';
 import {
   type RsaScheme,

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 
 import type { Executor, KeyProtection } from '../db/schema.ts';
 import type { StoredTokenRef } from './hierarchy.ts';
-import { defaultDataKeyPolicy, effectivePolicy, type KeyPolicy } from './policy.ts';
+import { defaultDataKeyPolicy, effectivePolicy, type KeyPolicy } from './key-policy.ts';
 import { resolveKey } from './refs.ts';
 
 /** One line of `kms list`: every kind of key with its state, algorithm, dates and use counts. */

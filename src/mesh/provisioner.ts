@@ -3,8 +3,8 @@ import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 
 import type { Db } from '../db/schema.ts';
+import { derToRaw } from '../kms/ecdsa-signature.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
-import { derToP1363 } from './jws.ts';
 
 export const PROVISIONER = 'default';
 
@@ -64,7 +64,7 @@ export async function signJwt(
   const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
   const signer = await kms.signer(provisioner.keyId, 'sign-token', principal);
   const der = await signer.sign(new TextEncoder().encode(input), { jti: String(claims.jti ?? '') });
-  return `${input}.${Buffer.from(derToP1363(der, 32)).toString('base64url')}`;
+  return `${input}.${Buffer.from(derToRaw(der, 32)).toString('base64url')}`;
 }
 
 function b64url(text: string): string {

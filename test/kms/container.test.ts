@@ -3,7 +3,7 @@ import { createSecretKey, randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 
 import { open, parseHeader, PURPOSE, seal } from '../../src/kms/container.ts';
-import { encodeContext } from '../../src/kms/context.ts';
+import { encodeContext } from '../../src/kms/encryption-context.ts';
 
 describe('KWE1 container', () => {
   const key = createSecretKey(randomBytes(32));

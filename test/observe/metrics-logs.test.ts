@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { publishDue } from '../../src/ca/crl-publisher.ts';
-import { RevocationService } from '../../src/ca/revocation-service.ts';
+import { RevocationPublisher } from '../../src/ca/revocation-publisher.ts';
 import { x509 } from '../../src/ca/x509.ts';
 import { events, type PoolWait } from '../../src/core/events.ts';
 import { openDatabase } from '../../src/db/connect.ts';
@@ -131,7 +131,7 @@ describe('GET /metrics and the operator log', () => {
         created_at: new Date(),
       })
       .execute();
-    await publishDue(new RevocationService(env.ca.ctx, 'test').crl, { force: true });
+    await publishDue(new RevocationPublisher(env.ca.ctx, 'test').crl, { force: true });
 
     const headBefore = Number((await db.selectFrom('audit_head').select('seq').executeTakeFirstOrThrow()).seq);
     const s = await scrape(metricsUrl);
@@ -289,7 +289,7 @@ describe.runIf(!!process.env.DATABASE_URL)('metrics of two replicas on one datab
     const b = await startTestCa({ store: a.store });
     try {
       await issueLeaf(a, { name: 'replica-a.internal' });
-      await publishDue(new RevocationService(a.ctx, 'test').crl, { force: true });
+      await publishDue(new RevocationPublisher(a.ctx, 'test').crl, { force: true });
       const db = a.ctx.database.db;
       const head = Number((await db.selectFrom('audit_head').select('seq').executeTakeFirstOrThrow()).seq);
       const crl = await db

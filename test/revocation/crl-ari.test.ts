@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ariCertId } from '../../src/ca/ari.ts';
 import { publishCrl } from '../../src/ca/crl-publisher.ts';
-import { RevocationService } from '../../src/ca/revocation-service.ts';
+import { RevocationPublisher } from '../../src/ca/revocation-publisher.ts';
 import { acquireLease } from '../../src/db/lease.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
 import { keyward } from '../support/cli.ts';
@@ -85,8 +85,8 @@ describe('CRLs and renewal information', () => {
 
   it('two publishers at once make one CRL number step; a dead replica loses its lease', async () => {
     const issuer = (await ca.ctx.ca.issuers()).find((i) => i.id === issuerId)!;
-    const a = new RevocationService(ca.ctx, 'replica-a');
-    const b = new RevocationService(ca.ctx, 'replica-b');
+    const a = new RevocationPublisher(ca.ctx, 'replica-a');
+    const b = new RevocationPublisher(ca.ctx, 'replica-b');
     const number = async () =>
       Number(
         (

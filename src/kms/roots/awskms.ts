@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import type * as AwsKms from '@aws-sdk/client-kms';
 
 import { ALG_AWS_KMS, checkExpected, encodeHeader, KWE1_HEADER_LEN, parseHeader, PURPOSE } from '../container.ts';
-import { encodeContext } from '../context.ts';
+import { encodeContext } from '../encryption-context.ts';
 import { KmsError } from '../errors.ts';
 import { kekContext } from './symmetric.ts';
 import type { KekRef, RootOfTrust, RootRecord } from './types.ts';

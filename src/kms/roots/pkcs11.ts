@@ -17,7 +17,7 @@ import type { RootOfTrust, RootRecord } from './types.ts';
 
 // Root of trust in a PKCS#11 token: an AES-256 key that never leaves it (CKA_EXTRACTABLE false,
 // CKA_SENSITIVE true). KEKs are wrapped with C_Encrypt under CKM_AES_GCM, not C_WrapKey: the KEK
-// must come back into this process, and SoftHSM can't C_WrapKey with GCM (design §3.4, pitfall 6).
+// must come back into this process, and SoftHSM2 refuses CKM_AES_GCM with C_WrapKey.
 
 export interface Pkcs11Params {
   /** Path of the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so). */

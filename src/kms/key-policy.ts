@@ -132,7 +132,7 @@ export function defaultPolicy(usage: KeyUsage): KeyPolicy {
   }
 }
 
-/** App-data KEKs deny everyone until a policy names principals (pitfall 22: data keys escape). */
+/** App-data KEKs deny everyone until a policy names principals (a KEK nobody was granted must not hand out data keys to whoever asks). */
 export function defaultDataKeyPolicy(principals: string[]): KeyPolicy {
   if (principals.length === 0) return { version: 1, statements: [] };
   return {

@@ -20,7 +20,7 @@ export interface RevocationDeps {
  * signers and the responder. Holds no state that matters beyond caches; `tick` is the background
  * work each replica runs, and the leases inside decide which replica actually does each piece.
  */
-export class RevocationService {
+export class RevocationPublisher {
   readonly holder = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   readonly signers: OcspSigners;
   readonly responder: OcspResponder;
