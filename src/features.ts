@@ -8,10 +8,12 @@ import { adminWebFeature } from './http/admin-web.tsx';
 import { kmsFeature } from './http/kms-api.ts';
 import { meshFeature } from './http/mesh.ts';
 import { revocationFeature } from './http/revocation.ts';
+import { policyRulesFeature } from './policy/rules-cache.ts';
 
 /** Everything `keyward serve` runs besides the health and trust-anchor endpoints. */
 export function features(ctx: AppContext, log: Logger, adminCommands: AdminCommands): Feature[] {
   return [
+    policyRulesFeature(ctx.database.db, ctx.database.listen, log),
     acmeFeature(ctx, log),
     revocationFeature(ctx, log),
     kmsFeature(ctx, log),

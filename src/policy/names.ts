@@ -2,7 +2,8 @@ import { type KeywardError, refusalOf } from '../core/errors.ts';
 import type { Identifier } from '../core/identifiers.ts';
 import type { Executor } from '../db/schema.ts';
 import { matches, overlaps } from './patterns.ts';
-import { type ConfigRules, configRules, describeRule, listRules, type PolicyRule } from './rules.ts';
+import { type ConfigRules, configRules, describeRule, type PolicyRule } from './rules.ts';
+import { rulesOf } from './rules-cache.ts';
 import { type PolicySubject, type Scope, scopesOf } from './scopes.ts';
 
 export type NameDecision =
@@ -97,8 +98,9 @@ export function decide(
 }
 
 /**
- * The entry point for ACME and the mesh flows: loads the configured global rules and the database
- * rules of the subject's scopes (one query), then decides. Reads only, so it is safe anywhere.
+ * The entry point for ACME and the mesh flows: the configured global rules and the database rules
+ * of the subject's scopes (kept in memory while `keyward serve` follows changes, else one query),
+ * then decides. Reads only, so it is safe anywhere.
  */
 export async function evaluateNames(
   db: Executor,
@@ -106,7 +108,7 @@ export async function evaluateNames(
   identifiers: readonly Identifier[],
   subject: PolicySubject = {},
 ): Promise<PolicyEvaluation> {
-  const rules = [...configRules(settings.rules), ...(await listRules(db, scopesOf(subject)))];
+  const rules = [...parsedConfigRules(settings.rules), ...(await rulesOf(db, scopesOf(subject)))];
   return decide(rules, identifiers, subject, settings.defaultAction);
 }
 
@@ -117,4 +119,15 @@ export function policyRefusal(evaluation: PolicyEvaluation): KeywardError {
     refused.map((d) => ({ kind: 'rejectedIdentifier', detail: d.reason, identifier: d.identifier })),
     `The name policy refuses ${refused.length === 1 ? 'an identifier' : `${refused.length} identifiers`}`,
   );
+}
+
+// The configuration's rules, parsed once per settings object.
+const parsedConfig = new WeakMap<ConfigRules, PolicyRule[]>();
+function parsedConfigRules(rules: ConfigRules): PolicyRule[] {
+  let parsed = parsedConfig.get(rules);
+  if (!parsed) {
+    parsed = configRules(rules);
+    parsedConfig.set(rules, parsed);
+  }
+  return parsed;
 }

@@ -29,6 +29,19 @@ export function configRules(rules: ConfigRules): PolicyRule[] {
   });
 }
 
+/** Notified whenever policy_rules changes: every replica following it drops its copy (rules-cache.ts). */
+export const POLICY_RULES_CHANNEL = 'keyward_policy_rules';
+
+/** Per database object, what to tell this process's copy when a rule is written through it. */
+export const localRuleChanges = new WeakMap<Executor, () => void>();
+
+/** Tells every replica that policy_rules changed (NOTIFY, delivered after commit), and this process at once. */
+async function notifyRulesChanged(db: Executor): Promise<void> {
+  // Through the query builder: the command line loads this module and must not load kysely itself.
+  await db.selectNoFrom((eb) => eb.fn('pg_notify', [eb.val(POLICY_RULES_CHANNEL), eb.val('')]).as('sent')).execute();
+  localRuleChanges.get(db)?.();
+}
+
 export async function addRule(
   db: Executor,
   input: { scope: string; effect: PolicyEffect; pattern: string; principal: string },
@@ -43,6 +56,7 @@ export async function addRule(
     .values({ id, scope, effect: input.effect, kind, pattern, created_by: input.principal })
     .onConflict((oc) => oc.columns(['scope', 'effect', 'kind', 'pattern']).doNothing())
     .execute();
+  await notifyRulesChanged(db);
   const row = await db
     .selectFrom('policy_rules')
     .selectAll()
@@ -57,6 +71,7 @@ export async function addRule(
 export async function removeRule(db: Executor, id: string): Promise<boolean> {
   if (!/^[0-9a-f-]{36}$/i.test(id)) return false;
   const r = await db.deleteFrom('policy_rules').where('id', '=', id).executeTakeFirst();
+  await notifyRulesChanged(db);
   return Number(r.numDeletedRows) > 0;
 }
 

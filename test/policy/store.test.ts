@@ -1,9 +1,15 @@
+import { randomUUID } from 'node:crypto';
+
+import { sql } from 'kysely';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { DatabaseHandle } from '../../src/db/connect.ts';
+import { statementStats } from '../../src/db/statement-stats.ts';
 import { evaluateNames } from '../../src/policy/names.ts';
 import { consume, peek, RateLimiter } from '../../src/policy/rate-limits.ts';
-import { addRule, listRules, removeRule } from '../../src/policy/rules.ts';
+import { addRule, listRules, POLICY_RULES_CHANNEL, removeRule } from '../../src/policy/rules.ts';
+import { policyRulesFeature } from '../../src/policy/rules-cache.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
 
 describe('policy rules and rate limits in the database', () => {
@@ -104,5 +110,36 @@ describe('policy rules and rate limits in the database', () => {
     // limit 0 switches a limit off.
     for (let i = 0; i < 3; i++)
       expect((await limiter.consume(handle.db, 'newOrdersPerAccount', 'x', now)).ok).toBe(true);
+  });
+
+  it('a served replica keeps rules in memory and drops them when any replica changes a rule', async () => {
+    const db = handle.db;
+    const stop = policyRulesFeature(db, handle.listen, pino({ level: 'silent' })).start!();
+    try {
+      const settings = { rules: [], defaultAction: 'allow' as const };
+      const names = [{ type: 'dns' as const, value: 'cached.internal' }];
+      const allowed = async () => (await evaluateNames(db, settings, names, { accountId: 'acct-c' })).allowed;
+      // Following starts asynchronously; from then on a repeated evaluation reads nothing.
+      await expect
+        .poll(async () => {
+          await allowed();
+          const before = statementStats.statements;
+          await allowed();
+          return handle.kind === 'embedded' || statementStats.statements === before;
+        })
+        .toBe(true);
+      expect(await allowed()).toBe(true);
+      // Another replica's write: a row and its notification, not through this process's addRule.
+      await sql`INSERT INTO policy_rules (id, scope, effect, kind, pattern, created_by)
+        VALUES (${randomUUID()}, 'account:acct-c', 'deny', 'dns', 'cached.internal', 'other-replica')`.execute(db);
+      await sql`SELECT pg_notify(${POLICY_RULES_CHANNEL}, '')`.execute(db);
+      await expect.poll(allowed, { timeout: 5000 }).toBe(false);
+      // A rule removed through addRule/removeRule here applies at once, before its notification.
+      const [rule] = (await listRules(db, ['account:acct-c'])).filter((r) => r.pattern === 'cached.internal');
+      expect(await removeRule(db, rule!.id)).toBe(true);
+      expect(await allowed()).toBe(true);
+    } finally {
+      await stop();
+    }
   });
 });
