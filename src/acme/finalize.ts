@@ -129,7 +129,7 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   };
   let done: OrderRow | undefined;
   try {
-    await deps.ctx.ca.issue({
+    const issued = await deps.ctx.ca.issue({
       subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
       keyType: csr.keyType,
       ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
@@ -138,16 +138,16 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
       profile: profile.name,
       ...(lifetimeMs !== undefined ? { lifetimeMs } : {}),
       requester: `acme:${account.id}`,
-      onRecorded: async (trx, serial) => {
-        done = await trx
+      // The certificate, its reservation and the order turning valid: one statement.
+      recordWith: (serial) =>
+        deps.db
           .updateTable('acme_orders')
           .set({ status: 'valid', certificate_serial: serial, updated_at: deps.clock.now() })
           .where('id', '=', order.id)
           .where('status', '=', 'processing')
-          .returningAll()
-          .executeTakeFirstOrThrow();
-      },
+          .returningAll(),
     });
+    done = issued.linked?.[0] as OrderRow | undefined;
   } catch (err) {
     const prob = asKeywardError(err);
     if (prob.status >= 500)

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 
-import { sql } from 'kysely';
+import { type OperationNodeSource, sql } from 'kysely';
 
 import type { CaKeyType, Profile, SubjectKeyType } from '../config/schema.ts';
 import { type Clock, systemClock } from '../core/clock.ts';
@@ -12,7 +12,7 @@ import type { CertificateRow, Db, Executor, IssuerRow } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import type { NameConstraintsSpec } from './cert-builder.ts';
 import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
-import { IssueWrites, recordBatch, type Recorded } from './issue-writes.ts';
+import { IssueWrites, recordBatch, type Recorded, recordLinked } from './issue-writes.ts';
 import { checkNameConstraints, type NameConstraints, nameConstraintsOf } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
 import { toPem } from './pem.ts';
@@ -61,6 +61,13 @@ export interface IssueRequest {
    * order turning valid) commits with it or not at all.
    */
   onRecorded?: (trx: Executor, serial: string) => Promise<void>;
+  /**
+   * The caller's bookkeeping as one conditional write (UPDATE … RETURNING) run by the statement that
+   * records the certificate: one round trip and one commit. The certificate is recorded only if
+   * that write returns a row (else issue fails and the reservation stays, naming what was signed);
+   * the rows come back as `linked`.
+   */
+  recordWith?: (serial: string) => OperationNodeSource;
 }
 
 export interface IssuedCertificate {
@@ -71,6 +78,8 @@ export interface IssuedCertificate {
   notAfter: Date;
   /** Leaf first, then the intermediate. */
   chainPem: string;
+  /** What `recordWith` returned. */
+  linked?: unknown[];
 }
 
 /** What leaf certificates need to point relying parties at revocation information. */
@@ -294,7 +303,13 @@ export class CertificateAuthority {
       crlShard: shard,
     };
     const onRecorded = req.onRecorded;
-    if (onRecorded)
+    let linked: unknown[] | undefined;
+    if (req.recordWith) {
+      const rows = await recordLinked(this.db, record, req.recordWith(serial));
+      linked = rows;
+      if (rows.length === 0)
+        throw new KeywardError('internal', `certificate ${serial} was signed but its request changed meanwhile`);
+    } else if (onRecorded)
       await this.db.transaction().execute(async (trx) => {
         await recordBatch(trx, [record]);
         await onRecorded(trx, serial);
@@ -309,7 +324,15 @@ export class CertificateAuthority {
       notAfter,
       seconds: (performance.now() - started) / 1000,
     });
-    return { serial, issuerId: issuer.row.id, der, notBefore, notAfter, chainPem: toPem(der) + issuer.chainPem };
+    return {
+      serial,
+      issuerId: issuer.row.id,
+      der,
+      notBefore,
+      notAfter,
+      chainPem: toPem(der) + issuer.chainPem,
+      ...(linked ? { linked } : {}),
+    };
   }
 
   revoke(serial: string, reason: number, requester: string): Promise<Revocation> {

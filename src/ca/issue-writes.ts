@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type OperationNodeSource, sql } from 'kysely';
 
 import { GroupCommit } from '../db/group-commit.ts';
 import type { Db, Executor } from '../db/schema.ts';
@@ -76,14 +76,7 @@ async function reserveBatch(db: Db, items: Reservation[]): Promise<boolean[]> {
 /** Records certificates in one statement (in the caller's transaction when `db` is one). */
 export async function recordBatch(db: Executor, items: Recorded[]): Promise<void[]> {
   await sql`
-    WITH c AS (
-      SELECT * FROM unnest(${items.map((i) => i.serial)}::text[], ${items.map((i) => i.issuerId)}::text[],
-        ${items.map((i) => hex(i.der))}::text[], ${items.map((i) => i.commonName)}::text[],
-        ${items.map((i) => i.sans)}::jsonb[], ${items.map((i) => i.notBefore.toISOString())}::timestamptz[],
-        ${items.map((i) => i.notAfter.toISOString())}::timestamptz[], ${items.map((i) => i.profile)}::text[],
-        ${items.map((i) => hex(i.spkiSha256))}::text[], ${items.map((i) => i.requester)}::text[],
-        ${items.map((i) => i.crlShard)}::smallint[])
-        AS c (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki, requester, crl_shard)),
+    WITH c AS (${recordedRows(items)}),
     reservation AS (
       UPDATE serial_reservations SET status = 'issued' WHERE serial IN (SELECT serial FROM c))
     INSERT INTO certificates (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki_sha256,
@@ -92,4 +85,37 @@ export async function recordBatch(db: Executor, items: Recorded[]): Promise<void
       requester, crl_shard
     FROM c`.execute(db);
   return items.map(() => undefined);
+}
+
+/**
+ * Records one certificate together with the caller's conditional write (an UPDATE … RETURNING):
+ * one statement, one commit. The certificate and its reservation's status are written only if
+ * that write returns a row; its rows are returned (none: nothing was recorded).
+ */
+export async function recordLinked<R>(db: Executor, item: Recorded, linked: OperationNodeSource): Promise<R[]> {
+  const { rows } = await sql<R>`
+    WITH linked AS (${linked}),
+    c AS (${recordedRows([item])}),
+    reservation AS (
+      UPDATE serial_reservations SET status = 'issued'
+      WHERE serial IN (SELECT serial FROM c) AND EXISTS (SELECT 1 FROM linked)),
+    ins AS (
+      INSERT INTO certificates (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki_sha256,
+        requester, crl_shard)
+      SELECT serial, issuer_id, decode(der, 'hex'), common_name, sans, not_before, not_after, profile, decode(spki, 'hex'),
+        requester, crl_shard
+      FROM c WHERE EXISTS (SELECT 1 FROM linked))
+    SELECT * FROM linked`.execute(db);
+  return rows;
+}
+
+function recordedRows(items: Recorded[]) {
+  return sql`
+      SELECT * FROM unnest(${items.map((i) => i.serial)}::text[], ${items.map((i) => i.issuerId)}::text[],
+        ${items.map((i) => hex(i.der))}::text[], ${items.map((i) => i.commonName)}::text[],
+        ${items.map((i) => i.sans)}::jsonb[], ${items.map((i) => i.notBefore.toISOString())}::timestamptz[],
+        ${items.map((i) => i.notAfter.toISOString())}::timestamptz[], ${items.map((i) => i.profile)}::text[],
+        ${items.map((i) => hex(i.spkiSha256))}::text[], ${items.map((i) => i.requester)}::text[],
+        ${items.map((i) => i.crlShard)}::smallint[])
+        AS c (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki, requester, crl_shard)`;
 }
