@@ -131,7 +131,7 @@ export async function attemptValidation(deps: AcmeDeps, check: ChallengeCheck): 
   const job = { id: check.jobId, challengeId: check.challengeId, authzId: check.authzId, accountId: check.accountId };
   if (outcome.ok) {
     const settled = await settleValid(deps, job, deps.holder);
-    events.validation.publish({ identifier: id.value, type: kind, outcome: 'valid' });
+    events.validation.publish({ identifier: id.value, type: kind, outcome: 'valid', account: check.accountId });
     return settled;
   }
   const problem = problemJson(outcome.problem);
@@ -150,6 +150,7 @@ export async function attemptValidation(deps: AcmeDeps, check: ChallengeCheck): 
     type: kind,
     outcome: final ? 'invalid' : 'retry',
     problem: { type: outcome.problem.type, detail: outcome.problem.detail },
+    account: check.accountId,
   });
   return settled;
 }

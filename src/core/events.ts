@@ -76,6 +76,8 @@ export interface ValidationResult {
   type: string;
   outcome: 'valid' | 'invalid' | 'retry';
   problem?: { type: string; detail: string };
+  /** The ACME account that asked. */
+  account?: string;
 }
 
 export interface OcspAnswered {

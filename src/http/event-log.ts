@@ -2,7 +2,8 @@ import { events } from '../core/events.ts';
 import type { Logger } from '../core/log.ts';
 
 /**
- * The log lines operators search for: one per issuance, revocation and refused key operation.
+ * The log lines operators search for: one per issuance, revocation, failed validation and refused
+ * key operation.
  * Events carry names, serials and principals only, so no key material or secret can reach the log.
  * Returns the function that stops logging.
  */
@@ -27,6 +28,22 @@ export function logEvents(log: Logger): () => void {
         'certificate revoked',
       ),
     ),
+    // Every failed attempt, final (`invalid`) or to be retried: the reason is otherwise only in the
+    // challenge object, which the operator does not see.
+    events.validation.subscribe((e) => {
+      if (e.outcome !== 'valid')
+        log.info(
+          {
+            identifier: e.identifier,
+            type: e.type,
+            outcome: e.outcome,
+            problem: e.problem?.type.replace('urn:ietf:params:acme:error:', ''),
+            detail: e.problem?.detail,
+            account: e.account,
+          },
+          'validation failed',
+        );
+    }),
     events.keyOperation.subscribe((e) => {
       if (e.outcome === 'denied')
         log.warn(

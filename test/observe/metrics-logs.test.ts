@@ -109,6 +109,17 @@ describe('GET /metrics and the operator log', () => {
     expect(
       delta(before, after, 'keyward_acme_requests_total', { resource: 'order/:id/finalize', outcome: 'orderNotReady' }),
     ).toBe(1);
+
+    // The operator's log says which name failed, how, why, and for which account.
+    const failed = log.withMessage('validation failed').filter((l) => l.identifier === 'nobody-answers.internal');
+    expect(failed.at(-1)).toMatchObject({
+      level: 30, // info
+      type: 'http-01',
+      outcome: 'invalid',
+      problem: invalid.map((s) => s.labels.problem).find((p) => p !== '')!,
+      detail: expect.stringMatching(/.+/),
+      account: client.getAccountUrl().split('/').pop(),
+    });
   });
 
   it('reads shared state from the database at scrape time: audit head, queue depth, issuer expiry, CRL size', async () => {
