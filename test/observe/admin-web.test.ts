@@ -183,6 +183,20 @@ describe('admin web page: who gets in, and forms only from the page itself', () 
     expect(unknown.body).toContain('no certificate with serial abcdef');
   });
 
+  it('the audit log pages back from the newest event', async () => {
+    const rows = (body: string) => [...body.matchAll(/<tr><td>(\d+)<\/td>/g)].map((m) => Number(m[1]));
+    const newest = rows((await call('/admin/audit', { client: admin })).body);
+    expect(newest.length).toBeGreaterThan(3);
+    expect(newest).toEqual([...newest].sort((a, b) => b - a));
+    const head = newest[0]!;
+    const older = rows((await call(`/admin/audit?before=${head - 2}`, { client: admin })).body);
+    expect(older[0]).toBe(head - 3);
+    expect(older.every((seq) => seq < head - 2)).toBe(true);
+    const bad = await call('/admin/audit?before=abc', { client: admin });
+    expect(bad.status).toBe(400);
+    expect(bad.body).toContain('must be an event number');
+  });
+
   it('a revoked admin certificate gets in no more', async () => {
     const other = await keyward(
       ['admin-cert', 'create', '--email', 'carol@example.test', '--out', join(dir, 'carol'), '--json'],
