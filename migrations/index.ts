@@ -11,6 +11,7 @@ import * as m0008 from './0008_audit_keyed.ts';
 import * as m0009 from './0009_shares_root.ts';
 import * as m0010 from './0010_eab_revocation.ts';
 import * as m0011 from './0011_dual_control.ts';
+import * as m0012 from './0012_issuer_states.ts';
 
 /** Ordered by name; a new migration is a new file listed here, never an edit to an old one. */
 export const migrations: Record<string, Migration> = {
@@ -25,4 +26,5 @@ export const migrations: Record<string, Migration> = {
   '0009_shares_root': m0009,
   '0010_eab_revocation': m0010,
   '0011_dual_control': m0011,
+  '0012_issuer_states': m0012,
 };

@@ -5,6 +5,7 @@ import type { Logger } from './core/log.ts';
 import type { AdminCommands } from './http/admin.ts';
 import { adminHttpsFeature } from './http/admin-https.ts';
 import { adminWebFeature } from './http/admin-web.tsx';
+import { issuersFeature } from './http/issuers.ts';
 import { kmsFeature } from './http/kms-api.ts';
 import { meshFeature } from './http/mesh.ts';
 import { revocationFeature } from './http/revocation.ts';
@@ -14,6 +15,7 @@ import { policyRulesFeature } from './policy/rules-cache.ts';
 export function features(ctx: AppContext, log: Logger, adminCommands: AdminCommands): Feature[] {
   return [
     policyRulesFeature(ctx.database.db, ctx.database.listen, log),
+    issuersFeature(ctx, log),
     acmeFeature(ctx, log),
     revocationFeature(ctx, log),
     kmsFeature(ctx, log),

@@ -8,11 +8,13 @@ import { KeywardError } from '../core/errors.ts';
 import { events } from '../core/events.ts';
 import type { SanSet } from '../core/identifiers.ts';
 import { normalizeSerial } from '../core/serial.ts';
-import type { CertificateRow, Db, Executor, IssuerRow } from '../db/schema.ts';
+import type { Listen } from '../db/notifications.ts';
+import type { CertificateRow, Db, Executor, IssuerRow, IssuerState } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import type { NameConstraintsSpec } from './cert-builder.ts';
 import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
 import { IssueWrites, recordBatch, type Recorded, recordLinked } from './issue-writes.ts';
+import { announceIssuerChange, chooseIssuer, IssuerRegistry, noIssuerFor } from './issuers.ts';
 import { checkNameConstraints, type NameConstraints, nameConstraintsOf } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
 import { toPem } from './pem.ts';
@@ -92,7 +94,7 @@ export interface LeafRevocationSettings {
 
 type LeafBuilder = ReturnType<typeof createLeafBuilder>;
 
-interface ActiveIssuer {
+interface SigningIssuer {
   row: IssuerRow;
   builder: LeafBuilder;
   chainPem: string;
@@ -100,7 +102,8 @@ interface ActiveIssuer {
 }
 
 export class CertificateAuthority {
-  private active: Promise<ActiveIssuer> | undefined;
+  readonly registry: IssuerRegistry;
+  private readonly signing = new Map<string, Promise<SigningIssuer>>();
   // Issuer ids are digests of their certificates, so an id always names the same PEM.
   private readonly issuerPems = new Map<string, string>();
   private readonly writes: IssueWrites;
@@ -113,6 +116,7 @@ export class CertificateAuthority {
     private readonly revocation?: LeafRevocationSettings,
   ) {
     this.writes = new IssueWrites(db);
+    this.registry = new IssuerRegistry(db);
   }
 
   /**
@@ -127,7 +131,8 @@ export class CertificateAuthority {
       await sql`SELECT pg_advisory_xact_lock(hashtext('keyward:ca-init'))`.execute(trx);
       const existing = await trx.selectFrom('issuers').selectAll().orderBy('created_at').execute();
       const root0 = existing.find((i) => i.kind === 'root');
-      const inter0 = existing.find((i) => i.kind === 'intermediate' && i.active);
+      const inter0 =
+        existing.find((i) => i.kind === 'intermediate' && i.active) ?? existing.find((i) => i.kind === 'intermediate');
       if (root0 && inter0) return { created: false, root: root0, intermediate: inter0 };
       if (root0 || inter0)
         throw new KeywardError(
@@ -151,7 +156,7 @@ export class CertificateAuthority {
         },
         rootSigner,
       );
-      const root = await insertIssuer(trx, 'root', null, rootKey.id, rootDer);
+      const root = await insertIssuer(trx, { kind: 'root', parentId: null, keyId: rootKey.id, der: rootDer });
 
       const interKey = await this.kms.createKey(trx, {
         usage: 'intermediate',
@@ -172,49 +177,70 @@ export class CertificateAuthority {
         },
         { certificate: rootDer, signer: rootSigner },
       );
-      const intermediate = await insertIssuer(trx, 'intermediate', root.id, interKey.id, interDer);
+      const intermediate = await insertIssuer(trx, {
+        kind: 'intermediate',
+        parentId: root.id,
+        keyId: interKey.id,
+        der: interDer,
+      });
       return { created: true, root, intermediate };
     });
   }
 
-  async issuers(): Promise<IssuerRow[]> {
-    return this.db.selectFrom('issuers').selectAll().orderBy('created_at').execute();
+  /** Every issuer row (all states), oldest first; from memory while changes are being followed. */
+  issuers(): Promise<IssuerRow[]> {
+    return this.registry.all();
   }
 
+  /** Roots a relying party should trust: every one not retired (both during a rollover). */
   async rootsPem(): Promise<string> {
     return (await this.issuers())
-      .filter((i) => i.kind === 'root')
+      .filter((i) => i.kind === 'root' && i.state !== 'retired')
       .map((i) => toPem(i.certificate))
       .join('');
   }
 
+  /** Intermediates whose certificates may be in use: active and retiring ones. */
   async intermediatesPem(): Promise<string> {
     return (await this.issuers())
-      .filter((i) => i.kind === 'intermediate' && i.active)
+      .filter((i) => i.kind === 'intermediate' && (i.state === 'active' || i.state === 'retiring'))
       .map((i) => toPem(i.certificate))
       .join('');
   }
 
-  private activeIssuer(): Promise<ActiveIssuer> {
-    this.active ??= (async () => {
-      const row = await this.db
-        .selectFrom('issuers')
-        .selectAll()
-        .where('kind', '=', 'intermediate')
-        .where('active', '=', true)
-        .orderBy('created_at', 'desc')
-        .executeTakeFirst();
-      if (!row) throw new KeywardError('notInitialized', 'the CA has no active intermediate; run `keyward init`');
-      const signer = await this.kms.signer(row.key_id, 'sign-certificate', 'keyward');
-      return {
-        row,
-        builder: createLeafBuilder({ certificate: row.certificate, signer }),
-        chainPem: toPem(row.certificate),
-        constraints: nameConstraintsOf(row.certificate),
-      };
-    })();
-    this.active.catch(() => (this.active = undefined));
-    return this.active;
+  /**
+   * The issuer that signs a profile now (see chooseIssuer): the one issuer choice, for the
+   * issuance decision path and for the signing below.
+   */
+  async issuerForProfile(profile: string): Promise<IssuerRow> {
+    const row = chooseIssuer(await this.issuers(), profile);
+    if (!row) throw noIssuerFor(profile);
+    return row;
+  }
+
+  /** Keeps the issuer rows in memory, dropped on every change any replica commits. */
+  followIssuers(listen: Listen): Promise<() => Promise<void>> {
+    return this.registry.follow(listen);
+  }
+
+  private async signingIssuer(profile: string): Promise<SigningIssuer> {
+    const row = await this.issuerForProfile(profile);
+    // Issuer ids are digests of their certificates, so a builder made for an id stays right.
+    let signing = this.signing.get(row.id);
+    if (!signing) {
+      signing = (async () => {
+        const signer = await this.kms.signer(row.key_id, 'sign-certificate', 'keyward');
+        return {
+          row,
+          builder: createLeafBuilder({ certificate: row.certificate, signer }),
+          chainPem: toPem(row.certificate),
+          constraints: nameConstraintsOf(row.certificate),
+        };
+      })();
+      this.signing.set(row.id, signing);
+      signing.catch(() => this.signing.delete(row.id));
+    }
+    return signing;
   }
 
   /**
@@ -235,7 +261,7 @@ export class CertificateAuthority {
     const sans = normalizeSans(req.sans, { singleLabel: true });
     const lifetimeMs = req.lifetimeMs ?? profile.defaultLifetime;
     checkAgainstProfile(profile, { type: req.keyType, bits: req.rsaBits }, sans, lifetimeMs);
-    const issuer = await this.activeIssuer();
+    const issuer = await this.signingIssuer(profile.name);
     checkNameConstraints(issuer.constraints, sans);
 
     const now = this.clock.now();
@@ -374,29 +400,39 @@ export class CertificateAuthority {
   }
 }
 
-export async function insertIssuer(
-  trx: Executor,
-  kind: 'root' | 'intermediate',
-  parentId: string | null,
-  keyId: string,
-  der: Uint8Array,
-): Promise<IssuerRow> {
-  const cert = new x509.X509Certificate(new Uint8Array(der));
+export interface NewIssuer {
+  kind: 'root' | 'intermediate';
+  parentId: string | null;
+  keyId: string;
+  der: Uint8Array;
+  state?: IssuerState;
+  profiles?: string[];
+  replaces?: string;
+}
+
+/** Records an issuer and announces it to every replica (in the caller's transaction). */
+export async function insertIssuer(trx: Executor, issuer: NewIssuer): Promise<IssuerRow> {
+  const cert = new x509.X509Certificate(new Uint8Array(issuer.der));
   const ski = new Uint8Array(await cert.publicKey.getKeyIdentifier('SHA-1'));
-  const id = Buffer.from(createHash('sha256').update(der).digest()).toString('hex').slice(0, 16);
-  return trx
+  const id = Buffer.from(createHash('sha256').update(issuer.der).digest()).toString('hex').slice(0, 16);
+  const row = await trx
     .insertInto('issuers')
     .values({
       id,
-      kind,
-      parent_id: parentId,
-      key_id: keyId,
-      certificate: der,
+      kind: issuer.kind,
+      parent_id: issuer.parentId,
+      key_id: issuer.keyId,
+      certificate: issuer.der,
       subject: cert.subject,
       ski,
       not_before: cert.notBefore,
       not_after: cert.notAfter,
+      state: issuer.state ?? 'active',
+      profiles: JSON.stringify(issuer.profiles ?? []),
+      replaces: issuer.replaces ?? null,
     })
     .returningAll()
     .executeTakeFirstOrThrow();
+  await announceIssuerChange(trx, id);
+  return row;
 }

@@ -223,6 +223,7 @@ export async function dueShards(db: Db, settings: CrlSettings, opts: { force?: b
     .selectAll()
     .where('kind', '=', 'intermediate')
     .where('not_after', '>', sql<Date>`now()`)
+    .where('state', '!=', 'retired')
     .orderBy('created_at')
     .execute();
   const rows = await sql<{ issuer_id: string; shard: number; published: boolean; stale: boolean; refresh: boolean }>`

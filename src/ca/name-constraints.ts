@@ -1,6 +1,7 @@
 import { KeywardError } from '../core/errors.ts';
 import type { SanSet } from '../core/identifiers.ts';
-import { parseIp } from '../core/ip.ts';
+import { formatIp, parseIp } from '../core/ip.ts';
+import type { NameConstraintsSpec } from './cert-builder.ts';
 import { children, readWhole, valueOf } from './der.ts';
 import { x509 } from './x509.ts';
 
@@ -42,6 +43,20 @@ export function nameConstraintsOf(certificate: Uint8Array): NameConstraints | un
     if (part.tag === 0xa1) result.excluded = subtrees(der, part);
   }
   return result;
+}
+
+/** The same constraints as settings, to write them again into a successor (rotation). */
+export function nameConstraintsSpecOf(certificate: Uint8Array): NameConstraintsSpec | undefined {
+  const nc = nameConstraintsOf(certificate);
+  if (!nc) return undefined;
+  const cidr = (n: { address: Uint8Array; mask: Uint8Array }) =>
+    `${formatIp(n.address)}/${[...n.mask].reduce((bits, b) => bits + b.toString(2).replace(/0/g, '').length, 0)}`;
+  return {
+    permittedDns: nc.permitted.dns,
+    excludedDns: nc.excluded.dns,
+    permittedIp: nc.permitted.ip.map(cidr),
+    excludedIp: nc.excluded.ip.map(cidr),
+  };
 }
 
 const dnsWithin = (name: string, base: string) => name === base || name.endsWith(`.${base}`);

@@ -66,6 +66,7 @@ export class RevocationPublisher {
       .selectAll()
       .where('kind', '=', 'intermediate')
       .where('not_after', '>', new Date())
+      .where('state', '!=', 'retired')
       .orderBy('created_at')
       .execute();
     for (const issuer of issuers) await this.signers.ensure(issuer);

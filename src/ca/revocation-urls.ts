@@ -30,9 +30,12 @@ export function ocspUrl(baseUrl: string): string {
   return `${baseUrl}/ocsp`;
 }
 
-/** AIA caIssuers: the issuer certificate as DER (application/pkix-cert, RFC 5280 4.2.2.1). */
+/**
+ * AIA caIssuers: the issuer certificate as DER (application/pkix-cert, RFC 5280 4.2.2.1). The
+ * older `/issuer/<id>.cer` stays served for certificates issued before the path was plural.
+ */
 export function caIssuersUrl(baseUrl: string, issuerId: string): string {
-  return `${baseUrl}/issuer/${issuerId}.cer`;
+  return `${baseUrl}/issuers/${issuerId}.cer`;
 }
 
 /**

@@ -224,13 +224,4 @@ const certsShowCommand = defineCommand<{ serial: string }, CertificateDetail>({
   format: (out) => `${out.text}\n${out.pem}`,
 });
 
-const issuersCommand = defineCommand<object, IssuerSummary[]>({
-  path: ['ca', 'issuers'],
-  usage: 'ca issuers',
-  summary: 'list the CA certificates',
-  input: () => ({}),
-  run: async (ctx) => (await ctx.ca.issuers()).map(issuerSummary),
-  format: (out) => out.map((i) => `${i.id}  ${i.kind.padEnd(12)}  ${i.notAfter}  ${i.subject}\n`).join(''),
-});
-
-export const caCommands: CliCommand[] = [initCommand, issueCommand, certsListCommand, certsShowCommand, issuersCommand];
+export const caCommands: CliCommand[] = [initCommand, issueCommand, certsListCommand, certsShowCommand];

@@ -3,6 +3,7 @@ import { adminCertCommands } from './admin-cert-commands.ts';
 import { caCommands } from './ca-commands.ts';
 import { type CliCommand, commandName } from './command.ts';
 import { gated, proposalCommands } from './dual-control.ts';
+import { issuerCommands } from './issuer-commands.ts';
 import { kmsCommands } from './kms-commands.ts';
 import { meshCommands } from './mesh-commands.ts';
 import { revocationCommands } from './revocation-commands.ts';
@@ -11,6 +12,7 @@ import { sharesCommands } from './shares-commands.ts';
 /** Every command that runs against the CA (in-process or through the admin socket). */
 export const commands: readonly CliCommand[] = [
   ...caCommands,
+  ...issuerCommands,
   ...revocationCommands,
   ...kmsCommands,
   ...acmeCommands,

@@ -146,9 +146,18 @@ export interface IssuersTable {
   ski: Bytes;
   not_before: Timestamp;
   not_after: Timestamp;
-  active: Generated<boolean>;
+  /** Computed from state (= 'active'); never written. */
+  active: ColumnType<boolean, never, never>;
+  state: ColumnType<IssuerState, IssuerState | undefined, IssuerState>;
+  /** Profiles it signs; empty: the default issuer. */
+  profiles: ColumnType<string[], string | undefined, string>;
+  state_changed_at: DefaultTimestamp;
+  replaces: string | null;
   created_at: DefaultTimestamp;
 }
+
+/** pending: made, issues nothing yet; retiring: issues nothing new, still answers CRL/OCSP. */
+export type IssuerState = 'pending' | 'active' | 'retiring' | 'retired';
 
 export interface SerialReservationsTable {
   serial: string;

@@ -17,7 +17,6 @@ import type { Logger } from '../core/log.ts';
  * Revocation lookups. Plain HTTP (RFC 5280 / RFC 6960 practice, no TLS needed to check revocation):
  *   GET  /crl/<issuer-id>.crl, /crl/<issuer-id>-<shard>.crl   CRLs (see revocation-urls.ts)
  *   POST /ocsp, GET /ocsp/<url-encoded base64 request>       OCSP (RFC 6960 A.1, RFC 5019 5)
- *   GET  /issuer/<issuer-id>.cer                             AIA caIssuers (DER)
  * HTTPS, next to the ACME API:
  *   GET  /acme/renewal-info/<certID>                         ACME Renewal Information (RFC 9773)
  * Background (every replica; leases pick who works): OCSP signer renewal, CRL publishing, OCSP
@@ -106,16 +105,6 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
     name: 'revocation',
     http: (app: Hono) => {
       app.get('/crl/:file', crl);
-      app.get('/issuer/:file', async (c) => {
-        const m = /^([0-9a-f]{16})\.cer$/.exec(c.req.param('file'));
-        const row = m
-          ? await ctx.database.db.selectFrom('issuers').select('certificate').where('id', '=', m[1]!).executeTakeFirst()
-          : undefined;
-        if (!row) return c.text('not found\n', 404);
-        return new Response(new Uint8Array(row.certificate), {
-          headers: { 'content-type': 'application/pkix-cert', 'cache-control': 'public, max-age=3600' },
-        });
-      });
       app.post('/ocsp', async (c) => {
         const body = await readLimited(c.req.raw, MAX_OCSP_REQUEST_BYTES);
         // Oversized: refused before parsing; 413 tells proxies and people, the body tells OCSP clients.

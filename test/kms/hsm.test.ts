@@ -46,7 +46,7 @@ async function addHsmIntermediate(ctx: AppContext, alg: AsymmetricAlg, rsaScheme
     },
     { certificate: root.certificate, signer: rootSigner },
   );
-  const issuer = await insertIssuer(db, 'intermediate', root.id, key.id, der);
+  const issuer = await insertIssuer(db, { kind: 'intermediate', parentId: root.id, keyId: key.id, der });
   return { keyId: key.id, issuer, rootPem: toPem(root.certificate) };
 }
 

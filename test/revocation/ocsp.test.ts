@@ -33,7 +33,7 @@ describe('OCSP responder and revocation', () => {
     const crlName = row.crl_shard === 0 ? `${leaf.issuerId}.crl` : `${leaf.issuerId}-${row.crl_shard}.crl`;
     expect(text).toContain(`URI:${ca.httpUrl}/crl/${crlName}`);
     expect(text).toContain(`OCSP - URI:${ca.httpUrl}/ocsp`);
-    expect(text).toContain(`CA Issuers - URI:${ca.httpUrl}/issuer/${leaf.issuerId}.cer`);
+    expect(text).toContain(`CA Issuers - URI:${ca.httpUrl}/issuers/${leaf.issuerId}.cer`);
 
     const passive = await issueLeaf(ca, { profile: 'mtls', lifetimeMs: 24 * 3600_000 });
     const ptext = openssl(['x509', '-noout', '-text'], { input: Buffer.from(passive.pem) }).stdout;

@@ -1,0 +1,109 @@
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { keyward } from '../support/cli.ts';
+import { createTestStore, type TestStore } from '../support/db.ts';
+import { opensslCsr, opensslVerify } from '../support/openssl.ts';
+
+interface IssuerJson {
+  id: string;
+  kind: string;
+  state: string;
+  parentId: string | null;
+  keyType: string;
+  profiles: string[];
+  certificatesIssued: number;
+}
+
+// The operator's path through the real command line: list, add, activate, issue, rotate.
+describe('keyward ca issuers, add-intermediate, activate, rotate-intermediate', () => {
+  let store: TestStore;
+  let env: Record<string, string>;
+  let rootPem: string;
+
+  beforeAll(async () => {
+    store = await createTestStore();
+    env = store.env;
+    const init = await keyward(['init', '--json'], env);
+    expect(init.code, init.stderr).toBe(0);
+  });
+  afterAll(async () => store?.cleanup());
+
+  it('lists the tree with states, key types and counts, adds an RSA intermediate for mtls and activates it', async () => {
+    const list = await keyward(['ca', 'issuers', '--json'], env);
+    expect(list.code, list.stderr).toBe(0);
+    const [root, inter] = JSON.parse(list.stdout) as IssuerJson[];
+    expect([root!.kind, root!.state, root!.keyType]).toEqual(['root', 'active', 'ecdsa-p384']);
+    expect([inter!.kind, inter!.state, inter!.keyType, inter!.parentId]).toEqual([
+      'intermediate',
+      'active',
+      'ecdsa-p256',
+      root!.id,
+    ]);
+
+    const bad = await keyward(['ca', 'add-intermediate', '--profiles', 'nope'], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--profiles: unknown profile "nope"');
+
+    const add = await keyward(
+      ['ca', 'add-intermediate', '--profiles', 'mtls', '--key-type', 'rsa-3072', '--json'],
+      env,
+    );
+    expect(add.code, add.stderr).toBe(0);
+    const added = JSON.parse(add.stdout) as IssuerJson;
+    expect([added.state, added.keyType, added.profiles, added.parentId]).toEqual([
+      'pending',
+      'rsa-3072',
+      ['mtls'],
+      root!.id,
+    ]);
+
+    const act = await keyward(['ca', 'activate', added.id], env);
+    expect(act.code, act.stderr).toBe(0);
+    expect(act.stdout).toContain(`Issuer ${added.id} is active.`);
+
+    const { dir } = opensslCsr({ san: 'DNS:svc.internal' });
+    const issued = await keyward(['issue', '--csr', join(dir, 'req.csr'), '--profile', 'mtls'], env);
+    expect(issued.code, issued.stderr).toBe(0);
+    const handle = await store.open();
+    try {
+      const { toPem } = await import('../../src/ca/pem.ts');
+      const rows = await handle.db.selectFrom('issuers').selectAll().execute();
+      rootPem = toPem(rows.find((r) => r.kind === 'root')!.certificate);
+      expect(issued.stdout).toContain(toPem(rows.find((r) => r.id === added.id)!.certificate));
+      const audit = await handle.db.selectFrom('audit_events').select(['action', 'principal']).execute();
+      expect(audit.map((e) => e.action)).toEqual(expect.arrayContaining(['add-issuer', 'issuer-state']));
+    } finally {
+      await handle.close();
+    }
+    expect(opensslVerify(rootPem, issued.stdout).ok).toBe(true);
+  });
+
+  it('rotate-intermediate replaces the default issuer; the tree shows the old one retiring', async () => {
+    const list = JSON.parse((await keyward(['ca', 'issuers', '--json'], env)).stdout) as IssuerJson[];
+    const old = list.find((i) => i.kind === 'intermediate' && i.profiles.length === 0)!;
+    const rot = await keyward(['ca', 'rotate-intermediate', old.id, '--json'], env);
+    expect(rot.code, rot.stderr).toBe(0);
+    const out = JSON.parse(rot.stdout) as { old: IssuerJson; new: IssuerJson };
+    expect([out.old.state, out.new.state, out.new.keyType]).toEqual(['retiring', 'active', 'ecdsa-p256']);
+
+    const { dir } = opensslCsr({ san: 'DNS:web.internal' });
+    const issued = await keyward(['issue', '--csr', join(dir, 'req.csr'), '--json'], env);
+    expect(issued.code, issued.stderr).toBe(0);
+    expect(opensslVerify(rootPem, JSON.parse(issued.stdout).chainPem).ok).toBe(true);
+
+    const tree = await keyward(['ca', 'issuers'], env);
+    expect(tree.code, tree.stderr).toBe(0);
+    expect(tree.stdout).toMatch(new RegExp(`^root [0-9a-f]{16}  active  ecdsa-p384`, 'm'));
+    expect(tree.stdout).toMatch(new RegExp(`└ intermediate ${old.id}  retiring  ecdsa-p256 .*profiles: \\(default\\)`));
+    expect(tree.stdout).toMatch(
+      new RegExp(`└ intermediate ${out.new.id}  active  ecdsa-p256 .*1 issued \\(1 unexpired\\)`),
+    );
+    expect(tree.stdout).toMatch(/rsa-3072 .*1 issued \(1 unexpired\)\s+profiles: mtls/);
+
+    const missing = await keyward(['ca', 'retire', 'abc'], env);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('"abc" is not an issuer id');
+  });
+});
