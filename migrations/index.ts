@@ -12,6 +12,7 @@ import * as m0009 from './0009_shares_root.ts';
 import * as m0010 from './0010_eab_revocation.ts';
 import * as m0011 from './0011_dual_control.ts';
 import * as m0012 from './0012_issuer_states.ts';
+import * as m0013 from './0013_cross_certificates.ts';
 
 /** Ordered by name; a new migration is a new file listed here, never an edit to an old one. */
 export const migrations: Record<string, Migration> = {
@@ -27,4 +28,5 @@ export const migrations: Record<string, Migration> = {
   '0010_eab_revocation': m0010,
   '0011_dual_control': m0011,
   '0012_issuer_states': m0012,
+  '0013_cross_certificates': m0013,
 };

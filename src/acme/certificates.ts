@@ -3,11 +3,13 @@ import type { Context } from 'hono';
 import { KeywardError } from '../core/errors.ts';
 import type { AcmeDeps } from './deps.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
-import { rawResponse } from './respond.ts';
+import { link, rawResponse } from './respond.ts';
 
 /**
  * RFC 8555 §7.4.2: POST-as-GET by the ordering account; leaf first, then the intermediate, LF line
- * endings and a trailing newline, under exactly `application/pem-certificate-chain`.
+ * endings and a trailing newline, under exactly `application/pem-certificate-chain`. The chain is
+ * the one to the current root; during a root rollover the others (through cross-certificates) are
+ * at `/cert/<serial>/<n>`, each offered with `Link: <…>;rel="alternate"`.
  */
 export async function getCertificate(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'kid');
@@ -22,5 +24,17 @@ export async function getCertificate(c: Context, deps: AcmeDeps): Promise<Respon
   if (!row) throw new KeywardError('notFound', 'No such certificate');
   if (row.account_id !== account.id)
     throw new KeywardError('unauthorized', 'This certificate belongs to another account');
-  return rawResponse(await deps.ctx.ca.chainFor(row), 'application/pem-certificate-chain');
+  const chains = await deps.ctx.ca.chainsFor(row);
+  const index = chainIndex(c.req.param('n'));
+  if (index === undefined || index >= chains.length) throw new KeywardError('notFound', 'No such certificate chain');
+  const url = (i: number) => (i === 0 ? deps.urls.certificate(serial) : `${deps.urls.certificate(serial)}/${i}`);
+  const alternates = chains.map((_, i) => i).filter((i) => i !== index);
+  return rawResponse(chains[index]!, 'application/pem-certificate-chain', {
+    Link: alternates.map((i) => link(url(i), 'alternate')),
+  });
+}
+
+function chainIndex(n: string | undefined): number | undefined {
+  if (n === undefined) return 0;
+  return /^[1-9][0-9]?$/.test(n) ? Number(n) : undefined;
 }

@@ -14,6 +14,8 @@ import type { KeyHierarchy } from '../kms/index.ts';
 import type { NameConstraintsSpec } from './cert-builder.ts';
 import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
 import { IssueWrites, recordBatch, type Recorded, recordLinked } from './issue-writes.ts';
+import { chainPem, chainsFrom } from './chains.ts';
+import { ROOT_PATH_LENGTH } from './cross-certificates.ts';
 import { announceIssuerChange, chooseIssuer, IssuerRegistry, noIssuerFor } from './issuers.ts';
 import { checkNameConstraints, type NameConstraints, nameConstraintsOf } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
@@ -97,15 +99,12 @@ type LeafBuilder = ReturnType<typeof createLeafBuilder>;
 interface SigningIssuer {
   row: IssuerRow;
   builder: LeafBuilder;
-  chainPem: string;
   constraints: NameConstraints | undefined;
 }
 
 export class CertificateAuthority {
   readonly registry: IssuerRegistry;
   private readonly signing = new Map<string, Promise<SigningIssuer>>();
-  // Issuer ids are digests of their certificates, so an id always names the same PEM.
-  private readonly issuerPems = new Map<string, string>();
   private readonly writes: IssueWrites;
 
   constructor(
@@ -152,7 +151,7 @@ export class CertificateAuthority {
           notAfter: new Date(now.getTime() + spec.root.lifetime),
           subject: { commonName: spec.root.commonName, organization: spec.organization },
           subjectPublicKeyInfo: rootSigner.spki,
-          pathLength: 1,
+          pathLength: ROOT_PATH_LENGTH,
         },
         rootSigner,
       );
@@ -233,7 +232,6 @@ export class CertificateAuthority {
         return {
           row,
           builder: createLeafBuilder({ certificate: row.certificate, signer }),
-          chainPem: toPem(row.certificate),
           constraints: nameConstraintsOf(row.certificate),
         };
       })();
@@ -356,7 +354,7 @@ export class CertificateAuthority {
       der,
       notBefore,
       notAfter,
-      chainPem: toPem(der) + issuer.chainPem,
+      chainPem: await this.chainFor({ der, issuer_id: issuer.row.id }),
       ...(linked ? { linked } : {}),
     };
   }
@@ -385,18 +383,18 @@ export class CertificateAuthority {
     return q.execute();
   }
 
+  /** The chain to the current root, leaf first (what ACME serves by default). */
   async chainFor(row: Pick<CertificateRow, 'der' | 'issuer_id'>): Promise<string> {
-    let issuerPem = this.issuerPems.get(row.issuer_id);
-    if (issuerPem === undefined) {
-      const issuer = await this.db
-        .selectFrom('issuers')
-        .select('certificate')
-        .where('id', '=', row.issuer_id)
-        .executeTakeFirstOrThrow();
-      issuerPem = toPem(issuer.certificate);
-      this.issuerPems.set(row.issuer_id, issuerPem);
-    }
-    return toPem(row.der) + issuerPem;
+    return (await this.chainsFor(row))[0]!;
+  }
+
+  /** Every chain for a certificate, leaf first: the one to the current root, then alternates. */
+  async chainsFor(row: Pick<CertificateRow, 'der' | 'issuer_id'>): Promise<string[]> {
+    const rows = await this.issuers();
+    const issuer = rows.find((r) => r.id === row.issuer_id);
+    if (!issuer) throw new KeywardError('notFound', `no issuer ${row.issuer_id}`);
+    const chains = chainsFrom(issuer, rows, await this.registry.crossCertificates());
+    return [chains.primary, ...chains.alternates].map((certs) => chainPem(row.der, certs));
   }
 }
 

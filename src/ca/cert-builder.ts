@@ -644,3 +644,25 @@ export function certificateToPem(der: Uint8Array): string {
   const lines = b64.match(/.{1,64}/g) ?? [];
   return `-----BEGIN CERTIFICATE-----\n${lines.join('\n')}\n-----END CERTIFICATE-----\n`;
 }
+
+/**
+ * A cross-certificate: one root certifies another root's name and key, so a relying party that
+ * trusts either validates paths through both (RFC 5280 §3.2). The signing root's own path length
+ * is not applied: a trust anchor's basicConstraints take no part in path validation (RFC 5280
+ * §6.1.1 (d)), and roots certify each other with the path length of the root certified.
+ */
+export async function buildCrossCertificate(
+  spec: CaSpec,
+  issuer: IssuerInfo,
+  context?: SignContext,
+): Promise<Uint8Array> {
+  const parsed = checkIssuer(issuer);
+  if (outlives(spec.notAfter, parsed)) throw new CertBuildError('certificate would outlive its issuer');
+  const algorithmIdentifier = signatureAlgorithmIdentifier(issuer.signer.algorithm);
+  return signTbs(
+    issuer.signer,
+    algorithmIdentifier,
+    caTbs(spec, parsed.subject, algorithmIdentifier, parsed.keyIdentifier),
+    context,
+  );
+}

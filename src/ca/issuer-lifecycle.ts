@@ -7,6 +7,7 @@ import type { Db, Executor, IssuerRow, IssuerState } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import { insertIssuer } from './authority.ts';
 import { buildSubordinateCa, type NameConstraintsSpec } from './cert-builder.ts';
+import { crossCertify } from './cross-certificates.ts';
 import { announceIssuerChange, chooseIssuer, type IssuerRegistry } from './issuers.ts';
 import { nameConstraintsSpecOf } from './name-constraints.ts';
 import { randomSerial } from './serial.ts';
@@ -42,7 +43,7 @@ async function lockIssuers(trx: Executor): Promise<IssuerRow[]> {
   return trx.selectFrom('issuers').selectAll().orderBy('created_at').orderBy('id').execute();
 }
 
-function find(rows: IssuerRow[], id: string): IssuerRow {
+export function find(rows: IssuerRow[], id: string): IssuerRow {
   const row = rows.find((r) => r.id === id);
   if (!row) throw new KeywardError('notFound', `no issuer with id ${id} (see keyward ca issuers)`);
   return row;
@@ -129,6 +130,14 @@ async function makeIntermediate(
     profiles: spec.profiles ?? [],
     ...(opts.replaces ? { replaces: opts.replaces } : {}),
   });
+  // During a root rollover, every other root still trusted certifies the new intermediate too, so
+  // clients that trust only an older root validate its leaves (chains.ts offers that path).
+  for (const other of rows) {
+    if (other.kind !== 'root' || other.id === parent.id || other.state === 'retired') continue;
+    if (other.not_after.getTime() <= now.getTime()) continue;
+    const otherSigner = await deps.kms.signer(other.key_id, 'sign-certificate', principal, trx);
+    await crossCertify(trx, row, other, otherSigner, now);
+  }
   await deps.kms.audit.append(trx, {
     principal,
     action: 'add-issuer',
@@ -146,7 +155,7 @@ async function makeIntermediate(
   return row;
 }
 
-async function setState(
+export async function setState(
   deps: IssuerLifecycleDeps,
   trx: Executor,
   row: IssuerRow,
@@ -171,7 +180,10 @@ async function setState(
 }
 
 /** Runs a change in one transaction, then drops this process's cached issuers at once. */
-async function change<T>(deps: IssuerLifecycleDeps, fn: (trx: Executor, rows: IssuerRow[]) => Promise<T>): Promise<T> {
+export async function change<T>(
+  deps: IssuerLifecycleDeps,
+  fn: (trx: Executor, rows: IssuerRow[]) => Promise<T>,
+): Promise<T> {
   try {
     return await deps.db.transaction().execute(async (trx) => fn(trx, await lockIssuers(trx)));
   } finally {
@@ -213,9 +225,8 @@ export function activateIssuer(deps: IssuerLifecycleDeps, id: string, principal:
 export function retireIssuer(deps: IssuerLifecycleDeps, id: string, principal: string): Promise<IssuerRow> {
   return change(deps, async (trx, rows) => {
     const row = find(rows, id);
-    if (row.kind !== 'intermediate')
-      throw new KeywardError('usage', `issuer ${id} is a root; roots change with ca rotate-root`);
     if (row.state === 'retired') return row;
+    if (row.kind === 'root') return retireRoot(deps, trx, rows, row, principal);
     const live = await trx
       .selectFrom('certificates')
       .select((eb) => eb.fn.countAll<string>().as('n'))
@@ -231,6 +242,28 @@ export function retireIssuer(deps: IssuerLifecycleDeps, id: string, principal: s
     );
     return setState(deps, trx, row, next, principal);
   });
+}
+
+/**
+ * A root is retired after a rollover, once nothing that signs still chains only to it: it leaves
+ * /roots.pem and the trust bundle, and its cross-certificates stop being offered.
+ */
+async function retireRoot(
+  deps: IssuerLifecycleDeps,
+  trx: Executor,
+  rows: IssuerRow[],
+  root: IssuerRow,
+  principal: string,
+): Promise<IssuerRow> {
+  if (root.state === 'active')
+    throw new KeywardError('conflict', `root ${root.id} is the current root; roll it over first (ca rotate-root)`);
+  const children = rows.filter((r) => r.parent_id === root.id && (r.state === 'active' || r.state === 'pending'));
+  if (children.length)
+    throw new KeywardError(
+      'conflict',
+      `intermediate ${children.map((c) => c.id).join(', ')} under root ${root.id} still signs; rotate it (ca rotate-intermediate) first`,
+    );
+  return setState(deps, trx, root, 'retired', principal);
 }
 
 /**
@@ -258,7 +291,8 @@ export function rotateIntermediate(
       trx,
       rows,
       {
-        parentId: old.parent_id ?? undefined,
+        // Under the same root while it is active; after a root rollover, under the new root.
+        parentId: rows.find((r) => r.id === old.parent_id)?.state === 'active' ? old.parent_id! : undefined,
         keyType: overrides.keyType ?? (key.alg as CaKeyType),
         lifetimeMs: overrides.lifetimeMs ?? old.not_after.getTime() - old.not_before.getTime(),
         commonName: overrides.commonName ?? commonNameOf(old.subject),

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 
 import { KeywardError } from '../core/errors.ts';
 import type { Listen } from '../db/notifications.ts';
-import type { Db, Executor, IssuerRow } from '../db/schema.ts';
+import type { CrossCertificateRow, Db, Executor, IssuerRow } from '../db/schema.ts';
 
 /** NOTIFY channel on which any change to the issuers table is announced (payload: the issuer id). */
 export const ISSUERS_CHANNEL = 'keyward_issuers';
@@ -40,6 +40,7 @@ export function noIssuerFor(profile: string): KeywardError {
  */
 export class IssuerRegistry {
   private cached: Promise<IssuerRow[]> | undefined;
+  private cachedCrosses: Promise<CrossCertificateRow[]> | undefined;
   private following = false;
 
   constructor(private readonly db: Db) {}
@@ -51,9 +52,19 @@ export class IssuerRegistry {
     return this.cached;
   }
 
+  /** Cross-certificates between roots (root rollover); cached like the issuers. */
+  crossCertificates(): Promise<CrossCertificateRow[]> {
+    const load = () => this.db.selectFrom('issuer_cross_certificates').selectAll().orderBy('created_at').execute();
+    if (!this.following) return load();
+    this.cachedCrosses ??= load();
+    this.cachedCrosses.catch(() => (this.cachedCrosses = undefined));
+    return this.cachedCrosses;
+  }
+
   /** Drops the cached rows (after a change this process made, before its notice arrives). */
   forget(): void {
     this.cached = undefined;
+    this.cachedCrosses = undefined;
   }
 
   async follow(listen: Listen): Promise<() => Promise<void>> {

@@ -306,7 +306,100 @@ retiring: its certificates stay valid, and its CRLs and OCSP answers continue un
   format: (r) => `Rotated ${r.old.id} → ${r.new.id}; ${r.old.id} is ${r.old.state}.\n${line(r.new)}${line(r.old)}`,
 });
 
+interface RootRotationView {
+  old: IssuerView;
+  new: IssuerView;
+  crossCertificates: CrossView[];
+}
+
+interface CrossView {
+  id: string;
+  /** The root this certifies, and the root that signed it. */
+  subjectIssuerId: string;
+  signerIssuerId: string;
+  notAfter: string;
+  pem: string;
+}
+
+const rotateRootCommand = defineCommand<Omit<RotateInput, 'id'>, RootRotationView>({
+  path: ['ca', 'rotate-root'],
+  usage: 'ca rotate-root [--key-type T] [--lifetime D] [--common-name CN] [--protection wrapped|hsm]',
+  summary: 'roll the root over: a new root, and the old and new roots cross-sign each other',
+  help: `Makes a new root (key type, protection and lifetime of the old one unless given) and two
+cross-certificates: the new root certified by the old, and the old by the new. Clients that trust
+only one of the two roots keep validating every certificate. The new root becomes current: new
+intermediates go under it (ca rotate-intermediate moves an intermediate over) and ACME serves the
+chain to it first, with the chain to the old root as an alternate. /roots.pem and the trust bundle
+list both. Hand the cross-certificates to relying parties with ca export-cross-signed.`,
+  options: {
+    'key-type': { type: 'string' },
+    lifetime: { type: 'string' },
+    'common-name': { type: 'string' },
+    protection: { type: 'string' },
+  },
+  input: (v) => ({
+    keyType: keyTypeOf(v),
+    lifetimeMs: lifetimeOf(v),
+    commonName: v['common-name'] === undefined ? undefined : String(v['common-name']),
+    protection: protectionOf(v),
+  }),
+  run: async (ctx, input) => {
+    const { rotateRoot } = await import('../ca/root-rotation.ts');
+    const { principal, ...spec } = input;
+    const r = await rotateRoot(
+      await lifecycleDeps(ctx),
+      Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined)),
+      principal,
+    );
+    return {
+      old: await viewOf(ctx, r.old.id),
+      new: await viewOf(ctx, r.new.id),
+      crossCertificates: r.crossCertificates.map(crossView),
+    };
+  },
+  format: (r) =>
+    `Rolled the root over: ${r.new.id} is current, ${r.old.id} is ${r.old.state}; each certifies the other (ca export-cross-signed).\n${line(r.new)}${line(r.old)}`,
+});
+
+function crossView(x: {
+  id: string;
+  subject_issuer_id: string;
+  signer_issuer_id: string;
+  not_after: Date;
+  certificate: Uint8Array;
+}): CrossView {
+  const b64 = Buffer.from(x.certificate)
+    .toString('base64')
+    .match(/.{1,64}/g)!
+    .join('\n');
+  return {
+    id: x.id,
+    subjectIssuerId: x.subject_issuer_id,
+    signerIssuerId: x.signer_issuer_id,
+    notAfter: x.not_after.toISOString(),
+    pem: `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`,
+  };
+}
+
+const exportCrossSignedCommand = defineCommand<object, CrossView[]>({
+  path: ['ca', 'export-cross-signed'],
+  usage: 'ca export-cross-signed',
+  summary: 'print the cross-certificates between roots (PEM), for relying parties during a root rollover',
+  input: () => ({}),
+  run: async (ctx) => (await ctx.ca.registry.crossCertificates()).map(crossView),
+  format: (list) =>
+    list.length === 0
+      ? 'No cross-certificates (there has been no root rollover).\n'
+      : list
+          .map(
+            (x) => `# root ${x.subjectIssuerId} certified by root ${x.signerIssuerId}, until ${x.notAfter}\n${x.pem}`,
+          )
+          .join(''),
+});
+
 export const issuerCommands: CliCommand[] = [
+  rotateRootCommand,
+  exportCrossSignedCommand,
   issuersCommand,
   addIntermediateCommand,
   activateCommand,

@@ -159,6 +159,16 @@ export interface IssuersTable {
 /** pending: made, issues nothing yet; retiring: issues nothing new, still answers CRL/OCSP. */
 export type IssuerState = 'pending' | 'active' | 'retiring' | 'retired';
 
+/** A root certified by another root (root rollover, migration 0012). */
+export interface IssuerCrossCertificatesTable {
+  id: string;
+  subject_issuer_id: string;
+  signer_issuer_id: string;
+  certificate: Bytes;
+  not_after: Timestamp;
+  created_at: DefaultTimestamp;
+}
+
 export interface SerialReservationsTable {
   serial: string;
   issuer_id: string;
@@ -237,6 +247,7 @@ export interface Database extends AcmeTables {
   audit_head: AuditHeadTable;
   audit_events: AuditEventsTable;
   issuers: IssuersTable;
+  issuer_cross_certificates: IssuerCrossCertificatesTable;
   serial_reservations: SerialReservationsTable;
   certificates: CertificatesTable;
   blocked_keys: BlockedKeysTable;
@@ -255,6 +266,7 @@ export type Executor = Kysely<Database>;
 
 export type CertificateRow = Selectable<CertificatesTable>;
 export type IssuerRow = Selectable<IssuersTable>;
+export type CrossCertificateRow = Selectable<IssuerCrossCertificatesTable>;
 export type KmsKeyRow = Selectable<KmsKeysTable>;
 export type AuditEventRow = Selectable<AuditEventsTable>;
 export type NewCertificate = Insertable<CertificatesTable>;

@@ -18,6 +18,8 @@ export async function spiffeBundle(db: Db, refreshHintMs: number): Promise<Spiff
     .selectFrom('issuers')
     .select(['certificate', 'created_at'])
     .where('kind', '=', 'root')
+    // Both roots during a rollover; a retired root is no longer trusted.
+    .where('state', '!=', 'retired')
     .orderBy('created_at')
     .execute();
   const keys = roots.map((r) => {

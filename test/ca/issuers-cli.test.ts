@@ -107,3 +107,35 @@ describe('keyward ca issuers, add-intermediate, activate, rotate-intermediate', 
     expect(missing.stderr).toContain('"abc" is not an issuer id');
   });
 });
+
+describe('keyward ca rotate-root, export-cross-signed, retire ROOT', () => {
+  let store: TestStore;
+
+  beforeAll(async () => {
+    store = await createTestStore();
+    const init = await keyward(['init'], store.env);
+    expect(init.code, init.stderr).toBe(0);
+  });
+  afterAll(async () => store?.cleanup());
+
+  it('rolls the root over, prints both cross-certificates, and refuses to retire a root an intermediate still needs', async () => {
+    const rot = await keyward(['ca', 'rotate-root', '--json'], store.env);
+    expect(rot.code, rot.stderr).toBe(0);
+    const out = JSON.parse(rot.stdout) as {
+      old: IssuerJson;
+      new: IssuerJson;
+      crossCertificates: { subjectIssuerId: string }[];
+    };
+    expect([out.old.state, out.new.state, out.new.keyType]).toEqual(['retiring', 'active', 'ecdsa-p384']);
+    expect(out.crossCertificates.map((x) => x.subjectIssuerId).sort()).toEqual([out.old.id, out.new.id].sort());
+
+    const exported = await keyward(['ca', 'export-cross-signed'], store.env);
+    expect(exported.code, exported.stderr).toBe(0);
+    expect(exported.stdout.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
+    expect(exported.stdout).toContain(`# root ${out.new.id} certified by root ${out.old.id}`);
+
+    const retire = await keyward(['ca', 'retire', out.old.id], store.env);
+    expect(retire.code).toBe(4);
+    expect(retire.stderr).toMatch(/still signs; rotate it \(ca rotate-intermediate\) first/);
+  });
+});
