@@ -13,9 +13,9 @@ import type { CertificateRow, Db, Executor, IssuerRow, IssuerState } from '../db
 import type { KeyHierarchy } from '../kms/index.ts';
 import type { NameConstraintsSpec } from './cert-builder.ts';
 import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
-import { IssueWrites, recordBatch, type Recorded, recordLinked } from './issue-writes.ts';
 import { chainPem, chainsFrom } from './chains.ts';
 import { ROOT_PATH_LENGTH } from './cross-certificates.ts';
+import { IssueWrites, recordBatch, type Recorded, recordLinked } from './issue-writes.ts';
 import { announceIssuerChange, chooseIssuer, IssuerRegistry, noIssuerFor } from './issuers.ts';
 import { checkNameConstraints, type NameConstraints, nameConstraintsOf } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
