@@ -343,6 +343,10 @@ list both. Hand the cross-certificates to relying parties with ca export-cross-s
     commonName: v['common-name'] === undefined ? undefined : String(v['common-name']),
     protection: protectionOf(v),
   }),
+  dualControl: (_ctx, input) =>
+    Promise.resolve(
+      `roll the root over to a new ${input.keyType ?? 'root'} key; the old and new roots cross-sign each other`,
+    ),
   run: async (ctx, input) => {
     const { rotateRoot } = await import('../ca/root-rotation.ts');
     const { principal, ...spec } = input;

@@ -9,7 +9,7 @@ import {
 } from '../../src/ca/issuer-lifecycle.ts';
 import { chooseIssuer } from '../../src/ca/issuers.ts';
 import { toPem } from '../../src/ca/pem.ts';
-import { RevocationService } from '../../src/ca/revocation-service.ts';
+import { RevocationPublisher } from '../../src/ca/revocation-publisher.ts';
 import type { IssuerRow } from '../../src/db/schema.ts';
 import { issueLeaf, opensslOcsp, pemFiles, waitFor } from '../revocation/helpers.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
@@ -136,7 +136,7 @@ describe('intermediates: add, activate, rotate, retire', () => {
 
     // A certificate of the retiring issuer can still be revoked, and its CRL and OCSP say so.
     await ca.ctx.ca.revoke(revoked.serial, 1, 'test');
-    const service = new RevocationService(ca.ctx, 'test');
+    const service = new RevocationPublisher(ca.ctx, 'test');
     await service.ensureSigners();
     const round = await service.publishCrls({ force: true });
     const ids = round.published.map((p) => p.issuerId);
