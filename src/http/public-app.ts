@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { sql } from 'kysely';
 
+import { expiryWarnings } from '../ca/issuers.ts';
 import type { AppContext } from '../context.ts';
 
 /** Endpoints served on both listeners: health and the trust anchors. */
@@ -21,6 +22,9 @@ export function publicApp(ctx: AppContext): Hono {
           503,
         );
       }
+      // Still serving (200), but an issuer near its end needs an operator: said with the reason.
+      const warnings = expiryWarnings(await ctx.ca.issuers(), new Date());
+      if (warnings.length) return c.json({ status: 'degraded', database: ctx.database.kind, warnings });
       return c.json({ status: 'ok', database: ctx.database.kind });
     } catch (err) {
       return c.json({ status: 'unavailable', database: ctx.database.kind, error: (err as Error).message }, 503);

@@ -197,14 +197,27 @@ describe('intermediates: add, activate, rotate, retire', () => {
     expect(after.length).toBe(before.length);
   });
 
-  it('retire: an issuer with unexpired certificates turns retiring, one with none retired', async () => {
+  it('an issuer near its end makes /health degraded with the reason; retired with no certificates, it stops counting', async () => {
     const spare = await addIntermediate(
       deps,
-      { keyType: 'ecdsa-p256', lifetimeMs: 365 * 86_400_000, commonName: 'Spare', profiles: [] },
+      { keyType: 'ecdsa-p256', lifetimeMs: 100 * 86_400_000, commonName: 'Spare', profiles: [] },
       'test',
       true,
     );
+    // 100 days left (< 180): /health says so, still answering 200.
+    const degraded = await fetch(`${ca.httpUrl}/health`);
+    expect(degraded.status).toBe(200);
+    const body = (await degraded.json()) as { status: string; warnings: string[] };
+    expect(body.status).toBe('degraded');
+    expect(body.warnings).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^intermediate ${spare.id} expires .* \\(99 days left\\); keyward ca rotate-intermediate ${spare.id}$`,
+        ),
+      ),
+    ]);
     expect((await retireIssuer(deps, spare.id, 'test')).state).toBe('retired');
+    expect(await (await fetch(`${ca.httpUrl}/health`)).json()).toMatchObject({ status: 'ok' });
     await expect(activateIssuer(deps, spare.id, 'test')).rejects.toThrow(/retired and cannot sign again/);
     await expect(activateIssuer(deps, '0123456789abcdef', 'test')).rejects.toMatchObject({ kind: 'notFound' });
   });
