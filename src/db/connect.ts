@@ -20,6 +20,9 @@ export interface DatabaseHandle {
   close(): Promise<void>;
 }
 
+/** How long a request waits for a new connection to PostgreSQL before it fails with a 503. */
+const CONNECT_TIMEOUT_MS = 5_000;
+
 // bytea as Uint8Array, int8 as string: pg's defaults already do that, PGlite's too (bigint for int8).
 export async function openDatabase(options: {
   url?: string;
@@ -27,7 +30,15 @@ export async function openDatabase(options: {
   poolSize?: number;
 }): Promise<DatabaseHandle> {
   if (options.url) {
-    const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10 });
+    const pool = new pg.Pool({
+      connectionString: options.url,
+      max: options.poolSize ?? 10,
+      // While the server is away a request fails (503) instead of queueing for a connection forever;
+      // once it is back the pool opens new connections on demand (the dead ones were dropped).
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      // A server that vanished without closing the socket (host down, network cut) is noticed.
+      keepAlive: true,
+    });
     pool.on('error', () => {
       // An idle client that dies is dropped by the pool; queries surface their own errors.
     });

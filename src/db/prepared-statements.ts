@@ -38,6 +38,15 @@ export class PreparedStatementPool implements PostgresPool {
     const client = await this.pool.connect();
     if (queued) events.poolWait.publish({ seconds: (performance.now() - started) / 1000 });
     let invalidated = false;
+    // pg-pool listens for errors only on idle clients. A connection that dies while checked out
+    // (pg_terminate_backend, a restart, a failover: FATAL 57P01) emits 'error' between queries;
+    // without a listener that is an unhandled 'error' event and the process exits. The in-flight
+    // query fails on its own; this only marks the connection to be dropped on release.
+    let broken = false;
+    const onError = () => {
+      broken = true;
+    };
+    client.on('error', onError);
     const counter = new ConnectionCounter();
     const query = async (text: string, values: ReadonlyArray<unknown>): Promise<PostgresQueryResult<unknown>> => {
       counter.count(text);
@@ -57,7 +66,12 @@ export class PreparedStatementPool implements PostgresPool {
         typeof textOrCursor === 'string'
           ? query(textOrCursor, values ?? [])
           : client.query(textOrCursor as never)) as PostgresPoolClient['query'],
-      release: (destroy?: boolean) => client.release(destroy || invalidated),
+      release: (destroy?: boolean) => {
+        // Removed only after release, which puts pg-pool's idle listener back first: never a moment
+        // without one. (A dropped client keeps pg-pool's listener for late errors.)
+        client.release(destroy || invalidated || broken);
+        client.removeListener('error', onError);
+      },
     };
   }
 

@@ -3,6 +3,7 @@ import { HTTPException } from 'hono/http-exception';
 
 import { asKeywardError, KeywardError, kindForStatus, problemDocument } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { DATABASE_RETRY_AFTER_S, isDatabaseUnavailable } from '../db/unavailable.ts';
 
 /** A KeywardError as application/problem+json (RFC 7807), with its Retry-After and headers. */
 export function problemResponse(err: KeywardError): Response {
@@ -17,7 +18,20 @@ function fromThrown(thrown: unknown): KeywardError {
   if (thrown instanceof HTTPException && thrown.status < 500) {
     return new KeywardError(kindForStatus(thrown.status), thrown.message || `HTTP ${thrown.status}`);
   }
+  // A lost database connection is an outage of this request, not a fault in it: clients retry.
+  if ((!(thrown instanceof KeywardError) || thrown.kind === 'internal') && isDatabaseUnavailable(thrown)) {
+    return databaseUnavailable(thrown);
+  }
   return asKeywardError(thrown);
+}
+
+/** 503 with Retry-After; serverInternal is what RFC 8555 clients know to retry later. */
+export function databaseUnavailable(cause: unknown): KeywardError {
+  return new KeywardError('unavailable', 'the database is unavailable; try again shortly', {
+    retryAfter: DATABASE_RETRY_AFTER_S,
+    code: 'databaseUnavailable',
+    cause,
+  });
 }
 
 /**
@@ -27,7 +41,12 @@ function fromThrown(thrown: unknown): KeywardError {
 export function renderErrors(log: Logger): ErrorHandler {
   return (thrown, c) => {
     const err = fromThrown(thrown);
-    if (err.status >= 500) {
+    if (err.code === 'databaseUnavailable') {
+      log.warn(
+        { path: c.req.path, err: thrown instanceof Error ? thrown.message : String(thrown) },
+        'database unavailable',
+      );
+    } else if (err.status >= 500) {
       log.error(
         { err: thrown instanceof Error ? (thrown.stack ?? thrown.message) : String(thrown), path: c.req.path },
         'request failed',
