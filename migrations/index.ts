@@ -13,6 +13,7 @@ import * as m0010 from './0010_eab_revocation.ts';
 import * as m0011 from './0011_dual_control.ts';
 import * as m0012 from './0012_issuer_states.ts';
 import * as m0013 from './0013_cross_certificates.ts';
+import * as m0014 from './0014_reservation_recovery.ts';
 
 /** Ordered by name; a new migration is a new file listed here, never an edit to an old one. */
 export const migrations: Record<string, Migration> = {
@@ -29,4 +30,5 @@ export const migrations: Record<string, Migration> = {
   '0011_dual_control': m0011,
   '0012_issuer_states': m0012,
   '0013_cross_certificates': m0013,
+  '0014_reservation_recovery': m0014,
 };

@@ -1,4 +1,7 @@
+import { hostname } from 'node:os';
+
 import { acmeFeature } from './acme/feature.ts';
+import { startReservationRecovery } from './ca/recovery.ts';
 import type { AppContext } from './context.ts';
 import type { Feature } from './core/feature.ts';
 import type { Logger } from './core/log.ts';
@@ -22,5 +25,21 @@ export function features(ctx: AppContext, log: Logger, adminCommands: AdminComma
     meshFeature(ctx, log),
     adminHttpsFeature(ctx, adminCommands),
     adminWebFeature(ctx),
+    recoveryFeature(ctx, log),
   ];
+}
+
+/** Crash recovery of serial reservations, at start and periodically (see src/ca/recovery.ts). */
+function recoveryFeature(ctx: AppContext, log: Logger): Feature {
+  return {
+    name: 'recovery',
+    start: () => {
+      const loop = startReservationRecovery(ctx.database.db, log, {
+        abandonAfterMs: ctx.config.recovery.abandonAfter,
+        intervalMs: ctx.config.recovery.interval,
+        holder: `${hostname()}:${process.pid}:recovery`,
+      });
+      return () => loop.stop();
+    },
+  };
 }

@@ -4,6 +4,7 @@ import type { Context } from 'hono';
 import type { JWK } from 'jose';
 
 import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
+import { crashPoint } from '../core/crash-points.ts';
 import { asKeywardError, KeywardError, problemDocument } from '../core/errors.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
 import { recheckCaa } from './caa-recheck.ts';
@@ -121,6 +122,7 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     throw new KeywardError('orderNotReady', `Order is ${orderStatus(current, now)}, not ready`);
   }
 
+  crashPoint('order-claimed', `acme:${account.id}`);
   const sans = {
     dns: order.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),
     ip: order.identifiers.filter((i) => i.type === 'ip').map((i) => i.value),

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 
+import { startLoop } from '../core/background-loop.ts';
 import { addMs } from '../core/clock.ts';
 import { withLease } from '../db/lease.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -9,8 +10,6 @@ const DAY = 86_400_000;
 const JOB_RETENTION_MS = 3_600_000;
 /** Orders (and the authorizations only they use) are kept this long after they expire. */
 const ORDER_RETENTION_MS = 30 * DAY;
-/** Issuing takes seconds; an order processing much longer lost its replica mid-issue. */
-const STUCK_PROCESSING_MS = 10 * 60_000;
 
 export interface JanitorReport {
   nonces: number;
@@ -30,19 +29,16 @@ export async function sweep(deps: AcmeDeps): Promise<JanitorReport> {
     .where('status', '=', 'done')
     .where('finished_at', '<', addMs(now, -JOB_RETENTION_MS))
     .executeTakeFirst();
+  // Issuing takes seconds; an order processing longer than recovery.abandonAfter lost its replica
+  // mid-issue (its certificate, stored with the order's valid status in one transaction, was not).
+  // Back to ready, so the client's retry of finalize issues (RFC 8555 §7.4 lets it finalize a
+  // ready order); its reservation is given up by the CA's own recovery sweep.
   const stuck = await db
     .updateTable('acme_orders')
-    .set({
-      status: 'invalid',
-      updated_at: now,
-      error: JSON.stringify({
-        type: 'urn:ietf:params:acme:error:serverInternal',
-        detail: 'Issuance was interrupted; place a new order',
-        status: 500,
-      }),
-    })
+    .set({ status: 'ready', updated_at: now })
     .where('status', '=', 'processing')
-    .where('updated_at', '<', addMs(now, -STUCK_PROCESSING_MS))
+    .where('certificate_serial', 'is', null)
+    .where('updated_at', '<', addMs(now, -deps.ctx.config.recovery.abandonAfter))
     .executeTakeFirst();
   await db
     .updateTable('acme_orders')
@@ -70,19 +66,16 @@ export async function sweep(deps: AcmeDeps): Promise<JanitorReport> {
   };
 }
 
+/** Sweeps at start (orders a crash left processing go back to ready) and every interval after. */
 export function startJanitor(deps: AcmeDeps, holder: string, intervalMs = 60_000): { stop(): Promise<void> } {
-  let current: Promise<unknown> = Promise.resolve();
-  const tick = () => {
-    current = withLease(deps.db, 'acme-janitor', holder, intervalMs * 2, () => sweep(deps)).catch((err: unknown) =>
-      deps.log.warn({ err: (err as Error).message }, 'ACME janitor sweep failed'),
-    );
-  };
-  const timer = setInterval(tick, intervalMs);
-  timer.unref();
-  return {
-    stop: async () => {
-      clearInterval(timer);
-      await current;
+  const loop = startLoop({
+    name: 'ACME janitor',
+    intervalMs: Math.min(intervalMs, deps.ctx.config.recovery.interval),
+    log: deps.log,
+    run: async () => {
+      const report = await withLease(deps.db, 'acme-janitor', holder, intervalMs * 2, () => sweep(deps));
+      if (report?.stuck) deps.log.warn({ orders: report.stuck }, 'orders left processing by a crash are ready again');
     },
-  };
+  });
+  return { stop: () => loop.stop() };
 }

@@ -4,6 +4,7 @@ import { type OperationNodeSource, sql } from 'kysely';
 
 import type { CaKeyType, Profile, SubjectKeyType } from '../config/schema.ts';
 import { type Clock, systemClock } from '../core/clock.ts';
+import { crashPoint } from '../core/crash-points.ts';
 import { KeywardError } from '../core/errors.ts';
 import { events } from '../core/events.ts';
 import type { SanSet } from '../core/identifiers.ts';
@@ -309,7 +310,9 @@ export class CertificateAuthority {
         'this public key belongs to a certificate revoked for keyCompromise and may not be certified again',
       );
     }
+    crashPoint('serial-reserved', req.requester);
     const der = await issuer.builder.sign(tbs, { serial, profile: profile.name, requester: req.requester });
+    crashPoint('certificate-signed', req.requester);
 
     // The certificate and its reservation turning `issued` in one statement (group-committed); with
     // the caller's own bookkeeping (onRecorded) in one transaction.
@@ -339,6 +342,7 @@ export class CertificateAuthority {
         await onRecorded(trx, serial);
       });
     else await this.writes.record(record);
+    crashPoint('certificate-stored', req.requester);
     events.certificateIssued.publish({
       serial,
       issuerId: issuer.row.id,

@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { ZodError, ZodType } from 'zod';
 
+import { armCrashPoint } from '../core/crash-points.ts';
 import { KeywardError } from '../core/errors.ts';
 import { configSchema, type ParsedConfig, type Profile, profileSchema } from './schema.ts';
 
@@ -131,6 +132,8 @@ function urlFromFile(file: string | undefined, baseDir: string): string | undefi
 export function loadConfig(options: LoadOptions = {}): Config {
   const env = options.env ?? process.env;
   const cwd = options.cwd ?? process.cwd();
+  // Tests only: kill the process at a named step (src/core/crash-points.ts).
+  armCrashPoint(env.KEYWARD_TEST_CRASH_AT);
   const explicit = options.configFile ?? env.KEYWARD_CONFIG;
   const defaultFile = resolve(cwd, 'ca-config/keyward.yaml');
   const file = explicit ? resolve(cwd, explicit) : existsSync(defaultFile) ? defaultFile : undefined;

@@ -470,6 +470,18 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Crash recovery of issuance (src/ca/recovery.ts, src/acme/janitor.ts). */
+    recovery: z
+      .object({
+        abandonAfter: duration
+          .prefault('2m')
+          .describe(
+            'A serial reservation without a certificate this old is marked abandoned (noting whether it was signed), and an ACME order left processing goes back to ready so the client can finalize again. Longer than any signature takes.',
+          ),
+        interval: duration.prefault('60s').describe('How often recovery runs (it also runs when the server starts).'),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z

@@ -177,6 +177,10 @@ export interface SerialReservationsTable {
   request: Json<Record<string, unknown>>;
   status: ColumnType<'reserved' | 'issued' | 'abandoned', 'reserved' | 'issued' | 'abandoned' | undefined>;
   created_at: DefaultTimestamp;
+  /** When crash recovery (or a refusal to sign) gave the reservation up. */
+  abandoned_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  /** For an abandoned reservation: whether its serial had been signed (null: not known / not abandoned). */
+  signed: ColumnType<boolean | null, boolean | null | undefined, boolean | null>;
 }
 
 export interface CertificatesTable {

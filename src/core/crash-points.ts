@@ -1,0 +1,44 @@
+/**
+ * Named points where a test build may kill the process (SIGKILL, as `kill -9` would), so that each
+ * step of an operation can be crashed at deterministically and recovery checked from each. Armed
+ * only by the configuration loader from KEYWARD_TEST_CRASH_AT; unarmed, a point costs a comparison.
+ */
+export type CrashPoint =
+  /** finalize: the order moved ready → processing; no serial reserved yet. */
+  | 'order-claimed'
+  /** issuance: the serial and request are recorded; nothing signed yet. */
+  | 'serial-reserved'
+  /** issuance: the certificate is signed (its audit event committed) but not stored. */
+  | 'certificate-signed'
+  /** issuance: the certificate is stored (with the order, for ACME); no answer sent yet. */
+  | 'certificate-stored';
+
+export const CRASH_POINTS: readonly CrashPoint[] = [
+  'order-claimed',
+  'serial-reserved',
+  'certificate-signed',
+  'certificate-stored',
+];
+
+let armed: { point: CrashPoint; requester: string } | undefined;
+
+/**
+ * `<point>` or `<point>/<requester prefix>`: the latter only for issuance whose requester starts
+ * with the prefix (e.g. `certificate-signed/acme:`, so the server's own TLS certificate, issued at
+ * every start, does not trip it).
+ */
+export function armCrashPoint(spec: string | undefined): void {
+  if (spec === undefined || spec === '') {
+    armed = undefined;
+    return;
+  }
+  const slash = spec.indexOf('/');
+  const point = (slash < 0 ? spec : spec.slice(0, slash)) as CrashPoint;
+  if (!CRASH_POINTS.includes(point))
+    throw new Error(`KEYWARD_TEST_CRASH_AT: unknown crash point ${point} (known: ${CRASH_POINTS.join(', ')})`);
+  armed = { point, requester: slash < 0 ? '' : spec.slice(slash + 1) };
+}
+
+export function crashPoint(point: CrashPoint, requester = ''): void {
+  if (armed?.point === point && requester.startsWith(armed.requester)) process.kill(process.pid, 'SIGKILL');
+}

@@ -1,0 +1,176 @@
+import { X509Certificate } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import https from 'node:https';
+import { join } from 'node:path';
+
+import * as acme from 'acme-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { CRASH_POINTS, type CrashPoint } from '../../src/core/crash-points.ts';
+import type { DatabaseHandle } from '../../src/db/connect.ts';
+import { freePort } from '../support/ca.ts';
+import { keywardServe } from '../support/cli.ts';
+import { createTestStore, type TestStore } from '../support/db.ts';
+import { startTestDnsServer, type TestDnsServer } from '../support/dns-server.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const serialOf = (pem: string) => BigInt(`0x${new X509Certificate(pem).serialNumber}`).toString(16);
+
+/** What must be true of the crashed attempt's serial reservation once recovery has run. */
+const EXPECTED: Record<CrashPoint, 'none' | { status: 'abandoned'; signed: boolean } | { status: 'issued' }> = {
+  'order-claimed': 'none',
+  'serial-reserved': { status: 'abandoned', signed: false },
+  'certificate-signed': { status: 'abandoned', signed: true },
+  'certificate-stored': { status: 'issued' },
+};
+
+// kill -9 of a real `keyward serve` at each step of finalize, then a restart: the client's retry
+// gets its certificate on the same order and the database accounts for every serial. PostgreSQL
+// only: the embedded database's files are the process's own.
+describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () => {
+  let store: TestStore;
+  let db: DatabaseHandle;
+  let dns: TestDnsServer;
+  let responder: Server;
+  const tokens = new Map<string, string>();
+  let env: Record<string, string>;
+  let directoryUrl: string;
+
+  beforeAll(async () => {
+    store = await createTestStore();
+    db = await store.open();
+    dns = await startTestDnsServer();
+    const challengePort = await freePort();
+    responder = createServer((req, res) => {
+      const token = /^\/\.well-known\/acme-challenge\/([A-Za-z0-9_-]+)$/.exec(req.url ?? '')?.[1];
+      const body = token === undefined ? undefined : tokens.get(token);
+      res.writeHead(body === undefined ? 404 : 200).end(body ?? '');
+    });
+    await new Promise<void>((r) => responder.listen(challengePort, '127.0.0.1', r));
+    const httpsPort = await freePort();
+    const httpPort = await freePort();
+    const configFile = join(store.dataDir, 'keyward.yaml');
+    writeFileSync(
+      configFile,
+      [
+        `https: { listen: '127.0.0.1:${httpsPort}', hostnames: [localhost] }`,
+        `http: { listen: '127.0.0.1:${httpPort}' }`,
+        `profilesDir: ${join(process.cwd(), 'ca-config', 'profiles')}`,
+        `validation: { httpPort: ${challengePort}, dnsResolver: '${dns.address}', timeout: 2s, retryFor: 1s }`,
+        `recovery: { abandonAfter: 1s, interval: 1s }`,
+        `log: { level: warn }`,
+      ].join('\n'),
+    );
+    env = { ...store.env, KEYWARD_CONFIG: configFile };
+    directoryUrl = `https://localhost:${httpsPort}/acme/directory`;
+    // The first start creates the CA; its root is what the client trusts.
+    const first = await keywardServe([], env);
+    const root = await (await fetch(`http://127.0.0.1:${httpPort}/roots.pem`)).text();
+    await first.stop();
+    acme.axios.defaults.httpsAgent = new https.Agent({ ca: root, keepAlive: false });
+    // acme-client resends a request that met a dead connection (after 5 s, 10 s, …); the finalize
+    // the crash cut off must fail at once, and its retry is the test's to make.
+    (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings.retryMaxAttempts =
+      0;
+  });
+  afterAll(async () => {
+    await db?.close();
+    await new Promise((r) => responder?.close(r));
+    await dns?.close();
+    await store?.cleanup();
+  });
+
+  it.each(CRASH_POINTS)(
+    'after %s, the retried finalize gets a certificate and every serial is accounted for',
+    async (step) => {
+      const name = `${step}.crash.test`;
+      dns.setA(name, '127.0.0.1');
+      const client = new acme.Client({
+        directoryUrl,
+        accountKey: await acme.crypto.createPrivateEcdsaKey(),
+        backoffAttempts: 30,
+        backoffMin: 100,
+        backoffMax: 500,
+      });
+
+      const crashing = await keywardServe([], { ...env, KEYWARD_TEST_CRASH_AT: `${step}/acme:` });
+      const died = new Promise<NodeJS.Signals | null>((r) => crashing.child.once('exit', (_code, signal) => r(signal)));
+      await client.createAccount({ termsOfServiceAgreed: true });
+      const order = await client.createOrder({ identifiers: [{ type: 'dns', value: name }] });
+      for (const authz of await client.getAuthorizations(order)) {
+        const challenge = authz.challenges.find((c) => c.type === 'http-01')!;
+        tokens.set(challenge.token, await client.getChallengeKeyAuthorization(challenge));
+        await client.completeChallenge(challenge);
+        await client.waitForValidStatus(challenge);
+      }
+      const key = await acme.crypto.createPrivateEcdsaKey();
+      const [, csr] = await acme.crypto.createCsr({ altNames: [name] }, key);
+      const before = new Date();
+      const finalizing = client.finalizeOrder(order, csr).then(
+        () => 'answered',
+        (err: Error) => err.message,
+      );
+      expect(await died).toBe('SIGKILL');
+      expect(await finalizing).not.toBe('answered');
+      const crashed = await db.db
+        .selectFrom('serial_reservations')
+        .select(['serial', 'status'])
+        .where('created_at', '>=', before)
+        .execute();
+      if (EXPECTED[step] === 'none') expect(crashed).toEqual([]);
+      else expect(crashed).toHaveLength(1);
+
+      // Restarted once the crash is older than recovery.abandonAfter: recovery runs at start.
+      await sleep(1_200);
+      const server = await keywardServe([], env);
+      try {
+        let current = await client.getOrder(order);
+        for (let i = 0; i < 100 && current.status === 'processing'; i++) {
+          await sleep(100);
+          current = await client.getOrder(order);
+        }
+        // Never invalid: the order went back to ready, or the certificate was stored before the crash.
+        expect(current.status).toBe(step === 'certificate-stored' ? 'valid' : 'ready');
+        if (current.status === 'ready') current = await client.finalizeOrder(current, csr);
+        const pem = await client.getCertificate(current);
+        const serial = serialOf(pem);
+        const stored = await db.db
+          .selectFrom('certificates')
+          .select('serial')
+          .where('serial', '=', serial)
+          .executeTakeFirst();
+        expect(stored?.serial).toBe(serial);
+
+        // The crashed attempt's reservation: given up (noting whether it was signed), or issued.
+        const want = EXPECTED[step];
+        if (want !== 'none') {
+          let row = await reservation(db, crashed[0]!.serial);
+          for (let i = 0; i < 50 && row?.status === 'reserved'; i++) {
+            await sleep(100);
+            row = await reservation(db, crashed[0]!.serial);
+          }
+          expect(row).toMatchObject(want);
+          if (want.status === 'issued') expect(crashed[0]!.serial).toBe(serial);
+          else expect(row?.abandoned_at).toBeInstanceOf(Date);
+        }
+        const open = await db.db
+          .selectFrom('serial_reservations')
+          .select('serial')
+          .where('status', '=', 'reserved')
+          .execute();
+        expect(open).toEqual([]);
+      } finally {
+        await server.stop();
+      }
+    },
+  );
+});
+
+function reservation(db: DatabaseHandle, serial: string) {
+  return db.db
+    .selectFrom('serial_reservations')
+    .select(['status', 'signed', 'abandoned_at'])
+    .where('serial', '=', serial)
+    .executeTakeFirst();
+}
