@@ -13,7 +13,7 @@ import { adminSocketPath, serverRunning } from './http/admin-client.ts';
 import { logEvents } from './http/event-log.ts';
 import { requestLog } from './http/log.ts';
 import { metricsHandler, requestMetrics } from './http/metrics.ts';
-import { nodeListener } from './http/node-listener.ts';
+import { limitServer, listenerOptions, nodeListener } from './http/node-listener.ts';
 import { problemResponse, renderErrors } from './http/problem.ts';
 import { publicApp } from './http/public-app.ts';
 import { sealedGuard } from './http/sealed.ts';
@@ -90,6 +90,7 @@ export async function startServer(ctx: AppContext, log: Logger, adminCommands: A
   }
 
   const metrics = ctx.config.metrics;
+  const limits = ctx.config.limits;
   const plain = new Hono();
   const api = new Hono();
   for (const [app, listener] of [
@@ -111,7 +112,7 @@ export async function startServer(ctx: AppContext, log: Logger, adminCommands: A
     if (metrics.listen) {
       const own = new Hono();
       own.get('/metrics', scrape);
-      metricsServer = createHttpServer(nodeListener(own.fetch));
+      metricsServer = limitServer(createHttpServer(listenerOptions(limits), nodeListener(own.fetch)), limits);
     } else {
       plain.get('/metrics', scrape);
     }
@@ -133,15 +134,18 @@ export async function startServer(ctx: AppContext, log: Logger, adminCommands: A
     rejectUnauthorized: false,
     ca: (await ctx.ca.rootsPem()) + (await ctx.ca.intermediatesPem()),
   });
-  const https = createHttpsServer(
-    { ...tls.options, ...(await clientAuth()), minVersion: 'TLSv1.2' },
-    nodeListener(api.fetch),
+  const https = limitServer(
+    createHttpsServer(
+      { ...listenerOptions(limits), ...tls.options, ...(await clientAuth()), minVersion: 'TLSv1.2' },
+      nodeListener(api.fetch),
+    ),
+    limits,
   );
   const renewNow = async () => {
     tls = await listenerIdentity(ctx, log);
     https.setSecureContext({ ...tls.options, ca: (await clientAuth()).ca, minVersion: 'TLSv1.2' });
   };
-  const http = createHttpServer(nodeListener(plain.fetch));
+  const http = limitServer(createHttpServer(listenerOptions(limits), nodeListener(plain.fetch)), limits);
 
   let renewTimer: NodeJS.Timeout | undefined;
   const scheduleRenewal = () => {

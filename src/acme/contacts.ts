@@ -1,6 +1,9 @@
 import { KeywardError } from '../core/errors.ts';
 
 const MAX_CONTACTS = 10;
+// RFC 5321 §4.5.3.1: a local part of at most 64 octets, a path of at most 256 (an address of 254).
+const MAX_LOCAL = 64;
+const MAX_ADDRESS = 254;
 // One addr-spec, dot-atom domain; RFC 8555 §7.3 lets servers refuse what they don't support.
 const ADDR =
   /^[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
@@ -20,6 +23,11 @@ export function checkContacts(value: unknown): string[] {
         `Contact ${JSON.stringify(c)} is not supported; only mailto: URLs are`,
       );
     const addr = m[1]!;
+    if (addr.length > MAX_ADDRESS || addr.indexOf('@') > MAX_LOCAL)
+      throw new KeywardError(
+        'invalidContact',
+        `Contact ${JSON.stringify(c.slice(0, 80))}… is too long (an address has at most ${MAX_ADDRESS} characters, ${MAX_LOCAL} before the @)`,
+      );
     if (addr.includes('?'))
       throw new KeywardError('invalidContact', `Contact ${JSON.stringify(c)} must not have header fields`);
     if (addr.includes(',') || addr.includes('%2C') || addr.includes('%2c'))

@@ -3,6 +3,7 @@ import { constants, createPublicKey, type KeyObject, verify } from 'node:crypto'
 import type { Context } from 'hono';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 
+import { readBodyText } from '../core/body.ts';
 import { KeywardError } from '../core/errors.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -215,12 +216,9 @@ async function readBody(c: Context, max: number): Promise<unknown> {
   if (type !== 'application/jose+json') {
     throw new KeywardError('unsupportedMediaType', 'Content-Type must be application/jose+json');
   }
-  const declared = Number(c.req.header('content-length') ?? '0');
-  if (declared > max) throw new KeywardError('payloadTooLarge', `Request body is larger than ${max} bytes`);
-  const buf = Buffer.from(await c.req.arrayBuffer());
-  if (buf.length > max) throw new KeywardError('payloadTooLarge', `Request body is larger than ${max} bytes`);
+  const text = await readBodyText(c.req.raw, max, 'Request body');
   try {
-    return JSON.parse(buf.toString('utf8'));
+    return JSON.parse(text);
   } catch {
     throw new KeywardError('malformed', 'Request body is not JSON');
   }

@@ -470,6 +470,30 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Bounds on every listener (src/http/node-listener.ts), against slow and greedy clients. */
+    limits: z
+      .object({
+        headersTimeout: duration
+          .prefault('10s')
+          .describe(
+            'A connection must send its TLS handshake and request headers within this time (slowloris), or it is closed (408).',
+          ),
+        requestTimeout: duration
+          .prefault('30s')
+          .describe('A request, body included, must arrive within this time, or it is answered 408 and closed.'),
+        idleTimeout: duration.prefault('60s').describe('A connection on which nothing moves for this long is closed.'),
+        keepAliveTimeout: duration
+          .prefault('5s')
+          .describe('How long an idle keep-alive connection waits for its next request.'),
+        maxConnections: z
+          .number()
+          .int()
+          .min(1)
+          .default(4096)
+          .describe('Connections each listener accepts at once; more are refused (closed at once).'),
+      })
+      .strict()
+      .prefault({}),
     /** Crash recovery of issuance (src/ca/recovery.ts, src/acme/janitor.ts). */
     recovery: z
       .object({

@@ -6,6 +6,7 @@ import { getRequestListener } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 
 import type { AppContext } from '../context.ts';
+import { readBodyText } from '../core/body.ts';
 import { asKeywardError, KeywardError } from '../core/errors.ts';
 import { CONFIG_HEADER } from './admin-client.ts';
 
@@ -66,8 +67,7 @@ export async function runAdminCommand(
   maxBody: number,
 ): Promise<Response> {
   checkConfig(ctx, c.req.header(CONFIG_HEADER));
-  const body = await c.req.text();
-  if (body.length > maxBody) throw new KeywardError('payloadTooLarge', 'request too large');
+  const body = await readBodyText(c.req.raw, maxBody);
   let input: unknown;
   try {
     input = JSON.parse(body || '{}');

@@ -1,4 +1,5 @@
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, Server, ServerOptions, ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 
 import { getRequestListener } from '@hono/node-server';
 
@@ -23,4 +24,36 @@ export function nodeListener(fetch: FetchHandler): (req: IncomingMessage, res: S
     } as ServerResponse['writeHead'];
     return inner(req, res);
   };
+}
+
+export interface ListenerLimits {
+  headersTimeout: number;
+  requestTimeout: number;
+  idleTimeout: number;
+  keepAliveTimeout: number;
+  maxConnections: number;
+}
+
+/**
+ * Options for http(s).createServer that bound how long a client may hold a connection: headers
+ * (and, on TLS, the handshake) within headersTimeout, the whole request within requestTimeout
+ * (Node answers 408), idle keep-alive connections closed after keepAliveTimeout. Node checks
+ * these every connectionsCheckingInterval (30 s by default, which would let a slow client stay
+ * up to twice as long), so it checks every second.
+ */
+export function listenerOptions(limits: ListenerLimits): ServerOptions & { handshakeTimeout: number } {
+  return {
+    headersTimeout: limits.headersTimeout,
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
+    connectionsCheckingInterval: Math.min(1_000, limits.headersTimeout),
+    handshakeTimeout: limits.headersTimeout,
+  };
+}
+
+/** The limits createServer takes no option for: idle sockets and the number of connections. */
+export function limitServer<S extends Server | HttpsServer>(server: S, limits: ListenerLimits): S {
+  server.maxConnections = limits.maxConnections;
+  server.setTimeout(limits.idleTimeout, (socket) => socket.destroy());
+  return server;
 }

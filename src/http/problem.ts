@@ -1,6 +1,7 @@
 import type { ErrorHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 
+import { CLIENT_ABORTED } from '../core/body.ts';
 import { asKeywardError, KeywardError, kindForStatus, problemDocument } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { DATABASE_RETRY_AFTER_S, isDatabaseUnavailable } from '../db/unavailable.ts';
@@ -41,7 +42,10 @@ export function databaseUnavailable(cause: unknown): KeywardError {
 export function renderErrors(log: Logger): ErrorHandler {
   return (thrown, c) => {
     const err = fromThrown(thrown);
-    if (err.code === 'databaseUnavailable') {
+    if (err.code === CLIENT_ABORTED) {
+      // Nobody is left to answer; not a fault of ours (a 500 at error level would page someone).
+      log.info({ path: c.req.path }, 'client aborted the request');
+    } else if (err.code === 'databaseUnavailable') {
       log.warn(
         { path: c.req.path, err: thrown instanceof Error ? thrown.message : String(thrown) },
         'database unavailable',

@@ -1,0 +1,51 @@
+import { KeywardError } from './errors.ts';
+
+/**
+ * A request body of at most `max` bytes, read as it streams: a declared Content-Length over the
+ * limit is refused before reading anything, and a body sent without one (chunked) is refused as
+ * soon as it passes the limit, so no request costs more than `max` bytes of memory however large
+ * it claims or turns out to be. A client that drops the connection mid-body is told apart from a
+ * fault of ours (`clientAborted`, logged at info).
+ */
+export async function readBody(req: Request, max: number, what = 'the request body'): Promise<Uint8Array> {
+  const declared = req.headers.get('content-length');
+  if (declared !== null && !/^\d+$/.test(declared.trim()))
+    throw new KeywardError('malformed', 'Content-Length is not a number');
+  if (declared !== null && Number(declared) > max) throw tooLarge(what, max);
+  if (!req.body) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    let step: ReadableStreamReadResult<Uint8Array>;
+    try {
+      step = await reader.read();
+    } catch (err) {
+      throw new KeywardError('malformed', 'the client closed the connection before sending the whole body', {
+        code: CLIENT_ABORTED,
+        cause: err,
+      });
+    }
+    if (step.done) break;
+    size += step.value.length;
+    if (size > max) {
+      // Stop reading; the server discards (or cuts off) the rest.
+      void reader.cancel().catch(() => {});
+      throw tooLarge(what, max);
+    }
+    chunks.push(step.value);
+  }
+  return chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks));
+}
+
+/** `readBody` as UTF-8 text. */
+export async function readBodyText(req: Request, max: number, what?: string): Promise<string> {
+  return Buffer.from(await readBody(req, max, what)).toString('utf8');
+}
+
+/** The code of a KeywardError for a body the client abandoned (not ours to log as a failure). */
+export const CLIENT_ABORTED = 'clientAborted';
+
+function tooLarge(what: string, max: number): KeywardError {
+  return new KeywardError('payloadTooLarge', `${what} is larger than ${max} bytes`);
+}
