@@ -14,6 +14,7 @@ import * as m0011 from './0011_dual_control.ts';
 import * as m0012 from './0012_issuer_states.ts';
 import * as m0013 from './0013_cross_certificates.ts';
 import * as m0014 from './0014_reservation_recovery.ts';
+import * as m0015 from './0015_wrapped_secrets.ts';
 
 /** Ordered by name; a new migration is a new file listed here, never an edit to an old one. */
 export const migrations: Record<string, Migration> = {
@@ -31,4 +32,5 @@ export const migrations: Record<string, Migration> = {
   '0012_issuer_states': m0012,
   '0013_cross_certificates': m0013,
   '0014_reservation_recovery': m0014,
+  '0015_wrapped_secrets': m0015,
 };

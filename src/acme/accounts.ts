@@ -50,7 +50,7 @@ export async function newAccount(c: Context, deps: AcmeDeps): Promise<Response> 
   const contact = p.contact === undefined ? [] : checkContacts(p.contact);
   let eabKeyId: string | undefined;
   if (p.externalAccountBinding !== undefined) {
-    eabKeyId = await verifyEab(deps.db, p.externalAccountBinding, req.header.url, req.thumbprint);
+    eabKeyId = await verifyEab(deps.secrets, deps.db, p.externalAccountBinding, req.header.url, req.thumbprint);
   } else if (acme.externalAccountRequired) {
     throw eabRequired();
   }

@@ -8,6 +8,7 @@ import type { RateLimiter } from '../policy/index.ts';
 import type { DnsResolver } from '../validation/index.ts';
 import type { NonceService } from './nonce.ts';
 import type { AcmeUrls } from './urls.ts';
+import type { SecretBox } from './wrap-secrets.ts';
 
 /** What the ACME handlers share; built once per process by the feature. */
 export interface AcmeDeps {
@@ -17,6 +18,8 @@ export interface AcmeDeps {
   clock: Clock;
   urls: AcmeUrls;
   nonces: NonceService;
+  /** Wraps the server's own secrets (nonce MAC key, EAB HMAC keys) with the key hierarchy. */
+  secrets: SecretBox;
   /** Rate limits shared by every replica through the database. */
   limits: RateLimiter;
   /** The resolver validation and the CAA re-check at finalize use. */

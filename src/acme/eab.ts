@@ -3,8 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { calculateJwkThumbprint, flattenedVerify } from 'jose';
 
 import { KeywardError } from '../core/errors.ts';
-import type { Db } from '../db/schema.ts';
+import type { Db, Executor } from '../db/schema.ts';
 import { decodeProtected, parseFlattened, publicJwk } from './jws.ts';
+import { eabSecretLabel, type SecretBox } from './wrap-secrets.ts';
 
 export interface EabKey {
   keyId: string;
@@ -20,12 +21,14 @@ const MAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
  * Provisions an External Account Binding key (RFC 8555 §7.3.4) for `keyward eab create`. The key id
  * is plain base64url: no `:` (uacme splits on it) and nothing that needs escaping in JSON.
  */
-export async function createEabKey(db: Db, opts: { label?: string } = {}): Promise<EabKey> {
+export async function createEabKey(secrets: SecretBox, db: Executor, opts: { label?: string } = {}): Promise<EabKey> {
   const keyId = `kw_${randomBytes(12).toString('base64url')}`;
   const key = randomBytes(32);
+  // Stored wrapped by the key hierarchy; the plaintext is shown once, to the operator.
+  const hmacKey = await secrets.wrap(db, eabSecretLabel(keyId), key);
   const row = await db
     .insertInto('acme_eab_keys')
-    .values({ key_id: keyId, hmac_key: key, label: opts.label ?? null })
+    .values({ key_id: keyId, hmac_key: hmacKey, wrapped: true, label: opts.label ?? null })
     .returning(['created_at'])
     .executeTakeFirstOrThrow();
   return { keyId, hmacKey: key.toString('base64url'), label: opts.label ?? null, createdAt: row.created_at };
@@ -37,6 +40,7 @@ export async function createEabKey(db: Db, opts: { label?: string } = {}): Promi
  * clients serialise JWKs differently). Returns the EAB key id; marking it spent is the caller's job.
  */
 export async function verifyEab(
+  secrets: SecretBox,
   db: Db,
   binding: unknown,
   outerUrl: string,
@@ -59,7 +63,10 @@ export async function verifyEab(
     throw new KeywardError('unauthorized', 'This external account binding key has already been used');
   let payload: Uint8Array;
   try {
-    ({ payload } = await flattenedVerify(jws, new Uint8Array(row.hmac_key), { algorithms: [header.alg] }));
+    const hmacKey = row.wrapped
+      ? await secrets.unwrap(db, eabSecretLabel(row.key_id), row.hmac_key)
+      : Buffer.from(row.hmac_key);
+    ({ payload } = await flattenedVerify(jws, new Uint8Array(hmacKey), { algorithms: [header.alg] }));
   } catch {
     throw new KeywardError('unauthorized', 'externalAccountBinding MAC is invalid');
   }

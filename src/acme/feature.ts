@@ -13,6 +13,7 @@ import { NonceService } from './nonce.ts';
 import { mountAcme } from './routes.ts';
 import { AcmeUrls } from './urls.ts';
 import { startValidationWorker, validationConfig, type ValidationWorker } from './worker.ts';
+import { secretBox, wrapPlaintextSecrets } from './wrap-secrets.ts';
 
 export interface AcmeFeatureOptions {
   clock?: Clock;
@@ -27,13 +28,15 @@ export function createAcmeDeps(
   clock: Clock = systemClock,
   kickWorker: () => void = () => {},
 ): AcmeDeps {
+  const secrets = secretBox(ctx.kms);
   return {
     ctx,
     db: ctx.database.db,
     log: log.child({ feature: 'acme' }),
     clock,
     urls: new AcmeUrls(ctx.config.httpsBaseUrl),
-    nonces: new NonceService(ctx.database.db, ctx.config.acme.nonceLifetime, clock),
+    nonces: new NonceService(ctx.database.db, ctx.config.acme.nonceLifetime, clock, secrets),
+    secrets,
     limits: new RateLimiter(ctx.config.rateLimits),
     resolver: resolverForConfig(validationConfig(ctx.config.validation)),
     holder: `${hostname()}:${process.pid}:${randomId(6)}`,
@@ -55,6 +58,11 @@ export function acmeFeature(ctx: AppContext, log: Logger, options: AcmeFeatureOp
       });
       worker = w;
       const janitor = startJanitor(deps, deps.holder);
+      // Secrets stored before they were wrapped (migration 0012) are wrapped now that keys can be unwrapped.
+      void wrapPlaintextSecrets(deps.db, deps.secrets).then(
+        (n) => n > 0 && deps.log.info({ secrets: n }, 'wrapped secrets stored in plaintext by an older version'),
+        (err: unknown) => deps.log.warn({ err: (err as Error).message }, 'wrapping stored plaintext secrets failed'),
+      );
       return async () => {
         worker = undefined;
         await w.stop();

@@ -7,6 +7,7 @@ import { GroupCommit } from '../db/group-commit.ts';
 import type { Db } from '../db/schema.ts';
 import { accountById, type AccountRow } from './account-store.ts';
 import { B64URL } from './ids.ts';
+import { nonceSecretLabel, type SecretBox } from './wrap-secrets.ts';
 
 const SECRET_NAME = 'nonce-mac';
 const EXPIRY_BYTES = 6;
@@ -45,6 +46,7 @@ export class NonceService {
     private readonly db: Db,
     private readonly lifetimeMs: number,
     private readonly clock: Clock,
+    private readonly secrets: SecretBox,
   ) {
     this.spends = new GroupCommit((items) => this.spend(items));
   }
@@ -77,18 +79,29 @@ export class NonceService {
   }
 
   private key(): Promise<Buffer> {
+    // Wrapped by the key hierarchy (src/kms/secrets.ts): the database alone can't forge nonces.
+    // Whoever inserts first wins; every replica then unwraps the same key.
     this.secret ??= (async () => {
-      await this.db
-        .insertInto('acme_secrets')
-        .values({ name: SECRET_NAME, value: randomBytes(32) })
-        .onConflict((oc) => oc.column('name').doNothing())
-        .execute();
-      const row = await this.db
-        .selectFrom('acme_secrets')
-        .select('value')
-        .where('name', '=', SECRET_NAME)
-        .executeTakeFirstOrThrow();
-      return Buffer.from(row.value);
+      const label = nonceSecretLabel(SECRET_NAME);
+      const read = () =>
+        this.db
+          .selectFrom('acme_secrets')
+          .select(['value', 'wrapped'])
+          .where('name', '=', SECRET_NAME)
+          .executeTakeFirst();
+      let row = await read();
+      if (!row) {
+        const value = await this.secrets.wrap(this.db, label, randomBytes(32));
+        await this.db
+          .insertInto('acme_secrets')
+          .values({ name: SECRET_NAME, value, wrapped: true })
+          .onConflict((oc) => oc.column('name').doNothing())
+          .execute();
+        row = await read();
+      }
+      if (!row) throw new Error('the nonce MAC key could not be stored');
+      // A row from before wrapping, until the server's start-up pass wraps it.
+      return row.wrapped ? this.secrets.unwrap(this.db, label, row.value) : Buffer.from(row.value);
     })();
     this.secret.catch(() => (this.secret = undefined));
     return this.secret;

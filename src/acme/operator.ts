@@ -3,9 +3,10 @@ import { sql } from 'kysely';
 import { KeywardError } from '../core/errors.ts';
 import type { AcmeAccountStatus } from '../db/acme-schema.ts';
 import type { Db, Executor } from '../db/schema.ts';
-import type { AuditLog } from '../kms/index.ts';
+import type { AuditLog, KeyHierarchy } from '../kms/index.ts';
 import type { AccountRow } from './account-store.ts';
 import { createEabKey, type EabKey } from './eab.ts';
+import { secretBox } from './wrap-secrets.ts';
 
 // What an operator does to ACME accounts and External Account Binding keys (`keyward eab …`,
 // `keyward acme accounts …`, the admin web page). Every change is audited.
@@ -44,13 +45,13 @@ function listLimit(limit: number | undefined): number {
 /** `keyward eab create`, audited (the HMAC key itself never reaches the audit log). */
 export async function createEab(
   db: Db,
-  audit: AuditLog,
+  kms: KeyHierarchy,
   label: string | undefined,
   principal: string,
 ): Promise<EabKey> {
   return db.transaction().execute(async (trx) => {
-    const key = await createEabKey(trx, { label });
-    await audit.append(trx, {
+    const key = await createEabKey(secretBox(kms), trx, { label });
+    await kms.audit.append(trx, {
       principal,
       action: 'create-eab-key',
       outcome: 'success',

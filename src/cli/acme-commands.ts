@@ -46,7 +46,7 @@ const eabCreate = defineCommand<{ label?: string }, EabKey>({
     }
     return { label: label as string | undefined };
   },
-  run: async (ctx, input) => (await operator()).createEab(ctx.database.db, ctx.kms.audit, input.label, input.principal),
+  run: async (ctx, input) => (await operator()).createEab(ctx.database.db, ctx.kms, input.label, input.principal),
   format: (key) => `Key ID:   ${key.keyId}
 HMAC key: ${key.hmacKey}
 ${key.label ? `Label:    ${key.label}\n` : ''}Give both to the ACME client (certbot --eab-kid/--eab-hmac-key, lego --eab --kid/--hmac).

@@ -28,7 +28,9 @@ export type AcmeChallengeType = 'http-01' | 'dns-01' | 'tls-alpn-01';
 
 export interface AcmeSecretsTable {
   name: string;
+  /** KWE1 under the service-secrets KEK when `wrapped` (every row, once a server has started). */
   value: Uint8Array;
+  wrapped: ColumnType<boolean, boolean | undefined, boolean>;
   created_at: DefaultTimestamp;
 }
 
@@ -39,7 +41,9 @@ export interface AcmeSpentNoncesTable {
 
 export interface AcmeEabKeysTable {
   key_id: string;
+  /** KWE1 under the service-secrets KEK when `wrapped` (every row, once a server has started). */
   hmac_key: Uint8Array;
+  wrapped: ColumnType<boolean, boolean | undefined, boolean>;
   label: string | null;
   created_at: DefaultTimestamp;
   account_id: string | null;

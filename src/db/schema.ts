@@ -29,7 +29,7 @@ export interface KmsRootsTable {
 export interface KmsKeksTable {
   id: string;
   name: string;
-  purpose: 'ca-keys' | 'app-data' | 'import' | 'audit';
+  purpose: 'ca-keys' | 'app-data' | 'import' | 'audit' | 'secrets';
   auto_rotate_days: number | null;
   min_unwrap_version: Generated<number>;
   created_at: DefaultTimestamp;

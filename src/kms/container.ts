@@ -25,6 +25,8 @@ export const PURPOSE = {
   privateKey: 0x03,
   appData: 0x04,
   importKey: 0x05,
+  /** A service secret (EAB HMAC key, nonce MAC key) under the service-secrets KEK. */
+  secret: 0x06,
 } as const;
 export type Purpose = (typeof PURPOSE)[keyof typeof PURPOSE];
 

@@ -294,7 +294,7 @@ export class KeyHierarchy {
   async ensureKek(
     db: Executor,
     name: string,
-    purpose: 'ca-keys' | 'app-data' | 'import',
+    purpose: 'ca-keys' | 'app-data' | 'import' | 'secrets',
     principal: string,
   ): Promise<string> {
     const existing = await db.selectFrom('kms_keks').select('id').where('name', '=', name).executeTakeFirst();
@@ -325,7 +325,7 @@ export class KeyHierarchy {
     trx: Executor,
     id: string,
     name: string,
-    purpose: 'ca-keys' | 'app-data' | 'import' | 'audit',
+    purpose: 'ca-keys' | 'app-data' | 'import' | 'audit' | 'secrets',
     wrapped: Buffer,
   ): Promise<void> {
     await trx.insertInto('kms_keks').values({ id, name, purpose, auto_rotate_days: null }).execute();

@@ -2,6 +2,7 @@ import * as acme from 'acme-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createEabKey } from '../../src/acme/eab.ts';
+import { secretBox } from '../../src/acme/wrap-secrets.ts';
 import { type AcmeTestEnv, internals, rawKey, request, signedPost, startAcmeEnv } from '../support/acme.ts';
 
 const TOS = 'https://ca.example.test/tos';
@@ -184,7 +185,7 @@ describe('terms of service and external account binding', () => {
 
   it('accepts a valid binding once; lookups and re-registration of that key work without it', async () => {
     const db = env.ca.ctx.database.db;
-    const eab = await createEabKey(db, { label: 'team-a' });
+    const eab = await createEabKey(secretBox(env.ca.ctx.kms), db, { label: 'team-a' });
     expect(eab.keyId).toMatch(/^[A-Za-z0-9_-]+$/);
     expect(eab.hmacKey).toMatch(/^[A-Za-z0-9_-]{43}$/);
     const accountKey = await acme.crypto.createPrivateEcdsaKey();
@@ -208,8 +209,8 @@ describe('terms of service and external account binding', () => {
 
   it('refuses a binding with a wrong MAC key or an unknown key id', async () => {
     const db = env.ca.ctx.database.db;
-    const eab = await createEabKey(db, {});
-    const other = await createEabKey(db, {});
+    const eab = await createEabKey(secretBox(env.ca.ctx.kms), db, {});
+    const other = await createEabKey(secretBox(env.ca.ctx.kms), db, {});
     const wrongMac = await env.client({ externalAccountBinding: { kid: eab.keyId, hmacKey: other.hmacKey } });
     await expect(wrongMac.createAccount({ termsOfServiceAgreed: true })).rejects.toThrow(/MAC is invalid/);
     const unknown = await env.client({ externalAccountBinding: { kid: 'kw_nope', hmacKey: eab.hmacKey } });

@@ -229,7 +229,8 @@ describe('GET /metrics and the operator log', () => {
 
   it('writes no key material, no certificate bodies and no EAB secrets to the log', async () => {
     const { createEabKey } = await import('../../src/acme/eab.ts');
-    const eab = await createEabKey(env.ca.ctx.database.db, { label: 'log-check' });
+    const { secretBox } = await import('../../src/acme/wrap-secrets.ts');
+    const eab = await createEabKey(secretBox(env.ca.ctx.kms), env.ca.ctx.database.db, { label: 'log-check' });
     const client = await env.client({ externalAccountBinding: { kid: eab.keyId, hmacKey: eab.hmacKey } });
     await client.createAccount({ termsOfServiceAgreed: true });
     await issue(env, client, [{ type: 'dns', value: 'secret-check.internal' }], 'http-01');
