@@ -68,12 +68,15 @@ export async function sweep(deps: AcmeDeps): Promise<JanitorReport> {
 
 /** Sweeps at start (orders a crash left processing go back to ready) and every interval after. */
 export function startJanitor(deps: AcmeDeps, holder: string, intervalMs = 60_000): { stop(): Promise<void> } {
+  const every = Math.min(intervalMs, deps.ctx.config.recovery.interval);
+  // A replica killed mid-sweep holds the lease until it expires: two intervals, at least 5 s.
+  const leaseMs = Math.max(2 * every, 5_000);
   const loop = startLoop({
     name: 'ACME janitor',
-    intervalMs: Math.min(intervalMs, deps.ctx.config.recovery.interval),
+    intervalMs: every,
     log: deps.log,
     run: async () => {
-      const report = await withLease(deps.db, 'acme-janitor', holder, intervalMs * 2, () => sweep(deps));
+      const report = await withLease(deps.db, 'acme-janitor', holder, leaseMs, () => sweep(deps));
       if (report?.stuck) deps.log.warn({ orders: report.stuck }, 'orders left processing by a crash are ready again');
     },
   });

@@ -45,7 +45,8 @@ export function startReservationRecovery(
     intervalMs: opts.intervalMs,
     log,
     run: async () => {
-      const abandoned = await withLease(db, 'reservation-recovery', opts.holder, opts.intervalMs * 2, () =>
+      const leaseMs = Math.max(2 * opts.intervalMs, 5_000);
+      const abandoned = await withLease(db, 'reservation-recovery', opts.holder, leaseMs, () =>
         abandonStaleReservations(db, opts.abandonAfterMs),
       );
       for (const r of abandoned ?? []) {

@@ -126,7 +126,8 @@ describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () 
       const server = await keywardServe([], env);
       try {
         let current = await client.getOrder(order);
-        for (let i = 0; i < 100 && current.status === 'processing'; i++) {
+        // Recovery runs at start, or a few seconds later if the crashed replica held its lease.
+        for (let i = 0; i < 300 && current.status === 'processing'; i++) {
           await sleep(100);
           current = await client.getOrder(order);
         }
@@ -146,7 +147,7 @@ describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () 
         const want = EXPECTED[step];
         if (want !== 'none') {
           let row = await reservation(db, crashed[0]!.serial);
-          for (let i = 0; i < 50 && row?.status === 'reserved'; i++) {
+          for (let i = 0; i < 300 && row?.status === 'reserved'; i++) {
             await sleep(100);
             row = await reservation(db, crashed[0]!.serial);
           }
