@@ -217,7 +217,7 @@ export function adminWebFeature(ctx: AppContext): Feature {
   post('/acme/eab', async (c, principal) => {
     const label = (await form(c)).label?.trim();
     if (!label || label.length > 200) throw new KeywardError('malformed', 'the label must be 1 to 200 characters');
-    const key = await createEab(db, ctx.kms.audit, label, principal);
+    const key = await createEab(db, ctx.kms, label, principal);
     return acmePage(c, principal, { created: key });
   });
 
