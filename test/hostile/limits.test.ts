@@ -82,7 +82,7 @@ describe('bounded bodies and connections', () => {
     ['ACME newAccount', '/acme/new-account', 'application/jose+json'],
     ['mesh /v1/sign', '/v1/sign', 'application/json'],
   ])('%s: a chunked body over the limit is refused with a 413 problem', async (_name, path, type) => {
-    const answer = await chunkedPost(ca.httpsUrl, ca.rootPem, path, 2 * 1024 * 1024, type);
+    const answer = await chunkedPost(ca.httpsUrl, ca.rootPem, path, 80 * 1024, type);
     expect(answer.status).toBe(413);
     expect(answer.type).toBe('application/problem+json');
     expect(JSON.parse(answer.body)).toMatchObject({ type: 'urn:ietf:params:acme:error:malformed' });
