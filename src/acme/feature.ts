@@ -58,7 +58,7 @@ export function acmeFeature(ctx: AppContext, log: Logger, options: AcmeFeatureOp
       });
       worker = w;
       const janitor = startJanitor(deps, deps.holder);
-      // Secrets stored before they were wrapped (migration 0013) are wrapped now that keys can be unwrapped.
+      // Secrets stored before they were wrapped (migration 0015) are wrapped now that keys can be unwrapped.
       void wrapPlaintextSecrets(deps.db, deps.secrets).then(
         (n) => n > 0 && deps.log.info({ secrets: n }, 'wrapped secrets stored in plaintext by an older version'),
         (err: unknown) => deps.log.warn({ err: (err as Error).message }, 'wrapping stored plaintext secrets failed'),
