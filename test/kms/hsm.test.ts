@@ -6,6 +6,7 @@ import { insertIssuer } from '../../src/ca/authority.ts';
 import { buildSubordinateCa } from '../../src/ca/cert-builder.ts';
 import { toPem } from '../../src/ca/pem.ts';
 import { kmsCommands } from '../../src/cli/kms-commands.ts';
+import { commandsByName } from '../../src/cli/registry.ts';
 import type { AppContext } from '../../src/context.ts';
 import { derToRaw, rawToDer } from '../../src/kms/ecdsa-signature.ts';
 import type { KeyDetail } from '../../src/kms/inventory.ts';
@@ -319,6 +320,45 @@ describe('an HSM intermediate behind ACME', () => {
         .where('action', '=', 'sign-certificate')
         .execute();
       expect(signed.some((e) => (e.context as Record<string, string>).protection === 'hsm')).toBe(true);
+    } finally {
+      await env.close();
+      await setup.store.cleanup();
+    }
+  });
+});
+
+describe('keyward ca add-intermediate --protection hsm', () => {
+  it('makes an intermediate whose key is generated in the token; ACME issues under it and openssl verifies the chain', async () => {
+    const setup = await startTestCa({ serve: false, settings: hsmSettings });
+    const add = commandsByName.get('ca.add-intermediate')!;
+    const input = await add.input(
+      { protection: 'hsm', 'key-type': 'ecdsa-p384', profiles: ['tls-server'], activate: true },
+      [],
+    );
+    const added = (await add.run(setup.ctx, { ...input, principal: 'cli:test' })) as { id: string; state: string };
+    expect(added.state).toBe('active');
+    const row = await setup.ctx.database.db
+      .selectFrom('issuers')
+      .select(['key_id', 'certificate'])
+      .where('id', '=', added.id)
+      .executeTakeFirstOrThrow();
+    const detail = await kmsCli<KeyDetail>(setup.ctx, ['kms', 'show'], {}, [row.key_id]);
+    expect(detail.protection).toBe('hsm');
+    const entry = token
+      .listObjects('privkey')
+      .split(/\n(?=Private Key Object)/)
+      .find((o) => o.includes(`keyward-${row.key_id}`));
+    expect(entry).toMatch(/Access:\s+sensitive, always sensitive, never extractable/);
+    await setup.ctx.close();
+
+    const env = await startAcmeEnv({ store: setup.store, settings: hsmSettings });
+    try {
+      const client = await env.client();
+      await client.createAccount({ termsOfServiceAgreed: true });
+      const { certPem } = await issue(env, client, [{ type: 'dns', value: 'hsm-issuer.example.test' }], 'http-01');
+      expect(certPem).toContain(toPem(row.certificate).trim());
+      const verified = opensslVerify(env.ca.rootPem, certPem);
+      expect(verified.ok, verified.output).toBe(true);
     } finally {
       await env.close();
       await setup.store.cleanup();
