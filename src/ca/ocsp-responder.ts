@@ -247,6 +247,16 @@ export class OcspResponder {
       .where('serial', 'in', serials)
       .where('issuer_id', '=', issuer.row.id)
       .execute();
+    // A request for serials we never issued gets the unsigned "unauthorized" answer (RFC 5019
+    // 2.2.3), as Boulder gives: signing "unknown" for each made-up serial would let anyone spend a
+    // signature and an audit event per request.
+    if (rows.length === 0)
+      return {
+        kind: 'error',
+        status: 'unauthorized',
+        der: ocspErrorResponse('unauthorized'),
+        reason: 'no certificate of this issuer has these serials',
+      };
     const bySerial = new Map(rows.map((r) => [r.serial, r]));
     const now = await this.dbNow();
     const responder = await this.signers.responderFor(issuer.row, now);
