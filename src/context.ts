@@ -9,6 +9,7 @@ import type { Clock } from './core/clock.ts';
 import { KeywardError } from './core/errors.ts';
 import { type DatabaseHandle, openDatabase } from './db/connect.ts';
 import { migrateToLatest } from './db/migrate.ts';
+import { Issuance } from './issuance/index.ts';
 import { type HsmSettings, type KeyHierarchy, openKeyHierarchy, type RootOfTrustOptions } from './kms/index.ts';
 import { pinFromFile } from './kms/pkcs11/module.ts';
 
@@ -18,6 +19,8 @@ export interface AppContext {
   database: DatabaseHandle;
   kms: KeyHierarchy;
   ca: CertificateAuthority;
+  /** The one decision path every front end issues through. */
+  issuance: Issuance;
   close(): Promise<void>;
 }
 
@@ -94,11 +97,19 @@ export async function openContext(
       baseUrl: config.httpBaseUrl,
       crlShards: config.revocation.crlShards,
     });
+    const issuance = new Issuance({
+      db: database.db,
+      ca,
+      profiles: config.profiles,
+      policy: config.policy,
+      revocationUrls: true,
+    });
     return {
       config,
       database,
       kms,
       ca,
+      issuance,
       close: async () => {
         // Usage counts not yet written; a statistic, so a failure here does not stop the close.
         await kms.flushUses().catch(() => undefined);

@@ -72,7 +72,7 @@ async function listenerIdentity(ctx: AppContext, log: Logger): Promise<TlsIdenti
     log.warn('sealed with no stored HTTPS certificate: serving a temporary self-signed one until unsealed');
     return temporaryTlsIdentity(ctx.config.https.hostnames);
   }
-  const identity = await issueTlsIdentity(ctx.ca, ctx.config.https.hostnames);
+  const identity = await issueTlsIdentity(ctx.issuance, ctx.config.https.hostnames);
   if (ctx.config.rootOfTrust.type === 'shares') storeTlsIdentity(dataDir, identity);
   return identity;
 }

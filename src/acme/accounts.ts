@@ -41,7 +41,7 @@ export async function newAccount(c: Context, deps: AcmeDeps): Promise<Response> 
   if (existing) return existingAccountResponse(deps, existing);
   if (p.onlyReturnExisting === true) throw new KeywardError('accountDoesNotExist', 'No account exists for this key');
 
-  const acme = deps.ctx.config.acme;
+  const acme = deps.config.acme;
   if (acme.termsOfService && p.termsOfServiceAgreed !== true) {
     throw new KeywardError('userActionRequired', `You must agree to the terms of service at ${acme.termsOfService}`, {
       headers: { Link: link(acme.termsOfService, 'terms-of-service') },

@@ -18,8 +18,8 @@ export async function recheckCaa(
   oldestValidation: Date | null,
   now: Date,
 ): Promise<void> {
-  if (!deps.ctx.config.validation.caa || oldestValidation === null) return;
-  const cutoff = addMs(now, -deps.ctx.config.acme.caaRecheckAfter);
+  if (!deps.config.validation.caa || oldestValidation === null) return;
+  const cutoff = addMs(now, -deps.config.acme.caaRecheckAfter);
   if (oldestValidation > cutoff) return;
   const stale = await deps.db
     .selectFrom('acme_order_authzs as oa')
@@ -38,7 +38,7 @@ export async function recheckCaa(
     const outcome = await checkCaa(
       id,
       {
-        caIdentities: deps.ctx.config.acme.caaIdentities,
+        caIdentities: deps.config.acme.caaIdentities,
         accountUri: deps.urls.account(account.id),
         method: row.type as ChallengeKind,
         wildcard: row.wildcard,

@@ -24,7 +24,7 @@ export async function getCertificate(c: Context, deps: AcmeDeps): Promise<Respon
   if (!row) throw new KeywardError('notFound', 'No such certificate');
   if (row.account_id !== account.id)
     throw new KeywardError('unauthorized', 'This certificate belongs to another account');
-  const chains = await deps.ctx.ca.chainsFor(row);
+  const chains = await deps.certificates.chainsFor(row);
   const index = chainIndex(c.req.param('n'));
   if (index === undefined || index >= chains.length) throw new KeywardError('notFound', 'No such certificate chain');
   const url = (i: number) => (i === 0 ? deps.urls.certificate(serial) : `${deps.urls.certificate(serial)}/${i}`);

@@ -41,7 +41,7 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   const id = c.req.param('id')!;
   const now = deps.clock.now();
   const start = req.payload !== undefined;
-  const deadline = addMs(now, deps.ctx.config.validation.retryFor);
+  const deadline = addMs(now, deps.config.validation.retryFor);
   const limit = deps.limits.rule('failedValidationsPerAccount');
   const { rows } = await sql<Found>`
     WITH found AS (

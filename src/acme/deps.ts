@@ -1,18 +1,29 @@
-import { ADMIN_PROFILE } from '../config/load.ts';
+import type { CertificateAuthority } from '../ca/authority.ts';
+import { ADMIN_PROFILE, type Config } from '../config/load.ts';
 import type { Profile } from '../config/schema.ts';
-import type { AppContext } from '../context.ts';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import type { Db } from '../db/schema.ts';
+import type { Issuance } from '../issuance/index.ts';
 import type { RateLimiter } from '../policy/index.ts';
 import type { DnsResolver } from '../validation/index.ts';
 import type { NonceService } from './nonce.ts';
 import type { AcmeUrls } from './urls.ts';
 import type { SecretBox } from './wrap-secrets.ts';
 
-/** What the ACME handlers share; built once per process by the feature. */
+/** The settings ACME reads. */
+export type AcmeSettings = Pick<Config, 'acme' | 'validation' | 'policy' | 'profiles' | 'recovery'>;
+
+/**
+ * What the ACME handlers share; built once per process by the feature. Narrow on purpose: the
+ * handlers translate requests into issuance decisions and read or revoke certificates, nothing else.
+ */
 export interface AcmeDeps {
-  ctx: AppContext;
+  config: AcmeSettings;
+  /** The one decision path (src/issuance): name policy at newOrder, decide and sign at finalize. */
+  issuance: Issuance;
+  /** Reading chains and revoking: the rest of the signing core ACME may touch. */
+  certificates: Pick<CertificateAuthority, 'chainFor' | 'chainsFor' | 'revoke'>;
   db: Db;
   log: Logger;
   clock: Clock;
@@ -35,8 +46,8 @@ export interface AcmeDeps {
  * `admin`, whose certificates make their holder an administrator (src/http/admin-auth.ts).
  */
 export function offeredProfiles(deps: AcmeDeps): Profile[] {
-  const all = deps.ctx.config.profiles;
-  const names = deps.ctx.config.acme.profiles ?? [...all.keys()];
+  const all = deps.config.profiles;
+  const names = deps.config.acme.profiles ?? [...all.keys()];
   return names
     .filter((n) => n !== ADMIN_PROFILE)
     .map((n) => all.get(n))

@@ -4,7 +4,7 @@ import { offeredProfiles } from './deps.ts';
 /** RFC 8555 §7.1.1; meta member types are fixed because clients decode them strictly. */
 export function directoryBody(deps: AcmeDeps): Record<string, unknown> {
   const { urls } = deps;
-  const acme = deps.ctx.config.acme;
+  const acme = deps.config.acme;
   const meta: Record<string, unknown> = {
     caaIdentities: acme.caaIdentities,
     externalAccountRequired: acme.externalAccountRequired,

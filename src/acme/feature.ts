@@ -30,7 +30,9 @@ export function createAcmeDeps(
 ): AcmeDeps {
   const secrets = secretBox(ctx.kms);
   return {
-    ctx,
+    config: ctx.config,
+    issuance: ctx.issuance,
+    certificates: ctx.ca,
     db: ctx.database.db,
     log: log.child({ feature: 'acme' }),
     clock,

@@ -14,6 +14,7 @@ import { requireAccount, verifyRequest } from './jws.ts';
 import { throwIfLimited } from './limits.ts';
 import { claimOrder } from './order-store.ts';
 import { orderResponse, ownedOrder, ownedOrderToFinalize, resolveProfile } from './orders.ts';
+import { acmeRequester } from './requester.ts';
 import { type OrderRow, orderStatus } from './views.ts';
 
 const badCsr = (detail: string) => new KeywardError('badCSR', detail);
@@ -79,24 +80,33 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   }
   // The profile may have been withdrawn since the order was placed (profiles draft §4).
   const profile = resolveProfile(deps, order.profile);
-  if (!profile.keyTypes.includes(csr.keyType)) {
-    throw new KeywardError(
-      'badPublicKey',
-      `Profile ${profile.name} does not accept ${csr.keyType} keys (accepted: ${profile.keyTypes.join(', ')})`,
-    );
-  }
-  if (csr.keyType === 'rsa' && (csr.rsaBits ?? 0) < profile.minRsaBits) {
-    throw new KeywardError(
-      'badPublicKey',
-      `Profile ${profile.name} needs RSA keys of at least ${profile.minRsaBits} bits`,
-    );
-  }
-  await recheckCaa(deps, account, order.id, order.oldest_validation, now);
   let lifetimeMs: number | undefined;
   if (order.not_after) {
     lifetimeMs = order.not_after.getTime() - now.getTime();
     if (lifetimeMs <= 0) throw new KeywardError('malformed', 'The requested notAfter has passed');
   }
+  // Decided while the order is still ready, so a refused CSR can be fixed and sent again.
+  const decision = await deps.issuance.decide({
+    requester: acmeRequester(account),
+    names: {
+      dns: order.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),
+      ip: order.identifiers.filter((i) => i.type === 'ip').map((i) => i.value),
+      uri: [],
+      email: [],
+    },
+    ...(csr.commonName !== undefined ? { commonName: csr.commonName.toLowerCase() } : {}),
+    publicKey: {
+      spki: csr.subjectPublicKeyInfo,
+      keyType: csr.keyType,
+      ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
+    },
+    profile: profile.name,
+    ...(lifetimeMs !== undefined ? { lifetimeMs } : {}),
+    extensions: csr.extensions,
+    ...(order.replaces ? { replaces: order.replaces } : {}),
+  });
+  // CAA freshness applies to ACME only: the other requesters prove control otherwise.
+  await recheckCaa(deps, account, order.id, order.oldest_validation, now);
 
   // Counted in the claiming statement: one commit, and a refusal leaves the order ready.
   const names = order.identifiers.map((i) => i.value);
@@ -123,23 +133,9 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   }
 
   crashPoint('order-claimed', `acme:${account.id}`);
-  const sans = {
-    dns: order.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),
-    ip: order.identifiers.filter((i) => i.type === 'ip').map((i) => i.value),
-    uri: [],
-    email: [],
-  };
   let done: OrderRow | undefined;
   try {
-    const issued = await deps.ctx.ca.issue({
-      subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
-      keyType: csr.keyType,
-      ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
-      ...(csr.commonName !== undefined ? { commonName: csr.commonName.toLowerCase() } : {}),
-      sans,
-      profile: profile.name,
-      ...(lifetimeMs !== undefined ? { lifetimeMs } : {}),
-      requester: `acme:${account.id}`,
+    const issued = await deps.issuance.sign(decision, {
       // The certificate, its reservation and the order turning valid: one statement.
       recordWith: (serial) =>
         deps.db

@@ -38,7 +38,7 @@ export async function sweep(deps: AcmeDeps): Promise<JanitorReport> {
     .set({ status: 'ready', updated_at: now })
     .where('status', '=', 'processing')
     .where('certificate_serial', 'is', null)
-    .where('updated_at', '<', addMs(now, -deps.ctx.config.recovery.abandonAfter))
+    .where('updated_at', '<', addMs(now, -deps.config.recovery.abandonAfter))
     .executeTakeFirst();
   await db
     .updateTable('acme_orders')
@@ -68,7 +68,7 @@ export async function sweep(deps: AcmeDeps): Promise<JanitorReport> {
 
 /** Sweeps at start (orders a crash left processing go back to ready) and every interval after. */
 export function startJanitor(deps: AcmeDeps, holder: string, intervalMs = 60_000): { stop(): Promise<void> } {
-  const every = Math.min(intervalMs, deps.ctx.config.recovery.interval);
+  const every = Math.min(intervalMs, deps.config.recovery.interval);
   // A replica killed mid-sweep holds the lease until it expires: two intervals, at least 5 s.
   const leaseMs = Math.max(2 * every, 5_000);
   const loop = startLoop({

@@ -231,7 +231,7 @@ export type KeyMode = 'kid' | 'jwk' | 'either';
  * nonce, then the account's status for kid requests.
  */
 export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): Promise<VerifiedRequest> {
-  const jws = parseFlattened(await readBody(c, deps.ctx.config.acme.maxRequestBytes));
+  const jws = parseFlattened(await readBody(c, deps.config.acme.maxRequestBytes));
   const header = decodeProtected(jws);
   const alg = checkAlgorithm(header.alg);
   if (typeof header.url !== 'string') throw new KeywardError('malformed', 'JWS protected header must contain "url"');

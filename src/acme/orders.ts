@@ -10,9 +10,10 @@ import { type AcmeDeps, offeredProfiles } from './deps.ts';
 import { checkIdentifiers } from './identifiers.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
-import { enforceNamePolicy, throwIfLimited } from './limits.ts';
+import { throwIfLimited } from './limits.ts';
 import { insertOrder } from './order-store.ts';
 import { checkReplaces } from './replaces.ts';
+import { acmeRequester } from './requester.ts';
 import { jsonResponse } from './respond.ts';
 import { type OrderRow, orderStatus, orderView } from './views.ts';
 
@@ -79,7 +80,7 @@ export function orderResponse(
 }
 
 export function resolveProfile(deps: AcmeDeps, requested: unknown): Profile {
-  const name = requested === undefined ? deps.ctx.config.acme.defaultProfile : requested;
+  const name = requested === undefined ? deps.config.acme.defaultProfile : requested;
   if (typeof name !== 'string') throw new KeywardError('malformed', '"profile" must be a string');
   const profile = offeredProfiles(deps).find((p) => p.name === name);
   if (!profile) {
@@ -108,7 +109,7 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
   const account = requireAccount(req);
   const p = req.payload;
   if (!p) throw new KeywardError('malformed', 'newOrder needs a JSON object payload');
-  const acme = deps.ctx.config.acme;
+  const acme = deps.config.acme;
   const identifiers = checkIdentifiers(p.identifiers, acme.maxIdentifiersPerOrder);
   const profile = resolveProfile(deps, p.profile);
   for (const id of identifiers) {
@@ -121,7 +122,8 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
   }
   if (identifiers.length > profile.maxNames)
     throw new KeywardError('rejectedIdentifier', `Profile ${profile.name} allows at most ${profile.maxNames} names`);
-  await enforceNamePolicy(deps, account, identifiers);
+  // The same name decision finalize relies on (src/issuance/decide.ts), made where a refusal is cheapest.
+  await deps.issuance.checkNames(acmeRequester(account), identifiers, profile.name);
   const now = deps.clock.now();
   // The CA back-dates notBefore itself, so a requested notBefore could not be honoured exactly.
   if (p.notBefore !== undefined)

@@ -82,6 +82,6 @@ export async function revokeCert(c: Context, deps: AcmeDeps): Promise<Response> 
     }
     requester = 'acme:certificate-key';
   }
-  await deps.ctx.ca.revoke(serial, reason, requester);
+  await deps.certificates.revoke(serial, reason, requester);
   return emptyResponse(200);
 }

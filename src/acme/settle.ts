@@ -37,7 +37,7 @@ export async function settleValid(deps: AcmeDeps, job: SettlingJob, holder: stri
       UPDATE acme_challenges SET status = 'valid', validated = ${now}, error = NULL
       WHERE id = ${job.challengeId} AND status = 'processing' RETURNING *),
     authz AS (
-      UPDATE acme_authzs SET status = 'valid', validated_at = ${now}, expires = ${addMs(now, deps.ctx.config.acme.authorizationLifetime)}
+      UPDATE acme_authzs SET status = 'valid', validated_at = ${now}, expires = ${addMs(now, deps.config.acme.authorizationLifetime)}
       WHERE id = ${job.authzId} AND status = 'pending' AND EXISTS (SELECT 1 FROM ch) RETURNING id),
     job AS (
       UPDATE acme_jobs SET status = 'done', finished_at = ${now}, lease_holder = NULL, lease_until = NULL

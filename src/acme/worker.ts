@@ -74,7 +74,7 @@ async function claim(deps: AcmeDeps, holder: string, leaseMs: number): Promise<C
 
 /** Backoff between attempts: starts at min(5 s, retryFor/8), doubles, at most a minute. */
 function retryDelay(deps: AcmeDeps, attempts: number): number {
-  const base = Math.min(5_000, Math.max(250, deps.ctx.config.validation.retryFor / 8));
+  const base = Math.min(5_000, Math.max(250, deps.config.validation.retryFor / 8));
   return Math.min(60_000, base * 2 ** Math.max(0, attempts - 1));
 }
 
@@ -96,7 +96,7 @@ export interface ChallengeCheck {
 
 /** How long a replica may hold a job before another may take it over (longer than one check can take). */
 export function jobLeaseMs(deps: AcmeDeps): number {
-  return deps.ctx.config.validation.timeout * 3 + 30_000;
+  return deps.config.validation.timeout * 3 + 30_000;
 }
 
 /**
@@ -106,7 +106,7 @@ export function jobLeaseMs(deps: AcmeDeps): number {
  * changed meanwhile, e.g. its authorization was deactivated).
  */
 export async function attemptValidation(deps: AcmeDeps, check: ChallengeCheck): Promise<ChallengeRow | undefined> {
-  const cfg = validationConfig(deps.ctx.config.validation);
+  const cfg = validationConfig(deps.config.validation);
   const { identifier: id, kind } = check;
   let outcome = await validateChallenge(
     kind,
@@ -116,11 +116,11 @@ export async function attemptValidation(deps: AcmeDeps, check: ChallengeCheck): 
     cfg,
     deps.resolver,
   );
-  if (outcome.ok && deps.ctx.config.validation.caa) {
+  if (outcome.ok && deps.config.validation.caa) {
     outcome = await checkCaa(
       id,
       {
-        caIdentities: deps.ctx.config.acme.caaIdentities,
+        caIdentities: deps.config.acme.caaIdentities,
         accountUri: deps.urls.account(check.accountId),
         method: kind,
         wildcard: check.wildcard,

@@ -16,7 +16,14 @@ import type { NameConstraintsSpec } from './cert-builder.ts';
 import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
 import { chainPem, chainsFrom } from './chains.ts';
 import { ROOT_PATH_LENGTH } from './cross-certificates.ts';
-import { IssueWrites, recordBatch, type Recorded, recordLinked } from './issue-writes.ts';
+import {
+  IssueWrites,
+  recordBatch,
+  type Recorded,
+  recordLinked,
+  type Reservation,
+  reserveBatch,
+} from './issue-writes.ts';
 import { announceIssuerChange, chooseIssuer, IssuerRegistry, noIssuerFor } from './issuers.ts';
 import { checkNameConstraints, type NameConstraints, nameConstraintsOf } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
@@ -60,7 +67,20 @@ export interface IssueRequest {
   profile: string;
   /** Defaults to the profile's default lifetime. */
   lifetimeMs?: number;
+  /** Adds the TLS feature status_request (OCSP must-staple); only with an OCSP URL. */
+  mustStaple?: boolean;
   requester: string;
+  /**
+   * Runs in the transaction that reserves the serial (after the blocked-key check passed), so a
+   * caller's one-time right to a certificate (a bootstrap token) is spent with the reservation or
+   * not at all. Throwing refuses the request before anything is signed.
+   */
+  onReserved?: (trx: Executor, serial: string) => Promise<void>;
+  /**
+   * Runs in the transaction that marks the reservation `abandoned` when the signature is refused
+   * (a disabled key, a sealed hierarchy), so the caller can give back what `onReserved` took.
+   */
+  onAbandoned?: (trx: Executor, serial: string) => Promise<void>;
   /**
    * Runs in the transaction that records the certificate, so the caller's own bookkeeping (an ACME
    * order turning valid) commits with it or not at all.
@@ -284,7 +304,10 @@ export class CertificateAuthority {
             caIssuersUrl: caIssuersUrl(this.revocation.baseUrl, issuer.row.id),
           }
         : {};
+    if (req.mustStaple && !('ocspUrl' in urls))
+      throw new KeywardError('badCSR', 'OCSP must-staple needs a certificate with an OCSP URL');
     const tbs = issuer.builder.tbs({
+      ...(req.mustStaple ? { mustStaple: true } : {}),
       ...urls,
       serial: Buffer.from(serial, 'hex'),
       notBefore,
@@ -296,14 +319,23 @@ export class CertificateAuthority {
       keyEncipherment: req.keyType === 'rsa',
       certificatePolicies: profile.certificatePolicies,
     });
-    const reserved = await this.writes.reserve({
+    const reservation: Reservation = {
       serial,
       issuerId: issuer.row.id,
       profile: profile.name,
       requester: req.requester,
       request: JSON.stringify({ tbs: Buffer.from(tbs).toString('base64'), spkiSha256: spkiSha256.toString('hex') }),
       spkiSha256,
-    });
+    };
+    // With the caller's own spending (onReserved) in one transaction; else group-committed.
+    const onReserved = req.onReserved;
+    const reserved = onReserved
+      ? await this.db.transaction().execute(async (trx) => {
+          const [ok] = await reserveBatch(trx, [reservation]);
+          if (ok) await onReserved(trx, serial);
+          return ok === true;
+        })
+      : await this.writes.reserve(reservation);
     if (!reserved) {
       throw new KeywardError(
         'badPublicKey',
@@ -311,7 +343,13 @@ export class CertificateAuthority {
       );
     }
     crashPoint('serial-reserved', req.requester);
-    const der = await issuer.builder.sign(tbs, { serial, profile: profile.name, requester: req.requester });
+    let der: Uint8Array;
+    try {
+      der = await issuer.builder.sign(tbs, { serial, profile: profile.name, requester: req.requester });
+    } catch (err) {
+      await this.abandon(serial, req.onAbandoned);
+      throw err;
+    }
     crashPoint('certificate-signed', req.requester);
 
     // The certificate and its reservation turning `issued` in one statement (group-committed); with
@@ -363,6 +401,28 @@ export class CertificateAuthority {
     };
   }
 
+  /**
+   * A refused signature: the reservation will never become a certificate, so it is marked
+   * `abandoned` (with the caller's give-back) rather than left `reserved`, which would read as a
+   * signature whose record may have been lost. If even that write fails, the reservation stays
+   * `reserved` for crash recovery to settle.
+   */
+  private async abandon(serial: string, onAbandoned: IssueRequest['onAbandoned']): Promise<void> {
+    try {
+      await this.db.transaction().execute(async (trx) => {
+        await trx
+          .updateTable('serial_reservations')
+          .set({ status: 'abandoned' })
+          .where('serial', '=', serial)
+          .where('status', '=', 'reserved')
+          .execute();
+        await onAbandoned?.(trx, serial);
+      });
+    } catch {
+      // The signature's refusal is what the caller needs to hear; recovery handles the rest.
+    }
+  }
+
   revoke(serial: string, reason: number, requester: string): Promise<Revocation> {
     return revokeCertificate(this.db, this.kms.audit, { serial, reason, requester });
   }
@@ -385,6 +445,27 @@ export class CertificateAuthority {
       .limit(opts.limit ?? 100);
     if (opts.status) q = q.where('status', '=', opts.status);
     return q.execute();
+  }
+
+  /** Serial reservations that never became certificates, newest first. */
+  async reservations(opts: {
+    state: 'reserved' | 'abandoned';
+    limit?: number;
+  }): Promise<{ serial: string; issuerId: string; profile: string; requester: string; createdAt: Date }[]> {
+    const rows = await this.db
+      .selectFrom('serial_reservations')
+      .select(['serial', 'issuer_id', 'profile', 'requester', 'created_at'])
+      .where('status', '=', opts.state)
+      .orderBy('created_at', 'desc')
+      .limit(opts.limit ?? 100)
+      .execute();
+    return rows.map((r) => ({
+      serial: r.serial,
+      issuerId: r.issuer_id,
+      profile: r.profile,
+      requester: r.requester,
+      createdAt: r.created_at,
+    }));
   }
 
   /** The chain to the current root, leaf first (what ACME serves by default). */

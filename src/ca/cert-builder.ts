@@ -53,6 +53,8 @@ export interface LeafSpec {
   caIssuersUrl?: string;
   /** Certificate policy OIDs (RFC 5280 4.2.1.4), a profile's extra extension. */
   certificatePolicies?: string[];
+  /** TLS feature status_request (RFC 7633 OCSP must-staple), when the request asked for it. */
+  mustStaple?: boolean;
 }
 
 export interface IssuerInfo {
@@ -151,6 +153,8 @@ const SIGNATURE_OIDS: Record<SignatureAlgorithm, { oid: string; params?: () => a
 };
 
 const OID_CERTIFICATE_POLICIES = '2.5.29.32';
+/** RFC 7633 §6: TLS feature, a SEQUENCE of INTEGER features; 5 is status_request. */
+const OID_TLS_FEATURE = '1.3.6.1.5.5.7.1.24';
 
 const algIdCache = new Map<SignatureAlgorithm, Uint8Array>();
 
@@ -473,6 +477,8 @@ export function createLeafBuilder(issuer: IssuerInfo): LeafBuilder {
         ),
       );
     }
+    if (spec.mustStaple)
+      extensions.push(cache.get('must-staple', () => extension(OID_TLS_FEATURE, false, seq(smallInteger(5)))));
     const crl = spec.crlDistributionPoint;
     if (crl !== undefined) extensions.push(cache.get(`crl ${crl}`, () => wrapNameErrors(() => crlDpExtension(crl))));
     const { ocspUrl, caIssuersUrl } = spec;

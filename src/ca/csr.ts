@@ -21,6 +21,17 @@ export interface ParsedCsr {
   commonName?: string;
   /** From the extensionRequest attribute; IP addresses in canonical text form. */
   sans: SanSet;
+  /** The other extensions the CSR asks for, in its order; the issuance decision honours or refuses each. */
+  extensions: CsrExtension[];
+}
+
+/** A requested extension other than subjectAltName, undecoded. */
+export interface CsrExtension {
+  /** Dotted OID. */
+  oid: string;
+  critical: boolean;
+  /** The extnValue content (DER of the extension's value). */
+  value: Uint8Array;
 }
 
 /** Refusals are badCSR, or badPublicKey for the key itself (RFC 8555 §6.7). */
@@ -77,10 +88,11 @@ interface CsrParts {
   signature: Uint8Array;
   commonName?: string;
   sans: SanSet;
+  extensions: CsrExtension[];
 }
 
 /** The fields of a CSR as the CA reads them; structure only, nothing verified. */
-export type CsrFields = Omit<CsrParts, 'info' | 'signatureParams' | 'der'>;
+export type CsrFields = Omit<CsrParts, 'info' | 'signatureParams' | 'der' | 'extensions'>;
 
 /**
  * Reads a CSR by walking its DER (RFC 2986 §4), strictly, so that what we verify is exactly what
@@ -111,7 +123,10 @@ function split(der: Uint8Array): CsrParts {
     const sigBits = valueOf(der, expectTag(sig, TAG.BIT_STRING, 'signature'));
     if (sigBits.length < 2 || sigBits[0] !== 0) throw new DerError('bad signature BIT STRING');
     const commonName = readCommonName(der, expectTag(subject, TAG.SEQUENCE, 'subject'));
-    const sanValue = readSanRequest(der, expectTag(attributes, ATTRIBUTES_TAG, 'attributes'));
+    const { san: sanValue, extensions } = readExtensionRequest(
+      der,
+      expectTag(attributes, ATTRIBUTES_TAG, 'attributes'),
+    );
     const parts: CsrParts = {
       der,
       info: rawOf(der, info!),
@@ -121,6 +136,7 @@ function split(der: Uint8Array): CsrParts {
       signatureParams: algParts[1],
       signature: sigBits.subarray(1),
       sans: sanValue === undefined ? { dns: [], ip: [], uri: [], email: [] } : parseSans(sanValue),
+      extensions,
     };
     if (commonName !== undefined) parts.commonName = commonName;
     return parts;
@@ -230,10 +246,17 @@ function readCommonName(buf: Uint8Array, subject: Tlv): string | undefined {
   return cn;
 }
 
-/** The subjectAltName value from the one extensionRequest attribute (RFC 2985 §5.4.2), if any. */
-function readSanRequest(buf: Uint8Array, attributes: Tlv): Uint8Array | undefined {
+/**
+ * The subjectAltName value from the one extensionRequest attribute (RFC 2985 §5.4.2), if any, and
+ * the other extensions it asks for (each at most once, RFC 5280 §4.2).
+ */
+function readExtensionRequest(
+  buf: Uint8Array,
+  attributes: Tlv,
+): { san: Uint8Array | undefined; extensions: CsrExtension[] } {
   let requests = 0;
   let san: Uint8Array | undefined;
+  const others: CsrExtension[] = [];
   for (const attr of children(buf, attributes)) {
     const [type, values, ...extra] = children(buf, expectTag(attr, TAG.SEQUENCE, 'Attribute'));
     if (extra.length > 0) throw new DerError('Attribute has extra fields');
@@ -247,19 +270,26 @@ function readSanRequest(buf: Uint8Array, attributes: Tlv): Uint8Array | undefine
       const fields = children(buf, expectTag(ext, TAG.SEQUENCE, 'Extension'));
       const id = anOid(buf, fields[0], 'extension id');
       let next = 1;
+      let critical = false;
       if (fields[next]?.tag === TAG.BOOLEAN) {
-        const critical = valueOf(buf, fields[next++]!);
+        const flag = valueOf(buf, fields[next++]!);
         // DER: DEFAULT FALSE is never encoded, so a present flag is TRUE, 0xff.
-        if (critical.length !== 1 || critical[0] !== 0xff) throw new DerError('bad critical flag');
+        if (flag.length !== 1 || flag[0] !== 0xff) throw new DerError('bad critical flag');
+        critical = true;
       }
       const value = expectTag(fields[next], TAG.OCTET_STRING, 'extension value');
       if (fields.length !== next + 1) throw new DerError('Extension has extra fields');
-      if (!sameBytes(buf, id, OID_SAN)) continue;
+      if (!sameBytes(buf, id, OID_SAN)) {
+        const dotted = decodeOid(valueOf(buf, id));
+        if (others.some((e) => e.oid === dotted)) throw bad(`CSR asks for extension ${dotted} twice`);
+        others.push({ oid: dotted, critical, value: valueOf(buf, value).slice() });
+        continue;
+      }
       if (san !== undefined) throw bad('CSR has more than one subjectAltName extension');
       san = valueOf(buf, value);
     }
   }
-  return san;
+  return { san, extensions: others };
 }
 
 function checkKey(spki: Uint8Array): { keyType: KeyType; key: KeyObject } {
@@ -338,14 +368,14 @@ function parseSans(value: Uint8Array): SanSet {
 
 /** The structure of a CSR (DER) without any check of its key or signature: for tests and tools. */
 export function readCsr(der: Uint8Array): CsrFields {
-  const { info: _i, signatureParams: _p, der: _d, ...fields } = split(der);
+  const { info: _i, signatureParams: _p, der: _d, extensions: _e, ...fields } = split(der);
   return fields;
 }
 
 /**
  * Parses a PKCS#10 CSR (PEM text, or DER) and checks what the CA relies on: strict DER, version 1,
  * a key type we certify, and a valid self-signature (proof of possession). Requested extensions
- * other than subjectAltName are ignored; the profile decides them.
+ * other than subjectAltName are returned as they are; src/issuance/extensions.ts decides them.
  */
 export function parseCsr(input: string | Uint8Array): ParsedCsr {
   const der = toDer(input);
@@ -359,6 +389,7 @@ export function parseCsr(input: string | Uint8Array): ParsedCsr {
     subjectPublicKeyInfo: parts.spki,
     keyType: keyType.kind,
     sans: parts.sans,
+    extensions: parts.extensions,
   };
   if (keyType.kind === 'rsa') out.rsaBits = keyType.bits;
   if (parts.commonName !== undefined) out.commonName = parts.commonName;

@@ -58,7 +58,8 @@ export class IssueWrites {
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
-async function reserveBatch(db: Db, items: Reservation[]): Promise<boolean[]> {
+/** Reserves serials in one statement (in the caller's transaction when `db` is one). */
+export async function reserveBatch(db: Executor, items: Reservation[]): Promise<boolean[]> {
   // The blocked-key check and the reservation in one statement: no reservation for a blocked key.
   const { rows } = await sql<{ serial: string }>`
     INSERT INTO serial_reservations (serial, issuer_id, profile, requester, request)

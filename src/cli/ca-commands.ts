@@ -155,15 +155,19 @@ const issueCommand = defineCommand<{ csr: string; profile?: string; ttlMs?: numb
     const { parseCsr } = await import('../ca/csr.ts');
     const csr = parseCsr(input.csr);
     const profile = input.profile ?? 'tls-server';
-    const issued = await ctx.ca.issue({
-      subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
-      keyType: csr.keyType,
-      rsaBits: csr.rsaBits,
-      commonName: csr.commonName,
-      sans: csr.sans,
+    // The same decision as every other front end: profile limits, requested extensions, name policy.
+    const issued = await ctx.issuance.issue({
+      requester: { kind: 'operator', principal: input.principal },
+      names: csr.sans,
+      ...(csr.commonName !== undefined ? { commonName: csr.commonName } : {}),
+      publicKey: {
+        spki: csr.subjectPublicKeyInfo,
+        keyType: csr.keyType,
+        ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
+      },
       profile,
-      lifetimeMs: input.ttlMs,
-      requester: input.principal,
+      ...(input.ttlMs !== undefined ? { lifetimeMs: input.ttlMs } : {}),
+      extensions: csr.extensions,
     });
     return {
       serial: issued.serial,
@@ -184,22 +188,62 @@ function certLine(c: CertificateSummary): string {
   return `${c.serial}  ${c.status.padEnd(7)}  ${c.notAfter}  ${c.profile.padEnd(10)}  ${names}`;
 }
 
-const certsListCommand = defineCommand<{ status?: 'valid' | 'revoked'; limit?: number }, CertificateSummary[]>({
+interface ReservationSummary {
+  serial: string;
+  state: 'reserved' | 'abandoned';
+  issuerId: string;
+  profile: string;
+  requester: string;
+  createdAt: string;
+}
+
+type CertsListInput = { status?: 'valid' | 'revoked'; state?: 'reserved' | 'abandoned'; limit?: number };
+
+const certsListCommand = defineCommand<CertsListInput, CertificateSummary[] | ReservationSummary[]>({
   path: ['certs', 'list'],
-  usage: 'certs list [--status valid|revoked] [--limit N]',
-  summary: 'list issued certificates, newest first',
-  options: { status: { type: 'string' }, limit: { type: 'string' } },
+  usage: 'certs list [--status valid|revoked | --state reserved|abandoned] [--limit N]',
+  summary:
+    'list issued certificates, newest first; --state lists serials reserved but never recorded as certificates (reserved: signing or lost in a crash; abandoned: the signature was refused)',
+  options: { status: { type: 'string' }, state: { type: 'string' }, limit: { type: 'string' } },
   input: (values) => {
     const status = values.status;
     if (status !== undefined && status !== 'valid' && status !== 'revoked')
       throw new UsageError('--status must be valid or revoked');
+    const state = values.state;
+    if (state !== undefined && state !== 'reserved' && state !== 'abandoned')
+      throw new UsageError('--state must be reserved or abandoned');
+    if (status !== undefined && state !== undefined)
+      throw new UsageError('--status (certificates) and --state (reservations) cannot be combined');
     const limit = values.limit === undefined ? undefined : Number(values.limit);
     if (limit !== undefined && (!Number.isInteger(limit) || limit < 1))
       throw new UsageError('--limit must be a positive whole number');
-    return { status, limit };
+    return { status, state, limit };
   },
-  run: async (ctx, input) => (await ctx.ca.certificates(input)).map(certificateSummary),
-  format: (out) => (out.length ? out.map(certLine).join('\n') + '\n' : 'No certificates.\n'),
+  run: async (ctx, input) => {
+    if (input.state === undefined)
+      return (await ctx.ca.certificates({ status: input.status, limit: input.limit })).map(certificateSummary);
+    const state = input.state;
+    return (await ctx.ca.reservations({ state, limit: input.limit })).map((r) => ({
+      serial: r.serial,
+      state,
+      issuerId: r.issuerId,
+      profile: r.profile,
+      requester: r.requester,
+      createdAt: r.createdAt.toISOString(),
+    }));
+  },
+  format: (out) => {
+    if (out.length === 0) return 'No certificates.\n';
+    return (
+      out
+        .map((c) =>
+          'state' in c
+            ? `${c.serial}  ${c.state.padEnd(9)}  ${c.createdAt}  ${c.profile.padEnd(10)}  ${c.requester}`
+            : certLine(c),
+        )
+        .join('\n') + '\n'
+    );
+  },
 });
 
 interface CertificateDetail extends CertificateSummary {

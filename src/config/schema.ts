@@ -45,6 +45,12 @@ export const profileSchema = z
       .describe('Certificate policy OIDs written into every certificate of the profile.'),
     sanTypes: z.array(sanType).default(['dns', 'ip']).describe('Subject alternative name types allowed.'),
     maxNames: z.number().int().min(1).max(1000).default(100).describe('Most names in one certificate.'),
+    mustStaple: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Honour a CSR that asks for OCSP must-staple (TLS feature status_request, RFC 7633; certbot --must-staple) when the certificate carries an OCSP URL. false, or a certificate under passive revocation: such a CSR is refused with badCSR, never signed without the extension.',
+      ),
     passiveRevocationAtOrBelow: duration
       .optional()
       .describe(

@@ -4,9 +4,9 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { SecureContextOptions } from 'node:tls';
 
-import type { CertificateAuthority } from '../ca/authority.ts';
 import { buildSelfSignedCa } from '../ca/cert-builder.ts';
 import { toPem } from '../ca/pem.ts';
+import type { Issuance } from '../issuance/index.ts';
 import { keyObjectSigner } from '../kms/signer.ts';
 
 export interface TlsIdentity {
@@ -17,20 +17,19 @@ export interface TlsIdentity {
 }
 
 /** The HTTPS listener's own certificate, issued by this CA for the configured hostnames. */
-export async function issueTlsIdentity(ca: CertificateAuthority, hostnames: readonly string[]): Promise<TlsIdentity> {
+export async function issueTlsIdentity(issuance: Issuance, hostnames: readonly string[]): Promise<TlsIdentity> {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-  const issued = await ca.issue({
-    subjectPublicKeyInfo: new Uint8Array(publicKey.export({ type: 'spki', format: 'der' })),
-    keyType: 'ecdsa-p256',
-    commonName: hostnames[0],
-    sans: {
+  const issued = await issuance.issue({
+    requester: { kind: 'server' },
+    publicKey: { spki: new Uint8Array(publicKey.export({ type: 'spki', format: 'der' })), keyType: 'ecdsa-p256' },
+    ...(hostnames[0] !== undefined ? { commonName: hostnames[0] } : {}),
+    names: {
       dns: hostnames.filter((h) => isIP(h) === 0),
       ip: hostnames.filter((h) => isIP(h) !== 0),
       uri: [],
       email: [],
     },
     profile: 'tls-server',
-    requester: 'keyward:https-listener',
   });
   return {
     options: { key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, cert: issued.chainPem },

@@ -1,12 +1,20 @@
+import type { IssuedCertificate } from '../ca/authority.ts';
 import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
 import { normalizeSans } from '../ca/names.ts';
 import type { AppContext } from '../context.ts';
 import { type Clock, systemClock } from '../core/clock.ts';
 import { KeywardError } from '../core/errors.ts';
-import { identifiersOf, sanCount, type SanSet } from '../core/identifiers.ts';
-import { evaluateNames, policyRefusal } from '../policy/names.ts';
+import { sanCount, type SanSet } from '../core/identifiers.ts';
+import type { IssuanceRequest, Requester } from '../issuance/index.ts';
 import { authenticatePeer } from './peer.ts';
-import { consumeToken, recordTokenSerial, signUrl, verifyBootstrapToken } from './tokens.ts';
+import {
+  consumableToken,
+  consumeToken,
+  recordTokenSerial,
+  returnToken,
+  signUrl,
+  verifyBootstrapToken,
+} from './tokens.ts';
 
 export interface MeshCertificate {
   serial: string;
@@ -41,7 +49,8 @@ function namesFor(csr: ParsedCsr, granted: SanSet, what: string): SanSet {
 
 /**
  * Mesh issuance: bootstrap by one-time token (/v1/sign) and renewal by the current certificate
- * (/v1/renew). Each step re-checks the name policy; the CA re-checks the profile itself.
+ * (/v1/renew). Both translate into an IssuanceRequest; src/issuance decides (profile, names,
+ * policy, extensions) and signs.
  */
 export class MeshService {
   constructor(
@@ -49,27 +58,21 @@ export class MeshService {
     private readonly clock: Clock = systemClock,
   ) {}
 
-  private async checkPolicy(sans: SanSet): Promise<string> {
-    const issuer = (await this.ctx.ca.issuers()).find((i) => i.kind === 'intermediate' && i.active);
-    const evaluation = await evaluateNames(
-      this.ctx.database.db,
-      this.ctx.config.policy,
-      identifiersOf(sans),
-      issuer ? { issuerId: issuer.id } : {},
-    );
-    if (!evaluation.allowed) throw policyRefusal(evaluation);
-    return issuer?.id ?? '';
+  private request(csr: ParsedCsr, sans: SanSet, profile: string, requester: Requester): IssuanceRequest {
+    return {
+      requester,
+      names: sans,
+      publicKey: {
+        spki: csr.subjectPublicKeyInfo,
+        keyType: csr.keyType,
+        ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
+      },
+      profile,
+      extensions: csr.extensions,
+    };
   }
 
-  private async issue(csr: ParsedCsr, sans: SanSet, profile: string, requester: string): Promise<MeshCertificate> {
-    const issued = await this.ctx.ca.issue({
-      subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
-      keyType: csr.keyType,
-      ...(csr.rsaBits !== undefined ? { rsaBits: csr.rsaBits } : {}),
-      sans,
-      profile,
-      requester,
-    });
+  private async render(issued: IssuedCertificate): Promise<MeshCertificate> {
     return {
       serial: issued.serial,
       certificate: issued.chainPem,
@@ -95,11 +98,20 @@ export class MeshService {
         'invalidProfile',
         `the token names profile "${token.profile}", which this CA no longer has`,
       );
-    await this.checkPolicy(sans);
-    await consumeToken(this.ctx.database.db, token.jti, now);
-    const cert = await this.issue(csr, sans, token.profile, `mesh:token:${token.jti}`);
-    await recordTokenSerial(this.ctx.database.db, token.jti, cert.serial);
-    return cert;
+    const db = this.ctx.database.db;
+    // Every check first (reads only); then the token is spent in the serial reservation's
+    // transaction, given back if the signature is refused, and tied to its certificate in the
+    // transaction that records it: spending and issuing succeed or fail together.
+    await consumableToken(db, token.jti, now);
+    const decision = await this.ctx.issuance.decide(
+      this.request(csr, sans, token.profile, { kind: 'mesh-token', jti: token.jti }),
+    );
+    const issued = await this.ctx.issuance.sign(decision, {
+      onReserved: (trx) => consumeToken(trx, token.jti, now),
+      onAbandoned: (trx) => returnToken(trx, token.jti),
+      onRecorded: (trx, serial) => recordTokenSerial(trx, token.jti, serial),
+    });
+    return this.render(issued);
   }
 
   /**
@@ -119,7 +131,9 @@ export class MeshService {
       );
     const csr = csrOf(body.csr);
     const sans = namesFor(csr, current.sans, `the current certificate (serial ${current.serial})`);
-    await this.checkPolicy(sans);
-    return this.issue(csr, sans, current.profile, `mesh:renew:${current.serial}`);
+    const issued = await this.ctx.issuance.issue(
+      this.request(csr, sans, current.profile, { kind: 'mesh-renew', serial: current.serial }),
+    );
+    return this.render(issued);
   }
 }

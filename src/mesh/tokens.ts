@@ -6,7 +6,7 @@ import { normalizeSans } from '../ca/names.ts';
 import { ADMIN_PROFILE, type Config } from '../config/load.ts';
 import { KeywardError } from '../core/errors.ts';
 import { identifiersOf, type SanSet } from '../core/identifiers.ts';
-import type { Db } from '../db/schema.ts';
+import type { Db, Executor } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import { evaluateNames, policyRefusal } from '../policy/names.ts';
 import { ensureProvisioner, findProvisioner, signJwt } from './provisioner.ts';
@@ -166,7 +166,34 @@ export async function verifyBootstrapToken(
  * Marks the token used. One conditional UPDATE, so two replicas racing on the same token cannot
  * both win. Called after every other check passed, so a refused CSR does not burn the token.
  */
-export async function consumeToken(db: Db, jti: string, now: Date): Promise<void> {
+/** Why a token can't be spent: unknown, used (and when) or expired. */
+async function spentTokenError(db: Executor, jti: string, now: Date): Promise<KeywardError | undefined> {
+  const known = await db
+    .selectFrom('mesh_tokens')
+    .select(['used_at', 'expires_at'])
+    .where('jti', '=', jti)
+    .executeTakeFirst();
+  if (!known) return new KeywardError('unauthenticated', 'the bootstrap token is unknown to this CA');
+  if (known.used_at)
+    return new KeywardError(
+      'unauthenticated',
+      `the bootstrap token was already used (at ${known.used_at.toISOString()}); tokens are single-use`,
+    );
+  if (known.expires_at <= now) return new KeywardError('unauthenticated', 'the bootstrap token has expired');
+  return undefined;
+}
+
+/** Refuses a token that could not be spent now, without spending it (reads only). */
+export async function consumableToken(db: Executor, jti: string, now: Date): Promise<void> {
+  const error = await spentTokenError(db, jti, now);
+  if (error) throw error;
+}
+
+/**
+ * Spends the token: one conditional update, so of two concurrent uses exactly one wins. Run in the
+ * transaction that reserves the certificate's serial (src/mesh/service.ts).
+ */
+export async function consumeToken(db: Executor, jti: string, now: Date): Promise<void> {
   const row = await db
     .updateTable('mesh_tokens')
     .set({ used_at: now })
@@ -176,20 +203,22 @@ export async function consumeToken(db: Db, jti: string, now: Date): Promise<void
     .returning('jti')
     .executeTakeFirst();
   if (row) return;
-  const known = await db
-    .selectFrom('mesh_tokens')
-    .select(['used_at', 'expires_at'])
-    .where('jti', '=', jti)
-    .executeTakeFirst();
-  if (!known) throw new KeywardError('unauthenticated', 'the bootstrap token is unknown to this CA');
-  if (known.used_at)
-    throw new KeywardError(
-      'unauthenticated',
-      `the bootstrap token was already used (at ${known.used_at.toISOString()}); tokens are single-use`,
-    );
-  throw new KeywardError('unauthenticated', 'the bootstrap token has expired');
+  throw (
+    (await spentTokenError(db, jti, now)) ??
+    new KeywardError('unauthenticated', 'the bootstrap token could not be spent')
+  );
 }
 
-export async function recordTokenSerial(db: Db, jti: string, serial: string): Promise<void> {
+/** Gives a spent token back when its certificate was not signed after all. */
+export async function returnToken(db: Executor, jti: string): Promise<void> {
+  await db
+    .updateTable('mesh_tokens')
+    .set({ used_at: null })
+    .where('jti', '=', jti)
+    .where('used_serial', 'is', null)
+    .execute();
+}
+
+export async function recordTokenSerial(db: Executor, jti: string, serial: string): Promise<void> {
   await db.updateTable('mesh_tokens').set({ used_serial: serial }).where('jti', '=', jti).execute();
 }

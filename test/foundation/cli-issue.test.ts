@@ -167,6 +167,57 @@ describe('keyward CLI: init, issue, certs', () => {
     });
   }
 
+  it('applies the global name policy to a CSR signed from the command line, as ACME does', async () => {
+    const add = await keyward(['policy', 'add', '--scope', 'global', '--deny', '*.prod.internal', '--json'], env);
+    expect(add.code, add.stderr).toBe(0);
+    const ruleId = (JSON.parse(add.stdout) as { rule: { id: string } }).rule.id;
+    try {
+      const before = await certCount();
+      const { dir } = opensslCsr({ subject: '/CN=db.prod.internal', san: 'DNS:db.prod.internal' });
+      const r = await keyward(['issue', '--csr', join(dir, 'req.csr')], env);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/rejectedIdentifier: .*policy refuses/i);
+      expect(r.stdout).toBe('');
+      expect(await certCount()).toBe(before);
+    } finally {
+      const rm = await keyward(['policy', 'remove', ruleId], env);
+      expect(rm.code, rm.stderr).toBe(0);
+    }
+  });
+
+  it('honours OCSP must-staple when the profile allows it, and refuses it where the certificate has no OCSP URL', async () => {
+    const staple = opensslCsr({ san: 'DNS:staple.internal', addext: ['tlsfeature=status_request'] });
+    const r = await keyward(['issue', '--csr', join(staple.dir, 'req.csr'), '--json'], env);
+    expect(r.code, r.stderr).toBe(0);
+    expect(opensslText(JSON.parse(r.stdout).chainPem)).toMatch(/TLS Feature:\s*status_request/);
+
+    // mtls at its default lifetime is passive (no OCSP URL): a must-staple certificate could never be served.
+    const mtls = opensslCsr({ san: 'DNS:staple-mtls.internal', addext: ['tlsfeature=status_request'] });
+    const before = await certCount();
+    const refused = await keyward(['issue', '--csr', join(mtls.dir, 'req.csr'), '--profile', 'mtls'], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/badCSR: .*must-staple \(TLS feature extension, 1\.3\.6\.1\.5\.5\.7\.1\.24\)/);
+    expect(await certCount()).toBe(before);
+  });
+
+  it('refuses a requested extension the certificate would not carry, naming it', async () => {
+    const eku = opensslCsr({ san: 'DNS:eku.internal', addext: ['extendedKeyUsage=clientAuth'] });
+    const r = await keyward(['issue', '--csr', join(eku.dir, 'req.csr')], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/badCSR: .*extendedKeyUsage clientAuth, which profile tls-server does not carry/);
+    const other = opensslCsr({ san: 'DNS:other.internal', addext: ['1.2.3.4.5=ASN1:UTF8String:hello'] });
+    const o = await keyward(['issue', '--csr', join(other.dir, 'req.csr')], env);
+    expect(o.code).toBe(1);
+    expect(o.stderr).toMatch(/badCSR: .*extension 1\.2\.3\.4\.5/);
+    // What the profile sets anyway is accepted: openssl's usual v3_req extensions.
+    const usual = opensslCsr({
+      san: 'DNS:usual.internal',
+      addext: ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature', 'extendedKeyUsage=serverAuth'],
+    });
+    const u = await keyward(['issue', '--csr', join(usual.dir, 'req.csr')], env);
+    expect(u.code, u.stderr).toBe(0);
+  });
+
   it('names the option when the command line is wrong', async () => {
     const r = await keyward(['issue', '--csr', '/nonexistent.csr'], env);
     expect(r.code).toBe(2);

@@ -159,6 +159,35 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
     expect(parseCsr(subset.csrPem).sans.uri).toEqual([ID]);
   });
 
+  it('a token is spent only with a certificate: a profile limit or a blocked key refuses the request and the token stays usable', async () => {
+    const t = await token();
+    const tokens = () => ca.ctx.database.db.selectFrom('mesh_tokens').select(['used_at', 'used_serial']);
+    // The profile refuses the key (checked before anything is spent).
+    const weak = opensslCsr({ keyArgs: ['-newkey', 'rsa:1024'], san: `URI:${ID}` });
+    const r1 = await sign({ csr: weak.csrPem, token: t });
+    expect(r1.status).toBe(400);
+    expect(r1.json.type).toBe('urn:ietf:params:acme:error:badPublicKey');
+    // The signing core refuses a key revoked for keyCompromise, in the statement that reserves the serial.
+    const blocked = opensslCsr({ san: `URI:${ID}` });
+    const spki = parseCsr(blocked.csrPem).subjectPublicKeyInfo;
+    const { createHash } = await import('node:crypto');
+    await ca.ctx.database.db
+      .insertInto('blocked_keys')
+      .values({ spki_sha256: createHash('sha256').update(spki).digest(), reason: 'keyCompromise', source_serial: null })
+      .execute();
+    const r2 = await sign({ csr: blocked.csrPem, token: t });
+    expect(r2.status).toBe(400);
+    expect(r2.json.type).toBe('urn:ietf:params:acme:error:badPublicKey');
+    expect(String(r2.json.detail)).toContain('keyCompromise');
+
+    const ok = await sign({ csr: (await newKeyAndCsr()).csrPem, token: t });
+    expect(ok.status, JSON.stringify(ok.json)).toBe(200);
+    const jti = JSON.parse(Buffer.from(t.split('.')[1]!, 'base64url').toString()).jti as string;
+    const row = await tokens().where('jti', '=', jti).executeTakeFirstOrThrow();
+    expect(row.used_at).not.toBeNull();
+    expect(row.used_serial).toBe(ok.json.serial);
+  });
+
   it('a rule added after the token was minted refuses it at /v1/sign, naming the rule', async () => {
     const t = await token({ dns: ['db.pay.svc.cluster.local'] });
     const issuer = (await ca.ctx.ca.issuers()).find((i) => i.kind === 'intermediate')!;

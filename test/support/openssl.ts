@@ -8,7 +8,7 @@ export function tempDir(prefix = 'kw-ossl-'): string {
 }
 
 /** A key and CSR made by the real openssl binary. `keyArgs` e.g. ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256']. */
-export function opensslCsr(opts: { keyArgs?: string[]; subject?: string; san?: string } = {}): {
+export function opensslCsr(opts: { keyArgs?: string[]; subject?: string; san?: string; addext?: string[] } = {}): {
   csrPem: string;
   keyPem: string;
   dir: string;
@@ -27,6 +27,7 @@ export function opensslCsr(opts: { keyArgs?: string[]; subject?: string; san?: s
     opts.subject ?? '/CN=app.internal',
   ];
   if (opts.san) args.push('-addext', `subjectAltName=${opts.san}`);
+  for (const ext of opts.addext ?? []) args.push('-addext', ext);
   execFileSync('openssl', args, { stdio: 'pipe' });
   return {
     csrPem: readFileSync(join(dir, 'req.csr'), 'utf8'),

@@ -1,0 +1,78 @@
+import type { CertificateAuthority, IssuedCertificate, IssueRequest } from '../ca/authority.ts';
+import type { Profile } from '../config/schema.ts';
+import type { Identifier } from '../core/identifiers.ts';
+import type { Db } from '../db/schema.ts';
+import type { PolicySettings } from '../policy/index.ts';
+import { checkNames, decide, type Decision, type DecisionInputs } from './decide.ts';
+import { type IssuanceRequest, type Requester, requesterLabel } from './request.ts';
+
+export { type Decision, policySubjectOf } from './decide.ts';
+export { OID_TLS_FEATURE } from './extensions.ts';
+export type { IssuanceRequest, RequestedExtension, Requester, SubjectPublicKey } from './request.ts';
+export { requesterLabel } from './request.ts';
+
+/** The front end's own bookkeeping, run in the signing core's transactions (see IssueRequest). */
+export type IssuanceHooks = Pick<IssueRequest, 'onReserved' | 'onAbandoned' | 'onRecorded' | 'recordWith'>;
+
+/** The part of the signing core issuance uses. */
+export type SigningCore = Pick<CertificateAuthority, 'issue' | 'issuerForProfile'>;
+
+export interface IssuanceDeps {
+  db: Db;
+  ca: SigningCore;
+  profiles: ReadonlyMap<string, Profile>;
+  policy: PolicySettings;
+  /** False when the CA writes no CRL/OCSP URLs into certificates (no HTTP base URL). */
+  revocationUrls: boolean;
+}
+
+/**
+ * The one issuance decision path. Every front end (ACME finalize, /v1/sign, /v1/renew, `keyward
+ * issue`, the HTTPS listener's own identity) translates its input into an IssuanceRequest, and
+ * this decides it (decide.ts) and has the signing core sign it. Front ends render the outcome.
+ */
+export class Issuance {
+  private readonly inputs: DecisionInputs;
+
+  constructor(private readonly deps: IssuanceDeps) {
+    this.inputs = {
+      db: deps.db,
+      profiles: deps.profiles,
+      policy: deps.policy,
+      revocationUrls: deps.revocationUrls,
+      issuerId: async (profile) => (await deps.ca.issuerForProfile(profile)).id,
+    };
+  }
+
+  /** Everything that can refuse before anything is written. */
+  decide(req: IssuanceRequest): Promise<Decision> {
+    return decide(this.inputs, req);
+  }
+
+  /** The name policy alone, for a front end that refuses names early (ACME newOrder). */
+  checkNames(requester: Requester, identifiers: readonly Identifier[], profile: string): Promise<void> {
+    return checkNames(this.inputs, requester, identifiers, profile);
+  }
+
+  /** Signs a decided request. */
+  sign(decision: Decision, hooks: IssuanceHooks = {}): Promise<IssuedCertificate> {
+    const req = decision.request;
+    return this.deps.ca.issue({
+      subjectPublicKeyInfo: req.publicKey.spki,
+      keyType: req.publicKey.keyType,
+      ...(req.publicKey.rsaBits !== undefined ? { rsaBits: req.publicKey.rsaBits } : {}),
+      ...(req.commonName !== undefined ? { commonName: req.commonName } : {}),
+      sans: decision.sans,
+      profile: decision.profile.name,
+      lifetimeMs: decision.lifetimeMs,
+      ...(decision.mustStaple ? { mustStaple: true } : {}),
+      requester: requesterLabel(req.requester),
+      ...hooks,
+    });
+  }
+
+  /** Decides, then signs. */
+  async issue(req: IssuanceRequest, hooks: IssuanceHooks = {}): Promise<IssuedCertificate> {
+    return this.sign(await this.decide(req), hooks);
+  }
+}
