@@ -9,8 +9,8 @@ import { bytesEqual, readIssuerCertificate } from './ocsp-signer-cert.ts';
  * ACME Renewal Information (RFC 9773). The certID names a certificate by its issuer's key
  * identifier and its serial: base64url(AKI keyIdentifier) "." base64url(serial INTEGER content
  * octets), both without padding (section 4.1). The suggested window is the last third of the
- * certificate's lifetime; a revoked certificate gets a window that has already begun, so a client
- * renews at once.
+ * certificate's lifetime; a revoked certificate gets a window that has already begun and lasts an
+ * hour more, so a client renews at once.
  */
 
 /** A certID that is not one (RFC 9773 §4.1): malformed. */
@@ -81,6 +81,9 @@ export async function renewalInfo(db: Db, certId: AriCertId): Promise<RenewalInf
   return { suggestedWindow: suggestedWindow(row) };
 }
 
+/** How far a revoked certificate's window reaches on either side of now. */
+const REVOKED_WINDOW_MS = 3_600_000;
+
 export function suggestedWindow(cert: {
   not_before: Date;
   not_after: Date;
@@ -90,9 +93,14 @@ export function suggestedWindow(cert: {
 }): { start: string; end: string } {
   const now = new Date(cert.now);
   if (cert.status === 'revoked') {
-    // Already open: from the revocation (or now) to now, so any client renews immediately.
-    const start = cert.revoked_at && cert.revoked_at <= now ? new Date(cert.revoked_at) : now;
-    return { start: start.toISOString(), end: now.toISOString() };
+    // RFC 9773 §4.2: a window that has begun and lasts long enough to act in. From the
+    // revocation (at least an hour back) to an hour ahead: a client picking a random time in it
+    // renews at once more often than not, and within the hour otherwise; one that only checks
+    // whether now is inside the window (a timer-driven certbot) finds it inside. A window whose
+    // start equals its end gives a client nothing to pick from.
+    const revokedAt = cert.revoked_at && cert.revoked_at <= now ? cert.revoked_at.getTime() : now.getTime();
+    const start = Math.min(revokedAt, now.getTime() - REVOKED_WINDOW_MS);
+    return { start: new Date(start).toISOString(), end: new Date(now.getTime() + REVOKED_WINDOW_MS).toISOString() };
   }
   const nb = new Date(cert.not_before).getTime();
   const na = new Date(cert.not_after).getTime();

@@ -214,6 +214,13 @@ describe('replaces (RFC 9773)', () => {
     let serialHex = leaf.serialNumber;
     if (parseInt(serialHex.slice(0, 2), 16) >= 0x80) serialHex = `00${serialHex}`;
     const certId = `${Buffer.from(aki, 'hex').toString('base64url')}.${Buffer.from(serialHex, 'hex').toString('base64url')}`;
+    // The issuer half counts too: a made-up key identifier with the right serial names no certificate of ours.
+    const madeUp = `${Buffer.alloc(20, 7).toString('base64url')}.${certId.split('.')[1]}`;
+    await expect(
+      client.createOrder({ identifiers: [{ type: 'dns', value: 'ari.example.test' }], replaces: madeUp } as Parameters<
+        acme.Client['createOrder']
+      >[0]),
+    ).rejects.toThrow(/did not issue/);
     const order = await client.createOrder({
       identifiers: [{ type: 'dns', value: 'ari.example.test' }],
       replaces: certId,

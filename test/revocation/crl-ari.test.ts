@@ -138,10 +138,10 @@ describe('CRLs and renewal information', () => {
       await ca.ctx.ca.revoke(leaf.serial, 4, 'test');
       const r = JSON.parse((await ari(ariCertId(issuer.certificate, leaf.serial))).body);
       const now = Date.now();
-      expect(Date.parse(r.suggestedWindow.start)).toBeLessThanOrEqual(now);
-      expect(Date.parse(r.suggestedWindow.end)).toBeLessThanOrEqual(now);
-      expect(Date.parse(r.suggestedWindow.end)).toBeGreaterThan(now - 10_000);
-      expect(Date.parse(r.suggestedWindow.start)).toBeLessThanOrEqual(Date.parse(r.suggestedWindow.end));
+      // RFC 9773 §4.2: begun, and long enough to act in (not a zero-length window at now).
+      expect(Date.parse(r.suggestedWindow.start)).toBeLessThanOrEqual(now - 3_590_000);
+      expect(Date.parse(r.suggestedWindow.end)).toBeGreaterThan(now + 3_000_000);
+      expect(Date.parse(r.suggestedWindow.end)).toBeLessThanOrEqual(now + 3_610_000);
     });
 
     it('refuses a malformed certID with a malformed problem, an unknown one with 404', async () => {
