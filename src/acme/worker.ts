@@ -29,8 +29,14 @@ interface ClaimedJob {
   key_thumbprint: string | null;
 }
 
-/** Problems no retry can fix: policy refusals and our own checks. */
-const FINAL: ReadonlySet<ValidationProblem['type']> = new Set(['caa', 'malformed']);
+/**
+ * Only network trouble is worth another attempt: a refused or timed-out connection, a DNS lookup
+ * that failed. A wrong answer (incorrectResponse), a 404 or a missing TXT record (unauthorized), a
+ * bad TLS certificate, CAA and our own refusals are final at once, so the client sees `invalid`
+ * with the reason on its next poll instead of waiting out `validation.retryFor` (certbot gives up
+ * after ~30 s and never shows the reason).
+ */
+const TRANSIENT: ReadonlySet<ValidationProblem['type']> = new Set(['connection', 'dns']);
 
 export function validationConfig(v: ParsedConfig['validation']): ValidationConfig {
   return {
@@ -136,7 +142,7 @@ export async function attemptValidation(deps: AcmeDeps, check: ChallengeCheck): 
   }
   const problem = problemJson(outcome.problem);
   const now = deps.clock.now();
-  const final = FINAL.has(outcome.problem.type) || now >= check.deadline;
+  const final = !TRANSIENT.has(outcome.problem.type) || now >= check.deadline;
   let settled: ChallengeRow | undefined;
   if (final) {
     settled = await settleInvalid(deps, { ...job, identifier: id.value }, problem, deps.holder);
@@ -145,6 +151,19 @@ export async function attemptValidation(deps: AcmeDeps, check: ChallengeCheck): 
     settled = await scheduleRetry(deps, job, problem, next, deps.holder);
     deps.kickWorker();
   }
+  // Operators see why a client's validation failed without asking the client.
+  deps.log.info(
+    {
+      identifier: id.value,
+      type: kind,
+      problem: outcome.problem.type,
+      detail: outcome.problem.detail,
+      account: check.accountId,
+      attempt: check.attempts,
+      outcome: final ? 'invalid' : 'retry',
+    },
+    final ? 'validation failed; the authorization is invalid' : 'validation failed; retrying',
+  );
   events.validation.publish({
     identifier: id.value,
     type: kind,

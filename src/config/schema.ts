@@ -264,8 +264,10 @@ export const configSchema = z
           ),
         timeout: duration.prefault('10s').describe('Time-out of one validation attempt.'),
         retryFor: duration
-          .prefault('2m')
-          .describe('A failing check is retried with back-off for this long before the challenge turns invalid.'),
+          .prefault('20s')
+          .describe(
+            'How long a check failing for network reasons (connection refused or timed out, DNS lookup failed) is retried with back-off before the challenge turns invalid; any other failure (wrong answer, 404, no TXT record, TLS, CAA) is final at once. The default lets clients that give up after ~30 s (certbot) see the reason; lengthen it for flaky networks.',
+          ),
         maxRedirects: z.number().int().min(0).max(20).default(10).describe('Redirects followed during http-01.'),
         maxBodyBytes: z
           .number()

@@ -55,8 +55,10 @@ describe('validation jobs', () => {
     expect((await client.getOrder(order)).status).toBe('ready');
   });
 
-  it('a failing check is retried: the challenge stays processing with its error, then turns valid', async () => {
+  it('a check failing for network reasons is retried: the challenge stays processing with its error, then turns valid', async () => {
     const { client, authz, order } = await pendingOrder('retry.example.test');
+    // Nothing listens on 127.0.0.2: the connection is refused, which is worth another attempt.
+    env.dns.setA('retry.example.test', '127.0.0.2');
     const challenge = authz.challenges.find((c) => c.type === 'http-01')!;
     const started = await internals(client).api.apiRequest(challenge.url, {});
     expect(started.status).toBe(200);
@@ -68,7 +70,8 @@ describe('validation jobs', () => {
       seen = (await internals(client).api.apiRequest(challenge.url, null, [200])).data;
     }
     expect(seen.status).toBe('processing');
-    expect(seen.error?.type).toBe('urn:ietf:params:acme:error:unauthorized');
+    expect(seen.error?.type).toBe('urn:ietf:params:acme:error:connection');
+    resolveToLoopback(env, 'retry.example.test');
     await publish(env, client, authz, 'http-01');
     const done = await client.waitForValidStatus(challenge);
     expect(done.status).toBe('valid');

@@ -56,7 +56,14 @@ describe('real ACME clients', () => {
   beforeAll(async () => {
     store = await createTestStore();
     dns = await startTestDnsServer();
-    for (const name of ['certbot-http.test', 'certbot-dns.test', 'lego-http.test', 'lego-dns.test'])
+    for (const name of [
+      'certbot-http.test',
+      'certbot-dns.test',
+      'certbot-wrong.test',
+      'lego-http.test',
+      'lego-dns.test',
+      'lego-wrong.test',
+    ])
       dns.setA(name, '127.0.0.1');
     // Hooks of the clients publish TXT records through this endpoint.
     control = createServer((req, res) => {
@@ -80,7 +87,8 @@ describe('real ACME clients', () => {
       [
         `https: { listen: "127.0.0.1:${httpsPort}", hostnames: [localhost] }`,
         `http: { listen: "127.0.0.1:${httpPort}" }`,
-        `validation: { httpPort: ${challengePort}, dnsResolver: "${dns.address}", retryFor: 30s, timeout: 5s }`,
+        // validation.retryFor at its default: a failure must reach the clients before they give up.
+        `validation: { httpPort: ${challengePort}, dnsResolver: "${dns.address}", timeout: 5s }`,
         'log: { level: warn }',
       ].join('\n'),
     );
@@ -109,6 +117,18 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
     await dns?.close();
     await store?.cleanup();
   });
+
+  /** A web server on the http-01 port answering every challenge wrongly, while `run` runs. */
+  async function wrongAnswers<T>(run: () => Promise<T>): Promise<T> {
+    const wrong = createServer((_req, res) => res.end('not-the-key-authorization'));
+    await new Promise<void>((resolve) => wrong.listen(challengePort, '127.0.0.1', () => resolve()));
+    try {
+      return await run();
+    } finally {
+      await new Promise<void>((resolve) => wrong.close(() => resolve()));
+    }
+  }
+  const serverDetail = /Expected \\?"[\w-]+\.[\w-]+\\?" \(got \\?"not-the-key-authorization\\?"\)/;
 
   async function certStatus(serial: string): Promise<string> {
     const r = await keyward(['certs', 'show', serial, '--json'], env);
@@ -173,6 +193,7 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
           'dns',
           '--manual-auth-hook',
           join(work, 'txt-hook.sh'),
+          '--must-staple',
           '-d',
           'certbot-dns.test',
           '--cert-name',
@@ -182,6 +203,39 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
       );
       expect(r.code, r.output).toBe(0);
       expect(opensslVerify(rootPem, live('dns'))).toMatchObject({ ok: true });
+      // --must-staple is honoured (tls-server allows it), not dropped.
+      expect(opensslText(live('dns'))).toMatch(/TLS Feature:\s*status_request/);
+    });
+
+    it("reports the server's problem for a wrong http-01 answer instead of timing out", async () => {
+      const r = await wrongAnswers(() =>
+        client(
+          'certbot',
+          [
+            'certonly',
+            '--non-interactive',
+            '--agree-tos',
+            '--register-unsafely-without-email',
+            '--server',
+            directory,
+            ...dirs(),
+            '--manual',
+            '--preferred-challenges',
+            'http',
+            '--manual-auth-hook',
+            '/bin/true',
+            '-d',
+            'certbot-wrong.test',
+            '--cert-name',
+            'wrong',
+          ],
+          certbotEnv(),
+        ),
+      );
+      expect(r.code).not.toBe(0);
+      expect(r.output).toContain('incorrectResponse');
+      expect(r.output).toMatch(serverDetail);
+      expect(r.output).not.toContain('All authorizations were not finalized');
     });
 
     it('renews, then revokes, and the revocation is recorded', async () => {
@@ -257,6 +311,17 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
       );
       expect(r.code, r.output).toBe(0);
       expect(opensslVerify(rootPem, crt('lego-http.test'))).toMatchObject({ ok: true });
+    });
+
+    it("reports the server's problem for a wrong http-01 answer instead of timing out", async () => {
+      const webroot = join(work, 'lego-webroot');
+      mkdirSync(webroot, { recursive: true });
+      const r = await wrongAnswers(() =>
+        client('lego', [...base('lego-wrong.test'), '--http', '--http.webroot', webroot, 'run'], legoEnv()),
+      );
+      expect(r.code).not.toBe(0);
+      expect(r.output).toContain('urn:ietf:params:acme:error:incorrectResponse');
+      expect(r.output).toMatch(serverDetail);
     });
 
     it('issues over dns-01 with the exec provider', async () => {
