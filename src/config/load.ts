@@ -43,10 +43,11 @@ export interface LoadOptions {
 export const ADMIN_PROFILE = 'admin';
 
 const BUILTIN_PROFILES: Record<string, unknown> = {
+  // The same defaults as the shipped ca-config/profiles, whose comments say why.
   'tls-server': {
     description: 'TLS server certificates (serverAuth)',
     extKeyUsages: ['serverAuth'],
-    defaultLifetime: '24h',
+    defaultLifetime: '168h',
     maxLifetime: '2160h',
   },
   mtls: {
@@ -55,6 +56,7 @@ const BUILTIN_PROFILES: Record<string, unknown> = {
     defaultLifetime: '24h',
     maxLifetime: '720h',
     sanTypes: ['dns', 'ip', 'uri'],
+    passiveRevocationAtOrBelow: '24h',
   },
   // Administrators on the HTTPS listener (src/http/admin-auth.ts). Issued only from the command
   // line (keyward issue --profile admin); never offered to ACME or mesh tokens.
