@@ -12,7 +12,7 @@ import { throwIfLimited } from './limits.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { jsonResponse, link } from './respond.ts';
 import { type ChallengeRow, challengeView } from './views.ts';
-import { attemptValidation, jobLeaseMs } from './worker.ts';
+import { attemptValidation, jobLeaseMs, retryDelay } from './worker.ts';
 
 type Found = ChallengeRow & {
   account_id: string;
@@ -99,6 +99,11 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
       (await deps.db.selectFrom('acme_challenges').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
   }
   const headers: Record<string, string | string[]> = { Link: link(deps.urls.authz(challenge.authz_id), 'up') };
-  if (challenge.status === 'processing' || challenge.status === 'pending') headers['Retry-After'] = RETRY_AFTER_SECONDS;
+  // A failed attempt waits for its retry (the first back-off step; at most a few seconds inside
+  // validation.retryFor's 20 s): polling sooner would only show the same error.
+  if (challenge.status === 'processing' && challenge.error)
+    headers['Retry-After'] = String(Math.ceil(retryDelay(deps, 1) / 1000));
+  else if (challenge.status === 'processing' || challenge.status === 'pending')
+    headers['Retry-After'] = RETRY_AFTER_SECONDS;
   return jsonResponse(challengeView(deps.urls, challenge), 200, headers);
 }

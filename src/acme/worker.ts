@@ -79,7 +79,7 @@ async function claim(deps: AcmeDeps, holder: string, leaseMs: number): Promise<C
 }
 
 /** Backoff between attempts: starts at min(5 s, retryFor/8), doubles, at most a minute. */
-function retryDelay(deps: AcmeDeps, attempts: number): number {
+export function retryDelay(deps: AcmeDeps, attempts: number): number {
   const base = Math.min(5_000, Math.max(250, deps.config.validation.retryFor / 8));
   return Math.min(60_000, base * 2 ** Math.max(0, attempts - 1));
 }

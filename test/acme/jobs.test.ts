@@ -63,6 +63,8 @@ describe('validation jobs', () => {
     const started = await internals(client).api.apiRequest(challenge.url, {});
     expect(started.status).toBe(200);
     expect(started.data.status).toBe('processing');
+    // The next attempt comes after the first back-off step: min(5 s, retryFor/8) = 2 s here.
+    expect(started.headers['retry-after']).toBe('2');
     expect(started.headers.link).toContain(`<${authz.url}>;rel="up"`);
     let seen: { status?: string; error?: { type?: string } } = {};
     for (let i = 0; i < 40 && !seen.error; i++) {
