@@ -203,7 +203,7 @@ const certsListCommand = defineCommand<CertsListInput, CertificateSummary[] | Re
   path: ['certs', 'list'],
   usage: 'certs list [--status valid|revoked | --state reserved|abandoned] [--limit N]',
   summary:
-    'list issued certificates, newest first; --state lists serials reserved but never recorded as certificates (reserved: signing or lost in a crash; abandoned: the signature was refused)',
+    'list issued certificates, newest first; --state: serials reserved but never recorded (reserved: being signed or lost in a crash; abandoned: the signature was refused)',
   options: { status: { type: 'string' }, state: { type: 'string' }, limit: { type: 'string' } },
   input: (values) => {
     const status = values.status;

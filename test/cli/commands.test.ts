@@ -31,7 +31,9 @@ describe('commands that do not surprise', () => {
   it('COMMAND --help prints that command; a group lists its commands; agent has its own help', async () => {
     const one = await keyward(['certs', 'list', '--help'], {});
     expect(one.code).toBe(0);
-    expect(one.stdout).toMatch(/^Usage: keyward certs list \[--status valid\|revoked\] \[--limit N\]\n\nlist issued/);
+    expect(one.stdout).toMatch(
+      /^Usage: keyward certs list \[--status valid\|revoked \| --state reserved\|abandoned\] \[--limit N\]\n\nlist issued/,
+    );
     const group = await keyward(['kms', '--help'], {});
     expect(group.stdout).toContain('  kms show KEY');
     expect(group.stdout).not.toContain('certs list');
