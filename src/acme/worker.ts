@@ -151,19 +151,6 @@ export async function attemptValidation(deps: AcmeDeps, check: ChallengeCheck): 
     settled = await scheduleRetry(deps, job, problem, next, deps.holder);
     deps.kickWorker();
   }
-  // Operators see why a client's validation failed without asking the client.
-  deps.log.info(
-    {
-      identifier: id.value,
-      type: kind,
-      problem: outcome.problem.type,
-      detail: outcome.problem.detail,
-      account: check.accountId,
-      attempt: check.attempts,
-      outcome: final ? 'invalid' : 'retry',
-    },
-    final ? 'validation failed; the authorization is invalid' : 'validation failed; retrying',
-  );
   events.validation.publish({
     identifier: id.value,
     type: kind,

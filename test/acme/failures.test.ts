@@ -41,9 +41,10 @@ describe('failed validations', () => {
       detail: expect.stringContaining(`Validation of ${name} failed`),
     });
     const account = client.getAccountUrl().split('/').pop();
-    expect(log.withMessage('validation failed; the authorization is invalid')).toEqual([
+    expect(log.withMessage('validation failed')).toEqual([
       expect.objectContaining({
         level: 30,
+        outcome: 'invalid',
         identifier: name,
         type: 'http-01',
         problem: 'incorrectResponse',
