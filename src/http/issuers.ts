@@ -1,6 +1,7 @@
 import type { Context, Hono } from 'hono';
 
 import type { AppContext } from '../context.ts';
+import { KeywardError } from '../core/errors.ts';
 import type { Feature } from '../core/feature.ts';
 import type { Logger } from '../core/log.ts';
 
@@ -14,7 +15,7 @@ export function issuersFeature(ctx: AppContext, log: Logger): Feature {
   const certificate = async (c: Context): Promise<Response> => {
     const m = /^([0-9a-f]{16})\.cer$/.exec(c.req.param('file') ?? '');
     const row = m ? (await ctx.ca.issuers()).find((i) => i.id === m[1]) : undefined;
-    if (!row) return c.text('not found\n', 404);
+    if (!row) throw new KeywardError('notFound', 'no such issuer: names are <issuer-id>.cer (see /roots.pem)');
     return new Response(new Uint8Array(row.certificate), {
       headers: { 'content-type': 'application/pkix-cert', 'cache-control': 'public, max-age=3600' },
     });

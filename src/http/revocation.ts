@@ -30,7 +30,7 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
 
   const crl = async (c: Context): Promise<Response> => {
     const name = parseCrlFileName(c.req.param('file') ?? '');
-    if (!name) return c.text('not found\n', 404);
+    if (!name) throw new KeywardError('notFound', 'no such CRL: names are <issuer-id>-<shard>.crl');
     const row = await ctx.database.db
       .selectFrom('crls')
       .select(['crl_number', 'this_update', 'next_update'])
@@ -38,7 +38,8 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
       .where('shard', '=', name.shard)
       .where('der', 'is not', null)
       .executeTakeFirst();
-    if (!row?.this_update || !row.next_update) return c.text('no such CRL (yet)\n', 404, { 'retry-after': '10' });
+    if (!row?.this_update || !row.next_update)
+      throw new KeywardError('notFound', 'no such CRL (yet)', { retryAfter: 10 });
     const number = String(row.crl_number);
     const etag = `"crl-${name.issuerId}-${name.shard}-${number}"`;
     const headers: Record<string, string> = {
@@ -61,7 +62,7 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
         .where('shard', '=', name.shard)
         .executeTakeFirst();
       if (!full?.der || String(full.crl_number) !== number)
-        return c.text('the CRL changed; retry\n', 503, { 'retry-after': '1' });
+        throw new KeywardError('unavailable', 'the CRL changed while it was read; retry', { retryAfter: 1 });
       cached = { number, der: new Uint8Array(full.der) };
       crlCache.set(key, cached);
     }

@@ -267,5 +267,16 @@ describe('hostile inputs', () => {
         .soft([path.slice(0, 40), res.headers['content-type']])
         .toEqual([path.slice(0, 40), 'application/problem+json']);
     }
+    // CRL and issuer files that don't exist: a 404 problem document, like every other error route.
+    for (const path of [
+      '/crl/nothing.crl',
+      '/crl/0123456789abcdef-2.crl',
+      '/issuers/x.cer',
+      '/issuers/0123456789abcdef.cer',
+    ]) {
+      const res = await fetch(`${http}${path}`);
+      expect.soft([path, res.status, res.headers.get('content-type')]).toEqual([path, 404, 'application/problem+json']);
+      await res.arrayBuffer();
+    }
   });
 });
