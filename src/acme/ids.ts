@@ -1,8 +1,15 @@
 import { randomBytes } from 'node:crypto';
 
-/** Unguessable resource ids and tokens: 128 bits, base64url without padding (RFC 8555 §8.3, §10.5). */
+/**
+ * Unguessable resource ids and tokens: 128 bits, base64url without padding (RFC 8555 §8.3, §10.5).
+ * Never starting with "-": operators type account and order ids on the command line, where a
+ * leading dash reads as an option.
+ */
 export function randomId(bytes = 16): string {
-  return randomBytes(bytes).toString('base64url');
+  for (;;) {
+    const id = randomBytes(bytes).toString('base64url');
+    if (id[0] !== '-') return id;
+  }
 }
 
 export const B64URL = /^[A-Za-z0-9_-]*$/;
