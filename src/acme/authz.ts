@@ -6,6 +6,7 @@ import type { Db } from '../db/schema.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
+import { invalidatedBy } from './order-store.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { jsonResponse } from './respond.ts';
 import { type AuthzRow, authzStatus, authzView, type ChallengeRow } from './views.ts';
@@ -71,15 +72,7 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
         );
       await trx
         .updateTable('acme_orders')
-        .set({
-          status: 'invalid',
-          updated_at: now,
-          error: JSON.stringify({
-            type: 'urn:ietf:params:acme:error:unauthorized',
-            detail: 'An authorization of this order was deactivated',
-            status: 403,
-          }),
-        })
+        .set(invalidatedBy('An authorization of this order was deactivated', now))
         .where('status', 'in', ['pending', 'ready'])
         .where('id', 'in', trx.selectFrom('acme_order_authzs').select('order_id').where('authz_id', '=', current.id))
         .execute();

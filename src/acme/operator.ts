@@ -6,6 +6,7 @@ import type { Db, Executor } from '../db/schema.ts';
 import type { AuditLog, KeyHierarchy } from '../kms/index.ts';
 import type { AccountRow } from './account-store.ts';
 import { createEabKey, type EabKey } from './eab.ts';
+import { invalidatedBy } from './order-store.ts';
 import { secretBox } from './wrap-secrets.ts';
 
 // What an operator does to ACME accounts and External Account Binding keys (`keyward eab …`,
@@ -107,15 +108,7 @@ export async function endAccount(
   if (!row) return undefined;
   await trx
     .updateTable('acme_orders')
-    .set({
-      status: 'invalid',
-      updated_at: now,
-      error: JSON.stringify({
-        type: 'urn:ietf:params:acme:error:unauthorized',
-        detail: `The account was ${status}`,
-        status: 403,
-      }),
-    })
+    .set(invalidatedBy(`The account was ${status}`, now))
     .where('account_id', '=', id)
     .where('status', 'in', ['pending', 'ready'])
     .execute();

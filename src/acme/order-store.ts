@@ -128,3 +128,12 @@ export async function claimOrder(
   const { under_limit, ...order } = rows[0]!;
   return { order: order.id === null ? undefined : (order as OrderRow), underLimit: under_limit };
 }
+
+/** What an open order becomes when its account or one of its authorizations goes away (RFC 8555 7.1.6). */
+export function invalidatedBy(detail: string, now: Date) {
+  return {
+    status: 'invalid' as const,
+    updated_at: now,
+    error: JSON.stringify({ type: 'urn:ietf:params:acme:error:unauthorized', detail, status: 403 }),
+  };
+}

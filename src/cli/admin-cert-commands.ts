@@ -73,14 +73,14 @@ To take the access away: keyward revoke SERIAL.
     };
   },
   run: async (ctx, input) => {
-    const issued = await ctx.ca.issue({
-      subjectPublicKeyInfo: new Uint8Array(Buffer.from(input.spki, 'base64')),
-      keyType: 'ecdsa-p256',
+    // The same decision path as every other front end (profile limits, name policy, blocked keys).
+    const issued = await ctx.issuance.issue({
+      requester: { kind: 'operator', principal: input.principal },
+      names: { dns: [], ip: [], uri: [], email: [input.email] },
       commonName: input.email,
-      sans: { dns: [], ip: [], uri: [], email: [input.email] },
+      publicKey: { spki: new Uint8Array(Buffer.from(input.spki, 'base64')), keyType: 'ecdsa-p256' },
       profile: ADMIN,
-      lifetimeMs: input.ttlMs,
-      requester: input.principal,
+      ...(input.ttlMs !== undefined ? { lifetimeMs: input.ttlMs } : {}),
     });
     return {
       serial: issued.serial,
