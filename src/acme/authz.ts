@@ -50,6 +50,7 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'kid');
   const account = requireAccount(req);
   let authz = await ownedAuthz(deps.db, account, c.req.param('id')!);
+  deps.challenges.rememberPending(authz, authz.challenges);
   const p = req.payload;
   if (p && p.status !== undefined) {
     if (p.status !== 'deactivated')

@@ -15,12 +15,14 @@ export async function getCertificate(c: Context, deps: AcmeDeps): Promise<Respon
   const req = await verifyRequest(c, deps, 'kid');
   const account = requireAccount(req);
   const serial = c.req.param('serial')!;
-  const row = await deps.db
-    .selectFrom('acme_orders as o')
-    .innerJoin('certificates as c', 'c.serial', 'o.certificate_serial')
-    .select(['o.account_id', 'c.der', 'c.issuer_id'])
-    .where('o.certificate_serial', '=', serial)
-    .executeTakeFirst();
+  const row =
+    deps.recentCertificates.get(serial) ??
+    (await deps.db
+      .selectFrom('acme_orders as o')
+      .innerJoin('certificates as c', 'c.serial', 'o.certificate_serial')
+      .select(['o.account_id', 'c.der', 'c.issuer_id'])
+      .where('o.certificate_serial', '=', serial)
+      .executeTakeFirst());
   if (!row) throw new KeywardError('notFound', 'No such certificate');
   if (row.account_id !== account.id)
     throw new KeywardError('unauthorized', 'This certificate belongs to another account');

@@ -4,15 +4,16 @@ import { sql } from 'kysely';
 import { addMs } from '../core/clock.ts';
 import { KeywardError } from '../core/errors.ts';
 import { underLimit } from '../policy/index.ts';
-import type { ChallengeKind } from '../validation/index.ts';
+import type { ChallengeKind, ValidationOutcome } from '../validation/index.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { throwIfLimited } from './limits.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { jsonResponse, link } from './respond.ts';
+import { settleIfQuick } from './validate-at-once.ts';
 import { type ChallengeRow, challengeView } from './views.ts';
-import { attemptValidation, jobLeaseMs, retryDelay } from './worker.ts';
+import { attemptValidation, checkChallenge, jobLeaseMs, retryDelay } from './worker.ts';
 
 type Found = ChallengeRow & {
   account_id: string;
@@ -28,7 +29,9 @@ type Found = ChallengeRow & {
 
 /**
  * POST-as-GET reads a challenge; any JSON object (RFC 8555 says `{}`, unknown fields ignored) asks
- * us to validate it. One statement reads the challenge and, when it is pending, its authorization
+ * us to validate it. When this replica served the challenge's authorization it knows what to check
+ * and starts at once; an outcome within the grace period is recorded in one statement
+ * (validate-at-once.ts). Otherwise one statement reads the challenge and, when it is pending, its authorization
  * live and the account under its failed-validations limit, turns it processing with a job whose
  * lease this replica holds. The first attempt then runs here at once, so a client whose answer is
  * in place gets `valid` in this response. The job carries retries, and another replica takes it
@@ -41,6 +44,18 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   const id = c.req.param('id')!;
   const now = deps.clock.now();
   const start = req.payload !== undefined;
+  const facts = start ? deps.challenges.knownFor(id, account.id) : undefined;
+  let running: Promise<ValidationOutcome> | undefined;
+  if (facts) {
+    running = checkChallenge(deps, { ...facts, thumbprint: account.key_thumbprint });
+    // Whoever ends up waiting for it handles a failure; until then it must not go unhandled.
+    running.catch(() => {});
+    const settled = await settleIfQuick(deps, id, facts, running).catch((err: unknown) => {
+      deps.log.error({ err: err instanceof Error ? err.stack : String(err), challenge: id }, 'validation failed');
+      return undefined;
+    });
+    if (settled) return challengeResponse(deps, settled);
+  }
   const deadline = addMs(now, deps.config.validation.retryFor);
   const limit = deps.limits.rule('failedValidationsPerAccount');
   const { rows } = await sql<Found>`
@@ -67,6 +82,7 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   if (found.account_id !== account.id)
     throw new KeywardError('unauthorized', 'This challenge belongs to another account');
   if (!found.under_limit) {
+    deps.challenges.overLimit(account.id);
     throwIfLimited(
       await deps.limits.peek(deps.db, 'failedValidationsPerAccount', account.id, now),
       'Failed validations for this account',
@@ -74,22 +90,26 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   }
   let challenge: ChallengeRow = found;
   if (found.job_id !== null) {
-    const settled = await attemptValidation(deps, {
-      jobId: found.job_id,
-      challengeId: found.id,
-      authzId: found.authz_id,
-      accountId: account.id,
-      kind: found.type as ChallengeKind,
-      token: found.token,
-      thumbprint: account.key_thumbprint,
-      identifier: {
-        type: found.identifier_type,
-        value: found.wildcard ? `*.${found.identifier_value}` : found.identifier_value,
+    const settled = await attemptValidation(
+      deps,
+      {
+        jobId: found.job_id,
+        challengeId: found.id,
+        authzId: found.authz_id,
+        accountId: account.id,
+        kind: found.type as ChallengeKind,
+        token: found.token,
+        thumbprint: account.key_thumbprint,
+        identifier: {
+          type: found.identifier_type,
+          value: found.wildcard ? `*.${found.identifier_value}` : found.identifier_value,
+        },
+        wildcard: found.wildcard,
+        attempts: 1,
+        deadline: found.job_deadline!,
       },
-      wildcard: found.wildcard,
-      attempts: 1,
-      deadline: found.job_deadline!,
-    }).catch((err: unknown) => {
+      running,
+    ).catch((err: unknown) => {
       // The job keeps its lease and is retried when it lapses; the client sees processing.
       deps.log.error({ err: err instanceof Error ? err.stack : String(err), challenge: found.id }, 'validation failed');
       return undefined;
@@ -98,6 +118,10 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
       settled ??
       (await deps.db.selectFrom('acme_challenges').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
   }
+  return challengeResponse(deps, challenge);
+}
+
+function challengeResponse(deps: AcmeDeps, challenge: ChallengeRow): Response {
   const headers: Record<string, string | string[]> = { Link: link(deps.urls.authz(challenge.authz_id), 'up') };
   // A failed attempt waits for its retry (the first back-off step; at most a few seconds inside
   // validation.retryFor's 20 s): polling sooner would only show the same error.

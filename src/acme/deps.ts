@@ -2,12 +2,15 @@ import type { CertificateAuthority } from '../ca/authority.ts';
 import { ADMIN_PROFILE, type Config } from '../config/load.ts';
 import type { Profile } from '../config/schema.ts';
 import type { Clock } from '../core/clock.ts';
+import type { ExpiringMap } from '../core/expiring-map.ts';
 import type { Logger } from '../core/log.ts';
 import type { Db } from '../db/schema.ts';
 import type { Issuance } from '../issuance/index.ts';
 import type { RateLimiter } from '../policy/index.ts';
 import type { DnsResolver } from '../validation/index.ts';
+import type { ChallengeMemory } from './challenge-memory.ts';
 import type { NonceService } from './nonce.ts';
+import type { OrderCertificate } from './recent-certificates.ts';
 import type { AcmeUrls } from './urls.ts';
 import type { SecretBox } from './wrap-secrets.ts';
 
@@ -37,6 +40,10 @@ export interface AcmeDeps {
   resolver: DnsResolver;
   /** This replica's name on the leases it holds (validation jobs, janitor). */
   holder: string;
+  /** Certificates this replica issued in the last minutes, by serial, for their download. */
+  recentCertificates: ExpiringMap<string, OrderCertificate>;
+  /** Challenges whose authorization this replica served, checked at once when POSTed here. */
+  challenges: ChallengeMemory;
   /** Wakes this node's validation worker after a job was queued for later. */
   kickWorker(): void;
 }

@@ -6,10 +6,12 @@ import type { Feature } from '../core/feature.ts';
 import type { Logger } from '../core/log.ts';
 import { RateLimiter } from '../policy/index.ts';
 import { resolverForConfig } from '../validation/index.ts';
+import { ChallengeMemory } from './challenge-memory.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { startJanitor } from './janitor.ts';
 import { NonceService } from './nonce.ts';
+import { recentCertificates } from './recent-certificates.ts';
 import { mountAcme } from './routes.ts';
 import { AcmeUrls } from './urls.ts';
 import { startValidationWorker, validationConfig, type ValidationWorker } from './worker.ts';
@@ -42,6 +44,8 @@ export function createAcmeDeps(
     limits: new RateLimiter(ctx.config.rateLimits),
     resolver: resolverForConfig(validationConfig(ctx.config.validation)),
     holder: `${hostname()}:${process.pid}:${randomId(6)}`,
+    recentCertificates: recentCertificates(),
+    challenges: new ChallengeMemory(),
     kickWorker,
   };
 }

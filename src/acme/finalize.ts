@@ -146,6 +146,12 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
           .returningAll(),
     });
     done = issued.linked?.[0] as OrderRow | undefined;
+    if (done)
+      deps.recentCertificates.set(issued.serial, {
+        account_id: done.account_id,
+        der: issued.der,
+        issuer_id: issued.issuerId,
+      });
   } catch (err) {
     const prob = asKeywardError(err);
     if (prob.status >= 500)

@@ -1,16 +1,31 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 
 import { addMs } from '../core/clock.ts';
 import type { AcmeProblemJson } from '../db/acme-schema.ts';
-import { countHit } from '../policy/index.ts';
+import { countHit, underLimit } from '../policy/index.ts';
 import type { AcmeDeps } from './deps.ts';
+import { randomId } from './ids.ts';
 import type { ChallengeRow } from './views.ts';
 
 export interface SettlingJob {
-  id: string;
+  /** The job holding the check; null for a check run at once in the challenge POST (no job yet). */
+  id: string | null;
   challengeId: string;
   authzId: string;
   accountId: string;
+}
+
+/**
+ * The challenge a settle may change: the one its job is processing or, for a check run at once
+ * (no job), a pending one whose authorization is pending, live and the account's, the conditions
+ * under which a POST starts a validation. A failure also needs the account under its
+ * failed-validations limit (otherwise the POST would not have started it).
+ */
+function settleable(deps: AcmeDeps, job: SettlingJob, now: Date, failure: boolean): RawBuilder<boolean> {
+  if (job.id !== null) return sql<boolean>`status = 'processing'`;
+  const limit = failure ? underLimit(deps.limits.rule('failedValidationsPerAccount'), job.accountId, now) : sql`true`;
+  return sql<boolean>`status = 'pending' AND EXISTS (SELECT 1 FROM acme_authzs a WHERE a.id = ${job.authzId}
+    AND a.status = 'pending' AND a.expires > ${now} AND a.account_id = ${job.accountId}) AND ${limit}`;
 }
 
 /** Pending orders using the authorization whose authorizations are all valid turn ready. */
@@ -35,7 +50,7 @@ export async function settleValid(deps: AcmeDeps, job: SettlingJob, holder: stri
   const { rows } = await sql<ChallengeRow & { settled: boolean; shared: boolean }>`
     WITH ch AS (
       UPDATE acme_challenges SET status = 'valid', validated = ${now}, error = NULL
-      WHERE id = ${job.challengeId} AND status = 'processing' RETURNING *),
+      WHERE id = ${job.challengeId} AND ${settleable(deps, job, now, false)} RETURNING *),
     authz AS (
       UPDATE acme_authzs SET status = 'valid', validated_at = ${now}, expires = ${addMs(now, deps.config.acme.authorizationLifetime)}
       WHERE id = ${job.authzId} AND status = 'pending' AND EXISTS (SELECT 1 FROM ch) RETURNING id),
@@ -75,7 +90,7 @@ export async function settleInvalid(
   const { rows } = await sql<ChallengeRow>`
     WITH ch AS (
       UPDATE acme_challenges SET status = 'invalid', error = ${JSON.stringify(problem)}::jsonb
-      WHERE id = ${job.challengeId} AND status = 'processing' RETURNING *),
+      WHERE id = ${job.challengeId} AND ${settleable(deps, job, now, true)} RETURNING *),
     authz AS (
       UPDATE acme_authzs SET status = 'invalid'
       WHERE id = ${job.authzId} AND status = 'pending' AND EXISTS (SELECT 1 FROM ch) RETURNING id),
@@ -87,6 +102,29 @@ export async function settleInvalid(
     job AS (
       UPDATE acme_jobs SET status = 'done', finished_at = ${now}, lease_holder = NULL, lease_until = NULL
       WHERE id = ${job.id} AND lease_holder = ${holder})
+    SELECT * FROM ch`.execute(deps.db);
+  return rows[0];
+}
+
+/**
+ * A check run at once failed for network reasons: the challenge turns processing with the error,
+ * and a job (held by no one) carries the retries, as if it had been started the usual way.
+ */
+export async function queueRetry(
+  deps: AcmeDeps,
+  job: SettlingJob,
+  problem: AcmeProblemJson,
+  runAt: Date,
+  deadline: Date,
+): Promise<ChallengeRow | undefined> {
+  const now = deps.clock.now();
+  const { rows } = await sql<ChallengeRow>`
+    WITH ch AS (
+      UPDATE acme_challenges SET status = 'processing', error = ${JSON.stringify(problem)}::jsonb
+      WHERE id = ${job.challengeId} AND ${settleable(deps, job, now, true)} RETURNING *),
+    job AS (
+      INSERT INTO acme_jobs (id, challenge_id, status, run_at, deadline, attempts, created_at)
+      SELECT ${randomId()}, id, 'queued', ${runAt}, ${deadline}, 1, ${now} FROM ch)
     SELECT * FROM ch`.execute(deps.db);
   return rows[0];
 }

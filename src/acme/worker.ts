@@ -6,7 +6,7 @@ import { KeywardError, problemDocument } from '../core/errors.ts';
 import { events } from '../core/events.ts';
 import type { AcmeIdentifier } from '../core/identifiers.ts';
 import type { AcmeProblemJson } from '../db/acme-schema.ts';
-import type { ChallengeKind, ValidationConfig, ValidationProblem } from '../validation/index.ts';
+import type { ChallengeKind, ValidationConfig, ValidationOutcome, ValidationProblem } from '../validation/index.ts';
 import { checkCaa, validateChallenge } from '../validation/index.ts';
 import type { AcmeDeps } from './deps.ts';
 import { scheduleRetry, settleInvalid, settleValid } from './settle.ts';
@@ -49,7 +49,7 @@ export function validationConfig(v: ParsedConfig['validation']): ValidationConfi
   };
 }
 
-function problemJson(p: ValidationProblem): AcmeProblemJson {
+export function problemJson(p: ValidationProblem): AcmeProblemJson {
   return problemDocument(new KeywardError(p.type, p.detail));
 }
 
@@ -105,59 +105,87 @@ export function jobLeaseMs(deps: AcmeDeps): number {
   return deps.config.validation.timeout * 3 + 30_000;
 }
 
-/**
- * One attempt: the check, CAA, then the settling statement (valid, invalid, or a retry later with
- * the error shown). Runs in the challenge POST for the first attempt and in the worker for the
- * rest; the caller holds the job's lease. Answers the challenge as settled (undefined if it had
- * changed meanwhile, e.g. its authorization was deactivated).
- */
-export async function attemptValidation(deps: AcmeDeps, check: ChallengeCheck): Promise<ChallengeRow | undefined> {
-  const cfg = validationConfig(deps.config.validation);
+/** What a check needs to know about the challenge and who asked for it. */
+export type CheckInput = Pick<
+  ChallengeCheck,
+  'accountId' | 'kind' | 'token' | 'thumbprint' | 'identifier' | 'wildcard'
+>;
+
+/** The check and then CAA: network only, nothing written. */
+export async function checkChallenge(deps: AcmeDeps, check: CheckInput): Promise<ValidationOutcome> {
   const { identifier: id, kind } = check;
-  let outcome = await validateChallenge(
+  const outcome = await validateChallenge(
     kind,
     id,
     check.token,
     `${check.token}.${check.thumbprint}`,
-    cfg,
+    validationConfig(deps.config.validation),
     deps.resolver,
   );
-  if (outcome.ok && deps.config.validation.caa) {
-    outcome = await checkCaa(
-      id,
-      {
-        caIdentities: deps.config.acme.caaIdentities,
-        accountUri: deps.urls.account(check.accountId),
-        method: kind,
-        wildcard: check.wildcard,
-      },
-      deps.resolver,
-    );
-  }
+  if (!outcome.ok || !deps.config.validation.caa) return outcome;
+  return checkCaa(
+    id,
+    {
+      caIdentities: deps.config.acme.caaIdentities,
+      accountUri: deps.urls.account(check.accountId),
+      method: kind,
+      wildcard: check.wildcard,
+    },
+    deps.resolver,
+  );
+}
+
+/** A failure worth another attempt before `deadline` (network trouble only). */
+export function isTransient(outcome: ValidationOutcome, now: Date, deadline: Date): boolean {
+  return !outcome.ok && TRANSIENT.has(outcome.problem.type) && now < deadline;
+}
+
+export function publishOutcome(
+  check: Pick<CheckInput, 'identifier' | 'kind' | 'accountId'>,
+  outcome: ValidationOutcome,
+  retry: boolean,
+): void {
+  const base = { identifier: check.identifier.value, type: check.kind, account: check.accountId };
+  if (outcome.ok) events.validation.publish({ ...base, outcome: 'valid' });
+  else
+    events.validation.publish({
+      ...base,
+      outcome: retry ? 'retry' : 'invalid',
+      problem: { type: outcome.problem.type, detail: outcome.problem.detail },
+    });
+}
+
+/**
+ * One attempt: the check (or one already under way for this challenge, `running`), then the
+ * settling statement (valid, invalid, or a retry later with the error shown). Runs in the
+ * challenge POST for the first attempt and in the worker for the rest; the caller holds the job's
+ * lease. Answers the challenge as settled (undefined if it had changed meanwhile, e.g. its
+ * authorization was deactivated).
+ */
+export async function attemptValidation(
+  deps: AcmeDeps,
+  check: ChallengeCheck,
+  running: Promise<ValidationOutcome> = checkChallenge(deps, check),
+): Promise<ChallengeRow | undefined> {
+  const outcome = await running;
   const job = { id: check.jobId, challengeId: check.challengeId, authzId: check.authzId, accountId: check.accountId };
-  if (outcome.ok) {
-    const settled = await settleValid(deps, job, deps.holder);
-    events.validation.publish({ identifier: id.value, type: kind, outcome: 'valid', account: check.accountId });
-    return settled;
-  }
-  const problem = problemJson(outcome.problem);
   const now = deps.clock.now();
-  const final = !TRANSIENT.has(outcome.problem.type) || now >= check.deadline;
+  const retry = isTransient(outcome, now, check.deadline);
   let settled: ChallengeRow | undefined;
-  if (final) {
-    settled = await settleInvalid(deps, { ...job, identifier: id.value }, problem, deps.holder);
-  } else {
+  if (outcome.ok) settled = await settleValid(deps, job, deps.holder);
+  else if (!retry)
+    settled = await settleInvalid(
+      deps,
+      { ...job, identifier: check.identifier.value },
+      problemJson(outcome.problem),
+      deps.holder,
+    );
+  else {
     const next = new Date(Math.min(now.getTime() + retryDelay(deps, check.attempts), check.deadline.getTime()));
-    settled = await scheduleRetry(deps, job, problem, next, deps.holder);
+    settled = await scheduleRetry(deps, job, problemJson(outcome.problem), next, deps.holder);
     deps.kickWorker();
   }
-  events.validation.publish({
-    identifier: id.value,
-    type: kind,
-    outcome: final ? 'invalid' : 'retry',
-    problem: { type: outcome.problem.type, detail: outcome.problem.detail },
-    account: check.accountId,
-  });
+  publishOutcome(check, outcome, retry);
   return settled;
 }
 

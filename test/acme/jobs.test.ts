@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createAcmeDeps } from '../../src/acme/feature.ts';
@@ -25,7 +27,7 @@ async function pendingOrder(name: string) {
 }
 
 describe('validation jobs', () => {
-  it('a challenge whose answer is in place validates in its POST: the answer is valid, the order ready', async () => {
+  it('a challenge whose answer is in place validates in its POST: the answer is valid, the order ready, no job needed', async () => {
     const { client, authz, order } = await pendingOrder('at-once.example.test');
     const challenge = await publish(env, client, authz, 'http-01');
     const res = await internals(client).api.apiRequest(challenge.url, {});
@@ -33,6 +35,33 @@ describe('validation jobs', () => {
     expect(res.data.status).toBe('valid');
     expect(res.data.validated).toBeTypeOf('string');
     expect(res.headers['retry-after']).toBeUndefined();
+    expect((await client.getOrder(order)).status).toBe('ready');
+    // Checked within the grace period: only the outcome was written.
+    const jobs = await env.ca.ctx.database.db
+      .selectFrom('acme_jobs')
+      .select('id')
+      .where('challenge_id', '=', challenge.url.split('/').pop()!)
+      .execute();
+    expect(jobs).toEqual([]);
+  });
+
+  it('a check slower than the grace period is recorded as started, with a job, before it settles', async () => {
+    const { client, authz, order } = await pendingOrder('slow.example.test');
+    const challenge = await publish(env, client, authz, 'http-01');
+    // Answers correctly, but only after the grace period (250 ms): a replica dying now would
+    // leave a job for another to take over.
+    const slow = createServer((req, res) => {
+      const token = req.url!.split('/').pop()!;
+      setTimeout(() => res.writeHead(200).end(env.http01.get(token)), 600);
+    });
+    await new Promise<void>((r) => slow.listen(env.ca.config.validation.httpPort, '127.0.0.3', r));
+    try {
+      env.dns.setA('slow.example.test', '127.0.0.3');
+      const res = await internals(client).api.apiRequest(challenge.url, {});
+      expect(res.data.status).toBe('valid');
+    } finally {
+      slow.close();
+    }
     expect((await client.getOrder(order)).status).toBe('ready');
     const job = await env.ca.ctx.database.db
       .selectFrom('acme_jobs')

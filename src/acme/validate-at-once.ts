@@ -1,0 +1,56 @@
+import { addMs } from '../core/clock.ts';
+import type { ValidationOutcome } from '../validation/index.ts';
+import type { ChallengeFacts } from './challenge-memory.ts';
+import type { AcmeDeps } from './deps.ts';
+import { queueRetry, settleInvalid, settleValid, type SettlingJob } from './settle.ts';
+import type { ChallengeRow } from './views.ts';
+import { isTransient, problemJson, publishOutcome, retryDelay } from './worker.ts';
+
+/**
+ * How long a challenge POST waits for a check run at once before it records the validation as
+ * started, with a job another replica takes over if this one dies. Within it, a replica that
+ * dies mid-check has written nothing: the challenge is still pending and the client, which got
+ * no answer, may POST it again. Shorter costs a statement more per challenge on a busy server;
+ * longer leaves more checks without a job.
+ */
+export const AT_ONCE_GRACE_MS = 250;
+
+/**
+ * The outcome of a check started at once, recorded in one statement if it came within the grace
+ * period: valid, invalid, or processing with a job for the retries (network trouble). Undefined
+ * when it did not come in time or the challenge could no longer be settled from pending (another
+ * POST started it, the authorization changed, the account is over its limit): the caller then
+ * goes the usual way, reusing `running`.
+ */
+export async function settleIfQuick(
+  deps: AcmeDeps,
+  challengeId: string,
+  facts: ChallengeFacts,
+  running: Promise<ValidationOutcome>,
+): Promise<ChallengeRow | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), AT_ONCE_GRACE_MS);
+  });
+  const outcome = await Promise.race([running, late]).finally(() => clearTimeout(timer));
+  if (outcome === undefined) return undefined;
+  const job: SettlingJob = { id: null, challengeId, authzId: facts.authzId, accountId: facts.accountId };
+  const now = deps.clock.now();
+  const deadline = addMs(now, deps.config.validation.retryFor);
+  const retry = isTransient(outcome, now, deadline);
+  let settled: ChallengeRow | undefined;
+  if (outcome.ok) settled = await settleValid(deps, job, deps.holder);
+  else if (!retry)
+    settled = await settleInvalid(
+      deps,
+      { ...job, identifier: facts.identifier.value },
+      problemJson(outcome.problem),
+      deps.holder,
+    );
+  else {
+    settled = await queueRetry(deps, job, problemJson(outcome.problem), addMs(now, retryDelay(deps, 1)), deadline);
+    deps.kickWorker();
+  }
+  if (settled) publishOutcome(facts, outcome, retry);
+  return settled;
+}
