@@ -1,6 +1,8 @@
 import { generateKeyPairSync, KeyObject, randomBytes, webcrypto } from 'node:crypto';
 
-import { buildSelfSignedCa, buildSubordinateCa, type IssuerInfo, type LeafSpec } from '../src/ca/cert-builder.ts';
+import { buildSelfSignedCa, buildSubordinateCa } from '../src/ca/ca-builder.ts';
+import type { IssuerInfo } from '../src/ca/issuer-certificate.ts';
+import type { LeafSpec } from '../src/ca/leaf-builder.ts';
 import { OID } from '../src/ca/oids.ts';
 import { keyObjectSigner } from '../src/kms/signer.ts';
 

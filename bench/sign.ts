@@ -9,10 +9,11 @@ import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import pg from 'pg';
 
-import { createLeafBuilder, type LeafSpec, serialNumberContent } from '../src/ca/cert-builder.ts';
 import { parseCsr } from '../src/ca/csr.ts';
+import { createLeafBuilder, type LeafSpec } from '../src/ca/leaf-builder.ts';
 import { normalizeSans } from '../src/ca/names.ts';
 import { checkAgainstProfile } from '../src/ca/profile-check.ts';
+import { serialNumberContent } from '../src/ca/tbs-certificate.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
 import { formatTable, measure, type Measurement } from './measure.ts';

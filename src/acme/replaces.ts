@@ -1,5 +1,6 @@
 import { type AriCertId, parseAriCertId } from '../ca/ari.ts';
-import { bytesEqual, readIssuerCertificate } from '../ca/ocsp-signer-cert.ts';
+import { parseIssuerCertificate } from '../ca/issuer-certificate.ts';
+import { bytesEqual } from '../core/bytes.ts';
 import { KeywardError } from '../core/errors.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
 import type { AccountRow } from './account-store.ts';
@@ -10,7 +11,7 @@ const keyIds = new Map<string, Uint8Array>();
 function issuerKeyIdentifier(issuerId: string, der: Uint8Array): Uint8Array {
   let id = keyIds.get(issuerId);
   if (!id) {
-    id = readIssuerCertificate(der).keyIdentifier;
+    id = parseIssuerCertificate(der).keyIdentifier;
     keyIds.set(issuerId, id);
   }
   return id;

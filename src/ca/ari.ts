@@ -1,9 +1,10 @@
 import { sql } from 'kysely';
 
+import { bytesEqual } from '../core/bytes.ts';
 import { KeywardError } from '../core/errors.ts';
 import { serialFromBytes } from '../core/serial.ts';
 import type { Db } from '../db/schema.ts';
-import { bytesEqual, readIssuerCertificate } from './ocsp-signer-cert.ts';
+import { parseIssuerCertificate } from './issuer-certificate.ts';
 
 /**
  * ACME Renewal Information (RFC 9773). The certID names a certificate by its issuer's key
@@ -56,7 +57,7 @@ export function parseAriCertId(text: string): AriCertId {
 
 /** The certID a client computes for one of our certificates (used by tests and the CLI). */
 export function ariCertId(issuerCertificate: Uint8Array, serialHex: string): string {
-  const aki = readIssuerCertificate(issuerCertificate).keyIdentifier;
+  const aki = parseIssuerCertificate(issuerCertificate).keyIdentifier;
   let hex = serialHex.length % 2 ? `0${serialHex}` : serialHex;
   if (Number.parseInt(hex.slice(0, 2), 16) & 0x80) hex = `00${hex}`;
   return `${Buffer.from(aki).toString('base64url')}.${Buffer.from(hex, 'hex').toString('base64url')}`;
@@ -70,7 +71,7 @@ export async function renewalInfo(db: Db, certId: AriCertId): Promise<RenewalInf
     .where('kind', '=', 'intermediate')
     .execute();
   const issuer = issuers.find((i) =>
-    bytesEqual(readIssuerCertificate(i.certificate).keyIdentifier, certId.keyIdentifier),
+    bytesEqual(parseIssuerCertificate(i.certificate).keyIdentifier, certId.keyIdentifier),
   );
   if (!issuer) return undefined;
   const r = await sql<{ not_before: Date; not_after: Date; status: string; revoked_at: Date | null; now: Date }>`

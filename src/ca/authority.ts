@@ -12,8 +12,8 @@ import { normalizeSerial } from '../core/serial.ts';
 import type { Listen } from '../db/notifications.ts';
 import type { CertificateRow, Db, Executor, IssuerRow, IssuerState } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
-import type { NameConstraintsSpec } from './cert-builder.ts';
-import { buildSelfSignedCa, buildSubordinateCa, createLeafBuilder } from './cert-builder.ts';
+import { buildSelfSignedCa, buildSubordinateCa } from './ca-builder.ts';
+import type { NameConstraintsSpec } from './cert-extensions.ts';
 import { chainPem, chainsFrom } from './chains.ts';
 import { ROOT_PATH_LENGTH } from './cross-certificates.ts';
 import {
@@ -25,6 +25,7 @@ import {
   reserveBatch,
 } from './issue-writes.ts';
 import { announceIssuerChange, chooseIssuer, IssuerRegistry, noIssuerFor } from './issuers.ts';
+import { createLeafBuilder } from './leaf-builder.ts';
 import { checkNameConstraints, type NameConstraints, nameConstraintsOf } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
 import { toPem } from './pem.ts';

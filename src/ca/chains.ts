@@ -1,5 +1,5 @@
 import type { CrossCertificateRow, IssuerRow } from '../db/schema.ts';
-import { parseIssuerCertificate } from './cert-builder.ts';
+import { parseIssuerCertificate } from './issuer-certificate.ts';
 import { toPem } from './pem.ts';
 
 /** The certificates a client is sent after the leaf: one path per root it might trust. */

@@ -1,15 +1,9 @@
 import type { Signer } from '../kms/signer.ts';
+import { authorityKeyIdentifierExtension, extension } from './cert-extensions.ts';
 import { encodeTime, oid, seq, smallInteger, TAG, tlv, unsignedIntegerContent } from './der.ts';
 import { encodeUri } from './general-names.ts';
-import {
-  assertSignerMatches,
-  authorityKeyIdentifierValue,
-  extension,
-  readIssuerCertificate,
-  signAndWrap,
-  signatureAlgorithmIdentifier,
-} from './ocsp-signer-cert.ts';
-import { OID } from './oids.ts';
+import { assertSignerMatches, parseIssuerCertificate } from './issuer-certificate.ts';
+import { signAndWrap, signatureAlgorithmIdentifier } from './signature.ts';
 
 /**
  * CRL v2 (RFC 5280 section 5). The revokedCertificates list is written straight into one growing
@@ -184,8 +178,8 @@ function issuingDistributionPointValue(idp: NonNullable<CrlOptions['issuingDistr
  * serial once (no de-duplication here, so the CRL matches the database exactly).
  */
 export async function buildCrl(opts: CrlOptions): Promise<Uint8Array> {
-  const issuer = readIssuerCertificate(opts.issuer.certificate);
-  assertSignerMatches(opts.issuer.signer, issuer.spki, 'issuer');
+  const issuer = parseIssuerCertificate(opts.issuer.certificate);
+  assertSignerMatches(opts.issuer.signer, issuer.subjectPublicKeyInfo, 'issuer');
   if (!(opts.thisUpdate.getTime() < opts.nextUpdate.getTime()))
     throw new CrlError('thisUpdate must be before nextUpdate');
 
@@ -197,7 +191,7 @@ export async function buildCrl(opts: CrlOptions): Promise<Uint8Array> {
   }
 
   const extensions = [
-    extension(OID.authorityKeyIdentifier, false, authorityKeyIdentifierValue(issuer.keyIdentifier)),
+    authorityKeyIdentifierExtension(issuer.keyIdentifier),
     extension(CRL_OID.crlNumber, false, bigintInteger(opts.crlNumber)),
   ];
   if (opts.issuingDistributionPoint !== undefined) {

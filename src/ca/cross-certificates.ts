@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 
 import type { CrossCertificateRow, Executor, IssuerRow } from '../db/schema.ts';
 import type { Signer } from '../kms/index.ts';
-import { buildCrossCertificate, buildSubordinateCa } from './cert-builder.ts';
+import { buildCrossCertificate, buildSubordinateCa } from './ca-builder.ts';
 import { nameConstraintsSpecOf } from './name-constraints.ts';
 import { randomSerial } from './serial.ts';
 import { x509 } from './x509.ts';

@@ -1,7 +1,7 @@
 import { KeywardError } from '../core/errors.ts';
 import type { SanSet } from '../core/identifiers.ts';
 import { formatIp, parseIp } from '../core/ip.ts';
-import type { NameConstraintsSpec } from './cert-builder.ts';
+import type { NameConstraintsSpec } from './cert-extensions.ts';
 import { children, readWhole, valueOf } from './der.ts';
 import { x509 } from './x509.ts';
 

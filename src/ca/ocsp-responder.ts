@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 
+import { bytesEqual } from '../core/bytes.ts';
 import { events } from '../core/events.ts';
 import { serialFromBytes } from '../core/serial.ts';
 import { withLease } from '../db/lease.ts';
@@ -20,7 +21,6 @@ import {
   parseOcspRequest,
 } from './ocsp.ts';
 import { OcspCache } from './ocsp-cache.ts';
-import { bytesEqual } from './ocsp-signer-cert.ts';
 import type { OcspSigners, Responder } from './ocsp-signers.ts';
 import { REVOCATION_CHANNEL } from './revocation.ts';
 

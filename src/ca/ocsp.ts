@@ -3,17 +3,13 @@ import { createHash } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 
+import { bytesEqual } from '../core/bytes.ts';
 import type { Signer } from '../kms/signer.ts';
 import { isValidRevocationReason } from './crl.ts';
 import { DER_NULL, octetString, oid, readWhole, seq, TAG, tlv, valueOf } from './der.ts';
-import {
-  assertSignerMatches,
-  bytesEqual,
-  readIssuerCertificate,
-  sha1,
-  signAndWrap,
-  signatureAlgorithmIdentifier,
-} from './ocsp-signer-cert.ts';
+import { assertSignerMatches, parseIssuerCertificate } from './issuer-certificate.ts';
+import { keyIdentifierOf } from './key-identifier.ts';
+import { signAndWrap, signatureAlgorithmIdentifier } from './signature.ts';
 
 /**
  * OCSP (RFC 6960) request parsing and response building, profiled after RFC 5019: responses are
@@ -179,7 +175,7 @@ export type IssuerHashes = Record<CertIdHash, IssuerHashPair>;
  * issuer and compare against each request.
  */
 export function issuerHashes(issuerCertDer: Uint8Array): IssuerHashes {
-  const info = readIssuerCertificate(issuerCertDer);
+  const info = parseIssuerCertificate(issuerCertDer);
   const h = (alg: string, data: Uint8Array): Uint8Array => new Uint8Array(createHash(alg).update(data).digest());
   return {
     sha1: { nameHash: h('sha1', info.subject), keyHash: h('sha1', info.publicKeyBits) },
@@ -298,12 +294,14 @@ export async function buildOcspResponse(opts: OcspResponseOptions): Promise<Uint
   if (opts.nonce !== undefined && (opts.nonce.length < 1 || opts.nonce.length > MAX_NONCE_BYTES)) {
     throw new RangeError(`nonce must be 1..${MAX_NONCE_BYTES} octets`);
   }
-  const info = readIssuerCertificate(responder.certificate);
-  assertSignerMatches(responder.signer, info.spki, 'responder');
+  const info = parseIssuerCertificate(responder.certificate);
+  assertSignerMatches(responder.signer, info.subjectPublicKeyInfo, 'responder');
 
   // ResponderID is a CHOICE under EXPLICIT tagging: byName [1] Name, byKey [2] KeyHash.
   const responderId =
-    responder.byKeyHash === false ? tlv(0xa1, info.subject) : tlv(0xa2, octetString(sha1(info.publicKeyBits)));
+    responder.byKeyHash === false
+      ? tlv(0xa1, info.subject)
+      : tlv(0xa2, octetString(keyIdentifierOf(info.publicKeyBits)));
   const responseExtensions =
     opts.nonce === undefined ? [] : [tlv(0xa1, seq(seq(oid(OCSP_OID.nonce), octetString(octetString(opts.nonce)))))];
   const tbsResponseData = seq(

@@ -3,7 +3,7 @@ import { systemClock } from '../core/clock.ts';
 import { KeywardError } from '../core/errors.ts';
 import type { CrossCertificateRow, IssuerRow } from '../db/schema.ts';
 import { insertIssuer } from './authority.ts';
-import { buildSelfSignedCa } from './cert-builder.ts';
+import { buildSelfSignedCa } from './ca-builder.ts';
 import { currentRoot } from './chains.ts';
 import { crossCertify, ROOT_PATH_LENGTH, subjectNameOf } from './cross-certificates.ts';
 import { change, type IssuerLifecycleDeps, setState } from './issuer-lifecycle.ts';

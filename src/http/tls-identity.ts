@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { SecureContextOptions } from 'node:tls';
 
-import { buildSelfSignedCa } from '../ca/cert-builder.ts';
+import { buildSelfSignedCa } from '../ca/ca-builder.ts';
 import { toPem } from '../ca/pem.ts';
 import type { Issuance } from '../issuance/index.ts';
 import { keyObjectSigner } from '../kms/signer.ts';

@@ -3,7 +3,7 @@ import { constants, createPublicKey, generateKeyPairSync, randomBytes, sign, ver
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { insertIssuer } from '../../src/ca/authority.ts';
-import { buildSubordinateCa } from '../../src/ca/cert-builder.ts';
+import { buildSubordinateCa } from '../../src/ca/ca-builder.ts';
 import { toPem } from '../../src/ca/pem.ts';
 import { kmsCommands } from '../../src/cli/kms-commands.ts';
 import { commandsByName } from '../../src/cli/registry.ts';

@@ -2,18 +2,13 @@ import { randomBytes } from 'node:crypto';
 
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import {
-  buildSelfSignedCa,
-  buildSubordinateCa,
-  CertBuildError,
-  createLeafBuilder,
-  type IssuerInfo,
-  type LeafSpec,
-  parseIssuerCertificate,
-  serialNumberContent,
-} from '../../src/ca/cert-builder.ts';
+import { buildSelfSignedCa, buildSubordinateCa } from '../../src/ca/ca-builder.ts';
+import { CertBuildError } from '../../src/ca/cert-build-error.ts';
 import { children, rawOf, readWhole } from '../../src/ca/der.ts';
+import { type IssuerInfo, parseIssuerCertificate } from '../../src/ca/issuer-certificate.ts';
+import { createLeafBuilder, type LeafSpec } from '../../src/ca/leaf-builder.ts';
 import { OID } from '../../src/ca/oids.ts';
+import { serialNumberContent } from '../../src/ca/tbs-certificate.ts';
 import { x509 } from '../../src/ca/x509.ts';
 import { formatIp, parseIp } from '../../src/core/ip.ts';
 import {
