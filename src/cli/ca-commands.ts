@@ -7,6 +7,7 @@ import type { SanSet } from '../core/identifiers.ts';
 import type { CertificateRow, IssuerRow } from '../db/schema.ts';
 import type { DeliveredShares, ShareDelivery } from '../kms/share-files.ts';
 import { type CliCommand, defineCommand, requireString, UsageError } from './command.ts';
+import { cliIo } from './io.ts';
 import { describeShares, SHARE_DELIVERY_OPTIONS, shareDeliveryInput } from './shares-commands.ts';
 
 export interface IssuerSummary {
@@ -178,7 +179,7 @@ const issueCommand = defineCommand<{ csr: string; profile?: string; ttlMs?: numb
     };
   },
   format: (out) => {
-    process.stderr.write(`Issued serial ${out.serial} (profile ${out.profile}), valid until ${out.notAfter}.\n`);
+    cliIo().stderr(`Issued serial ${out.serial} (profile ${out.profile}), valid until ${out.notAfter}.\n`);
     return out.chainPem;
   },
 });

@@ -15,6 +15,7 @@ import type { RotateResult } from '../kms/rotation.ts';
 import type { RsaScheme } from '../kms/signer.ts';
 import type { StateChange } from '../kms/states.ts';
 import { type CliCommand, defineCommand, type OptionValues, requireString, UsageError } from './command.ts';
+import { cliIo } from './io.ts';
 import { promptSecret } from './prompt.ts';
 import { describeShares, SHARE_DELIVERY_OPTIONS, shareDeliveryInput } from './shares-commands.ts';
 
@@ -181,7 +182,7 @@ function progressBar(p: { done: number; total: number }, what = 'rewrap'): void 
   const width = 30;
   const frac = p.total === 0 ? 1 : Math.min(1, p.done / p.total);
   const filled = Math.round(frac * width);
-  process.stderr.write(
+  cliIo().stderr(
     `\r${what} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${p.done}/${p.total}${frac === 1 ? '\n' : ''}`,
   );
 }
@@ -502,7 +503,7 @@ const rotateRootCommand = defineCommand<{ target: NewRootOptions; pid: number },
       const passphrase =
         typeof pf === 'string'
           ? readText(pf, 'passphrase-file').replace(/\r?\n$/, '')
-          : process.stdin.isTTY
+          : cliIo().stdin.isTTY
             ? await promptSecret('New root passphrase: ')
             : '';
       if (!passphrase)

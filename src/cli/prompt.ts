@@ -1,6 +1,7 @@
 import { createInterface } from 'node:readline';
 
 import type { Config } from '../config/load.ts';
+import { cliIo } from './io.ts';
 
 /** Asks for a secret on the terminal without echoing it. */
 export function promptSecret(question: string): Promise<string> {
@@ -18,7 +19,7 @@ export function promptSecret(question: string): Promise<string> {
 
 /** Asks for the root-of-trust passphrase when the configuration needs one and a terminal is there. */
 export async function withPassphrase(config: Config): Promise<Config> {
-  if (config.rootOfTrust.type !== 'passphrase' || config.passphrase !== undefined || !process.stdin.isTTY)
+  if (config.rootOfTrust.type !== 'passphrase' || config.passphrase !== undefined || !cliIo().stdin.isTTY)
     return config;
   return { ...config, passphrase: await promptSecret('Root of trust passphrase: ') };
 }

@@ -1,4 +1,5 @@
 import { asKeywardError, KeywardError } from '../core/errors.ts';
+import { cliIo } from './io.ts';
 
 function fromThrown(thrown: unknown): KeywardError {
   // node:util parseArgs refuses unknown options and missing values with a coded TypeError.
@@ -16,13 +17,13 @@ function fromThrown(thrown: unknown): KeywardError {
 export function renderCliError(thrown: unknown, options: { json: boolean }): number {
   const err = fromThrown(thrown);
   if (options.json) {
-    process.stderr.write(JSON.stringify({ error: err.toJSON() }) + '\n');
+    cliIo().stderr(JSON.stringify({ error: err.toJSON() }) + '\n');
   } else if (err.code === 'configuration') {
-    process.stderr.write(`keyward: configuration error:\n${err.message}\n`);
+    cliIo().stderr(`keyward: configuration error:\n${err.message}\n`);
   } else if (err.kind === 'usage') {
-    process.stderr.write(`keyward: ${err.message} (see keyward --help)\n`);
+    cliIo().stderr(`keyward: ${err.message} (see keyward --help)\n`);
   } else {
-    process.stderr.write(`keyward: ${err.kind === 'internal' ? '' : `${err.code}: `}${err.message}\n`);
+    cliIo().stderr(`keyward: ${err.kind === 'internal' ? '' : `${err.code}: `}${err.message}\n`);
   }
   return err.exitCode;
 }

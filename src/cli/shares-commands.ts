@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import type { UnsealStatus } from '../kms/index.ts';
 import { decryptShare, type DeliveredShares, type ShareDelivery } from '../kms/share-files.ts';
 import { type CliCommand, defineCommand, type OptionSpec, type OptionValues, UsageError } from './command.ts';
+import { cliIo } from './io.ts';
 import { promptSecret } from './prompt.ts';
 
 /** Options of the commands that hand out a new share set (init, rekey-shares, rotate-root). */
@@ -60,10 +61,10 @@ async function readShare(v: OptionValues): Promise<string> {
     if (!key) throw new UsageError(`--share-file: ${file} is encrypted; give --holder-key with your private key`);
     return decryptShare(blob, readFile(key, 'holder-key').toString('utf8'));
   }
-  if (process.stdin.isTTY) return promptSecret('Your share (input hidden): ');
+  if (cliIo().stdin.isTTY) return promptSecret('Your share (input hidden): ');
   // Not a terminal: the first line of standard input.
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  for await (const chunk of cliIo().stdin) chunks.push(chunk as Buffer);
   const line = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0]?.trim();
   if (!line) throw new UsageError('unseal needs a share: on the terminal, on standard input, or --share-file');
   return line;
@@ -114,9 +115,9 @@ interface RekeyInput {
 async function readCurrentShares(v: OptionValues): Promise<string[]> {
   const files = strings(v['share-file']).map((f) => readFile(f, 'share-file').toString('utf8').trim());
   if (files.length) return files;
-  if (process.stdin.isTTY) {
+  if (cliIo().stdin.isTTY) {
     const out: string[] = [];
-    process.stderr.write('Enter the current shares one at a time; an empty line ends.\n');
+    cliIo().stderr('Enter the current shares one at a time; an empty line ends.\n');
     for (;;) {
       const s = await promptSecret(`Share ${out.length + 1} (input hidden): `);
       if (!s) break;
@@ -125,7 +126,7 @@ async function readCurrentShares(v: OptionValues): Promise<string[]> {
     return out;
   }
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  for await (const chunk of cliIo().stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks)
     .toString('utf8')
     .split(/\r?\n/)

@@ -1,5 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+
+import type { CliIo } from '../../src/cli/io.ts';
+import { runCli } from '../../src/cli/run.ts';
+import type { AppContext } from '../../src/context.ts';
 
 const BIN = join(process.cwd(), 'bin', 'keyward.mjs');
 
@@ -7,6 +12,30 @@ export interface CliResult {
   code: number;
   stdout: string;
   stderr: string;
+}
+
+/**
+ * Runs a `keyward` command line in this process: the same parsing, commands, error rendering and
+ * exit status as the binary, on buffers and the given environment instead of the process's, and on
+ * `context` when given (a test CA's: no database start per command). Tests of what a command does
+ * use this; `keyward` below is for what needs the binary itself (startup,
+ * signals, crash points, `serve`).
+ */
+export async function cli(
+  args: string[],
+  env: Record<string, string>,
+  options: { input?: string; context?: AppContext } = {},
+): Promise<CliResult> {
+  let stdout = '';
+  let stderr = '';
+  const io: CliIo = {
+    stdout: (text) => (stdout += text),
+    stderr: (text) => (stderr += text),
+    stdin: Readable.from(options.input === undefined ? [] : [Buffer.from(options.input)]),
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+  };
+  const code = await runCli(args, { io, context: options.context });
+  return { code, stdout, stderr };
 }
 
 /** Runs the real `keyward` command line (dist/, compiled by the global setup) in a child process. */
