@@ -157,6 +157,7 @@ interface Row {
   polls: number;
   statements: number | undefined;
   commits: number | undefined;
+  flushed: number | undefined;
   pgXacts: number | undefined;
   load1: number;
   otherCores: number;
@@ -245,6 +246,10 @@ async function runLevel(
     statements:
       statsAfter && statsBefore && pgUsed !== undefined ? statsAfter.statements - statsBefore.statements : undefined,
     commits: statsAfter && statsBefore && pgUsed !== undefined ? statsAfter.commits - statsBefore.commits : undefined,
+    flushed:
+      statsAfter && statsBefore && pgUsed !== undefined
+        ? statsAfter.flushedCommits - statsBefore.flushedCommits
+        : undefined,
     pgXacts: xactsAfter !== undefined && xactsBefore !== undefined ? xactsAfter - xactsBefore : undefined,
     load1,
     otherCores: Math.max(0, machineCores - (serverCpu + (pgUsed ?? 0) + driverCpu) / elapsed),
@@ -266,6 +271,7 @@ const HEAD = [
   'polls/cert',
   'stmts/cert',
   'commits/cert',
+  'flushed/cert',
   'PG xacts/cert',
   'driver CPU s',
   'load1',
@@ -288,6 +294,7 @@ function cells(r: Row): string[] {
     per(r.polls, 2),
     per(r.statements),
     per(r.commits),
+    per(r.flushed),
     per(r.pgXacts),
     r.driverCpu.toFixed(2),
     r.load1.toFixed(2),
@@ -303,7 +310,7 @@ console.log(
     `machine: ${cpus().length} cores, load average ${loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')} at start\n` +
-    `statements and commits: counted by the server's database layer (commits = transactions that wrote); ` +
+    `statements and commits: counted by the server's database layer (commits = transactions that wrote; flushed = those that waited for the WAL flush, i.e. all but synchronous_commit=off); ` +
     `PG xacts: pg_stat_database.xact_commit of the bench database (read-only statements included)\n`,
 );
 console.log(`| ${HEAD.join(' | ')} |`);
@@ -318,11 +325,15 @@ try {
   const url = new URL(base);
   url.pathname = `/${dbName}`;
   const server = await startServer(url.toString());
-  /** CPU of the PostgreSQL backends serving the bench database (the server's pool keeps them alive). */
+  /**
+   * CPU of the PostgreSQL backends serving the bench database (the server's pool keeps them alive),
+   * plus the WAL writer, which flushes the commits made without waiting (synchronous_commit off).
+   */
   const pgCpu = async () => {
-    const { rows: pids } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [
-      dbName,
-    ]);
+    const { rows: pids } = await admin.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity WHERE datname = $1 OR backend_type = 'walwriter'`,
+      [dbName],
+    );
     return pids.reduce((sum, r) => sum + cpuSeconds(r.pid), 0);
   };
   const pgXacts = async () => {

@@ -39,7 +39,7 @@ export function createAcmeDeps(
     log: log.child({ feature: 'acme' }),
     clock,
     urls: new AcmeUrls(ctx.config.httpsBaseUrl),
-    nonces: new NonceService(ctx.database.db, ctx.config.acme.nonceLifetime, clock, secrets),
+    nonces: new NonceService(ctx.database.db, ctx.database.asyncCommit, ctx.config.acme.nonceLifetime, clock, secrets),
     secrets,
     limits: new RateLimiter(ctx.config.rateLimits),
     resolver: resolverForConfig(validationConfig(ctx.config.validation)),

@@ -37,6 +37,13 @@ export interface SpentNonce {
  * an insert into the spent list, whose primary key makes a replay lose even when two replicas see
  * the same nonce at once. The spend also reads the requesting account, and concurrent requests
  * share one statement and one commit: every ACME POST costs one round trip here, not two.
+ *
+ * Spends commit without waiting for the WAL flush (`spendDb` is the database's asyncCommit
+ * connection): a request that changes anything commits its change after the spend, and PostgreSQL
+ * flushes WAL in order, so that commit makes the spend durable before the client hears back. Only
+ * a read-only POST-as-GET could have its spend lost, if PostgreSQL crashed within the WAL writer's
+ * delay (200 ms by default) after it; replaying such a read within its nonce's lifetime shows the
+ * requester nothing new.
  */
 export class NonceService {
   private secret: Promise<Buffer> | undefined;
@@ -44,6 +51,7 @@ export class NonceService {
 
   constructor(
     private readonly db: Db,
+    private readonly spendDb: Db,
     private readonly lifetimeMs: number,
     private readonly clock: Clock,
     private readonly secrets: SecretBox,
@@ -63,7 +71,7 @@ export class NonceService {
         ON CONFLICT (nonce) DO NOTHING RETURNING nonce)
       SELECT req.i, spent.nonce IS NOT NULL AS fresh, a.*
       FROM req LEFT JOIN spent ON spent.nonce = req.nonce LEFT JOIN acme_accounts a ON a.id = req.account_id`.execute(
-      this.db,
+      this.spendDb,
     );
     const out: SpentNonce[] = new Array(items.length);
     for (const { i, fresh, ...account } of rows) {

@@ -93,6 +93,8 @@ export class OcspResponder {
     private readonly signers: OcspSigners,
     private readonly settings: OcspSettings,
     private readonly holder: string,
+    /** Where answers are stored: a lost one is signed again by the next refresh, so no flush is awaited. */
+    private readonly storeDb: Db = db,
   ) {}
 
   /** Issuers that issue leaves, with their CertID hashes; reloaded now and then for new intermediates. */
@@ -325,14 +327,14 @@ export class OcspResponder {
         WHERE c.serial = ${serial} AND c.status = ${status} FOR SHARE
         ON CONFLICT (serial) DO UPDATE SET der = excluded.der, der_sha256 = NULL, this_update = excluded.this_update,
           next_update = excluded.next_update, status = excluded.status
-        WHERE ocsp_responses.this_update <= excluded.this_update`.execute(this.db);
+        WHERE ocsp_responses.this_update <= excluded.this_update`.execute(this.storeDb);
     } else {
       // The SHA-256 answer rides on the SHA-1 row and is valid at least as long as it (its
       // nextUpdate is not earlier); a refresh of the row clears it.
       await sql`
         UPDATE ocsp_responses r SET der_sha256 = ${der} FROM certificates c
         WHERE r.serial = ${serial} AND c.serial = r.serial AND c.status = ${status} AND r.status = ${status}
-          AND r.next_update <= ${nextUpdate}`.execute(this.db);
+          AND r.next_update <= ${nextUpdate}`.execute(this.storeDb);
     }
   }
 
@@ -351,7 +353,7 @@ export class OcspResponder {
       ORDER BY c.serial FOR SHARE OF c
       ON CONFLICT (serial) DO UPDATE SET der = excluded.der, der_sha256 = NULL, this_update = excluded.this_update,
         next_update = excluded.next_update, status = excluded.status
-      WHERE ocsp_responses.this_update <= excluded.this_update`.execute(this.db);
+      WHERE ocsp_responses.this_update <= excluded.this_update`.execute(this.storeDb);
   }
 
   /**

@@ -11,7 +11,7 @@ import { OcspSigners } from './ocsp-signers.ts';
 /** What the revocation machinery needs (an AppContext has it; ca/ depends on nothing above it). */
 export interface RevocationDeps {
   config: Pick<Config, 'httpBaseUrl' | 'revocation'>;
-  database: { db: Db };
+  database: { db: Db; asyncCommit: Db };
   kms: KeyHierarchy;
 }
 
@@ -44,6 +44,7 @@ export class RevocationPublisher {
       this.signers,
       { validity: r.ocspValidity, nonce: r.ocspNonce, canSign: () => !ctx.kms.sealed },
       this.holder,
+      ctx.database.asyncCommit,
     );
     this.crl = {
       db,

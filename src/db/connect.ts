@@ -12,6 +12,14 @@ import type { Database, Db } from './schema.ts';
 
 export interface DatabaseHandle {
   db: Db;
+  /**
+   * For writes whose loss in a database crash is harmless or made good later (a spent nonce, a
+   * pre-signed OCSP answer, a validation job's lease): its commits return before PostgreSQL flushes
+   * them to disk (synchronous_commit off), so they cost no flush of their own. WAL is flushed in
+   * order, so the next ordinary commit, or the WAL writer within a fraction of a second, makes
+   * them durable too. The embedded database has one connection: there it is `db`.
+   */
+  asyncCommit: Db;
   kind: 'postgres' | 'embedded';
   /** NOTIFY messages on a channel, for caches every replica must drop at once (e.g. on revocation). */
   listen: Listen;
@@ -30,21 +38,15 @@ export async function openDatabase(options: {
   poolSize?: number;
 }): Promise<DatabaseHandle> {
   if (options.url) {
-    const pool = new pg.Pool({
-      connectionString: options.url,
-      max: options.poolSize ?? 10,
-      // While the server is away a request fails (503) instead of queueing for a connection forever;
-      // once it is back the pool opens new connections on demand (the dead ones were dropped).
-      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-      // A server that vanished without closing the socket (host down, network cut) is noticed.
-      keepAlive: true,
-    });
-    pool.on('error', () => {
-      // An idle client that dies is dropped by the pool; queries surface their own errors.
-    });
+    const pool = newPool(options.url, options.poolSize ?? 10);
+    const asyncPool = newPool(options.url, ASYNC_COMMIT_POOL_SIZE, '-c synchronous_commit=off');
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new PreparedStatementPool(pool) }) });
+    const asyncCommit = new Kysely<Database>({
+      dialect: new PostgresDialect({ pool: new PreparedStatementPool(asyncPool, { flushes: false }) }),
+    });
     return {
       db,
+      asyncCommit,
       kind: 'postgres',
       listen: listenPostgres(options.url),
       poolStats: () => ({
@@ -53,12 +55,34 @@ export async function openDatabase(options: {
         waiting: pool.waitingCount,
         max: pool.options.max,
       }),
-      close: () => db.destroy(),
+      close: async () => {
+        await Promise.all([db.destroy(), asyncCommit.destroy()]);
+      },
     };
   }
   const dir = join(options.dataDir, 'pg');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const pglite = await PGlite.create(dir);
   const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
-  return { db, kind: 'embedded', listen: listenEmbedded(pglite), close: () => db.destroy() };
+  return { db, asyncCommit: db, kind: 'embedded', listen: listenEmbedded(pglite), close: () => db.destroy() };
+}
+
+/** Few: its statements are short and batched (nonce spends are group-committed). */
+const ASYNC_COMMIT_POOL_SIZE = 4;
+
+function newPool(url: string, max: number, options?: string): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max,
+    ...(options ? { options } : {}),
+    // While the server is away a request fails (503) instead of queueing for a connection forever;
+    // once it is back the pool opens new connections on demand (the dead ones were dropped).
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    // A server that vanished without closing the socket (host down, network cut) is noticed.
+    keepAlive: true,
+  });
+  pool.on('error', () => {
+    // An idle client that dies is dropped by the pool; queries surface their own errors.
+  });
+  return pool;
 }

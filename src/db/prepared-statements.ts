@@ -19,7 +19,11 @@ const PLAN_INVALIDATED = '0A000';
 export class PreparedStatementPool implements PostgresPool {
   private readonly names = new Map<string, string>();
 
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    /** False for a pool whose commits don't wait for the WAL flush (counted apart by benchmarks). */
+    private readonly opts: { flushes: boolean } = { flushes: true },
+  ) {}
 
   private nameFor(text: string): string | undefined {
     let name = this.names.get(text);
@@ -47,7 +51,7 @@ export class PreparedStatementPool implements PostgresPool {
       broken = true;
     };
     client.on('error', onError);
-    const counter = new ConnectionCounter();
+    const counter = new ConnectionCounter(this.opts.flushes);
     const query = async (text: string, values: ReadonlyArray<unknown>): Promise<PostgresQueryResult<unknown>> => {
       counter.count(text);
       const name = values.length > 0 ? this.nameFor(text) : undefined;

@@ -6,6 +6,8 @@
 export interface StatementStats {
   statements: number;
   commits: number;
+  /** Commits that waited for PostgreSQL to flush the WAL (all but those with synchronous_commit off). */
+  flushedCommits: number;
   /** Statements by SQL text (the first 200 distinct texts), for `BENCH_STATEMENTS=1 npm run bench:acme`. */
   byText: Record<string, number>;
 }
@@ -13,6 +15,7 @@ export interface StatementStats {
 export const statementStats: StatementStats = {
   statements: 0,
   commits: 0,
+  flushedCommits: 0,
   byText: Object.create(null) as Record<string, number>,
 };
 const MAX_TEXTS = 200;
@@ -25,6 +28,13 @@ const TX = /^\s*(begin|start transaction|commit|rollback|savepoint|release)/i;
 export class ConnectionCounter {
   private inTransaction = false;
   private wrote = false;
+
+  constructor(private readonly flushes = true) {}
+
+  private commit(): void {
+    statementStats.commits++;
+    if (this.flushes) statementStats.flushedCommits++;
+  }
 
   count(text: string): void {
     statementStats.statements++;
@@ -39,12 +49,12 @@ export class ConnectionCounter {
       this.inTransaction = true;
       this.wrote = false;
     } else if (tx === 'commit' || tx === 'rollback') {
-      if (tx === 'commit' && this.wrote) statementStats.commits++;
+      if (tx === 'commit' && this.wrote) this.commit();
       this.inTransaction = false;
       this.wrote = false;
     } else if (tx === undefined && WRITE.test(text)) {
       if (this.inTransaction) this.wrote = true;
-      else statementStats.commits++;
+      else this.commit();
     }
   }
 }

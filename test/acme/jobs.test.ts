@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createAcmeDeps } from '../../src/acme/feature.ts';
 import { sweep } from '../../src/acme/janitor.ts';
+import { AT_ONCE_GRACE_MS } from '../../src/acme/validate-at-once.ts';
 import { createLogger } from '../../src/http/log.ts';
 import { type AcmeTestEnv, internals, publish, resolveToLoopback, startAcmeEnv } from '../support/acme.ts';
 
@@ -48,11 +49,11 @@ describe('validation jobs', () => {
   it('a check slower than the grace period is recorded as started, with a job, before it settles', async () => {
     const { client, authz, order } = await pendingOrder('slow.example.test');
     const challenge = await publish(env, client, authz, 'http-01');
-    // Answers correctly, but only after the grace period (250 ms): a replica dying now would
-    // leave a job for another to take over.
+    // Answers correctly, but only after the grace period (AT_ONCE_GRACE_MS): a replica dying
+    // then would leave a job for another to take over.
     const slow = createServer((req, res) => {
       const token = req.url!.split('/').pop()!;
-      setTimeout(() => res.writeHead(200).end(env.http01.get(token)), 600);
+      setTimeout(() => res.writeHead(200).end(env.http01.get(token)), AT_ONCE_GRACE_MS + 400);
     });
     await new Promise<void>((r) => slow.listen(env.ca.config.validation.httpPort, '127.0.0.3', r));
     try {

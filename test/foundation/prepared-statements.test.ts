@@ -45,4 +45,14 @@ describe.runIf(process.env.DATABASE_URL)('queries on PostgreSQL run as prepared 
     await byId(1).catch((err: { code?: string }) => expect(err.code).toBe('0A000'));
     expect((await byId(1)).rows).toEqual([{ id: 1, name: 'one', colour: null }]);
   });
+
+  it('commit ordinary writes after the WAL flush, and the asyncCommit connection’s without waiting for it', async () => {
+    const setting = async (db: typeof handle.db) =>
+      (await sql<{ s: string }>`SELECT current_setting('synchronous_commit') AS s`.execute(db)).rows[0]!.s;
+    expect(await setting(handle.db)).toBe('on');
+    expect(await setting(handle.asyncCommit)).toBe('off');
+    // Same database: a write there is seen by the ordinary connection.
+    await sql`INSERT INTO widgets VALUES (3, 'three')`.execute(handle.asyncCommit);
+    expect((await byId(3)).rows).toEqual([{ id: 3, name: 'three', colour: null }]);
+  });
 });
