@@ -194,10 +194,12 @@ const disableCommand = defineCommand<{ key: string; force: boolean }, StateChang
   options: { force: { type: 'boolean', default: false } },
   input: (v, p) => ({ key: keyArg(p, 'kms disable'), force: v.force === true }),
   dualControl: async (ctx, input) => {
-    const usage = await (await kms()).caKeyUsage(ctx.database.db, input.key);
-    return usage ? `disable the ${usage} key ${input.key}` : null;
+    const usage = await (await kms()).keyUsageOf(ctx.database.db, input.key);
+    // Disabling a CA key stops issuance, CRLs and OCSP: it needs a second operator.
+    return usage === 'root-ca' || usage === 'intermediate' ? `disable the ${usage} key ${input.key}` : null;
   },
-  run: async (ctx, input) => (await kms()).states(ctx).disable(input.key, input.principal, input.force),
+  run: async (ctx, input) =>
+    (await kms()).keyStatesWithCaChecks(ctx.kms, ctx.database.db).disable(input.key, input.principal, input.force),
   format: (out) => `${out.description} is now ${out.state} (was ${out.previousState}).\n`,
 });
 
@@ -206,7 +208,8 @@ const enableCommand = defineCommand<{ key: string }, StateChange>({
   usage: 'kms enable KEY',
   summary: 'enable a disabled key',
   input: (_v, p) => ({ key: keyArg(p, 'kms enable') }),
-  run: async (ctx, input) => (await kms()).states(ctx).enable(input.key, input.principal),
+  run: async (ctx, input) =>
+    (await kms()).keyStatesWithCaChecks(ctx.kms, ctx.database.db).enable(input.key, input.principal),
   format: (out) => `${out.description} is now ${out.state} (was ${out.previousState}).\n`,
 });
 
@@ -226,7 +229,9 @@ const scheduleDeletionCommand = defineCommand<{ key: string; days: number; force
     return { key, days, force: v.force === true };
   },
   run: async (ctx, input) =>
-    (await kms()).states(ctx).scheduleDeletion(input.key, input.days, input.principal, input.force),
+    (await kms())
+      .keyStatesWithCaChecks(ctx.kms, ctx.database.db)
+      .scheduleDeletion(input.key, input.days, input.principal, input.force),
   dualControl: (_ctx, input) =>
     Promise.resolve(`schedule deletion of ${input.key} in ${input.days} days${input.force ? ' (--force)' : ''}`),
   format: (out) =>
@@ -242,7 +247,8 @@ const cancelDeletionCommand = defineCommand<{ key: string }, StateChange>({
   usage: 'kms cancel-deletion KEY',
   summary: 'cancel a scheduled deletion; the key becomes Disabled',
   input: (_v, p) => ({ key: keyArg(p, 'kms cancel-deletion') }),
-  run: async (ctx, input) => (await kms()).states(ctx).cancelDeletion(input.key, input.principal),
+  run: async (ctx, input) =>
+    (await kms()).keyStatesWithCaChecks(ctx.kms, ctx.database.db).cancelDeletion(input.key, input.principal),
   format: (out) => `${out.description}: deletion cancelled; it is now ${out.state} (kms enable to use it again).\n`,
 });
 
@@ -260,7 +266,8 @@ const putPolicyCommand = defineCommand<{ key: string; policy: unknown }, { key: 
       throw new UsageError(`--file: ${file} is not JSON`);
     }
   },
-  run: async (ctx, input) => (await kms()).putPolicy(ctx, input.key, input.policy, input.principal),
+  run: async (ctx, input) =>
+    (await kms()).putKeyPolicy(ctx.kms, ctx.database.db, input.key, input.policy, input.principal),
   format: (out) => `Policy of ${out.key} replaced (${out.statements} statement(s)).\n`,
 });
 

@@ -275,3 +275,14 @@ export async function importWrapped(
     throw err;
   }
 }
+
+/** The usage an import job was made for, found by its token (null for an unknown token). */
+export async function importJobUsage(db: Db, token: string): Promise<KeyUsage | null> {
+  const digest = createHash('sha256').update(token).digest();
+  const row = await db
+    .selectFrom('kms_import_jobs')
+    .select('usage')
+    .where('token_sha256', '=', digest)
+    .executeTakeFirst();
+  return row?.usage ?? null;
+}

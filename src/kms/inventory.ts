@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 
-import type { Executor, KeyProtection } from '../db/schema.ts';
+import type { Executor, KeyProtection, KeyUsage } from '../db/schema.ts';
 import type { StoredTokenRef } from './hierarchy.ts';
 import { defaultDataKeyPolicy, effectivePolicy, type KeyPolicy } from './key-policy.ts';
 import { resolveKey } from './refs.ts';
@@ -189,4 +189,12 @@ export async function showKey(db: Executor, text: string): Promise<KeyDetail> {
     });
   }
   return detail;
+}
+
+/** The usage of the key KEY names, or null when it names a KEK or a KEK version. */
+export async function keyUsageOf(db: Executor, text: string): Promise<KeyUsage | null> {
+  const ref = await resolveKey(db, text);
+  if (ref.kind !== 'key') return null;
+  const row = await db.selectFrom('kms_keys').select('usage').where('id', '=', ref.id).executeTakeFirst();
+  return row?.usage ?? null;
 }
