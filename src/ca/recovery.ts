@@ -12,7 +12,7 @@ export interface AbandonedReservation {
 }
 
 /**
- * Crash recovery of issuance (serial first, design "nothing lost"): a reservation older than
+ * Crash recovery of issuance (serial first, so no signed certificate goes unrecorded): a reservation older than
  * `olderThanMs` with no certificate belongs to an issuance that died between reserving and
  * storing (kill -9, a lost database connection, a refused signature). It is marked `abandoned`,
  * keeping from the audit log whether its serial was signed, so the record says what happened to

@@ -21,7 +21,7 @@ export interface Checkpoint {
   prevSig: string;
 }
 
-/** The bytes an audit key signs (design §3.8, the CloudTrail digest pattern). */
+/** The bytes an audit key signs (the CloudTrail digest pattern: each checkpoint signs the previous one's signature too). */
 export function checkpointMessage(c: Pick<Checkpoint, 'seq' | 'headHash' | 'ts' | 'prevSig'>): Buffer {
   return Buffer.from(
     `keyward-checkpoint-v1\n${c.seq}\n${c.headHash}\n${c.ts}\n${Buffer.from(c.prevSig, 'base64').toString('hex')}`,

@@ -9,7 +9,7 @@ import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
 import { defaultDataKeyPolicy, evaluate, type KeyAction, parsePolicy } from './key-policy.ts';
 
-// The envelope data-key API (design §3.10). Ciphertexts are KWE1 purpose 0x04 under a version of
+// The envelope data-key API (as AWS KMS GenerateDataKey / Decrypt). Ciphertexts are KWE1 purpose 0x04 under a version of
 // an app-data KEK; the header names KEK and version, so rotation never breaks decrypt.
 
 export const MAX_PLAINTEXT = 4096;

@@ -73,7 +73,7 @@ interface TokenKey extends KeyCommon {
 
 type CachedKey = WrappedKey | TokenKey;
 
-/** What a signature's permission depends on (design §3.5). */
+/** What a signature's permission depends on: the key's state, its policy and what it is for. */
 type KeyRowCheck = Pick<KmsKeyRow, 'state' | 'policy' | 'usage'>;
 
 const USE_COUNT_FLUSH_MS = 1000;
@@ -732,7 +732,8 @@ export class KeyHierarchy {
         await this.audit.append(db, event);
         return await signWith();
       }
-      // State and policy apply to every signature on every replica at once (design §3.5): they are
+      // State and policy apply to every signature on every replica at once (a disabled key must stop
+      // signing everywhere, not when each replica's cache expires): they are
       // evaluated here on the row as last read, and the statement that appends the event re-checks
       // that the row is still that (Enabled, same policy); if not, it is read again and evaluated
       // again. The signature is released only once its event is committed (fail-closed).

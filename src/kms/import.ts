@@ -20,7 +20,7 @@ import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
 import { algOf } from './key-types.ts';
 
-// Bring your own key (design §3.9): plain PEM import, and wrapped import in the common BYOK format
+// Bring your own key: plain PEM import, and wrapped import in the common BYOK format
 // RSA-OAEP-SHA-256(ephemeral AES-256 key) ‖ AES-KWP(PKCS#8 DER), as AWS, PKCS#11, Vault and GCP use.
 
 export const IMPORT_KEK = 'import';

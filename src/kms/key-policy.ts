@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { KeyUsage } from '../db/schema.ts';
 import { KmsError } from './errors.ts';
 
-// Per-key policies (design §3.7): statements of effect × principals × actions × conditions.
+// Per-key policies: statements of effect × principals × actions × conditions.
 // Evaluation follows AWS: any matching deny wins, else any matching allow, else deny.
 
 export const KEY_ACTIONS = [
@@ -98,7 +98,7 @@ export function evaluate(policy: KeyPolicy, req: PolicyRequest): Decision {
 }
 
 /**
- * Defaults per usage (design §3.7). The CA itself is the principal that signs, so CA keys allow
+ * Defaults per usage. The CA itself is the principal that signs, so CA keys allow
  * any principal but only their own operations; a root key signs CA certificates only, which is
  * expressed as a deny for any signature that names a leaf profile.
  */

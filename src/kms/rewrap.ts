@@ -21,7 +21,7 @@ export interface RewrapResult {
 }
 
 /**
- * Moves every DEK of a KEK to its primary version (design §3.6). Each batch is one transaction
+ * Moves every DEK of a KEK to its primary version. Each batch is one transaction
  * that locks its rows with SKIP LOCKED, so two runs share the work, a crash loses at most one
  * uncommitted batch, and a restart simply continues with the rows still on old versions. The CA key
  * ciphertexts are never touched and every row stays decryptable throughout, so serving continues.

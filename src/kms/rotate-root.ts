@@ -55,7 +55,7 @@ function createRoot(
 }
 
 /**
- * Moves every KEK version to a new root of trust (design §3.4). Each version is re-wrapped into
+ * Moves every KEK version to a new root of trust. Each version is re-wrapped into
  * next_root_id/next_wrapped in its own transaction, so a crash leaves both blobs valid and a
  * second run resumes with the rest; one final transaction swaps the columns and retires the old
  * root. The pending root is found again by provider, so resuming needs the same target options.

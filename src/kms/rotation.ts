@@ -15,7 +15,7 @@ export interface RotateResult {
 }
 
 /**
- * Adds version n+1 to a KEK and makes it primary (design §3.6). Older versions stay Enabled, so
+ * Adds version n+1 to a KEK and makes it primary. Older versions stay Enabled, so
  * everything they wrap still unwraps; `kms rewrap` moves DEKs later. The advisory lock serialises
  * rotations of one KEK across replicas.
  */

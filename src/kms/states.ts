@@ -6,8 +6,8 @@ import { KmsError } from './errors.ts';
 import type { KeyHierarchy, StoredTokenRef } from './hierarchy.ts';
 import { describeRef, type KeyRef, resolveKey } from './refs.ts';
 
-// Key states (design §3.5): Enabled ⇄ Disabled; Enabled|Disabled → PendingDeletion (7–30 days);
-// PendingDeletion → Disabled (cancel, as in AWS); PendingDeletion → Destroyed (janitor).
+// Key states, as in AWS KMS: Enabled ⇄ Disabled; Enabled|Disabled → PendingDeletion (7–30 days);
+// PendingDeletion → Disabled (cancel); PendingDeletion → Destroyed (janitor).
 
 export { MAX_DELETION_DAYS, MIN_DELETION_DAYS } from './deletion-window.ts';
 

@@ -11,7 +11,7 @@ import type { KekRef, RootOfTrust, RootRecord } from './types.ts';
 // Type-only: erased at run time, so the SDK is still loaded on first use only.
 type AwsKmsModule = typeof AwsKms;
 
-// Root of trust in AWS KMS (design §3.4): KEKs are encrypted by a symmetric KMS key with an
+// Root of trust in AWS KMS: KEKs are encrypted by a symmetric KMS key with an
 // encryption context that repeats ours and binds the KWE1 header through kw:aad. Credentials come
 // from the SDK's default chain (instance role, SSO, environment) and never pass through Keyward.
 
@@ -98,7 +98,8 @@ function mapAwsError(err: unknown, doing: string, arn: string): KmsError {
       return new KmsError('AccessDenied', `${doing}: AWS KMS denied access to ${arn}`);
     case 'DisabledException':
     case 'KMSInvalidStateException':
-      // Pitfall 12: a KMS root key that is disabled or pending deletion takes every CA with it.
+      // A KMS root key that is disabled or pending deletion takes every CA with it: say so, since
+      // re-enabling it (or cancelling the deletion) in AWS is the only way back.
       return new KmsError(
         'KeyUnavailable',
         `${doing}: the AWS KMS key ${arn} is disabled or pending deletion; every KEK depends on it`,
@@ -136,7 +137,8 @@ export function awsKmsRoot(id: string, params: AwsKmsParams, api: KmsApi = awsCl
         throw new KmsError('InvalidCiphertext', 'KWE1 AWS KMS body length disagrees with its prefix');
       try {
         const r = await api.decrypt(b.subarray(KWE1_HEADER_LEN + 2), awsContext(b, ref));
-        // Pitfall 20: always check which key answered.
+        // Decrypt may answer with another key the credentials can use (KeyId is optional for
+        // symmetric ciphertexts); only the configured key is our root.
         if (r.keyId !== params.keyArn)
           throw new KmsError(
             'WrongRootKey',
