@@ -3,7 +3,7 @@ import { constants, createPublicKey, type KeyObject, verify } from 'node:crypto'
 import type { Context } from 'hono';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 
-import { readBodyText } from '../core/body.ts';
+import { nodeIncoming, readBodyText } from '../core/body.ts';
 import { KeywardError } from '../core/errors.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -216,7 +216,7 @@ async function readBody(c: Context, max: number): Promise<unknown> {
   if (type !== 'application/jose+json') {
     throw new KeywardError('unsupportedMediaType', 'Content-Type must be application/jose+json');
   }
-  const text = await readBodyText(c.req.raw, max, 'Request body');
+  const text = await readBodyText(c.req.raw, max, 'Request body', nodeIncoming(c.env));
   try {
     return JSON.parse(text);
   } catch {

@@ -6,7 +6,7 @@ import { getRequestListener } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 
 import type { AppContext } from '../context.ts';
-import { readBodyText } from '../core/body.ts';
+import { nodeIncoming, readBodyText } from '../core/body.ts';
 import { asKeywardError, KeywardError } from '../core/errors.ts';
 import { CONFIG_HEADER } from './admin-client.ts';
 
@@ -67,7 +67,7 @@ export async function runAdminCommand(
   maxBody: number,
 ): Promise<Response> {
   checkConfig(ctx, c.req.header(CONFIG_HEADER));
-  const body = await readBodyText(c.req.raw, maxBody);
+  const body = await readBodyText(c.req.raw, maxBody, undefined, nodeIncoming(c.env));
   let input: unknown;
   try {
     input = JSON.parse(body || '{}');

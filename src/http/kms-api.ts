@@ -6,7 +6,7 @@ import type { Context, Hono } from 'hono';
 
 import type { AppContext } from '../context.ts';
 import { startLoop } from '../core/background-loop.ts';
-import { readBodyText } from '../core/body.ts';
+import { nodeIncoming, readBodyText } from '../core/body.ts';
 import { KeywardError } from '../core/errors.ts';
 import type { Feature } from '../core/feature.ts';
 import type { Logger } from '../core/log.ts';
@@ -82,7 +82,7 @@ export function kmsFeature(ctx: AppContext, log: Logger): Feature {
     fn: (body: Record<string, unknown>, principal: string) => Promise<unknown>,
   ): Promise<Response> {
     const principal = await authenticate(c);
-    const text = await readBodyText(c.req.raw, MAX_BODY);
+    const text = await readBodyText(c.req.raw, MAX_BODY, undefined, nodeIncoming(c.env));
     let parsed: unknown;
     try {
       parsed = JSON.parse(text || '{}');

@@ -4,7 +4,7 @@ import type { HttpBindings } from '@hono/node-server';
 import type { Context, Hono } from 'hono';
 
 import type { AppContext } from '../context.ts';
-import { readBodyText } from '../core/body.ts';
+import { nodeIncoming, readBodyText } from '../core/body.ts';
 import type { Clock } from '../core/clock.ts';
 import { KeywardError } from '../core/errors.ts';
 import type { Feature } from '../core/feature.ts';
@@ -17,7 +17,7 @@ const MAX_BODY = 64 * 1024;
 const PRUNE_EVERY_MS = 10 * 60_000;
 
 async function jsonBody(c: Context): Promise<Record<string, unknown>> {
-  const text = await readBodyText(c.req.raw, MAX_BODY);
+  const text = await readBodyText(c.req.raw, MAX_BODY, undefined, nodeIncoming(c.env));
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
