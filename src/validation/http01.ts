@@ -11,10 +11,11 @@ import { isIP } from 'node:net';
 
 import { isDnsName, normalizeDnsName } from '../core/dns-name.ts';
 import type { AcmeIdentifier } from '../core/identifiers.ts';
+import { type AttemptError, startAttempt } from './attempt.ts';
 import { beforeDeadline, truncate } from './deadline.ts';
 import { connectAddresses, identifierProblem, urlHost } from './identifier.ts';
 import type { DnsResolver } from './resolver.ts';
-import { failure, type ValidationConfig, type ValidationOutcome, type ValidationProblem } from './types.ts';
+import { failure, type ValidationConfig, type ValidationOutcome } from './types.ts';
 
 const USER_AGENT = 'Keyward-validation (+RFC 8555)';
 /** Only the redirects whose method stays GET without surprises (303 is not a "moved" answer). */
@@ -25,7 +26,7 @@ const MAX_ECHO = 128;
 
 type Attempt =
   | { kind: 'response'; address: string; status: number; location?: string; body: Buffer; tooLarge: boolean }
-  | { kind: 'error'; address: string; beforeConnect: boolean; problem: ValidationProblem };
+  | AttemptError;
 
 export async function checkHttp01(
   id: AcmeIdentifier,
@@ -105,20 +106,14 @@ function fetchOnce(url: URL, address: string, cfg: ValidationConfig, deadline: n
     const isHttps = url.protocol === 'https:';
     const hostname = unbracket(url.hostname);
     const port = Number(url.port || (isHttps ? 443 : 80));
-    const fetching = `${address}: Fetching ${url.href}`;
-    let connected = false;
-    let settled = false;
-    let timer: NodeJS.Timeout | undefined;
-
-    const finish = (a: Attempt): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve(a);
-      req.destroy();
-    };
-    const error = (type: ValidationProblem['type'], msg: string, beforeConnect: boolean): void =>
-      finish({ kind: 'error', address, beforeConnect, problem: { type, detail: `${fetching}: ${msg}` } });
+    const { finish, error, connected, markConnected } = startAttempt<Attempt>({
+      address,
+      where: `${address}: Fetching ${url.href}`,
+      deadline,
+      timeoutAfterConnect: 'Timeout after connect (your server may be slow or overloaded)',
+      resolve,
+      close: () => req.destroy(),
+    });
 
     const options: https.RequestOptions = {
       host: address,
@@ -173,18 +168,11 @@ function fetchOnce(url: URL, address: string, cfg: ValidationConfig, deadline: n
     };
 
     const req = (isHttps ? https : http).request(options, onResponse);
-    req.on('socket', (socket) => socket.once('connect', () => (connected = true)));
+    req.on('socket', (socket) => socket.once('connect', markConnected));
     req.on('error', (err: NodeJS.ErrnoException) => {
-      if (isHttps && connected && isTlsError(err)) error('tls', `TLS error: ${err.message}`, false);
-      else error('connection', describeSocketError(err), !connected);
+      if (isHttps && connected() && isTlsError(err)) error('tls', `TLS error: ${err.message}`, false);
+      else error('connection', describeSocketError(err), !connected());
     });
-    timer = setTimeout(
-      () =>
-        connected
-          ? error('connection', 'Timeout after connect (your server may be slow or overloaded)', false)
-          : error('connection', 'Timeout during connect (likely firewall problem)', true),
-      Math.max(0, deadline - Date.now()),
-    );
     req.end();
   });
 }

@@ -10,6 +10,7 @@ import * as asn1js from 'asn1js';
 import { normalizeDnsName } from '../core/dns-name.ts';
 import type { AcmeIdentifier } from '../core/identifiers.ts';
 import { canonicalIp } from '../core/ip.ts';
+import { type AttemptError, startAttempt } from './attempt.ts';
 import { beforeDeadline, truncate } from './deadline.ts';
 import { describeSocketError } from './http01.ts';
 import { connectAddresses, identifierProblem, reverseDnsName, urlHost } from './identifier.ts';
@@ -20,9 +21,7 @@ export const ACME_TLS_ALPN = 'acme-tls/1';
 /** id-pe-acmeIdentifier (RFC 8737 §6.1). */
 export const ACME_IDENTIFIER_OID = '1.3.6.1.5.5.7.1.31';
 
-type Handshake =
-  | { kind: 'cert'; address: string; der: Buffer }
-  | { kind: 'error'; address: string; beforeConnect: boolean; problem: ValidationProblem };
+type Handshake = { kind: 'cert'; address: string; der: Buffer } | AttemptError;
 
 export async function checkTlsAlpn01(
   id: AcmeIdentifier,
@@ -60,19 +59,14 @@ export async function checkTlsAlpn01(
 
 function handshake(address: string, port: number, sni: string, deadline: number): Promise<Handshake> {
   return new Promise<Handshake>((resolve) => {
-    const where = `${urlHost(address)}:${port}`;
-    let connected = false;
-    let settled = false;
-    let timer: NodeJS.Timeout | undefined;
-    const finish = (h: Handshake): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve(h);
-      socket.destroy();
-    };
-    const error = (type: ValidationProblem['type'], msg: string, beforeConnect: boolean): void =>
-      finish({ kind: 'error', address, beforeConnect, problem: { type, detail: `${where}: ${msg}` } });
+    const { finish, error, connected, markConnected } = startAttempt<Handshake>({
+      address,
+      where: `${urlHost(address)}:${port}`,
+      deadline,
+      timeoutAfterConnect: 'Timeout during TLS handshake (your server may be slow or overloaded)',
+      resolve,
+      close: () => socket.destroy(),
+    });
 
     const socket = tls.connect({
       host: address,
@@ -83,7 +77,7 @@ function handshake(address: string, port: number, sni: string, deadline: number)
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
     });
-    socket.once('connect', () => (connected = true));
+    socket.once('connect', markConnected);
     socket.once('secureConnect', () => {
       if (socket.alpnProtocol !== ACME_TLS_ALPN) {
         error('tls', `Cannot negotiate ALPN protocol "${ACME_TLS_ALPN}" for tls-alpn-01 challenge`, false);
@@ -97,7 +91,7 @@ function handshake(address: string, port: number, sni: string, deadline: number)
       finish({ kind: 'cert', address, der: cert.raw });
     });
     socket.on('error', (err: NodeJS.ErrnoException) => {
-      if (!connected) {
+      if (!connected()) {
         error('connection', describeSocketError(err), true);
       } else if (
         /no.application.protocol/i.test(err.message) ||
@@ -108,13 +102,6 @@ function handshake(address: string, port: number, sni: string, deadline: number)
         error('tls', `TLS handshake failed: ${truncate(err.message, 128)}`, false);
       }
     });
-    timer = setTimeout(
-      () =>
-        connected
-          ? error('connection', 'Timeout during TLS handshake (your server may be slow or overloaded)', false)
-          : error('connection', 'Timeout during connect (likely firewall problem)', true),
-      Math.max(0, deadline - Date.now()),
-    );
   });
 }
 
