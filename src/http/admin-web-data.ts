@@ -132,35 +132,3 @@ export async function searchCertificates(db: Db, query: CertificateQuery): Promi
       .where('not_after', '<=', sql<Date>`now() + make_interval(days => ${query.expiringDays})`);
   return q.execute();
 }
-
-export interface AuditPageItem {
-  seq: number;
-  ts: string;
-  principal: string;
-  action: string;
-  keyId: string | null;
-  outcome: string;
-  errorCode: string | null;
-  context: Record<string, unknown>;
-}
-
-/** Audit events newest first, `size` at a time, before `before` (a seq) when paging back. */
-export async function auditPage(db: Db, opts: { before?: number; size?: number }): Promise<AuditPageItem[]> {
-  let q = db
-    .selectFrom('audit_events')
-    .select(['seq', 'ts', 'principal', 'action', 'key_id', 'outcome', 'error_code', 'context'])
-    .orderBy('seq', 'desc')
-    .limit(opts.size ?? 50);
-  if (opts.before !== undefined) q = q.where('seq', '<', opts.before);
-  const rows = await q.execute();
-  return rows.map((r) => ({
-    seq: Number(r.seq),
-    ts: new Date(r.ts).toISOString(),
-    principal: r.principal,
-    action: r.action,
-    keyId: r.key_id,
-    outcome: r.outcome,
-    errorCode: r.error_code,
-    context: r.context as Record<string, unknown>,
-  }));
-}

@@ -2,9 +2,10 @@ import type { Child, FC, PropsWithChildren } from 'hono/jsx';
 
 import type { AccountSummary, EabKeySummary } from '../acme/operator.ts';
 import type { CertificateRow, IssuerRow } from '../db/schema.ts';
+import type { AuditListItem } from '../kms/audit-query.ts';
 import type { FullVerification } from '../kms/checkpoints.ts';
 import type { KeySummary } from '../kms/inventory.ts';
-import type { AuditHead, AuditPageItem, CertificateQuery, IssuedDay, ValidationFailure } from './admin-web-data.ts';
+import type { AuditHead, CertificateQuery, IssuedDay, ValidationFailure } from './admin-web-data.ts';
 import { CERTIFICATE_STATES } from './admin-web-data.ts';
 
 // The admin web page's views: plain server-rendered HTML (hono/jsx escapes every value), no
@@ -573,7 +574,7 @@ export const KeysPage: FC<{ keys: KeySummary[]; sealed: boolean; principal: stri
 };
 
 export const AuditPage: FC<{
-  events: AuditPageItem[];
+  events: AuditListItem[];
   size: number;
   verification?: FullVerification;
   principal: string;

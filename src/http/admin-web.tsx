@@ -9,12 +9,12 @@ import type { AppContext } from '../context.ts';
 import { asKeywardError, KeywardError } from '../core/errors.ts';
 import type { Feature } from '../core/feature.ts';
 import { normalizeSerial } from '../core/serial.ts';
+import { listAudit } from '../kms/audit-query.ts';
 import { verifyAuditWithCheckpoints } from '../kms/checkpoints.ts';
 import { listKeys } from '../kms/inventory.ts';
 import { adminPrincipal } from './admin-auth.ts';
 import {
   auditHead,
-  auditPage,
   CERTIFICATE_STATES,
   type CertificateState,
   issuedPerDay,
@@ -283,7 +283,7 @@ export function adminWebFeature(ctx: AppContext): Feature {
     render(
       c,
       <AuditPage
-        events={await auditPage(db, { before: beforeParam(c), size: AUDIT_PAGE })}
+        events={await listAudit(db, { before: beforeParam(c), newestFirst: true, limit: AUDIT_PAGE })}
         size={AUDIT_PAGE}
         principal={principal}
       />,
@@ -296,7 +296,7 @@ export function adminWebFeature(ctx: AppContext): Feature {
     return render(
       c,
       <AuditPage
-        events={await auditPage(db, { size: AUDIT_PAGE })}
+        events={await listAudit(db, { newestFirst: true, limit: AUDIT_PAGE })}
         size={AUDIT_PAGE}
         verification={verification}
         principal={principal}

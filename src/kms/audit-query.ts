@@ -14,17 +14,28 @@ export interface AuditListItem {
   context: Record<string, unknown>;
 }
 
-/** `audit list`: events oldest first, by key and/or since a time ("2025-01-01T00:00Z" or "2h" ago). */
-export async function listAudit(
-  db: Db,
-  opts: { keyId?: string; since?: string; sinceMs?: number; limit?: number },
-): Promise<AuditListItem[]> {
+export interface AuditQuery {
+  keyId?: string;
+  /** An ISO time ("2025-01-01T00:00Z"). */
+  since?: string;
+  /** How far back from now, in milliseconds ("2h" ago). */
+  sinceMs?: number;
+  /** Only events before this seq: the cursor for paging back through a newest-first list. */
+  before?: number;
+  /** Newest first (a page a person reads) instead of oldest first (a log to follow). */
+  newestFirst?: boolean;
+  limit?: number;
+}
+
+/** Audit events (`audit list`, the admin page's audit view), at most `limit` (default 1000). */
+export async function listAudit(db: Db, opts: AuditQuery): Promise<AuditListItem[]> {
   let q = db
     .selectFrom('audit_events')
     .selectAll()
-    .orderBy('seq')
+    .orderBy('seq', opts.newestFirst ? 'desc' : 'asc')
     .limit(opts.limit ?? 1000);
   if (opts.keyId) q = q.where('key_id', '=', opts.keyId);
+  if (opts.before !== undefined) q = q.where('seq', '<', opts.before);
   if (opts.since) q = q.where('ts', '>=', new Date(opts.since));
   if (opts.sinceMs !== undefined)
     q = q.where(sql<boolean>`ts >= now() - make_interval(secs => ${opts.sinceMs / 1000})`);
