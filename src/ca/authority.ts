@@ -24,7 +24,8 @@ import {
   type Reservation,
   reserveBatch,
 } from './issue-writes.ts';
-import { announceIssuerChange, chooseIssuer, IssuerRegistry, noIssuerFor } from './issuers.ts';
+import { parseIssuerCertificate } from './issuer-certificate.ts';
+import { announceIssuerChange, chooseIssuer, issuerKey, IssuerRegistry, noIssuerFor } from './issuers.ts';
 import { createLeafBuilder } from './leaf-builder.ts';
 import { checkNameConstraints, type NameConstraints, nameConstraintsOf } from './name-constraints.ts';
 import { normalizeSans } from './names.ts';
@@ -250,7 +251,7 @@ export class CertificateAuthority {
     let signing = this.signing.get(row.id);
     if (!signing) {
       signing = (async () => {
-        const signer = await this.kms.signer(row.key_id, 'sign-certificate', 'keyward');
+        const signer = await this.kms.signer(issuerKey(row), 'sign-certificate', 'keyward');
         return {
           row,
           builder: createLeafBuilder({ certificate: row.certificate, signer }),
@@ -487,7 +488,8 @@ export class CertificateAuthority {
 export interface NewIssuer {
   kind: 'root' | 'intermediate';
   parentId: string | null;
-  keyId: string;
+  /** null only for a root trusted without its key. */
+  keyId: string | null;
   der: Uint8Array;
   state?: IssuerState;
   profiles?: string[];
@@ -497,7 +499,9 @@ export interface NewIssuer {
 /** Records an issuer and announces it to every replica (in the caller's transaction). */
 export async function insertIssuer(trx: Executor, issuer: NewIssuer): Promise<IssuerRow> {
   const cert = new x509.X509Certificate(new Uint8Array(issuer.der));
-  const ski = new Uint8Array(await cert.publicKey.getKeyIdentifier('SHA-1'));
+  // The identifier leaves name in their AKI: the certificate's own SKI (an adopted certificate's
+  // may be made by another method), else RFC 5280 method 1.
+  const ski = parseIssuerCertificate(issuer.der).keyIdentifier;
   const id = Buffer.from(createHash('sha256').update(issuer.der).digest()).toString('hex').slice(0, 16);
   const row = await trx
     .insertInto('issuers')

@@ -10,9 +10,12 @@ export interface IssuerChains {
   alternates: Uint8Array[][];
 }
 
-/** The newest active root: the one new intermediates are made under and clients are steered to. */
+/**
+ * The newest active root whose key we hold: the one new intermediates are made under and clients
+ * are steered to (a root trusted only for an adopted intermediate is neither).
+ */
 export function currentRoot(rows: readonly IssuerRow[]): IssuerRow | undefined {
-  return rows.filter((r) => r.kind === 'root' && r.state === 'active').at(-1);
+  return rows.filter((r) => r.kind === 'root' && r.state === 'active' && r.key_id !== null).at(-1);
 }
 
 /**

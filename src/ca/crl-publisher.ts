@@ -5,6 +5,7 @@ import { withLease } from '../db/lease.ts';
 import type { Db, Executor, IssuerRow } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import { buildCrl, type CrlEntry } from './crl.ts';
+import { issuerKey } from './issuers.ts';
 import { crlUrl } from './revocation-urls.ts';
 
 /**
@@ -136,7 +137,7 @@ export async function publishCrl(
   const started = performance.now();
   // Unwrap the issuer key (an audited event) before taking any lock, so that inside the transaction
   // the signature takes the key row and then the audit chain, in the order every signer does.
-  await deps.kms.signer(issuer.key_id, 'sign-crl', deps.principal);
+  await deps.kms.signer(issuerKey(issuer), 'sign-crl', deps.principal);
   const published = await withLease(db, `crl:${issuer.id}:${shard}`, deps.holder, LEASE_TTL_MS, () =>
     db.transaction().execute(async (trx) => {
       await trx
@@ -162,7 +163,7 @@ export async function publishCrl(
       const thisUpdate = new Date(row.now);
       const nextUpdate = new Date(thisUpdate.getTime() + settings.crlValidity);
       const entries = await collectEntries(trx, issuer.id, shard, thisUpdate);
-      const signer = await deps.kms.signer(issuer.key_id, 'sign-crl', deps.principal, trx);
+      const signer = await deps.kms.signer(issuerKey(issuer), 'sign-crl', deps.principal, trx);
       const url = crlUrl(settings.baseUrl, issuer.id, shard);
       const der = await buildCrl({
         issuer: { certificate: issuer.certificate, signer },

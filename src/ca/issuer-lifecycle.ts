@@ -8,8 +8,9 @@ import type { KeyHierarchy } from '../kms/index.ts';
 import { insertIssuer } from './authority.ts';
 import { buildSubordinateCa } from './ca-builder.ts';
 import type { NameConstraintsSpec } from './cert-extensions.ts';
+import { currentRoot } from './chains.ts';
 import { crossCertify } from './cross-certificates.ts';
-import { announceIssuerChange, chooseIssuer, type IssuerRegistry } from './issuers.ts';
+import { announceIssuerChange, chooseIssuer, holdsKey, issuerKey, type IssuerRegistry } from './issuers.ts';
 import { nameConstraintsSpecOf } from './name-constraints.ts';
 import { randomSerial } from './serial.ts';
 
@@ -50,7 +51,7 @@ export function find(rows: IssuerRow[], id: string): IssuerRow {
   return row;
 }
 
-function checkProfiles(deps: IssuerLifecycleDeps, profiles: readonly string[]): void {
+export function checkProfiles(deps: IssuerLifecycleDeps, profiles: readonly string[]): void {
   const unknown = profiles.filter((p) => !deps.profiles.includes(p));
   if (unknown.length)
     throw new KeywardError(
@@ -81,15 +82,14 @@ async function makeIntermediate(
   principal: string,
   opts: { state: IssuerState; replaces?: string },
 ): Promise<IssuerRow> {
-  const parent = spec.parentId
-    ? find(rows, spec.parentId)
-    : rows.filter((r) => r.kind === 'root' && r.state === 'active').at(-1);
+  const parent = spec.parentId ? find(rows, spec.parentId) : currentRoot(rows);
   if (!parent) throw new KeywardError('notInitialized', 'there is no active root to sign an intermediate');
   if (parent.kind !== 'root')
     throw new KeywardError(
       'usage',
       `--parent: issuer ${parent.id} is an intermediate; intermediates are signed by a root`,
     );
+  const parentKey = issuerKey(parent);
   if (parent.state !== 'active')
     throw new KeywardError(
       'conflict',
@@ -109,7 +109,7 @@ async function makeIntermediate(
     principal,
     ...(spec.protection ? { protection: spec.protection } : {}),
   });
-  const rootSigner = await deps.kms.signer(parent.key_id, 'sign-certificate', principal, trx);
+  const rootSigner = await deps.kms.signer(parentKey, 'sign-certificate', principal, trx);
   const der = await buildSubordinateCa(
     {
       serial: Buffer.from(randomSerial(), 'hex'),
@@ -134,9 +134,9 @@ async function makeIntermediate(
   // During a root rollover, every other root still trusted certifies the new intermediate too, so
   // clients that trust only an older root validate its leaves (chains.ts offers that path).
   for (const other of rows) {
-    if (other.kind !== 'root' || other.id === parent.id || other.state === 'retired') continue;
+    if (other.kind !== 'root' || other.id === parent.id || other.state === 'retired' || !holdsKey(other)) continue;
     if (other.not_after.getTime() <= now.getTime()) continue;
-    const otherSigner = await deps.kms.signer(other.key_id, 'sign-certificate', principal, trx);
+    const otherSigner = await deps.kms.signer(issuerKey(other), 'sign-certificate', principal, trx);
     await crossCertify(trx, row, other, otherSigner, now);
   }
   await deps.kms.audit.append(trx, {
@@ -256,7 +256,8 @@ async function retireRoot(
   root: IssuerRow,
   principal: string,
 ): Promise<IssuerRow> {
-  if (root.state === 'active')
+  // A root trusted without its key (ca adopt --trust) is never the current one.
+  if (root.state === 'active' && holdsKey(root))
     throw new KeywardError('conflict', `root ${root.id} is the current root; roll it over first (ca rotate-root)`);
   const children = rows.filter((r) => r.parent_id === root.id && (r.state === 'active' || r.state === 'pending'));
   if (children.length)
@@ -285,7 +286,7 @@ export function rotateIntermediate(
     const key = await trx
       .selectFrom('kms_keys')
       .select(['alg', 'backend'])
-      .where('id', '=', old.key_id)
+      .where('id', '=', issuerKey(old))
       .executeTakeFirstOrThrow();
     const made = await makeIntermediate(
       deps,
@@ -293,7 +294,10 @@ export function rotateIntermediate(
       rows,
       {
         // Under the same root while it is active; after a root rollover, under the new root.
-        parentId: rows.find((r) => r.id === old.parent_id)?.state === 'active' ? old.parent_id! : undefined,
+        // An adopted intermediate under a root whose key we don't hold moves to our current root.
+        parentId: rows.some((r) => r.id === old.parent_id && r.state === 'active' && holdsKey(r))
+          ? old.parent_id!
+          : undefined,
         keyType: overrides.keyType ?? (key.alg as CaKeyType),
         lifetimeMs: overrides.lifetimeMs ?? old.not_after.getTime() - old.not_before.getTime(),
         commonName: overrides.commonName ?? commonNameOf(old.subject),

@@ -24,6 +24,24 @@ export function chooseIssuer(rows: readonly IssuerRow[], profile: string): Issue
   return active.find((r) => r.profiles.includes(profile)) ?? active.find((r) => r.profiles.length === 0);
 }
 
+/**
+ * The key an issuer signs with. Only a root trusted without its key (`ca adopt --trust`) has none;
+ * it never signs here, so asking for its key is refused rather than passed on as null.
+ */
+export function issuerKey(row: Pick<IssuerRow, 'id' | 'key_id'>): string {
+  if (row.key_id === null)
+    throw new KeywardError(
+      'conflict',
+      `issuer ${row.id} is a root we trust without holding its key; it signs nothing here`,
+    );
+  return row.key_id;
+}
+
+/** Roots whose key we hold: the only ones that sign intermediates, cross-certificates and rollovers. */
+export function holdsKey(row: Pick<IssuerRow, 'key_id'>): boolean {
+  return row.key_id !== null;
+}
+
 /** The refusal when no issuer serves a profile (e.g. its only issuer was retired). */
 export function noIssuerFor(profile: string): KeywardError {
   return new KeywardError(
@@ -96,19 +114,22 @@ export class IssuerRegistry {
 /** An issuer as `keyward ca issuers` shows it: the row plus its key and how much it has issued. */
 export interface IssuerOverview {
   row: IssuerRow;
-  keyAlg: string;
-  keyBackend: string;
+  /** null for a root trusted without its key (ca adopt --trust). */
+  keyAlg: string | null;
+  keyBackend: string | null;
   certificatesIssued: number;
   /** Unexpired certificates: while there are any, a retiring issuer keeps its CRLs and OCSP. */
   certificatesLive: number;
 }
 
 export async function issuerOverview(db: Db): Promise<IssuerOverview[]> {
-  const { rows } = await sql<IssuerRow & { key_alg: string; key_backend: string; issued: string; live: string }>`
+  const { rows } = await sql<
+    IssuerRow & { key_alg: string | null; key_backend: string | null; issued: string; live: string }
+  >`
     SELECT i.*, k.alg AS key_alg, k.backend AS key_backend,
            coalesce(c.issued, 0) AS issued, coalesce(c.live, 0) AS live
     FROM issuers i
-    JOIN kms_keys k ON k.id = i.key_id
+    LEFT JOIN kms_keys k ON k.id = i.key_id
     LEFT JOIN (SELECT issuer_id, count(*) AS issued, count(*) FILTER (WHERE not_after > now()) AS live
                FROM certificates GROUP BY issuer_id) c ON c.issuer_id = i.id
     ORDER BY i.created_at, i.parent_id IS NOT NULL, i.id`.execute(db);
@@ -137,6 +158,12 @@ export function expiryWarnings(rows: readonly IssuerRow[], now: Date): string[] 
     })
     .map(
       (r) =>
-        `${r.kind} ${r.id} expires ${r.not_after.toISOString()} (${Math.max(0, Math.floor((r.not_after.getTime() - now.getTime()) / DAY_MS))} days left); ${r.kind === 'root' ? 'keyward ca rotate-root' : `keyward ca rotate-intermediate ${r.id}`}`,
+        `${r.kind} ${r.id} expires ${r.not_after.toISOString()} (${Math.max(0, Math.floor((r.not_after.getTime() - now.getTime()) / DAY_MS))} days left); ${fixFor(r)}`,
     );
+}
+
+function fixFor(r: IssuerRow): string {
+  if (r.kind === 'intermediate') return `keyward ca rotate-intermediate ${r.id}`;
+  if (r.key_id === null) return 'its owner renews it; adopt an intermediate under the new root (ca adopt --trust)';
+  return 'keyward ca rotate-root';
 }

@@ -6,6 +6,7 @@ import { withLease } from '../db/lease.ts';
 import type { Db, IssuerRow } from '../db/schema.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
 import type { Signer } from '../kms/signer.ts';
+import { issuerKey } from './issuers.ts';
 import { buildOcspSignerCertificate } from './ocsp-signer-cert.ts';
 import { randomSerial } from './serial.ts';
 
@@ -46,7 +47,7 @@ export class OcspSigners {
     if (this.settings.mode === 'issuer') {
       const cached = this.cache.get(issuer.id);
       if (cached) return cached.responder;
-      const signer = await this.kms.signer(issuer.key_id, 'sign-ocsp', this.principal);
+      const signer = await this.kms.signer(issuerKey(issuer), 'sign-ocsp', this.principal);
       const responder = { issuerId: issuer.id, certificate: issuer.certificate, signer, notAfter: issuer.not_after };
       this.cache.set(issuer.id, { id: issuer.id, responder });
       return responder;
@@ -96,7 +97,7 @@ export class OcspSigners {
       if (again.rows[0]!.n > 0) return false;
       const now = new Date(again.rows[0]!.now);
       const key = await this.kms.createKey(this.db, { usage: 'ocsp', alg: 'ecdsa-p256', principal: this.principal });
-      const issuerSigner = await this.kms.signer(issuer.key_id, 'sign-certificate', this.principal);
+      const issuerSigner = await this.kms.signer(issuerKey(issuer), 'sign-certificate', this.principal);
       const notBefore = new Date(now.getTime() - BACKDATE_MS);
       const notAfter = new Date(Math.min(now.getTime() + lifetime, issuer.not_after.getTime()));
       const certificate = await buildOcspSignerCertificate({

@@ -7,7 +7,7 @@ import { buildSelfSignedCa } from './ca-builder.ts';
 import { currentRoot } from './chains.ts';
 import { crossCertify, ROOT_PATH_LENGTH, subjectNameOf } from './cross-certificates.ts';
 import { change, type IssuerLifecycleDeps, setState } from './issuer-lifecycle.ts';
-import { announceIssuerChange } from './issuers.ts';
+import { announceIssuerChange, issuerKey } from './issuers.ts';
 import { randomSerial } from './serial.ts';
 
 const BACKDATE_MS = 60_000;
@@ -48,7 +48,7 @@ export function rotateRoot(deps: IssuerLifecycleDeps, spec: RootSpec, principal:
     const oldKey = await trx
       .selectFrom('kms_keys')
       .select(['alg', 'backend'])
-      .where('id', '=', old.key_id)
+      .where('id', '=', issuerKey(old))
       .executeTakeFirstOrThrow();
     const now = (deps.clock ?? systemClock).now();
     const lifetime = spec.lifetimeMs ?? old.not_after.getTime() - old.not_before.getTime();
@@ -77,7 +77,7 @@ export function rotateRoot(deps: IssuerLifecycleDeps, spec: RootSpec, principal:
       newSigner,
     );
     const made = await insertIssuer(trx, { kind: 'root', parentId: null, keyId: key.id, der, replaces: old.id });
-    const oldSigner = await deps.kms.signer(old.key_id, 'sign-certificate', principal, trx);
+    const oldSigner = await deps.kms.signer(issuerKey(old), 'sign-certificate', principal, trx);
     const crossCertificates = [
       await crossCertify(trx, made, old, oldSigner, now),
       await crossCertify(trx, old, made, newSigner, now),

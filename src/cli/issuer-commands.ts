@@ -26,9 +26,14 @@ export interface IssuerView {
 
 const CA_KEY_TYPES: readonly CaKeyType[] = ['ecdsa-p256', 'ecdsa-p384', 'rsa-3072', 'rsa-4096'];
 
-function view(
+export function view(
   row: IssuerRow,
-  extra: { keyAlg?: string; keyBackend?: string; certificatesIssued?: number; certificatesLive?: number } = {},
+  extra: {
+    keyAlg?: string | null;
+    keyBackend?: string | null;
+    certificatesIssued?: number;
+    certificatesLive?: number;
+  } = {},
 ): IssuerView {
   return {
     id: row.id,
@@ -37,7 +42,8 @@ function view(
     parentId: row.parent_id,
     subject: row.subject,
     keyType: extra.keyAlg ?? '',
-    keyProtection: extra.keyBackend ?? '',
+    // A root trusted without its key (ca adopt --trust): its owner holds the key.
+    keyProtection: row.key_id === null ? 'external' : (extra.keyBackend ?? ''),
     notBefore: row.not_before.toISOString(),
     notAfter: row.not_after.toISOString(),
     profiles: row.profiles,
@@ -48,20 +54,24 @@ function view(
   };
 }
 
-async function viewOf(ctx: AppContext, id: string): Promise<IssuerView> {
+export async function viewOf(ctx: AppContext, id: string): Promise<IssuerView> {
   const { issuerOverview } = await import('../ca/issuers.ts');
   const found = (await issuerOverview(ctx.database.db)).find((o) => o.row.id === id);
   if (!found) return view((await ctx.ca.issuers()).find((r) => r.id === id)!);
   return view(found.row, found);
 }
 
-function line(i: IssuerView): string {
+export function line(i: IssuerView): string {
   const count =
     i.kind === 'intermediate' && i.certificatesIssued !== undefined
       ? `  ${i.certificatesIssued} issued (${i.certificatesLive} unexpired)`
       : '';
-  const profiles = i.kind === 'intermediate' ? `  profiles: ${i.profiles.join(', ') || '(default)'}` : '';
-  return `${i.kind} ${i.id}  ${i.state}  ${i.keyType}${i.keyProtection === 'hsm' ? ' (hsm)' : ''}  until ${i.notAfter.slice(0, 10)}${count}${profiles}\n    ${i.subject}\n`;
+  const profiles =
+    i.kind === 'intermediate' && i.keyProtection !== 'external'
+      ? `  profiles: ${i.profiles.join(', ') || '(default)'}`
+      : '';
+  const key = i.keyProtection === 'external' ? 'trusted, key held elsewhere' : i.keyType;
+  return `${i.kind} ${i.id}  ${i.state}  ${key}${i.keyProtection === 'hsm' ? ' (hsm)' : ''}  until ${i.notAfter.slice(0, 10)}${count}${profiles}\n    ${i.subject}\n`;
 }
 
 /** Roots, each followed by the intermediates it signed. */
@@ -73,9 +83,10 @@ export function issuerTree(list: IssuerView[]): string {
   for (const root of roots) {
     out += line(root);
     for (const child of list.filter((i) => i.parentId === root.id && i.kind !== 'root'))
-      out += line(child)
+      out += `${line(child)
+        .trimEnd()
         .replace(/^/gm, '  └ ')
-        .replace(/\n {2}└ {5}/g, '\n        ');
+        .replace(/\n {2}└ {5}/g, '\n        ')}\n`;
   }
   for (const o of orphans) out += line(o);
   return out;
@@ -101,7 +112,7 @@ function keyTypeOf(v: OptionValues): CaKeyType | undefined {
   return t as CaKeyType;
 }
 
-function lifetimeOf(v: OptionValues): number | undefined {
+export function lifetimeOf(v: OptionValues): number | undefined {
   if (v.lifetime === undefined) return undefined;
   try {
     return parseDuration(String(v.lifetime));
@@ -117,7 +128,7 @@ function protectionOf(v: OptionValues): 'wrapped' | 'hsm' | undefined {
   return p;
 }
 
-function listOf(v: OptionValues, name: string): string[] {
+export function listOf(v: OptionValues, name: string): string[] {
   const raw = v[name];
   const items = (Array.isArray(raw) ? raw : raw === undefined ? [] : [raw]).map(String);
   return items
@@ -151,7 +162,7 @@ export function parseNameConstraints(items: string[]): ConstraintsInput | undefi
   return out;
 }
 
-async function lifecycleDeps(ctx: AppContext) {
+export async function lifecycleDeps(ctx: AppContext) {
   return {
     db: ctx.database.db,
     kms: ctx.kms,

@@ -3,6 +3,7 @@ import { adminCertCommands } from './admin-cert-commands.ts';
 import { caCommands } from './ca-commands.ts';
 import { type CliCommand, commandName } from './command.ts';
 import { gated, proposalCommands } from './dual-control.ts';
+import { externalCaCommands } from './external-ca-commands.ts';
 import { issuerCommands } from './issuer-commands.ts';
 import { kmsCommands } from './kms-commands.ts';
 import { meshCommands } from './mesh-commands.ts';
@@ -13,6 +14,7 @@ import { sharesCommands } from './shares-commands.ts';
 export const commands: readonly CliCommand[] = [
   ...caCommands,
   ...issuerCommands,
+  ...externalCaCommands,
   ...revocationCommands,
   ...kmsCommands,
   ...acmeCommands,

@@ -140,7 +140,8 @@ export interface IssuersTable {
   id: string;
   kind: 'root' | 'intermediate';
   parent_id: string | null;
-  key_id: string;
+  /** null only for a root we trust without holding its key (`ca adopt --trust`, migration 0016). */
+  key_id: string | null;
   certificate: Bytes;
   subject: string;
   ski: Bytes;

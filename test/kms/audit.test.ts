@@ -59,7 +59,7 @@ describe('audit log', () => {
   const unkeyed: Hasher = (prev, e) => legacyEventHash(prev, e);
 
   it('lists every key use and change, by key and since a time', async () => {
-    const keyId = (await ctx.ca.issuers()).find((i) => i.kind === 'intermediate')!.key_id;
+    const keyId = (await ctx.ca.issuers()).find((i) => i.kind === 'intermediate')!.key_id!;
     await kmsCli(ctx, ['kms', 'rotate'], {}, []);
     const all = await kmsCli<AuditListItem[]>(ctx, ['audit', 'list'], {});
     expect(all.map((e) => e.action)).toEqual(
@@ -302,7 +302,7 @@ describe('audit log', () => {
 
   it('the command line: --json output and exit codes', async () => {
     await sql`UPDATE audit_events SET action = 'nothing' WHERE seq = 4`.execute(ctx.database.db);
-    const keyId = (await ctx.ca.issuers()).find((i) => i.kind === 'intermediate')!.key_id;
+    const keyId = (await ctx.ca.issuers()).find((i) => i.kind === 'intermediate')!.key_id!;
     await ctx.close();
     const v = await keyward(['audit', 'verify', '--json'], ca.env);
     expect(v.code).toBe(1);

@@ -27,7 +27,7 @@ const hsmSettings = { kms: { hsm: token.settings } };
 async function addHsmIntermediate(ctx: AppContext, alg: AsymmetricAlg, rsaScheme?: RsaScheme) {
   const db = ctx.database.db;
   const root = await db.selectFrom('issuers').selectAll().where('kind', '=', 'root').executeTakeFirstOrThrow();
-  const rootSigner = await ctx.kms.signer(root.key_id, 'sign-certificate', 'test');
+  const rootSigner = await ctx.kms.signer(root.key_id!, 'sign-certificate', 'test');
   const key = await ctx.kms.createKey(db, {
     usage: 'intermediate',
     alg,
@@ -342,7 +342,7 @@ describe('keyward ca add-intermediate --protection hsm', () => {
       .select(['key_id', 'certificate'])
       .where('id', '=', added.id)
       .executeTakeFirstOrThrow();
-    const detail = await kmsCli<KeyDetail>(setup.ctx, ['kms', 'show'], {}, [row.key_id]);
+    const detail = await kmsCli<KeyDetail>(setup.ctx, ['kms', 'show'], {}, [row.key_id!]);
     expect(detail.protection).toBe('hsm');
     const entry = token
       .listObjects('privkey')

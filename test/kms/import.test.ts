@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createPublicKey, randomBytes, verify } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { sql } from 'kysely';
@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppContext } from '../../src/context.ts';
 import type { ImportParams, ImportResult } from '../../src/kms/import.ts';
 import type { KeySummary } from '../../src/kms/inventory.ts';
+import { wrapForImport } from '../support/byok.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
 import { tempDir } from '../support/openssl.ts';
 import { kmsCli } from './helpers.ts';
@@ -84,49 +85,7 @@ describe('bring your own key', () => {
     );
   });
 
-  function wrapOffline(pubPem: string, keyFile: string, name: string): string {
-    // The recipe from the design (§3.9), with the real openssl binary.
-    const pub = join(dir, `${name}.wrap.pub`);
-    writeFileSync(pub, pubPem);
-    const der = join(dir, `${name}.p8.der`);
-    ossl('pkcs8', '-topk8', '-nocrypt', '-in', keyFile, '-outform', 'DER', '-out', der);
-    const eph = join(dir, `${name}.eph`);
-    ossl('rand', '-out', eph, '32');
-    const a = join(dir, `${name}.a`);
-    ossl(
-      'pkeyutl',
-      '-encrypt',
-      '-pubin',
-      '-inkey',
-      pub,
-      '-in',
-      eph,
-      '-out',
-      a,
-      '-pkeyopt',
-      'rsa_padding_mode:oaep',
-      '-pkeyopt',
-      'rsa_oaep_md:sha256',
-      '-pkeyopt',
-      'rsa_mgf1_md:sha256',
-    );
-    const b = join(dir, `${name}.b`);
-    ossl(
-      'enc',
-      '-id-aes256-wrap-pad',
-      '-K',
-      readFileSync(eph).toString('hex'),
-      '-iv',
-      'A65959A6',
-      '-in',
-      der,
-      '-out',
-      b,
-    );
-    const blob = join(dir, `${name}.blob`);
-    writeFileSync(blob, Buffer.concat([readFileSync(a), readFileSync(b)]));
-    return blob;
-  }
+  const wrapOffline = (pubPem: string, keyFile: string, name: string) => wrapForImport(dir, pubPem, keyFile, name);
 
   it('wrapped import: RSA-OAEP(eph) || AES-KWP(PKCS#8) made offline with openssl; the token is single use', async () => {
     const params = await kmsCli<ImportParams>(ctx, ['kms', 'import-params'], { usage: 'intermediate' });

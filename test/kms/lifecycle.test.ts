@@ -27,7 +27,7 @@ describe('kms lifecycle', () => {
     ctx = await restart(ctx, ca.configFile, ca.env);
     return ctx;
   };
-  const intermediateKey = async () => (await ctx.ca.issuers()).find((i) => i.kind === 'intermediate')!.key_id;
+  const intermediateKey = async () => (await ctx.ca.issuers()).find((i) => i.kind === 'intermediate')!.key_id!;
 
   it('lists and shows every key with state, algorithm, dates and use counts', async () => {
     await issueLeaf(ctx);

@@ -90,7 +90,7 @@ describe('a 3-of-5 shares root of trust', () => {
         .select('key_id')
         .where('kind', '=', 'intermediate')
         .executeTakeFirstOrThrow()
-    ).key_id;
+    ).key_id!;
 
   it('init shows each share once and stores none of them; the database has digests only', async () => {
     expect(shares).toHaveLength(5);

@@ -211,7 +211,7 @@ describe('GET /metrics and the operator log', () => {
     const after = await scrape(metricsUrl);
     expect(
       delta(before, after, 'keyward_kms_operations_total', {
-        key: keyId,
+        key: keyId!,
         action: 'sign-certificate',
         outcome: 'denied',
       }),
