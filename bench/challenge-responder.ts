@@ -40,6 +40,26 @@ udp.on('message', (msg, peer) => {
     flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
     questions: query.questions,
     answers,
+    // Like a real zone's NODATA answer: the SOA, whose minimum says how long it may be kept (RFC 2308).
+    authorities:
+      answers.length === 0 && q
+        ? [
+            {
+              type: 'SOA' as const,
+              name: 'bench.test',
+              ttl: 300,
+              data: {
+                mname: 'ns.bench.test',
+                rname: 'hostmaster.bench.test',
+                serial: 1,
+                refresh: 3600,
+                retry: 600,
+                expire: 86400,
+                minimum: 300,
+              },
+            },
+          ]
+        : [],
   });
   udp.send(reply, peer.port, peer.address);
 });

@@ -5,40 +5,13 @@
  * directly and never reads /etc/hosts or nsswitch, so a validation sees exactly what DNS says.
  * c-ares accepts `host:port` servers (any port), and retries truncated UDP answers over TCP itself.
  */
-import { type CaaRecord as NodeCaaRecord, promises as dns } from 'node:dns';
+import { promises as dns } from 'node:dns';
 
+import { caaServer, cachedCaaLookup } from './caa-client.ts';
+import { type CaaRecord, type DnsFailureKind, DnsLookupError } from './dns-lookup-error.ts';
 import type { ValidationConfig } from './types.ts';
 
-export type DnsFailureKind = 'NXDOMAIN' | 'SERVFAIL' | 'REFUSED' | 'TIMEOUT' | 'ERROR';
-
-/** A look-up that produced no usable answer. An empty answer (NODATA) is not an error. */
-export class DnsLookupError extends Error {
-  override readonly name = 'DnsLookupError';
-  constructor(
-    readonly kind: DnsFailureKind,
-    readonly rrtype: string,
-    readonly query: string,
-    /** The resolver's own code when `kind` is `ERROR` (e.g. `ECONNREFUSED`, `EBADRESP`). */
-    readonly code?: string,
-  ) {
-    super(`${describeKind(kind, code)} looking up ${rrtype} for ${query}`);
-  }
-}
-
-/** RCODE names read as DNS people know them; the other two are not RCODEs, so they are spelled out. */
-function describeKind(kind: DnsFailureKind, code: string | undefined): string {
-  if (kind === 'TIMEOUT') return 'Timeout';
-  if (kind === 'ERROR') return `DNS error${code ? ` (${code})` : ''}`;
-  return kind;
-}
-
-export interface CaaRecord {
-  /** The flags octet; bit 7 (128) is the issuer-critical flag. */
-  flags: number;
-  /** Lower-cased: property tags match case-insensitively (RFC 8659 §4.1). */
-  tag: string;
-  value: string;
-}
+export { type CaaRecord, type DnsFailureKind, DnsLookupError } from './dns-lookup-error.ts';
 
 /**
  * The look-ups validation needs. Every method returns `[]` for NODATA and throws `DnsLookupError`
@@ -91,6 +64,9 @@ export function createDnsResolver(opts: DnsResolverOptions = {}): DnsResolver {
     });
   }
 
+  // CAA answers are kept for their TTL, which c-ares does not report: our own client asks for them.
+  const caa = cachedCaaLookup(caaServer(opts.server), timeoutMs);
+
   async function run<T>(rrtype: string, name: string, q: (r: dns.Resolver) => Promise<T>, empty: T): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
@@ -116,7 +92,7 @@ export function createDnsResolver(opts: DnsResolverOptions = {}): DnsResolver {
     resolveAAAA: (name) => run('AAAA', name, (r) => r.resolve6(name), []),
     resolveTxt: (name) => run('TXT', name, (r) => r.resolveTxt(name), []),
     resolveCname: (name) => run('CNAME', name, (r) => r.resolveCname(name), []),
-    resolveCaa: async (name) => (await run('CAA', name, (r) => r.resolveCaa(name), [])).map(toCaaRecord),
+    resolveCaa: caa,
   };
 }
 
@@ -134,19 +110,4 @@ function kindOf(code: string | undefined): DnsFailureKind {
     default:
       return 'ERROR';
   }
-}
-
-/**
- * Node reports a CAA record as `{ critical: flags, <tag>: value }`. A record whose tag is itself
- * "critical" overwrites the flags with its value, so the real flags are lost; such a record is
- * reported as an unknown critical property, which refuses issuance rather than guessing.
- */
-function toCaaRecord(rec: NodeCaaRecord): CaaRecord {
-  const entries = Object.entries(rec as unknown as Record<string, unknown>);
-  const flags = rec.critical as unknown;
-  const prop = entries.find(([k]) => k !== 'critical');
-  if (typeof flags !== 'number' || !prop) {
-    return { flags: 128, tag: 'critical', value: typeof flags === 'string' ? flags : '' };
-  }
-  return { flags, tag: prop[0].toLowerCase(), value: String(prop[1]) };
 }

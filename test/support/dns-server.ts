@@ -46,10 +46,18 @@ export interface TestDnsServer {
   setTxt(name: string, values: readonly (string | readonly string[])[]): void;
   /** Makes `name` a CNAME to `target` (a CNAME owner holds no other records, so this clears them). */
   setCname(name: string, target: string): void;
-  /** Replaces the CAA records of `name`. */
-  setCaa(name: string, records: readonly TestCaaRecord[]): void;
+  /**
+   * Replaces the CAA records of `name`, answered with `ttl` seconds: 0 by default, so a test that
+   * changes them sees the change at once (validation keeps CAA answers for their TTL).
+   */
+  setCaa(name: string, records: readonly TestCaaRecord[], ttl?: number): void;
   /** Forgets one name (records and failures), or everything (the query log included). */
   clear(name?: string): void;
+  /**
+   * With `seconds` > 0, answers without records (NODATA, NXDOMAIN) carry the zone's SOA with that
+   * minimum, which tells a resolver how long it may keep them (RFC 2308); 0 (the default) leaves it out.
+   */
+  setNegativeTtl(seconds: number): void;
   /** Makes queries for `name` (all types, or just `type`) fail; `null` heals it. */
   fail(name: string, rcode: TestDnsFailure | null, type?: 'A' | 'AAAA' | 'TXT' | 'CNAME' | 'CAA'): void;
   /** Every question received so far, in order. */
@@ -63,6 +71,7 @@ interface NameRecords {
   txt: string[][];
   cname?: string;
   caa: TestCaaRecord[];
+  caaTtl?: number;
 }
 
 const RCODE: Record<Exclude<TestDnsFailure, 'TIMEOUT'>, number> = {
@@ -91,6 +100,7 @@ export async function startTestDnsServer(port = 0): Promise<TestDnsServer> {
   // key: name, or name + '/' + type
   const failures = new Map<string, TestDnsFailure>();
   const log: TestDnsQuery[] = [];
+  let negativeTtl = 0;
 
   const entry = (name: string): NameRecords => {
     const key = norm(name);
@@ -125,7 +135,7 @@ export async function startTestDnsServer(port = 0): Promise<TestDnsServer> {
         return rec.caa.map((c) => ({
           type: 'CAA',
           name,
-          ttl: TTL,
+          ttl: rec.caaTtl ?? 0,
           // dns-packet's types only list the registered tags; the wire format takes any.
           data: { flags: c.flags, tag: c.tag as 'issue', value: c.value },
         }));
@@ -187,6 +197,26 @@ export async function startTestDnsServer(port = 0): Promise<TestDnsServer> {
         out.rcode,
       questions: [q],
       answers: out.answers,
+      ...(negativeTtl > 0 && out.answers.length === 0
+        ? {
+            authorities: [
+              {
+                type: 'SOA',
+                name: norm(q.name).split('.').slice(-2).join('.'),
+                ttl: negativeTtl,
+                data: {
+                  mname: 'ns.test',
+                  rname: 'hostmaster.test',
+                  serial: 1,
+                  refresh: 60,
+                  retry: 60,
+                  expire: 600,
+                  minimum: negativeTtl,
+                },
+              } as Answer,
+            ],
+          }
+        : {}),
       ...(opt ? { additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: 0 } as Answer] } : {}),
     };
     let buf = dnsPacket.encode(response);
@@ -282,10 +312,14 @@ export async function startTestDnsServer(port = 0): Promise<TestDnsServer> {
       rec.caa = [];
       rec.cname = norm(target);
     },
-    setCaa(name, records) {
+    setNegativeTtl(seconds) {
+      negativeTtl = seconds;
+    },
+    setCaa(name, records, ttl = 0) {
       const rec = entry(name);
       delete rec.cname;
       rec.caa = records.map((r) => ({ ...r }));
+      rec.caaTtl = ttl;
     },
     clear(name) {
       if (name === undefined) {

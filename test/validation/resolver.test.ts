@@ -62,6 +62,58 @@ describe('DNS resolver', () => {
     ]);
   });
 
+  it('keeps a CAA answer for its TTL, asking the server once', async () => {
+    const issue = (value: string) => [{ flags: 0, tag: 'issue', value }];
+    dns.setCaa('kept.example.test', issue('first.example'), 2);
+    expect(await resolver.resolveCaa('kept.example.test')).toEqual(issue('first.example'));
+    dns.setCaa('kept.example.test', issue('second.example'), 2);
+    expect(await resolver.resolveCaa('kept.example.test')).toEqual(issue('first.example'));
+    expect(dns.queries().filter((q) => q.name === 'kept.example.test' && q.type === 'CAA')).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 2_100));
+    expect(await resolver.resolveCaa('kept.example.test')).toEqual(issue('second.example'));
+  });
+
+  it('does not keep a CAA answer with TTL 0, nor an empty one without the zone SOA', async () => {
+    dns.setCaa('fresh.example.test', [{ flags: 0, tag: 'issue', value: 'a.example' }]);
+    await resolver.resolveCaa('fresh.example.test');
+    dns.setCaa('fresh.example.test', [{ flags: 0, tag: 'issue', value: 'b.example' }]);
+    expect(await resolver.resolveCaa('fresh.example.test')).toEqual([{ flags: 0, tag: 'issue', value: 'b.example' }]);
+    dns.setA('empty.example.test', '127.0.0.1');
+    expect(await resolver.resolveCaa('empty.example.test')).toEqual([]);
+    dns.setCaa('empty.example.test', [{ flags: 0, tag: 'issue', value: 'c.example' }]);
+    expect(await resolver.resolveCaa('empty.example.test')).toHaveLength(1);
+  });
+
+  it('keeps an empty CAA answer for the SOA minimum the server sends with it', async () => {
+    dns.setNegativeTtl(2);
+    try {
+      dns.setA('negative.example.test', '127.0.0.1');
+      expect(await resolver.resolveCaa('negative.example.test')).toEqual([]);
+      dns.setCaa('negative.example.test', [{ flags: 0, tag: 'issue', value: 'late.example' }]);
+      expect(await resolver.resolveCaa('negative.example.test')).toEqual([]);
+      await new Promise((r) => setTimeout(r, 2_100));
+      expect(await resolver.resolveCaa('negative.example.test')).toHaveLength(1);
+    } finally {
+      dns.setNegativeTtl(0);
+    }
+  });
+
+  it('asks for a truncated CAA answer again over TCP', async () => {
+    const many = Array.from({ length: 12 }, (_, i) => ({
+      flags: 0,
+      tag: 'issue',
+      value: `${i}-${'c'.repeat(120)}.example`,
+    }));
+    dns.setCaa('bigcaa.example.test', many);
+    expect(await resolver.resolveCaa('bigcaa.example.test')).toEqual(many);
+    expect(
+      dns
+        .queries()
+        .filter((q) => q.name === 'bigcaa.example.test')
+        .map((q) => q.transport),
+    ).toContain('tcp');
+  });
+
   it('maps SERVFAIL and REFUSED', async () => {
     dns.fail('bad.example.test', 'SERVFAIL');
     dns.fail('no.example.test', 'REFUSED');
