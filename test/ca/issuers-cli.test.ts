@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { keyward } from '../support/cli.ts';
-import { createTestStore, type TestStore } from '../support/db.ts';
+import { startTestCa, type TestCa } from '../support/ca.ts';
+import { cli } from '../support/cli.ts';
 import { opensslCsr, opensslVerify } from '../support/openssl.ts';
 
 interface IssuerJson {
@@ -16,19 +16,20 @@ interface IssuerJson {
   certificatesIssued: number;
 }
 
-// The operator's path through the real command line: list, add, activate, issue, rotate.
+// The operator's path through the command line (in-process, on a CA of each case's own): list,
+// add, activate, issue, rotate.
 describe('keyward ca issuers, add-intermediate, activate, rotate-intermediate', () => {
-  let store: TestStore;
+  let ca: TestCa;
   let env: Record<string, string>;
   let rootPem: string;
+  const keyward = (args: string[], e: Record<string, string>) => cli(args, e, { context: ca.ctx });
 
-  beforeAll(async () => {
-    store = await createTestStore();
-    env = store.env;
-    const init = await keyward(['init', '--json'], env);
-    expect(init.code, init.stderr).toBe(0);
+  beforeEach(async () => {
+    ca = await startTestCa({ serve: false });
+    env = ca.env;
+    rootPem = ca.rootPem;
   });
-  afterAll(async () => store?.cleanup());
+  afterEach(async () => ca?.close());
 
   it('lists the tree with states, key types and counts, adds an RSA intermediate for mtls and activates it', async () => {
     const list = await keyward(['ca', 'issuers', '--json'], env);
@@ -66,18 +67,18 @@ describe('keyward ca issuers, add-intermediate, activate, rotate-intermediate', 
     const { dir } = opensslCsr({ san: 'DNS:svc.internal' });
     const issued = await keyward(['issue', '--csr', join(dir, 'req.csr'), '--profile', 'mtls'], env);
     expect(issued.code, issued.stderr).toBe(0);
-    const handle = await store.open();
-    try {
-      const { toPem } = await import('../../src/ca/pem.ts');
-      const rows = await handle.db.selectFrom('issuers').selectAll().execute();
-      rootPem = toPem(rows.find((r) => r.kind === 'root')!.certificate);
-      expect(issued.stdout).toContain(toPem(rows.find((r) => r.id === added.id)!.certificate));
-      const audit = await handle.db.selectFrom('audit_events').select(['action', 'principal']).execute();
-      expect(audit.map((e) => e.action)).toEqual(expect.arrayContaining(['add-issuer', 'issuer-state']));
-    } finally {
-      await handle.close();
-    }
+    const db = ca.ctx.database.db;
+    const { toPem } = await import('../../src/ca/pem.ts');
+    const rows = await db.selectFrom('issuers').selectAll().execute();
+    expect(toPem(rows.find((r) => r.kind === 'root')!.certificate)).toBe(rootPem);
+    expect(issued.stdout).toContain(toPem(rows.find((r) => r.id === added.id)!.certificate));
+    const audit = await db.selectFrom('audit_events').select(['action', 'principal']).execute();
+    expect(audit.map((e) => e.action)).toEqual(expect.arrayContaining(['add-issuer', 'issuer-state']));
     expect(opensslVerify(rootPem, issued.stdout).ok).toBe(true);
+
+    const tree = await keyward(['ca', 'issuers'], env);
+    expect(tree.code, tree.stderr).toBe(0);
+    expect(tree.stdout).toMatch(/rsa-3072 .*1 issued \(1 unexpired\)\s+profiles: mtls/);
   });
 
   it('rotate-intermediate replaces the default issuer; the tree shows the old one retiring', async () => {
@@ -100,7 +101,6 @@ describe('keyward ca issuers, add-intermediate, activate, rotate-intermediate', 
     expect(tree.stdout).toMatch(
       new RegExp(`└ intermediate ${out.new.id}  active  ecdsa-p256 .*1 issued \\(1 unexpired\\)`),
     );
-    expect(tree.stdout).toMatch(/rsa-3072 .*1 issued \(1 unexpired\)\s+profiles: mtls/);
 
     const missing = await keyward(['ca', 'retire', 'abc'], env);
     expect(missing.code).toBe(2);
@@ -109,17 +109,16 @@ describe('keyward ca issuers, add-intermediate, activate, rotate-intermediate', 
 });
 
 describe('keyward ca rotate-root, export-cross-signed, retire ROOT', () => {
-  let store: TestStore;
+  let ca: TestCa;
+  const keyward = (args: string[]) => cli(args, ca.env, { context: ca.ctx });
 
-  beforeAll(async () => {
-    store = await createTestStore();
-    const init = await keyward(['init'], store.env);
-    expect(init.code, init.stderr).toBe(0);
+  beforeEach(async () => {
+    ca = await startTestCa({ serve: false });
   });
-  afterAll(async () => store?.cleanup());
+  afterEach(async () => ca?.close());
 
   it('rolls the root over, prints both cross-certificates, and refuses to retire a root an intermediate still needs', async () => {
-    const rot = await keyward(['ca', 'rotate-root', '--json'], store.env);
+    const rot = await keyward(['ca', 'rotate-root', '--json']);
     expect(rot.code, rot.stderr).toBe(0);
     const out = JSON.parse(rot.stdout) as {
       old: IssuerJson;
@@ -129,12 +128,12 @@ describe('keyward ca rotate-root, export-cross-signed, retire ROOT', () => {
     expect([out.old.state, out.new.state, out.new.keyType]).toEqual(['retiring', 'active', 'ecdsa-p384']);
     expect(out.crossCertificates.map((x) => x.subjectIssuerId).sort()).toEqual([out.old.id, out.new.id].sort());
 
-    const exported = await keyward(['ca', 'export-cross-signed'], store.env);
+    const exported = await keyward(['ca', 'export-cross-signed']);
     expect(exported.code, exported.stderr).toBe(0);
     expect(exported.stdout.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
     expect(exported.stdout).toContain(`# root ${out.new.id} certified by root ${out.old.id}`);
 
-    const retire = await keyward(['ca', 'retire', out.old.id], store.env);
+    const retire = await keyward(['ca', 'retire', out.old.id]);
     expect(retire.code).toBe(4);
     expect(retire.stderr).toMatch(/still signs; rotate it \(ca rotate-intermediate\) first/);
   });

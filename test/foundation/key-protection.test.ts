@@ -7,12 +7,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { loadConfig } from '../../src/config/load.ts';
 import { openContext } from '../../src/context.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
 import { opensslCsr } from '../support/openssl.ts';
 
 // The CA keys never rest in plaintext: a wrong root key, or an altered or swapped blob, is refused
-// with a message that names the problem, never a crash or a garbage key.
+// with a message that names the problem, never a crash or a garbage key. Commands run in-process
+// (cli), each opening the CA as the binary does.
 describe('key protection', () => {
   const stores: TestStore[] = [];
   afterEach(async () => {
@@ -71,10 +72,10 @@ describe('key protection', () => {
 
   it('refuses a wrong root key file by name, before touching any key', async () => {
     const { configFile, env, store } = await initialised();
-    const init = await keyward(['init'], env);
+    const init = await cli(['init'], env);
     expect(init.code, init.stderr).toBe(0);
     writeFileSync(join(store.dataDir, 'root.key'), randomBytes(32).toString('base64'));
-    const r = await keyward(['issue', '--csr', join(opensslCsr({ san: 'DNS:x.internal' }).dir, 'req.csr')], env);
+    const r = await cli(['issue', '--csr', join(opensslCsr({ san: 'DNS:x.internal' }).dir, 'req.csr')], env);
     expect(r.code).toBe(2); // configuration: the key file does not match
     expect(r.stderr).toMatch(/WrongRootKey: root key file .*root\.key does not match root [0-9a-f-]{36}/);
     await expect(openCa(configFile, env)).rejects.toThrow(/does not match root/);
@@ -122,18 +123,18 @@ describe('key protection', () => {
   it('a passphrase root: the right passphrase opens it, a wrong or missing one is refused', async () => {
     const { configFile, env } = await initialised('rootOfTrust:\n  type: passphrase\n');
     const good = { ...env, KEYWARD_PASSPHRASE: 'correct horse battery staple' };
-    const init = await keyward(['init', '--json'], good);
+    const init = await cli(['init', '--json'], good);
     expect(init.code, init.stderr).toBe(0);
     const { dir } = opensslCsr({ san: 'DNS:p.internal' });
-    const ok = await keyward(['issue', '--csr', join(dir, 'req.csr')], good);
+    const ok = await cli(['issue', '--csr', join(dir, 'req.csr')], good);
     expect(ok.code, ok.stderr).toBe(0);
-    const wrong = await keyward(['issue', '--csr', join(dir, 'req.csr')], {
+    const wrong = await cli(['issue', '--csr', join(dir, 'req.csr')], {
       ...env,
       KEYWARD_PASSPHRASE: 'Tr0ub4dor&3',
     });
     expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/the passphrase does not match root/);
-    const missing = await keyward(['certs', 'list'], env);
+    const missing = await cli(['certs', 'list'], env);
     expect(missing.code).toBe(5); // the key is unavailable until a passphrase is given
     expect(missing.stderr).toMatch(/none was given \(set KEYWARD_PASSPHRASE/);
     const ctx = await openCa(configFile, good);
@@ -191,9 +192,9 @@ describe('key protection', () => {
         firstBad: { seq: 4, problem: 'inserted-or-reordered' },
       });
 
-      const cli = await keyward(['audit', 'verify'], env);
-      expect(cli.code).toBe(1);
-      expect(cli.stdout).toContain('The audit log is broken at event 4');
+      const verify = await cli(['audit', 'verify'], env, { context: ctx });
+      expect(verify.code).toBe(1);
+      expect(verify.stdout).toContain('The audit log is broken at event 4');
     } finally {
       await ctx.close();
     }
