@@ -92,6 +92,17 @@ export async function buildSelfSignedCa(spec: CaSpec, signer: Signer, context?: 
 
 /** An intermediate CA under `issuer`, within the issuer's path length and lifetime. */
 export async function buildSubordinateCa(spec: CaSpec, issuer: IssuerInfo, context?: SignContext): Promise<Uint8Array> {
+  return prepareSubordinateCa(spec, issuer).sign(context);
+}
+
+/**
+ * The TBSCertificate of an intermediate CA, and a function that signs it: lets the caller record
+ * the to-be-signed data before the signature exists ("serial first").
+ */
+export function prepareSubordinateCa(
+  spec: CaSpec,
+  issuer: IssuerInfo,
+): { tbs: Uint8Array; sign(context?: SignContext): Promise<Uint8Array> } {
   const parsed = checkIssuer(issuer);
   if (parsed.pathLength !== undefined) {
     if (parsed.pathLength === 0) throw new CertBuildError('issuer path length does not allow subordinate CAs');
@@ -99,7 +110,10 @@ export async function buildSubordinateCa(spec: CaSpec, issuer: IssuerInfo, conte
       throw new CertBuildError(`pathLength must be at most ${parsed.pathLength - 1} under this issuer`);
     }
   }
-  return signUnder(spec, issuer, parsed, context);
+  if (outlivesIssuer(spec.notAfter, parsed)) throw new CertBuildError('certificate would outlive its issuer');
+  const algorithmIdentifier = signatureAlgorithmIdentifier(issuer.signer.algorithm);
+  const tbs = caTbs(spec, parsed.subject, algorithmIdentifier, parsed.keyIdentifier);
+  return { tbs, sign: (context) => signAndWrap(issuer.signer, tbs, algorithmIdentifier, context) };
 }
 
 /**

@@ -171,7 +171,8 @@ export async function publishCrl(
         thisUpdate,
         nextUpdate,
         entries: entries.entries(),
-        issuingDistributionPoint: { url, onlyContainsUserCerts: true },
+        // A root's CRL lists CA certificates (ca sign-intermediate), so it may not claim user certs only.
+        issuingDistributionPoint: { url, onlyContainsUserCerts: issuer.kind === 'intermediate' },
       });
       await trx
         .updateTable('crls')
@@ -219,10 +220,20 @@ export interface DueShard {
  * configured count stay on the list while they have a row, because their certificates never move.
  */
 export async function dueShards(db: Db, settings: CrlSettings, opts: { force?: boolean } = {}): Promise<DueShard[]> {
+  // Roots publish a CRL once they have certified a CA held elsewhere (ca sign-intermediate), so
+  // that certificate can be revoked; shard 0 only.
   const issuers = await db
     .selectFrom('issuers')
     .selectAll()
-    .where('kind', '=', 'intermediate')
+    .where((eb) =>
+      eb.or([
+        eb('kind', '=', 'intermediate'),
+        eb.and([
+          eb('key_id', 'is not', null),
+          eb.exists(eb.selectFrom('certificates as c').select('c.serial').whereRef('c.issuer_id', '=', 'issuers.id')),
+        ]),
+      ]),
+    )
     .where('not_after', '>', sql<Date>`now()`)
     .where('state', '!=', 'retired')
     .orderBy('created_at')
@@ -234,7 +245,7 @@ export async function dueShards(db: Db, settings: CrlSettings, opts: { force?: b
   const due: DueShard[] = [];
   for (const issuer of issuers) {
     const known = new Map(rows.rows.filter((r) => r.issuer_id === issuer.id).map((r) => [Number(r.shard), r]));
-    const shards = new Set<number>([...Array(settings.crlShards).keys(), ...known.keys()]);
+    const shards = new Set<number>([...Array(issuer.kind === 'root' ? 1 : settings.crlShards).keys(), ...known.keys()]);
     for (const shard of [...shards].sort((a, b) => a - b)) {
       const r = known.get(shard);
       if (opts.force || !r || !r.published || r.stale || r.refresh) due.push({ issuer, shard });

@@ -70,7 +70,12 @@ export function line(i: IssuerView): string {
     i.kind === 'intermediate' && i.keyProtection !== 'external'
       ? `  profiles: ${i.profiles.join(', ') || '(default)'}`
       : '';
-  const key = i.keyProtection === 'external' ? 'trusted, key held elsewhere' : i.keyType;
+  const key =
+    i.keyProtection !== 'external'
+      ? i.keyType
+      : i.kind === 'root'
+        ? 'trusted, key held elsewhere'
+        : `key held elsewhere (keyward revoke ${i.id} withdraws it)`;
   return `${i.kind} ${i.id}  ${i.state}  ${key}${i.keyProtection === 'hsm' ? ' (hsm)' : ''}  until ${i.notAfter.slice(0, 10)}${count}${profiles}\n    ${i.subject}\n`;
 }
 
@@ -99,7 +104,23 @@ const issuersCommand = defineCommand<object, IssuerView[]>({
   input: () => ({}),
   run: async (ctx) => {
     const { issuerOverview } = await import('../ca/issuers.ts');
-    return (await issuerOverview(ctx.database.db)).map((o) => view(o.row, o));
+    const { externalIntermediates } = await import('../ca/sign-intermediate.ts');
+    const { x509 } = await import('../ca/x509.ts');
+    const external = (await externalIntermediates(ctx.database.db)).map((x): IssuerView => ({
+      id: x.serial,
+      kind: 'intermediate',
+      state: x.status === 'revoked' ? 'revoked' : 'external',
+      parentId: x.rootId,
+      subject: new x509.X509Certificate(new Uint8Array(x.der)).subject,
+      keyType: '',
+      keyProtection: 'external',
+      notBefore: x.notBefore.toISOString(),
+      notAfter: x.notAfter.toISOString(),
+      profiles: [],
+      replaces: null,
+      sha256Fingerprint: fingerprint(x.der),
+    }));
+    return [...(await issuerOverview(ctx.database.db)).map((o) => view(o.row, o)), ...external];
   },
   format: issuerTree,
 });
