@@ -15,6 +15,7 @@ import type { Executor, KeyProtection, KeyUsage, KmsKeyRow } from '../db/schema.
 import { AUDIT_KEK, type AuditEvent, AuditLog, inTransaction } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
 import { KmsError } from './errors.ts';
+import { insertPrimaryKekVersion } from './hierarchy-rows.ts';
 import { effectivePolicy, evaluate } from './key-policy.ts';
 import { algOf, type AsymmetricAlg, generateKeyPair } from './key-types.ts';
 import type { TokenSettings } from './pkcs11/module.ts';
@@ -329,21 +330,7 @@ export class KeyHierarchy {
     wrapped: Buffer,
   ): Promise<void> {
     await trx.insertInto('kms_keks').values({ id, name, purpose, auto_rotate_days: null }).execute();
-    await trx
-      .insertInto('kms_kek_versions')
-      .values({
-        kek_id: id,
-        version: 1,
-        is_primary: true,
-        root_id: this.root.id,
-        wrapped,
-        next_root_id: null,
-        next_wrapped: null,
-        last_used_at: null,
-        deletion_at: null,
-        destroyed_at: null,
-      })
-      .execute();
+    await insertPrimaryKekVersion(trx, { kekId: id, version: 1, rootId: this.root.id, wrapped });
   }
 
   /**

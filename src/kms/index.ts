@@ -5,6 +5,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/schema.ts';
 import { KmsError } from './errors.ts';
 import { CA_KEK, type HsmSettings, KeyHierarchy } from './hierarchy.ts';
+import { insertRoot } from './hierarchy-rows.ts';
 import { loadAwsKmsRoot } from './roots/awskms.ts';
 import { createFileRoot, loadFileRoot } from './roots/file.ts';
 import { createPassphraseRoot, loadPassphraseRoot } from './roots/passphrase.ts';
@@ -78,16 +79,7 @@ export async function createSharesRootOfTrust(
     const existing = await trx.selectFrom('kms_roots').select('id').where('state', '=', 'Enabled').executeTakeFirst();
     if (existing) throw new KmsError('InvalidState', `root of trust ${existing.id} exists already`);
     const out = deliverShares({ ...options, setId: set.setId, shares: created.shares }, delivery);
-    await trx
-      .insertInto('kms_roots')
-      .values({
-        id,
-        provider: 'shares',
-        params: JSON.stringify(created.record.params),
-        kcv: created.record.kcv,
-        retired_at: null,
-      })
-      .execute();
+    await insertRoot(trx, created.record, 'Enabled');
     await kms.openAudit(trx, principal);
     await kms.audit.append(trx, {
       principal,
@@ -163,16 +155,7 @@ export async function openKeyHierarchy(
     hierarchy = new KeyHierarchy(db, created.root, install, hsm);
     // The root, the audit chain key it wraps and the root's own audit event commit together.
     await db.transaction().execute(async (trx) => {
-      await trx
-        .insertInto('kms_roots')
-        .values({
-          id,
-          provider: created.record.provider,
-          params: JSON.stringify(created.record.params),
-          kcv: created.record.kcv,
-          retired_at: null,
-        })
-        .execute();
+      await insertRoot(trx, created.record, 'Enabled');
       await hierarchy.openAudit(trx, principal);
       await hierarchy.audit.append(trx, {
         principal,

@@ -5,6 +5,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/schema.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
+import { insertRoot } from './hierarchy-rows.ts';
 import { type AwsKmsParams, createAwsKmsRoot, loadAwsKmsRoot } from './roots/awskms.ts';
 import { createFileRoot, loadFileRoot } from './roots/file.ts';
 import { createPassphraseRoot, loadPassphraseRoot } from './roots/passphrase.ts';
@@ -90,17 +91,7 @@ export async function rotateRoot(
     target = created.root;
     newShares = created.shares;
     await db.transaction().execute(async (trx) => {
-      await trx
-        .insertInto('kms_roots')
-        .values({
-          id: created.record.id,
-          provider: created.record.provider,
-          params: JSON.stringify(created.record.params),
-          kcv: created.record.kcv,
-          state: 'Pending',
-          retired_at: null,
-        } as never)
-        .execute();
+      await insertRoot(trx, created.record, 'Pending');
       await kms.audit.append(trx, {
         principal,
         action: 'rotate-root-begin',

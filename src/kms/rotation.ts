@@ -5,6 +5,7 @@ import { sql } from 'kysely';
 import type { Db, Executor } from '../db/schema.ts';
 import { KmsError } from './errors.ts';
 import type { KeyHierarchy } from './hierarchy.ts';
+import { insertPrimaryKekVersion } from './hierarchy-rows.ts';
 import { resolveKey } from './refs.ts';
 
 export interface RotateResult {
@@ -68,21 +69,7 @@ export async function rotateKek(
         .where('kek_id', '=', ref.id)
         .where('is_primary', '=', true)
         .execute();
-      await trx
-        .insertInto('kms_kek_versions')
-        .values({
-          kek_id: ref.id,
-          version,
-          is_primary: true,
-          root_id: kms.rootId,
-          wrapped,
-          next_root_id: null,
-          next_wrapped: null,
-          last_used_at: null,
-          deletion_at: null,
-          destroyed_at: null,
-        })
-        .execute();
+      await insertPrimaryKekVersion(trx, { kekId: ref.id, version, rootId: kms.rootId, wrapped });
       await kms.audit.append(trx, {
         principal,
         action: 'rotate',
