@@ -125,20 +125,13 @@ export interface AuditVerification {
   firstBad?: { seq: number; problem: AuditProblem; detail: string };
 }
 
-interface StoredEvent {
+/** An event row as read back: the hashed fields, its time in microseconds, and its links. */
+type StoredEvent = Omit<HashInput, 'seq' | 'ts'> & {
   seq: string | number;
-  event_id: string;
   ts_us: string;
-  principal: string;
-  action: string;
-  key_id: string | null;
-  key_version: number | null;
-  outcome: AuditEvent['outcome'];
-  error_code: string | null;
-  context: unknown;
   prev_hash: Uint8Array;
   hash: Uint8Array;
-}
+};
 
 /**
  * The audit log: a hash chain whose links are HMAC-SHA256 under a key held in the key hierarchy
