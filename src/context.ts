@@ -9,9 +9,10 @@ import type { Clock } from './core/clock.ts';
 import { KeywardError } from './core/errors.ts';
 import { type DatabaseHandle, openDatabase } from './db/connect.ts';
 import { migrateToLatest } from './db/migrate.ts';
-import { Issuance } from './issuance/index.ts';
+import { type CaaFreshnessSettings, Issuance } from './issuance/index.ts';
 import { type HsmSettings, type KeyHierarchy, openKeyHierarchy, type RootOfTrustOptions } from './kms/index.ts';
 import { pinFromFile } from './kms/pkcs11/module.ts';
+import { type DnsResolver, resolverForConfig } from './validation/index.ts';
 
 /** Everything a command or a request handler needs; one per process, stateless beyond caches. */
 export interface AppContext {
@@ -30,6 +31,21 @@ export function rootOfTrustOptions(config: Config): RootOfTrustOptions {
   return rot.type === 'file'
     ? { type: 'file', path: resolve(config.dataDir, rot.path ?? 'root.key') }
     : { type: 'passphrase', passphrase: config.passphrase };
+}
+
+/** CAA freshness at ACME finalize; the resolver is made on first use (most commands never need one). */
+function caaFreshness(config: Config): CaaFreshnessSettings {
+  let resolver: DnsResolver | undefined;
+  return {
+    enabled: config.validation.caa,
+    maxAgeMs: config.acme.caaRecheckAfter,
+    identities: config.acme.caaIdentities,
+    resolver: () =>
+      (resolver ??= resolverForConfig({
+        ...(config.validation.dnsResolver !== undefined ? { dnsResolver: config.validation.dnsResolver } : {}),
+        timeoutMs: config.validation.timeout,
+      })),
+  };
 }
 
 /** The token for protection "hsm" keys, if one is configured. */
@@ -103,6 +119,9 @@ export async function openContext(
       profiles: config.profiles,
       policy: config.policy,
       revocationUrls: true,
+      nameLimit: config.rateLimits.certificatesPerName,
+      caa: caaFreshness(config),
+      ...(options.clock ? { clock: options.clock } : {}),
     });
     return {
       config,

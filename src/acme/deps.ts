@@ -36,7 +36,7 @@ export interface AcmeDeps {
   secrets: SecretBox;
   /** Rate limits shared by every replica through the database. */
   limits: RateLimiter;
-  /** The resolver validation and the CAA re-check at finalize use. */
+  /** The resolver the challenge checks and their CAA check use. */
   resolver: DnsResolver;
   /** This replica's name on the leases it holds (validation jobs, janitor). */
   holder: string;

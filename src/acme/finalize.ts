@@ -7,11 +7,9 @@ import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
 import { crashPoint } from '../core/crash-points.ts';
 import { asKeywardError, KeywardError, problemDocument } from '../core/errors.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
-import { recheckCaa } from './caa-recheck.ts';
 import type { AcmeDeps } from './deps.ts';
 import { decodeB64url } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
-import { throwIfLimited } from './limits.ts';
 import { claimOrder } from './order-store.ts';
 import { orderResponse, ownedOrder, ownedOrderToFinalize, resolveProfile } from './orders.ts';
 import { acmeRequester } from './requester.ts';
@@ -85,9 +83,10 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     lifetimeMs = order.not_after.getTime() - now.getTime();
     if (lifetimeMs <= 0) throw new KeywardError('malformed', 'The requested notAfter has passed');
   }
-  // Decided while the order is still ready, so a refused CSR can be fixed and sent again.
+  // Decided while the order is still ready, so a refused CSR can be fixed and sent again: every
+  // rule (name policy again, certificates per name, CAA freshness) on what the order read brought.
   const decision = await deps.issuance.decide({
-    requester: acmeRequester(account),
+    requester: acmeRequester(deps.urls, account),
     names: {
       dns: order.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),
       ip: order.identifiers.filter((i) => i.type === 'ip').map((i) => i.value),
@@ -104,26 +103,11 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     ...(lifetimeMs !== undefined ? { lifetimeMs } : {}),
     extensions: csr.extensions,
     ...(order.replaces ? { replaces: order.replaces } : {}),
+    gathered: { nameCounters: order.name_counters, proofs: order.proofs },
   });
-  // CAA freshness applies to ACME only: the other requesters prove control otherwise.
-  await recheckCaa(deps, account, order.id, order.oldest_validation, now);
 
-  // Counted in the claiming statement: one commit, and a refusal leaves the order ready.
-  const names = order.identifiers.map((i) => i.value);
-  const { order: claimed, underLimit } = await claimOrder(deps.db, {
-    orderId: order.id,
-    names,
-    limit: deps.limits.rule('certificatesPerName'),
-    now,
-  });
-  if (!underLimit) {
-    // Only a refusal pays for finding the name and its Retry-After.
-    for (const name of names)
-      throwIfLimited(await deps.limits.peek(deps.db, 'certificatesPerName', name, now), 'Certificates for this name');
-    throw new KeywardError('rateLimited', 'Certificates for this name: the limit was reached; retry later', {
-      retryAfter: 1,
-    });
-  }
+  // The names are counted in the claiming statement: one commit.
+  const claimed = await claimOrder(deps.db, { orderId: order.id, count: decision.nameCount, now });
   if (!claimed) {
     const current = await ownedOrder(deps.db, account, order.id);
     // Another request won the race: answer with the order as it is now, never ready: a client that sees ready again would finalize twice.
@@ -136,6 +120,7 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   let done: OrderRow | undefined;
   try {
     const issued = await deps.issuance.sign(decision, {
+      namesCounted: true,
       // The certificate, its reservation and the order turning valid: one statement.
       recordWith: (serial) =>
         deps.db

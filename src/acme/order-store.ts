@@ -2,7 +2,8 @@ import { sql } from 'kysely';
 
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
 import type { Executor } from '../db/schema.ts';
-import { countHit, type RateLimitRule } from '../policy/index.ts';
+import type { NameCount } from '../issuance/index.ts';
+import { countHit, countHits, type RateLimitRule } from '../policy/index.ts';
 import { challengeKindsFor } from '../validation/index.ts';
 import { authzIdentifier } from './identifiers.ts';
 import { randomId } from './ids.ts';
@@ -88,45 +89,27 @@ export async function insertOrder(
 }
 
 /**
- * Finalize's claim as one statement: when every name is under its certificates-per-name limit,
- * each is counted and the order turns ready→processing; otherwise nothing changes and
- * `underLimit` is false. Only one of concurrent claims of an order gets the row back. Two
- * finalizes racing for the last certificate of a name may both be refused (a count is then spent
- * without a certificate), never both served.
+ * Finalize's claim as one statement: the order turns ready→processing and, when the issuance
+ * decision asked for it, each of its names is counted against certificatesPerName. The decision
+ * judged the counters read with the order (src/issuance/name-limit.ts), so two finalizes racing
+ * for a name's last certificate may both be served: the limit can be passed by the finalizes in
+ * flight at once, never by more. Only one of concurrent claims of an order gets the row back.
  */
 export async function claimOrder(
   db: Executor,
-  c: { orderId: string; names: string[]; limit: RateLimitRule; now: Date },
-): Promise<{ order: OrderRow | undefined; underLimit: boolean }> {
-  const limited = c.limit.limit > 0;
-  const cutoff = new Date(c.now.getTime() - c.limit.windowMs);
-  const names = [...new Set(c.names)].sort();
-  const { rows } = await sql<OrderRow & { under_limit: boolean; claimed: boolean }>`
-    WITH names AS (SELECT unnest(${names}::text[]) AS key),
-    allowed AS (
-      SELECT NOT ${limited}::bool OR NOT EXISTS (
-        SELECT 1 FROM names JOIN rate_limit_counters r ON r.name = ${c.limit.name} AND r.key = names.key
-        WHERE r.window_start > ${cutoff} AND r.count >= ${c.limit.limit}) AS ok),
-    counted AS (
-      INSERT INTO rate_limit_counters AS r (name, key, window_start, count)
-      SELECT ${c.limit.name}, key, ${c.now}::timestamptz, 1 FROM names
-      WHERE ${limited}::bool AND (SELECT ok FROM allowed)
-        AND EXISTS (SELECT 1 FROM acme_orders WHERE id = ${c.orderId} AND status = 'ready' AND expires > ${c.now})
-      ON CONFLICT (name, key) DO UPDATE SET
-        window_start = CASE WHEN r.window_start <= ${cutoff} THEN ${c.now} ELSE r.window_start END,
-        count = CASE WHEN r.window_start <= ${cutoff} THEN 1 ELSE r.count + 1 END
-      WHERE r.window_start <= ${cutoff} OR r.count < ${c.limit.limit}
-      RETURNING 1),
-    claimed AS (
-      UPDATE acme_orders SET status = 'processing', updated_at = ${c.now}
-      WHERE id = ${c.orderId} AND status = 'ready' AND expires > ${c.now} AND (SELECT ok FROM allowed)
-        AND (NOT ${limited}::bool OR (SELECT count(*) FROM counted) = ${names.length})
-      RETURNING *)
-    SELECT claimed.*, (SELECT ok FROM allowed) AS under_limit FROM (SELECT 1) AS one LEFT JOIN claimed ON true`.execute(
-    db,
-  );
-  const { under_limit, ...order } = rows[0]!;
-  return { order: order.id === null ? undefined : (order as OrderRow), underLimit: under_limit };
+  c: { orderId: string; count: NameCount | undefined; now: Date },
+): Promise<OrderRow | undefined> {
+  const claim = sql<OrderRow>`
+    UPDATE acme_orders SET status = 'processing', updated_at = ${c.now}
+    WHERE id = ${c.orderId} AND status = 'ready' AND expires > ${c.now}
+    RETURNING *`;
+  const { rows } = c.count
+    ? await sql<OrderRow>`
+        WITH claimed AS (${claim}),
+        counted AS (${countHits(c.count.rule, c.count.keys, c.now, { when: sql<boolean>`EXISTS (SELECT 1 FROM claimed)`, strict: false })})
+        SELECT * FROM claimed`.execute(db)
+    : await claim.execute(db);
+  return rows[0];
 }
 
 /** What an open order becomes when its account or one of its authorizations goes away (RFC 8555 7.1.6). */

@@ -5,6 +5,9 @@ import type { Profile } from '../config/schema.ts';
 import { addMs } from '../core/clock.ts';
 import { KeywardError } from '../core/errors.ts';
 import type { Db } from '../db/schema.ts';
+import { parseReplaces, type ProofOfControl } from '../issuance/index.ts';
+import { type CounterReading, countersOf, parseCounters, type RateLimitName } from '../policy/index.ts';
+import type { ChallengeKind } from '../validation/index.ts';
 import type { AccountRow } from './account-store.ts';
 import { type AcmeDeps, offeredProfiles } from './deps.ts';
 import { checkIdentifiers } from './identifiers.ts';
@@ -12,7 +15,7 @@ import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { throwIfLimited } from './limits.ts';
 import { insertOrder } from './order-store.ts';
-import { checkReplaces } from './replaces.ts';
+import { replacedCertificate } from './replaces.ts';
 import { acmeRequester } from './requester.ts';
 import { jsonResponse } from './respond.ts';
 import { type OrderRow, orderStatus, orderView } from './views.ts';
@@ -43,27 +46,45 @@ export async function ownedOrder(db: Db, account: AccountRow, id: string): Promi
   return owned(order, account);
 }
 
-/** For finalize: the order with when its oldest authorization was validated (for the CAA re-check). */
-export async function ownedOrderToFinalize(
-  db: Db,
-  account: AccountRow,
-  id: string,
-): Promise<OrderWithAuthzs & { oldest_validation: Date | null }> {
+/** An order as finalize reads it: with what the issuance decision judges, in the same statement. */
+export type OrderToFinalize = OrderWithAuthzs & { proofs: ProofOfControl[]; name_counters: CounterReading[] };
+
+/**
+ * For finalize, one statement: the order, how each of its names was proven (for CAA freshness)
+ * and the certificatesPerName counters of its names, so that deciding costs no query more.
+ */
+export async function ownedOrderToFinalize(db: Db, account: AccountRow, id: string): Promise<OrderToFinalize> {
   const order = await db
     .selectFrom('acme_orders as o')
     .selectAll('o')
     .select(authzIdsOf.as('authz_ids'))
-    .select((eb) =>
-      eb
-        .selectFrom('acme_order_authzs as oa')
-        .innerJoin('acme_authzs as a', 'a.id', 'oa.authz_id')
-        .select((e) => e.fn.min('a.validated_at').as('v'))
-        .whereRef('oa.order_id', '=', 'o.id')
-        .as('oldest_validation'),
+    .select(
+      sql<unknown>`(SELECT coalesce(json_agg(json_build_object(
+          'type', a.identifier_type,
+          'value', CASE WHEN a.wildcard THEN '*.' || a.identifier_value ELSE a.identifier_value END,
+          'method', ch.type, 'validatedAt', a.validated_at)), '[]')
+        FROM acme_order_authzs oa JOIN acme_authzs a ON a.id = oa.authz_id
+        JOIN acme_challenges ch ON ch.authz_id = a.id AND ch.status = 'valid'
+        WHERE oa.order_id = o.id)`.as('proofs'),
+    )
+    .select(
+      countersOf(
+        'certificatesPerName' satisfies RateLimitName,
+        sql`ARRAY(SELECT jsonb_array_elements(o.identifiers)->>'value')`,
+      ).as('name_counters'),
     )
     .where('o.id', '=', id)
     .executeTakeFirst();
-  return owned(order, account);
+  const found = owned(order, account);
+  const proofs = (
+    found.proofs as { type: 'dns' | 'ip'; value: string; method: ChallengeKind; validatedAt: string | null }[]
+  ).map((p) => ({
+    identifier: { type: p.type, value: p.value },
+    method: p.method,
+    // A valid authorization always has its time; none reads as stale, so CAA is checked again.
+    validatedAt: new Date(p.validatedAt ?? 0),
+  }));
+  return { ...found, proofs, name_counters: parseCounters(found.name_counters) };
 }
 
 export function orderResponse(
@@ -122,8 +143,9 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
   }
   if (identifiers.length > profile.maxNames)
     throw new KeywardError('rejectedIdentifier', `Profile ${profile.name} allows at most ${profile.maxNames} names`);
-  // The same name decision finalize relies on (src/issuance/decide.ts), made where a refusal is cheapest.
-  await deps.issuance.checkNames(acmeRequester(account), identifiers, profile.name);
+  // Decided here, where a refusal is cheapest, and again at finalize (src/issuance/decide.ts).
+  const requester = acmeRequester(deps.urls, account);
+  await deps.issuance.checkNames(requester, identifiers, profile.name);
   const now = deps.clock.now();
   // The CA back-dates notBefore itself, so a requested notBefore could not be honoured exactly.
   if (p.notBefore !== undefined)
@@ -140,7 +162,11 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
     }
   }
   let replaces: string | null = null;
-  if (p.replaces !== undefined) replaces = await checkReplaces(deps, account, identifiers, p.replaces);
+  if (p.replaces !== undefined) {
+    const named = parseReplaces(p.replaces);
+    deps.issuance.checkReplaces(requester, identifiers, named, await replacedCertificate(deps, named));
+    replaces = named.text;
+  }
 
   const reuse = acme.authorizationReuse;
   const created = await insertOrder(deps.db, {

@@ -435,9 +435,15 @@ export const configSchema = z
               .min(0)
               .default(50)
               .describe(
-                'Certificates per name per window, counted at finalize (all names of an order or none). 0 switches it off.',
+                'Certificates per name per window, counted when a certificate is issued for the front ends in certificatesPerName.appliesTo (every name of a request counts). 0 switches it off.',
               ),
             window: duration.prefault('168h').describe('The window certificatesPerName.limit is counted in.'),
+            appliesTo: z
+              .array(z.enum(['acme', 'mesh', 'operator']))
+              .default(['acme'])
+              .describe(
+                'Front ends whose certificates count and are limited: acme (finalize), mesh (/v1/sign and /v1/renew), operator (keyward issue, admin-cert create). Mesh is off by default because workloads renew at 2/3 of short lifetimes and replicas share a name; operator because the operator is trusted.',
+              ),
           })
           .strict()
           .prefault({}),

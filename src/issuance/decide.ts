@@ -7,7 +7,9 @@ import { KeywardError } from '../core/errors.ts';
 import { type Identifier, identifiersOf, type SanSet } from '../core/identifiers.ts';
 import type { Executor } from '../db/schema.ts';
 import { evaluateNames, policyRefusal, type PolicySettings, type PolicySubject } from '../policy/index.ts';
+import { type CaaFreshnessSettings, checkCaaFreshness } from './caa-freshness.ts';
 import { decideExtensions } from './extensions.ts';
+import { checkNameCount, type NameCount, nameCountFor, type NameLimitSettings } from './name-limit.ts';
 import type { IssuanceRequest, Requester } from './request.ts';
 
 /** A request every check has passed: what the signing core is asked to sign. */
@@ -18,6 +20,8 @@ export interface Decision {
   sans: SanSet;
   lifetimeMs: number;
   mustStaple: boolean;
+  /** The names to count against certificatesPerName when the certificate is issued. */
+  nameCount?: NameCount;
 }
 
 /** What the decision reads: configuration and, for the name policy, the database. */
@@ -29,6 +33,10 @@ export interface DecisionInputs {
   revocationUrls: boolean;
   /** The issuer that signs this profile now (the signing core's one choice), for the policy's issuer scope. */
   issuerId(profile: string): Promise<string>;
+  /** rateLimits.certificatesPerName. */
+  nameLimit: NameLimitSettings;
+  caa: CaaFreshnessSettings;
+  now(): Date;
 }
 
 /**
@@ -36,28 +44,22 @@ export interface DecisionInputs {
  *
  * | requester  | name policy                 | profiles          | single-label names |
  * |------------|-----------------------------|-------------------|--------------------|
- * | acme       | at newOrder (see below)     | offered, not admin| no                 |
+ * | acme       | at newOrder and again here  | offered, not admin| no                 |
  * | mesh-*     | here                        | any but admin     | no                 |
  * | operator   | here                        | any               | no                 |
  * | server     | no: the operator configured | tls-server        | yes (compose's     |
  * |            | these names for this server |                   | `keyward`)         |
  *
- * ACME names are decided by `checkNames` at newOrder, with the same rules; finalize then requires
- * the CSR's names to equal the order's (RFC 8555 §7.4), so evaluating again would cost the hot
- * path a query for the same answer. Rate limits: ACME counts certificates per name in the
- * statement that claims the order (src/acme/order-store.ts) so a refusal leaves the order ready;
- * the other requesters have no rate limit. Blocked keys are checked by the signing core in the
- * statement that reserves the serial, for everyone.
+ * ACME names are decided at newOrder, where a refusal is cheapest, and again at finalize, so a
+ * deny rule added in between holds (the rules are in memory, src/policy/rules-cache.ts: no query).
+ * Certificates per name: the front ends in rateLimits.certificatesPerName.appliesTo
+ * (name-limit.ts). CAA freshness: ACME only (caa-freshness.ts). Blocked keys are checked by the
+ * signing core in the statement that reserves the serial, for everyone.
  */
 function rulesFor(requester: Requester): { namePolicy: boolean; singleLabel: boolean } {
-  switch (requester.kind) {
-    case 'acme':
-      return { namePolicy: false, singleLabel: false };
-    case 'server':
-      return { namePolicy: false, singleLabel: true };
-    default:
-      return { namePolicy: true, singleLabel: false };
-  }
+  return requester.kind === 'server'
+    ? { namePolicy: false, singleLabel: true }
+    : { namePolicy: true, singleLabel: false };
 }
 
 export function policySubjectOf(requester: Requester, issuerId: string): PolicySubject {
@@ -97,8 +99,8 @@ function profileFor(inputs: DecisionInputs, req: IssuanceRequest): Profile {
 
 /**
  * Decides a request: profile, its limits (key, name types and count, lifetime), requested
- * extensions, name policy. Reads only, so a refusal changes nothing; the caller spends what it
- * must (an order claim, a token) only after this passed.
+ * extensions, name policy, certificates per name, CAA freshness. Reads only, so a refusal changes
+ * nothing; the caller spends what it must (an order claim, a token) only after this passed.
  */
 export async function decide(inputs: DecisionInputs, req: IssuanceRequest): Promise<Decision> {
   const profile = profileFor(inputs, req);
@@ -109,5 +111,10 @@ export async function decide(inputs: DecisionInputs, req: IssuanceRequest): Prom
   const hasOcspUrl = inputs.revocationUrls && !isPassiveRevocation(profile, lifetimeMs);
   const { mustStaple } = decideExtensions(profile, req.extensions ?? [], hasOcspUrl);
   if (rules.namePolicy) await checkNames(inputs, req.requester, identifiersOf(sans), profile.name);
-  return { request: req, profile, sans, lifetimeMs, mustStaple };
+  const now = inputs.now();
+  const nameCount = nameCountFor(inputs.nameLimit, req.requester, sans);
+  if (nameCount) await checkNameCount(inputs.db, nameCount, req.gathered?.nameCounters, now);
+  // Last: the only check that may ask the network.
+  await checkCaaFreshness(inputs.caa, req.requester, req.gathered?.proofs, now);
+  return { request: req, profile, sans, lifetimeMs, mustStaple, ...(nameCount ? { nameCount } : {}) };
 }

@@ -1,18 +1,38 @@
 import type { CertificateAuthority, IssuedCertificate, IssueRequest } from '../ca/authority.ts';
 import type { Profile } from '../config/schema.ts';
+import { type Clock, systemClock } from '../core/clock.ts';
 import type { Identifier } from '../core/identifiers.ts';
 import type { Db } from '../db/schema.ts';
 import type { PolicySettings } from '../policy/index.ts';
+import type { CaaFreshnessSettings } from './caa-freshness.ts';
 import { checkNames, decide, type Decision, type DecisionInputs } from './decide.ts';
+import { countNamesStrictly, type NameLimitSettings } from './name-limit.ts';
+import { checkReplaces, type ReplacedCertificate, type Replaces } from './replaces.ts';
 import { type IssuanceRequest, type Requester, requesterLabel } from './request.ts';
 
+export type { CaaFreshnessSettings } from './caa-freshness.ts';
 export { type Decision, policySubjectOf } from './decide.ts';
 export { OID_TLS_FEATURE } from './extensions.ts';
-export type { IssuanceRequest, RequestedExtension, Requester, SubjectPublicKey } from './request.ts';
+export type { NameCount, NameLimitSettings } from './name-limit.ts';
+export { parseReplaces, type ReplacedCertificate, type Replaces } from './replaces.ts';
+export type {
+  Gathered,
+  IssuanceRequest,
+  ProofOfControl,
+  RequestedExtension,
+  Requester,
+  SubjectPublicKey,
+} from './request.ts';
 export { requesterLabel } from './request.ts';
 
 /** The front end's own bookkeeping, run in the signing core's transactions (see IssueRequest). */
-export type IssuanceHooks = Pick<IssueRequest, 'onReserved' | 'onAbandoned' | 'onRecorded' | 'recordWith'>;
+export type IssuanceHooks = Pick<IssueRequest, 'onReserved' | 'onAbandoned' | 'onRecorded' | 'recordWith'> & {
+  /**
+   * The front end counted the decision's `nameCount` in a statement of its own (ACME: the one
+   * that claims the order), so the signing core's reservation need not run in a transaction.
+   */
+  namesCounted?: boolean;
+};
 
 /** The part of the signing core issuance uses. */
 export type SigningCore = Pick<CertificateAuthority, 'issue' | 'issuerForProfile'>;
@@ -24,6 +44,10 @@ export interface IssuanceDeps {
   policy: PolicySettings;
   /** False when the CA writes no CRL/OCSP URLs into certificates (no HTTP base URL). */
   revocationUrls: boolean;
+  /** rateLimits.certificatesPerName. */
+  nameLimit: NameLimitSettings;
+  caa: CaaFreshnessSettings;
+  clock?: Clock;
 }
 
 /**
@@ -41,6 +65,9 @@ export class Issuance {
       policy: deps.policy,
       revocationUrls: deps.revocationUrls,
       issuerId: async (profile) => (await deps.ca.issuerForProfile(profile)).id,
+      nameLimit: deps.nameLimit,
+      caa: deps.caa,
+      now: () => (deps.clock ?? systemClock).now(),
     };
   }
 
@@ -54,9 +81,22 @@ export class Issuance {
     return checkNames(this.inputs, requester, identifiers, profile);
   }
 
+  /** RFC 9773 `replaces`, for the front end that takes it (ACME newOrder); `found` is what it names. */
+  checkReplaces(
+    requester: Requester,
+    names: readonly Identifier[],
+    replaces: Replaces,
+    found: ReplacedCertificate | undefined,
+  ): void {
+    checkReplaces(requester, names, replaces, found);
+  }
+
   /** Signs a decided request. */
   sign(decision: Decision, hooks: IssuanceHooks = {}): Promise<IssuedCertificate> {
     const req = decision.request;
+    const { namesCounted, onReserved, ...rest } = hooks;
+    const count = namesCounted ? undefined : decision.nameCount;
+    const now = this.inputs.now();
     return this.deps.ca.issue({
       subjectPublicKeyInfo: req.publicKey.spki,
       keyType: req.publicKey.keyType,
@@ -67,7 +107,15 @@ export class Issuance {
       lifetimeMs: decision.lifetimeMs,
       ...(decision.mustStaple ? { mustStaple: true } : {}),
       requester: requesterLabel(req.requester),
-      ...hooks,
+      ...rest,
+      ...(count || onReserved
+        ? {
+            onReserved: async (trx, serial) => {
+              if (count) await countNamesStrictly(trx, count, now);
+              await onReserved?.(trx, serial);
+            },
+          }
+        : {}),
     });
   }
 

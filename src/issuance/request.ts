@@ -1,5 +1,7 @@
 import type { SubjectKeyType } from '../config/schema.ts';
-import type { SanSet } from '../core/identifiers.ts';
+import type { AcmeIdentifier, SanSet } from '../core/identifiers.ts';
+import type { CounterReading } from '../policy/index.ts';
+import type { ChallengeKind } from '../validation/index.ts';
 
 /**
  * Who asks. The kind decides which checks apply (see `decide.ts`); the rest is what the checks and
@@ -7,7 +9,13 @@ import type { SanSet } from '../core/identifiers.ts';
  */
 export type Requester =
   /** An ACME account finalizing an order (RFC 8555 §7.4). */
-  | { kind: 'acme'; accountId: string; eabKid?: string }
+  | {
+      kind: 'acme';
+      accountId: string;
+      eabKid?: string;
+      /** The account's URL, for CAA's accounturi parameter (RFC 8657). */
+      accountUri: string;
+    }
   /** A workload presenting a one-time bootstrap token at /v1/sign. */
   | { kind: 'mesh-token'; jti: string }
   /** A workload renewing its current certificate over mTLS at /v1/renew. */
@@ -46,8 +54,25 @@ export interface IssuanceRequest {
   lifetimeMs?: number;
   /** Extensions the CSR asked for; each is honoured or refused, never dropped. */
   extensions?: readonly RequestedExtension[];
-  /** The ARI certificate ID this request replaces (RFC 9773), checked by the ACME front end at newOrder. */
+  /** The ARI certificate ID this request replaces (RFC 9773), decided at newOrder (replaces.ts). */
   replaces?: string;
+  /** What the front end read along with its own rows, so that deciding costs no statement more. */
+  gathered?: Gathered;
+}
+
+/** An identifier's proof of control: an ACME authorization and the challenge that validated it. */
+export interface ProofOfControl {
+  /** As ordered: a wildcard keeps its `*.`. */
+  identifier: AcmeIdentifier;
+  method: ChallengeKind;
+  validatedAt: Date;
+}
+
+export interface Gathered {
+  /** The certificatesPerName counters of the request's names; read by the decision when absent. */
+  nameCounters?: readonly CounterReading[];
+  /** How control of each name was proven (ACME), for CAA freshness. */
+  proofs?: readonly ProofOfControl[];
 }
 
 /** The requester as the certificate's record names it (`certificates.requester`). */

@@ -10,7 +10,12 @@ export {
 export { parsePattern, PatternError } from './patterns.ts';
 export {
   consume,
+  type CounterReading,
+  countersOf,
   countHit,
+  countHits,
+  judgeCounters,
+  parseCounters,
   peek,
   pruneRateLimits,
   RateLimiter,
@@ -18,6 +23,7 @@ export {
   type RateLimitResult,
   type RateLimitRule,
   type RateLimitSettings,
+  readCounters,
   underLimit,
 } from './rate-limits.ts';
 export { addRule, configRules, describeRule, listRules, type PolicyRule, removeRule } from './rules.ts';

@@ -53,6 +53,92 @@ export function countHit(
     RETURNING c.count`;
 }
 
+/**
+ * One hit for each of `keys` against `rule`, as a CTE for a caller's statement (the statement that
+ * spends what the hits pay for). Rows come back for the keys that counted. `strict`: a key at its
+ * limit is not counted (the caller compares the rows with the keys and refuses); otherwise every
+ * key counts, for callers that judged the limit from an earlier read (see `countersOf`).
+ * Sorted keys: concurrent statements lock the rows in one order, so they never deadlock.
+ */
+export function countHits(
+  rule: RateLimitRule,
+  keys: readonly string[],
+  now: Date,
+  options: { when?: RawBuilder<boolean>; strict: boolean },
+): RawBuilder<unknown> {
+  const cutoff = new Date(now.getTime() - rule.windowMs);
+  const sorted = [...new Set(keys)].sort();
+  const when = options.when ?? sql<boolean>`true`;
+  return sql`
+    INSERT INTO rate_limit_counters AS c (name, key, window_start, count)
+    SELECT ${rule.name}, k.key, ${now}::timestamptz, 1 FROM unnest(${sorted}::text[]) AS k (key)
+    WHERE ${rule.limit > 0}::bool AND ${when}
+    ON CONFLICT (name, key) DO UPDATE SET
+      window_start = CASE WHEN c.window_start <= ${cutoff} THEN ${now} ELSE c.window_start END,
+      count = CASE WHEN c.window_start <= ${cutoff} THEN 1 ELSE c.count + 1 END
+    WHERE NOT ${options.strict}::bool OR c.window_start <= ${cutoff} OR c.count < ${rule.limit}
+    RETURNING c.key`;
+}
+
+/** One counter as read for a decision: its hits since `windowStart`. */
+export interface CounterReading {
+  key: string;
+  count: number;
+  windowStart: Date;
+}
+
+/**
+ * The counters of `keys` (an SQL text[] expression over the caller's rows) as a JSON array of
+ * {key, count, windowStart}, for a caller that reads them along with its own row (one statement)
+ * and judges them with `judgeCounters`.
+ */
+export function countersOf(ruleName: string, keys: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`(SELECT coalesce(json_agg(json_build_object('key', r.key, 'count', r.count, 'windowStart', r.window_start)), '[]')
+    FROM rate_limit_counters r WHERE r.name = ${ruleName} AND r.key = ANY (${keys}))`;
+}
+
+/** The counters of `keys` on their own (one statement), for callers off a hot path. */
+export async function readCounters(db: Executor, ruleName: string, keys: readonly string[]): Promise<CounterReading[]> {
+  const rows = await db
+    .selectFrom('rate_limit_counters')
+    .select(['key', 'count', 'window_start'])
+    .where('name', '=', ruleName)
+    .where('key', 'in', keys.length > 0 ? [...keys] : [''])
+    .execute();
+  return rows.map((r) => ({ key: r.key, count: r.count, windowStart: r.window_start }));
+}
+
+/** Counters read as JSON (`countersOf`): timestamps arrive as text. */
+export function parseCounters(json: unknown): CounterReading[] {
+  if (!Array.isArray(json)) return [];
+  return json.map((r: { key: string; count: number | string; windowStart: string | Date }) => ({
+    key: r.key,
+    count: Number(r.count),
+    windowStart: new Date(r.windowStart),
+  }));
+}
+
+/** The first key at its limit in `readings`, with when its window ends; undefined when all are under. */
+export function judgeCounters(
+  rule: RateLimitRule,
+  readings: readonly CounterReading[],
+  now: Date,
+): (RateLimitResult & { ok: false; key: string }) | undefined {
+  if (rule.limit <= 0) return undefined;
+  const cutoff = now.getTime() - rule.windowMs;
+  const full = readings
+    .filter((r) => r.windowStart.getTime() > cutoff && r.count >= rule.limit)
+    .sort((a, b) => a.key.localeCompare(b.key))[0];
+  if (!full) return undefined;
+  return {
+    ok: false,
+    key: full.key,
+    retryAfterSeconds: Math.max(1, Math.ceil((full.windowStart.getTime() + rule.windowMs - now.getTime()) / 1000)),
+    limit: rule.limit,
+    windowMs: rule.windowMs,
+  };
+}
+
 /** An SQL condition: true when `key` is under its limit now (a `peek` inside a caller's statement). */
 export function underLimit(rule: RateLimitRule, key: string, now: Date): RawBuilder<boolean> {
   const cutoff = new Date(now.getTime() - rule.windowMs);

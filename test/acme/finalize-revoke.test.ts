@@ -221,6 +221,19 @@ describe('replaces (RFC 9773)', () => {
         acme.Client['createOrder']
       >[0]),
     ).rejects.toThrow(/did not issue/);
+    // Only the account the certificate was issued to may replace it, and only with a name it shares.
+    const other = await newClient();
+    await expect(
+      other.createOrder({ identifiers: [{ type: 'dns', value: 'ari.example.test' }], replaces: certId } as Parameters<
+        acme.Client['createOrder']
+      >[0]),
+    ).rejects.toThrow(/another account/);
+    await expect(
+      client.createOrder({
+        identifiers: [{ type: 'dns', value: 'elsewhere.example.test' }],
+        replaces: certId,
+      } as Parameters<acme.Client['createOrder']>[0]),
+    ).rejects.toThrow(/shares no identifier/);
     const order = await client.createOrder({
       identifiers: [{ type: 'dns', value: 'ari.example.test' }],
       replaces: certId,

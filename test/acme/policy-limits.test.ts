@@ -2,7 +2,7 @@ import acme from 'acme-client';
 import { calculateJwkThumbprint } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { addRule } from '../../src/policy/index.ts';
+import { addRule, removeRule } from '../../src/policy/index.ts';
 import {
   type AcmeTestEnv,
   issue,
@@ -98,16 +98,14 @@ describe('ACME name policy and rate limits', () => {
     ).toBe(201);
   });
 
-  it('limits certificates per name at finalize, leaving the order ready', async () => {
-    const first = await env.client();
-    await first.createAccount({ termsOfServiceAgreed: true });
-    await issue(env, first, [{ type: 'dns', value: 'once.example.test' }], 'http-01');
-
-    // A second account proves control too, then asks for the same name again.
+  /** An order of a fresh raw account for `name`, validated over http-01: ready when this returns. */
+  async function readyOrder(name: string) {
+    resolveToLoopback(env, name);
     const a = await account();
-    const order = (
-      await a.post(u('/new-order'), { identifiers: [{ type: 'dns', value: 'once.example.test' }] })
-    ).json() as { authorizations: string[]; finalize: string };
+    const order = (await a.post(u('/new-order'), { identifiers: [{ type: 'dns', value: name }] })).json() as {
+      authorizations: string[];
+      finalize: string;
+    };
     const orderUrl = order.finalize.replace(/\/finalize$/, '');
     const authz = (await a.post(order.authorizations[0]!, '')).json() as {
       challenges: { type: string; url: string; token: string }[];
@@ -116,16 +114,46 @@ describe('ACME name policy and rate limits', () => {
     env.http01.set(ch.token, `${ch.token}.${await calculateJwkThumbprint(a.jwk)}`);
     await a.post(ch.url, {});
     await until(async () => ((await a.post(orderUrl, '')).json().status === 'ready' ? true : undefined));
-
-    const [, csr] = await acme.crypto.createCsr(
-      { altNames: ['once.example.test'] },
-      await acme.crypto.createPrivateEcdsaKey(),
-    );
+    const [, csr] = await acme.crypto.createCsr({ altNames: [name] }, await acme.crypto.createPrivateEcdsaKey());
     const der = Buffer.from(csr.toString().replace(/-----[^-]+-----|\s/g, ''), 'base64').toString('base64url');
-    const res = await a.post(order.finalize, { csr: der });
-    expectProblem(res, 429, 'rateLimited');
-    expect(Number(res.headers['retry-after'])).toBeGreaterThan(0);
+    return { a, orderUrl, finalize: () => a.post(order.finalize, { csr: der }) };
+  }
+
+  it('limits certificates per name at finalize with rateLimited and Retry-After, leaving the order ready', async () => {
+    const first = await env.client();
+    await first.createAccount({ termsOfServiceAgreed: true });
+    await issue(env, first, [{ type: 'dns', value: 'once.example.test' }], 'http-01');
+
+    // A second account proves control too, then asks for the same name again.
+    const { a, orderUrl, finalize } = await readyOrder('once.example.test');
+    const res = await finalize();
+    const doc = expectProblem(res, 429, 'rateLimited');
+    expect(doc.detail).toContain('once.example.test');
+    // The window is an hour and began with the first certificate moments ago.
+    expect(Number(res.headers['retry-after'])).toBeGreaterThan(3000);
+    expect(Number(res.headers['retry-after'])).toBeLessThanOrEqual(3600);
     expect((await a.post(orderUrl, '')).json().status).toBe('ready');
+  });
+
+  it('decides the name policy again at finalize: a deny rule added after newOrder refuses and changes nothing', async () => {
+    const name = 'late-deny.example.test';
+    const { a, orderUrl, finalize } = await readyOrder(name);
+    const db = env.ca.ctx.database.db;
+    const { rule } = await addRule(db, { scope: 'global', effect: 'deny', pattern: name, principal: 'test' });
+    const doc = expectProblem(await finalize(), 400, 'rejectedIdentifier') as {
+      subproblems: { identifier: { value: string }; detail: string }[];
+    };
+    expect(doc.subproblems.map((p) => p.identifier.value)).toEqual([name]);
+    expect(doc.subproblems[0]!.detail).toContain(name);
+    // Nothing changed: the order is still ready and the name was not counted.
+    expect((await a.post(orderUrl, '')).json().status).toBe('ready');
+    const counted = await db.selectFrom('rate_limit_counters').selectAll().where('key', '=', name).execute();
+    expect(counted).toEqual([]);
+
+    await removeRule(db, rule.id);
+    const res = await finalize();
+    expect(res.status, res.body).toBe(200);
+    expect(res.json().status).toBe('valid');
   });
 
   it('after too many failed validations, a new challenge is refused with rateLimited', async () => {

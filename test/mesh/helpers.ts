@@ -5,6 +5,7 @@ import { join } from 'node:path';
 export interface HttpsReply {
   status: number;
   contentType: string;
+  headers: Record<string, string | string[] | undefined>;
   json: Record<string, unknown>;
 }
 
@@ -33,6 +34,7 @@ export function httpsJson(
           resolve({
             status: res.statusCode ?? 0,
             contentType: String(res.headers['content-type']),
+            headers: res.headers,
             json: JSON.parse(text) as Record<string, unknown>,
           }),
         );
