@@ -33,7 +33,7 @@ forbidden.push({
   severity: 'error',
   from: {
     path: '^src/',
-    pathNot: ['^src/cli/', '^src/http/', TOP, '^src/acme/(feature|deps)\\.ts$', '^src/mesh/service\\.ts$'],
+    pathNot: ['^src/cli/', '^src/http/', TOP, '^src/acme/(feature|deps)\\.ts$'],
   },
   to: { path: TOP },
 });

@@ -75,7 +75,7 @@ const init = await ctx.ca.init(
 const server = await startServer(ctx, createLogger('silent'), commandsByName);
 const { toPem } = await import('../src/ca/pem.ts');
 const ca = toPem(init.root.certificate);
-const deps = { config, db: ctx.database.db, kms: ctx.kms, profiles: ctx.ca.profiles };
+const deps = { config, db: ctx.database.db, kms: ctx.kms, issuance: ctx.issuance };
 
 try {
   // Client key generation is the client's cost; a pool of CSRs keeps it out of the server figures.

@@ -106,7 +106,7 @@ const tokenCreate = defineCommand<
   },
   run: async (ctx, input) =>
     (await import('../mesh/tokens.ts')).createBootstrapToken(
-      { config: ctx.config, db: ctx.database.db, kms: ctx.kms, profiles: ctx.ca.profiles },
+      { config: ctx.config, db: ctx.database.db, kms: ctx.kms, issuance: ctx.issuance },
       { ...input, principal: input.principal },
     ),
   format: (out) => `${out.token}\n`,

@@ -11,6 +11,7 @@ import type { Feature } from '../core/feature.ts';
 import type { Logger } from '../core/log.ts';
 import { spiffeBundle } from '../mesh/bundle.ts';
 import { MeshService } from '../mesh/service.ts';
+import { signUrl } from '../mesh/tokens.ts';
 import { pruneRateLimits } from '../policy/rate-limits.ts';
 
 const MAX_BODY = 64 * 1024;
@@ -45,7 +46,13 @@ function peerCertificate(c: Context): Uint8Array | undefined {
  * Errors are application/problem+json with ACME error types.
  */
 export function meshFeature(ctx: AppContext, log: Logger, options: { clock?: Clock } = {}): Feature {
-  const service = new MeshService(ctx, options.clock);
+  const service = new MeshService({
+    db: ctx.database.db,
+    issuance: ctx.issuance,
+    audience: signUrl(ctx.config),
+    roots: () => ctx.ca.rootsPem(),
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
   const mlog = log.child({ feature: 'mesh' });
 
   // Refusals are rendered by the listener's onError (src/http/problem.ts).

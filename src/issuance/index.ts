@@ -71,6 +71,11 @@ export class Issuance {
     };
   }
 
+  /** The configured profiles (front ends name one; the decision checks it). */
+  get profiles(): ReadonlyMap<string, Profile> {
+    return this.deps.profiles;
+  }
+
   /** Everything that can refuse before anything is written. */
   decide(req: IssuanceRequest): Promise<Decision> {
     return decide(this.inputs, req);

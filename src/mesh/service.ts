@@ -1,20 +1,13 @@
 import type { IssuedCertificate } from '../ca/authority.ts';
 import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
 import { normalizeSans } from '../ca/names.ts';
-import type { AppContext } from '../context.ts';
 import { type Clock, systemClock } from '../core/clock.ts';
 import { KeywardError } from '../core/errors.ts';
 import { sanCount, type SanSet } from '../core/identifiers.ts';
-import type { IssuanceRequest, Requester } from '../issuance/index.ts';
+import type { Db } from '../db/schema.ts';
+import type { Issuance, IssuanceRequest, Requester } from '../issuance/index.ts';
 import { authenticatePeer } from './peer.ts';
-import {
-  consumableToken,
-  consumeToken,
-  recordTokenSerial,
-  returnToken,
-  signUrl,
-  verifyBootstrapToken,
-} from './tokens.ts';
+import { consumableToken, consumeToken, recordTokenSerial, returnToken, verifyBootstrapToken } from './tokens.ts';
 
 export interface MeshCertificate {
   serial: string;
@@ -47,16 +40,29 @@ function namesFor(csr: ParsedCsr, granted: SanSet, what: string): SanSet {
   return asked;
 }
 
+/** What the mesh front end uses; the issuance decision path does the rest. */
+export interface MeshDeps {
+  /** Tokens and the certificates presented for renewal. */
+  db: Db;
+  issuance: Issuance;
+  /** What every bootstrap token must name as its audience: the sign endpoint's public URL. */
+  audience: string;
+  /** The roots (PEM) a workload trusts its peers by. */
+  roots(): Promise<string>;
+  clock?: Clock;
+}
+
 /**
  * Mesh issuance: bootstrap by one-time token (/v1/sign) and renewal by the current certificate
  * (/v1/renew). Both translate into an IssuanceRequest; src/issuance decides (profile, names,
- * policy, extensions) and signs.
+ * policy, rate limits, extensions, the issuer) and signs.
  */
 export class MeshService {
-  constructor(
-    private readonly ctx: AppContext,
-    private readonly clock: Clock = systemClock,
-  ) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly deps: MeshDeps) {
+    this.clock = deps.clock ?? systemClock;
+  }
 
   private request(csr: ParsedCsr, sans: SanSet, profile: string, requester: Requester): IssuanceRequest {
     return {
@@ -76,7 +82,7 @@ export class MeshService {
     return {
       serial: issued.serial,
       certificate: issued.chainPem,
-      caBundle: await this.ctx.ca.rootsPem(),
+      caBundle: await this.deps.roots(),
       notBefore: issued.notBefore.toISOString(),
       notAfter: issued.notAfter.toISOString(),
     };
@@ -87,26 +93,23 @@ export class MeshService {
     if (typeof body.token !== 'string' || body.token.length === 0)
       throw new KeywardError('malformed', 'the body needs "token": a bootstrap token');
     const now = this.clock.now();
-    const token = await verifyBootstrapToken(this.ctx.database.db, body.token, {
-      audience: signUrl(this.ctx.config),
-      now,
-    });
+    const db = this.deps.db;
+    const token = await verifyBootstrapToken(db, body.token, { audience: this.deps.audience, now });
     const csr = csrOf(body.csr);
     const sans = namesFor(csr, token.sans, 'the token');
-    if (!this.ctx.ca.profiles.has(token.profile))
+    if (!this.deps.issuance.profiles.has(token.profile))
       throw new KeywardError(
         'invalidProfile',
         `the token names profile "${token.profile}", which this CA no longer has`,
       );
-    const db = this.ctx.database.db;
     // Every check first (reads only); then the token is spent in the serial reservation's
     // transaction, given back if the signature is refused, and tied to its certificate in the
     // transaction that records it: spending and issuing succeed or fail together.
     await consumableToken(db, token.jti, now);
-    const decision = await this.ctx.issuance.decide(
+    const decision = await this.deps.issuance.decide(
       this.request(csr, sans, token.profile, { kind: 'mesh-token', jti: token.jti }),
     );
-    const issued = await this.ctx.issuance.sign(decision, {
+    const issued = await this.deps.issuance.sign(decision, {
       onReserved: (trx) => consumeToken(trx, token.jti, now),
       onAbandoned: (trx) => returnToken(trx, token.jti),
       onRecorded: (trx, serial) => recordTokenSerial(trx, token.jti, serial),
@@ -123,7 +126,7 @@ export class MeshService {
    */
   async renew(peerDer: Uint8Array | undefined, body: Record<string, unknown>): Promise<MeshCertificate> {
     const now = this.clock.now();
-    const current = await authenticatePeer(this.ctx.database.db, peerDer, now);
+    const current = await authenticatePeer(this.deps.db, peerDer, now);
     if (!current.requester.startsWith('mesh:'))
       throw new KeywardError(
         'unauthorized',
@@ -131,7 +134,7 @@ export class MeshService {
       );
     const csr = csrOf(body.csr);
     const sans = namesFor(csr, current.sans, `the current certificate (serial ${current.serial})`);
-    const issued = await this.ctx.issuance.issue(
+    const issued = await this.deps.issuance.issue(
       this.request(csr, sans, current.profile, { kind: 'mesh-renew', serial: current.serial }),
     );
     return this.render(issued);

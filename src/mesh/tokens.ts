@@ -7,8 +7,8 @@ import { ADMIN_PROFILE, type Config } from '../config/load.ts';
 import { KeywardError } from '../core/errors.ts';
 import { identifiersOf, type SanSet } from '../core/identifiers.ts';
 import type { Db, Executor } from '../db/schema.ts';
+import type { Issuance } from '../issuance/index.ts';
 import type { KeyHierarchy } from '../kms/index.ts';
-import { evaluateNames, policyRefusal } from '../policy/names.ts';
 import { ensureProvisioner, findProvisioner, signJwt } from './provisioner.ts';
 
 export const TOKEN_ISSUER = 'keyward';
@@ -43,13 +43,15 @@ export interface TokenDeps {
   config: Config;
   db: Db;
   kms: KeyHierarchy;
-  profiles: ReadonlyMap<string, { name: string; sanTypes: readonly string[] }>;
+  /** The profiles a token may name, and the name policy the certificate will be decided by. */
+  issuance: Pick<Issuance, 'profiles' | 'checkNames'>;
 }
 
 /**
- * Mints a one-time bootstrap token. The names are checked against the global/issuer policy now,
- * so a refusal names its rule at creation (and again at use: rules may change in between). The
- * token is recorded so that its single use can be enforced by a conditional update.
+ * Mints a one-time bootstrap token. The names are checked now by the decision /v1/sign will make
+ * (global rules and those of the issuer that signs the profile), so a refusal names its rule at
+ * creation (and again at use: rules may change in between). The token is recorded so that its
+ * single use can be enforced by a conditional update.
  */
 export async function createBootstrapToken(deps: TokenDeps, req: TokenRequest): Promise<CreatedToken> {
   const { config, db } = deps;
@@ -58,11 +60,12 @@ export async function createBootstrapToken(deps: TokenDeps, req: TokenRequest): 
     throw new KeywardError('malformed', 'a token must name at least one identity (--id, --dns or --ip)');
   const profileName = req.profile ?? config.mesh.defaultProfile;
   // Admin certificates make administrators: never through a bootstrap token.
-  const profile = profileName === ADMIN_PROFILE ? undefined : deps.profiles.get(profileName);
+  const profiles = deps.issuance.profiles;
+  const profile = profileName === ADMIN_PROFILE ? undefined : profiles.get(profileName);
   if (!profile)
     throw new KeywardError(
       'invalidProfile',
-      `unknown profile "${profileName}" (known: ${[...deps.profiles.keys()].filter((p) => p !== ADMIN_PROFILE).join(', ')})`,
+      `unknown profile "${profileName}" (known: ${[...profiles.keys()].filter((p) => p !== ADMIN_PROFILE).join(', ')})`,
     );
   const ttl = req.ttlMs ?? config.mesh.tokenTtl;
   if (ttl <= 0 || ttl > config.mesh.maxTokenTtl)
@@ -70,14 +73,13 @@ export async function createBootstrapToken(deps: TokenDeps, req: TokenRequest): 
       'malformed',
       `the token lifetime must be between 1s and mesh.maxTokenTtl (${config.mesh.maxTokenTtl / 1000}s)`,
     );
-  const evaluation = await evaluateNames(db, config.policy, identifiersOf(sans));
-  if (!evaluation.allowed) throw policyRefusal(evaluation);
+  const jti = randomBytes(16).toString('base64url');
+  await deps.issuance.checkNames({ kind: 'mesh-token', jti }, identifiersOf(sans), profileName);
 
   const provisioner = await ensureProvisioner(db, deps.kms, req.principal);
   const now = req.now ?? new Date();
   const iat = Math.floor(now.getTime() / 1000);
   const exp = iat + Math.ceil(ttl / 1000);
-  const jti = randomBytes(16).toString('base64url');
   const audience = signUrl(config);
   const claims = {
     iss: TOKEN_ISSUER,

@@ -41,7 +41,7 @@ describe('issuance: a refused signature', () => {
 
   it('marks the reservation abandoned, lists it with certs list --state abandoned, and gives the bootstrap token back', async () => {
     const { token } = await createBootstrapToken(
-      { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, profiles: ca.ctx.ca.profiles },
+      { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, issuance: ca.ctx.issuance },
       { id: 'spiffe://test.example/refused', dns: ['refused.svc.internal'], profile: 'mesh-test', principal: 'test' },
     );
     const sign = async () =>

@@ -33,7 +33,7 @@ describe('certificates per name beyond ACME (rateLimits.certificatesPerName.appl
 
   const token = async (dns: string) =>
     createBootstrapToken(
-      { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, profiles: ca.ctx.ca.profiles },
+      { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, issuance: ca.ctx.issuance },
       { dns: [dns], profile: 'mesh-test', principal: 'test' },
     );
   const sign = async (t: string) =>

@@ -29,7 +29,7 @@ describe('keyward agent bootstraps trust from the root fingerprint', () => {
   const token = async () =>
     (
       await createBootstrapToken(
-        { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, profiles: ca.ctx.ca.profiles },
+        { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, issuance: ca.ctx.issuance },
         { id: 'spiffe://prod.example/ns/pay/sa/api', principal: 'test' },
       )
     ).token;

@@ -43,7 +43,7 @@ describe('mesh: two services talk mTLS with agent-managed certificates across re
   });
 
   it('agents obtain and renew; every connection succeeds and both sides see renewed peers', async () => {
-    const deps = { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, profiles: ca.ctx.ca.profiles };
+    const deps = { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, issuance: ca.ctx.issuance };
     const tokens = await Promise.all(
       [SERVER_ID, CLIENT_ID].map((id) => createBootstrapToken(deps, { id, profile: 'mesh-test', principal: 'test' })),
     );
@@ -106,7 +106,7 @@ describe('mesh: two services talk mTLS with agent-managed certificates across re
   });
 
   it('agent --once exits after the first certificate; a spent token makes it fail clearly', async () => {
-    const deps = { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, profiles: ca.ctx.ca.profiles };
+    const deps = { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, issuance: ca.ctx.issuance };
     const { token } = await createBootstrapToken(deps, { id: CLIENT_ID, profile: 'mesh-test', principal: 'test' });
     const once = spawnChild(
       keywardArgs('agent', '--token', token, '--out', join(dir, 'once'), '--ca-file', join(dir, 'roots.pem'), '--once'),

@@ -14,7 +14,7 @@ const ID = 'spiffe://prod.example/ns/pay/sa/api';
 
 describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
   let ca: TestCa;
-  const deps = () => ({ config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, profiles: ca.ctx.ca.profiles });
+  const deps = () => ({ config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, issuance: ca.ctx.issuance });
   const token = async (opts: { id?: string; dns?: string[]; now?: Date; ttlMs?: number } = {}) =>
     (
       await createBootstrapToken(deps(), {
@@ -90,6 +90,26 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('rejectedIdentifier');
     expect(r.stderr).toContain('deny uri spiffe://prod.example/ns/forbidden/** (global, rule config:0)');
+  });
+
+  it('token create decides names as /v1/sign will: the rules of the issuer that signs the profile apply too', async () => {
+    const issuer = await ca.ctx.ca.issuerForProfile('mesh-test');
+    const { rule } = await addRule(ca.ctx.database.db, {
+      scope: `issuer:${issuer.id}`,
+      effect: 'deny',
+      pattern: 'spiffe://prod.example/ns/issuer-denied/**',
+      principal: 'test',
+    });
+    try {
+      const err = (await token({ id: 'spiffe://prod.example/ns/issuer-denied/sa/x', dns: [] }).catch(
+        (e: unknown) => e,
+      )) as { kind: string; subproblems: { detail: string }[] };
+      expect(err.kind).toBe('rejectedIdentifier');
+      expect(err.subproblems.map((p) => p.detail).join()).toContain(`issuer:${issuer.id}`);
+    } finally {
+      await removeRule(ca.ctx.database.db, rule.id);
+    }
+    expect(await token({ id: 'spiffe://prod.example/ns/issuer-denied/sa/x', dns: [] })).toMatch(/\./);
   });
 
   it("POST /v1/sign issues the token's names; the chain verifies; a reused token is refused", async () => {
