@@ -63,6 +63,7 @@ describe('real ACME clients', () => {
       'lego-http.test',
       'lego-dns.test',
       'lego-wrong.test',
+      'go-wrong.test',
     ])
       dns.setA(name, '127.0.0.1');
     // Hooks of the clients publish TXT records through this endpoint.
@@ -279,6 +280,40 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
       expect(revoke.code, revoke.output).toBe(0);
       expect(await certStatus(after)).toBe('revoked');
       expect(await certStatus(before)).toBe('valid');
+    });
+  });
+
+  // golang.org/x/crypto/acme is what cert-manager is built on; it polls an authorization until it
+  // is no longer pending, so the failure must turn it invalid soon (validation.retryFor).
+  describe('golang.org/x/crypto/acme', () => {
+    it("reports the server's problem for a wrong http-01 answer within 20 s", async () => {
+      const binary = join(work, 'acme-flow');
+      await run('go', ['build', '-o', binary, join(process.cwd(), 'test', 'interop', 'go-acme', 'main.go')], {
+        env: {
+          ...process.env,
+          GO111MODULE: 'off',
+          GOPATH: `${join(work, 'gopath')}:/usr/share/gocode`,
+          GOCACHE: join(work, 'gocache'),
+          GOFLAGS: '',
+        },
+      });
+      const started = Date.now();
+      const r = await wrongAnswers(() =>
+        client(
+          binary,
+          [
+            ...['-directory', directory, '-ca-bundle', Buffer.from(rootPem).toString('base64')],
+            ...['-domain', 'go-wrong.test', '-http01-listen', '', '-out', join(work, 'go-chain.pem')],
+          ],
+          {},
+        ),
+      );
+      const seconds = (Date.now() - started) / 1000;
+      expect(r.code, r.output).not.toBe(0);
+      expect(r.output).toContain('authorization error for go-wrong.test');
+      expect(r.output).toContain('urn:ietf:params:acme:error:incorrectResponse');
+      expect(r.output).toMatch(serverDetail);
+      expect(seconds).toBeLessThan(20);
     });
   });
 

@@ -30,7 +30,7 @@ func main() {
 	kid := flag.String("eab-kid", "", "EAB key id (spec.acme.externalAccountBinding.keyID)")
 	hmacKey := flag.String("eab-hmac", "", "EAB HMAC key, base64url (the Secret's key)")
 	domain := flag.String("domain", "", "DNS name to certify")
-	listen := flag.String("http01-listen", "127.0.0.1:80", "where to answer http-01 (cert-manager's solver pod)")
+	listen := flag.String("http01-listen", "127.0.0.1:80", "where to answer http-01 (cert-manager's solver pod); empty: someone else answers")
 	out := flag.String("out", "chain.pem", "where to write the certificate chain")
 	flag.Parse()
 	if err := run(*directory, *caBundle, *kid, *hmacKey, *domain, *listen, *out); err != nil {
@@ -50,9 +50,13 @@ func run(directory, caBundle, kid, hmacKey, domain, listen, out string) error {
 	if !pool.AppendCertsFromPEM(roots) {
 		return fmt.Errorf("caBundle holds no PEM certificate")
 	}
-	mac, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(hmacKey, "="))
-	if err != nil {
-		return fmt.Errorf("eab-hmac: %w", err)
+	account := &acme.Account{}
+	if kid != "" {
+		mac, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(hmacKey, "="))
+		if err != nil {
+			return fmt.Errorf("eab-hmac: %w", err)
+		}
+		account.ExternalAccountBinding = &acme.ExternalAccountBinding{KID: kid, Key: mac}
 	}
 	accountKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	client := &acme.Client{
@@ -60,25 +64,26 @@ func run(directory, caBundle, kid, hmacKey, domain, listen, out string) error {
 		DirectoryURL: directory,
 		HTTPClient:   &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
 	}
-	account := &acme.Account{ExternalAccountBinding: &acme.ExternalAccountBinding{KID: kid, Key: mac}}
 	if _, err := client.Register(ctx, account, acme.AcceptTOS); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
 
 	answers := map[string]string{}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	server := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if body, ok := answers[r.URL.Path]; ok {
-			w.Write([]byte(body))
-			return
+	if listen != "" {
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return err
 		}
-		http.NotFound(w, r)
-	})}
-	go server.Serve(ln)
-	defer server.Close()
+		server := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if body, ok := answers[r.URL.Path]; ok {
+				w.Write([]byte(body))
+				return
+			}
+			http.NotFound(w, r)
+		})}
+		go server.Serve(ln)
+		defer server.Close()
+	}
 
 	order, err := client.AuthorizeOrder(ctx, acme.DomainIDs(domain))
 	if err != nil {
