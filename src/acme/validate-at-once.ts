@@ -2,9 +2,9 @@ import { addMs } from '../core/clock.ts';
 import type { ValidationOutcome } from '../validation/index.ts';
 import type { ChallengeFacts } from './challenge-memory.ts';
 import type { AcmeDeps } from './deps.ts';
-import { queueRetry, settleInvalid, settleValid, type SettlingJob } from './settle.ts';
+import { queueRetry, type SettlingJob } from './settle.ts';
 import type { ChallengeRow } from './views.ts';
-import { isTransient, problemJson, publishOutcome, retryDelay } from './worker.ts';
+import { isTransient, publishOutcome, retryDelay, settleOutcome } from './worker.ts';
 
 /**
  * How long a challenge POST waits for a check run at once before it records the validation as
@@ -39,19 +39,9 @@ export async function settleIfQuick(
   const now = deps.clock.now();
   const deadline = addMs(now, deps.config.validation.retryFor);
   const retry = isTransient(outcome, now, deadline);
-  let settled: ChallengeRow | undefined;
-  if (outcome.ok) settled = await settleValid(deps, job, deps.holder);
-  else if (!retry)
-    settled = await settleInvalid(
-      deps,
-      { ...job, identifier: facts.identifier.value },
-      problemJson(outcome.problem),
-      deps.holder,
-    );
-  else {
-    settled = await queueRetry(deps, job, problemJson(outcome.problem), addMs(now, retryDelay(deps, 1)), deadline);
-    deps.kickWorker();
-  }
+  const settled = await settleOutcome(deps, job, facts.identifier.value, outcome, retry, (problem) =>
+    queueRetry(deps, job, problem, addMs(now, retryDelay(deps, 1)), deadline),
+  );
   if (settled) publishOutcome(facts, outcome, retry);
   return settled;
 }

@@ -9,7 +9,7 @@ import type { AcmeProblemJson } from '../db/acme-schema.ts';
 import type { ChallengeKind, ValidationConfig, ValidationOutcome, ValidationProblem } from '../validation/index.ts';
 import { checkCaa, validateChallenge } from '../validation/index.ts';
 import type { AcmeDeps } from './deps.ts';
-import { scheduleRetry, settleInvalid, settleValid } from './settle.ts';
+import { scheduleRetry, settleInvalid, settleValid, type SettlingJob } from './settle.ts';
 import type { ChallengeRow } from './views.ts';
 
 /** A claimed job with what its check needs; the challenge columns are null if it has gone. */
@@ -49,7 +49,7 @@ export function validationConfig(v: ParsedConfig['validation']): ValidationConfi
   };
 }
 
-export function problemJson(p: ValidationProblem): AcmeProblemJson {
+function problemJson(p: ValidationProblem): AcmeProblemJson {
   return problemDocument(new KeywardError(p.type, p.detail));
 }
 
@@ -170,22 +170,32 @@ export async function attemptValidation(
   const outcome = await running;
   const job = { id: check.jobId, challengeId: check.challengeId, authzId: check.authzId, accountId: check.accountId };
   const now = deps.clock.now();
+  const next = new Date(Math.min(now.getTime() + retryDelay(deps, check.attempts), check.deadline.getTime()));
   const retry = isTransient(outcome, now, check.deadline);
-  let settled: ChallengeRow | undefined;
-  if (outcome.ok) settled = await settleValid(deps, job, deps.holder);
-  else if (!retry)
-    settled = await settleInvalid(
-      deps,
-      { ...job, identifier: check.identifier.value },
-      problemJson(outcome.problem),
-      deps.holder,
-    );
-  else {
-    const next = new Date(Math.min(now.getTime() + retryDelay(deps, check.attempts), check.deadline.getTime()));
-    settled = await scheduleRetry(deps, job, problemJson(outcome.problem), next, deps.holder);
-    deps.kickWorker();
-  }
+  const settled = await settleOutcome(deps, job, check.identifier.value, outcome, retry, (problem) =>
+    scheduleRetry(deps, job, problem, next, deps.holder),
+  );
   publishOutcome(check, outcome, retry);
+  return settled;
+}
+
+/**
+ * The settling statement for an outcome: valid, invalid, or (a failure worth another attempt)
+ * whatever `later` writes to have it retried; the worker is woken for the retry.
+ */
+export async function settleOutcome(
+  deps: AcmeDeps,
+  job: SettlingJob,
+  identifier: string,
+  outcome: ValidationOutcome,
+  retry: boolean,
+  later: (problem: AcmeProblemJson) => Promise<ChallengeRow | undefined>,
+): Promise<ChallengeRow | undefined> {
+  if (outcome.ok) return settleValid(deps, job, deps.holder);
+  const problem = problemJson(outcome.problem);
+  if (!retry) return settleInvalid(deps, { ...job, identifier }, problem, deps.holder);
+  const settled = await later(problem);
+  deps.kickWorker();
   return settled;
 }
 
