@@ -44,6 +44,11 @@ export class ChallengeMemory {
     return f?.accountId === accountId && !this.limited.get(accountId) ? f : undefined;
   }
 
+  /** A challenge no longer pending needs no check: a later POST just reads it. */
+  forget(challengeId: string): void {
+    this.facts.delete(challengeId);
+  }
+
   overLimit(accountId: string): void {
     this.limited.set(accountId, true);
   }

@@ -122,6 +122,7 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
 }
 
 function challengeResponse(deps: AcmeDeps, challenge: ChallengeRow): Response {
+  if (challenge.status !== 'pending') deps.challenges.forget(challenge.id);
   const headers: Record<string, string | string[]> = { Link: link(deps.urls.authz(challenge.authz_id), 'up') };
   // A failed attempt waits for its retry (the first back-off step; at most a few seconds inside
   // validation.retryFor's 20 s): polling sooner would only show the same error.

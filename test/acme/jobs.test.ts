@@ -44,6 +44,11 @@ describe('validation jobs', () => {
       .where('challenge_id', '=', challenge.url.split('/').pop()!)
       .execute();
     expect(jobs).toEqual([]);
+    // POSTing it again reads it: no second check (no look-up of the name).
+    const asked = () => env.dns.queries().filter((q) => q.name === 'at-once.example.test').length;
+    const before = asked();
+    expect((await internals(client).api.apiRequest(challenge.url, {})).data.status).toBe('valid');
+    expect(asked()).toBe(before);
   });
 
   it('a check slower than the grace period is recorded as started, with a job, before it settles', async () => {
