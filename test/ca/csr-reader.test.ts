@@ -32,21 +32,37 @@ interface Read {
 const hex = (b: ArrayBuffer | Uint8Array) =>
   Buffer.from(b instanceof Uint8Array ? b : new Uint8Array(b)).toString('hex');
 
-/** Bound on one read: the reader walks each byte a few times, so even a 64 KiB input is far below. */
+/**
+ * Bound on one read, in CPU time (a loaded machine's preemption is not the reader's): the reader
+ * walks each byte a few times, so even a 64 KiB input is far below. An input over it is read once
+ * more, so a one-off pause (a major GC) is not taken for a slow input; a slow input is slow twice.
+ */
 const MAX_READ_MS = 250;
+
+const cpuMs = (since: NodeJS.CpuUsage) => {
+  const d = process.cpuUsage(since);
+  return (d.user + d.system) / 1000;
+};
+
+function readTimed(der: Uint8Array): { fields?: CsrFields; err?: unknown; ms: number } {
+  const started = process.cpuUsage();
+  try {
+    return { fields: readCsr(der), ms: cpuMs(started) };
+  } catch (err) {
+    return { err, ms: cpuMs(started) };
+  }
+}
 
 /** Our reader's fields, or undefined when it refuses; it may refuse only with a badCSR error. */
 function ours(der: Uint8Array): Read | undefined {
-  let f: CsrFields;
-  const started = performance.now();
-  try {
-    f = readCsr(der);
-  } catch (err) {
-    if (!(err instanceof KeywardError && err.kind === 'badCSR')) throw err;
+  let read = readTimed(der);
+  if (read.ms >= MAX_READ_MS) read = readTimed(der);
+  expect(read.ms, `reading ${der.length} bytes`).toBeLessThan(MAX_READ_MS);
+  if (read.err !== undefined) {
+    if (!(read.err instanceof KeywardError && read.err.kind === 'badCSR')) throw read.err;
     return undefined;
-  } finally {
-    expect(performance.now() - started, `reading ${der.length} bytes`).toBeLessThan(MAX_READ_MS);
   }
+  const f = read.fields!;
   return {
     commonName: f.commonName,
     sans: f.sans,
