@@ -28,6 +28,11 @@ export interface AcmeDeps {
   /** Reading chains and revoking: the rest of the signing core ACME may touch. */
   certificates: Pick<CertificateAuthority, 'chainFor' | 'chainsFor' | 'revoke'>;
   db: Db;
+  /**
+   * The same database, committing without waiting for the WAL flush: for writes whose loss in a
+   * crash is harmless because a later flushed commit of the same request covers them (WAL order).
+   */
+  asyncCommit: Db;
   log: Logger;
   clock: Clock;
   urls: AcmeUrls;

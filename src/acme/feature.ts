@@ -36,6 +36,7 @@ export function createAcmeDeps(
     issuance: ctx.issuance,
     certificates: ctx.ca,
     db: ctx.database.db,
+    asyncCommit: ctx.database.asyncCommit,
     log: log.child({ feature: 'acme' }),
     clock,
     urls: new AcmeUrls(ctx.config.httpsBaseUrl),

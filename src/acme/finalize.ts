@@ -106,8 +106,10 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     gathered: { nameCounters: order.name_counters, proofs: order.proofs },
   });
 
-  // The names are counted in the claiming statement: one commit.
-  const claimed = await claimOrder(deps.db, { orderId: order.id, count: decision.nameCount, now });
+  // The names are counted in the claiming statement: one commit, not waited for: the reservation
+  // commits after it and its flush makes the claim durable too (WAL order); a claim lost in a crash
+  // before that leaves the order ready, with nothing signed.
+  const claimed = await claimOrder(deps.asyncCommit, { orderId: order.id, count: decision.nameCount, now });
   if (!claimed) {
     const current = await ownedOrder(deps.db, account, order.id);
     // Another request won the race: answer with the order as it is now, never ready: a client that sees ready again would finalize twice.

@@ -79,7 +79,7 @@ export async function recordBatch(db: Executor, items: Recorded[]): Promise<void
   await sql`
     WITH c AS (${recordedRows(items)}),
     reservation AS (
-      UPDATE serial_reservations SET status = 'issued' WHERE serial IN (SELECT serial FROM c))
+      UPDATE serial_reservations SET status = 'issued' WHERE serial = ANY(${items.map((i) => i.serial)}::text[]))
     INSERT INTO certificates (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki_sha256,
       requester, crl_shard)
     SELECT serial, issuer_id, decode(der, 'hex'), common_name, sans, not_before, not_after, profile, decode(spki, 'hex'),
@@ -99,7 +99,7 @@ export async function recordLinked<R>(db: Executor, item: Recorded, linked: Oper
     c AS (${recordedRows([item])}),
     reservation AS (
       UPDATE serial_reservations SET status = 'issued'
-      WHERE serial IN (SELECT serial FROM c) AND EXISTS (SELECT 1 FROM linked)),
+      WHERE serial = ${item.serial} AND EXISTS (SELECT 1 FROM linked)),
     ins AS (
       INSERT INTO certificates (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki_sha256,
         requester, crl_shard)
