@@ -1,6 +1,8 @@
 import { hostname } from 'node:os';
 
 import { acmeFeature } from './acme/feature.ts';
+import { renewalWindowOf } from './ca/issuer-expiry.ts';
+import { startIssuerRenewal } from './ca/issuer-renewal.ts';
 import { startReservationRecovery } from './ca/recovery.ts';
 import type { AppContext } from './context.ts';
 import type { Feature } from './core/feature.ts';
@@ -26,6 +28,7 @@ export function features(ctx: AppContext, log: Logger, adminCommands: AdminComma
     adminHttpsFeature(ctx, adminCommands),
     adminWebFeature(ctx),
     recoveryFeature(ctx, log),
+    issuerRenewalFeature(ctx, log),
   ];
 }
 
@@ -39,6 +42,35 @@ function recoveryFeature(ctx: AppContext, log: Logger): Feature {
         intervalMs: ctx.config.recovery.interval,
         holder: `${hostname()}:${process.pid}:recovery`,
       });
+      return () => loop.stop();
+    },
+  };
+}
+
+/**
+ * Issuers near their end (src/ca/issuer-renewal.ts): warned about in the log at start and every
+ * `ca.renewal.checkInterval`, and due intermediates rotated unless `ca.renewal.automatic` is off.
+ */
+function issuerRenewalFeature(ctx: AppContext, log: Logger): Feature {
+  const settings = ctx.config.ca.renewal;
+  return {
+    name: 'issuer-renewal',
+    start: () => {
+      const loop = startIssuerRenewal(
+        {
+          db: ctx.database.db,
+          kms: ctx.kms,
+          registry: ctx.ca.registry,
+          profiles: [...ctx.config.profiles.keys()],
+          organization: ctx.config.ca.organization,
+        },
+        {
+          window: renewalWindowOf(settings),
+          automatic: settings.automatic,
+          intervalMs: settings.checkInterval,
+          log: log.child({ feature: 'issuer-renewal' }),
+        },
+      );
       return () => loop.stop();
     },
   };

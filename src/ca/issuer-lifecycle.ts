@@ -275,43 +275,60 @@ async function retireRoot(
 export function rotateIntermediate(
   deps: IssuerLifecycleDeps,
   id: string,
-  overrides: Partial<Pick<IntermediateSpec, 'keyType' | 'lifetimeMs' | 'commonName' | 'protection'>>,
+  overrides: RotationOverrides,
   principal: string,
 ): Promise<{ old: IssuerRow; new: IssuerRow }> {
-  return change(deps, async (trx, rows) => {
-    const old = find(rows, id);
-    if (old.kind !== 'intermediate') throw new KeywardError('usage', `issuer ${id} is a root; use ca rotate-root`);
-    if (old.state !== 'active' && old.state !== 'pending')
-      throw new KeywardError('conflict', `issuer ${id} is ${old.state}; only an active or pending issuer is rotated`);
-    const key = await trx
-      .selectFrom('kms_keys')
-      .select(['alg', 'backend'])
-      .where('id', '=', issuerKey(old))
-      .executeTakeFirstOrThrow();
-    const made = await makeIntermediate(
-      deps,
-      trx,
-      rows,
-      {
-        // Under the same root while it is active; after a root rollover, under the new root.
-        // An adopted intermediate under a root whose key we don't hold moves to our current root.
-        parentId: rows.some((r) => r.id === old.parent_id && r.state === 'active' && holdsKey(r))
-          ? old.parent_id!
-          : undefined,
-        keyType: overrides.keyType ?? (key.alg as CaKeyType),
-        lifetimeMs: overrides.lifetimeMs ?? old.not_after.getTime() - old.not_before.getTime(),
-        commonName: overrides.commonName ?? commonNameOf(old.subject),
-        nameConstraints: nameConstraintsSpecOf(old.certificate),
-        profiles: old.profiles,
-        protection: overrides.protection ?? key.backend,
-      },
-      principal,
-      { state: old.state, replaces: old.id },
-    );
-    // A pending issuer never signed anything, so it has nothing to answer for.
-    const after = await setState(deps, trx, old, old.state === 'active' ? 'retiring' : 'retired', principal);
-    return { old: after, new: made };
-  });
+  return change(deps, (trx, rows) => rotateLocked(deps, trx, rows, id, overrides, principal));
+}
+
+export type RotationOverrides = Partial<Pick<IntermediateSpec, 'keyType' | 'lifetimeMs' | 'commonName' | 'protection'>>;
+
+/**
+ * The root a rotation puts the new intermediate under: the old one's while it is active; after a
+ * root rollover, the current root. An adopted intermediate under a root whose key we don't hold
+ * moves to our current root.
+ */
+export function rotationParent(rows: readonly IssuerRow[], old: IssuerRow): IssuerRow | undefined {
+  return rows.find((r) => r.id === old.parent_id && r.state === 'active' && holdsKey(r)) ?? currentRoot(rows);
+}
+
+/** A rotation inside a `change` (the caller holds the issuers lock and passes the rows it read). */
+export async function rotateLocked(
+  deps: IssuerLifecycleDeps,
+  trx: Executor,
+  rows: IssuerRow[],
+  id: string,
+  overrides: RotationOverrides,
+  principal: string,
+): Promise<{ old: IssuerRow; new: IssuerRow }> {
+  const old = find(rows, id);
+  if (old.kind !== 'intermediate') throw new KeywardError('usage', `issuer ${id} is a root; use ca rotate-root`);
+  if (old.state !== 'active' && old.state !== 'pending')
+    throw new KeywardError('conflict', `issuer ${id} is ${old.state}; only an active or pending issuer is rotated`);
+  const key = await trx
+    .selectFrom('kms_keys')
+    .select(['alg', 'backend'])
+    .where('id', '=', issuerKey(old))
+    .executeTakeFirstOrThrow();
+  const made = await makeIntermediate(
+    deps,
+    trx,
+    rows,
+    {
+      parentId: rotationParent(rows, old)?.id,
+      keyType: overrides.keyType ?? (key.alg as CaKeyType),
+      lifetimeMs: overrides.lifetimeMs ?? old.not_after.getTime() - old.not_before.getTime(),
+      commonName: overrides.commonName ?? commonNameOf(old.subject),
+      nameConstraints: nameConstraintsSpecOf(old.certificate),
+      profiles: old.profiles,
+      protection: overrides.protection ?? key.backend,
+    },
+    principal,
+    { state: old.state, replaces: old.id },
+  );
+  // A pending issuer never signed anything, so it has nothing to answer for.
+  const after = await setState(deps, trx, old, old.state === 'active' ? 'retiring' : 'retired', principal);
+  return { old: after, new: made };
 }
 
 function commonNameOf(subject: string): string {

@@ -141,29 +141,3 @@ export async function issuerOverview(db: Db): Promise<IssuerOverview[]> {
     certificatesLive: Number(live),
   }));
 }
-
-const DAY_MS = 86_400_000;
-
-/**
- * Issuers that sign (active) and are near the end of their life: less than a third of it, or less
- * than 180 days, left. An intermediate past this point should be rotated; a root, rolled over.
- */
-export function expiryWarnings(rows: readonly IssuerRow[], now: Date): string[] {
-  return rows
-    .filter((r) => r.state === 'active')
-    .filter((r) => {
-      const left = r.not_after.getTime() - now.getTime();
-      const life = r.not_after.getTime() - r.not_before.getTime();
-      return left < Math.max(life / 3, 180 * DAY_MS);
-    })
-    .map(
-      (r) =>
-        `${r.kind} ${r.id} expires ${r.not_after.toISOString()} (${Math.max(0, Math.floor((r.not_after.getTime() - now.getTime()) / DAY_MS))} days left); ${fixFor(r)}`,
-    );
-}
-
-function fixFor(r: IssuerRow): string {
-  if (r.kind === 'intermediate') return `keyward ca rotate-intermediate ${r.id}`;
-  if (r.key_id === null) return 'its owner renews it; adopt an intermediate under the new root (ca adopt --trust)';
-  return 'keyward ca rotate-root';
-}

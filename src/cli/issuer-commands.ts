@@ -22,6 +22,8 @@ export interface IssuerView {
   certificatesIssued?: number;
   certificatesLive?: number;
   sha256Fingerprint: string;
+  /** Present when it is due for renewal (`ca.renewal`): what to run, and why the job left it. */
+  expiryWarning?: { daysLeft: number; fix: string; message: string; why?: string };
 }
 
 const CA_KEY_TYPES: readonly CaKeyType[] = ['ecdsa-p256', 'ecdsa-p384', 'rsa-3072', 'rsa-4096'];
@@ -76,7 +78,10 @@ export function line(i: IssuerView): string {
       : i.kind === 'root'
         ? 'trusted, key held elsewhere'
         : `key held elsewhere (keyward revoke ${i.id} withdraws it)`;
-  return `${i.kind} ${i.id}  ${i.state}  ${key}${i.keyProtection === 'hsm' ? ' (hsm)' : ''}  until ${i.notAfter.slice(0, 10)}${count}${profiles}\n    ${i.subject}\n`;
+  const due = i.expiryWarning
+    ? `\n    ! DUE FOR RENEWAL: ${i.expiryWarning.daysLeft} days left; ${i.expiryWarning.fix}${i.expiryWarning.why ? ` (not automatic: ${i.expiryWarning.why})` : ''}`
+    : '';
+  return `${i.kind} ${i.id}  ${i.state}${i.expiryWarning ? ' (due)' : ''}  ${key}${i.keyProtection === 'hsm' ? ' (hsm)' : ''}  until ${i.notAfter.slice(0, 10)}${count}${profiles}\n    ${i.subject}${due}\n`;
 }
 
 /** Roots, each followed by the intermediates it signed. */
@@ -120,7 +125,22 @@ const issuersCommand = defineCommand<object, IssuerView[]>({
       replaces: null,
       sha256Fingerprint: fingerprint(x.der),
     }));
-    return [...(await issuerOverview(ctx.database.db)).map((o) => view(o.row, o)), ...external];
+    const { dueWarnings } = await import('../ca/issuer-renewal.ts');
+    const { renewalWindowOf } = await import('../ca/issuer-expiry.ts');
+    const overview = await issuerOverview(ctx.database.db);
+    const renewal = ctx.config.ca.renewal;
+    const due = dueWarnings(
+      overview.map((o) => o.row),
+      new Date(),
+      { window: renewalWindowOf(renewal), automatic: renewal.automatic },
+    );
+    const warningFor = (id: string): Pick<IssuerView, 'expiryWarning'> => {
+      const w = due.find((d) => d.issuerId === id);
+      return w
+        ? { expiryWarning: { daysLeft: w.daysLeft, fix: w.fix, message: w.message, ...(w.why ? { why: w.why } : {}) } }
+        : {};
+    };
+    return [...overview.map((o) => ({ ...view(o.row, o), ...warningFor(o.row.id) })), ...external];
   },
   format: issuerTree,
 });

@@ -189,6 +189,36 @@ export const configSchema = z
         organization: z.string().default('Keyward').describe("Organization in the CA certificates' subjects."),
         root: caKeySpec('ecdsa-p384', 'Keyward Root CA', '87600h'),
         intermediate: caKeySpec('ecdsa-p256', 'Keyward Intermediate CA', '43800h'),
+        /** When issuers are due, and the job in `serve` that renews intermediates (src/ca/issuer-renewal.ts). */
+        renewal: z
+          .object({
+            shareLeft: z
+              .number()
+              .gt(0)
+              .lt(1)
+              .default(1 / 3)
+              .describe(
+                'An issuer is due for renewal when less than this share of its life (default a third) remains, or less than timeLeft, whichever comes first: /health turns degraded, the log and ca issuers warn, and intermediates are rotated automatically.',
+              ),
+            timeLeft: duration
+              .prefault('180d')
+              .describe(
+                'An issuer is due for renewal when less than this remains (or less than shareLeft of its life).',
+              ),
+            automatic: z
+              .boolean()
+              .default(true)
+              .describe(
+                'keyward serve rotates an active intermediate once it is due, as keyward ca rotate-intermediate does (one replica does it; audited as keyward:issuer-renewal). Roots are never rotated automatically, only warned about. false: warn only.',
+              ),
+            checkInterval: duration
+              .prefault('24h')
+              .describe(
+                'How often serve checks the issuers (also at start): logs one warning per issuer due for renewal and rotates due intermediates.',
+              ),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { sql } from 'kysely';
 
-import { expiryWarnings } from '../ca/issuers.ts';
+import { expiryWarnings, renewalWindowOf } from '../ca/issuer-expiry.ts';
 import type { AppContext } from '../context.ts';
 
 /** Endpoints served on both listeners: health and the trust anchors. */
@@ -23,7 +23,9 @@ export function publicApp(ctx: AppContext): Hono {
         );
       }
       // Still serving (200), but an issuer near its end needs an operator: said with the reason.
-      const warnings = expiryWarnings(await ctx.ca.issuers(), new Date());
+      const warnings = expiryWarnings(await ctx.ca.issuers(), new Date(), renewalWindowOf(ctx.config.ca.renewal)).map(
+        (w) => w.message,
+      );
       if (warnings.length) return c.json({ status: 'degraded', database: ctx.database.kind, warnings });
       return c.json({ status: 'ok', database: ctx.database.kind });
     } catch (err) {
