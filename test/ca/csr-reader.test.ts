@@ -310,7 +310,11 @@ describe('hot-path CSR reader vs pkijs', () => {
     );
   });
 
-  it('accepts nothing that pkijs refuses or reads differently, under mutation', () => {
+  const fuzzRuns = Number(process.env.CSR_FUZZ_RUNS ?? 2000);
+  // About 0.2 ms a run on a quiet machine; CI may share the machine, so the bound is generous.
+  const fuzzTimeoutMs = Math.max(60_000, fuzzRuns * 6);
+
+  it('accepts nothing that pkijs refuses or reads differently, under mutation', { timeout: fuzzTimeoutMs }, () => {
     fc.assert(
       fc.property(
         fc.oneof(
@@ -321,7 +325,7 @@ describe('hot-path CSR reader vs pkijs', () => {
         (der, edits) => agreeOnAccepted(mutate(der, edits)),
       ),
       // 2,000 in every suite run; `npm run test:fuzz` (once per CI run) asks for 100,000.
-      { numRuns: Number(process.env.CSR_FUZZ_RUNS ?? 2000) },
+      { numRuns: fuzzRuns },
     );
   });
 
