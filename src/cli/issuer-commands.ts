@@ -382,7 +382,9 @@ cross-certificates: the new root certified by the old, and the old by the new. C
 only one of the two roots keep validating every certificate. The new root becomes current: new
 intermediates go under it (ca rotate-intermediate moves an intermediate over) and ACME serves the
 chain to it first, with the chain to the old root as an alternate. /roots.pem and the trust bundle
-list both. Hand the cross-certificates to relying parties with ca export-cross-signed.`,
+list both, and running keyward agents rewrite bundle.pem with both within mesh.bundleRefreshHint:
+wait that long before moving intermediates over. Hand the cross-certificates to relying parties
+with ca export-cross-signed.`,
   options: {
     'key-type': { type: 'string' },
     lifetime: { type: 'string' },

@@ -9,14 +9,16 @@ import { parseArgs } from 'node:util';
 import { decodeJwt } from 'jose';
 
 import { AGENT_USAGE } from './agent-usage.ts';
+import { fetchBundle, sameCertificates } from './bundle-refresh.ts';
 import { newKeyAndCsr } from './csr-client.ts';
 
 /**
  * `keyward agent`: a client process (it never opens the database) that obtains a certificate with
  * a bootstrap token, keeps it renewed over mTLS, and writes key.pem, cert.pem (leaf + chain) and
- * bundle.pem (roots) to --out. Every write is temp file + rename, so readers see old or new files,
- * never half of one; the hook runs after all three are in place (reload there: between the key
- * and the certificate renames a reader can briefly see a new key with the old certificate).
+ * bundle.pem (roots, refreshed from /v1/bundle at the CA's hint) to --out. Every write is temp
+ * file + rename, so readers see old or new files, never half of one; the hook runs after all three
+ * are in place (reload there: between the key and the certificate renames a reader can briefly see
+ * a new key with the old certificate), and again when bundle.pem alone changes.
  */
 
 export { AGENT_USAGE };
@@ -95,6 +97,9 @@ const UNTRUSTED = new Set([
 ]);
 
 const MAX_ROOTS_BYTES = 256 * 1024;
+/** How often the roots are checked until the CA's first answer names its refresh hint. */
+const DEFAULT_HINT_MS = 5 * 60_000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** GET without trusting anyone: what comes back is only believed if it matches the fingerprint. */
 function fetchUntrusted(url: string): Promise<string> {
@@ -251,20 +256,22 @@ export async function runAgent(argv: string[]): Promise<number> {
     bundle: join(opts.out, 'bundle.pem'),
   };
 
+  const runHookFor = async (serial: string) => {
+    if (!opts.hook) return;
+    const code = await runHook(opts.hook, {
+      KEYWARD_CERT: paths.cert,
+      KEYWARD_KEY: paths.key,
+      KEYWARD_BUNDLE: paths.bundle,
+      KEYWARD_SERIAL: serial,
+    });
+    if (code !== 0) log({ event: 'hook-failed', code });
+  };
   const install = async (key: string, got: Obtained, event: string) => {
     writeAtomic(paths.key, key, 0o600);
     writeAtomic(paths.cert, got.certificate, 0o644);
     writeAtomic(paths.bundle, got.caBundle, 0o644);
     log({ event, serial: got.serial, notAfter: got.notAfter });
-    if (opts.hook) {
-      const code = await runHook(opts.hook, {
-        KEYWARD_CERT: paths.cert,
-        KEYWARD_KEY: paths.key,
-        KEYWARD_BUNDLE: paths.bundle,
-        KEYWARD_SERIAL: got.serial,
-      });
-      if (code !== 0) log({ event: 'hook-failed', code });
-    }
+    await runHookFor(got.serial);
   };
 
   let stopped = false;
@@ -277,7 +284,8 @@ export async function runAgent(argv: string[]): Promise<number> {
   process.once('SIGINT', stop);
   const sleep = (ms: number) =>
     new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, Math.max(0, ms));
+      // setTimeout fires at once for delays past 2^31-1 ms (about 24.8 days).
+      const t = setTimeout(resolve, Math.min(MAX_TIMER_MS, Math.max(0, ms)));
       wake = () => {
         clearTimeout(t);
         resolve();
@@ -305,34 +313,61 @@ export async function runAgent(argv: string[]): Promise<number> {
     await install(currentKey, current, 'issued');
     if (opts.once) return 0;
 
+    // Between renewals the roots are checked at the CA's refresh hint, so a root rollover reaches
+    // bundle.pem (and the hook) long before any peer presents a certificate under the new root.
+    let hintMs = DEFAULT_HINT_MS;
+    const refreshBundle = async (): Promise<number> => {
+      try {
+        const got = await fetchBundle(opts.server, current.caBundle);
+        hintMs = got.refreshHintMs;
+        if (!sameCertificates(got.pem, current.caBundle)) {
+          current = { ...current, caBundle: got.pem };
+          writeAtomic(paths.bundle, got.pem, 0o644);
+          log({ event: 'bundle-updated', roots: got.pem.match(/BEGIN CERTIFICATE/g)!.length, sequence: got.sequence });
+          await runHookFor(current.serial);
+        }
+        return hintMs;
+      } catch (err) {
+        log({ event: 'bundle-refresh-failed', error: (err as Error).message });
+        return Math.min(hintMs, 30_000);
+      }
+    };
+    let renewDue = renewAt(receivedAt, Date.parse(new X509Certificate(current.certificate).validTo));
+    let bundleDue = Date.now();
+
     while (!stopped) {
-      const notAfter = new X509Certificate(current.certificate).validTo;
-      const expires = Date.parse(notAfter);
-      await sleep(renewAt(receivedAt, expires) - Date.now());
-      while (!stopped) {
-        if (Date.now() >= expires) {
-          process.stderr.write(
-            `keyward agent: the certificate expired at ${new Date(expires).toISOString()} before it could be renewed; a new bootstrap token is needed\n`,
-          );
-          return 1;
-        }
-        try {
-          fresh = await newKeyAndCsr();
-          const got = await post(
-            `${opts.server}/v1/renew`,
-            { csr: fresh.csrPem },
-            { ca: current.caBundle, key: currentKey, cert: current.certificate },
-          );
-          receivedAt = Date.now();
-          current = got;
-          currentKey = fresh.keyPem;
-          await install(currentKey, current, 'renewed');
-          break;
-        } catch (err) {
-          const retry = Math.max(250, Math.min(30_000, (expires - Date.now()) / 10));
-          log({ event: 'renew-failed', error: (err as Error).message, retryInMs: Math.round(retry) });
-          await sleep(retry);
-        }
+      const now = Date.now();
+      if (now >= bundleDue) {
+        bundleDue = Date.now() + (await refreshBundle());
+        continue;
+      }
+      if (now < renewDue) {
+        await sleep(Math.min(renewDue, bundleDue) - now);
+        continue;
+      }
+      const expires = Date.parse(new X509Certificate(current.certificate).validTo);
+      if (now >= expires) {
+        process.stderr.write(
+          `keyward agent: the certificate expired at ${new Date(expires).toISOString()} before it could be renewed; a new bootstrap token is needed\n`,
+        );
+        return 1;
+      }
+      try {
+        fresh = await newKeyAndCsr();
+        const got = await post(
+          `${opts.server}/v1/renew`,
+          { csr: fresh.csrPem },
+          { ca: current.caBundle, key: currentKey, cert: current.certificate },
+        );
+        receivedAt = Date.now();
+        current = got;
+        currentKey = fresh.keyPem;
+        await install(currentKey, current, 'renewed');
+        renewDue = renewAt(receivedAt, Date.parse(new X509Certificate(current.certificate).validTo));
+      } catch (err) {
+        const retry = Math.max(250, Math.min(30_000, (expires - Date.now()) / 10));
+        log({ event: 'renew-failed', error: (err as Error).message, retryInMs: Math.round(retry) });
+        renewDue = Date.now() + retry;
       }
     }
     return 0;
