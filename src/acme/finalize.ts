@@ -7,11 +7,19 @@ import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
 import { crashPoint } from '../core/crash-points.ts';
 import { asKeywardError, KeywardError, problemDocument } from '../core/errors.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
+import type { Decision } from '../issuance/index.ts';
+import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { decodeB64url } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
-import { claimOrder } from './order-store.ts';
-import { orderResponse, ownedOrder, ownedOrderToFinalize, resolveProfile } from './orders.ts';
+import {
+  claimToFinalize,
+  orderResponse,
+  type OrderToFinalize,
+  ownedOrder,
+  releaseClaim,
+  resolveProfile,
+} from './orders.ts';
 import { acmeRequester } from './requester.ts';
 import { type OrderRow, orderStatus } from './views.ts';
 
@@ -49,18 +57,14 @@ function spkiOfJwk(jwk: JWK): Buffer {
   return createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'der' });
 }
 
-/**
- * Finalize: checks the CSR while the order stays ready (so a client can fix a bad CSR and finalize again),
- * then a conditional ready→processing update picks exactly one of concurrent requests to issue.
- */
-export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
-  const req = await verifyRequest(c, deps, 'kid');
-  const account = requireAccount(req);
-  const order = await ownedOrderToFinalize(deps.db, account, c.req.param('id')!);
-  const now = deps.clock.now();
-  const status = orderStatus(order, now);
-  if (status !== 'ready') throw new KeywardError('orderNotReady', `Order is ${status}, not ready`);
-  const p = req.payload;
+/** The CSR checks and the issuance decision for a claimed order; nothing is written. */
+async function decideFinalize(
+  deps: AcmeDeps,
+  account: AccountRow,
+  order: OrderToFinalize,
+  p: Record<string, unknown> | undefined,
+  now: Date,
+): Promise<Decision> {
   if (!p || typeof p.csr !== 'string') throw new KeywardError('malformed', 'finalize needs {"csr": <base64url DER>}');
   const der = decodeB64url(p.csr);
   if (!der || der.length === 0) throw badCsr('"csr" must be unpadded base64url DER');
@@ -83,9 +87,8 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     lifetimeMs = order.not_after.getTime() - now.getTime();
     if (lifetimeMs <= 0) throw new KeywardError('malformed', 'The requested notAfter has passed');
   }
-  // Decided while the order is still ready, so a refused CSR can be fixed and sent again: every
-  // rule (name policy again, certificates per name, CAA freshness) on what the order read brought.
-  const decision = await deps.issuance.decide({
+  // Every rule (name policy again, certificates per name, CAA freshness) on what the claim read.
+  return deps.issuance.decide({
     requester: acmeRequester(deps.urls, account),
     names: {
       dns: order.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),
@@ -105,24 +108,37 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     ...(order.replaces ? { replaces: order.replaces } : {}),
     gathered: { nameCounters: order.name_counters, proofs: order.proofs },
   });
+}
 
-  // The names are counted in the claiming statement: one commit, not waited for: the reservation
-  // commits after it and its flush makes the claim durable too (WAL order); a claim lost in a crash
-  // before that leaves the order ready, with nothing signed.
-  const claimed = await claimOrder(deps.asyncCommit, { orderId: order.id, count: decision.nameCount, now });
-  if (!claimed) {
-    const current = await ownedOrder(deps.db, account, order.id);
-    // Another request won the race: answer with the order as it is now, never ready: a client that sees ready again would finalize twice.
-    if (current.status === 'processing' || current.status === 'valid')
-      return orderResponse(deps, current, 200, { Location: deps.urls.order(order.id) });
+/**
+ * Finalize: a conditional ready→processing update picks exactly one of concurrent requests and
+ * reads what the decision needs (one statement); a CSR or decision that is refused turns the order
+ * ready again, so the client can fix it and finalize again.
+ */
+export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
+  const req = await verifyRequest(c, deps, 'kid');
+  const account = requireAccount(req);
+  const orderId = c.req.param('id')!;
+  const now = deps.clock.now();
+  // Not waited for: the reservation commits after it, and its flush makes the claim durable too
+  // (WAL order); a claim lost in a crash before that leaves the order ready, with nothing signed.
+  const order = await claimToFinalize(deps.asyncCommit, { account, orderId, now });
+  if (!order) {
+    const current = await ownedOrder(deps.db, account, orderId);
     throw new KeywardError('orderNotReady', `Order is ${orderStatus(current, now)}, not ready`);
+  }
+  let decision: Decision;
+  try {
+    decision = await decideFinalize(deps, account, order, req.payload, now);
+  } catch (err) {
+    await releaseClaim(deps.db, order.id, deps.clock.now());
+    throw err;
   }
 
   crashPoint('order-claimed', `acme:${account.id}`);
   let done: OrderRow | undefined;
   try {
     const issued = await deps.issuance.sign(decision, {
-      namesCounted: true,
       // The certificate, its reservation and the order turning valid: one statement.
       recordWith: (serial) =>
         deps.db

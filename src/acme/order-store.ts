@@ -2,8 +2,7 @@ import { sql } from 'kysely';
 
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
 import type { Executor } from '../db/schema.ts';
-import type { NameCount } from '../issuance/index.ts';
-import { countHit, countHits, type RateLimitRule } from '../policy/index.ts';
+import { countHit, type RateLimitRule } from '../policy/index.ts';
 import { challengeKindsFor } from '../validation/index.ts';
 import { authzIdentifier } from './identifiers.ts';
 import { randomId } from './ids.ts';
@@ -86,30 +85,6 @@ export async function insertOrder(
   if (!row) return undefined;
   const { authz_ids, ...order } = row;
   return { order: order as OrderRow, authzIds: authz_ids };
-}
-
-/**
- * Finalize's claim as one statement: the order turns ready→processing and, when the issuance
- * decision asked for it, each of its names is counted against certificatesPerName. The decision
- * judged the counters read with the order (src/issuance/name-limit.ts), so two finalizes racing
- * for a name's last certificate may both be served: the limit can be passed by the finalizes in
- * flight at once, never by more. Only one of concurrent claims of an order gets the row back.
- */
-export async function claimOrder(
-  db: Executor,
-  c: { orderId: string; count: NameCount | undefined; now: Date },
-): Promise<OrderRow | undefined> {
-  const claim = sql<OrderRow>`
-    UPDATE acme_orders SET status = 'processing', updated_at = ${c.now}
-    WHERE id = ${c.orderId} AND status = 'ready' AND expires > ${c.now}
-    RETURNING *`;
-  const { rows } = c.count
-    ? await sql<OrderRow>`
-        WITH claimed AS (${claim}),
-        counted AS (${countHits(c.count.rule, c.count.keys, c.now, { when: sql<boolean>`EXISTS (SELECT 1 FROM claimed)`, strict: false })})
-        SELECT * FROM claimed`.execute(db)
-    : await claim.execute(db);
-  return rows[0];
 }
 
 /** What an open order becomes when its account or one of its authorizations goes away (RFC 8555 7.1.6). */

@@ -46,16 +46,31 @@ export async function ownedOrder(db: Db, account: AccountRow, id: string): Promi
   return owned(order, account);
 }
 
-/** An order as finalize reads it: with what the issuance decision judges, in the same statement. */
+/** An order as finalize claims it: with what the issuance decision judges, in the same statement. */
 export type OrderToFinalize = OrderWithAuthzs & { proofs: ProofOfControl[]; name_counters: CounterReading[] };
 
 /**
- * For finalize, one statement: the order, how each of its names was proven (for CAA freshness)
- * and the certificatesPerName counters of its names, so that deciding costs no query more.
+ * Finalize's first statement: the order turns ready→processing (only one of concurrent finalizes
+ * gets the row) and comes back with how each of its names was proven (for CAA freshness) and the
+ * certificatesPerName counters of its names as they were before this statement, so that deciding
+ * costs no query more. Undefined when the account's order is not ready (read it to say why).
  */
-export async function ownedOrderToFinalize(db: Db, account: AccountRow, id: string): Promise<OrderToFinalize> {
+export async function claimToFinalize(
+  db: Db,
+  c: { account: AccountRow; orderId: string; now: Date },
+): Promise<OrderToFinalize | undefined> {
   const order = await db
-    .selectFrom('acme_orders as o')
+    .with('o', (q) =>
+      q
+        .updateTable('acme_orders')
+        .set({ status: 'processing', updated_at: c.now })
+        .where('id', '=', c.orderId)
+        .where('account_id', '=', c.account.id)
+        .where('status', '=', 'ready')
+        .where('expires', '>', c.now)
+        .returningAll(),
+    )
+    .selectFrom('o')
     .selectAll('o')
     .select(authzIdsOf.as('authz_ids'))
     .select(
@@ -73,18 +88,27 @@ export async function ownedOrderToFinalize(db: Db, account: AccountRow, id: stri
         sql`ARRAY(SELECT jsonb_array_elements(o.identifiers)->>'value')`,
       ).as('name_counters'),
     )
-    .where('o.id', '=', id)
     .executeTakeFirst();
-  const found = owned(order, account);
+  if (!order) return undefined;
   const proofs = (
-    found.proofs as { type: 'dns' | 'ip'; value: string; method: ChallengeKind; validatedAt: string | null }[]
+    order.proofs as { type: 'dns' | 'ip'; value: string; method: ChallengeKind; validatedAt: string | null }[]
   ).map((p) => ({
     identifier: { type: p.type, value: p.value },
     method: p.method,
     // A valid authorization always has its time; none reads as stale, so CAA is checked again.
     validatedAt: new Date(p.validatedAt ?? 0),
   }));
-  return { ...found, proofs, name_counters: parseCounters(found.name_counters) };
+  return { ...(order as OrderWithAuthzs), proofs, name_counters: parseCounters(order.name_counters) };
+}
+
+/** A claimed order whose finalize was refused before anything was signed turns ready again. */
+export async function releaseClaim(db: Db, orderId: string, now: Date): Promise<void> {
+  await db
+    .updateTable('acme_orders')
+    .set({ status: 'ready', updated_at: now })
+    .where('id', '=', orderId)
+    .where('status', '=', 'processing')
+    .execute();
 }
 
 export function orderResponse(

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 
-import { type OperationNodeSource, sql } from 'kysely';
+import { type OperationNodeSource, type RawBuilder, sql } from 'kysely';
 
 import type { CaKeyType, Profile, SubjectKeyType } from '../config/schema.ts';
 import { type Clock, systemClock } from '../core/clock.ts';
@@ -95,6 +95,11 @@ export interface IssueRequest {
    * the rows come back as `linked`.
    */
   recordWith?: (serial: string) => OperationNodeSource;
+  /**
+   * More writes for the statement `recordWith` runs in (CTE bodies, which may refer to its rows as
+   * `linked`), each to be conditioned on `linked` having a row: what the certificate's issue owes.
+   */
+  recordAlso?: RawBuilder<unknown>[];
 }
 
 export interface IssuedCertificate {
@@ -372,7 +377,7 @@ export class CertificateAuthority {
     const onRecorded = req.onRecorded;
     let linked: unknown[] | undefined;
     if (req.recordWith) {
-      const rows = await recordLinked(this.db, record, req.recordWith(serial));
+      const rows = await recordLinked(this.db, record, req.recordWith(serial), req.recordAlso);
       linked = rows;
       if (rows.length === 0)
         throw new KeywardError('internal', `certificate ${serial} was signed but its request changed meanwhile`);

@@ -1,4 +1,4 @@
-import { type OperationNodeSource, sql } from 'kysely';
+import { type OperationNodeSource, type RawBuilder, sql } from 'kysely';
 
 import { GroupCommit } from '../db/group-commit.ts';
 import type { Db, Executor } from '../db/schema.ts';
@@ -91,11 +91,19 @@ export async function recordBatch(db: Executor, items: Recorded[]): Promise<void
 /**
  * Records one certificate together with the caller's conditional write (an UPDATE … RETURNING):
  * one statement, one commit. The certificate and its reservation's status are written only if
- * that write returns a row; its rows are returned (none: nothing was recorded).
+ * that write returns a row; its rows are returned (none: nothing was recorded). `also`: the
+ * caller's further writes for the same statement, conditioned by their own SQL on `linked`.
  */
-export async function recordLinked<R>(db: Executor, item: Recorded, linked: OperationNodeSource): Promise<R[]> {
+export async function recordLinked<R>(
+  db: Executor,
+  item: Recorded,
+  linked: OperationNodeSource,
+  also: readonly RawBuilder<unknown>[] = [],
+): Promise<R[]> {
+  const extra = also.map((body, i) => sql`${sql.id(`also_${i}`)} AS (${body}),`);
   const { rows } = await sql<R>`
     WITH linked AS (${linked}),
+    ${extra.length > 0 ? sql.join(extra, sql` `) : sql``}
     c AS (${recordedRows([item])}),
     reservation AS (
       UPDATE serial_reservations SET status = 'issued'

@@ -6,7 +6,7 @@ import type { Db } from '../db/schema.ts';
 import type { PolicySettings } from '../policy/index.ts';
 import type { CaaFreshnessSettings } from './caa-freshness.ts';
 import { checkNames, decide, type Decision, type DecisionInputs } from './decide.ts';
-import { countNamesStrictly, type NameLimitSettings } from './name-limit.ts';
+import { countNamesStrictly, countWithRecordHits, type NameLimitSettings } from './name-limit.ts';
 import { checkReplaces, type ReplacedCertificate, type Replaces } from './replaces.ts';
 import { type IssuanceRequest, type Requester, requesterLabel } from './request.ts';
 
@@ -25,14 +25,13 @@ export type {
 } from './request.ts';
 export { requesterLabel } from './request.ts';
 
-/** The front end's own bookkeeping, run in the signing core's transactions (see IssueRequest). */
-export type IssuanceHooks = Pick<IssueRequest, 'onReserved' | 'onAbandoned' | 'onRecorded' | 'recordWith'> & {
-  /**
-   * The front end counted the decision's `nameCount` in a statement of its own (ACME: the one
-   * that claims the order), so the signing core's reservation need not run in a transaction.
-   */
-  namesCounted?: boolean;
-};
+/**
+ * The front end's own bookkeeping, run in the signing core's transactions (see IssueRequest). With
+ * `recordWith`, the decision's names are counted in the statement that records the certificate
+ * (judged on the counters the decision read: finalizes in flight at once may each pass the limit
+ * by one); otherwise strictly, in the transaction that reserves the serial.
+ */
+export type IssuanceHooks = Pick<IssueRequest, 'onReserved' | 'onAbandoned' | 'onRecorded' | 'recordWith'>;
 
 /** The part of the signing core issuance uses. */
 export type SigningCore = Pick<CertificateAuthority, 'issue' | 'issuerForProfile'>;
@@ -99,9 +98,11 @@ export class Issuance {
   /** Signs a decided request. */
   sign(decision: Decision, hooks: IssuanceHooks = {}): Promise<IssuedCertificate> {
     const req = decision.request;
-    const { namesCounted, onReserved, ...rest } = hooks;
-    const count = namesCounted ? undefined : decision.nameCount;
+    const { onReserved, ...rest } = hooks;
+    const count = decision.nameCount;
     const now = this.inputs.now();
+    const countWithRecord = count !== undefined && hooks.recordWith !== undefined;
+    const countStrictly = count !== undefined && !countWithRecord ? count : undefined;
     return this.deps.ca.issue({
       subjectPublicKeyInfo: req.publicKey.spki,
       keyType: req.publicKey.keyType,
@@ -113,10 +114,11 @@ export class Issuance {
       ...(decision.mustStaple ? { mustStaple: true } : {}),
       requester: requesterLabel(req.requester),
       ...rest,
-      ...(count || onReserved
+      ...(countWithRecord ? { recordAlso: [countWithRecordHits(count, now)] } : {}),
+      ...(countStrictly || onReserved
         ? {
             onReserved: async (trx, serial) => {
-              if (count) await countNamesStrictly(trx, count, now);
+              if (countStrictly) await countNamesStrictly(trx, countStrictly, now);
               await onReserved?.(trx, serial);
             },
           }

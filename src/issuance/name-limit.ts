@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 
 import { KeywardError } from '../core/errors.ts';
 import { identifiersOf, type SanSet } from '../core/identifiers.ts';
@@ -76,6 +76,14 @@ export async function checkNameCount(
   const readings = gathered ?? (await readCounters(db, count.rule.name, count.keys));
   const full = judgeCounters(count.rule, readings, now);
   if (full) throw refusal(full, full.key);
+}
+
+/**
+ * The names' hits as a CTE body for the statement that records the certificate (see
+ * IssuanceHooks): counted only when that statement's `linked` write found its row.
+ */
+export function countWithRecordHits(count: NameCount, now: Date): RawBuilder<unknown> {
+  return countHits(count.rule, count.keys, now, { when: sql<boolean>`EXISTS (SELECT 1 FROM linked)`, strict: false });
 }
 
 /**
