@@ -15,7 +15,7 @@ import type { AcmeUrls } from './urls.ts';
 import type { SecretBox } from './wrap-secrets.ts';
 
 /** The settings ACME reads. */
-export type AcmeSettings = Pick<Config, 'acme' | 'validation' | 'policy' | 'profiles' | 'recovery'>;
+export type AcmeSettings = Pick<Config, 'acme' | 'validation' | 'policy' | 'profiles' | 'recovery' | 'httpBaseUrl'>;
 
 /**
  * What the ACME handlers share; built once per process by the feature. Narrow on purpose: the
@@ -25,8 +25,8 @@ export interface AcmeDeps {
   config: AcmeSettings;
   /** The one decision path (src/issuance): name policy at newOrder, decide and sign at finalize. */
   issuance: Issuance;
-  /** Reading chains and revoking: the rest of the signing core ACME may touch. */
-  certificates: Pick<CertificateAuthority, 'chainFor' | 'chainsFor' | 'revoke'>;
+  /** Reading chains and issuers (the directory's roots) and revoking: the rest of the signing core ACME may touch. */
+  certificates: Pick<CertificateAuthority, 'chainFor' | 'chainsFor' | 'revoke' | 'issuers'>;
   db: Db;
   /**
    * The same database, committing without waiting for the WAL flush: for writes whose loss in a

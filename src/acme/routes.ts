@@ -38,7 +38,7 @@ const KNOWN =
 export function mountAcme(app: Hono, deps: AcmeDeps): void {
   const p = ACME_PREFIX;
   app.use(`${p}/*`, acmeHeaders(deps));
-  const directory = async () => jsonResponse(directoryBody(deps));
+  const directory = async () => jsonResponse(await directoryBody(deps));
   app.get(`${p}/directory`, directory);
   // RFC 8555 §6.3 allows POST-as-GET on the directory too; it needs no authentication.
   app.post(`${p}/directory`, directory);

@@ -34,6 +34,7 @@ import { checkAgainstProfile } from './profile-check.ts';
 import { type Revocation, revokeCertificate } from './revocation.ts';
 import { caIssuersUrl, crlUrl, isPassiveRevocation, ocspUrl, shardFor } from './revocation-urls.ts';
 import { randomSerial } from './serial.ts';
+import { trustedRoots } from './trusted-roots.ts';
 import { x509 } from './x509.ts';
 
 const EKU_OIDS: Record<Profile['extKeyUsages'][number], string> = {
@@ -219,12 +220,13 @@ export class CertificateAuthority {
     return this.registry.all();
   }
 
-  /** Roots a relying party should trust: every one not retired (both during a rollover). */
+  /** Roots a relying party should trust (see trustedRoots): both during a rollover. */
+  async trustedRoots(): Promise<IssuerRow[]> {
+    return trustedRoots(await this.issuers());
+  }
+
   async rootsPem(): Promise<string> {
-    return (await this.issuers())
-      .filter((i) => i.kind === 'root' && i.state !== 'retired')
-      .map((i) => toPem(i.certificate))
-      .join('');
+    return (await this.trustedRoots()).map((i) => toPem(i.certificate)).join('');
   }
 
   /** Intermediates whose certificates may be in use: active and retiring ones. */

@@ -60,8 +60,19 @@ export class IssuerRegistry {
   private cached: Promise<IssuerRow[]> | undefined;
   private cachedCrosses: Promise<CrossCertificateRow[]> | undefined;
   private following = false;
+  private readonly changeListeners = new Set<() => void>();
 
   constructor(private readonly db: Db) {}
+
+  /**
+   * Calls `fn` after every issuer change this replica hears of (and when it listens again after a
+   * lost connection, which may have missed some); work that follows issuers, such as making a new
+   * intermediate's OCSP signer and first CRL, starts then instead of at its next round.
+   */
+  onChange(fn: () => void): () => void {
+    this.changeListeners.add(fn);
+    return () => this.changeListeners.delete(fn);
+  }
 
   all(): Promise<IssuerRow[]> {
     if (!this.following) return this.load();
@@ -86,10 +97,14 @@ export class IssuerRegistry {
   }
 
   async follow(listen: Listen): Promise<() => Promise<void>> {
+    const changed = () => {
+      this.forget();
+      for (const fn of this.changeListeners) fn();
+    };
     return listen(ISSUERS_CHANNEL, {
-      message: () => this.forget(),
+      message: changed,
       ready: () => {
-        this.forget();
+        changed();
         this.following = true;
       },
       lost: () => {

@@ -107,6 +107,14 @@ export class OcspResponder {
     return this.issuers;
   }
 
+  /**
+   * An issuer was added or changed (its notice): the next request reloads them, so the first one
+   * for a new intermediate isn't held to the reload throttle and answered "unauthorized".
+   */
+  issuersChanged(): void {
+    this.loadedAt = 0;
+  }
+
   private async issuerOf(certId: CertId): Promise<KnownIssuer | undefined> {
     const match = (list: KnownIssuer[]) => list.find((i) => certIdMatchesIssuer(certId, i.hashes));
     return match(await this.knownIssuers()) ?? match(await this.knownIssuers(true));
@@ -261,8 +269,11 @@ export class OcspResponder {
       };
     const bySerial = new Map(rows.map((r) => [r.serial, r]));
     const now = await this.dbNow();
-    const responder = await this.signers.responderFor(issuer.row, now);
-    // No responder certificate yet (a fresh CA, before the background work made one).
+    let responder = await this.signers.responderFor(issuer.row, now);
+    // No responder certificate yet (an intermediate made moments ago, before the background work
+    // made one, e.g. while this replica doesn't hear issuer changes): make it now, once.
+    if (!responder && (await this.signers.ensure(issuer.row)))
+      responder = await this.signers.responderFor(issuer.row, now);
     if (!responder)
       return { kind: 'error', status: 'tryLater', der: ocspErrorResponse('tryLater'), reason: 'no OCSP signer yet' };
     const { thisUpdate, nextUpdate } = this.window(now, responder);

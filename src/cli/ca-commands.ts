@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 import { toPem } from '../ca/pem.ts';
+import { sha256Fingerprint } from '../ca/trusted-roots.ts';
 import { parseDuration } from '../config/duration.ts';
 import type { SanSet } from '../core/identifiers.ts';
 import type { CertificateRow, IssuerRow } from '../db/schema.ts';
@@ -33,9 +33,8 @@ export interface CertificateSummary {
   requester: string;
 }
 
-export function fingerprint(der: Uint8Array): string {
-  return createHash('sha256').update(der).digest('hex').toUpperCase().match(/../g)!.join(':');
-}
+/** As `keyward serve` prints a root's fingerprint. */
+export const fingerprint = sha256Fingerprint;
 
 export function issuerSummary(row: IssuerRow): IssuerSummary {
   return {

@@ -141,19 +141,33 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
       // Short enough that a revocation reaches the CRL well inside crlPublishDelay.
       const period = Math.min(30_000, Math.max(500, Math.floor(r.crlPublishDelay / 3)));
       let stopped = false;
+      let ticking = false;
+      let again = false;
       let running: Promise<void> = Promise.resolve();
       let timer: NodeJS.Timeout | undefined;
       const loop = () => {
+        clearTimeout(timer);
+        ticking = true;
+        again = false;
         running = service
           .tick((step, err) => flog.error({ step, err: (err as Error).message }, 'revocation background work failed'))
           .finally(() => {
-            if (!stopped) {
-              timer = setTimeout(loop, period);
-              timer.unref();
-            }
+            ticking = false;
+            if (stopped) return;
+            if (again) return loop();
+            timer = setTimeout(loop, period);
+            timer.unref();
           });
       };
       loop();
+      // A new intermediate needs its OCSP signer and first CRL before its first certificate is
+      // checked (a server that staples OCSP asks at once), not up to a period later.
+      const stopWaking = ctx.ca.registry.onChange(() => {
+        service.responder.issuersChanged();
+        if (stopped) return;
+        if (ticking) again = true;
+        else loop();
+      });
       // Until it follows revocations, the OCSP responder answers from the database only.
       const following = service.responder.follow(ctx.database.listen).catch((err: unknown) => {
         flog.error({ err: (err as Error).message }, 'cannot follow revocations; OCSP answers come from the database');
@@ -161,6 +175,7 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
       });
       return async () => {
         stopped = true;
+        stopWaking();
         clearTimeout(timer);
         await running;
         await (

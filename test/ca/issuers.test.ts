@@ -190,10 +190,14 @@ describe('intermediates: add, activate, rotate, retire', () => {
 
     // tls-server has only the default issuer; mtls and shortlived have their own.
     const fallback = await ca.ctx.ca.issuerForProfile('tls-server');
-    const before = await ca.ctx.database.db.selectFrom('audit_events').select('seq').execute();
+    // Only the operator's events: background work audits as `keyward` (such as the OCSP signer it
+    // makes for the rotated intermediate as soon as it hears of it).
+    const operatorEvents = () =>
+      ca.ctx.database.db.selectFrom('audit_events').select('seq').where('principal', '=', 'test').execute();
+    const before = await operatorEvents();
     await expect(retireIssuer(deps, fallback.id, 'test')).rejects.toThrow(/would leave profile "tls-server"/);
     expect((await issuer(fallback.id)).state).toBe('active');
-    const after = await ca.ctx.database.db.selectFrom('audit_events').select('seq').execute();
+    const after = await operatorEvents();
     expect(after.length).toBe(before.length);
   });
 

@@ -33,6 +33,14 @@ async function client(cmd: string, args: string[], env: Record<string, string>):
   }
 }
 
+const blocks = (pem: string) => pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+const derHex = (block: string) => Buffer.from(block.replace(/-----[A-Z ]+-----|\s/g, ''), 'base64').toString('hex');
+
+/** The issuer a leaf names in its AIA caIssuers URL (/issuers/<id>.cer). */
+function issuerIdOf(pem: string): string {
+  return /CA Issuers - URI:\S+\/issuers\/([0-9a-f]{16})\.cer/.exec(opensslText(pem))![1]!;
+}
+
 function serialOf(pem: string): string {
   const m = /Serial Number:\s*\n?\s*([0-9a-f:]+)/i.exec(opensslText(pem));
   return m![1]!.replace(/:/g, '').toLowerCase().replace(/^0+/, '');
@@ -50,6 +58,7 @@ describe('real ACME clients', () => {
   let directory: string;
   let rootFile: string;
   let rootPem: string;
+  let httpBase: string;
   let challengePort: number;
   const work = tempDir('kw-interop-');
 
@@ -64,6 +73,8 @@ describe('real ACME clients', () => {
       'lego-dns.test',
       'lego-wrong.test',
       'go-wrong.test',
+      'certbot-rotate.test',
+      'lego-rotate.test',
     ])
       dns.setA(name, '127.0.0.1');
     // Hooks of the clients publish TXT records through this endpoint.
@@ -96,7 +107,8 @@ describe('real ACME clients', () => {
     env = { ...store.env, KEYWARD_CONFIG: configFile };
     serve = await keywardServe([], env);
     directory = `https://localhost:${httpsPort}/acme/directory`;
-    rootPem = await (await fetch(`http://127.0.0.1:${httpPort}/roots.pem`)).text();
+    httpBase = `http://127.0.0.1:${httpPort}`;
+    rootPem = await (await fetch(`${httpBase}/roots.pem`)).text();
     rootFile = join(work, 'root.pem');
     writeFileSync(rootFile, rootPem);
     const hook = join(work, 'txt-hook.sh');
@@ -135,6 +147,82 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
     const r = await keyward(['certs', 'show', serial, '--json'], env);
     expect(r.code, r.stderr).toBe(0);
     return JSON.parse(r.stdout).status;
+  }
+
+  /** `keyward ca rotate-intermediate` of the intermediate that signed this leaf, as an operator runs it. */
+  async function rotateIssuerOf(chain: string): Promise<{ old: string; new: string }> {
+    const old = issuerIdOf(chain);
+    const r = await keyward(['ca', 'rotate-intermediate', old, '--json'], env);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { old: { state: string }; new: { id: string } };
+    expect(out.old.state).toBe('retiring');
+    return { old, new: out.new.id };
+  }
+
+  /** OCSP (openssl ocsp) and the CRL (openssl verify -crl_check) both answer for this leaf. */
+  async function expectRevocationAnswers(chain: string, tag: string): Promise<void> {
+    const [leaf, inter] = blocks(chain);
+    const text = opensslText(leaf!);
+    const file = (name: string, data: string | Uint8Array) => {
+      const path = join(work, `${tag}-${name}`);
+      writeFileSync(path, data);
+      return path;
+    };
+    const files = {
+      root: file('root.pem', rootPem),
+      inter: file('inter.pem', `${inter}\n`),
+      leaf: file('leaf.pem', `${leaf}\n`),
+    };
+    const ocspUrl = /OCSP - URI:(\S+)/.exec(text)![1]!;
+    const ocsp = await client(
+      'openssl',
+      [
+        'ocsp',
+        '-issuer',
+        files.inter,
+        '-cert',
+        files.leaf,
+        '-url',
+        ocspUrl,
+        '-CAfile',
+        files.root,
+        '-verify_other',
+        files.inter,
+      ],
+      {},
+    );
+    expect(ocsp.code, ocsp.output).toBe(0);
+    expect(ocsp.output).toContain('Response verify OK');
+    expect(ocsp.output).toContain(`${files.leaf}: good`);
+    const crlUrl = /CRL Distribution Points:\s*Full Name:\s*URI:(\S+)/.exec(text)![1]!;
+    const crl = await fetch(crlUrl);
+    expect(crl.status, crlUrl).toBe(200);
+    const crlDer = file('crl.der', new Uint8Array(await crl.arrayBuffer()));
+    const crlPem = join(work, `${tag}-crl.pem`);
+    const conv = await client('openssl', ['crl', '-inform', 'DER', '-in', crlDer, '-out', crlPem], {});
+    expect(conv.code, conv.output).toBe(0);
+    const checked = await client(
+      'openssl',
+      ['verify', '-crl_check', '-CRLfile', crlPem, '-CAfile', files.root, '-untrusted', files.inter, files.leaf],
+      {},
+    );
+    expect(checked.code, checked.output).toBe(0);
+  }
+
+  /**
+   * After a renewal across `ca rotate-intermediate`: the renewed certificate comes from the new
+   * intermediate, which the chain the client saved carries; the old one still verifies; OCSP and
+   * the CRL answer for both (the old intermediate is retiring, not gone).
+   */
+  async function expectRenewedAcross(rotated: { old: string; new: string }, before: string, after: string) {
+    expect(issuerIdOf(before)).toBe(rotated.old);
+    expect(issuerIdOf(after)).toBe(rotated.new);
+    const newInter = Buffer.from(await (await fetch(`${httpBase}/issuers/${rotated.new}.cer`)).arrayBuffer());
+    expect(derHex(blocks(after)[1]!)).toBe(newInter.toString('hex'));
+    expect(opensslVerify(rootPem, after)).toMatchObject({ ok: true });
+    expect(opensslVerify(rootPem, before)).toMatchObject({ ok: true });
+    await expectRevocationAnswers(before, `${rotated.old}-old`);
+    await expectRevocationAnswers(after, `${rotated.new}-new`);
   }
 
   describe('certbot', () => {
@@ -281,6 +369,49 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
       expect(await certStatus(after)).toBe('revoked');
       expect(await certStatus(before)).toBe('valid');
     });
+
+    it('renews across `ca rotate-intermediate` with no change on its side', async () => {
+      const issued = await client(
+        'certbot',
+        [
+          'certonly',
+          '--non-interactive',
+          '--agree-tos',
+          '--register-unsafely-without-email',
+          '--server',
+          directory,
+          ...dirs(),
+          '--standalone',
+          '--http-01-port',
+          String(challengePort),
+          '--http-01-address',
+          '127.0.0.1',
+          '-d',
+          'certbot-rotate.test',
+          '--cert-name',
+          'rotate',
+        ],
+        certbotEnv(),
+      );
+      expect(issued.code, issued.output).toBe(0);
+      const before = live('rotate');
+      const rotated = await rotateIssuerOf(before);
+      const renew = await client(
+        'certbot',
+        [
+          'renew',
+          '--non-interactive',
+          '--no-random-sleep-on-renew',
+          '--force-renewal',
+          '--cert-name',
+          'rotate',
+          ...dirs(),
+        ],
+        certbotEnv(),
+      );
+      expect(renew.code, renew.output).toBe(0);
+      await expectRenewedAcross(rotated, before, live('rotate'));
+    });
   });
 
   // golang.org/x/crypto/acme is what cert-manager is built on; it polls an authorization until it
@@ -391,6 +522,21 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
       const revoke = await client('lego', [...base('lego-http.test'), 'revoke', '--reason', '4'], legoEnv());
       expect(revoke.code, revoke.output).toBe(0);
       expect(await certStatus(after)).toBe('revoked');
+    });
+
+    it('renews across `ca rotate-intermediate` with no change on its side', async () => {
+      const http = ['--http', '--http.port', `127.0.0.1:${challengePort}`];
+      const issued = await client('lego', [...base('lego-rotate.test'), ...http, 'run'], legoEnv());
+      expect(issued.code, issued.output).toBe(0);
+      const before = crt('lego-rotate.test');
+      const rotated = await rotateIssuerOf(before);
+      const renew = await client(
+        'lego',
+        [...base('lego-rotate.test'), ...http, 'renew', '--days', '100000', '--no-random-sleep'],
+        legoEnv(),
+      );
+      expect(renew.code, renew.output).toBe(0);
+      await expectRenewedAcross(rotated, before, crt('lego-rotate.test'));
     });
   });
 });
