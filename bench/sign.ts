@@ -118,12 +118,15 @@ const issueFromCsr = () => {
     requester: 'bench',
   });
 };
+// Issuer rows from memory, as `keyward serve` keeps them (it follows the issuers channel).
+const unfollow = await ctx.ca.followIssuers(ctx.database.listen);
 // Serial reserved, key use audited (group-committed), certificate stored, at 1, 8 and 32 callers.
 const dbKind = ctx.database.kind === 'embedded' ? 'PGlite' : 'PostgreSQL';
 for (const concurrency of [1, 8, 32])
   rows.push(
     await measure(`core with database (${dbKind}, ${concurrency} concurrent)`, issueFromCsr, { seconds, concurrency }),
   );
+await unfollow();
 await ctx.close();
 rmSync(dataDir, { recursive: true, force: true });
 if (admin && scratch) {
