@@ -191,6 +191,29 @@ describe('the renewal window (ca.renewal)', () => {
   });
 });
 
+describe('the check in serve', () => {
+  it('warns at start and again every ca.renewal.checkInterval', async () => {
+    // The 83-day root of above: due, never rotated, so every round warns about it again.
+    const ca = await startTestCa({
+      serve: false,
+      settings: { ca: { root: { lifetime: '2000h' }, renewal: { checkInterval: '1s' } } },
+    });
+    const log = captureLog();
+    const server = await startServer(ca.ctx, log.logger, commandsByName);
+    try {
+      const [root] = await ca.ctx.ca.issuers();
+      const rootWarnings = () =>
+        log.lines.filter((l) => l.level === 40 && l.feature === 'issuer-renewal' && l.issuer === root!.id);
+      await waitFor('a second round of warnings', async () => (rootWarnings().length >= 2 ? true : undefined));
+      expect(rootWarnings()[1]!.msg).toBe(rootWarnings()[0]!.msg);
+      expect(await ca.ctx.ca.issuers()).toHaveLength(2);
+    } finally {
+      await server.close();
+      await ca.close();
+    }
+  });
+});
+
 // PGlite admits one process, so two replicas on one database need PostgreSQL.
 describe.runIf(!!process.env.DATABASE_URL)('two replicas running the renewal job at once', () => {
   let a: TestCa;
