@@ -36,6 +36,9 @@ describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () 
   const tokens = new Map<string, string>();
   let env: Record<string, string>;
   let directoryUrl: string;
+  const acmeSettings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings;
+  const { retryMaxAttempts } = acmeSettings;
+  const httpsAgent: unknown = acme.axios.defaults.httpsAgent;
 
   beforeAll(async () => {
     store = await createTestStore();
@@ -71,10 +74,12 @@ describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () 
     acme.axios.defaults.httpsAgent = new https.Agent({ ca: root, keepAlive: false });
     // acme-client resends a request that met a dead connection (after 5 s, 10 s, …); the finalize
     // the crash cut off must fail at once, and its retry is the test's to make.
-    (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings.retryMaxAttempts =
-      0;
+    acmeSettings.retryMaxAttempts = 0;
   });
   afterAll(async () => {
+    // acme-client's settings are the process's, and a test worker runs other files after this one.
+    acmeSettings.retryMaxAttempts = retryMaxAttempts;
+    acme.axios.defaults.httpsAgent = httpsAgent;
     await db?.close();
     await new Promise((r) => responder?.close(r));
     await dns?.close();
@@ -165,6 +170,8 @@ describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () 
         await server.stop();
       }
     },
+    // Two server starts and an ACME order: on a machine shared with other suites, more than the default.
+    120_000,
   );
 });
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type AcmeTestEnv, startAcmeEnv } from '../support/acme.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 
 // The operator's path: `keyward eab create` while the server runs, then a client registers with it.
 describe('keyward eab create', () => {
@@ -12,7 +12,7 @@ describe('keyward eab create', () => {
   afterAll(async () => env.close());
 
   it('prints a key id and HMAC key that an ACME client can register with once', async () => {
-    const r = await keyward(['eab', 'create', '--label', 'team-payments', '--json'], env.ca.env);
+    const r = await cli(['eab', 'create', '--label', 'team-payments', '--json'], env.ca.env, { context: env.ca.ctx });
     expect(r.code, r.stderr).toBe(0);
     const key = JSON.parse(r.stdout) as { keyId: string; hmacKey: string; label: string };
     expect(key.label).toBe('team-payments');
@@ -29,7 +29,7 @@ describe('keyward eab create', () => {
   });
 
   it('names the option when the label is wrong', async () => {
-    const r = await keyward(['eab', 'create', '--label', ''], env.ca.env);
+    const r = await cli(['eab', 'create', '--label', ''], env.ca.env, { context: env.ca.ctx });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('--label must be 1 to 200 characters');
   });

@@ -1,15 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type AcmeTestEnv, startAcmeEnv } from '../support/acme.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 
 // The operator's view of ACME: which EAB keys and accounts exist, and ending one. The server runs
 // throughout, so with the embedded database these commands go through its admin socket.
 describe('keyward eab list|revoke, keyward acme accounts list|deactivate', () => {
   let env: AcmeTestEnv;
-  const cli = (args: string[]) => keyward(args, env.ca.env);
+  const run = (args: string[]) => cli(args, env.ca.env, { context: env.ca.ctx });
   const json = async <T>(args: string[]): Promise<T> => {
-    const r = await cli([...args, '--json']);
+    const r = await run([...args, '--json']);
     expect(r.code, r.stderr).toBe(0);
     return JSON.parse(r.stdout) as T;
   };
@@ -41,12 +41,12 @@ describe('keyward eab list|revoke, keyward acme accounts list|deactivate', () =>
         expect.objectContaining({ keyId: spare.keyId, state: 'unused', accountId: null }),
       ]),
     );
-    const text = await cli(['eab', 'list', '--state', 'unused']);
+    const text = await run(['eab', 'list', '--state', 'unused']);
     expect(text.stdout).toContain(spare.keyId);
     expect(text.stdout).not.toContain(used.keyId);
     expect(text.stdout + JSON.stringify(keys)).not.toContain(used.hmacKey);
 
-    const revoked = await cli(['eab', 'revoke', used.keyId]);
+    const revoked = await run(['eab', 'revoke', used.keyId]);
     expect(revoked.code, revoked.stderr).toBe(0);
     expect(revoked.stdout).toContain(`Revoked EAB key ${used.keyId}`);
     expect(revoked.stdout).toContain(`Its account ${id} is revoked`);
@@ -59,10 +59,10 @@ describe('keyward eab list|revoke, keyward acme accounts list|deactivate', () =>
       .where('id', '=', order.url.split('/').pop()!)
       .executeTakeFirstOrThrow();
     expect(orderNow.status).toBe('invalid');
-    expect((await cli(['eab', 'revoke', used.keyId])).stdout).toMatch(/already revoked .*nothing changed/);
+    expect((await run(['eab', 'revoke', used.keyId])).stdout).toMatch(/already revoked .*nothing changed/);
 
     // A revoked key that never bound an account binds none now.
-    expect((await cli(['eab', 'revoke', spare.keyId])).stdout).toContain('It had bound no account');
+    expect((await run(['eab', 'revoke', spare.keyId])).stdout).toContain('It had bound no account');
     await expect(register(spare)).rejects.toThrow(/has been revoked/);
     const states = await json<{ keyId: string; state: string }[]>(['eab', 'list', '--state', 'revoked']);
     expect(states.map((k) => k.keyId).sort()).toEqual([used.keyId, spare.keyId].sort());
@@ -84,7 +84,7 @@ describe('keyward eab list|revoke, keyward acme accounts list|deactivate', () =>
       ]),
     );
 
-    const out = await cli(['acme', 'accounts', 'deactivate', a.id]);
+    const out = await run(['acme', 'accounts', 'deactivate', a.id]);
     expect(out.code, out.stderr).toBe(0);
     expect(out.stdout).toContain(`Deactivated ACME account ${a.id}`);
     await expect(a.client.createOrder({ identifiers: [{ type: 'dns', value: 'a.example.test' }] })).rejects.toThrow(
@@ -94,29 +94,29 @@ describe('keyward eab list|revoke, keyward acme accounts list|deactivate', () =>
 
     const deactivated = await json<{ id: string }[]>(['acme', 'accounts', 'list', '--status', 'deactivated']);
     expect(deactivated.map((x) => x.id)).toEqual([a.id]);
-    expect((await cli(['acme', 'accounts', 'deactivate', a.id])).stdout).toContain(
+    expect((await run(['acme', 'accounts', 'deactivate', a.id])).stdout).toContain(
       'already deactivated; nothing changed',
     );
   });
 
   it('names the mistake and changes nothing', async () => {
     const before = await json<unknown[]>(['acme', 'accounts', 'list']);
-    const unknown = await cli(['acme', 'accounts', 'deactivate', 'no-such-account']);
+    const unknown = await run(['acme', 'accounts', 'deactivate', 'no-such-account']);
     expect(unknown.code).toBe(3);
     expect(unknown.stderr).toContain('no ACME account with id no-such-account');
-    const noKey = await cli(['eab', 'revoke', 'kw_nope']);
+    const noKey = await run(['eab', 'revoke', 'kw_nope']);
     expect(noKey.code).toBe(3);
     expect(noKey.stderr).toContain('no EAB key with id kw_nope');
-    const badState = await cli(['eab', 'list', '--state', 'used']);
+    const badState = await run(['eab', 'list', '--state', 'used']);
     expect(badState.code).toBe(2);
     expect(badState.stderr).toContain('--state must be one of unused, bound, revoked');
-    const badStatus = await cli(['acme', 'accounts', 'list', '--status', 'gone']);
+    const badStatus = await run(['acme', 'accounts', 'list', '--status', 'gone']);
     expect(badStatus.code).toBe(2);
     expect(badStatus.stderr).toContain('--status must be one of valid, deactivated, revoked');
-    expect((await cli(['acme', 'accounts', 'list', '--limit', '0'])).stderr).toContain(
+    expect((await run(['acme', 'accounts', 'list', '--limit', '0'])).stderr).toContain(
       '--limit must be a whole number',
     );
-    expect((await cli(['eab', 'revoke'])).stderr).toContain('eab revoke needs exactly one ID');
+    expect((await run(['eab', 'revoke'])).stderr).toContain('eab revoke needs exactly one ID');
     expect(await json<unknown[]>(['acme', 'accounts', 'list'])).toEqual(before);
   });
 });

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RevocationPublisher } from '../../src/ca/revocation-publisher.ts';
 import { commandsByName } from '../../src/cli/registry.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 import { opensslText } from '../support/openssl.ts';
 import { openssl, tempDir } from '../support/pki.ts';
 
@@ -44,7 +44,7 @@ describe('keyward ca sign-intermediate', () => {
 
   it('prints a certificate openssl verifies under our root, which then signs leaves; listed, revocable on the root’s CRL', async () => {
     const ext = externalCsr(dir, 'HSM Intermediate');
-    const out = await keyward(
+    const out = await cli(
       [
         'ca',
         'sign-intermediate',
@@ -57,6 +57,7 @@ describe('keyward ca sign-intermediate', () => {
         '--json',
       ],
       ca.env,
+      { context: ca.ctx },
     );
     expect(out.code, out.stderr).toBe(0);
     const signed = JSON.parse(out.stdout) as Signed;
@@ -93,16 +94,16 @@ describe('keyward ca sign-intermediate', () => {
     const leafOk = openssl(['verify', '-CAfile', path('root.pem'), '-untrusted', path('inter.pem'), path('leaf.pem')]);
     expect(leafOk.status, leafOk.stderr).toBe(0);
 
-    const list = await keyward(['ca', 'issuers', '--json'], ca.env);
+    const list = await cli(['ca', 'issuers', '--json'], ca.env, { context: ca.ctx });
     const listed = (JSON.parse(list.stdout) as { id: string; state: string; parentId: string }[]).find(
       (i) => i.id === signed.serial,
     );
     expect(listed).toMatchObject({ state: 'external', parentId: signed.rootId });
-    const tree = await keyward(['ca', 'issuers'], ca.env);
+    const tree = await cli(['ca', 'issuers'], ca.env, { context: ca.ctx });
     expect(tree.stdout).toContain(`└ intermediate ${signed.serial}  external  key held elsewhere`);
 
     // Withdrawn: the root's CRL (signed by the root) lists it, and openssl refuses the chain.
-    const revoked = await keyward(['revoke', signed.serial, '--reason', 'keyCompromise'], ca.env);
+    const revoked = await cli(['revoke', signed.serial, '--reason', 'keyCompromise'], ca.env, { context: ca.ctx });
     expect(revoked.code, revoked.stderr).toBe(0);
     await new RevocationPublisher(ca.ctx, 'test').publishCrls({ force: true });
     const crl = await fetch(`${ca.httpUrl}/crl/${signed.rootId}.crl`);
@@ -134,16 +135,20 @@ describe('keyward ca sign-intermediate', () => {
     ]);
     expect(refused.status).not.toBe(0);
     expect(refused.stdout + refused.stderr).toContain('certificate revoked');
-    expect((await keyward(['ca', 'issuers'], ca.env)).stdout).toContain(`intermediate ${signed.serial}  revoked`);
+    expect((await cli(['ca', 'issuers'], ca.env, { context: ca.ctx })).stdout).toContain(
+      `intermediate ${signed.serial}  revoked`,
+    );
   });
 
   it('refuses a path length the root does not allow, and a CSR without a common name; nothing is recorded', async () => {
     const ext = externalCsr(dir, 'Too Deep');
-    const deep = await keyward(['ca', 'sign-intermediate', '--csr', ext.csr, '--path-len', '2'], ca.env);
+    const deep = await cli(['ca', 'sign-intermediate', '--csr', ext.csr, '--path-len', '2'], ca.env, {
+      context: ca.ctx,
+    });
     expect(deep.code).toBe(1);
     expect(deep.stderr).toContain('pathLength must be at most 1 under this issuer');
     ossl('req', '-new', '-key', ext.key, '-subj', '/O=No Name', '-out', path('nocn.csr'));
-    const nocn = await keyward(['ca', 'sign-intermediate', '--csr', path('nocn.csr')], ca.env);
+    const nocn = await cli(['ca', 'sign-intermediate', '--csr', path('nocn.csr')], ca.env, { context: ca.ctx });
     expect(nocn.code).toBe(1);
     expect(nocn.stderr).toContain('the CSR has no commonName');
     const rows = await ca.ctx.database.db
@@ -168,7 +173,7 @@ describe('keyward ca sign-intermediate under dual control', () => {
 
   it('only proposes; another administrator’s approval signs it', async () => {
     const ext = externalCsr(dir, 'Proposed Intermediate');
-    const proposed = await keyward(['ca', 'sign-intermediate', '--csr', ext.csr, '--json'], ca.env);
+    const proposed = await cli(['ca', 'sign-intermediate', '--csr', ext.csr, '--json'], ca.env, { context: ca.ctx });
     expect(proposed.code, proposed.stderr).toBe(0);
     const { proposed: proposal } = JSON.parse(proposed.stdout) as { proposed: { id: string; summary: string } };
     expect(proposal.summary).toMatch(/certify a CA key held elsewhere as an intermediate under the current root/);

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { callAdmin } from '../../src/http/admin-client.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 
 function get(url: string, ca: string): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
   return new Promise((resolve, reject) => {
@@ -46,16 +46,16 @@ describe('errors as each transport renders them', () => {
   });
 
   it('CLI: the kind names the exit status; --json prints the error as JSON', async () => {
-    const text = await keyward(['certs', 'show', '00ff'], ca.env);
+    const text = await cli(['certs', 'show', '00ff'], ca.env, { context: ca.ctx });
     expect(text.code).toBe(3);
     expect(text.stderr).toBe('keyward: notFound: no certificate with serial 00ff\n');
-    const json = await keyward(['revoke', '00ff', '--json'], ca.env);
+    const json = await cli(['revoke', '00ff', '--json'], ca.env, { context: ca.ctx });
     expect(json.code).toBe(3);
     expect(json.stdout).toBe('');
     expect(JSON.parse(json.stderr)).toEqual({
       error: { kind: 'notFound', code: 'notFound', detail: 'no certificate with serial 00ff' },
     });
-    const usage = await keyward(['revoke', '--json'], ca.env);
+    const usage = await cli(['revoke', '--json'], ca.env, { context: ca.ctx });
     expect(usage.code).toBe(2);
     expect(JSON.parse(usage.stderr).error.kind).toBe('usage');
   });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { freePort } from '../support/ca.ts';
-import { keyward, keywardServe } from '../support/cli.ts';
+import { cli, keywardServe } from '../support/cli.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
 import { opensslCsr, opensslText, opensslVerify } from '../support/openssl.ts';
 
@@ -22,7 +22,9 @@ function httpsGet(url: string, ca: string): Promise<{ status: number; body: stri
 }
 
 // `keyward serve` as a user runs it: a child process, real listeners, SIGTERM to stop.
-describe('keyward serve', () => {
+// Each case starts `keyward serve` once or twice: more than the default on a machine shared with
+// other suites.
+describe('keyward serve', { timeout: 120_000 }, () => {
   let store: TestStore;
   let env: Record<string, string>;
   let httpsPort: number;
@@ -62,13 +64,14 @@ describe('keyward serve', () => {
     const viaIp = await httpsGet(`https://127.0.0.1:${httpsPort}/health`, rootPem);
     expect(viaIp.status).toBe(200);
 
-    // The CLI works while the server runs (through the admin socket when the database is embedded).
+    // The CLI works while the server runs (through the admin socket when the database is embedded);
+    // run in-process here: what is tested is the server's side.
     const { dir } = opensslCsr({ san: 'DNS:live.internal' });
-    const issued = await keyward(['issue', '--csr', join(dir, 'req.csr'), '--json'], env);
+    const issued = await cli(['issue', '--csr', join(dir, 'req.csr'), '--json'], env);
     expect(issued.code, issued.stderr).toBe(0);
     const { serial, chainPem } = JSON.parse(issued.stdout);
     expect(opensslVerify(rootPem, chainPem).ok).toBe(true);
-    const listed = await keyward(['certs', 'list', '--json'], env);
+    const listed = await cli(['certs', 'list', '--json'], env);
     expect(JSON.parse(listed.stdout).map((c: { serial: string }) => c.serial)).toContain(serial);
 
     if (!store.databaseUrl) {
@@ -84,7 +87,7 @@ describe('keyward serve', () => {
     expect(again.rootFingerprint).toBe(banner.rootFingerprint);
     const rootsAgain = await (await fetch(`http://127.0.0.1:${httpPort}/roots.pem`)).text();
     expect(rootsAgain).toBe(rootPem);
-    const shown = await keyward(['certs', 'show', serial, '--json'], env);
+    const shown = await cli(['certs', 'show', serial, '--json'], env);
     expect(JSON.parse(shown.stdout).serial).toBe(serial);
     expect(await second.stop()).toBe(0);
   });
@@ -92,7 +95,7 @@ describe('keyward serve', () => {
   it('stops at start-up with a message naming the file, the path and the problem', async () => {
     const bad = join(store.dataDir, 'bad.yaml');
     writeFileSync(bad, 'https:\n  listen: everywhere\nca:\n  root:\n    keyType: dsa-1024\n');
-    const r = await keyward(['serve', '--config', bad], store.env);
+    const r = await cli(['serve', '--config', bad], store.env);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`${bad}: https.listen: expected host:port`);
     expect(r.stderr).toContain(`${bad}: ca.root.keyType:`);

@@ -4,7 +4,7 @@ import { newKeyAndCsr } from '../../src/mesh/csr-client.ts';
 import { createBootstrapToken } from '../../src/mesh/tokens.ts';
 import { httpsJson } from '../mesh/helpers.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 
 // What every front end shares once requests go through src/issuance: a signature the key
 // hierarchy refuses leaves an `abandoned` reservation (never a `reserved` one that reads as a
@@ -51,12 +51,12 @@ describe('issuance: a refused signature', () => {
     expect(refused.status).toBe(409);
     expect(String(refused.json.detail)).toMatch(/is Disabled and cannot sign/);
 
-    const listed = await keyward(['certs', 'list', '--state', 'abandoned', '--json'], ca.env);
+    const listed = await cli(['certs', 'list', '--state', 'abandoned', '--json'], ca.env, { context: ca.ctx });
     expect(listed.code, listed.stderr).toBe(0);
     const abandoned = JSON.parse(listed.stdout) as Array<{ serial: string; state: string; requester: string }>;
     expect(abandoned).toHaveLength(1);
     expect(abandoned[0]).toMatchObject({ state: 'abandoned', requester: expect.stringMatching(/^mesh:token:/) });
-    const reserved = await keyward(['certs', 'list', '--state', 'reserved', '--json'], ca.env);
+    const reserved = await cli(['certs', 'list', '--state', 'reserved', '--json'], ca.env, { context: ca.ctx });
     expect(JSON.parse(reserved.stdout)).toEqual([]);
     // Never a certificate under the abandoned serial.
     await expect(ca.ctx.ca.certificate(abandoned[0]!.serial)).rejects.toThrow(/no certificate/);
@@ -69,7 +69,7 @@ describe('issuance: a refused signature', () => {
   });
 
   it('certs list refuses a state it does not know, naming the option', async () => {
-    const r = await keyward(['certs', 'list', '--state', 'lost'], ca.env);
+    const r = await cli(['certs', 'list', '--state', 'lost'], ca.env, { context: ca.ctx });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('--state must be reserved or abandoned');
   });

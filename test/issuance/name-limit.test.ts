@@ -6,7 +6,7 @@ import { newKeyAndCsr } from '../../src/mesh/csr-client.ts';
 import { createBootstrapToken } from '../../src/mesh/tokens.ts';
 import { httpsJson } from '../mesh/helpers.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 import { opensslCsr } from '../support/openssl.ts';
 
 // rateLimits.certificatesPerName is decided in src/issuance for every front end it is configured
@@ -62,9 +62,9 @@ describe('certificates per name beyond ACME (rateLimits.certificatesPerName.appl
 
   it('keyward issue: the same limit for the operator when configured', async () => {
     const { dir } = opensslCsr({ san: 'DNS:ops.limited.internal' });
-    const first = await keyward(['issue', '--csr', join(dir, 'req.csr')], ca.env);
+    const first = await cli(['issue', '--csr', join(dir, 'req.csr')], ca.env, { context: ca.ctx });
     expect(first.code, first.stderr).toBe(0);
-    const second = await keyward(['issue', '--csr', join(dir, 'req.csr')], ca.env);
+    const second = await cli(['issue', '--csr', join(dir, 'req.csr')], ca.env, { context: ca.ctx });
     expect(second.code).not.toBe(0);
     expect(second.stderr).toMatch(/Certificates for ops\.limited\.internal: at most 1 per 3600 s; retry after \d+ s/);
   });

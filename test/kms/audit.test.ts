@@ -12,7 +12,7 @@ import { type HashInput, legacyEventHash } from '../../src/kms/audit.ts';
 import type { AuditListItem } from '../../src/kms/audit-query.ts';
 import type { Checkpoint, FullVerification } from '../../src/kms/checkpoints.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 import { createTestStore } from '../support/db.ts';
 import { issueLeaf, kmsCli } from './helpers.ts';
 
@@ -303,16 +303,15 @@ describe('audit log', () => {
   it('the command line: --json output and exit codes', async () => {
     await sql`UPDATE audit_events SET action = 'nothing' WHERE seq = 4`.execute(ctx.database.db);
     const keyId = (await ctx.ca.issuers()).find((i) => i.kind === 'intermediate')!.key_id!;
-    await ctx.close();
-    const v = await keyward(['audit', 'verify', '--json'], ca.env);
+    const v = await cli(['audit', 'verify', '--json'], ca.env, { context: ctx });
     expect(v.code).toBe(1);
     expect(JSON.parse(v.stdout)).toMatchObject({ ok: false, firstBad: { seq: 4, problem: 'edited' } });
-    const human = await keyward(['audit', 'verify'], ca.env);
+    const human = await cli(['audit', 'verify'], ca.env, { context: ctx });
     expect(human.stdout).toMatch(/broken at event 4: event 4 does not match its MAC.* \(edited\)/);
-    const d = await keyward(['kms', 'schedule-deletion', keyId, '--days', '3'], ca.env);
+    const d = await cli(['kms', 'schedule-deletion', keyId, '--days', '3'], ca.env, { context: ctx });
     expect(d.code).toBe(2);
     expect(d.stderr).toMatch(/--days must be a whole number from 7 to 30/);
-    const list = await keyward(['kms', 'list', '--json'], ca.env);
+    const list = await cli(['kms', 'list', '--json'], ca.env, { context: ctx });
     expect(list.code, list.stderr).toBe(0);
     expect((JSON.parse(list.stdout) as { kind: string }[]).some((k) => k.kind === 'kek')).toBe(true);
   });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { DualControl } from '../../src/kms/dual-control.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 import { opensslCsr } from '../support/openssl.ts';
 
 // kms.dualControl: one administrator proposes a trust-changing command, another approves it. The
@@ -16,8 +16,8 @@ describe('dual control', () => {
   let ca: TestCa;
   let dir: string;
   const admins: Record<'alice' | 'bob', string[]> = { alice: [], bob: [] };
-  const cli = (args: string[]) => keyward(args, ca.env);
-  const as = (who: 'alice' | 'bob', args: string[]) => cli([...args, ...admins[who]]);
+  const run = (args: string[]) => cli(args, ca.env, { context: ca.ctx });
+  const as = (who: 'alice' | 'bob', args: string[]) => run([...args, ...admins[who]]);
   const keyState = async (id: string) =>
     (await ca.ctx.database.db.selectFrom('kms_keys').select('state').where('id', '=', id).executeTakeFirstOrThrow())
       .state;
@@ -38,7 +38,7 @@ describe('dual control', () => {
     for (const who of ['alice', 'bob'] as const) {
       const csr = opensslCsr({ subject: `/CN=${who}`, san: `email:${who}@example.test` });
       writeFileSync(join(dir, `${who}.csr`), csr.csrPem);
-      const cert = await cli(['issue', '--csr', join(dir, `${who}.csr`), '--profile', 'admin']);
+      const cert = await run(['issue', '--csr', join(dir, `${who}.csr`), '--profile', 'admin']);
       expect(cert.code, cert.stderr).toBe(0);
       writeFileSync(join(dir, `${who}.pem`), cert.stdout);
       writeFileSync(join(dir, `${who}.key`), csr.keyPem);
@@ -61,11 +61,11 @@ describe('dual control', () => {
   });
 
   it('a deletion only proposes; the proposer cannot approve it; another administrator approves and it runs; each step is audited', async () => {
-    const created = await cli(['kms', 'create', '--usage', 'intermediate', '--json']);
+    const created = await run(['kms', 'create', '--usage', 'intermediate', '--json']);
     expect(created.code, created.stderr).toBe(0);
     const keyId = (JSON.parse(created.stdout) as { id: string }).id;
 
-    const proposed = await cli(['kms', 'schedule-deletion', keyId, '--days', '7']);
+    const proposed = await run(['kms', 'schedule-deletion', keyId, '--days', '7']);
     expect(proposed.code, proposed.stderr).toBe(0);
     expect(proposed.stdout).toMatch(/proposal p-[0-9a-f]{12} \(schedule deletion of .+ in 7 days\) waits/);
     expect(proposed.stdout).toMatch(/Nothing has changed yet/);
@@ -78,7 +78,7 @@ describe('dual control', () => {
       expect.objectContaining({ id, command: 'kms.schedule-deletion', state: 'pending', proposer: 'cli:root' }),
     ]);
 
-    const self = await cli(['proposals', 'approve', id]);
+    const self = await run(['proposals', 'approve', id]);
     expect(self.code).toBe(1);
     expect(self.stderr).toMatch(/cli:root proposed p-[0-9a-f]+; another administrator must approve it/);
     expect(await keyState(keyId)).toBe('Enabled');
@@ -104,7 +104,7 @@ describe('dual control', () => {
   });
 
   it('an expired proposal cannot be approved; a rejected one never runs', async () => {
-    const created = await cli(['kms', 'create', '--usage', 'intermediate', '--json']);
+    const created = await run(['kms', 'create', '--usage', 'intermediate', '--json']);
     const keyId = (JSON.parse(created.stdout) as { id: string }).id;
     // A window of one millisecond: expired by the time anyone could approve it.
     const quick = new DualControl(ca.ctx.kms, ca.ctx.database.db, 1);
@@ -119,7 +119,7 @@ describe('dual control', () => {
     expect(expired.stderr).toMatch(new RegExp(`proposal ${stale.id} expired at .*; propose it again`));
     expect(await keyState(keyId)).toBe('Enabled');
 
-    const disable = await cli(['kms', 'disable', keyId]);
+    const disable = await run(['kms', 'disable', keyId]);
     expect(disable.code, disable.stderr).toBe(0);
     const id = /proposal (p-[0-9a-f]{12})/.exec(disable.stdout)![1]!;
     const rejected = await as('alice', ['proposals', 'reject', id]);
@@ -131,15 +131,15 @@ describe('dual control', () => {
   });
 
   it('keys that are not CA keys are disabled at once; the stored input reveals no secret', async () => {
-    const appKey = await cli(['kms', 'create-key', 'app-secrets', '--allow', 'svc:a']);
+    const appKey = await run(['kms', 'create-key', 'app-secrets', '--allow', 'svc:a']);
     expect(appKey.code, appKey.stderr).toBe(0);
-    const disabled = await cli(['kms', 'disable', 'app-secrets']);
+    const disabled = await run(['kms', 'disable', 'app-secrets']);
     expect(disabled.code, disabled.stderr).toBe(0);
     expect(disabled.stdout).toMatch(/is now Disabled/);
 
     const passFile = join(dir, 'new-root.pass');
     writeFileSync(passFile, 'correct horse battery staple\n');
-    const rotate = await cli(['kms', 'rotate-root', '--to', 'passphrase', '--passphrase-file', passFile]);
+    const rotate = await run(['kms', 'rotate-root', '--to', 'passphrase', '--passphrase-file', passFile]);
     expect(rotate.code, rotate.stderr).toBe(0);
     expect(rotate.stdout).toMatch(/move every KEK to a new passphrase root of trust/);
     const rows = await ca.ctx.database.db.selectFrom('kms_proposals').select(['sealed_input', 'summary']).execute();

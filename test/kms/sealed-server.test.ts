@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 
 import { freePort } from '../support/ca.ts';
-import { keyward, keywardServe } from '../support/cli.ts';
+import { cli, keywardServe } from '../support/cli.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
 import { opensslCsr, tempDir } from '../support/openssl.ts';
 
@@ -53,7 +53,9 @@ function ocsp(files: { root: string; inter: string; leaf: string }, httpUrl: str
   return { ok: r.status === 0, out: `${r.stdout}${r.stderr}` };
 }
 
-describe('a CA with a 3-of-5 shares root, served by `keyward serve`', () => {
+// Each case starts `keyward serve` once or twice: more than the default on a machine shared with
+// other suites.
+describe('a CA with a 3-of-5 shares root, served by `keyward serve`', { timeout: 120_000 }, () => {
   let store: TestStore;
   let env: Record<string, string>;
   let httpUrl: string;
@@ -86,13 +88,15 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', () => {
     await store?.cleanup();
   });
 
-  const cli = async (args: string[], input?: string) => keyward(args, env, input);
+  // Commands run in this process, as a `keyward` process would: `init` opens the database itself,
+  // the rest reach the spawned server through its admin socket.
+  const run = (args: string[], input?: string) => cli(args, env, { input });
 
   it('init hands out 5 shares; serve starts sealed; unseal takes them one at a time through the admin socket', async () => {
     const noRoot = await keywardServe([], env).catch((err: Error) => err.message);
     expect(noRoot).toMatch(/there is no root yet: run keyward init first/);
 
-    const init = await cli(['init', '--share-dir', join(dir, 'shares')]);
+    const init = await run(['init', '--share-dir', join(dir, 'shares')]);
     expect(init.code, init.stderr).toBe(0);
     expect(init.stdout).toMatch(/Root of trust: 3 of 5 shares/);
     expect(init.stdout).toContain(shareFile(5));
@@ -104,7 +108,7 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', () => {
       body: { status: 'sealed', database: expect.any(String), unseal: { entered: 0, threshold: 3 } },
     });
 
-    const first = await cli(['unseal', '--share-file', shareFile(1)]);
+    const first = await run(['unseal', '--share-file', shareFile(1)]);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toMatch(/sealed: 1 of 3 shares entered \(1\)/);
 
@@ -113,18 +117,18 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', () => {
     const good = readFileSync(shareFile(2), 'utf8');
     const data = good.split(':')[5]!;
     writeFileSync(bad, good.replace(data, (data[0] === 'A' ? 'B' : 'A') + data.slice(1)));
-    const refused = await cli(['unseal', '--share-file', bad]);
+    const refused = await run(['unseal', '--share-file', bad]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/share 2 of 5 is corrupt: its checksum does not match/);
 
     // From standard input, as a holder would paste it.
-    const second = await cli(['unseal'], readFileSync(shareFile(3), 'utf8'));
+    const second = await run(['unseal'], readFileSync(shareFile(3), 'utf8'));
     expect(second.stdout).toMatch(/sealed: 2 of 3 shares entered \(1, 3\)/);
-    const status = await cli(['unseal', '--status', '--json']);
+    const status = await run(['unseal', '--status', '--json']);
     expect(JSON.parse(status.stdout)).toMatchObject({ sealed: true, entered: [1, 3], threshold: 3, count: 5 });
     expect((await health(httpUrl)).status).toBe(503);
 
-    const third = await cli(['unseal', '--share-file', shareFile(5)]);
+    const third = await run(['unseal', '--share-file', shareFile(5)]);
     expect(third.stdout).toMatch(/The CA is unsealed \(shares 1, 3, 5\)/);
     await expect.poll(async () => (await health(httpUrl)).status, { timeout: 20_000 }).toBe(200);
   });
@@ -145,15 +149,15 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', () => {
     const inter = await (await fetch(`${httpUrl}/intermediates.pem`)).text();
     const leafCsr = opensslCsr({ san: 'DNS:sealed.internal' });
     writeFileSync(join(dir, 'leaf.csr'), leafCsr.csrPem);
-    const issued = await cli(['issue', '--csr', join(dir, 'leaf.csr')]);
+    const issued = await run(['issue', '--csr', join(dir, 'leaf.csr')]);
     expect(issued.code, issued.stderr).toBe(0);
     const adminCsr = opensslCsr({ subject: '/CN=Alice', san: 'email:alice@example.test' });
     writeFileSync(join(dir, 'admin.csr'), adminCsr.csrPem);
-    const admin = await cli(['issue', '--csr', join(dir, 'admin.csr'), '--profile', 'admin']);
+    const admin = await run(['issue', '--csr', join(dir, 'admin.csr'), '--profile', 'admin']);
     expect(admin.code, admin.stderr).toBe(0);
     const clientCsr = opensslCsr({ subject: '/CN=svc', san: 'DNS:svc.internal' });
     writeFileSync(join(dir, 'client.csr'), clientCsr.csrPem);
-    const client = await cli(['issue', '--csr', join(dir, 'client.csr'), '--profile', 'mtls']);
+    const client = await run(['issue', '--csr', join(dir, 'client.csr'), '--profile', 'mtls']);
     expect(client.code, client.stderr).toBe(0);
     const write = (name: string, text: string) => (writeFileSync(join(dir, name), text), join(dir, name));
     files = {
@@ -192,7 +196,7 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', () => {
       status: 503,
       detail: expect.stringMatching(/the CA is sealed/),
     });
-    const issue = await cli(['issue', '--csr', join(dir, 'leaf.csr')]);
+    const issue = await run(['issue', '--csr', join(dir, 'leaf.csr')]);
     expect(issue.code).toBe(5); // try again later
     expect(issue.stderr).toMatch(/Sealed: the CA is sealed/);
   });
@@ -208,21 +212,21 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', () => {
       '--admin-ca',
       files.root,
     ];
-    const serverCert = await cli(['unseal', ...https(files.leaf, files.leafKey), '--share-file', shareFile(2)]);
+    const serverCert = await run(['unseal', ...https(files.leaf, files.leafKey), '--share-file', shareFile(2)]);
     expect(serverCert.code).toBe(1);
     expect(serverCert.stderr).toMatch(/the client certificate is not from this CA \(INVALID_PURPOSE\)/);
     // A client certificate of this CA, but not of the admin profile.
-    const notAdmin = await cli(['unseal', ...https(files.client, files.clientKey), '--share-file', shareFile(2)]);
+    const notAdmin = await run(['unseal', ...https(files.client, files.clientKey), '--share-file', shareFile(2)]);
     expect(notAdmin.code).toBe(1);
     expect(notAdmin.stderr).toMatch(/this certificate is not an admin certificate \(profile admin\)/);
-    expect(JSON.parse((await cli(['unseal', '--status', '--json'])).stdout)).toMatchObject({ entered: [] });
-    const byAdmin = await cli(['unseal', ...https(files.adminCert, files.adminKey), '--share-file', shareFile(2)]);
+    expect(JSON.parse((await run(['unseal', '--status', '--json'])).stdout)).toMatchObject({ entered: [] });
+    const byAdmin = await run(['unseal', ...https(files.adminCert, files.adminKey), '--share-file', shareFile(2)]);
     expect(byAdmin.code, byAdmin.stderr).toBe(0);
     expect(byAdmin.stdout).toMatch(/sealed: 1 of 3 shares entered \(2\)/);
   });
 
   it('rekey-shares replaces the set (and opens the server it ran in): after a restart old shares are refused, the new ones unseal', async () => {
-    const rekey = await cli([
+    const rekey = await run([
       'rekey-shares',
       '--share-file',
       shareFile(1),
@@ -238,16 +242,16 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', () => {
     await expect.poll(async () => (await health(httpUrl)).status, { timeout: 20_000 }).toBe(200);
     await serve!.stop();
     serve = await keywardServe([], env);
-    const old = await cli(['unseal', '--share-file', shareFile(3)]);
+    const old = await run(['unseal', '--share-file', shareFile(3)]);
     expect(old.code).toBe(1);
     expect(old.stderr).toMatch(/share 3 of 5 belongs to share set [0-9a-f]+, not the current set/);
-    for (const i of [5, 2]) await cli(['unseal', '--share-file', shareFile(i, 'rekeyed')]);
-    const last = await cli(['unseal', '--share-file', shareFile(4, 'rekeyed')]);
+    for (const i of [5, 2]) await run(['unseal', '--share-file', shareFile(i, 'rekeyed')]);
+    const last = await run(['unseal', '--share-file', shareFile(4, 'rekeyed')]);
     expect(last.stdout).toMatch(/The CA is unsealed \(shares 2, 4, 5\)/);
     await expect.poll(async () => (await health(httpUrl)).status, { timeout: 20_000 }).toBe(200);
     const directory = await get(`${httpsUrl}/acme/directory`, readFileSync(files.root, 'utf8'));
     expect(directory.status).toBe(200);
-    const audit = await cli(['audit', 'list', '--json']);
+    const audit = await run(['audit', 'list', '--json']);
     const actions = (JSON.parse(audit.stdout) as { action: string }[]).map((e) => e.action);
     expect(actions.filter((a) => a === 'unseal')).toHaveLength(3);
     expect(actions).toContain('rekey-shares');

@@ -6,7 +6,7 @@ import { newKeyAndCsr } from '../../src/mesh/csr-client.ts';
 import { createBootstrapToken } from '../../src/mesh/tokens.ts';
 import { addRule, removeRule } from '../../src/policy/rules.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 import { opensslCsr, opensslVerify } from '../support/openssl.ts';
 import { httpsJson } from './helpers.ts';
 
@@ -46,7 +46,7 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
   afterAll(async () => ca?.close());
 
   it('keyward token create prints an ES256 JWT for the sign URL, signed by a wrapped provisioner key', async () => {
-    const r = await keyward(
+    const r = await cli(
       [
         'token',
         'create',
@@ -61,6 +61,7 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
         '--json',
       ],
       ca.env,
+      { context: ca.ctx },
     );
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as { token: string; audience: string; sans: { uri: string[]; dns: string[] } };
@@ -81,12 +82,14 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
       .execute();
     expect(key).toHaveLength(1);
     expect(key[0]!.key_ciphertext).not.toBeNull();
-    const plain = await keyward(['token', 'create', '--id', ID, '--profile', 'mesh-test'], ca.env);
+    const plain = await cli(['token', 'create', '--id', ID, '--profile', 'mesh-test'], ca.env, { context: ca.ctx });
     expect(plain.stdout.trim()).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
   });
 
   it('token create refuses names the policy refuses, naming the rule', async () => {
-    const r = await keyward(['token', 'create', '--id', 'spiffe://prod.example/ns/forbidden/sa/x'], ca.env);
+    const r = await cli(['token', 'create', '--id', 'spiffe://prod.example/ns/forbidden/sa/x'], ca.env, {
+      context: ca.ctx,
+    });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('rejectedIdentifier');
     expect(r.stderr).toContain('deny uri spiffe://prod.example/ns/forbidden/** (global, rule config:0)');
@@ -299,24 +302,27 @@ describe('mesh: bootstrap tokens, /v1/sign, /v1/renew, /v1/bundle', () => {
   });
 
   it('keyward policy add/list/remove manage scoped rules', async () => {
-    const add = await keyward(
+    const add = await cli(
       ['policy', 'add', '--scope', 'account:acct-7', '--allow', '*.svc.cluster.local', '--json'],
       ca.env,
+      { context: ca.ctx },
     );
     expect(add.code, add.stderr).toBe(0);
     const { rule } = JSON.parse(add.stdout) as { rule: { id: string; kind: string } };
     expect(rule.kind).toBe('dns');
-    const bad = await keyward(['policy', 'add', '--scope', 'global', '--deny', '10.0.0.0/99'], ca.env);
+    const bad = await cli(['policy', 'add', '--scope', 'global', '--deny', '10.0.0.0/99'], ca.env, { context: ca.ctx });
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain('not an IP address or CIDR');
-    const both = await keyward(['policy', 'add', '--allow', 'a.internal', '--deny', 'b.internal'], ca.env);
+    const both = await cli(['policy', 'add', '--allow', 'a.internal', '--deny', 'b.internal'], ca.env, {
+      context: ca.ctx,
+    });
     expect(both.code).toBe(2);
-    const list = await keyward(['policy', 'list', '--json'], ca.env);
+    const list = await cli(['policy', 'list', '--json'], ca.env, { context: ca.ctx });
     const rules = JSON.parse(list.stdout) as Array<{ id: string; source: string }>;
     expect(rules.map((r) => r.id)).toEqual(expect.arrayContaining(['config:0', rule.id]));
-    const text = await keyward(['policy', 'list'], ca.env);
+    const text = await cli(['policy', 'list'], ca.env, { context: ca.ctx });
     expect(text.stdout).toMatch(/account:acct-7\s+allow\s+dns\s+\*\.svc\.cluster\.local/);
-    expect((await keyward(['policy', 'remove', rule.id], ca.env)).code).toBe(0);
-    expect((await keyward(['policy', 'remove', rule.id], ca.env)).code).toBe(1);
+    expect((await cli(['policy', 'remove', rule.id], ca.env, { context: ca.ctx })).code).toBe(0);
+    expect((await cli(['policy', 'remove', rule.id], ca.env, { context: ca.ctx })).code).toBe(1);
   });
 });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { opensslOcsp } from '../revocation/helpers.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 import { opensslCsr, tempDir } from '../support/openssl.ts';
 
 // An operator in a real browser (Debian's chromium, driven by playwright-core) with the admin
@@ -41,12 +41,14 @@ describe('admin web page in chromium', { timeout: 180_000 }, () => {
     dir = tempDir('kw-admin-browser-');
     shots = process.env.KEYWARD_ADMIN_SCREENSHOTS ? resolve(process.env.KEYWARD_ADMIN_SCREENSHOTS) : join(dir, 'shots');
     mkdirSync(shots, { recursive: true });
-    const made = await keyward(['admin-cert', 'create', '--email', 'alice@example.test', '--out', dir], ca.env);
+    const made = await cli(['admin-cert', 'create', '--email', 'alice@example.test', '--out', dir], ca.env, {
+      context: ca.ctx,
+    });
     expect(made.code, made.stderr).toBe(0);
     for (const name of ['shop', 'billing', 'search']) {
       const csr = opensslCsr({ subject: `/CN=${name}.internal`, san: `DNS:${name}.internal` });
       writeFileSync(join(dir, `${name}.csr`), csr.csrPem);
-      const issued = await keyward(['issue', '--csr', join(dir, `${name}.csr`)], ca.env);
+      const issued = await cli(['issue', '--csr', join(dir, `${name}.csr`)], ca.env, { context: ca.ctx });
       expect(issued.code, issued.stderr).toBe(0);
       if (name === 'shop') writeFileSync(join(dir, 'shop.pem'), issued.stdout);
     }

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type AcmeTestEnv, resolveToLoopback, startAcmeEnv } from '../support/acme.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 import { opensslCsr, opensslVerify, tempDir } from '../support/openssl.ts';
 
 interface Reply {
@@ -63,9 +63,10 @@ describe('admin web page: who gets in, and forms only from the page itself', () 
   beforeAll(async () => {
     ca = await startTestCa();
     dir = tempDir('kw-admin-web-');
-    const made = await keyward(
+    const made = await cli(
       ['admin-cert', 'create', '--email', 'alice@example.test', '--out', join(dir, 'alice'), '--json'],
       ca.env,
+      { context: ca.ctx },
     );
     expect(made.code, made.stderr).toBe(0);
     const out = JSON.parse(made.stdout) as { serial: string; principal: string; files: { key: string; cert: string } };
@@ -76,7 +77,7 @@ describe('admin web page: who gets in, and forms only from the page itself', () 
     };
     const csr = opensslCsr({ subject: '/CN=svc', san: 'DNS:svc.internal' });
     writeFileSync(join(dir, 'svc.csr'), csr.csrPem);
-    const svc = await keyward(['issue', '--csr', join(dir, 'svc.csr'), '--profile', 'mtls'], ca.env);
+    const svc = await cli(['issue', '--csr', join(dir, 'svc.csr'), '--profile', 'mtls'], ca.env, { context: ca.ctx });
     expect(svc.code, svc.stderr).toBe(0);
     service = { cert: svc.stdout, key: csr.keyPem };
   });
@@ -86,16 +87,20 @@ describe('admin web page: who gets in, and forms only from the page itself', () 
     const files = join(dir, 'alice');
     expect(statSync(join(files, 'admin.key')).mode & 0o777).toBe(0o600);
     expect(opensslVerify(readFileSync(join(files, 'ca.pem'), 'utf8'), admin.cert).ok).toBe(true);
-    const shown = await keyward(['certs', 'show', admin.serial, '--json'], ca.env);
+    const shown = await cli(['certs', 'show', admin.serial, '--json'], ca.env, { context: ca.ctx });
     expect(JSON.parse(shown.stdout)).toMatchObject({ profile: 'admin', sans: { email: ['alice@example.test'] } });
     // The request that crossed to the CA carried the public key only.
-    const audit = await keyward(['audit', 'list', '--json', '--limit', '1000'], ca.env);
+    const audit = await cli(['audit', 'list', '--json', '--limit', '1000'], ca.env, { context: ca.ctx });
     expect(audit.stdout).not.toContain('PRIVATE KEY');
 
-    const again = await keyward(['admin-cert', 'create', '--email', 'bob@example.test', '--out', files], ca.env);
+    const again = await cli(['admin-cert', 'create', '--email', 'bob@example.test', '--out', files], ca.env, {
+      context: ca.ctx,
+    });
     expect(again.code).toBe(2);
     expect(again.stderr).toContain(`${join(files, 'admin.key')} exists`);
-    const bad = await keyward(['admin-cert', 'create', '--email', 'not an address', '--out', join(dir, 'x')], ca.env);
+    const bad = await cli(['admin-cert', 'create', '--email', 'not an address', '--out', join(dir, 'x')], ca.env, {
+      context: ca.ctx,
+    });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--email');
   });
@@ -124,7 +129,7 @@ describe('admin web page: who gets in, and forms only from the page itself', () 
   it('a change from another origin is refused and changes nothing; from the page, it asks, then revokes, audited', async () => {
     const csr = opensslCsr({ san: 'DNS:victim.internal' });
     writeFileSync(join(dir, 'victim.csr'), csr.csrPem);
-    await keyward(['issue', '--csr', join(dir, 'victim.csr')], ca.env);
+    await cli(['issue', '--csr', join(dir, 'victim.csr')], ca.env, { context: ca.ctx });
     const found = await call('/admin/certificates?q=victim.internal', { client: admin });
     const serial = /\/admin\/certificates\/([0-9a-f]+)"/.exec(found.body)?.[1];
     expect(serial).toBeDefined();
@@ -156,7 +161,7 @@ describe('admin web page: who gets in, and forms only from the page itself', () 
     expect(done.status).toBe(303);
     expect(done.headers.location).toBe(`/admin/certificates/${serial}?done=revoked`);
     expect((await ca.ctx.ca.certificate(serial!)).status).toBe('revoked');
-    const audit = await keyward(['audit', 'list', '--json', '--limit', '1000'], ca.env);
+    const audit = await cli(['audit', 'list', '--json', '--limit', '1000'], ca.env, { context: ca.ctx });
     const events = JSON.parse(audit.stdout) as { action: string; principal: string; context: { serial?: string } }[];
     expect(events).toContainEqual(
       expect.objectContaining({
@@ -198,14 +203,15 @@ describe('admin web page: who gets in, and forms only from the page itself', () 
   });
 
   it('a revoked admin certificate gets in no more', async () => {
-    const other = await keyward(
+    const other = await cli(
       ['admin-cert', 'create', '--email', 'carol@example.test', '--out', join(dir, 'carol'), '--json'],
       ca.env,
+      { context: ca.ctx },
     );
     const out = JSON.parse(other.stdout) as { serial: string; files: { key: string; cert: string } };
     const carol = { cert: readFileSync(out.files.cert, 'utf8'), key: readFileSync(out.files.key, 'utf8') };
     expect((await call('/admin', { client: carol })).status).toBe(200);
-    expect((await keyward(['revoke', out.serial], ca.env)).code).toBe(0);
+    expect((await cli(['revoke', out.serial], ca.env, { context: ca.ctx })).code).toBe(0);
     const after = await call('/admin', { client: carol });
     expect(after.status).toBe(403);
     expect(after.body).toContain('the admin certificate is revoked');
@@ -221,7 +227,9 @@ describe('admin web overview: validation failures', () => {
 
   it('the overview shows a challenge that failed, with its problem; the ACME page deactivates the account, audited', async () => {
     const dir = tempDir('kw-admin-web-');
-    const made = await keyward(['admin-cert', 'create', '--email', 'ops@example.test', '--out', dir], env.ca.env);
+    const made = await cli(['admin-cert', 'create', '--email', 'ops@example.test', '--out', dir], env.ca.env, {
+      context: env.ca.ctx,
+    });
     expect(made.code, made.stderr).toBe(0);
     const client = {
       cert: readFileSync(join(dir, 'admin.pem'), 'utf8'),
@@ -288,7 +296,7 @@ describe('admin web overview: validation failures', () => {
     await expect(acme.createOrder({ identifiers: [{ type: 'dns', value: 'after.internal' }] })).rejects.toThrow(
       /Account is deactivated/,
     );
-    const audit = await keyward(['audit', 'list', '--json', '--limit', '1000'], env.ca.env);
+    const audit = await cli(['audit', 'list', '--json', '--limit', '1000'], env.ca.env, { context: env.ca.ctx });
     expect(JSON.parse(audit.stdout)).toContainEqual(
       expect.objectContaining({ action: 'deactivate-acme-account', principal: 'admin:ops@example.test' }),
     );

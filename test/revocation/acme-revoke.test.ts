@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type AcmeTestEnv, issue, startAcmeEnv } from '../support/acme.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 import { opensslOcsp, pemFiles } from './helpers.ts';
 
 const run = promisify(execFile);
@@ -33,7 +33,7 @@ describe('ACME revokeCert shows up in OCSP and the CRL', () => {
       expect(after.out).toMatch(/acme-leaf\.pem: revoked/);
       expect(after.out).toContain('Reason: keyCompromise');
 
-      const pub = await keyward(['crl', 'publish', '--json'], env.ca.env);
+      const pub = await cli(['crl', 'publish', '--json'], env.ca.env, { context: env.ca.ctx });
       expect(pub.code, pub.stderr).toBe(0);
       const { stdout: serialLine } = await run('openssl', ['x509', '-noout', '-serial', '-in', leafFile]);
       const serial = serialLine.trim().split('=')[1]!;

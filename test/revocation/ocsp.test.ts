@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 import { createTestPki, openssl } from '../support/pki.ts';
 import { issueLeaf, type Leaf, opensslOcsp, pemFiles, waitFor, waitForPresigned } from './helpers.ts';
 
@@ -96,7 +96,7 @@ describe('OCSP responder and revocation', () => {
     const before = await opensslOcsp(ca, files, ['-cert', files.leaf, '-no_nonce']);
     expect(before.out).toContain(': good');
 
-    const r = await keyward(['revoke', leaf.serial, '--reason', 'keyCompromise', '--json'], ca.env);
+    const r = await cli(['revoke', leaf.serial, '--reason', 'keyCompromise', '--json'], ca.env, { context: ca.ctx });
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out).toMatchObject({ serial: leaf.serial, reason: 'keyCompromise' });
@@ -107,14 +107,14 @@ describe('OCSP responder and revocation', () => {
     expect(after.out).toMatch(/Revocation Time: .+GMT/);
     expect(after.out).toContain('Response verify OK');
 
-    const again = await keyward(['revoke', leaf.serial, '--reason', 'superseded'], ca.env);
+    const again = await cli(['revoke', leaf.serial, '--reason', 'superseded'], ca.env, { context: ca.ctx });
     expect(again.code).toBe(4); // conflicts with the current state
     expect(again.stderr).toContain('alreadyRevoked');
     const row = await ca.ctx.ca.certificate(leaf.serial);
     expect(row.revocation_reason).toBe(1);
     expect(row.revoked_at?.toISOString()).toBe(out.revokedAt);
 
-    const badReason = await keyward(['revoke', leaf.serial, '--reason', 'cACompromise'], ca.env);
+    const badReason = await cli(['revoke', leaf.serial, '--reason', 'cACompromise'], ca.env, { context: ca.ctx });
     expect(badReason.code).toBe(2);
   });
 
@@ -124,7 +124,7 @@ describe('OCSP responder and revocation', () => {
 
   it('a passive certificate can still be revoked, and the fact is recorded', async () => {
     const passive = await issueLeaf(ca, { profile: 'mtls', lifetimeMs: 3600_000 });
-    const r = await keyward(['revoke', passive.serial, '--reason', 'superseded', '--json'], ca.env);
+    const r = await cli(['revoke', passive.serial, '--reason', 'superseded', '--json'], ca.env, { context: ca.ctx });
     expect(r.code, r.stderr).toBe(0);
     expect((await ca.ctx.ca.certificate(passive.serial)).status).toBe('revoked');
   });
