@@ -7,6 +7,7 @@ import { fork } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +26,10 @@ import { startServer } from '../src/server.ts';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
+/** BENCH_PROFILE=<file>: a CPU profile of the server during the timed run (open it in Chrome DevTools). */
+const profileFile = process.env.BENCH_PROFILE;
+/** BENCH_LOG=info: with the request line written (to stdout: redirect it), as `keyward serve` runs. */
+const logLevel = process.env.BENCH_LOG ?? 'silent';
 
 if (process.argv[2] === 'load') {
   // undici's Pool rather than fetch: fetch costs the load generator several times what a cached
@@ -84,7 +89,7 @@ if (baseUrl && scratch) {
 const configFile = join(dataDir, 'keyward.yaml');
 writeFileSync(
   configFile,
-  `log: { level: silent }\nhttp: { listen: "127.0.0.1:${await freePort()}" }\nhttps: { listen: "127.0.0.1:${await freePort()}" }\n` +
+  `log: { level: ${logLevel} }\nhttp: { listen: "127.0.0.1:${await freePort()}" }\nhttps: { listen: "127.0.0.1:${await freePort()}" }\n` +
     (databaseUrl ? `database: { url: "${databaseUrl}" }\n` : ''),
 );
 const config = loadConfig({ configFile, dataDir, env: {} });
@@ -94,7 +99,7 @@ try {
     { organization: 'Bench', root: config.ca.root, intermediate: config.ca.intermediate },
     'bench',
   );
-  const server = await startServer(ctx, createLogger('silent'), commandsByName);
+  const server = await startServer(ctx, createLogger(logLevel), commandsByName);
   try {
     const hashes = issuerHashes(intermediate.certificate);
     const urls: string[] = [];
@@ -131,6 +136,12 @@ try {
     const signsBefore = await signs();
     // Warm the in-memory answers and the JIT before the timed run.
     for (const u of urls) await (await fetch(u)).arrayBuffer();
+    const profiler = profileFile ? new Session() : undefined;
+    if (profiler) {
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.start');
+    }
     const cpuBefore = process.cpuUsage();
 
     const child = fork(fileURLToPath(import.meta.url), ['load'], {
@@ -144,6 +155,11 @@ try {
       },
     );
     const cpu = process.cpuUsage(cpuBefore);
+    if (profiler) {
+      const { profile } = await profiler.post('Profiler.stop');
+      writeFileSync(profileFile!, JSON.stringify(profile));
+      profiler.disconnect();
+    }
     const serverCpu = (cpu.user + cpu.system) / 1e6;
     const signed = (await signs()) - signsBefore;
     console.log(`database            ${ctx.database.kind}`);

@@ -6,13 +6,14 @@ import { Hono } from 'hono';
 
 import type { AppContext } from './context.ts';
 import { KeywardError } from './core/errors.ts';
+import type { ServedFast } from './core/feature.ts';
 import type { Logger } from './core/log.ts';
 import { features } from './features.ts';
 import { type AdminCommands, listenAdmin } from './http/admin.ts';
 import { adminSocketPath, serverRunning } from './http/admin-client.ts';
 import { logEvents } from './http/event-log.ts';
-import { requestLog } from './http/log.ts';
-import { metricsHandler, requestMetrics } from './http/metrics.ts';
+import { requestLine, requestLog } from './http/log.ts';
+import { metricsHandler, requestMetrics, routeMetrics } from './http/metrics.ts';
 import { limitServer, listenerOptions, nodeListener } from './http/node-listener.ts';
 import { problemResponse, renderErrors } from './http/problem.ts';
 import { publicApp } from './http/public-app.ts';
@@ -124,6 +125,17 @@ export async function startServer(ctx: AppContext, log: Logger, adminCommands: A
     part.https?.(api);
     part.http?.(plain);
   }
+  // Answers given before the plain app still get its request line and request metrics.
+  const plainLine = requestLine(log, 'http');
+  const servedFast = (method: string, route: string, status: number): ServedFast => {
+    const count = metrics.enabled ? routeMetrics('http', method, route, status) : undefined;
+    return (path, startedAt) => {
+      const ms = performance.now() - startedAt;
+      plainLine(method, path, status, Math.round(ms));
+      count?.(ms / 1000);
+    };
+  };
+  const plainFast = parts.flatMap((part) => (part.httpFast ? [part.httpFast(servedFast)] : []));
 
   const sealedAtStart = ctx.kms.sealed;
   let tls = await listenerIdentity(ctx, log);
@@ -145,7 +157,7 @@ export async function startServer(ctx: AppContext, log: Logger, adminCommands: A
     tls = await listenerIdentity(ctx, log);
     https.setSecureContext({ ...tls.options, ca: (await clientAuth()).ca, minVersion: 'TLSv1.2' });
   };
-  const http = limitServer(createHttpServer(listenerOptions(limits), nodeListener(plain.fetch)), limits);
+  const http = limitServer(createHttpServer(listenerOptions(limits), nodeListener(plain.fetch, plainFast)), limits);
 
   let renewTimer: NodeJS.Timeout | undefined;
   const scheduleRenewal = () => {

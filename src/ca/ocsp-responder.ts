@@ -62,6 +62,13 @@ export type OcspAnswer =
       cacheableAs?: string;
     };
 
+/** A signed answer as kept in memory: the same object on every hit. */
+export type CachedOcspAnswer = Extract<OcspAnswer, { kind: 'response' }>;
+
+function cacheKey(requestDer: Uint8Array): string {
+  return Buffer.from(requestDer.buffer, requestDer.byteOffset, requestDer.byteLength).toString('latin1');
+}
+
 interface KnownIssuer {
   row: IssuerRow;
   hashes: IssuerHashes;
@@ -84,7 +91,7 @@ const CACHE_MAX_AGE_MS = 60_000;
 export class OcspResponder {
   private issuers: KnownIssuer[] = [];
   private loadedAt = 0;
-  private readonly cache = new OcspCache<Extract<OcspAnswer, { kind: 'response' }>>(CACHE_ENTRIES, CACHE_MAX_AGE_MS);
+  private readonly cache = new OcspCache<CachedOcspAnswer>(CACHE_ENTRIES, CACHE_MAX_AGE_MS);
   /** The cache is used only while revocations reach it (see follow). */
   private following = false;
 
@@ -149,10 +156,20 @@ export class OcspResponder {
     }
   }
 
+  /**
+   * The answer kept in memory for exactly these request bytes, if any: no parse, no query, no
+   * promise, so the HTTP listener can serve it before routing (src/http/ocsp-get.ts). The bytes are
+   * the key, so a CertID hashed with SHA-256 never meets an answer to the SHA-1 one.
+   */
+  fromMemory(requestDer: Uint8Array): CachedOcspAnswer | undefined {
+    if (!this.following) return undefined;
+    return this.cache.get(cacheKey(requestDer), Date.now());
+  }
+
   /** Answers from memory when this exact request was answered from a pre-signed answer before. */
   async answer(requestDer: Uint8Array): Promise<OcspAnswer> {
     if (!this.following) return this.lookUp(requestDer);
-    const key = Buffer.from(requestDer.buffer, requestDer.byteOffset, requestDer.byteLength).toString('latin1');
+    const key = cacheKey(requestDer);
     const now = Date.now();
     const hit = this.cache.get(key, now);
     if (hit) return hit;

@@ -117,6 +117,25 @@ export function requestMetrics(listener: string): MiddlewareHandler {
   };
 }
 
+/**
+ * `requestMetrics` for answers given before the app (FastPath), whose route and status are known
+ * in advance: the label sets are built once, not per request.
+ */
+export function routeMetrics(
+  listener: string,
+  method: string,
+  route: string,
+  status: number,
+): (seconds: number) => void {
+  subscribeOnce();
+  const counted = { listener, method, route, status };
+  const timed = { listener, route };
+  return (seconds) => {
+    http.requests.inc(counted);
+    http.duration.observe(timed, seconds);
+  };
+}
+
 interface SharedState {
   audit_head: string | number | bigint | null;
   audit_checkpoint: string | number | bigint | null;

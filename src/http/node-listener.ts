@@ -3,16 +3,32 @@ import type { Server as HttpsServer } from 'node:https';
 
 import { getRequestListener } from '@hono/node-server';
 
+import type { FastPath } from '../core/feature.ts';
+
 type FetchHandler = Parameters<typeof getRequestListener>[0];
 
 /**
+ * The listener: the fast paths first (src/core/feature.ts), then the app.
  * Fetch `Headers` fold repeated fields into one comma-joined line. For `Link` that is valid
  * (RFC 8288) but some ACME clients (golang.org/x/crypto/acme, hence cert-manager) parse one link
  * per header line, so each link goes out on a line of its own.
  */
-export function nodeListener(fetch: FetchHandler): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+export function nodeListener(
+  fetch: FetchHandler,
+  fastPaths: FastPath[] = [],
+): (req: IncomingMessage, res: ServerResponse) => Promise<void> | undefined {
   const inner = getRequestListener(fetch);
   return (req, res) => {
+    try {
+      for (const fast of fastPaths) if (fast(req, res)) return undefined;
+    } catch (err) {
+      // A fast path that fails before answering leaves the request to the app; after, the
+      // connection can only be cut. Never an uncaught exception in the listener.
+      if (res.headersSent) {
+        res.destroy(err as Error);
+        return undefined;
+      }
+    }
     const writeHead = res.writeHead;
     res.writeHead = function (this: ServerResponse, status: number, ...rest: unknown[]) {
       const headers = rest[rest.length - 1];

@@ -1,5 +1,3 @@
-import { createHash } from 'node:crypto';
-
 import type { Context, Hono } from 'hono';
 
 import { parseAriCertId, renewalInfo } from '../ca/ari.ts';
@@ -12,6 +10,7 @@ import { KeywardError } from '../core/errors.ts';
 import { events } from '../core/events.ts';
 import type { Feature } from '../core/feature.ts';
 import type { Logger } from '../core/log.ts';
+import { answerHeaders, decodeGetRequest, MAX_GET_CHARS, ocspGetFastPath } from './ocsp-get.ts';
 
 /**
  * Revocation lookups. Plain HTTP (RFC 5280 / RFC 6960 practice, no TLS needed to check revocation):
@@ -75,17 +74,10 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
       flog.debug({ status: answer.status, reason: answer.reason }, 'OCSP request refused');
       return ocspBytes(answer.der, 200, { 'cache-control': 'no-store' });
     }
-    const etag = etagOf(answer.der);
     // RFC 5019 6.2: a nonce-bound answer is for this request only.
     if (answer.nonce) return ocspBytes(answer.der, 200, { 'cache-control': 'no-store' });
-    const maxAge = Math.max(0, Math.floor((answer.nextUpdate.getTime() - Date.now()) / 1000));
-    const headers = {
-      etag,
-      'last-modified': answer.thisUpdate.toUTCString(),
-      expires: answer.nextUpdate.toUTCString(),
-      'cache-control': `max-age=${maxAge}, public, no-transform, must-revalidate`,
-    };
-    if (c.req.method === 'GET' && matchesEtag(c.req.header('if-none-match'), etag))
+    const headers = answerHeaders(answer);
+    if (c.req.method === 'GET' && matchesEtag(c.req.header('if-none-match'), headers.etag))
       return new Response(null, { status: 304, headers });
     return ocspBytes(answer.der, 200, headers);
   };
@@ -115,13 +107,15 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
       app.get('/ocsp/*', async (c) => {
         const path = new URL(c.req.url).pathname;
         const encoded = path.slice(path.indexOf('/ocsp/') + '/ocsp/'.length);
-        if (encoded.length > Math.ceil((MAX_OCSP_REQUEST_BYTES * 4) / 3) * 3) return malformed(414);
+        if (encoded.length > MAX_GET_CHARS) return malformed(414);
         const der = decodeGetRequest(encoded);
         if (!der) return malformed();
         return ocspSafely(c, der);
       });
       app.get('/ocsp', () => malformed());
     },
+    // Answers kept in memory skip the app (see ocsp-get.ts); the route above answers the rest.
+    httpFast: (served) => ocspGetFastPath(service.responder, served('GET', '/ocsp/*', 200)),
     https: (app: Hono) => {
       app.get('/acme/renewal-info/:certID', async (c) => {
         const certId = parseAriCertId(c.req.param('certID'));
@@ -186,17 +180,6 @@ export function revocationFeature(ctx: AppContext, log: Logger): Feature {
   };
 }
 
-// Answers served from memory are the same object each time: hash each one once.
-const etags = new WeakMap<Uint8Array, string>();
-function etagOf(der: Uint8Array): string {
-  let etag = etags.get(der);
-  if (etag === undefined) {
-    etag = `"${createHash('sha256').update(der).digest('hex').slice(0, 32)}"`;
-    etags.set(der, etag);
-  }
-  return etag;
-}
-
 function ocspBytes(der: Uint8Array, status: number, headers: Record<string, string>): Response {
   // A copy on its own ArrayBuffer: what the Response body type wants, and a few hundred bytes.
   return new Response(new Uint8Array(der), {
@@ -229,20 +212,4 @@ async function readLimited(req: Request, limit: number): Promise<Uint8Array | 't
     chunks.push(value);
   }
   return new Uint8Array(Buffer.concat(chunks));
-}
-
-/**
- * RFC 5019 5: GET carries url-encoding(base64(DER)). Some clients leave '+' unencoded, which a form
- * decoder would turn into a space; plain percent-decoding keeps it.
- */
-function decodeGetRequest(encoded: string): Uint8Array | undefined {
-  let text: string;
-  try {
-    text = decodeURIComponent(encoded);
-  } catch {
-    return undefined;
-  }
-  text = text.replace(/ /g, '+');
-  if (text.length === 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4 !== 0) return undefined;
-  return new Uint8Array(Buffer.from(text, 'base64'));
 }
