@@ -236,30 +236,21 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
     ];
     const certbotEnv = () => ({ REQUESTS_CA_BUNDLE: rootFile });
     const live = (name: string) => readFileSync(join(work, 'certbot', 'config', 'live', name, 'fullchain.pem'), 'utf8');
-
-    it('registers and issues over http-01, and the chain verifies against /roots.pem', async () => {
-      const r = await client(
+    /** A certificate over http-01 with certbot's own listener. */
+    const certonlyStandalone = (domain: string, certName: string) =>
+      client(
         'certbot',
         [
-          'certonly',
-          '--non-interactive',
-          '--agree-tos',
-          '--register-unsafely-without-email',
-          '--server',
-          directory,
-          ...dirs(),
-          '--standalone',
-          '--http-01-port',
-          String(challengePort),
-          '--http-01-address',
-          '127.0.0.1',
-          '-d',
-          'certbot-http.test',
-          '--cert-name',
-          'http',
+          ...['certonly', '--non-interactive', '--agree-tos', '--register-unsafely-without-email'],
+          ...['--server', directory, ...dirs()],
+          ...['--standalone', '--http-01-port', String(challengePort), '--http-01-address', '127.0.0.1'],
+          ...['-d', domain, '--cert-name', certName],
         ],
         certbotEnv(),
       );
+
+    it('registers and issues over http-01, and the chain verifies against /roots.pem', async () => {
+      const r = await certonlyStandalone('certbot-http.test', 'http');
       expect(r.code, r.output).toBe(0);
       const chain = live('http');
       expect(opensslVerify(rootPem, chain)).toMatchObject({ ok: true });
@@ -371,28 +362,7 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
     });
 
     it('renews across `ca rotate-intermediate` with no change on its side', async () => {
-      const issued = await client(
-        'certbot',
-        [
-          'certonly',
-          '--non-interactive',
-          '--agree-tos',
-          '--register-unsafely-without-email',
-          '--server',
-          directory,
-          ...dirs(),
-          '--standalone',
-          '--http-01-port',
-          String(challengePort),
-          '--http-01-address',
-          '127.0.0.1',
-          '-d',
-          'certbot-rotate.test',
-          '--cert-name',
-          'rotate',
-        ],
-        certbotEnv(),
-      );
+      const issued = await certonlyStandalone('certbot-rotate.test', 'rotate');
       expect(issued.code, issued.output).toBe(0);
       const before = live('rotate');
       const rotated = await rotateIssuerOf(before);

@@ -91,7 +91,9 @@ describe('CRLs and renewal information', () => {
       const { text } = await fetchCrl();
       return text.includes(leaf.serial.toUpperCase()) ? text : undefined;
     });
-    expect(Date.now() - started).toBeLessThan(3_000 + 2_000);
+    // Triggered by the revocation, not the periodic round (hours away): crlPublishDelay (3 s) plus
+    // room for a loaded machine.
+    expect(Date.now() - started).toBeLessThan(3_000 + 12_000);
     expect(text).toContain('Key Compromise');
   });
 
