@@ -41,7 +41,7 @@ const combinations = <T>(items: T[], k: number): T[][] =>
 function mistype(share: string): string {
   const parts = share.split(':');
   const data = parts[5]!;
-  parts[5] = (data[3] === 'A' ? 'B' : 'A') + data.slice(1);
+  parts[5] = (data[0] === 'A' ? 'B' : 'A') + data.slice(1);
   return parts.join(':');
 }
 
