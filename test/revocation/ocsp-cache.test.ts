@@ -264,9 +264,13 @@ describe.runIf(!!process.env.DATABASE_URL)('OCSP answers in memory, two replicas
     expect(answeredBy(await get(url))).toBe('fast path');
     await b.ctx.ca.revoke(leaf.serial, 1, 'test');
     await waitFor('the revoked answer on the other replica', async () => (await status(url)) === 'revoked', 2_000);
-    // And the revoked answer is the one kept in memory from then on.
-    const revoked = await get(url);
-    expect(answeredBy(revoked)).toBe('fast path');
+    // And the revoked answer is kept in memory: served by the fast path once it is back (a notice
+    // of the publisher's own store of it may drop it once more in between).
+    const revoked = await waitFor('the revoked answer served from memory', async () => {
+      const r = await get(url);
+      return answeredBy(r) === 'fast path' ? r : undefined;
+    });
+    expect(await status(url)).toBe('revoked');
     expect(revoked.body.equals(Buffer.from(await (await fetch(url, { method: 'GET' })).arrayBuffer()))).toBe(true);
   });
 
