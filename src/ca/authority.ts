@@ -11,7 +11,7 @@ import type { SanSet } from '../core/identifiers.ts';
 import { normalizeSerial } from '../core/serial.ts';
 import type { Listen } from '../db/notifications.ts';
 import type { CertificateRow, Db, Executor, IssuerRow, IssuerState } from '../db/schema.ts';
-import type { KeyHierarchy } from '../kms/index.ts';
+import type { AuthorizedSignature, KeyHierarchy, Signer } from '../kms/index.ts';
 import { buildSelfSignedCa, buildSubordinateCa } from './ca-builder.ts';
 import type { NameConstraintsSpec } from './cert-extensions.ts';
 import { chainPem, chainsFrom } from './chains.ts';
@@ -22,6 +22,7 @@ import {
   type Recorded,
   recordLinked,
   type Reservation,
+  reservationsWithAudit,
   reserveBatch,
 } from './issue-writes.ts';
 import { parseIssuerCertificate } from './issuer-certificate.ts';
@@ -127,6 +128,7 @@ type LeafBuilder = ReturnType<typeof createLeafBuilder>;
 
 interface SigningIssuer {
   row: IssuerRow;
+  signer: Signer;
   builder: LeafBuilder;
   constraints: NameConstraints | undefined;
 }
@@ -261,6 +263,7 @@ export class CertificateAuthority {
         const signer = await this.kms.signer(issuerKey(row), 'sign-certificate', 'keyward');
         return {
           row,
+          signer,
           builder: createLeafBuilder({ certificate: row.certificate, signer }),
           constraints: nameConstraintsOf(row.certificate),
         };
@@ -336,25 +339,12 @@ export class CertificateAuthority {
       request: JSON.stringify({ tbs: Buffer.from(tbs).toString('base64'), spkiSha256: spkiSha256.toString('hex') }),
       spkiSha256,
     };
-    // With the caller's own spending (onReserved) in one transaction; else group-committed.
-    const onReserved = req.onReserved;
-    const reserved = onReserved
-      ? await this.db.transaction().execute(async (trx) => {
-          const [ok] = await reserveBatch(trx, [reservation]);
-          if (ok) await onReserved(trx, serial);
-          return ok === true;
-        })
-      : await this.writes.reserve(reservation);
-    if (!reserved) {
-      throw new KeywardError(
-        'badPublicKey',
-        'this public key belongs to a certificate revoked for keyCompromise and may not be certified again',
-      );
-    }
+    const context = { serial, profile: profile.name, requester: req.requester };
+    const use = await this.reserve(issuer.signer, reservation, context, req);
     crashPoint('serial-reserved', req.requester);
     let der: Uint8Array;
     try {
-      der = await issuer.builder.sign(tbs, { serial, profile: profile.name, requester: req.requester });
+      der = issuer.builder.wrap(tbs, await use.sign(tbs));
     } catch (err) {
       await this.abandon(serial, req.onAbandoned);
       throw err;
@@ -408,6 +398,49 @@ export class CertificateAuthority {
       chainPem: await this.chainFor({ der, issuer_id: issuer.row.id }),
       ...(linked ? { linked } : {}),
     };
+  }
+
+  /**
+   * Serial first: the reservation (with the TBS) and the key use it is for are durable before
+   * anything is signed. Without caller bookkeeping both go in one statement, group-committed
+   * across concurrent issues (the audit event's batch carries the reservations, see
+   * reservationsWithAudit). With `onReserved`, the reservation and the caller's spending commit
+   * in one transaction, then the key use is authorised on its own; a refusal then abandons the
+   * reservation and gives back what was spent.
+   */
+  private async reserve(
+    signer: Signer,
+    reservation: Reservation,
+    context: Record<string, string>,
+    req: IssueRequest,
+  ): Promise<AuthorizedSignature> {
+    if (!signer.authorize)
+      throw new KeywardError('internal', 'the issuer key cannot authorise a signature ahead of it');
+    const blocked = () =>
+      new KeywardError(
+        'badPublicKey',
+        'this public key belongs to a certificate revoked for keyCompromise and may not be certified again',
+      );
+    const onReserved = req.onReserved;
+    if (!onReserved) {
+      const use = await signer.authorize(context, { writer: reservationsWithAudit, item: reservation });
+      if (use === 'vetoed') throw blocked();
+      return use;
+    }
+    const reserved = await this.db.transaction().execute(async (trx) => {
+      const [ok] = await reserveBatch(trx, [reservation]);
+      if (ok) await onReserved(trx, reservation.serial);
+      return ok === true;
+    });
+    if (!reserved) throw blocked();
+    try {
+      const use = await signer.authorize(context);
+      if (use === 'vetoed') throw new KeywardError('internal', 'a key use with nothing attached was vetoed');
+      return use;
+    } catch (err) {
+      await this.abandon(reservation.serial, req.onAbandoned);
+      throw err;
+    }
   }
 
   /**

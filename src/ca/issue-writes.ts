@@ -2,6 +2,7 @@ import { type OperationNodeSource, type RawBuilder, sql } from 'kysely';
 
 import { GroupCommit } from '../db/group-commit.ts';
 import type { Db, Executor } from '../db/schema.ts';
+import type { AttachedWrites } from '../kms/index.ts';
 
 /** A serial to reserve before signing: what will be signed (the TBS) and for whom. */
 export interface Reservation {
@@ -31,24 +32,17 @@ export interface Recorded {
 }
 
 /**
- * The two writes of serial-first issuance, group-committed: reservations (and certificates) that
- * concurrent issues ask for while a batch is being written go together in the next statement, so
- * N signers cost one round trip and one commit for their reservations and one for their
- * certificates. Each statement is atomic: a reservation is durable before its certificate is
- * signed, and a certificate is recorded with its reservation's status or not at all.
+ * The certificates of serial-first issuance, group-committed: certificates that concurrent issues
+ * record while a batch is being written go together in the next statement, so N signers cost one
+ * round trip and one commit. Each statement is atomic: a certificate is recorded with its
+ * reservation's status or not at all. (Reservations go with their key uses' audit events:
+ * reservationsWithAudit.)
  */
 export class IssueWrites {
-  private readonly reservations: GroupCommit<Reservation, boolean>;
   private readonly records: GroupCommit<Recorded, void>;
 
   constructor(db: Db) {
-    this.reservations = new GroupCommit((items) => reserveBatch(db, items));
     this.records = new GroupCommit((items) => recordBatch(db, items));
-  }
-
-  /** Reserves the serial, unless the subject key is blocked (revoked for keyCompromise): false then. */
-  reserve(r: Reservation): Promise<boolean> {
-    return this.reservations.submit(r);
   }
 
   record(r: Recorded): Promise<void> {
@@ -73,6 +67,26 @@ export async function reserveBatch(db: Executor, items: Reservation[]): Promise<
   const reserved = new Set(rows.map((r) => r.serial));
   return items.map((i) => reserved.has(i.serial));
 }
+
+/**
+ * Reservations written by the statement that appends their signatures' audit events (see
+ * Signer.authorize): the serial, the TBS and the authorised key use commit together, one flushed
+ * commit for a batch of concurrent issues, before anything is signed. A subject key blocked after
+ * keyCompromise vetoes its item: nothing of it is written and the batch goes again without it.
+ */
+export const reservationsWithAudit: AttachedWrites<Reservation> = {
+  name: 'reservation',
+  vetoes: (items) => sql`
+    SELECT (r.n - 1)::int AS i FROM unnest(${items.map((i) => hex(i.spkiSha256))}::text[]) WITH ORDINALITY AS r (spki, n)
+    WHERE EXISTS (SELECT 1 FROM blocked_keys WHERE spki_sha256 = decode(r.spki, 'hex'))`,
+  writes: (items, appended) => sql`
+    INSERT INTO serial_reservations (serial, issuer_id, profile, requester, request)
+    SELECT r.serial, r.issuer_id, r.profile, r.requester, r.request::jsonb
+    FROM unnest(${items.map((i) => i.serial)}::text[], ${items.map((i) => i.issuerId)}::text[],
+      ${items.map((i) => i.profile)}::text[], ${items.map((i) => i.requester)}::text[],
+      ${items.map((i) => i.request)}::text[]) AS r (serial, issuer_id, profile, requester, request)
+    WHERE ${appended}`,
+};
 
 /** Records certificates in one statement (in the caller's transaction when `db` is one). */
 export async function recordBatch(db: Executor, items: Recorded[]): Promise<void[]> {

@@ -16,7 +16,7 @@ import {
 } from './cert-extensions.ts';
 import { checkIssuer, type IssuerInfo, outlivesIssuer, type ParsedIssuer } from './issuer-certificate.ts';
 import { keyIdentifierOf } from './key-identifier.ts';
-import { signAndWrap, signatureAlgorithmIdentifier } from './signature.ts';
+import { signAndWrap, signatureAlgorithmIdentifier, wrapSigned } from './signature.ts';
 import { inspectSpki, type KeyType } from './spki.ts';
 import { assembleTbs, commonNameSubject, serialNumberContent, validity } from './tbs-certificate.ts';
 
@@ -57,6 +57,8 @@ export interface LeafBuilder {
    * to the key hierarchy's audit log with the key use.
    */
   sign(tbs: Uint8Array, context?: SignContext): Promise<Uint8Array>;
+  /** The certificate DER from a TBSCertificate made by {@link tbs} and its signature made elsewhere. */
+  wrap(tbs: Uint8Array, signature: Uint8Array): Uint8Array;
   build(spec: LeafSpec, context?: SignContext): Promise<Uint8Array>;
 }
 
@@ -147,6 +149,7 @@ export function createLeafBuilder(issuer: IssuerInfo): LeafBuilder {
     issuer: parsed,
     tbs,
     sign,
+    wrap: (tbsDer, signature) => wrapSigned(tbsDer, algorithmIdentifier, signature),
     build: async (spec, context) => sign(tbs(spec), context),
   };
 }

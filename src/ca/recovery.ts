@@ -7,7 +7,11 @@ import type { Db, Executor } from '../db/schema.ts';
 export interface AbandonedReservation {
   serial: string;
   requester: string;
-  /** The serial had been signed (a sign-certificate audit event names it): a certificate that was never stored or delivered. */
+  /**
+   * The key use for this serial was authorised (a sign-certificate event names it, and no failure
+   * event says its signature was never made): the certificate may have been signed, in the
+   * process that died, but it was never stored or delivered. False: it was certainly not signed.
+   */
   signed: boolean;
 }
 
@@ -15,8 +19,11 @@ export interface AbandonedReservation {
  * Crash recovery of issuance (serial first, so no signed certificate goes unrecorded): a reservation older than
  * `olderThanMs` with no certificate belongs to an issuance that died between reserving and
  * storing (kill -9, a lost database connection, a refused signature). It is marked `abandoned`,
- * keeping from the audit log whether its serial was signed, so the record says what happened to
- * every serial. One statement; the audit lookup runs only for the (rare) reservations abandoned.
+ * keeping from the audit log whether its serial's key use was authorised (the event is committed
+ * before the signature is made, with the reservation), so the record says what may have happened
+ * to every serial. One statement; the audit lookup runs only for the (rare) reservations abandoned.
+ * The event's time is the appending process's clock, read just before the statement that also
+ * writes the reservation (whose time is the database's): the window allows for the two clocks.
  */
 export async function abandonStaleReservations(db: Executor, olderThanMs: number): Promise<AbandonedReservation[]> {
   const { rows } = await sql<AbandonedReservation>`
@@ -24,7 +31,11 @@ export async function abandonStaleReservations(db: Executor, olderThanMs: number
       signed = EXISTS (
         SELECT 1 FROM audit_events e JOIN issuers i ON i.key_id = e.key_id
         WHERE i.id = r.issuer_id AND e.action = 'sign-certificate' AND e.outcome = 'success'
-          AND e.ts >= r.created_at AND e.context->>'serial' = r.serial)
+          AND e.ts >= r.created_at - interval '1 hour' AND e.context->>'serial' = r.serial
+          AND NOT EXISTS (
+            SELECT 1 FROM audit_events f
+            WHERE f.key_id = e.key_id AND f.action = 'sign-certificate' AND f.outcome = 'failure'
+              AND f.context->>'authorized' = e.seq::text))
     WHERE r.status = 'reserved' AND r.created_at < now() - make_interval(secs => ${olderThanMs / 1000})
       AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.serial = r.serial)
     RETURNING r.serial, r.requester, r.signed`.execute(db);
@@ -51,7 +62,8 @@ export function startReservationRecovery(
       );
       for (const r of abandoned ?? []) {
         const line = { serial: r.serial, requester: r.requester, signed: r.signed };
-        if (r.signed) log.warn(line, 'abandoned a reservation whose certificate was signed but never stored');
+        if (r.signed)
+          log.warn(line, 'abandoned a reservation whose certificate may have been signed but was never stored');
         else log.info(line, 'abandoned a reservation that was never signed');
       }
     },

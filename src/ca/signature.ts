@@ -66,7 +66,11 @@ export async function signAndWrap(
   sigAlg: Uint8Array,
   context?: SignContext,
 ): Promise<Uint8Array> {
-  const signature = await signer.sign(tbs, context);
+  return wrapSigned(tbs, sigAlg, await signer.sign(tbs, context));
+}
+
+/** SIGNED{ToBeSigned} from a signature already made (see signAndWrap). */
+export function wrapSigned(tbs: Uint8Array, sigAlg: Uint8Array, signature: Uint8Array): Uint8Array {
   if (!(signature instanceof Uint8Array) || signature.length === 0) {
     throw new CertBuildError('signer returned no signature');
   }

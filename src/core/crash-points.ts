@@ -6,9 +6,9 @@
 export type CrashPoint =
   /** finalize: the order moved ready → processing; no serial reserved yet. */
   | 'order-claimed'
-  /** issuance: the serial and request are recorded; nothing signed yet. */
+  /** issuance: the serial and request are recorded with the key use's audit event; nothing signed yet. */
   | 'serial-reserved'
-  /** issuance: the certificate is signed (its audit event committed) but not stored. */
+  /** issuance: the certificate is signed but not stored. */
   | 'certificate-signed'
   /** issuance: the certificate is stored (with the order, for ACME); no answer sent yet. */
   | 'certificate-stored';

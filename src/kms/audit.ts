@@ -1,6 +1,6 @@
 import { createHash, createHmac, hkdfSync, type KeyObject, randomUUID } from 'node:crypto';
 
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 
 import { events } from '../core/events.ts';
 import { GroupCommit } from '../db/group-commit.ts';
@@ -83,12 +83,40 @@ export interface KeyGuard {
   policy: unknown;
 }
 
-/** What a grouped append answers: the event's seq, or that its key guard no longer held. */
-export type GroupedAppend = { seq: number } | { refused: true };
+/**
+ * Rows of another layer written by the statement that appends their events, so that they commit
+ * with the events or not at all (the signing core's serial reservations: a reservation and the key
+ * use it is for in one flushed commit). The audit log knows nothing of these rows.
+ */
+export interface AttachedWrites<C> {
+  /** Names the statement's CTEs for this writer (an SQL identifier, unique per writer). */
+  readonly name: string;
+  /**
+   * A query yielding `i`, the 0-based positions in `items` of the items that must not be written
+   * (a blocked key). Any such item stops the whole statement; its event is answered `vetoed` and
+   * the others are sent again without it.
+   */
+  vetoes(items: readonly C[]): RawBuilder<unknown>;
+  /** The data-modifying statement that writes the items; it must write only where `appended` holds. */
+  writes(items: readonly C[], appended: RawBuilder<unknown>): RawBuilder<unknown>;
+}
+
+/** One item for an attached writer, with the event it goes with. */
+export interface Attached<C> {
+  writer: AttachedWrites<C>;
+  item: C;
+}
+
+/**
+ * What a grouped append answers: the event's seq; that its key guard no longer held; or that its
+ * attached rows were vetoed (nothing of it written).
+ */
+export type GroupedAppend = { seq: number } | { refused: true } | { vetoed: true };
 
 interface PendingEvent {
   input: Omit<HashInput, 'seq'>;
   guard?: KeyGuard;
+  attached?: Attached<unknown>;
 }
 
 /** Attempts at one batch before giving up: each lost race costs one statement. */
@@ -164,7 +192,7 @@ export class AuditLog {
   async append(db: Executor, event: AuditEvent): Promise<number> {
     if (!db.isTransaction) {
       const out = await this.appendGrouped(db, event);
-      if ('refused' in out) throw new KmsError('AuditFailure', 'an unguarded audit event was refused');
+      if (!('seq' in out)) throw new KmsError('AuditFailure', 'an unguarded audit event was refused');
       return out.seq;
     }
     const head = await sql<{ seq: string | number; hash: Uint8Array; now: string }>`
@@ -191,13 +219,22 @@ export class AuditLog {
    * that lost the race to another writer is re-linked to the head that statement read and sent
    * again. Timestamps are this process's clock at microsecond precision (strictly increasing here).
    */
-  async appendGrouped(db: Executor, event: AuditEvent, guard?: KeyGuard): Promise<GroupedAppend> {
+  async appendGrouped<C = never>(
+    db: Executor,
+    event: AuditEvent,
+    guard?: KeyGuard,
+    attached?: Attached<C>,
+  ): Promise<GroupedAppend> {
     let group = this.groups.get(db);
     if (!group) {
       group = new GroupCommit((items) => this.writeBatch(db, items));
       this.groups.set(db, group);
     }
-    const out = await group.submit({ input: eventInput(event, nowMicrosText()), guard });
+    const out = await group.submit({
+      input: eventInput(event, nowMicrosText()),
+      guard,
+      ...(attached ? { attached: attached as Attached<unknown> } : {}),
+    });
     if ('seq' in out) publish(event);
     return out;
   }
@@ -216,8 +253,15 @@ export class AuditLog {
         return { input, prevHash, hash: prev };
       });
       const guards = pending.flatMap((i) => (items[i]!.guard ? [items[i]!.guard!] : []));
+      const attached = attachedGroups(items, pending);
       const last = rows[rows.length - 1]!;
-      const { rows: out } = await sql<{ appended: boolean; refused: string[]; seq: string | number; hash: Uint8Array }>`
+      const { rows: out } = await sql<{
+        appended: boolean;
+        refused: string[];
+        vetoed: number[][];
+        seq: string | number;
+        hash: Uint8Array;
+      }>`
         WITH ev AS (
           SELECT * FROM unnest(${rows.map((r) => String(r.input.seq))}::bigint[], ${rows.map((r) => r.input.event_id)}::uuid[],
             ${rows.map((r) => r.input.ts)}::timestamptz[], ${rows.map((r) => r.input.principal)}::text[],
@@ -232,18 +276,37 @@ export class AuditLog {
             AS g (key_id, policy)
           LEFT JOIN kms_keys k ON k.id::text = g.key_id
           WHERE k.id IS NULL OR k.state <> 'Enabled' OR coalesce(k.policy, 'null') <> g.policy),
+        ${sql.join(
+          attached.map((a) => sql`${sql.id(`${a.writer.name}_veto`)} AS (${a.writer.vetoes(a.items)}),`),
+          sql` `,
+        )}
         head AS (
           UPDATE audit_head SET seq = ${last.input.seq}, hash = decode(${last.hash.toString('hex')}, 'hex')
           WHERE id = 1 AND seq = ${base.seq} AND hash = decode(${base.hash.toString('hex')}, 'hex')
             AND NOT EXISTS (SELECT 1 FROM refused)
+            ${sql.join(
+              attached.map((a) => sql`AND NOT EXISTS (SELECT 1 FROM ${sql.id(`${a.writer.name}_veto`)})`),
+              sql` `,
+            )}
           RETURNING seq),
+        ${sql.join(
+          attached.map(
+            (a) =>
+              sql`${sql.id(`${a.writer.name}_rows`)} AS (${a.writer.writes(a.items, sql`EXISTS (SELECT 1 FROM head)`)}),`,
+          ),
+          sql` `,
+        )}
         ins AS (
           INSERT INTO audit_events (seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code,
             context, prev_hash, hash)
           SELECT seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code, context,
             decode(prev_hash, 'hex'), decode(hash, 'hex')
           FROM ev WHERE EXISTS (SELECT 1 FROM head))
-        SELECT EXISTS (SELECT 1 FROM head) AS appended, ARRAY(SELECT key_id FROM refused) AS refused, h.seq, h.hash
+        SELECT EXISTS (SELECT 1 FROM head) AS appended, ARRAY(SELECT key_id FROM refused) AS refused,
+          json_build_array(${sql.join(
+            attached.map((a) => sql`ARRAY(SELECT i FROM ${sql.id(`${a.writer.name}_veto`)})`),
+            sql`, `,
+          )}) AS vetoed, h.seq, h.hash
         FROM audit_head h WHERE h.id = 1`.execute(db);
       const r = out[0];
       if (!r) throw new KmsError('AuditFailure', 'the audit log head is missing');
@@ -253,17 +316,20 @@ export class AuditLog {
         pending = [];
         break;
       }
-      // Refused keys: those events are answered and left out; the rest go again.
+      // Refused keys and vetoed rows: those events are answered and left out; the rest go again.
       const refused = new Set(r.refused);
       if (refused.size > 0) {
         for (const i of pending)
           if (items[i]!.guard && refused.has(items[i]!.guard!.keyId)) answers[i] = { refused: true };
-        pending = pending.filter((i) => answers[i] === undefined);
       }
+      const vetoed = attached.flatMap((a, w) => (r.vetoed[w] ?? []).map((k) => a.pending[k]!));
+      for (const i of vetoed) answers[i] = { vetoed: true };
+      const leftOut = refused.size > 0 || vetoed.length > 0;
+      if (leftOut) pending = pending.filter((i) => answers[i] === undefined);
       // The head as of this statement's snapshot: newer than ours, or (when the winner committed
       // while this statement waited for its row lock) still stale, which the next attempt finds.
       this.head = { seq: Number(r.seq), hash: Buffer.from(r.hash) };
-      if (refused.size === 0 && this.head.seq === base.seq && this.head.hash.equals(base.hash)) this.head = undefined;
+      if (!leftOut && this.head.seq === base.seq && this.head.hash.equals(base.hash)) this.head = undefined;
     }
     if (pending.length > 0) {
       this.head = undefined;
@@ -366,6 +432,26 @@ export class AuditLog {
       return fail(count, headSeq, 'head-mismatch', `the head's hash is not the hash of event ${headSeq}`);
     return { ok: true, events: count, headSeq, keyedFrom };
   }
+}
+
+/** The attached items of a batch by writer, with each item's index in `items`. */
+function attachedGroups(
+  items: readonly PendingEvent[],
+  pending: readonly number[],
+): { writer: AttachedWrites<unknown>; items: unknown[]; pending: number[] }[] {
+  const groups = new Map<
+    AttachedWrites<unknown>,
+    { writer: AttachedWrites<unknown>; items: unknown[]; pending: number[] }
+  >();
+  for (const i of pending) {
+    const a = items[i]!.attached;
+    if (!a) continue;
+    let g = groups.get(a.writer);
+    if (!g) groups.set(a.writer, (g = { writer: a.writer, items: [], pending: [] }));
+    g.items.push(a.item);
+    g.pending.push(i);
+  }
+  return [...groups.values()];
 }
 
 function eventInput(event: AuditEvent, ts: string): Omit<HashInput, 'seq'> {

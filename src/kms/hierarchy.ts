@@ -12,7 +12,7 @@ import {
 import { sql } from 'kysely';
 
 import type { Executor, KeyProtection, KeyUsage, KmsKeyRow } from '../db/schema.ts';
-import { AUDIT_KEK, type AuditEvent, AuditLog, inTransaction } from './audit.ts';
+import { type Attached, AUDIT_KEK, type AuditEvent, AuditLog, inTransaction } from './audit.ts';
 import { open, PURPOSE, seal } from './container.ts';
 import { KmsError } from './errors.ts';
 import { insertPrimaryKekVersion } from './hierarchy-rows.ts';
@@ -29,6 +29,7 @@ import {
 } from './pkcs11/token-keys.ts';
 import type { RootOfTrust, RootRecord } from './roots/types.ts';
 import {
+  type AuthorizedSignature,
   type RsaScheme,
   type SignatureAlgorithm,
   signatureAlgorithmFor,
@@ -637,20 +638,25 @@ export class KeyHierarchy {
   }
 
   /**
-   * A Signer for one key and operation. Each signature checks the key's state in the database and
-   * is written to the audit log before the signature is released (fail-closed). Pass the caller's
+   * A Signer for one key and operation. Each key use checks the key's state in the database and
+   * is written to the audit log before the signature is made (fail-closed). Pass the caller's
    * transaction as `db` to make the key use part of its unit of work.
    */
   async signer(keyId: string, operation: SignOperation, principal: string, db: Executor = this.db): Promise<Signer> {
     const { algorithm, spki } = await this.loadKey(keyId, principal, db);
+    const authorize = <C>(context: SignContext, attached?: Attached<C>) =>
+      this.authorizeUse(db, keyId, operation, principal, context, attached);
     return {
       algorithm,
       spki,
-      sign: (data: Uint8Array, context?: SignContext) =>
-        this.signAudited(db, keyId, operation, principal, data, context ?? {}),
+      sign: async (data: Uint8Array, context?: SignContext) => {
+        const use = await authorize(context ?? {});
+        if (use === 'vetoed') throw new KmsError('AuditFailure', 'a key use with nothing attached was vetoed');
+        return use.sign(data);
+      },
+      authorize,
     };
   }
-
   /** state, policy and usage of a key as last read here; each grouped audit append checks them again. */
   private async keyRow(keyId: string, db: Executor, fresh: boolean): Promise<KeyRowCheck | undefined> {
     if (!fresh) {
@@ -688,14 +694,20 @@ export class KeyHierarchy {
     if (!decision.allowed) throw new KmsError('AccessDenied', `key ${keyId} (${row.usage}): ${decision.reason}`);
   }
 
-  private async signAudited(
+  /**
+   * Authorises one signature before it is made: state and policy are checked and the key use's
+   * audit event committed (with `attached`'s rows in its statement), so no signature exists whose
+   * use the log does not hold. The answer makes the signature; if that fails, a `failure` event
+   * naming the authorising event's seq follows.
+   */
+  private async authorizeUse<C>(
     db: Executor,
     keyId: string,
     operation: SignOperation,
     principal: string,
-    data: Uint8Array,
     context: SignContext,
-  ): Promise<Uint8Array> {
+    attached?: Attached<C>,
+  ): Promise<AuthorizedSignature | 'vetoed'> {
     const cached = await this.loadKey(keyId, principal, db);
     const kekVersion = cached.protection === 'wrapped' ? cached.kekVersion : null;
     const auditContext = cached.protection === 'hsm' ? { ...context, protection: 'hsm' } : { ...context };
@@ -707,41 +719,39 @@ export class KeyHierarchy {
       outcome: 'success',
       context: auditContext,
     };
-    const signWith = () =>
-      cached.protection === 'wrapped'
-        ? signWithKeyObject(cached.key, cached.algorithm, data)
-        : tokenSign(this.tokenPool(cached.ref.token), cached.ref, cached.algorithm, data);
+    let seq: number;
     try {
       if (db.isTransaction) {
         // In the caller's transaction: state and policy read in it, the event appended under the
         // head lock, both committed (or not) with the caller's work.
+        if (attached) throw new KmsError('InvalidInput', 'attached rows are written by grouped appends only');
         this.checkKey(keyId, await this.keyRow(keyId, db, true), operation, principal, context);
-        await this.audit.append(db, event);
-        return await signWith();
+        seq = await this.audit.append(db, event);
+      } else {
+        // State and policy apply to every signature on every replica at once (a disabled key must
+        // stop signing everywhere, not when each replica's cache expires): they are evaluated here
+        // on the row as last read, and the statement that appends the event re-checks that the
+        // row is still that (Enabled, same policy); if not, it is read again and evaluated again.
+        // A refusal is never decided on a remembered row: it is read again first.
+        let row = await this.keyRow(keyId, db, false);
+        try {
+          this.checkKey(keyId, row, operation, principal, context);
+        } catch {
+          row = await this.keyRow(keyId, db, true);
+          this.checkKey(keyId, row, operation, principal, context);
+        }
+        for (let attempt = 0; ; attempt++) {
+          const out = await this.audit.appendGrouped(db, event, { keyId, policy: row.policy }, attached);
+          if ('seq' in out) {
+            seq = out.seq;
+            break;
+          }
+          if ('vetoed' in out) return 'vetoed';
+          if (attempt >= 3) throw new KmsError('AuditFailure', `key ${keyId} kept changing while signing`);
+          row = await this.keyRow(keyId, db, true);
+          this.checkKey(keyId, row, operation, principal, context);
+        }
       }
-      // State and policy apply to every signature on every replica at once (a disabled key must stop
-      // signing everywhere, not when each replica's cache expires): they are
-      // evaluated here on the row as last read, and the statement that appends the event re-checks
-      // that the row is still that (Enabled, same policy); if not, it is read again and evaluated
-      // again. The signature is released only once its event is committed (fail-closed).
-      // A refusal is never decided on a remembered row: it is read again first.
-      let row = await this.keyRow(keyId, db, false);
-      try {
-        this.checkKey(keyId, row, operation, principal, context);
-      } catch {
-        row = await this.keyRow(keyId, db, true);
-        this.checkKey(keyId, row, operation, principal, context);
-      }
-      const signature = await signWith();
-      for (let attempt = 0; ; attempt++) {
-        const out = await this.audit.appendGrouped(db, event, { keyId, policy: row.policy });
-        if ('seq' in out) break;
-        if (attempt >= 3) throw new KmsError('AuditFailure', `key ${keyId} kept changing while signing`);
-        row = await this.keyRow(keyId, db, true);
-        this.checkKey(keyId, row, operation, principal, context);
-      }
-      this.countUse(keyId);
-      return signature;
     } catch (err) {
       const denied = err instanceof KmsError && (err.code === 'KeyDisabled' || err.code === 'AccessDenied');
       // Inside a caller's transaction the refusal is rolled back with it; the caller's error stands.
@@ -753,6 +763,31 @@ export class KeyHierarchy {
       });
       throw err;
     }
+    let made = false;
+    return {
+      sign: async (data: Uint8Array) => {
+        if (made) throw new KmsError('InvalidState', 'an authorised key use signs once');
+        made = true;
+        try {
+          const signature =
+            cached.protection === 'wrapped'
+              ? signWithKeyObject(cached.key, cached.algorithm, data)
+              : await tokenSign(this.tokenPool(cached.ref.token), cached.ref, cached.algorithm, data);
+          if (!db.isTransaction) this.countUse(keyId);
+          return signature;
+        } catch (err) {
+          // The authorisation is in the log; this says its signature was never made.
+          if (!db.isTransaction)
+            await this.audit.append(db, {
+              ...event,
+              outcome: 'failure',
+              errorCode: err instanceof KmsError ? err.code : 'InternalError',
+              context: { ...auditContext, authorized: seq },
+            });
+          throw err;
+        }
+      },
+    };
   }
 
   /**

@@ -15,12 +15,12 @@ import type { RootOfTrust, RootRecord } from './roots/types.ts';
 import { type DeliveredShares, deliverShares, type ShareDelivery } from './share-files.ts';
 import { sealedRoot } from './unseal.ts';
 
-export { type AuditEvent, AuditLog, type AuditVerification } from './audit.ts';
+export { type Attached, type AttachedWrites, type AuditEvent, AuditLog, type AuditVerification } from './audit.ts';
 export { KmsError } from './errors.ts';
 export { CA_KEK, type HsmSettings, KeyHierarchy } from './hierarchy.ts';
 export type { AsymmetricAlg } from './key-types.ts';
 export type { DeliveredShares, ShareDelivery } from './share-files.ts';
-export type { SignatureAlgorithm, SignContext, Signer } from './signer.ts';
+export type { AuthorizedSignature, SignatureAlgorithm, SignContext, Signer } from './signer.ts';
 export type { UnsealStatus } from './unseal.ts';
 
 export type RootOfTrustOptions =

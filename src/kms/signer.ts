@@ -1,5 +1,7 @@
 import { constants, createPublicKey, type KeyObject, sign as cryptoSign } from 'node:crypto';
 
+import type { Attached } from './audit.ts';
+
 /**
  * The signature schemes Keyward signs with; ECDSA signatures are DER `Ecdsa-Sig-Value`. RSA signs
  * with PKCS#1 v1.5 (`rsa-sha256`) unless the key was made for RSASSA-PSS (SHA-256, MGF1-SHA-256,
@@ -26,6 +28,20 @@ export interface Signer {
    * the audit log with the key use. It must never hold secrets.
    */
   sign(data: Uint8Array, context?: SignContext): Promise<Uint8Array>;
+  /**
+   * The key use in two steps: the key's state and policy are checked and the use's audit event
+   * committed now, with `attached`'s rows in the same statement (the signing core's serial
+   * reservation: one flushed commit for both); the signature is made afterwards, once, by the
+   * answer. `vetoed`: the attached rows were refused (a blocked subject key), nothing was written.
+   * Only the key hierarchy's signers have it.
+   */
+  authorize?<C>(context: SignContext, attached?: Attached<C>): Promise<AuthorizedSignature | 'vetoed'>;
+}
+
+/** A key use authorised and audited before its signature exists (see Signer.authorize). */
+export interface AuthorizedSignature {
+  /** Makes the signature; a failure is audited as its own event (outcome `failure`) and thrown. */
+  sign(data: Uint8Array): Promise<Uint8Array>;
 }
 
 export type SignContext = Readonly<Record<string, string>>;
