@@ -2,7 +2,7 @@
 import 'reflect-metadata';
 
 import { randomBytes, sign } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -16,6 +16,7 @@ import { checkAgainstProfile } from '../src/ca/profile-check.ts';
 import { serialNumberContent } from '../src/ca/tbs-certificate.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
+import { statementStats } from '../src/db/statement-stats.ts';
 import { formatTable, measure, type Measurement } from './measure.ts';
 import { signingFixture } from './sign-fixtures.ts';
 
@@ -107,9 +108,8 @@ await ctx.ca.init(
   { organization: 'Bench', root: { ...config.ca.root, keyType: 'ecdsa-p256' }, intermediate: config.ca.intermediate },
   'bench',
 );
-const issueFromCsr = () => {
-  const csr = parseCsr(csrPem);
-  return ctx.ca.issue({
+const issueDecided = (csr: ReturnType<typeof parseCsr>) =>
+  ctx.ca.issue({
     subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
     keyType: csr.keyType,
     sans: csr.sans,
@@ -117,15 +117,37 @@ const issueFromCsr = () => {
     profile: 'mtls',
     requester: 'bench',
   });
-};
+// As a front end does: the CSR read and verified for every certificate.
+const issueFromCsr = () => issueDecided(parseCsr(csrPem));
 // Issuer rows from memory, as `keyward serve` keeps them (it follows the issuers channel).
 const unfollow = await ctx.ca.followIssuers(ctx.database.listen);
-// Serial reserved, key use audited (group-committed), certificate stored, at 1, 8 and 32 callers.
+// Serial reserved with the key use's audit event (group-committed), signed, certificate stored,
+// at 1, 8 and 32 callers; then at 32 from a decided request (the CSR read once), the core alone.
 const dbKind = ctx.database.kind === 'embedded' ? 'PGlite' : 'PostgreSQL';
-for (const concurrency of [1, 8, 32])
-  rows.push(
-    await measure(`core with database (${dbKind}, ${concurrency} concurrent)`, issueFromCsr, { seconds, concurrency }),
+const costs: string[] = [];
+const levels: [string, () => Promise<unknown>, number][] = [
+  ...[1, 8, 32].map((c): [string, () => Promise<unknown>, number] => [
+    `core with database (${dbKind}, ${c} concurrent)`,
+    issueFromCsr,
+    c,
+  ]),
+  [`core with database, decided request (${dbKind}, 32 concurrent)`, () => issueDecided(decided), 32],
+];
+for (const [name, fn, concurrency] of levels) {
+  await measure('warm-up', fn, { seconds: 0.3, concurrency });
+  const cpu0 = process.cpuUsage();
+  const pg0 = await postgresCpu();
+  const { statements, flushedCommits } = statementStats;
+  const row = await measure(name, fn, { seconds, concurrency, warmupSeconds: 0 });
+  const cpu = process.cpuUsage(cpu0);
+  const pg = (await postgresCpu()) - pg0;
+  rows.push(row);
+  const per = (n: number) => (n / row.ops).toFixed(2);
+  costs.push(
+    `${name}: node ${per((cpu.user + cpu.system) / 1000)} ms CPU, PostgreSQL ${scratch ? per(pg * 1000) : '–'} ms CPU, ` +
+      `${per(statementStats.statements - statements)} statements, ${per(statementStats.flushedCommits - flushedCommits)} flushed commits per certificate`,
   );
+}
 await unfollow();
 await ctx.close();
 rmSync(dataDir, { recursive: true, force: true });
@@ -138,6 +160,10 @@ console.log(
   `Leaf: P-256 issuer, P-256 subject, ${tbsSized.length}-byte TBSCertificate; ${seconds} s per row; node ${process.version}\n`,
 );
 console.log(formatTable(rows, 'X509CertificateGenerator.create'));
+console.log(
+  `\nper certificate (load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}):`,
+);
+for (const line of costs) console.log(`  ${line}`);
 const byName = (n: string): number => rows.find((r) => r.name === n)!.opsPerSecond;
 const ratio = byName('createLeafBuilder().build') / byName('X509CertificateGenerator.create');
 const ofRaw = byName('createLeafBuilder().build') / byName('P-256 sign (node:crypto)');
@@ -151,6 +177,29 @@ const audited = byName(`core with database (${dbKind}, 32 concurrent)`);
 console.log(
   `audited issuance on ${dbKind} at 32 callers: ${audited.toFixed(0)}/s (target ≥ 1,000/s on PostgreSQL) ${audited >= 1000 ? 'OK' : 'BELOW TARGET'}`,
 );
+
+/**
+ * CPU seconds of the PostgreSQL backends serving the scratch database and of the WAL writer (when
+ * the server runs on this machine; 0 otherwise). Backends come and go with the pool, so this reads
+ * the ones alive at each end: good enough across a level, as the pool keeps its connections.
+ */
+async function postgresCpu(): Promise<number> {
+  if (!admin || !scratch) return 0;
+  const { rows: pids } = await admin.query<{ pid: number }>(
+    `SELECT pid FROM pg_stat_activity WHERE datname = $1 OR backend_type = 'walwriter'`,
+    [scratch],
+  );
+  let sum = 0;
+  for (const { pid } of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      sum += (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks
+    } catch {
+      // Not on this machine, or gone.
+    }
+  }
+  return sum;
+}
 
 async function benchCsr(): Promise<string> {
   const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
