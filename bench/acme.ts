@@ -8,6 +8,8 @@
 //   BENCH_LEVELS=32 BENCH_SECONDS=10 BENCH_PGLITE_LEVEL=0 npm run bench:acme
 //   BENCH_SETTINGS='metrics: { enabled: false }'   adds YAML to the server's configuration
 //   BENCH_STATEMENTS=1                      lists the statements per certificate, by SQL text
+//   BENCH_STEPS=2                           flows stop after newOrder and the authorization
+//   BENCH_NODE_FLAGS='--perf-basic-prof'    node flags for the server (perf, V8 settings)
 import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,6 +30,10 @@ const PGLITE_LEVEL = Number(process.env.BENCH_PGLITE_LEVEL ?? 32);
 const base =
   process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const ZONE = 'bench.test';
+// BENCH_STEPS=N (1–5): each flow stops after its first N requests, so CPU per request kind shows as
+// differences between runs; the "certs" columns then count these partial flows.
+const STEPS = Number(process.env.BENCH_STEPS ?? 5);
+if (!Number.isInteger(STEPS) || STEPS < 1 || STEPS > 5) throw new Error('BENCH_STEPS must be 1 to 5');
 
 const CLK_TCK = 100;
 function cpuSeconds(pid: number): number {
@@ -92,8 +98,10 @@ ${process.env.BENCH_SETTINGS ?? ''}
   // BENCH_SETTINGS adds YAML to the server's configuration, e.g. "metrics: { enabled: false }".
   // BENCH_PROFILE=DIR writes a CPU profile of the server there.
   const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
+  // BENCH_NODE_FLAGS adds node flags to the server (e.g. '--perf-basic-prof', V8 heap sizes).
+  const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
   const proc = fork('bin/keyward.mjs', ['serve', '--data-dir', dataDir], {
-    execArgv: profile,
+    execArgv: [...profile, ...nodeFlags],
     env: { ...process.env, DATABASE_URL: databaseUrl ?? '', KEYWARD_CONFIG: configFile },
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
   });
@@ -201,7 +209,7 @@ async function runLevel(
       while (performance.now() < deadline) {
         const t = performance.now();
         try {
-          await w.flow(checker);
+          await w.flow(checker, STEPS);
           latencies.push(performance.now() - t);
         } catch (err) {
           errors++;
