@@ -1,15 +1,22 @@
 // Responses per second for cached OCSP lookups (RFC 5019 GET, one SHA-1 CertID, no nonce) over
 // loopback. The responder runs in this process (`keyward serve`'s HTTP app); the load generator is a
-// child process (this file with the argument `load`), so the two don't share an event loop.
+// child process (bench/http-load.ts: raw keep-alive sockets), so the two don't share an event loop,
+// and its CPU is reported apart from the server's.
+//
+// BENCH_SECONDS, BENCH_CONCURRENCY (connections, 32), BENCH_PIPELINE (requests in flight per
+// connection, 1), BENCH_DRIVER=undici, BENCH_LOG=info, BENCH_PROFILE=<file> (see below), and
+// BENCH_FLOOR=1: then the same load also runs against a bare node:http server in this process that
+// answers every request with one of the same answers and headers, the floor for node:http here.
 import 'reflect-metadata';
 
 import { fork } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { Session } from 'node:inspector/promises';
 import { createServer } from 'node:net';
-import { loadavg, tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,42 +29,44 @@ import { commandsByName } from '../src/cli/registry.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
 import { createLogger } from '../src/http/log.ts';
+import { answerHeaders } from '../src/http/ocsp-get.ts';
 import { startServer } from '../src/server.ts';
+import type { LoadResult } from './http-load.ts';
 
-const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const pipeline = Number(process.env.BENCH_PIPELINE ?? 1);
+const floor = process.env.BENCH_FLOOR === '1';
 /** BENCH_PROFILE=<file>: a CPU profile of the server during the timed run (open it in Chrome DevTools). */
 const profileFile = process.env.BENCH_PROFILE;
-/** BENCH_LOG=info: with the request line written (to stdout: redirect it), as `keyward serve` runs. */
-const logLevel = process.env.BENCH_LOG ?? 'silent';
+/**
+ * The log level, info by default as `keyward serve` runs: each answer writes its request line (to a
+ * file here; BENCH_LOG=silent leaves it out).
+ */
+const logLevel = process.env.BENCH_LOG ?? 'info';
 
-if (process.argv[2] === 'load') {
-  // undici's Pool rather than fetch: fetch costs the load generator several times what a cached
-  // answer costs the server, and the two share this machine's cores.
-  const { Pool } = await import('undici');
-  const urls = (JSON.parse(process.env.BENCH_URLS!) as string[]).map((u) => new URL(u));
-  const pool = new Pool(urls[0]!.origin, { connections: concurrency, pipelining: 1 });
-  const deadline = performance.now() + seconds * 1000;
-  let ok = 0;
-  let bad = 0;
-  const latencies: number[] = [];
-  const worker = async (w: number) => {
-    for (let i = w; performance.now() < deadline; i++) {
-      const t = performance.now();
-      const res = await pool.request({ method: 'GET', path: urls[i % urls.length]!.pathname });
-      const body = new Uint8Array(await res.body.arrayBuffer());
-      if (res.statusCode === 200 && body.length > 100) ok++;
-      else bad++;
-      if ((i & 15) === 0) latencies.push(performance.now() - t);
-    }
-  };
-  const start = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, (_, w) => worker(w)));
-  const elapsed = (performance.now() - start) / 1000;
-  latencies.sort((a, b) => a - b);
-  const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]!.toFixed(2);
-  process.send!({ ok, bad, elapsed, p50: pct(0.5), p99: pct(0.99) });
-  process.exit(0);
+/** Runs the load generator (a child process) against `urls`; the server CPU is this process's. */
+async function measure(urls: string[]): Promise<LoadResult & { serverCpu: number }> {
+  const cpuBefore = process.cpuUsage();
+  const child = fork(fileURLToPath(new URL('./http-load.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, BENCH_URLS: JSON.stringify(urls), BENCH_MIN_BODY: '100' },
+  });
+  const result = await new Promise<LoadResult>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as LoadResult));
+    child.once('error', reject);
+  });
+  const cpu = process.cpuUsage(cpuBefore);
+  return { ...result, serverCpu: (cpu.user + cpu.system) / 1e6 };
+}
+
+function report(label: string, r: LoadResult & { serverCpu: number }): void {
+  const perSecond = (n: number) => Math.round(n).toLocaleString('en');
+  console.log(
+    `${label.padEnd(20)}${perSecond(r.ok / r.elapsed)} responses/s over loopback, ${concurrency} connections × ${pipeline} in flight, ${r.elapsed.toFixed(1)} s; failures ${r.bad}`,
+  );
+  console.log(
+    `${''.padEnd(20)}server ${r.serverCpu.toFixed(2)} CPU-s: ${((r.serverCpu * 1e6) / r.ok).toFixed(1)} µs per response (${perSecond(r.ok / r.serverCpu)} per CPU-second); load generator ${((r.cpu * 1e6) / r.ok).toFixed(1)} µs per response; p50 ${r.p50} ms, p99 ${r.p99} ms`,
+  );
 }
 
 async function freePort(): Promise<number> {
@@ -99,7 +108,8 @@ try {
     { organization: 'Bench', root: config.ca.root, intermediate: config.ca.intermediate },
     'bench',
   );
-  const server = await startServer(ctx, createLogger(logLevel), commandsByName);
+  const logFile = join(dataDir, 'keyward.log');
+  const server = await startServer(ctx, createLogger(logLevel, logFile), commandsByName);
   try {
     const hashes = issuerHashes(intermediate.certificate);
     const urls: string[] = [];
@@ -142,37 +152,58 @@ try {
       await profiler.post('Profiler.enable');
       await profiler.post('Profiler.start');
     }
-    const cpuBefore = process.cpuUsage();
-
-    const child = fork(fileURLToPath(import.meta.url), ['load'], {
-      execArgv: ['--import', 'tsx'],
-      env: { ...process.env, BENCH_URLS: JSON.stringify(urls) },
-    });
-    const result = await new Promise<{ ok: number; bad: number; elapsed: number; p50: string; p99: string }>(
-      (resolve, reject) => {
-        child.once('message', (m) => resolve(m as never));
-        child.once('error', reject);
-      },
-    );
-    const cpu = process.cpuUsage(cpuBefore);
+    const result = await measure(urls);
     if (profiler) {
       const { profile } = await profiler.post('Profiler.stop');
       writeFileSync(profileFile!, JSON.stringify(profile));
       profiler.disconnect();
     }
-    const serverCpu = (cpu.user + cpu.system) / 1e6;
     const signed = (await signs()) - signsBefore;
-    console.log(`database            ${ctx.database.kind}`);
     console.log(
-      `cached OCSP (GET)   ${Math.round(result.ok / result.elapsed).toLocaleString('en')} responses/s over loopback, ${concurrency} connections, ${result.elapsed.toFixed(1)} s`,
+      `database            ${ctx.database.kind}; signatures during the run ${signed}; log level ${logLevel} (${existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').length - 1 : 0} lines so far)`,
     );
+    report('cached OCSP (GET)', result);
+    if (floor) {
+      // One of the same answers with the same headers, from a bare node:http server.
+      const res = await fetch(urls[0]!);
+      const body = Buffer.from(await res.arrayBuffer());
+      const answer = {
+        der: body,
+        thisUpdate: new Date(res.headers.get('last-modified')!),
+        nextUpdate: new Date(res.headers.get('expires')!),
+      };
+      const bare = createHttpServer((_req, out) => {
+        const h = answerHeaders(answer);
+        out.writeHead(200, [
+          'content-type',
+          'application/ocsp-response',
+          'etag',
+          h.etag,
+          'last-modified',
+          h['last-modified'],
+          'expires',
+          h.expires,
+          'cache-control',
+          h['cache-control'],
+          'content-length',
+          String(body.length),
+        ]);
+        out.end(body);
+      });
+      const port = await new Promise<number>((resolve) =>
+        bare.listen(0, '127.0.0.1', () => resolve((bare.address() as { port: number }).port)),
+      );
+      report(
+        'bare node:http',
+        await measure(urls.map((u) => u.replace(/^http:\/\/[^/]+/, `http://127.0.0.1:${port}`))),
+      );
+      bare.closeAllConnections();
+      bare.close();
+    }
     console.log(
-      `latency             p50 ${result.p50} ms, p99 ${result.p99} ms; failures ${result.bad}; signatures during the run ${signed}`,
-    );
-    console.log(
-      `server CPU          ${serverCpu.toFixed(2)} s: ${Math.round(result.ok / serverCpu).toLocaleString('en')} responses per server CPU-second; load average ${loadavg()
+      `load average        ${loadavg()
         .map((l) => l.toFixed(2))
-        .join(' ')}`,
+        .join(' ')} (${availableParallelism()} cores)`,
     );
   } finally {
     await server.close();

@@ -7,7 +7,7 @@ import { isDnsName } from '../core/dns-name.ts';
 import { KeywardError } from '../core/errors.ts';
 import { answerStatementStatsOverIpc } from '../db/statement-stats.ts';
 import { adminSocketPath, serverRunning } from '../http/admin-client.ts';
-import { createLogger } from '../http/log.ts';
+import { createLogger, flushLog } from '../http/log.ts';
 import { type RunningServer, startServer } from '../server.ts';
 import { initCommand, type InitOutput } from './ca-commands.ts';
 import { UsageError } from './command.ts';
@@ -59,6 +59,7 @@ export async function serve(config: Config, json: boolean): Promise<void> {
     const init = (await initCommand.run(ctx, { principal: 'keyward:serve' })) as InitOutput;
     server = await startServer(ctx, log, commandsByName);
     answerStatementStatsOverIpc();
+    flushLog(log);
     const banner = {
       created: init.created,
       https: server.httpsUrl,
