@@ -44,8 +44,10 @@ const profileFile = process.env.BENCH_PROFILE;
  */
 const logLevel = process.env.BENCH_LOG ?? 'info';
 
+type Measured = LoadResult & { serverCpu: number; serverSystem: number };
+
 /** Runs the load generator (a child process) against `urls`; the server CPU is this process's. */
-async function measure(urls: string[]): Promise<LoadResult & { serverCpu: number }> {
+async function measure(urls: string[]): Promise<Measured> {
   const cpuBefore = process.cpuUsage();
   const child = fork(fileURLToPath(new URL('./http-load.ts', import.meta.url)), [], {
     execArgv: ['--import', 'tsx'],
@@ -56,16 +58,16 @@ async function measure(urls: string[]): Promise<LoadResult & { serverCpu: number
     child.once('error', reject);
   });
   const cpu = process.cpuUsage(cpuBefore);
-  return { ...result, serverCpu: (cpu.user + cpu.system) / 1e6 };
+  return { ...result, serverCpu: (cpu.user + cpu.system) / 1e6, serverSystem: cpu.system / 1e6 };
 }
 
-function report(label: string, r: LoadResult & { serverCpu: number }): void {
+function report(label: string, r: Measured): void {
   const perSecond = (n: number) => Math.round(n).toLocaleString('en');
   console.log(
     `${label.padEnd(20)}${perSecond(r.ok / r.elapsed)} responses/s over loopback, ${concurrency} connections × ${pipeline} in flight, ${r.elapsed.toFixed(1)} s; failures ${r.bad}`,
   );
   console.log(
-    `${''.padEnd(20)}server ${r.serverCpu.toFixed(2)} CPU-s: ${((r.serverCpu * 1e6) / r.ok).toFixed(1)} µs per response (${perSecond(r.ok / r.serverCpu)} per CPU-second); load generator ${((r.cpu * 1e6) / r.ok).toFixed(1)} µs per response; p50 ${r.p50} ms, p99 ${r.p99} ms`,
+    `${''.padEnd(20)}server ${r.serverCpu.toFixed(2)} CPU-s: ${((r.serverCpu * 1e6) / r.ok).toFixed(1)} µs per response (${perSecond(r.ok / r.serverCpu)} per CPU-second, ${Math.round((100 * r.serverSystem) / r.serverCpu)} % in the kernel); load generator ${((r.cpu * 1e6) / r.ok).toFixed(1)} µs per response; p50 ${r.p50} ms, p99 ${r.p99} ms`,
   );
 }
 
