@@ -13,7 +13,7 @@ import { fork } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Session } from 'node:inspector/promises';
 import { createServer } from 'node:net';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
@@ -29,13 +29,14 @@ import { commandsByName } from '../src/cli/registry.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { openContext } from '../src/context.ts';
 import { createLogger } from '../src/http/log.ts';
+import { limitServer, listenerOptions } from '../src/http/node-listener.ts';
 import { answerHeaders } from '../src/http/ocsp-get.ts';
 import { startServer } from '../src/server.ts';
 import type { LoadResult } from './http-load.ts';
 
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const pipeline = Number(process.env.BENCH_PIPELINE ?? 1);
-const floor = process.env.BENCH_FLOOR === '1';
+const floor = process.env.BENCH_FLOOR === '1' || process.env.BENCH_FLOOR === 'limits';
 /** BENCH_PROFILE=<file>: a CPU profile of the server during the timed run (open it in Chrome DevTools). */
 const profileFile = process.env.BENCH_PROFILE;
 /**
@@ -174,7 +175,7 @@ try {
         thisUpdate: new Date(res.headers.get('last-modified')!),
         nextUpdate: new Date(res.headers.get('expires')!),
       };
-      const bare = createHttpServer((_req, out) => {
+      const handler = (_req: IncomingMessage, out: ServerResponse) => {
         const h = answerHeaders(answer);
         out.writeHead(200, [
           'content-type',
@@ -191,7 +192,12 @@ try {
           String(body.length),
         ]);
         out.end(body);
-      });
+      };
+      // BENCH_FLOOR=limits: with the listener's limits (timeouts, idle sockets), as `serve` sets them.
+      const bare =
+        process.env.BENCH_FLOOR === 'limits'
+          ? limitServer(createHttpServer(listenerOptions(config.limits), handler), config.limits)
+          : createHttpServer(handler);
       const port = await new Promise<number>((resolve) =>
         bare.listen(0, '127.0.0.1', () => resolve((bare.address() as { port: number }).port)),
       );
