@@ -3,10 +3,11 @@
 // child process (bench/http-load.ts: raw keep-alive sockets), so the two don't share an event loop,
 // and its CPU is reported apart from the server's.
 //
-// BENCH_SECONDS, BENCH_CONCURRENCY (connections, 32), BENCH_PIPELINE (requests in flight per
-// connection, 1), BENCH_DRIVER=undici, BENCH_LOG=info, BENCH_PROFILE=<file> (see below), and
-// BENCH_FLOOR=1: then the same load also runs against a bare node:http server in this process that
-// answers every request with one of the same answers and headers, the floor for node:http here.
+// BENCH_SECONDS, BENCH_WARMUP (seconds of the same load first, 3), BENCH_CONCURRENCY (connections,
+// 32), BENCH_PIPELINE (requests in flight per connection, 1), BENCH_DRIVER=undici, BENCH_LOG=info,
+// BENCH_PROFILE=<file> (see below), and BENCH_FLOOR=1: then the same load also runs against a bare
+// node:http server in this process that answers every request with one of the same answers and
+// headers, the floor for node:http here (BENCH_FLOOR=limits: with the listener's limits).
 import 'reflect-metadata';
 
 import { fork } from 'node:child_process';
@@ -36,6 +37,7 @@ import type { LoadResult } from './http-load.ts';
 
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const pipeline = Number(process.env.BENCH_PIPELINE ?? 1);
+const warmUp = Number(process.env.BENCH_WARMUP ?? 3);
 const floor = process.env.BENCH_FLOOR === '1' || process.env.BENCH_FLOOR === 'limits';
 /** BENCH_PROFILE=<file>: a CPU profile of the server during the timed run (open it in Chrome DevTools). */
 const profileFile = process.env.BENCH_PROFILE;
@@ -48,11 +50,16 @@ const logLevel = process.env.BENCH_LOG ?? 'info';
 type Measured = LoadResult & { serverCpu: number; serverSystem: number };
 
 /** Runs the load generator (a child process) against `urls`; the server CPU is this process's. */
-async function measure(urls: string[]): Promise<Measured> {
+async function measure(urls: string[], seconds?: number): Promise<Measured> {
   const cpuBefore = process.cpuUsage();
   const child = fork(fileURLToPath(new URL('./http-load.ts', import.meta.url)), [], {
     execArgv: ['--import', 'tsx'],
-    env: { ...process.env, BENCH_URLS: JSON.stringify(urls), BENCH_MIN_BODY: '100' },
+    env: {
+      ...process.env,
+      BENCH_URLS: JSON.stringify(urls),
+      BENCH_MIN_BODY: '100',
+      ...(seconds === undefined ? {} : { BENCH_SECONDS: String(seconds) }),
+    },
   });
   const result = await new Promise<LoadResult>((resolve, reject) => {
     child.once('message', (m) => resolve(m as LoadResult));
@@ -147,8 +154,11 @@ try {
         ).n,
       );
     const signsBefore = await signs();
-    // Warm the in-memory answers and the JIT before the timed run.
+    // Warm the in-memory answers, then the JIT under the same load, before the timed run; this also
+    // lets the work `serve` starts with (CRLs, OCSP signers) finish, which otherwise lands in the
+    // timed run's server CPU (a first run measured ~1.5x the CPU per response of a second one).
     for (const u of urls) await (await fetch(u)).arrayBuffer();
+    await measure(urls, warmUp);
     const profiler = profileFile ? new Session() : undefined;
     if (profiler) {
       profiler.connect();
@@ -201,10 +211,9 @@ try {
       const port = await new Promise<number>((resolve) =>
         bare.listen(0, '127.0.0.1', () => resolve((bare.address() as { port: number }).port)),
       );
-      report(
-        'bare node:http',
-        await measure(urls.map((u) => u.replace(/^http:\/\/[^/]+/, `http://127.0.0.1:${port}`))),
-      );
+      const bareUrls = urls.map((u) => u.replace(/^http:\/\/[^/]+/, `http://127.0.0.1:${port}`));
+      await measure(bareUrls, warmUp);
+      report('bare node:http', await measure(bareUrls));
       bare.closeAllConnections();
       bare.close();
     }
