@@ -1,17 +1,19 @@
 import { X509Certificate } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import https from 'node:https';
-import { join } from 'node:path';
 
 import * as acme from 'acme-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { commandsByName } from '../../src/cli/registry.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { openContext } from '../../src/context.ts';
 import { CRASH_POINTS, type CrashPoint } from '../../src/core/crash-points.ts';
 import type { DatabaseHandle } from '../../src/db/connect.ts';
-import { freePort } from '../support/ca.ts';
+import { createLogger } from '../../src/http/log.ts';
+import { startServer } from '../../src/server.ts';
+import { freePort, startTestCa, type TestCa } from '../support/ca.ts';
 import { keywardServe } from '../support/cli.ts';
-import { createTestStore, type TestStore } from '../support/db.ts';
 import { startTestDnsServer, type TestDnsServer } from '../support/dns-server.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -31,23 +33,21 @@ const EXPECTED: Record<CrashPoint, 'none' | { status: 'abandoned'; signed: boole
 };
 
 // kill -9 of a real `keyward serve` at each step of finalize, then a restart: the client's retry
-// gets its certificate on the same order and the database accounts for every serial. PostgreSQL
-// only: the embedded database's files are the process's own.
+// gets its certificate on the same order and the database accounts for every serial. The CA is
+// made, and the restart after each crash runs, in this process (the same start-up recovery as the
+// binary's, on a context opened afresh): only the crashing servers are processes of their own.
+// PostgreSQL only: the embedded database's files are the process's own.
 describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () => {
-  let store: TestStore;
-  let db: DatabaseHandle;
+  let ca: TestCa;
   let dns: TestDnsServer;
   let responder: Server;
   const tokens = new Map<string, string>();
-  let env: Record<string, string>;
   let directoryUrl: string;
   const acmeSettings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings;
   const { retryMaxAttempts } = acmeSettings;
   const httpsAgent: unknown = acme.axios.defaults.httpsAgent;
 
   beforeAll(async () => {
-    store = await createTestStore();
-    db = await store.open();
     dns = await startTestDnsServer();
     const challengePort = await freePort();
     responder = createServer((req, res) => {
@@ -56,27 +56,17 @@ describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () 
       res.writeHead(body === undefined ? 404 : 200).end(body ?? '');
     });
     await new Promise<void>((r) => responder.listen(challengePort, '127.0.0.1', r));
-    const httpsPort = await freePort();
-    const httpPort = await freePort();
-    const configFile = join(store.dataDir, 'keyward.yaml');
-    writeFileSync(
-      configFile,
-      [
-        `https: { listen: '127.0.0.1:${httpsPort}', hostnames: [localhost] }`,
-        `http: { listen: '127.0.0.1:${httpPort}' }`,
-        `profilesDir: ${join(process.cwd(), 'ca-config', 'profiles')}`,
-        `validation: { httpPort: ${challengePort}, dnsResolver: '${dns.address}', timeout: 2s, retryFor: 1s }`,
-        `recovery: { abandonAfter: 1s, interval: 1s }`,
-        `log: { level: warn }`,
-      ].join('\n'),
-    );
-    env = { ...store.env, KEYWARD_CONFIG: configFile };
-    directoryUrl = `https://localhost:${httpsPort}/acme/directory`;
-    // The first start creates the CA; its root is what the client trusts.
-    const first = await keywardServe([], env);
-    const root = await (await fetch(`http://127.0.0.1:${httpPort}/roots.pem`)).text();
-    await first.stop();
-    acme.axios.defaults.httpsAgent = new https.Agent({ ca: root, keepAlive: false });
+    ca = await startTestCa({
+      serve: false,
+      settings: {
+        validation: { httpPort: challengePort, dnsResolver: dns.address, timeout: '2s', retryFor: '1s' },
+        // A crash older than abandonAfter is recovered at the restart's start or its next sweep.
+        recovery: { abandonAfter: '1s', interval: '1s' },
+        log: { level: 'warn' },
+      },
+    });
+    directoryUrl = `${ca.httpsUrl}/acme/directory`;
+    acme.axios.defaults.httpsAgent = new https.Agent({ ca: ca.rootPem, keepAlive: false });
     // acme-client resends a request that met a dead connection (after 5 s, 10 s, …); the finalize
     // the crash cut off must fail at once, and its retry is the test's to make.
     acmeSettings.retryMaxAttempts = 0;
@@ -85,15 +75,27 @@ describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () 
     // acme-client's settings are the process's, and a test worker runs other files after this one.
     acmeSettings.retryMaxAttempts = retryMaxAttempts;
     acme.axios.defaults.httpsAgent = httpsAgent;
-    await db?.close();
+    await ca?.close();
     await new Promise((r) => responder?.close(r));
     await dns?.close();
-    await store?.cleanup();
   });
+
+  /** A restart: a context opened afresh on the CA's configuration, and its server started. */
+  async function restart(): Promise<{ stop(): Promise<void> }> {
+    const ctx = await openContext(loadConfig({ configFile: ca.configFile, env: { ...ca.env } }), { principal: 'test' });
+    const server = await startServer(ctx, createLogger('silent'), commandsByName);
+    return {
+      stop: async () => {
+        await server.close();
+        await ctx.close();
+      },
+    };
+  }
 
   it.each(CRASH_POINTS)(
     'after %s, the retried finalize gets a certificate and every serial is accounted for',
     async (step) => {
+      const db = ca.ctx.database;
       const name = `${step}.crash.test`;
       dns.setA(name, '127.0.0.1');
       const client = new acme.Client({
@@ -104,7 +106,7 @@ describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () 
         backoffMax: 500,
       });
 
-      const crashing = await keywardServe([], { ...env, KEYWARD_TEST_CRASH_AT: `${step}/acme:` });
+      const crashing = await keywardServe([], { ...ca.env, KEYWARD_TEST_CRASH_AT: `${step}/acme:` });
       const died = new Promise<NodeJS.Signals | null>((r) => crashing.child.once('exit', (_code, signal) => r(signal)));
       await client.createAccount({ termsOfServiceAgreed: true });
       const order = await client.createOrder({ identifiers: [{ type: 'dns', value: name }] });
@@ -131,12 +133,12 @@ describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () 
       if (EXPECTED[step] === 'none') expect(crashed).toEqual([]);
       else expect(crashed).toHaveLength(1);
 
-      // Restarted once the crash is older than recovery.abandonAfter: recovery runs at start.
-      await sleep(1_200);
-      const server = await keywardServe([], env);
+      // Restarted at once: recovery runs at start, or at its next sweep (every second) once the
+      // crash is older than recovery.abandonAfter.
+      const server = await restart();
       try {
         let current = await client.getOrder(order);
-        // Recovery runs at start, or a few seconds later if the crashed replica held its lease.
+        // A few seconds more if the crashed replica held the janitor's lease.
         for (let i = 0; i < 300 && current.status === 'processing'; i++) {
           await sleep(100);
           current = await client.getOrder(order);
@@ -175,7 +177,7 @@ describe.runIf(process.env.DATABASE_URL)('a crash at each step of finalize', () 
         await server.stop();
       }
     },
-    // Two server starts and an ACME order: on a machine shared with other suites, more than the default.
+    // A server start and an ACME order: on a machine shared with other suites, more than the default.
     120_000,
   );
 });
