@@ -139,7 +139,10 @@ async function main(argv: string[], context: AppContext | undefined): Promise<nu
 
   if (name === 'agent') {
     const { runAgent } = await import('../mesh/agent.ts');
-    return runAgent(argv.filter((a, i) => i !== argv.indexOf('agent')));
+    return runAgent(
+      argv.filter((a, i) => i !== argv.indexOf('agent')),
+      cliIo(),
+    );
   }
 
   const options = { ...GLOBAL_OPTIONS, ...found.command.options };

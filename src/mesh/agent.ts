@@ -225,27 +225,37 @@ function runHook(hook: string, env: Record<string, string>): Promise<number> {
   });
 }
 
-const log = (event: Record<string, unknown>) =>
-  process.stdout.write(JSON.stringify({ ts: new Date().toISOString(), ...event }) + '\n');
+/** Where the agent writes its event lines and errors: the process's streams, or the command line's (tests). */
+export interface AgentOutput {
+  stdout(text: string): void;
+  stderr(text: string): void;
+}
+
+const processOutput: AgentOutput = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+};
 
 /** When to renew: two thirds of the lifetime left at receipt (notBefore is back-dated, so not that). */
 export function renewAt(receivedAt: number, notAfter: number): number {
   return receivedAt + ((notAfter - receivedAt) * 2) / 3;
 }
 
-export async function runAgent(argv: string[]): Promise<number> {
+export async function runAgent(argv: string[], out: AgentOutput = processOutput): Promise<number> {
+  const log = (event: Record<string, unknown>) =>
+    out.stdout(JSON.stringify({ ts: new Date().toISOString(), ...event }) + '\n');
   let opts: ReturnType<typeof parse>;
   try {
     opts = parse(argv);
   } catch (err) {
-    process.stderr.write(`keyward agent: ${(err as Error).message}\n\n${AGENT_USAGE}`);
+    out.stderr(`keyward agent: ${(err as Error).message}\n\n${AGENT_USAGE}`);
     return 2;
   }
   if (opts.bootstrap) {
     try {
       opts.ca = await bootstrapRoot(opts.bootstrap.url, opts.bootstrap.fingerprint);
     } catch (err) {
-      process.stderr.write(`keyward agent: ${(err as Error).message}\n`);
+      out.stderr(`keyward agent: ${(err as Error).message}\n`);
       return 1;
     }
   }
@@ -303,7 +313,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       );
     } catch (err) {
       const untrusted = !opts.ca && UNTRUSTED.has((err as NodeJS.ErrnoException).code ?? '');
-      process.stderr.write(
+      out.stderr(
         `keyward agent: ${(err as Error).message}${untrusted ? '\n  the system trust store does not know this CA: pass --ca-file roots.pem or --root-fingerprint SHA256 (keyward serve prints it)' : ''}\n`,
       );
       return 1;
@@ -347,7 +357,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       }
       const expires = Date.parse(new X509Certificate(current.certificate).validTo);
       if (now >= expires) {
-        process.stderr.write(
+        out.stderr(
           `keyward agent: the certificate expired at ${new Date(expires).toISOString()} before it could be renewed; a new bootstrap token is needed\n`,
         );
         return 1;

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createBootstrapToken } from '../../src/mesh/tokens.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { keyward } from '../support/cli.ts';
+import { cli } from '../support/cli.ts';
 
 // `keyward agent --root-fingerprint`: no CA file to distribute, only the fingerprint the operator
 // copied from `keyward serve`'s banner (as `step ca bootstrap` does).
@@ -37,15 +37,12 @@ describe('keyward agent bootstraps trust from the root fingerprint', () => {
   it('with the right fingerprint (any case, with or without colons) it trusts that root and gets a certificate', async () => {
     for (const [i, fp] of [fingerprint, fingerprint.replace(/:/g, '').toLowerCase()].entries()) {
       const out = join(dir, `ok-${i}`);
-      const r = await keyward(
-        ['agent', '--token', await token(), '--out', out, '--root-fingerprint', fp, '--once'],
-        {},
-      );
+      const r = await cli(['agent', '--token', await token(), '--out', out, '--root-fingerprint', fp, '--once'], {});
       expect(r.code, r.stderr).toBe(0);
       expect(readFileSync(join(out, 'bundle.pem'), 'utf8')).toContain('BEGIN CERTIFICATE');
     }
     // The roots can also come from the plain HTTP listener.
-    const r = await keyward(
+    const r = await cli(
       [
         'agent',
         ...['--token', await token(), '--out', join(dir, 'http'), '--root-fingerprint', fingerprint],
@@ -59,14 +56,11 @@ describe('keyward agent bootstraps trust from the root fingerprint', () => {
   it('with another fingerprint it refuses, names what it found, and writes nothing', async () => {
     const wrong = 'AB'.repeat(32);
     const out = join(dir, 'wrong');
-    const r = await keyward(
-      ['agent', '--token', await token(), '--out', out, '--root-fingerprint', wrong, '--once'],
-      {},
-    );
+    const r = await cli(['agent', '--token', await token(), '--out', out, '--root-fingerprint', wrong, '--once'], {});
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`has SHA-256 fingerprint ${wrong} (found ${fingerprint}); refusing to trust it`);
     expect(existsSync(out)).toBe(false);
-    const bad = await keyward(
+    const bad = await cli(
       ['agent', '--token', 't', '--out', out, '--root-fingerprint', 'abc', '--server', ca.httpsUrl],
       {},
     );
@@ -75,7 +69,7 @@ describe('keyward agent bootstraps trust from the root fingerprint', () => {
   });
 
   it('without either, the system store does not know our root: the error says what to pass', async () => {
-    const r = await keyward(['agent', '--token', await token(), '--out', join(dir, 'none'), '--once'], {});
+    const r = await cli(['agent', '--token', await token(), '--out', join(dir, 'none'), '--once'], {});
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('pass --ca-file roots.pem or --root-fingerprint SHA256');
   });

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createBootstrapToken } from '../../src/mesh/tokens.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
+import { cli } from '../support/cli.ts';
 import { keywardArgs, spawnChild, tsxArgs } from './helpers.ts';
 
 const SERVER_ID = 'spiffe://prod.example/ns/pay/sa/server';
@@ -108,24 +109,14 @@ describe('mesh: two services talk mTLS with agent-managed certificates across re
   it('agent --once exits after the first certificate; a spent token makes it fail clearly', async () => {
     const deps = { config: ca.config, db: ca.ctx.database.db, kms: ca.ctx.kms, issuance: ca.ctx.issuance };
     const { token } = await createBootstrapToken(deps, { id: CLIENT_ID, profile: 'mesh-test', principal: 'test' });
-    const once = spawnChild(
-      keywardArgs('agent', '--token', token, '--out', join(dir, 'once'), '--ca-file', join(dir, 'roots.pem'), '--once'),
-    );
-    expect(await once.exited, once.err()).toBe(0);
+    // In this process: the command line's exit status and error, as the binary would give them.
+    const agentOnce = (out: string) =>
+      cli(['agent', '--token', token, '--out', join(dir, out), '--ca-file', join(dir, 'roots.pem'), '--once'], {});
+    const once = await agentOnce('once');
+    expect(once.code, once.stderr).toBe(0);
     expect(readFileSync(join(dir, 'once', 'cert.pem'), 'utf8')).toContain('BEGIN CERTIFICATE');
-    const spent = spawnChild(
-      keywardArgs(
-        'agent',
-        '--token',
-        token,
-        '--out',
-        join(dir, 'spent'),
-        '--ca-file',
-        join(dir, 'roots.pem'),
-        '--once',
-      ),
-    );
-    expect(await spent.exited).toBe(1);
-    expect(spent.err()).toContain('already used');
+    const spent = await agentOnce('spent');
+    expect(spent.code).toBe(1);
+    expect(spent.stderr).toContain('already used');
   });
 });
