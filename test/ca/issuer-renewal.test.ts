@@ -12,7 +12,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import type { IssuerRow } from '../../src/db/schema.ts';
 import { type RunningServer, startServer } from '../../src/server.ts';
 import { issueLeaf, waitFor } from '../revocation/helpers.ts';
-import { startTestCa, type TestCa } from '../support/ca.ts';
+import { startTestCa, type TestCa, testCaTemplate } from '../support/ca.ts';
 import { cli } from '../support/cli.ts';
 import { captureLog } from '../support/log.ts';
 import { opensslVerify } from '../support/openssl.ts';
@@ -53,12 +53,19 @@ const renewalAudit = (ca: TestCa) =>
     .orderBy('seq')
     .execute();
 
+// One CA per file; each case works on a copy of it (testCaTemplate).
+let template: Awaited<ReturnType<typeof testCaTemplate>>;
+beforeAll(async () => {
+  template = await testCaTemplate();
+});
+afterAll(async () => template?.close());
+
 describe('automatic renewal of intermediates', () => {
   let ca: TestCa;
   let server: RunningServer | undefined;
 
   beforeEach(async () => {
-    ca = await startTestCa({ serve: false });
+    ca = await template.copy();
   });
   afterEach(async () => {
     await server?.close();

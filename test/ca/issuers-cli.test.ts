@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
-import { startTestCa, type TestCa } from '../support/ca.ts';
+import { type TestCa, testCaTemplate } from '../support/ca.ts';
 import { cli } from '../support/cli.ts';
 import { opensslCsr, opensslVerify } from '../support/openssl.ts';
 
@@ -18,6 +18,14 @@ interface IssuerJson {
 
 // The operator's path through the command line (in-process, on a CA of each case's own): list,
 // add, activate, issue, rotate.
+
+// One CA per file; each case works on a copy of it (testCaTemplate).
+let template: Awaited<ReturnType<typeof testCaTemplate>>;
+beforeAll(async () => {
+  template = await testCaTemplate();
+});
+afterAll(async () => template?.close());
+
 describe('keyward ca issuers, add-intermediate, activate, rotate-intermediate', () => {
   let ca: TestCa;
   let env: Record<string, string>;
@@ -25,7 +33,7 @@ describe('keyward ca issuers, add-intermediate, activate, rotate-intermediate', 
   const keyward = (args: string[], e: Record<string, string>) => cli(args, e, { context: ca.ctx });
 
   beforeEach(async () => {
-    ca = await startTestCa({ serve: false });
+    ca = await template.copy();
     env = ca.env;
     rootPem = ca.rootPem;
   });
@@ -113,7 +121,7 @@ describe('keyward ca rotate-root, export-cross-signed, retire ROOT', () => {
   const keyward = (args: string[]) => cli(args, ca.env, { context: ca.ctx });
 
   beforeEach(async () => {
-    ca = await startTestCa({ serve: false });
+    ca = await template.copy();
   });
   afterEach(async () => ca?.close());
 

@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { sql } from 'kysely';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { loadConfig } from '../../src/config/load.ts';
 import { type AppContext, openContext } from '../../src/context.ts';
@@ -11,7 +11,7 @@ import type { Db } from '../../src/db/schema.ts';
 import { type HashInput, legacyEventHash } from '../../src/kms/audit.ts';
 import type { AuditListItem } from '../../src/kms/audit-query.ts';
 import type { Checkpoint, FullVerification } from '../../src/kms/checkpoints.ts';
-import { startTestCa, type TestCa } from '../support/ca.ts';
+import { type TestCa, testCaTemplate } from '../support/ca.ts';
 import { cli } from '../support/cli.ts';
 import { createTestStore } from '../support/db.ts';
 import { issueLeaf, kmsCli } from './helpers.ts';
@@ -44,17 +44,21 @@ async function rechain(db: Db, hash: Hasher, keyedFrom: number, from = 1, to = N
 }
 
 describe('audit log', () => {
+  // Each case tampers with its own copy of one CA that has issued three leaves.
+  let template: Awaited<ReturnType<typeof testCaTemplate>>;
   let ca: TestCa;
   let ctx: AppContext;
+  beforeAll(async () => {
+    template = await testCaTemplate(async (t) => {
+      for (let i = 0; i < 3; i++) await issueLeaf(t.ctx, `a${i}.internal`);
+    });
+  });
+  afterAll(async () => template?.close());
   beforeEach(async () => {
-    ca = await startTestCa({ serve: false });
+    ca = await template.copy();
     ctx = ca.ctx;
-    for (let i = 0; i < 3; i++) await issueLeaf(ctx, `a${i}.internal`);
   });
-  afterEach(async () => {
-    await ctx.close().catch(() => undefined);
-    await ca.store.cleanup();
-  });
+  afterEach(async () => ca?.close());
   const verify = (values: Record<string, string> = {}) => kmsCli<FullVerification>(ctx, ['audit', 'verify'], values);
   const unkeyed: Hasher = (prev, e) => legacyEventHash(prev, e);
 

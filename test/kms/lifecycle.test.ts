@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import type { AppContext } from '../../src/context.ts';
 import type { KeyDetail, KeySummary } from '../../src/kms/inventory.ts';
@@ -7,16 +7,23 @@ import { runJanitor } from '../../src/kms/janitor.ts';
 import type { RewrapResult } from '../../src/kms/rewrap.ts';
 import type { RotateResult } from '../../src/kms/rotation.ts';
 import type { StateChange } from '../../src/kms/states.ts';
-import { startTestCa, type TestCa } from '../support/ca.ts';
+import { type TestCa, testCaTemplate } from '../support/ca.ts';
 import { issueLeaf, kmsCli, restart } from './helpers.ts';
 
 const JANITOR = {};
+
+// One CA per file; each case works on a copy of it (testCaTemplate).
+let template: Awaited<ReturnType<typeof testCaTemplate>>;
+beforeAll(async () => {
+  template = await testCaTemplate();
+});
+afterAll(async () => template?.close());
 
 describe('kms lifecycle', () => {
   let ca: TestCa;
   let ctx: AppContext;
   beforeEach(async () => {
-    ca = await startTestCa({ serve: false });
+    ca = await template.copy();
     ctx = ca.ctx;
   });
   afterEach(async () => {

@@ -3,12 +3,12 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { sql } from 'kysely';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import type { AppContext } from '../../src/context.ts';
 import type { KeySummary } from '../../src/kms/inventory.ts';
 import type { RotateRootResult } from '../../src/kms/rotate-root.ts';
-import { startTestCa, type TestCa } from '../support/ca.ts';
+import { type TestCa, testCaTemplate } from '../support/ca.ts';
 import { keyward } from '../support/cli.ts';
 import { tempDir } from '../support/openssl.ts';
 import { issueLeaf, kmsCli, restart } from './helpers.ts';
@@ -33,11 +33,18 @@ beforeAll(() => {
   writeFileSync(join(hsmDir, 'pin'), '87654321\n', { mode: 0o600 });
 });
 
+// One CA per file; each case works on a copy of it (testCaTemplate).
+let template: Awaited<ReturnType<typeof testCaTemplate>>;
+beforeAll(async () => {
+  template = await testCaTemplate();
+});
+afterAll(async () => template?.close());
+
 describe('roots of trust and rotate-root', () => {
   let ca: TestCa;
   let ctx: AppContext;
   beforeEach(async () => {
-    ca = await startTestCa({ serve: false });
+    ca = await template.copy();
     ctx = ca.ctx;
   });
   afterEach(async () => {

@@ -1,8 +1,8 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 
 import { commandsByName } from '../../src/cli/registry.ts';
 import { type Config, loadConfig } from '../../src/config/load.ts';
@@ -10,7 +10,7 @@ import { type AppContext, openContext } from '../../src/context.ts';
 import type { Logger } from '../../src/core/log.ts';
 import { createLogger } from '../../src/http/log.ts';
 import { type RunningServer, startServer } from '../../src/server.ts';
-import { createTestStore, type TestStore } from './db.ts';
+import { copyTestStore, createTestStore, type TestStore } from './db.ts';
 
 /** A TCP port that was free a moment ago (good enough on loopback in tests). */
 export async function freePort(): Promise<number> {
@@ -89,5 +89,47 @@ export async function startTestCa(options: TestCaOptions = {}): Promise<TestCa> 
       await ctx.close();
       if (!options.store) await store.cleanup();
     },
+  };
+}
+
+/**
+ * One CA made per file (and `prepare`d), copied for each case that changes it: a copy is a fresh
+ * database and data directory with the same keys and history, opened as a restarted process would
+ * open it. Cases stay independent of each other at the cost of a database copy and an open, not a
+ * CA init. Not serving.
+ */
+export async function testCaTemplate(
+  prepare: (ca: TestCa) => Promise<void> = async () => undefined,
+): Promise<{ copy(): Promise<TestCa>; close(): Promise<void> }> {
+  const template = await startTestCa({ serve: false });
+  await prepare(template);
+  await template.ctx.close();
+  return {
+    copy: async () => {
+      const store = await copyTestStore(template.store);
+      // Listeners of its own: the template's ports may have been taken since.
+      const settings = parse(readFileSync(template.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+      settings.https = { ...settings.https, listen: `127.0.0.1:${await freePort()}` };
+      settings.http = { ...settings.http, listen: `127.0.0.1:${await freePort()}` };
+      const configFile = join(store.dataDir, template.configFile.slice(template.store.dataDir.length + 1));
+      writeFileSync(configFile, stringify(settings));
+      const config = loadConfig({ configFile, dataDir: store.dataDir, env: { ...store.env } });
+      const ctx = await openContext(config, { principal: 'test' });
+      return {
+        ...template,
+        store,
+        config,
+        configFile,
+        ctx,
+        httpsUrl: config.httpsBaseUrl,
+        httpUrl: config.httpBaseUrl,
+        env: { ...store.env, KEYWARD_CONFIG: configFile },
+        close: async () => {
+          await ctx.close();
+          await store.cleanup();
+        },
+      };
+    },
+    close: () => template.store.cleanup(),
   };
 }

@@ -62,6 +62,31 @@ export async function dropDatabase(base: string, name: string): Promise<void> {
 }
 
 /**
+ * A copy of `source` (its database and data directory), which must be closed: CREATE DATABASE …
+ * TEMPLATE on PostgreSQL, a file copy of the PGlite data directory.
+ */
+export async function copyTestStore(source: TestStore): Promise<TestStore> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'kw-test-'));
+  cpSync(source.dataDir, dataDir, { recursive: true });
+  const base = process.env.DATABASE_URL;
+  let databaseUrl: string | undefined;
+  if (base && source.databaseUrl) {
+    const template = new URL(source.databaseUrl).pathname.slice(1);
+    // The source's sessions end a moment after its pool closed: until then the copy is refused.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        databaseUrl = await createDatabase(base, `kw_${randomBytes(6).toString('hex')}`, template);
+        break;
+      } catch (err) {
+        if ((err as { code?: string }).code !== '55006' || attempt === 100) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+  return storeAt(dataDir, databaseUrl, base);
+}
+
+/**
  * A fresh, migrated database per call: a copy of a template built once by the global setup, a
  * PostgreSQL database when DATABASE_URL is set, else a PGlite data directory (creating and
  * migrating one costs seconds).
@@ -76,6 +101,10 @@ export async function createTestStore(): Promise<TestStore> {
     if (!existsSync(TEMPLATE_DIR)) throw new Error('the PGlite template is missing: the vitest global setup builds it');
     cpSync(TEMPLATE_DIR, join(dataDir, 'pg'), { recursive: true });
   }
+  return storeAt(dataDir, databaseUrl, base);
+}
+
+function storeAt(dataDir: string, databaseUrl: string | undefined, base: string | undefined): TestStore {
   return {
     dataDir,
     databaseUrl,
