@@ -190,8 +190,11 @@ describe('keyward ca adopt', () => {
     const publisher = new RevocationPublisher(ca.ctx, 'test');
     await publisher.ensureSigners();
     await publisher.publishCrls({ force: true });
-    const crl = await fetch(`${ca.httpUrl}/crl/${out.issuer.id}.crl`);
-    expect(crl.status).toBe(200);
+    // Served once the server has taken in the published CRL (it learns of it as other replicas do).
+    const crl = await waitFor('the adopted issuer’s CRL', async () => {
+      const r = await fetch(`${ca.httpUrl}/crl/${out.issuer.id}.crl`);
+      return r.status === 200 ? r : undefined;
+    });
     writeFileSync(path('adopted.crl'), new Uint8Array(await crl.arrayBuffer()));
     writeFileSync(path('chain.pem'), readFileSync(inter.cert, 'utf8') + readFileSync(path('root.crt'), 'utf8'));
     const crlText = openssl([
