@@ -33,9 +33,6 @@ export interface CertificateSummary {
   requester: string;
 }
 
-/** As `keyward serve` prints a root's fingerprint. */
-export const fingerprint = sha256Fingerprint;
-
 export function issuerSummary(row: IssuerRow): IssuerSummary {
   return {
     id: row.id,
@@ -43,7 +40,7 @@ export function issuerSummary(row: IssuerRow): IssuerSummary {
     subject: row.subject,
     notBefore: row.not_before.toISOString(),
     notAfter: row.not_after.toISOString(),
-    sha256Fingerprint: fingerprint(row.certificate),
+    sha256Fingerprint: sha256Fingerprint(row.certificate),
   };
 }
 

@@ -1,8 +1,8 @@
+import { sha256Fingerprint } from '../ca/trusted-roots.ts';
 import { parseDuration } from '../config/duration.ts';
 import type { CaKeyType } from '../config/schema.ts';
 import type { AppContext } from '../context.ts';
 import type { IssuerRow } from '../db/schema.ts';
-import { fingerprint } from './ca-commands.ts';
 import { type CliCommand, defineCommand, type OptionValues, UsageError } from './command.ts';
 
 /** One issuer as the issuer commands print it (and `--json` returns it). */
@@ -52,7 +52,7 @@ export function view(
     replaces: row.replaces,
     ...(extra.certificatesIssued !== undefined ? { certificatesIssued: extra.certificatesIssued } : {}),
     ...(extra.certificatesLive !== undefined ? { certificatesLive: extra.certificatesLive } : {}),
-    sha256Fingerprint: fingerprint(row.certificate),
+    sha256Fingerprint: sha256Fingerprint(row.certificate),
   };
 }
 
@@ -123,7 +123,7 @@ const issuersCommand = defineCommand<object, IssuerView[]>({
       notAfter: x.notAfter.toISOString(),
       profiles: [],
       replaces: null,
-      sha256Fingerprint: fingerprint(x.der),
+      sha256Fingerprint: sha256Fingerprint(x.der),
     }));
     const { dueWarnings } = await import('../ca/issuer-renewal.ts');
     const { renewalWindowOf } = await import('../ca/issuer-expiry.ts');

@@ -16,6 +16,9 @@ const PREFIX = '/ocsp/';
 /** Longest path tail read: base64 of the largest request, every character percent-encoded. */
 export const MAX_GET_CHARS = Math.ceil((MAX_OCSP_REQUEST_BYTES * 4) / 3) * 3;
 
+/** Non-empty padded base64 (its length, a multiple of 4, is checked apart). */
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
 /**
  * The request's DER, or undefined if it is not url-encoded base64. Some clients leave '+'
  * unencoded, which a form decoder would turn into a space; plain percent-decoding keeps it.
@@ -28,7 +31,7 @@ export function decodeGetRequest(encoded: string): Uint8Array | undefined {
     return undefined;
   }
   text = text.replace(/ /g, '+');
-  if (text.length === 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4 !== 0) return undefined;
+  if (text.length % 4 !== 0 || !BASE64.test(text)) return undefined;
   return new Uint8Array(Buffer.from(text, 'base64'));
 }
 
@@ -41,7 +44,7 @@ interface Wire {
   length: string;
 }
 
-const wires = new WeakMap<CachedOcspAnswer | Uint8Array, Wire>();
+const wires = new WeakMap<Uint8Array, Wire>();
 
 function wireOf(answer: Pick<CachedOcspAnswer, 'der' | 'thisUpdate' | 'nextUpdate'>): Wire {
   // Keyed by the answer's bytes: answers served from memory are the same object on every hit.
@@ -90,7 +93,6 @@ export function answerHeaders(answer: Pick<CachedOcspAnswer, 'der' | 'thisUpdate
  * segments, a query) is left to the app.
  */
 const ESCAPED_TAIL = /^(?:[A-Za-z0-9+/=]|%2[BbFf]|%3[Dd])+$/;
-const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
 function plainRequest(tail: string): Buffer | undefined {
   let text = tail;
@@ -122,8 +124,7 @@ export function ocspGetFastPath(responder: OcspResponder, served: ServedFast): F
     const tail = url.slice(PREFIX.length);
     if (tail.length > MAX_GET_CHARS || req.headers['if-none-match'] !== undefined) return false;
     const host = req.headers.host;
-    if (host === undefined) return false;
-    if (!PLAIN_HOST.test(host)) return false;
+    if (host === undefined || !PLAIN_HOST.test(host)) return false;
     const der = plainRequest(tail);
     if (der === undefined) return false;
     const answer = responder.fromMemory(der);
