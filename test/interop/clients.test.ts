@@ -249,6 +249,17 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
         certbotEnv(),
       );
 
+    /** `certbot renew --force-renewal` of one lineage; `extra` adds flags (without, its saved renewal configuration decides). */
+    const forceRenew = (certName: string, ...extra: string[]) =>
+      client(
+        'certbot',
+        [
+          ...['renew', '--non-interactive', '--no-random-sleep-on-renew', '--force-renewal'],
+          ...['--cert-name', certName, ...extra, ...dirs()],
+        ],
+        certbotEnv(),
+      );
+
     it('registers and issues over http-01, and the chain verifies against /roots.pem', async () => {
       const r = await certonlyStandalone('certbot-http.test', 'http');
       expect(r.code, r.output).toBe(0);
@@ -320,21 +331,7 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
 
     it('renews, then revokes, and the revocation is recorded', async () => {
       const before = serialOf(live('http'));
-      const renew = await client(
-        'certbot',
-        [
-          'renew',
-          '--non-interactive',
-          '--no-random-sleep-on-renew',
-          '--force-renewal',
-          '--cert-name',
-          'http',
-          '--server',
-          directory,
-          ...dirs(),
-        ],
-        certbotEnv(),
-      );
+      const renew = await forceRenew('http', '--server', directory);
       expect(renew.code, renew.output).toBe(0);
       const after = serialOf(live('http'));
       expect(after).not.toBe(before);
@@ -366,19 +363,7 @@ exec curl -fsS "http://127.0.0.1:${controlPort}/$action?name=$name&value=$value"
       expect(issued.code, issued.output).toBe(0);
       const before = live('rotate');
       const rotated = await rotateIssuerOf(before);
-      const renew = await client(
-        'certbot',
-        [
-          'renew',
-          '--non-interactive',
-          '--no-random-sleep-on-renew',
-          '--force-renewal',
-          '--cert-name',
-          'rotate',
-          ...dirs(),
-        ],
-        certbotEnv(),
-      );
+      const renew = await forceRenew('rotate');
       expect(renew.code, renew.output).toBe(0);
       await expectRenewedAcross(rotated, before, live('rotate'));
     });
