@@ -657,6 +657,7 @@ export class KeyHierarchy {
       authorize,
     };
   }
+
   /** state, policy and usage of a key as last read here; each grouped audit append checks them again. */
   private async keyRow(keyId: string, db: Executor, fresh: boolean): Promise<KeyRowCheck | undefined> {
     if (!fresh) {
