@@ -34,6 +34,10 @@ export async function callAdmin(
     const req = request(
       {
         socketPath,
+        // A connection per call: a kept-alive one is closed by the server once idle for its
+        // keepAliveTimeout, and a call written to it while the server's event loop was busy (a
+        // caller in the server's own process) was reset (read ECONNRESET) instead of answered.
+        agent: false,
         path: `/v1/${command}`,
         method: 'POST',
         headers: {

@@ -8,7 +8,7 @@ import { RevocationPublisher } from '../../src/ca/revocation-publisher.ts';
 import { opensslOcsp, waitFor } from '../revocation/helpers.ts';
 import { wrapForImport } from '../support/byok.ts';
 import { startTestCa, type TestCa } from '../support/ca.ts';
-import { cli as runCli, keyward } from '../support/cli.ts';
+import { cli as runCli } from '../support/cli.ts';
 import { opensslCsr, opensslText, opensslVerify } from '../support/openssl.ts';
 import { openssl, tempDir } from '../support/pki.ts';
 
@@ -113,11 +113,9 @@ describe('keyward ca adopt', () => {
   });
   afterAll(async () => ca?.close());
 
-  // In this process on PostgreSQL. With the embedded database a command goes through the serving
-  // CA's admin socket, and in-process calls there met ECONNRESET under load (not understood): there
-  // the commands run in a `keyward` process, as an operator's would.
-  const cli = (args: string[]) =>
-    ca.store.databaseUrl ? runCli(args, ca.env, { context: ca.ctx }) : keyward(args, ca.env);
+  // In this process, on the serving CA's context (PostgreSQL) or through its admin socket (the
+  // embedded database), as an operator's command would reach it.
+  const cli = (args: string[]) => runCli(args, ca.env, { context: ca.ctx });
   const issuers = async () => JSON.parse((await cli(['ca', 'issuers', '--json'])).stdout) as IssuerJson[];
 
   it('a PEM-imported RSA CA under a root given with --trust issues mtls leaves that openssl verifies; CRL and OCSP answer for it', async () => {
