@@ -1,9 +1,8 @@
-import { createHash, createPublicKey, type JsonWebKey } from 'node:crypto';
-
 import type { Context } from 'hono';
 import type { JWK } from 'jose';
 
 import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
+import { bytesEqual } from '../core/bytes.ts';
 import { crashPoint } from '../core/crash-points.ts';
 import { asKeywardError, KeywardError, problemDocument } from '../core/errors.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
@@ -11,7 +10,7 @@ import type { Decision } from '../issuance/index.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { decodeB64url } from './ids.ts';
-import { requireAccount, verifyRequest } from './jws.ts';
+import { accountSpki, requireAccount, verifyRequest } from './jws.ts';
 import {
   claimToFinalize,
   orderResponse,
@@ -53,10 +52,6 @@ function checkNames(csr: ParsedCsr, identifiers: AcmeIdentifierJson[]): void {
   }
 }
 
-function spkiOfJwk(jwk: JWK): Buffer {
-  return createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'der' });
-}
-
 /** The CSR checks and the issuance decision for a claimed order; nothing is written. */
 async function decideFinalize(
   deps: AcmeDeps,
@@ -71,13 +66,7 @@ async function decideFinalize(
   if (der[0] === 0x2d) throw badCsr('"csr" must be DER, not PEM');
   const csr = parseCsr(new Uint8Array(der));
   checkNames(csr, order.identifiers);
-  const accountSpki = spkiOfJwk(account.jwk as JWK);
-  if (
-    createHash('sha256')
-      .update(accountSpki)
-      .digest()
-      .equals(createHash('sha256').update(csr.subjectPublicKeyInfo).digest())
-  ) {
+  if (bytesEqual(accountSpki(account.jwk as JWK), csr.subjectPublicKeyInfo)) {
     throw badCsr('The certificate key must not be the account key');
   }
   // The profile may have been withdrawn since the order was placed (profiles draft §4).

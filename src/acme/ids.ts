@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytesPooled } from '../core/random.ts';
 
 /**
  * Unguessable resource ids and tokens: 128 bits, base64url without padding (RFC 8555 §8.3, §10.5).
@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
  */
 export function randomId(bytes = 16): string {
   for (;;) {
-    const id = randomBytes(bytes).toString('base64url');
+    const id = randomBytesPooled(bytes).toString('base64url');
     if (id[0] !== '-') return id;
   }
 }

@@ -133,7 +133,7 @@ function checkKeyForAlg(jwk: JWK, alg: JwsAlgorithm): void {
 const KEY_CACHE_SIZE = 2048;
 const keyCache = new Map<string, KeyObject>();
 
-function importCached(jwk: JWK): KeyObject {
+export function importCached(jwk: JWK): KeyObject {
   const id = `${jwk.kty} ${jwk.crv ?? ''} ${jwk.x ?? ''} ${jwk.y ?? ''} ${jwk.n ?? ''} ${jwk.e ?? ''}`;
   let key = keyCache.get(id);
   if (key === undefined) {
@@ -145,6 +145,19 @@ function importCached(jwk: JWK): KeyObject {
     keyCache.set(id, key);
   }
   return key;
+}
+
+const spkiCache = new WeakMap<KeyObject, Buffer>();
+
+/** The account key's SubjectPublicKeyInfo DER, exported once per cached key. */
+export function accountSpki(jwk: JWK): Buffer {
+  const key = importCached(jwk);
+  let spki = spkiCache.get(key);
+  if (spki === undefined) {
+    spki = key.export({ type: 'spki', format: 'der' });
+    spkiCache.set(key, spki);
+  }
+  return spki;
 }
 
 /** ECDSA signatures in a JWS are r ‖ s, each as long as the curve's order (RFC 7518 §3.4). */

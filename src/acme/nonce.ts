@@ -3,6 +3,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { sql } from 'kysely';
 
 import type { Clock } from '../core/clock.ts';
+import { randomBytesPooled } from '../core/random.ts';
 import { GroupCommit } from '../db/group-commit.ts';
 import type { Db } from '../db/schema.ts';
 import { accountById, type AccountRow } from './account-store.ts';
@@ -123,7 +124,7 @@ export class NonceService {
     const key = await this.key();
     const body = Buffer.alloc(EXPIRY_BYTES + RANDOM_BYTES);
     body.writeUIntBE(Math.floor((this.clock.now().getTime() + this.lifetimeMs) / 1000), 0, EXPIRY_BYTES);
-    randomBytes(RANDOM_BYTES).copy(body, EXPIRY_BYTES);
+    randomBytesPooled(RANDOM_BYTES).copy(body, EXPIRY_BYTES);
     return Buffer.concat([body, this.mac(key, body)]).toString('base64url');
   }
 
