@@ -75,8 +75,11 @@ describe('keyward serve', { timeout: 120_000 }, () => {
     expect(JSON.parse(listed.stdout).map((c: { serial: string }) => c.serial)).toContain(serial);
 
     if (!store.databaseUrl) {
-      // The embedded database admits one process: a second server on the same data directory is refused.
-      await expect(keywardServe([], env)).rejects.toThrow(/another keyward serve is already running/);
+      // The embedded database admits one process: a second server on the same data directory is
+      // refused before it opens anything (in this process: the refusal, not the process, is tested).
+      const refused = await cli(['serve'], env);
+      expect(refused.code).toBe(4);
+      expect(refused.stderr).toMatch(/another keyward serve is already running/);
     }
 
     expect(await first.stop()).toBe(0);

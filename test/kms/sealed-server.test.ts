@@ -93,8 +93,10 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', { timeout:
   const run = (args: string[], input?: string) => cli(args, env, { input });
 
   it('init hands out 5 shares; serve starts sealed; unseal takes them one at a time through the admin socket', async () => {
-    const noRoot = await keywardServe([], env).catch((err: Error) => err.message);
-    expect(noRoot).toMatch(/there is no root yet: run keyward init first/);
+    // Refused before it listens (in this process, as the binary would exit).
+    const noRoot = await run(['serve']);
+    expect(noRoot.code).toBe(4);
+    expect(noRoot.stderr).toMatch(/there is no root yet: run keyward init first/);
 
     const init = await run(['init', '--share-dir', join(dir, 'shares')]);
     expect(init.code, init.stderr).toBe(0);
