@@ -5,10 +5,11 @@ import type { Config } from '../config/load.ts';
 import { openContext } from '../context.ts';
 import { isDnsName } from '../core/dns-name.ts';
 import { KeywardError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
 import { answerStatementStatsOverIpc } from '../db/statement-stats.ts';
 import { adminSocketPath, serverRunning } from '../http/admin-client.ts';
 import { createLogger, flushLog } from '../http/log.ts';
-import { type RunningServer, startServer } from '../server.ts';
+import { startServer } from '../server.ts';
 import { initCommand, type InitOutput } from './ca-commands.ts';
 import { UsageError } from './command.ts';
 import { commandsByName } from './registry.ts';
@@ -49,53 +50,83 @@ export async function preflight(config: Config): Promise<void> {
   await checkBindable('http.listen', config.http.listen);
 }
 
-/** `keyward serve`: initialise on first run, serve, and shut down cleanly on SIGTERM/SIGINT. */
-export async function serve(config: Config, json: boolean): Promise<void> {
+/** What `keyward serve` prints once it listens (`--json` prints it as is). */
+export interface ServeBanner {
+  created: boolean;
+  https: string;
+  http: string;
+  acmeDirectory: string;
+  roots: string;
+  rootFingerprint: string;
+  database: 'postgres' | 'embedded';
+  dataDir: string;
+}
+
+/** A server `startServe` started: what it would print, and how to stop it. */
+export interface Serving {
+  banner: ServeBanner;
+  log: Logger;
+  stop(): Promise<void>;
+}
+
+/**
+ * What `keyward serve` does before it waits for a signal: the checks, the CA created on first
+ * run, the listeners. Tests start a server (or restart one) in their own process with it.
+ */
+export async function startServe(config: Config): Promise<Serving> {
   await preflight(config);
   const log = createLogger(config.log.level);
   const ctx = await openContext(config, { principal: 'keyward:serve', create: true });
-  let server: RunningServer;
   try {
     const init = (await initCommand.run(ctx, { principal: 'keyward:serve' })) as InitOutput;
-    server = await startServer(ctx, log, commandsByName);
-    answerStatementStatsOverIpc();
-    flushLog(log);
-    const banner = {
-      created: init.created,
-      https: server.httpsUrl,
-      http: server.httpUrl,
-      acmeDirectory: `${config.httpsBaseUrl}/acme/directory`,
-      roots: `${config.httpBaseUrl}/roots.pem`,
-      rootFingerprint: init.root.sha256Fingerprint,
-      database: ctx.database.kind,
-      dataDir: config.dataDir,
+    const server = await startServer(ctx, log, commandsByName);
+    return {
+      banner: {
+        created: init.created,
+        https: server.httpsUrl,
+        http: server.httpUrl,
+        acmeDirectory: `${config.httpsBaseUrl}/acme/directory`,
+        roots: `${config.httpBaseUrl}/roots.pem`,
+        rootFingerprint: init.root.sha256Fingerprint,
+        database: ctx.database.kind,
+        dataDir: config.dataDir,
+      },
+      log,
+      stop: async () => {
+        await server.close();
+        await ctx.close();
+      },
     };
-    process.stdout.write(
-      json
-        ? JSON.stringify(banner) + '\n'
-        : `Keyward is running${init.created ? ' (new CA created)' : ''}.
-  HTTPS API        ${server.httpsUrl}
-  ACME directory   ${banner.acmeDirectory}
-  HTTP             ${server.httpUrl}
-  Root certificate ${banner.roots}
-  Root SHA-256     ${init.root.sha256Fingerprint}
-  Database         ${ctx.database.kind === 'embedded' ? `embedded (${config.dataDir}/pg)` : 'PostgreSQL'}
-Press Ctrl-C to stop.
-`,
-    );
   } catch (err) {
     await ctx.close();
     throw err;
   }
+}
+
+/** `keyward serve`: initialise on first run, serve, and shut down cleanly on SIGTERM/SIGINT. */
+export async function serve(config: Config, json: boolean): Promise<void> {
+  const { banner, log, stop } = await startServe(config);
+  answerStatementStatsOverIpc();
+  flushLog(log);
+  process.stdout.write(
+    json
+      ? JSON.stringify(banner) + '\n'
+      : `Keyward is running${banner.created ? ' (new CA created)' : ''}.
+  HTTPS API        ${banner.https}
+  ACME directory   ${banner.acmeDirectory}
+  HTTP             ${banner.http}
+  Root certificate ${banner.roots}
+  Root SHA-256     ${banner.rootFingerprint}
+  Database         ${banner.database === 'embedded' ? `embedded (${config.dataDir}/pg)` : 'PostgreSQL'}
+Press Ctrl-C to stop.
+`,
+  );
   await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
+    const onSignal = (signal: string) => {
       log.info({ signal }, 'shutting down');
-      void server
-        .close()
-        .then(() => ctx.close())
-        .then(resolve);
+      void stop().then(resolve);
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
   });
 }

@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 
 import { freePort } from '../support/ca.ts';
-import { cli, keywardServe } from '../support/cli.ts';
+import { cli, keywardServe, serveInProcess } from '../support/cli.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
 import { opensslCsr, tempDir } from '../support/openssl.ts';
 
@@ -30,37 +30,42 @@ async function health(httpUrl: string): Promise<{ status: number; body: Record<s
   return { status: r.status, body: (await r.json()) as Record<string, unknown> };
 }
 
-/** `openssl ocsp` against the server in the child process; returns its output and exit status. */
-function ocsp(files: { root: string; inter: string; leaf: string }, httpUrl: string, nonce: boolean) {
-  const r = spawnSync(
-    'openssl',
-    [
-      'ocsp',
-      '-issuer',
-      files.inter,
-      '-cert',
-      files.leaf,
-      '-url',
-      `${httpUrl}/ocsp`,
-      '-CAfile',
-      files.root,
-      '-verify_other',
-      files.inter,
-      ...(nonce ? [] : ['-no_nonce']),
-    ],
-    { encoding: 'utf8', timeout: 30_000 },
+/** `openssl ocsp` against the server; returns its output and exit status (never blocking this process, which may be the server). */
+function ocsp(
+  files: { root: string; inter: string; leaf: string },
+  httpUrl: string,
+  nonce: boolean,
+): Promise<{ ok: boolean; out: string }> {
+  const args = [
+    'ocsp',
+    '-issuer',
+    files.inter,
+    '-cert',
+    files.leaf,
+    '-url',
+    `${httpUrl}/ocsp`,
+    '-CAfile',
+    files.root,
+    '-verify_other',
+    files.inter,
+    ...(nonce ? [] : ['-no_nonce']),
+  ];
+  return new Promise((resolve) =>
+    execFile('openssl', args, { encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) =>
+      resolve({ ok: !err, out: `${stdout}${stderr}` }),
+    ),
   );
-  return { ok: r.status === 0, out: `${r.stdout}${r.stderr}` };
 }
 
-// Each case starts `keyward serve` once or twice: more than the default on a machine shared with
-// other suites.
+// `keyward serve` starts sealed in a process of its own; its restarts run in this process
+// (serveInProcess: what serve does, on a context opened afresh, so sealed again). More than the
+// default timeout on a machine shared with other suites.
 describe('a CA with a 3-of-5 shares root, served by `keyward serve`', { timeout: 120_000 }, () => {
   let store: TestStore;
   let env: Record<string, string>;
   let httpUrl: string;
   let httpsUrl: string;
-  let serve: Awaited<ReturnType<typeof keywardServe>> | undefined;
+  let serve: { stop(): Promise<unknown> } | undefined;
   const dir = tempDir('kw-sealed-');
   const shareFile = (i: number, set = 'shares') => join(dir, set, `share-${i}-of-5.txt`);
 
@@ -89,7 +94,7 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', { timeout:
   });
 
   // Commands run in this process, as a `keyward` process would: `init` opens the database itself,
-  // the rest reach the spawned server through its admin socket.
+  // the rest reach the server through its admin socket.
   const run = (args: string[], input?: string) => cli(args, env, { input });
 
   it('init hands out 5 shares; serve starts sealed; unseal takes them one at a time through the admin socket', async () => {
@@ -172,17 +177,17 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', { timeout:
       client: write('client.pem', client.stdout),
       clientKey: write('client.key', clientCsr.keyPem),
     };
-    const live = ocsp(files, httpUrl, false);
+    const live = await ocsp(files, httpUrl, false);
     expect(live.out).toMatch(/leaf\.pem: good/);
     expect(live.ok, live.out).toBe(true);
 
     await serve!.stop();
-    serve = await keywardServe([], env);
+    serve = await serveInProcess(env);
     expect((await health(httpUrl)).body).toMatchObject({ status: 'sealed' });
 
     // The answer signed before the restart, served as stored; a nonce can't force a signature now.
     for (const nonce of [false, true]) {
-      const cached = ocsp(files, httpUrl, nonce);
+      const cached = await ocsp(files, httpUrl, nonce);
       expect(cached.out).toMatch(/Response verify OK/);
       expect(cached.out).toMatch(/leaf\.pem: good/);
     }
@@ -243,7 +248,7 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', { timeout:
     expect(rekey.stdout).toMatch(/The shares of the previous set no longer unseal anything/);
     await expect.poll(async () => (await health(httpUrl)).status, { timeout: 20_000 }).toBe(200);
     await serve!.stop();
-    serve = await keywardServe([], env);
+    serve = await serveInProcess(env);
     const old = await run(['unseal', '--share-file', shareFile(3)]);
     expect(old.code).toBe(1);
     expect(old.stderr).toMatch(/share 3 of 5 belongs to share set [0-9a-f]+, not the current set/);

@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 
 import type { CliIo } from '../../src/cli/io.ts';
 import { runCli } from '../../src/cli/run.ts';
+import type { Serving } from '../../src/cli/serve.ts';
 import type { AppContext } from '../../src/context.ts';
 
 const BIN = join(process.cwd(), 'bin', 'keyward.mjs');
@@ -94,4 +95,16 @@ export function keywardServe(
       reject(new Error(`serve exited with ${code}: ${err}`));
     });
   });
+}
+
+/**
+ * What `keyward serve` does, in this process (`startServe`), on the configuration and data
+ * directory `env` names: a restart costs a database open, not a node start, a PGlite compile and
+ * the application's load (seconds of CPU). For what serving does; `keywardServe` is for the
+ * process itself (its banner, SIGTERM, exit status, memory).
+ */
+export async function serveInProcess(env: Record<string, string>): Promise<Serving> {
+  const { loadConfig } = await import('../../src/config/load.ts');
+  const { startServe } = await import('../../src/cli/serve.ts');
+  return startServe(loadConfig({ env }));
 }
