@@ -16,8 +16,14 @@ import { issueLeaf, kmsCli, restart } from './helpers.ts';
 const SOFTHSM = '/usr/lib/softhsm/libsofthsm2.so';
 
 // A SoftHSM2 token of our own (pitfall 8: token dirs per test). SoftHSM reads SOFTHSM2_CONF when the
-// module is initialised, which happens once per process, so it is set before any test runs.
+// module is initialised, which happens once per process, so it is set before any test runs. This
+// file shares its worker process with others (vitest.config.ts), none of which loads PKCS#11.
 const hsmDir = tempDir('kw-softhsm-');
+const confBefore = process.env.SOFTHSM2_CONF;
+afterAll(() => {
+  if (confBefore === undefined) delete process.env.SOFTHSM2_CONF;
+  else process.env.SOFTHSM2_CONF = confBefore;
+});
 beforeAll(() => {
   mkdirSync(join(hsmDir, 'tokens'));
   writeFileSync(
