@@ -2,6 +2,7 @@ import type { Context } from 'hono';
 import { sql } from 'kysely';
 
 import { KeywardError } from '../core/errors.ts';
+import { precompiled } from '../db/precompiled.ts';
 import type { Db } from '../db/schema.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -14,8 +15,8 @@ import { type AuthzRow, authzStatus, authzView, type ChallengeRow } from './view
 type AuthzWithChallenges = AuthzRow & { challenges: ChallengeRow[] };
 
 /** The authorization and its challenges in one query (challenges as JSON, dates revived here). */
-export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promise<AuthzWithChallenges> {
-  const row = await db
+const authzById = precompiled((db, id: string) =>
+  db
     .selectFrom('acme_authzs as a')
     .selectAll('a')
     .select(
@@ -26,7 +27,11 @@ export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promi
       ),
     )
     .where('a.id', '=', id)
-    .executeTakeFirst();
+    .compile(),
+);
+
+export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promise<AuthzWithChallenges> {
+  const [row] = await authzById(db, id);
   if (!row) throw new KeywardError('notFound', 'No such authorization');
   if (row.account_id !== account.id)
     throw new KeywardError('unauthorized', 'This authorization belongs to another account');

@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import type { Profile } from '../config/schema.ts';
 import { addMs } from '../core/clock.ts';
 import { KeywardError } from '../core/errors.ts';
+import { precompiled } from '../db/precompiled.ts';
 import type { Db } from '../db/schema.ts';
 import { parseReplaces, type ProofOfControl } from '../issuance/index.ts';
 import { type CounterReading, countersOf, parseCounters, type RateLimitName } from '../policy/index.ts';
@@ -36,13 +37,12 @@ function owned<T extends { account_id: string }>(order: T | undefined, account: 
   return order;
 }
 
+const orderById = precompiled((db, id: string) =>
+  db.selectFrom('acme_orders as o').selectAll('o').select(authzIdsOf.as('authz_ids')).where('o.id', '=', id).compile(),
+);
+
 export async function ownedOrder(db: Db, account: AccountRow, id: string): Promise<OrderWithAuthzs> {
-  const order = await db
-    .selectFrom('acme_orders as o')
-    .selectAll('o')
-    .select(authzIdsOf.as('authz_ids'))
-    .where('o.id', '=', id)
-    .executeTakeFirst();
+  const [order] = await orderById(db, id);
   return owned(order, account);
 }
 
@@ -55,19 +55,16 @@ export type OrderToFinalize = OrderWithAuthzs & { proofs: ProofOfControl[]; name
  * certificatesPerName counters of its names as they were before this statement, so that deciding
  * costs no query more. Undefined when the account's order is not ready (read it to say why).
  */
-export async function claimToFinalize(
-  db: Db,
-  c: { account: AccountRow; orderId: string; now: Date },
-): Promise<OrderToFinalize | undefined> {
-  const order = await db
+const claim = precompiled((db, orderId: string, accountId: string, now: Date) =>
+  db
     .with('o', (q) =>
       q
         .updateTable('acme_orders')
-        .set({ status: 'processing', updated_at: c.now })
-        .where('id', '=', c.orderId)
-        .where('account_id', '=', c.account.id)
+        .set({ status: 'processing', updated_at: now })
+        .where('id', '=', orderId)
+        .where('account_id', '=', accountId)
         .where('status', '=', 'ready')
-        .where('expires', '>', c.now)
+        .where('expires', '>', now)
         .returningAll(),
     )
     .selectFrom('o')
@@ -88,7 +85,14 @@ export async function claimToFinalize(
         sql`ARRAY(SELECT jsonb_array_elements(o.identifiers)->>'value')`,
       ).as('name_counters'),
     )
-    .executeTakeFirst();
+    .compile(),
+);
+
+export async function claimToFinalize(
+  db: Db,
+  c: { account: AccountRow; orderId: string; now: Date },
+): Promise<OrderToFinalize | undefined> {
+  const [order] = await claim(db, c.orderId, c.account.id, c.now);
   if (!order) return undefined;
   const proofs = (
     order.proofs as { type: 'dns' | 'ip'; value: string; method: ChallengeKind; validatedAt: string | null }[]
