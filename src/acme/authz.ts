@@ -14,7 +14,6 @@ import { type AuthzRow, authzStatus, authzView, type ChallengeRow } from './view
 
 type AuthzWithChallenges = AuthzRow & { challenges: ChallengeRow[] };
 
-/** The authorization and its challenges in one query (challenges as JSON, dates revived here). */
 const authzById = precompiled((db, id: string) =>
   db
     .selectFrom('acme_authzs as a')
@@ -30,6 +29,7 @@ const authzById = precompiled((db, id: string) =>
     .compile(),
 );
 
+/** The authorization and its challenges in one query (challenges as JSON, dates revived here). */
 export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promise<AuthzWithChallenges> {
   const [row] = await authzById(db, id);
   if (!row) throw new KeywardError('notFound', 'No such authorization');

@@ -133,7 +133,7 @@ function checkKeyForAlg(jwk: JWK, alg: JwsAlgorithm): void {
 const KEY_CACHE_SIZE = 2048;
 const keyCache = new Map<string, KeyObject>();
 
-export function importCached(jwk: JWK): KeyObject {
+function importCached(jwk: JWK): KeyObject {
   const id = `${jwk.kty} ${jwk.crv ?? ''} ${jwk.x ?? ''} ${jwk.y ?? ''} ${jwk.n ?? ''} ${jwk.e ?? ''}`;
   let key = keyCache.get(id);
   if (key === undefined) {

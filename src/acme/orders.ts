@@ -49,12 +49,7 @@ export async function ownedOrder(db: Db, account: AccountRow, id: string): Promi
 /** An order as finalize claims it: with what the issuance decision judges, in the same statement. */
 export type OrderToFinalize = OrderWithAuthzs & { proofs: ProofOfControl[]; name_counters: CounterReading[] };
 
-/**
- * Finalize's first statement: the order turns ready→processing (only one of concurrent finalizes
- * gets the row) and comes back with how each of its names was proven (for CAA freshness) and the
- * certificatesPerName counters of its names as they were before this statement, so that deciding
- * costs no query more. Undefined when the account's order is not ready (read it to say why).
- */
+// Built and compiled once (db/precompiled.ts): it runs on every finalize.
 const claim = precompiled((db, orderId: string, accountId: string, now: Date) =>
   db
     .with('o', (q) =>
@@ -88,6 +83,12 @@ const claim = precompiled((db, orderId: string, accountId: string, now: Date) =>
     .compile(),
 );
 
+/**
+ * Finalize's first statement: the order turns ready→processing (only one of concurrent finalizes
+ * gets the row) and comes back with how each of its names was proven (for CAA freshness) and the
+ * certificatesPerName counters of its names as they were before this statement, so that deciding
+ * costs no query more. Undefined when the account's order is not ready (read it to say why).
+ */
 export async function claimToFinalize(
   db: Db,
   c: { account: AccountRow; orderId: string; now: Date },
