@@ -5,10 +5,10 @@ import {
   existsSync,
   mkdirSync,
   readdirSync,
-  readFileSync,
   renameSync,
   rmSync,
-  writeFileSync,
+  statSync,
+  utimesSync,
 } from 'node:fs';
 import { join } from 'node:path';
 
@@ -16,7 +16,7 @@ import pg from 'pg';
 
 import { openDatabase } from '../src/db/connect.ts';
 import { migrateToLatest } from '../src/db/migrate.ts';
-import { migrationsDigest, TEMPLATE_DIR, templateDatabaseName } from './support/db.ts';
+import { PGLITE_TEST_SETTINGS, TEMPLATE_CACHE, TEMPLATE_DIR, templateDatabaseName } from './support/db.ts';
 
 // Compiles src/ to dist/ when the sources changed, so that tests which spawn `keyward` run the
 // current code (bin/keyward.mjs runs dist/); builds the one migrated database that every test
@@ -73,15 +73,15 @@ function alive(pid: number): boolean {
   }
 }
 
-// Starting PGlite costs ~1.5 s of CPU with PostgreSQL's defaults, most of it preparing 128 MB of
-// shared buffers and 100 connection slots; a test database is small and has one connection, and
-// with these every copy (a test store, a spawned `keyward`) starts in about a third of that.
-const PGLITE_TEST_SETTINGS = 'shared_buffers = 8MB\nmax_connections = 5\n';
-
 async function buildPgliteTemplate(): Promise<void> {
-  const digest = `${migrationsDigest()}\n${PGLITE_TEST_SETTINGS}`;
-  const stamp = `${TEMPLATE_DIR}.sha256`;
-  if (existsSync(TEMPLATE_DIR) && existsSync(stamp) && readFileSync(stamp, 'utf8') === digest) return;
+  if (existsSync(TEMPLATE_DIR)) {
+    // Complete (it only appears by the rename below); in use, so not pruned by another checkout.
+    utimesSync(TEMPLATE_DIR, new Date(), new Date());
+    return;
+  }
+  mkdirSync(TEMPLATE_CACHE, { recursive: true });
+  // Built under a name of its own, then renamed: a run that builds the same template at the same
+  // moment never copies a half-built one.
   const building = `${TEMPLATE_DIR}.building-${process.pid}`;
   rmSync(building, { recursive: true, force: true });
   mkdirSync(building, { recursive: true });
@@ -89,10 +89,23 @@ async function buildPgliteTemplate(): Promise<void> {
   await migrateToLatest(handle.db);
   await handle.close();
   appendFileSync(join(building, 'pg', 'postgresql.conf'), PGLITE_TEST_SETTINGS);
-  rmSync(TEMPLATE_DIR, { recursive: true, force: true });
-  renameSync(join(building, 'pg'), TEMPLATE_DIR);
-  rmSync(building, { recursive: true, force: true });
-  writeFileSync(stamp, digest);
+  try {
+    renameSync(join(building, 'pg'), TEMPLATE_DIR);
+  } catch (err) {
+    // Another run renamed its copy first.
+    if (!existsSync(TEMPLATE_DIR)) throw err;
+  } finally {
+    rmSync(building, { recursive: true, force: true });
+  }
+  // Templates of other migrations or PGlite versions, not used for a week, and the one that
+  // checkouts kept in .tmp/ before the cache.
+  for (const name of readdirSync(TEMPLATE_CACHE)) {
+    const path = join(TEMPLATE_CACHE, name);
+    if (path !== TEMPLATE_DIR && Date.now() - statSync(path).mtimeMs > 7 * 86_400_000)
+      rmSync(path, { recursive: true, force: true });
+  }
+  for (const old of ['pglite-template', 'pglite-template.sha256'])
+    rmSync(join(process.cwd(), '.tmp', old), { recursive: true, force: true });
 }
 
 async function buildPostgresTemplate(base: string): Promise<void> {

@@ -1,13 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import pg from 'pg';
 
 import { type DatabaseHandle, openDatabase } from '../../src/db/connect.ts';
-
-export const TEMPLATE_DIR = join(process.cwd(), '.tmp', 'pglite-template');
 
 /** A digest of migrations/: the templates are rebuilt when it changes. */
 export function migrationsDigest(): string {
@@ -15,6 +13,34 @@ export function migrationsDigest(): string {
   const hash = createHash('sha256');
   for (const f of readdirSync(dir).sort()) hash.update(f).update(readFileSync(join(dir, f)));
   return hash.digest('hex');
+}
+
+// Starting PGlite costs ~1.5 s of CPU with PostgreSQL's defaults, most of it preparing 128 MB of
+// shared buffers and 100 connection slots; a test database is small and has one connection, and
+// with these every copy (a test store, a spawned `keyward`) starts in about a third of that.
+export const PGLITE_TEST_SETTINGS = 'shared_buffers = 8MB\nmax_connections = 5\n';
+
+/** Where built test templates are kept: outside the checkout, for every checkout of this user. */
+export const TEMPLATE_CACHE = process.env.KEYWARD_TEST_CACHE ?? join(homedir(), '.cache', 'keyward-test');
+
+/**
+ * The migrated PGlite data directory every test database is copied from (the global setup builds
+ * it). Creating one runs PGlite's initdb, ~6 s and ~9 s of CPU here, so it is kept where other
+ * checkouts and fresh clones on this machine (CI's) find it, under a name made of what it is
+ * made from (PGlite's version, the migrations, the settings above), as the PostgreSQL template
+ * database is named after the migrations.
+ */
+export const TEMPLATE_DIR = join(
+  TEMPLATE_CACHE,
+  `pglite-template-${createHash('sha256')
+    .update(`${pgliteVersion()}\n${migrationsDigest()}\n${PGLITE_TEST_SETTINGS}`)
+    .digest('hex')
+    .slice(0, 16)}`,
+);
+
+function pgliteVersion(): string {
+  const manifest = join(process.cwd(), 'node_modules', '@electric-sql', 'pglite', 'package.json');
+  return (JSON.parse(readFileSync(manifest, 'utf8')) as { version: string }).version;
 }
 
 /**
