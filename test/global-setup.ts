@@ -7,6 +7,7 @@ import {
   readdirSync,
   renameSync,
   rmSync,
+  statfsSync,
   statSync,
   utimesSync,
 } from 'node:fs';
@@ -31,6 +32,8 @@ export default async function setup(): Promise<() => void> {
 }
 
 const SHM = '/dev/shm';
+/** Room for a run's files: each PGlite data directory is ~40 MB, and files keep several at once. */
+const MIN_SHM_BYTES = 2 * 1024 ** 3;
 
 /**
  * What the tests write (PGlite data directories and their copies, CA files, openssl's) goes to a
@@ -43,6 +46,9 @@ const SHM = '/dev/shm';
  */
 function useMemoryTmpdir(): () => void {
   if (process.env.KEYWARD_TEST_TMPDIR === 'disk' || !existsSync(SHM)) return () => undefined;
+  // A small tmpfs (a container's default /dev/shm is 64 MiB) would fill up: the disk it is then.
+  const { bavail, bsize } = statfsSync(SHM);
+  if (bavail * bsize < MIN_SHM_BYTES) return () => undefined;
   // A run that was killed left its directory (memory): removed once its process is gone.
   for (const name of readdirSync(SHM)) {
     const pid = /^keyward-test-(\d+)$/.exec(name)?.[1];
