@@ -9,6 +9,7 @@ const LOG_FLUSH_MS = 200;
 
 /** Buffers whose lines are written when the process exits. */
 const held = new Set<WeakRef<LogBuffer>>();
+let flushOnExit = false;
 
 /**
  * Log lines gathered and written 16 KiB at a time instead of one `write` each: under load a write
@@ -25,7 +26,9 @@ export class LogBuffer {
 
   constructor(destination: number | string | { write(text: string): unknown }) {
     this.out = typeof destination === 'object' ? destination : pinoDestination({ dest: destination, sync: true });
-    if (held.size === 0) process.once('exit', () => held.forEach((ref) => ref.deref()?.flush()));
+    if (!flushOnExit) process.once('exit', () => held.forEach((ref) => ref.deref()?.flush()));
+    flushOnExit = true;
+    for (const ref of held) if (ref.deref() === undefined) held.delete(ref);
     held.add(new WeakRef(this));
   }
 

@@ -1,4 +1,4 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 
+import { opensslOcsp } from '../revocation/helpers.ts';
 import { freePort } from '../support/ca.ts';
 import { cli, keywardServe, serveInProcess } from '../support/cli.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
@@ -28,33 +29,6 @@ function get(url: string, ca: string): Promise<{ status: number; headers: Record
 async function health(httpUrl: string): Promise<{ status: number; body: Record<string, unknown> }> {
   const r = await fetch(`${httpUrl}/health`);
   return { status: r.status, body: (await r.json()) as Record<string, unknown> };
-}
-
-/** `openssl ocsp` against the server; returns its output and exit status (never blocking this process, which may be the server). */
-function ocsp(
-  files: { root: string; inter: string; leaf: string },
-  httpUrl: string,
-  nonce: boolean,
-): Promise<{ ok: boolean; out: string }> {
-  const args = [
-    'ocsp',
-    '-issuer',
-    files.inter,
-    '-cert',
-    files.leaf,
-    '-url',
-    `${httpUrl}/ocsp`,
-    '-CAfile',
-    files.root,
-    '-verify_other',
-    files.inter,
-    ...(nonce ? [] : ['-no_nonce']),
-  ];
-  return new Promise((resolve) =>
-    execFile('openssl', args, { encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) =>
-      resolve({ ok: !err, out: `${stdout}${stderr}` }),
-    ),
-  );
 }
 
 // `keyward serve` starts sealed in a process of its own; its restarts run in this process
@@ -177,7 +151,7 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', { timeout:
       client: write('client.pem', client.stdout),
       clientKey: write('client.key', clientCsr.keyPem),
     };
-    const live = await ocsp(files, httpUrl, false);
+    const live = await opensslOcsp({ httpUrl }, files, ['-cert', files.leaf], ['-no_nonce']);
     expect(live.out).toMatch(/leaf\.pem: good/);
     expect(live.ok, live.out).toBe(true);
 
@@ -187,7 +161,7 @@ describe('a CA with a 3-of-5 shares root, served by `keyward serve`', { timeout:
 
     // The answer signed before the restart, served as stored; a nonce can't force a signature now.
     for (const nonce of [false, true]) {
-      const cached = await ocsp(files, httpUrl, nonce);
+      const cached = await opensslOcsp({ httpUrl }, files, ['-cert', files.leaf], nonce ? [] : ['-no_nonce']);
       expect(cached.out).toMatch(/Response verify OK/);
       expect(cached.out).toMatch(/leaf\.pem: good/);
     }

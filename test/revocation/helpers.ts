@@ -64,7 +64,7 @@ export async function pemFiles(
  * runs asynchronously (spawnSync would stall the server it talks to).
  */
 export function opensslOcsp(
-  ca: TestCa,
+  ca: Pick<TestCa, 'httpUrl'>,
   files: { root: string; inter: string },
   target: string[],
   extra: string[] = [],
