@@ -160,5 +160,5 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
     throw prob;
   }
   if (!done) throw new Error(`order ${order.id} was not recorded as valid with its certificate`);
-  return orderResponse(deps, { ...done, authz_ids: order.authz_ids }, 200, { Location: deps.urls.order(order.id) });
+  return orderResponse(deps, done, 200, { Location: deps.urls.order(order.id) });
 }

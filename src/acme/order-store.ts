@@ -33,7 +33,7 @@ export interface NewOrder {
 export async function insertOrder(
   db: Executor,
   o: NewOrder,
-): Promise<{ order: OrderRow; authzIds: string[] } | undefined> {
+): Promise<OrderRow | undefined> {
   const ids = o.identifiers.map(authzIdentifier);
   const newIds = ids.map(() => randomId());
   const ch = { id: [] as string[], authz: [] as string[], type: [] as string[], token: [] as string[] };
@@ -46,7 +46,7 @@ export async function insertOrder(
     }
   });
   const limited = o.limit.limit > 0;
-  const { rows } = await sql<OrderRow & { authz_ids: string[] }>`
+  const { rows } = await sql<OrderRow>`
     WITH ids AS (
       SELECT * FROM unnest(${ids.map((_, i) => i)}::int[], ${ids.map((i) => i.type)}::text[],
         ${ids.map((i) => i.value)}::text[], ${ids.map((i) => i.wildcard)}::bool[], ${newIds}::text[])
@@ -72,19 +72,18 @@ export async function insertOrder(
       FROM unnest(${ch.id}::text[], ${ch.authz}::text[], ${ch.type}::text[], ${ch.token}::text[]) AS c (id, authz_id, type, token)
       WHERE c.authz_id IN (SELECT id FROM authzs)),
     ord AS (
-      INSERT INTO acme_orders (id, account_id, status, expires, identifiers, not_after, profile, replaces, created_at, updated_at)
+      INSERT INTO acme_orders (id, account_id, status, expires, identifiers, not_after, profile, replaces, created_at,
+        updated_at, authz_ids)
       SELECT ${o.id}, ${o.accountId}, CASE WHEN bool_and(reused) THEN 'ready' ELSE 'pending' END, ${o.expires},
-        ${JSON.stringify(o.identifiers)}::jsonb, ${o.notAfter}::timestamptz, ${o.profile}, ${o.replaces}::text, ${o.now}, ${o.now}
+        ${JSON.stringify(o.identifiers)}::jsonb, ${o.notAfter}::timestamptz, ${o.profile}, ${o.replaces}::text, ${o.now}, ${o.now},
+        array_agg(authz_id ORDER BY pos)
       FROM chosen HAVING count(*) > 0
       RETURNING *),
     links AS (
       INSERT INTO acme_order_authzs (order_id, authz_id, position)
       SELECT ord.id, chosen.authz_id, chosen.pos FROM ord, chosen)
-    SELECT ord.*, (SELECT array_agg(authz_id ORDER BY pos) FROM chosen) AS authz_ids FROM ord`.execute(db);
-  const row = rows[0];
-  if (!row) return undefined;
-  const { authz_ids, ...order } = row;
-  return { order: order as OrderRow, authzIds: authz_ids };
+    SELECT * FROM ord`.execute(db);
+  return rows[0];
 }
 
 /** What an open order becomes when its account or one of its authorizations goes away (RFC 8555 7.1.6). */

@@ -24,13 +24,6 @@ import { type OrderRow, orderStatus, orderView } from './views.ts';
 /** Seconds a client should wait before polling a resource that is still changing. */
 export const RETRY_AFTER_SECONDS = '1';
 
-/** An order with its authorization ids in order: one query. */
-export type OrderWithAuthzs = OrderRow & { authz_ids: string[] };
-
-const authzIdsOf = sql<
-  string[]
->`ARRAY(SELECT authz_id FROM acme_order_authzs oa WHERE oa.order_id = o.id ORDER BY position)`;
-
 function owned<T extends { account_id: string }>(order: T | undefined, account: AccountRow): T {
   if (!order) throw new KeywardError('notFound', 'No such order');
   if (order.account_id !== account.id) throw new KeywardError('unauthorized', 'This order belongs to another account');
@@ -38,16 +31,16 @@ function owned<T extends { account_id: string }>(order: T | undefined, account: 
 }
 
 const orderById = precompiled((db, id: string) =>
-  db.selectFrom('acme_orders as o').selectAll('o').select(authzIdsOf.as('authz_ids')).where('o.id', '=', id).compile(),
+  db.selectFrom('acme_orders').selectAll().where('id', '=', id).compile(),
 );
 
-export async function ownedOrder(db: Db, account: AccountRow, id: string): Promise<OrderWithAuthzs> {
+export async function ownedOrder(db: Db, account: AccountRow, id: string): Promise<OrderRow> {
   const [order] = await orderById(db, id);
   return owned(order, account);
 }
 
 /** An order as finalize claims it: with what the issuance decision judges, in the same statement. */
-export type OrderToFinalize = OrderWithAuthzs & { proofs: ProofOfControl[]; name_counters: CounterReading[] };
+export type OrderToFinalize = OrderRow & { proofs: ProofOfControl[]; name_counters: CounterReading[] };
 
 // Built and compiled once (db/precompiled.ts): it runs on every finalize.
 const claim = precompiled((db, orderId: string, accountId: string, now: Date) =>
@@ -64,15 +57,12 @@ const claim = precompiled((db, orderId: string, accountId: string, now: Date) =>
     )
     .selectFrom('o')
     .selectAll('o')
-    .select(authzIdsOf.as('authz_ids'))
     .select(
       sql<unknown>`(SELECT coalesce(json_agg(json_build_object(
           'type', a.identifier_type,
           'value', CASE WHEN a.wildcard THEN '*.' || a.identifier_value ELSE a.identifier_value END,
-          'method', ch.type, 'validatedAt', a.validated_at)), '[]')
-        FROM acme_order_authzs oa JOIN acme_authzs a ON a.id = oa.authz_id
-        JOIN acme_challenges ch ON ch.authz_id = a.id AND ch.status = 'valid'
-        WHERE oa.order_id = o.id)`.as('proofs'),
+          'method', a.validated_by, 'validatedAt', a.validated_at)), '[]')
+        FROM acme_authzs a WHERE a.id = ANY (o.authz_ids) AND a.validated_by IS NOT NULL)`.as('proofs'),
     )
     .select(
       countersOf(
@@ -103,7 +93,7 @@ export async function claimToFinalize(
     // A valid authorization always has its time; none reads as stale, so CAA is checked again.
     validatedAt: new Date(p.validatedAt ?? 0),
   }));
-  return { ...(order as OrderWithAuthzs), proofs, name_counters: parseCounters(order.name_counters) };
+  return { ...(order as OrderRow), proofs, name_counters: parseCounters(order.name_counters) };
 }
 
 /** A claimed order whose finalize was refused before anything was signed turns ready again. */
@@ -118,7 +108,7 @@ export async function releaseClaim(db: Db, orderId: string, now: Date): Promise<
 
 export function orderResponse(
   deps: AcmeDeps,
-  order: OrderWithAuthzs,
+  order: OrderRow,
   status = 200,
   extra: Record<string, string> = {},
 ): Response {
@@ -126,7 +116,7 @@ export function orderResponse(
   const headers: Record<string, string> = { ...extra };
   const s = orderStatus(order, now);
   if (s === 'processing' || s === 'pending') headers['Retry-After'] = RETRY_AFTER_SECONDS;
-  return jsonResponse(orderView(deps.urls, order, order.authz_ids, now), status, headers);
+  return jsonResponse(orderView(deps.urls, order, now), status, headers);
 }
 
 export function resolveProfile(deps: AcmeDeps, requested: unknown): Profile {
@@ -218,8 +208,7 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
     );
     throw new Error('the new order was neither stored nor refused by its rate limit');
   }
-  const { order, authzIds } = created;
-  return orderResponse(deps, { ...order, authz_ids: authzIds }, 201, { Location: deps.urls.order(order.id) });
+  return orderResponse(deps, created, 201, { Location: deps.urls.order(created.id) });
 }
 
 export async function getOrder(c: Context, deps: AcmeDeps): Promise<Response> {

@@ -28,13 +28,13 @@ export function orderStatus(o: OrderRow, now: Date): AcmeOrderStatus {
   return (o.status === 'pending' || o.status === 'ready') && o.expires <= now ? 'invalid' : o.status;
 }
 
-export function orderView(urls: AcmeUrls, o: OrderRow, authzIds: string[], now: Date): Record<string, unknown> {
+export function orderView(urls: AcmeUrls, o: OrderRow, now: Date): Record<string, unknown> {
   const status = orderStatus(o, now);
   const out: Record<string, unknown> = {
     status,
     expires: o.expires.toISOString(),
     identifiers: o.identifiers,
-    authorizations: authzIds.map((id) => urls.authz(id)),
+    authorizations: o.authz_ids.map((id) => urls.authz(id)),
     finalize: urls.finalize(o.id),
     profile: o.profile,
   };

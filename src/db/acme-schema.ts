@@ -79,6 +79,8 @@ export interface AcmeOrdersTable {
   certificate_serial: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
+  /** The order's authorizations in the order of its identifiers; fixed at newOrder. */
+  authz_ids: Generated<string[]>;
 }
 
 export interface AcmeAuthzsTable {
@@ -91,6 +93,8 @@ export interface AcmeAuthzsTable {
   status: AcmeAuthzStatus;
   expires: Timestamp;
   validated_at: Timestamp | null;
+  /** The type of the challenge that made it valid. */
+  validated_by: AcmeChallengeType | null;
   created_at: Timestamp;
 }
 
