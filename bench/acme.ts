@@ -10,6 +10,7 @@
 //   BENCH_STATEMENTS=1                      lists the statements per certificate, by SQL text
 //   BENCH_STEPS=2                           flows stop after newOrder and the authorization
 //   BENCH_NODE_FLAGS='--perf-basic-prof'    node flags for the server (perf, V8 settings)
+//   BENCH_HISTORY=0                         no earlier orders in the database (default 30,000)
 import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,6 +23,7 @@ import { Pool } from 'undici';
 import type { StatementStats } from '../src/db/statement-stats.ts';
 import { freePort } from '../test/support/ca.ts';
 import { BenchClient, ChainChecker, type Counters, directory } from './acme-client.ts';
+import { addHistory } from './acme-history.ts';
 import type { ResponderMessage, ResponderReady } from './challenge-responder.ts';
 
 const LEVELS = (process.env.BENCH_LEVELS ?? '1,8,32,128').split(',').map(Number);
@@ -33,6 +35,8 @@ const ZONE = 'bench.test';
 // BENCH_STEPS=N (1–5): each flow stops after its first N requests, so CPU per request kind shows as
 // differences between runs; the "certs" columns then count these partial flows.
 const STEPS = Number(process.env.BENCH_STEPS ?? 5);
+// BENCH_HISTORY=N: orders the PostgreSQL database has issued before the run (bench/acme-history.ts).
+const HISTORY = Number(process.env.BENCH_HISTORY ?? 30_000);
 if (!Number.isInteger(STEPS) || STEPS < 1 || STEPS > 5) throw new Error('BENCH_STEPS must be 1 to 5');
 
 const CLK_TCK = 100;
@@ -353,6 +357,12 @@ try {
     return Number(r[0]?.n ?? 0);
   };
   try {
+    if (HISTORY > 0) {
+      const db = new pg.Client({ connectionString: url.toString() });
+      await db.connect();
+      await addHistory(db, HISTORY);
+      await db.end();
+    }
     // Warm-up (JIT, pools, caches), not reported.
     await runLevel(server, 'warm-up', 8, Math.min(3, SECONDS), pgCpu, pgXacts);
     for (const clients of LEVELS) {
