@@ -24,6 +24,26 @@ let texts = 0;
 const WRITE = /\b(insert|update|delete)\b/i;
 const TX = /^\s*(begin|start transaction|commit|rollback|savepoint|release)/i;
 
+type Kind = 'begin' | 'commit' | 'rollback' | 'write' | 'other';
+/** What a statement text is, worked out once per text (the texts are few and long). */
+const kinds = new Map<string, Kind>();
+function kindOf(text: string): Kind {
+  let kind = kinds.get(text);
+  if (kind === undefined) {
+    const tx = TX.exec(text)?.[1]?.toLowerCase();
+    kind =
+      tx === 'begin' || tx === 'start transaction'
+        ? 'begin'
+        : tx === 'commit' || tx === 'rollback'
+          ? tx
+          : tx === undefined && WRITE.test(text)
+            ? 'write'
+            : 'other';
+    if (kinds.size < MAX_TEXTS * 5) kinds.set(text, kind);
+  }
+  return kind;
+}
+
 /** Per connection: whether the open transaction (if any) has written. */
 export class ConnectionCounter {
   private inTransaction = false;
@@ -44,17 +64,22 @@ export class ConnectionCounter {
       texts++;
       statementStats.byText[text] = 1;
     }
-    const tx = TX.exec(text)?.[1]?.toLowerCase();
-    if (tx === 'begin' || tx === 'start transaction') {
-      this.inTransaction = true;
-      this.wrote = false;
-    } else if (tx === 'commit' || tx === 'rollback') {
-      if (tx === 'commit' && this.wrote) this.commit();
-      this.inTransaction = false;
-      this.wrote = false;
-    } else if (tx === undefined && WRITE.test(text)) {
-      if (this.inTransaction) this.wrote = true;
-      else this.commit();
+    const kind = kindOf(text);
+    switch (kind) {
+      case 'begin':
+        this.inTransaction = true;
+        this.wrote = false;
+        break;
+      case 'commit':
+      case 'rollback':
+        if (kind === 'commit' && this.wrote) this.commit();
+        this.inTransaction = false;
+        this.wrote = false;
+        break;
+      case 'write':
+        if (this.inTransaction) this.wrote = true;
+        else this.commit();
+        break;
     }
   }
 }
