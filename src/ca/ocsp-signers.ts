@@ -29,10 +29,17 @@ export interface OcspSignerSettings {
 
 const BACKDATE_MS = 60_000;
 const LEASE_TTL_MS = 60_000;
+/**
+ * How long a responder found in the database is used before looking again. A newer one (minted by
+ * any replica at half the old one's life) is picked up within this; the old one stays valid for
+ * half its lifetime after that, so using it a little longer is harmless. Pre-signing an answer
+ * for each new certificate asked the database every time.
+ */
+const RECHECK_MS = 30_000;
 
 export class OcspSigners {
   /** Per process; the database row is the truth, this only saves an unwrap per response. */
-  private readonly cache = new Map<string, { id: string; responder: Responder }>();
+  private readonly cache = new Map<string, { id: string; responder: Responder; checkedAt: number }>();
 
   constructor(
     private readonly db: Db,
@@ -49,9 +56,12 @@ export class OcspSigners {
       if (cached) return cached.responder;
       const signer = await this.kms.signer(issuerKey(issuer), 'sign-ocsp', this.principal);
       const responder = { issuerId: issuer.id, certificate: issuer.certificate, signer, notAfter: issuer.not_after };
-      this.cache.set(issuer.id, { id: issuer.id, responder });
+      this.cache.set(issuer.id, { id: issuer.id, responder, checkedAt: now.getTime() });
       return responder;
     }
+    const recent = this.cache.get(issuer.id);
+    if (recent && now.getTime() - recent.checkedAt < RECHECK_MS && recent.responder.notAfter > now)
+      return recent.responder;
     const row = await this.db
       .selectFrom('ocsp_signers')
       .select(['id', 'key_id', 'certificate', 'not_after'])
@@ -62,10 +72,13 @@ export class OcspSigners {
       .executeTakeFirst();
     if (!row) return undefined;
     const cached = this.cache.get(issuer.id);
-    if (cached?.id === row.id) return cached.responder;
+    if (cached?.id === row.id) {
+      cached.checkedAt = now.getTime();
+      return cached.responder;
+    }
     const signer = await this.kms.signer(row.key_id, 'sign-ocsp', this.principal);
     const responder = { issuerId: issuer.id, certificate: row.certificate, signer, notAfter: row.not_after };
-    this.cache.set(issuer.id, { id: row.id, responder });
+    this.cache.set(issuer.id, { id: row.id, responder, checkedAt: now.getTime() });
     return responder;
   }
 
@@ -121,6 +134,8 @@ export class OcspSigners {
         .execute();
       return true;
     });
+    // This replica uses the new responder from its next answer on.
+    if (created === true) this.cache.delete(issuer.id);
     return created === true;
   }
 }
