@@ -33,6 +33,8 @@ export interface AcmeDeps {
    * crash is harmless because a later flushed commit of the same request covers them (WAL order).
    */
   asyncCommit: Db;
+  /** The same database on connections that reuse one plan per statement (DatabaseHandle.genericPlans). */
+  genericPlans: Db;
   log: Logger;
   clock: Clock;
   urls: AcmeUrls;

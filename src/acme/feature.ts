@@ -37,6 +37,7 @@ export function createAcmeDeps(
     certificates: ctx.ca,
     db: ctx.database.db,
     asyncCommit: ctx.database.asyncCommit,
+    genericPlans: ctx.database.genericPlans,
     log: log.child({ feature: 'acme' }),
     clock,
     urls: new AcmeUrls(ctx.config.httpsBaseUrl),

@@ -20,6 +20,15 @@ export interface DatabaseHandle {
    * them durable too. The embedded database has one connection: there it is `db`.
    */
   asyncCommit: Db;
+  /**
+   * The same database on connections that plan a prepared statement once and reuse the plan for
+   * any parameters (plan_cache_mode = force_generic_plan), for hot statements written so that one
+   * plan fits every call. PostgreSQL otherwise plans newOrder's statement on every call, as long
+   * as its arrays' actual lengths make a custom plan look cheaper than the generic one: planning it
+   * cost as much as running it. Not for statements that need a parameter's value to pick a
+   * partial index. The embedded database has one connection: there it is `db`.
+   */
+  genericPlans: Db;
   kind: 'postgres' | 'embedded';
   /** NOTIFY messages on a channel, for caches every replica must drop at once (e.g. on revocation). */
   listen: Listen;
@@ -40,13 +49,18 @@ export async function openDatabase(options: {
   if (options.url) {
     const pool = newPool(options.url, options.poolSize ?? 10);
     const asyncPool = newPool(options.url, ASYNC_COMMIT_POOL_SIZE, '-c synchronous_commit=off');
+    const genericPool = newPool(options.url, GENERIC_PLANS_POOL_SIZE, '-c plan_cache_mode=force_generic_plan');
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new PreparedStatementPool(pool) }) });
     const asyncCommit = new Kysely<Database>({
       dialect: new PostgresDialect({ pool: new PreparedStatementPool(asyncPool, { flushes: false }) }),
     });
+    const genericPlans = new Kysely<Database>({
+      dialect: new PostgresDialect({ pool: new PreparedStatementPool(genericPool) }),
+    });
     return {
       db,
       asyncCommit,
+      genericPlans,
       kind: 'postgres',
       listen: listenPostgres(options.url),
       poolStats: () => ({
@@ -56,7 +70,7 @@ export async function openDatabase(options: {
         max: pool.options.max,
       }),
       close: async () => {
-        await Promise.all([db.destroy(), asyncCommit.destroy()]);
+        await Promise.all([db.destroy(), asyncCommit.destroy(), genericPlans.destroy()]);
       },
     };
   }
@@ -64,11 +78,20 @@ export async function openDatabase(options: {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const pglite = await PGlite.create(dir);
   const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
-  return { db, asyncCommit: db, kind: 'embedded', listen: listenEmbedded(pglite), close: () => db.destroy() };
+  return {
+    db,
+    asyncCommit: db,
+    genericPlans: db,
+    kind: 'embedded',
+    listen: listenEmbedded(pglite),
+    close: () => db.destroy(),
+  };
 }
 
 /** Few: its statements are short and batched (nonce spends are group-committed). */
 const ASYNC_COMMIT_POOL_SIZE = 4;
+/** One statement per new order holds a connection for its run and its commit's flush. */
+const GENERIC_PLANS_POOL_SIZE = 5;
 
 function newPool(url: string, max: number, options?: string): pg.Pool {
   const pool = new pg.Pool({

@@ -55,4 +55,15 @@ describe.runIf(process.env.DATABASE_URL)('queries on PostgreSQL run as prepared 
     await sql`INSERT INTO widgets VALUES (3, 'three')`.execute(handle.asyncCommit);
     expect((await byId(3)).rows).toEqual([{ id: 3, name: 'three', colour: null }]);
   });
+
+  it('plan a statement once on the genericPlans connections, and choose per call on the ordinary ones', async () => {
+    const mode = async (db: typeof handle.db) =>
+      (await sql<{ m: string }>`SELECT current_setting('plan_cache_mode') AS m`.execute(db)).rows[0]!.m;
+    expect(await mode(handle.db)).toBe('auto');
+    expect(await mode(handle.genericPlans)).toBe('force_generic_plan');
+    const ids = (db: typeof handle.db, list: number[]) =>
+      sql<{ name: string }>`SELECT name FROM widgets WHERE id = ANY (${list}::int[]) ORDER BY id`.execute(db);
+    expect((await ids(handle.genericPlans, [1, 3])).rows).toEqual([{ name: 'one' }, { name: 'three' }]);
+    expect((await ids(handle.genericPlans, [2])).rows).toEqual([{ name: 'two' }]);
+  });
 });
