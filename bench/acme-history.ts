@@ -2,7 +2,7 @@ import type pg from 'pg';
 
 /**
  * A CA's tables are not empty: it has issued before. The bench gives its fresh database the rows of
- * `orders` earlier finalized orders (their authorizations, challenges, links, per-name counters,
+ * `orders` earlier finalized orders (their authorizations, per-name counters,
  * serial reservations and certificates,
  * under accounts the bench doesn't use, validated and expired long ago so nothing is reused), then
  * gathers statistics as autovacuum would. Plans made for near-empty tables stay cached per
@@ -13,17 +13,11 @@ export async function addHistory(db: pg.Client, orders: number): Promise<void> {
   await db.query('BEGIN');
   await db.query(
     `INSERT INTO acme_authzs (id, account_id, identifier_type, identifier_value, wildcard, status, expires,
-       validated_at, validated_by, created_at)
+       validated_at, created_at, order_id, challenge_types, challenge_tokens, attempted, attempt_status)
      SELECT 'hist-a' || i, 'hist-acct-' || (i % 50), 'dns', 'h' || i || '.history.test', false, 'valid',
-       now() - interval '60 days', now() - interval '90 days', 'http-01', now() - interval '90 days'
+       now() - interval '60 days', now() - interval '90 days', now() - interval '90 days', 'hist-o' || i,
+       '{dns-01,http-01,tls-alpn-01}', ARRAY['hist-t1-' || i, 'hist-t2-' || i, 'hist-t3-' || i], 'http-01', 'valid'
      FROM generate_series(1, $1) AS i`,
-    [orders],
-  );
-  await db.query(
-    `INSERT INTO acme_challenges (id, authz_id, type, token, status, validated)
-     SELECT 'hist-c' || i || '-' || t.n, 'hist-a' || i, t.type, 'hist-t' || i || '-' || t.n,
-       CASE WHEN t.n = 1 THEN 'valid' ELSE 'pending' END, CASE WHEN t.n = 1 THEN now() - interval '90 days' END
-     FROM generate_series(1, $1) AS i, (VALUES (1, 'http-01'), (2, 'dns-01'), (3, 'tls-alpn-01')) AS t (n, type)`,
     [orders],
   );
   await db.query(
@@ -32,11 +26,6 @@ export async function addHistory(db: pg.Client, orders: number): Promise<void> {
        jsonb_build_array(jsonb_build_object('type', 'dns', 'value', 'h' || i || '.history.test')), 'default',
        now() - interval '90 days', now() - interval '90 days', ARRAY['hist-a' || i]
      FROM generate_series(1, $1) AS i`,
-    [orders],
-  );
-  await db.query(
-    `INSERT INTO acme_order_authzs (order_id, authz_id, position)
-     SELECT 'hist-o' || i, 'hist-a' || i, 0 FROM generate_series(1, $1) AS i`,
     [orders],
   );
   await db.query(

@@ -10,44 +10,26 @@ import { requireAccount, verifyRequest } from './jws.ts';
 import { invalidatedBy } from './order-store.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { jsonResponse } from './respond.ts';
-import { type AuthzRow, authzStatus, authzView, type ChallengeRow } from './views.ts';
-
-type AuthzWithChallenges = AuthzRow & { challenges: ChallengeRow[] };
+import { type AuthzRow, authzStatus, authzView } from './views.ts';
 
 const authzById = precompiled((db, id: string) =>
-  db
-    .selectFrom('acme_authzs as a')
-    .selectAll('a')
-    .select(
-      sql<
-        ChallengeJson[]
-      >`coalesce((SELECT json_agg(c ORDER BY c.type) FROM acme_challenges c WHERE c.authz_id = a.id), '[]')`.as(
-        'challenges',
-      ),
-    )
-    .where('a.id', '=', id)
-    .compile(),
+  db.selectFrom('acme_authzs').selectAll().where('id', '=', id).compile(),
 );
 
-/** The authorization and its challenges in one query (challenges as JSON, dates revived here). */
-export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promise<AuthzWithChallenges> {
+/** The authorization, with its challenges in the same row. */
+export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promise<AuthzRow> {
   const [row] = await authzById(db, id);
   if (!row) throw new KeywardError('notFound', 'No such authorization');
   if (row.account_id !== account.id)
     throw new KeywardError('unauthorized', 'This authorization belongs to another account');
-  return {
-    ...row,
-    challenges: row.challenges.map((c) => ({ ...c, validated: c.validated ? new Date(c.validated) : null })),
-  };
+  return row;
 }
 
-type ChallengeJson = Omit<ChallengeRow, 'validated'> & { validated: string | null };
-
-export function authzResponse(deps: AcmeDeps, authz: AuthzWithChallenges): Response {
+export function authzResponse(deps: AcmeDeps, authz: AuthzRow): Response {
   const now = deps.clock.now();
   const headers: Record<string, string> = {};
   if (authzStatus(authz, now) === 'pending') headers['Retry-After'] = RETRY_AFTER_SECONDS;
-  return jsonResponse(authzView(deps.urls, authz, authz.challenges, now), 200, headers);
+  return jsonResponse(authzView(deps.urls, authz, now), 200, headers);
 }
 
 /** POST-as-GET, or RFC 8555 §7.5.2 deactivation (which also invalidates the orders relying on it). */
@@ -55,7 +37,7 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'kid');
   const account = requireAccount(req);
   let authz = await ownedAuthz(deps.db, account, c.req.param('id')!);
-  deps.challenges.rememberPending(authz, authz.challenges);
+  deps.challenges.rememberPending(authz);
   const p = req.payload;
   if (p && p.status !== undefined) {
     if (p.status !== 'deactivated')
@@ -76,15 +58,18 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
           'malformed',
           `The authorization is ${authzStatus(current, now)} and cannot be deactivated`,
         );
+      // The orders using it are the account's, made while it was live (a range of the account's index).
       await trx
         .updateTable('acme_orders')
         .set(invalidatedBy('An authorization of this order was deactivated', now))
+        .where('account_id', '=', current.account_id)
+        .where('created_at', '>=', current.created_at)
         .where('status', 'in', ['pending', 'ready'])
-        .where('id', 'in', trx.selectFrom('acme_order_authzs').select('order_id').where('authz_id', '=', current.id))
+        .where(sql<boolean>`${current.id} = ANY (authz_ids)`)
         .execute();
       return row;
     });
-    authz = { ...row, challenges: current.challenges };
+    authz = row;
   }
   return authzResponse(deps, authz);
 }

@@ -4,7 +4,8 @@ import { sql } from 'kysely';
 import { addMs } from '../core/clock.ts';
 import { KeywardError } from '../core/errors.ts';
 import { underLimit } from '../policy/index.ts';
-import type { ChallengeKind, ValidationOutcome } from '../validation/index.ts';
+import type { AcmeChallengeType } from '../db/acme-schema.ts';
+import type { ValidationOutcome } from '../validation/index.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
@@ -12,14 +13,11 @@ import { throwIfLimited } from './limits.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { jsonResponse, link } from './respond.ts';
 import { settleIfQuick } from './validate-at-once.ts';
-import { type ChallengeRow, challengeView } from './views.ts';
+import { ownedAuthz } from './authz.ts';
+import { type AuthzRow, type ChallengeRow, challengeOf, challengeView } from './views.ts';
 import { attemptValidation, checkChallenge, jobLeaseMs, retryDelay } from './worker.ts';
 
-type Found = ChallengeRow & {
-  account_id: string;
-  identifier_type: 'dns' | 'ip';
-  identifier_value: string;
-  wildcard: boolean;
+type Found = AuthzRow & {
   /** Set when this request started the validation. */
   job_id: string | null;
   job_deadline: Date | null;
@@ -27,31 +25,47 @@ type Found = ChallengeRow & {
   under_limit: boolean;
 };
 
+const TYPES: ReadonlySet<string> = new Set<AcmeChallengeType>(['http-01', 'dns-01', 'tls-alpn-01']);
+
+/** The challenge a URL names: /chall/<authorization>/<type>, or an id handed out before (see migration 0018). */
+async function addressed(c: Context, deps: AcmeDeps): Promise<{ authzId: string; type: AcmeChallengeType }> {
+  const { id, authz, type } = c.req.param() as { id?: string; authz?: string; type?: string };
+  if (authz !== undefined && type !== undefined && TYPES.has(type))
+    return { authzId: authz, type: type as AcmeChallengeType };
+  const old =
+    id === undefined
+      ? undefined
+      : await deps.db.selectFrom('acme_old_challenge_ids').select(['authz_id', 'type']).where('id', '=', id).executeTakeFirst();
+  if (!old) throw new KeywardError('notFound', 'No such challenge');
+  return { authzId: old.authz_id, type: old.type };
+}
+
 /**
  * POST-as-GET reads a challenge; any JSON object (RFC 8555 says `{}`, unknown fields ignored) asks
- * us to validate it. When this replica served the challenge's authorization it knows what to check
- * and starts at once; an outcome within the grace period is recorded in one statement
- * (validate-at-once.ts). Otherwise one statement reads the challenge and, when it is pending, its authorization
- * live and the account under its failed-validations limit, turns it processing with a job whose
- * lease this replica holds. The first attempt then runs here at once, so a client whose answer is
- * in place gets `valid` in this response. The job carries retries, and another replica takes it
- * over when this one dies mid-check and the lease lapses. A repeated POST, or one for a settled
- * challenge, returns the current state.
+ * us to validate it. One challenge per authorization is attempted; a POST to another once one is
+ * under way reads it. When this replica served the authorization it knows what to check and
+ * starts at once; an outcome within the grace period is recorded in one statement
+ * (validate-at-once.ts). Otherwise one statement reads the authorization and, when it is pending
+ * with no attempt yet and the account under its failed-validations limit, records the attempt as
+ * processing with a job whose lease this replica holds. The first attempt then runs here at once,
+ * so a client whose answer is in place gets `valid` in this response. The job carries retries, and
+ * another replica takes it over when this one dies mid-check and the lease lapses. A repeated
+ * POST, or one for a settled challenge, returns the current state.
  */
 export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'kid');
   const account = requireAccount(req);
-  const id = c.req.param('id')!;
+  const { authzId, type } = await addressed(c, deps);
   const now = deps.clock.now();
   const start = req.payload !== undefined;
-  const facts = start ? deps.challenges.knownFor(id, account.id) : undefined;
+  const facts = start ? deps.challenges.knownFor(authzId, type, account.id) : undefined;
   let running: Promise<ValidationOutcome> | undefined;
   if (facts) {
     running = checkChallenge(deps, { ...facts, thumbprint: account.key_thumbprint });
     // Whoever ends up waiting for it handles a failure; until then it must not go unhandled.
     running.catch(() => {});
-    const settled = await settleIfQuick(deps, id, facts, running).catch((err: unknown) => {
-      deps.log.error({ err: err instanceof Error ? err.stack : String(err), challenge: id }, 'validation failed');
+    const settled = await settleIfQuick(deps, facts, running).catch((err: unknown) => {
+      deps.log.error({ err: err instanceof Error ? err.stack : String(err), authz: authzId }, 'validation failed');
       return undefined;
     });
     if (settled) return challengeResponse(deps, settled);
@@ -60,25 +74,24 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   const limit = deps.limits.rule('failedValidationsPerAccount');
   const { rows } = await sql<Found>`
     WITH found AS (
-      SELECT ch.*, a.account_id, a.identifier_type, a.identifier_value, a.wildcard,
-        ${underLimit(limit, account.id, now)} AS under_limit,
-        ${start}::bool AND ch.status = 'pending' AND a.status = 'pending' AND a.expires > ${now}
-          AND a.account_id = ${account.id} AS startable
-      FROM acme_challenges ch JOIN acme_authzs a ON a.id = ch.authz_id WHERE ch.id = ${id}),
+      SELECT a.*, ${underLimit(limit, account.id, now)} AS under_limit,
+        ${start}::bool AND a.status = 'pending' AND a.attempted IS NULL AND a.expires > ${now}
+          AND a.account_id = ${account.id} AND ${type} = ANY (a.challenge_types) AS startable
+      FROM acme_authzs a WHERE a.id = ${authzId}),
     started AS (
-      UPDATE acme_challenges ch SET status = 'processing'
-      FROM found WHERE ch.id = found.id AND ch.status = 'pending' AND found.startable AND found.under_limit
-      RETURNING ch.*),
+      UPDATE acme_authzs a SET attempted = ${type}, attempt_status = 'processing'
+      FROM found WHERE a.id = found.id AND a.status = 'pending' AND a.attempted IS NULL
+        AND found.startable AND found.under_limit
+      RETURNING a.id),
     job AS (
-      INSERT INTO acme_jobs (id, challenge_id, status, run_at, deadline, attempts, lease_holder, lease_until, created_at)
+      INSERT INTO acme_jobs (id, authz_id, status, run_at, deadline, attempts, lease_holder, lease_until, created_at)
       SELECT ${randomId()}, id, 'queued', ${now}, ${deadline}, 1, ${deps.holder}, ${addMs(now, jobLeaseMs(deps))}, ${now}
       FROM started RETURNING id, deadline)
-    SELECT coalesce(started.status, found.status) AS status, found.id, found.authz_id, found.type, found.token,
-      found.error, found.validated, found.account_id, found.identifier_type, found.identifier_value, found.wildcard,
-      found.under_limit OR NOT found.startable AS under_limit, job.id AS job_id, job.deadline AS job_deadline
-    FROM found LEFT JOIN started ON true LEFT JOIN job ON true`.execute(deps.db);
+    SELECT found.*, found.under_limit OR NOT found.startable AS under_limit,
+      job.id AS job_id, job.deadline AS job_deadline
+    FROM found LEFT JOIN job ON true`.execute(deps.db);
   const found = rows[0];
-  if (!found) throw new KeywardError('notFound', 'No such challenge');
+  if (!found || !found.challenge_types.includes(type)) throw new KeywardError('notFound', 'No such challenge');
   if (found.account_id !== account.id)
     throw new KeywardError('unauthorized', 'This challenge belongs to another account');
   if (!found.under_limit) {
@@ -88,17 +101,17 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
       'Failed validations for this account',
     );
   }
-  let challenge: ChallengeRow = found;
+  let challenge = challengeOf(found, type)!;
   if (found.job_id !== null) {
+    const started = challengeOf({ ...found, attempted: type, attempt_status: 'processing' }, type)!;
     const settled = await attemptValidation(
       deps,
       {
         jobId: found.job_id,
-        challengeId: found.id,
-        authzId: found.authz_id,
+        authzId,
         accountId: account.id,
-        kind: found.type as ChallengeKind,
-        token: found.token,
+        kind: type,
+        token: started.token,
         thumbprint: account.key_thumbprint,
         identifier: {
           type: found.identifier_type,
@@ -111,18 +124,16 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
       running,
     ).catch((err: unknown) => {
       // The job keeps its lease and is retried when it lapses; the client sees processing.
-      deps.log.error({ err: err instanceof Error ? err.stack : String(err), challenge: found.id }, 'validation failed');
+      deps.log.error({ err: err instanceof Error ? err.stack : String(err), authz: authzId }, 'validation failed');
       return undefined;
     });
-    challenge =
-      settled ??
-      (await deps.db.selectFrom('acme_challenges').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
+    challenge = settled ?? challengeOf((await ownedAuthz(deps.db, account, authzId)), type)!;
   }
   return challengeResponse(deps, challenge);
 }
 
 function challengeResponse(deps: AcmeDeps, challenge: ChallengeRow): Response {
-  if (challenge.status !== 'pending') deps.challenges.forget(challenge.id);
+  if (challenge.status !== 'pending') deps.challenges.forget(challenge.authz_id);
   const headers: Record<string, string | string[]> = { Link: link(deps.urls.authz(challenge.authz_id), 'up') };
   // A failed attempt waits for its retry (the first back-off step; at most a few seconds inside
   // validation.retryFor's 20 s): polling sooner would only show the same error.

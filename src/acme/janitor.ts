@@ -54,9 +54,12 @@ export async function sweep(deps: AcmeDeps): Promise<JanitorReport> {
     .deleteFrom('acme_orders')
     .where('expires', '<', addMs(now, -ORDER_RETENTION_MS))
     .executeTakeFirst();
+  // An order using an authorization is its account's, made while the authorization was live.
   const authzs = await sql`
     DELETE FROM acme_authzs a WHERE a.expires < ${addMs(now, -ORDER_RETENTION_MS)}
-      AND NOT EXISTS (SELECT 1 FROM acme_order_authzs oa WHERE oa.authz_id = a.id)`.execute(db);
+      AND NOT EXISTS (
+        SELECT 1 FROM acme_orders o WHERE o.account_id = a.account_id
+          AND o.created_at >= a.created_at AND o.created_at <= a.expires AND a.id = ANY (o.authz_ids))`.execute(db);
   return {
     nonces: Number(nonces.numDeletedRows),
     jobs: Number(jobs.numDeletedRows),

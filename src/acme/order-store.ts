@@ -26,8 +26,8 @@ export interface NewOrder {
 
 /**
  * newOrder as one statement (RFC 8555 §7.4): the rate-limit hit, the reuse of recent valid
- * authorizations, the new authorizations with one challenge per allowed type, the order and its
- * links. Nothing is written when the account is over its limit (`undefined` is returned). Arrays,
+ * authorizations, the new authorizations with one challenge per allowed type, and the order with
+ * its authorizations' ids. Nothing is written when the account is over its limit (`undefined` is returned). Arrays,
  * not VALUES lists, so the text (and its prepared plan) is the same for any number of names.
  */
 export async function insertOrder(
@@ -36,21 +36,18 @@ export async function insertOrder(
 ): Promise<OrderRow | undefined> {
   const ids = o.identifiers.map(authzIdentifier);
   const newIds = ids.map(() => randomId());
-  const ch = { id: [] as string[], authz: [] as string[], type: [] as string[], token: [] as string[] };
-  o.identifiers.forEach((id, i) => {
-    for (const kind of challengeKindsFor(id)) {
-      ch.id.push(randomId());
-      ch.authz.push(newIds[i]!);
-      ch.type.push(kind);
-      ch.token.push(randomId(24));
-    }
-  });
+  // One challenge per allowed type, by type (the order the authorization shows them in), each with
+  // its own token; passed as comma-joined text, one per authorization (types and tokens have no commas).
+  const kinds = o.identifiers.map((id) => [...challengeKindsFor(id)].sort());
+  const types = kinds.map((k) => k.join(','));
+  const tokens = kinds.map((k) => k.map(() => randomId(24)).join(','));
   const limited = o.limit.limit > 0;
   const { rows } = await sql<OrderRow>`
     WITH ids AS (
       SELECT * FROM unnest(${ids.map((_, i) => i)}::int[], ${ids.map((i) => i.type)}::text[],
-        ${ids.map((i) => i.value)}::text[], ${ids.map((i) => i.wildcard)}::bool[], ${newIds}::text[])
-        AS t (pos, type, value, wildcard, new_id)),
+        ${ids.map((i) => i.value)}::text[], ${ids.map((i) => i.wildcard)}::bool[], ${newIds}::text[],
+        ${types}::text[], ${tokens}::text[])
+        AS t (pos, type, value, wildcard, new_id, challenge_types, challenge_tokens)),
     counted AS (${countHit(o.limit, o.accountId, o.now)}),
     allowed AS (SELECT NOT ${limited}::bool OR EXISTS (SELECT 1 FROM counted) AS ok),
     reuse AS (
@@ -63,14 +60,11 @@ export async function insertOrder(
       SELECT ids.*, coalesce(reuse.id, ids.new_id) AS authz_id, reuse.id IS NOT NULL AS reused
       FROM ids LEFT JOIN reuse ON reuse.pos = ids.pos WHERE (SELECT ok FROM allowed)),
     authzs AS (
-      INSERT INTO acme_authzs (id, account_id, identifier_type, identifier_value, wildcard, status, expires, created_at)
-      SELECT new_id, ${o.accountId}, type, value, wildcard, 'pending', ${o.authzExpires}, ${o.now}
-      FROM chosen WHERE NOT reused RETURNING id),
-    challenges AS (
-      INSERT INTO acme_challenges (id, authz_id, type, token, status)
-      SELECT c.id, c.authz_id, c.type, c.token, 'pending'
-      FROM unnest(${ch.id}::text[], ${ch.authz}::text[], ${ch.type}::text[], ${ch.token}::text[]) AS c (id, authz_id, type, token)
-      WHERE c.authz_id IN (SELECT id FROM authzs)),
+      INSERT INTO acme_authzs (id, account_id, identifier_type, identifier_value, wildcard, status, expires, created_at,
+        order_id, challenge_types, challenge_tokens)
+      SELECT new_id, ${o.accountId}, type, value, wildcard, 'pending', ${o.authzExpires}, ${o.now},
+        ${o.id}, string_to_array(challenge_types, ','), string_to_array(challenge_tokens, ',')
+      FROM chosen WHERE NOT reused),
     ord AS (
       INSERT INTO acme_orders (id, account_id, status, expires, identifiers, not_after, profile, replaces, created_at,
         updated_at, authz_ids)
@@ -78,10 +72,7 @@ export async function insertOrder(
         ${JSON.stringify(o.identifiers)}::jsonb, ${o.notAfter}::timestamptz, ${o.profile}, ${o.replaces}::text, ${o.now}, ${o.now},
         array_agg(authz_id ORDER BY pos)
       FROM chosen HAVING count(*) > 0
-      RETURNING *),
-    links AS (
-      INSERT INTO acme_order_authzs (order_id, authz_id, position)
-      SELECT ord.id, chosen.authz_id, chosen.pos FROM ord, chosen)
+      RETURNING *)
     SELECT * FROM ord`.execute(db);
   return rows[0];
 }

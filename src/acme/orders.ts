@@ -61,8 +61,8 @@ const claim = precompiled((db, orderId: string, accountId: string, now: Date) =>
       sql<unknown>`(SELECT coalesce(json_agg(json_build_object(
           'type', a.identifier_type,
           'value', CASE WHEN a.wildcard THEN '*.' || a.identifier_value ELSE a.identifier_value END,
-          'method', a.validated_by, 'validatedAt', a.validated_at)), '[]')
-        FROM acme_authzs a WHERE a.id = ANY (o.authz_ids) AND a.validated_by IS NOT NULL)`.as('proofs'),
+          'method', a.attempted, 'validatedAt', a.validated_at)), '[]')
+        FROM acme_authzs a WHERE a.id = ANY (o.authz_ids) AND a.attempt_status = 'valid')`.as('proofs'),
     )
     .select(
       countersOf(

@@ -28,12 +28,13 @@ const POST_ONLY: ReadonlyArray<[string, Handler]> = [
   ['/order/:id/finalize', finalize],
   ['/authz/:id', postAuthz],
   ['/chall/:id', postChallenge],
+  ['/chall/:authz/:type', postChallenge],
   ['/cert/:serial', getCertificate],
   ['/cert/:serial/:n', getCertificate],
 ];
 
 const KNOWN =
-  /^\/acme\/(new-account|new-order|revoke-cert|key-change|acct\/[^/]+(\/orders)?|order\/[^/]+(\/finalize)?|authz\/[^/]+|chall\/[^/]+|cert\/[^/]+(\/[0-9]+)?|directory|new-nonce)$/;
+  /^\/acme\/(new-account|new-order|revoke-cert|key-change|acct\/[^/]+(\/orders)?|order\/[^/]+(\/finalize)?|authz\/[^/]+|chall\/[^/]+(\/[^/]+)?|cert\/[^/]+(\/[0-9]+)?|directory|new-nonce)$/;
 
 export function mountAcme(app: Hono, deps: AcmeDeps): void {
   const p = ACME_PREFIX;

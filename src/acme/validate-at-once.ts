@@ -20,12 +20,11 @@ export const AT_ONCE_GRACE_MS = 1_000;
  * The outcome of a check started at once, recorded in one statement if it came within the grace
  * period: valid, invalid, or processing with a job for the retries (network trouble). Undefined
  * when it did not come in time or the challenge could no longer be settled from pending (another
- * POST started it, the authorization changed, the account is over its limit): the caller then
+ * POST started an attempt, the authorization changed, the account is over its limit): the caller then
  * goes the usual way, reusing `running`.
  */
 export async function settleIfQuick(
   deps: AcmeDeps,
-  challengeId: string,
   facts: ChallengeFacts,
   running: Promise<ValidationOutcome>,
 ): Promise<ChallengeRow | undefined> {
@@ -35,7 +34,7 @@ export async function settleIfQuick(
   });
   const outcome = await Promise.race([running, late]).finally(() => clearTimeout(timer));
   if (outcome === undefined) return undefined;
-  const job: SettlingJob = { id: null, challengeId, authzId: facts.authzId, accountId: facts.accountId };
+  const job: SettlingJob = { id: null, authzId: facts.authzId, type: facts.kind, accountId: facts.accountId };
   const now = deps.clock.now();
   const deadline = addMs(now, deps.config.validation.retryFor);
   const retry = isTransient(outcome, now, deadline);

@@ -4,7 +4,8 @@ import { ACME_ERROR_PREFIX } from '../core/errors.ts';
 import type {
   AcmeAuthzsTable,
   AcmeAuthzStatus,
-  AcmeChallengesTable,
+  AcmeChallengeStatus,
+  AcmeChallengeType,
   AcmeOrdersTable,
   AcmeOrderStatus,
   AcmeProblemJson,
@@ -14,7 +15,40 @@ import type { AcmeUrls } from './urls.ts';
 
 export type OrderRow = Selectable<AcmeOrdersTable>;
 export type AuthzRow = Selectable<AcmeAuthzsTable>;
-export type ChallengeRow = Selectable<AcmeChallengesTable>;
+
+/** A challenge as ACME shows it, read off its authorization's row. */
+export interface ChallengeRow {
+  id: string;
+  authz_id: string;
+  type: AcmeChallengeType;
+  token: string;
+  status: AcmeChallengeStatus;
+  error: AcmeProblemJson | null;
+  validated: Date | null;
+}
+
+/** A challenge's id (and URL path): its authorization's and its type. */
+export const challengeId = (authzId: string, type: AcmeChallengeType): string => `${authzId}/${type}`;
+
+/** The authorization's challenge of this type, if it offers one. Only the attempted one has moved on from pending. */
+export function challengeOf(a: AuthzRow, type: AcmeChallengeType): ChallengeRow | undefined {
+  const i = a.challenge_types.indexOf(type);
+  if (i < 0) return undefined;
+  const attempted = a.attempted === type && a.attempt_status !== null;
+  return {
+    id: challengeId(a.id, type),
+    authz_id: a.id,
+    type,
+    token: a.challenge_tokens[i]!,
+    status: attempted ? a.attempt_status! : 'pending',
+    error: attempted ? a.attempt_error : null,
+    validated: attempted && a.attempt_status === 'valid' ? a.validated_at : null,
+  };
+}
+
+export function challengesOf(a: AuthzRow): ChallengeRow[] {
+  return a.challenge_types.map((type) => challengeOf(a, type)!);
+}
 
 export function accountView(urls: AcmeUrls, a: AccountRow): Record<string, unknown> {
   const out: Record<string, unknown> = { status: a.status, contact: a.contact, orders: urls.accountOrders(a.id) };
@@ -70,8 +104,9 @@ export function challengeView(urls: AcmeUrls, ch: ChallengeRow): Record<string, 
   return out;
 }
 
-export function authzView(urls: AcmeUrls, a: AuthzRow, challenges: ChallengeRow[], now: Date): Record<string, unknown> {
+export function authzView(urls: AcmeUrls, a: AuthzRow, now: Date): Record<string, unknown> {
   const status = authzStatus(a, now);
+  const challenges = challengesOf(a);
   const out: Record<string, unknown> = {
     identifier: { type: a.identifier_type, value: a.identifier_value },
     status,

@@ -5,23 +5,23 @@ import { addMs } from '../core/clock.ts';
 import { KeywardError, problemDocument } from '../core/errors.ts';
 import { events } from '../core/events.ts';
 import type { AcmeIdentifier } from '../core/identifiers.ts';
-import type { AcmeProblemJson } from '../db/acme-schema.ts';
+import type { AcmeChallengeType, AcmeProblemJson } from '../db/acme-schema.ts';
 import type { ChallengeKind, ValidationConfig, ValidationOutcome, ValidationProblem } from '../validation/index.ts';
 import { checkCaa, validateChallenge } from '../validation/index.ts';
 import type { AcmeDeps } from './deps.ts';
 import { scheduleRetry, settleInvalid, settleValid, type SettlingJob } from './settle.ts';
 import type { ChallengeRow } from './views.ts';
 
-/** A claimed job with what its check needs; the challenge columns are null if it has gone. */
+/** A claimed job with what its check needs; the authorization's columns are null if it has gone. */
 interface ClaimedJob {
   id: string;
-  challenge_id: string;
+  authz_id: string;
   attempts: number;
   deadline: Date;
-  type: string | null;
+  type: AcmeChallengeType | null;
   token: string | null;
-  challenge_status: string | null;
-  authz_id: string | null;
+  attempt_status: string | null;
+  authz_status: string | null;
   identifier_type: 'dns' | 'ip' | null;
   identifier_value: string | null;
   wildcard: boolean | null;
@@ -68,12 +68,12 @@ async function claim(deps: AcmeDeps, holder: string, leaseMs: number): Promise<C
         WHERE status = 'queued' AND run_at <= ${now} AND (lease_until IS NULL OR lease_until < ${now})
         ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED)
       AND status = 'queued' AND (lease_until IS NULL OR lease_until < ${now})
-      RETURNING id, challenge_id, attempts, deadline)
-    SELECT claimed.*, ch.type, ch.token, ch.status AS challenge_status, ch.authz_id,
-      a.identifier_type, a.identifier_value, a.wildcard, a.account_id, acc.key_thumbprint
+      RETURNING id, authz_id, attempts, deadline)
+    SELECT claimed.*, a.attempted AS type, a.challenge_tokens[array_position(a.challenge_types, a.attempted)] AS token,
+      a.attempt_status, a.status AS authz_status, a.identifier_type, a.identifier_value, a.wildcard, a.account_id,
+      acc.key_thumbprint
     FROM claimed
-    LEFT JOIN acme_challenges ch ON ch.id = claimed.challenge_id
-    LEFT JOIN acme_authzs a ON a.id = ch.authz_id
+    LEFT JOIN acme_authzs a ON a.id = claimed.authz_id
     LEFT JOIN acme_accounts acc ON acc.id = a.account_id`.execute(deps.db);
   return res.rows[0];
 }
@@ -87,7 +87,6 @@ export function retryDelay(deps: AcmeDeps, attempts: number): number {
 /** What one validation attempt needs: the job, the challenge and who asked for it. */
 export interface ChallengeCheck {
   jobId: string;
-  challengeId: string;
   authzId: string;
   accountId: string;
   kind: ChallengeKind;
@@ -168,7 +167,7 @@ export async function attemptValidation(
   running: Promise<ValidationOutcome> = checkChallenge(deps, check),
 ): Promise<ChallengeRow | undefined> {
   const outcome = await running;
-  const job = { id: check.jobId, challengeId: check.challengeId, authzId: check.authzId, accountId: check.accountId };
+  const job = { id: check.jobId, authzId: check.authzId, type: check.kind, accountId: check.accountId };
   const now = deps.clock.now();
   const next = new Date(Math.min(now.getTime() + retryDelay(deps, check.attempts), check.deadline.getTime()));
   const retry = isTransient(outcome, now, check.deadline);
@@ -200,7 +199,7 @@ export async function settleOutcome(
 }
 
 async function runJob(deps: AcmeDeps, job: ClaimedJob): Promise<void> {
-  if (job.challenge_status !== 'processing' || job.authz_id === null) {
+  if (job.attempt_status !== 'processing' || job.authz_status !== 'pending') {
     await deps.db
       .updateTable('acme_jobs')
       .set({ status: 'done', finished_at: deps.clock.now() })
@@ -209,7 +208,7 @@ async function runJob(deps: AcmeDeps, job: ClaimedJob): Promise<void> {
       .execute();
     return;
   }
-  // Foreign keys tie a challenge to its authorization and account: with the challenge, all are set.
+  // A processing attempt has its type and token, and its authorization an account.
   const row = job as ClaimedJob & {
     [
       K in 'type' | 'token' | 'identifier_type' | 'identifier_value' | 'wildcard' | 'account_id' | 'key_thumbprint'
@@ -217,10 +216,9 @@ async function runJob(deps: AcmeDeps, job: ClaimedJob): Promise<void> {
   };
   await attemptValidation(deps, {
     jobId: row.id,
-    challengeId: row.challenge_id,
-    authzId: row.authz_id!,
+    authzId: row.authz_id,
     accountId: row.account_id,
-    kind: row.type as ChallengeKind,
+    kind: row.type,
     token: row.token,
     thumbprint: row.key_thumbprint,
     identifier: { type: row.identifier_type, value: row.wildcard ? `*.${row.identifier_value}` : row.identifier_value },

@@ -93,30 +93,29 @@ export interface AcmeAuthzsTable {
   status: AcmeAuthzStatus;
   expires: Timestamp;
   validated_at: Timestamp | null;
-  /** The type of the challenge that made it valid. */
-  validated_by: AcmeChallengeType | null;
   created_at: Timestamp;
+  /** The order whose newOrder created it: the only one it is in while pending (only valid ones are reused). */
+  order_id: string | null;
+  /** The challenges offered, by type, and their tokens at the same positions. */
+  challenge_types: AcmeChallengeType[];
+  challenge_tokens: string[];
+  /** The challenge the client asked to validate (one per authorization), and how that went. */
+  attempted: AcmeChallengeType | null;
+  attempt_status: Exclude<AcmeChallengeStatus, 'pending'> | null;
+  attempt_error: Json<AcmeProblemJson> | null;
 }
 
-export interface AcmeOrderAuthzsTable {
-  order_id: string;
-  authz_id: string;
-  position: number;
-}
-
-export interface AcmeChallengesTable {
+/** Ids of challenges in URLs handed out before challenges were kept in their authorization's row. */
+export interface AcmeOldChallengeIdsTable {
   id: string;
   authz_id: string;
   type: AcmeChallengeType;
-  token: string;
-  status: AcmeChallengeStatus;
-  error: Json<AcmeProblemJson> | null;
-  validated: Timestamp | null;
 }
 
 export interface AcmeJobsTable {
   id: string;
-  challenge_id: string;
+  /** The authorization whose attempted challenge the job checks. */
+  authz_id: string;
   status: 'queued' | 'done';
   run_at: Timestamp;
   /** Failed checks are retried until then; afterwards the challenge turns invalid. */
@@ -135,7 +134,6 @@ export interface AcmeTables {
   acme_accounts: AcmeAccountsTable;
   acme_orders: AcmeOrdersTable;
   acme_authzs: AcmeAuthzsTable;
-  acme_order_authzs: AcmeOrderAuthzsTable;
-  acme_challenges: AcmeChallengesTable;
+  acme_old_challenge_ids: AcmeOldChallengeIdsTable;
   acme_jobs: AcmeJobsTable;
 }

@@ -23,9 +23,9 @@ export interface DatabaseHandle {
   /**
    * The same database on connections that plan a prepared statement once and reuse the plan for
    * any parameters (plan_cache_mode = force_generic_plan), for hot statements written so that one
-   * plan fits every call. PostgreSQL otherwise plans newOrder's statement on every call, as long
-   * as its arrays' actual lengths make a custom plan look cheaper than the generic one: planning it
-   * cost as much as running it. Not for statements that need a parameter's value to pick a
+   * plan fits every call. PostgreSQL otherwise plans newOrder's and the settle's statements on every
+   * call, as long as their parameters' values make a custom plan look cheaper than the generic one:
+   * planning them cost as much as running them. Not for statements that need a parameter's value to pick a
    * partial index. The embedded database has one connection: there it is `db`.
    */
   genericPlans: Db;
@@ -49,7 +49,12 @@ export async function openDatabase(options: {
   if (options.url) {
     const pool = newPool(options.url, options.poolSize ?? 10);
     const asyncPool = newPool(options.url, ASYNC_COMMIT_POOL_SIZE, '-c synchronous_commit=off');
-    const genericPool = newPool(options.url, GENERIC_PLANS_POOL_SIZE, '-c plan_cache_mode=force_generic_plan');
+    // Two statements per certificate (newOrder, the settle) hold one of these for their run and flush.
+    const genericPool = newPool(
+      options.url,
+      Math.max(4, Math.ceil((options.poolSize ?? 10) / 2)),
+      '-c plan_cache_mode=force_generic_plan',
+    );
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new PreparedStatementPool(pool) }) });
     const asyncCommit = new Kysely<Database>({
       dialect: new PostgresDialect({ pool: new PreparedStatementPool(asyncPool, { flushes: false }) }),
@@ -90,8 +95,6 @@ export async function openDatabase(options: {
 
 /** Few: its statements are short and batched (nonce spends are group-committed). */
 const ASYNC_COMMIT_POOL_SIZE = 4;
-/** One statement per new order holds a connection for its run and its commit's flush. */
-const GENERIC_PLANS_POOL_SIZE = 5;
 
 function newPool(url: string, max: number, options?: string): pg.Pool {
   const pool = new pg.Pool({

@@ -48,9 +48,9 @@ export async function validationFailures(
     created_at: Date;
     total: number;
   }>`
-    SELECT a.identifier_value, c.type, c.error, a.created_at, count(*) OVER ()::int AS total
-    FROM acme_challenges c JOIN acme_authzs a ON a.id = c.authz_id
-    WHERE c.status = 'invalid' AND a.created_at > now() - interval '24 hours'
+    SELECT a.identifier_value, a.attempted AS type, a.attempt_error AS error, a.created_at, count(*) OVER ()::int AS total
+    FROM acme_authzs a
+    WHERE a.attempt_status = 'invalid' AND a.created_at > now() - interval '24 hours'
     ORDER BY a.created_at DESC LIMIT ${limit}`.execute(db);
   return {
     last24h: Number(rows.rows[0]?.total ?? 0),

@@ -41,7 +41,7 @@ describe('validation jobs', () => {
     const jobs = await env.ca.ctx.database.db
       .selectFrom('acme_jobs')
       .select('id')
-      .where('challenge_id', '=', challenge.url.split('/').pop()!)
+      .where('authz_id', '=', authz.url.split('/').pop()!)
       .execute();
     expect(jobs).toEqual([]);
     // POSTing it again reads it: no second check (no look-up of the name).
@@ -72,7 +72,7 @@ describe('validation jobs', () => {
     const job = await env.ca.ctx.database.db
       .selectFrom('acme_jobs')
       .select(['status', 'attempts', 'lease_holder'])
-      .where('challenge_id', '=', challenge.url.split('/').pop()!)
+      .where('authz_id', '=', authz.url.split('/').pop()!)
       .executeTakeFirstOrThrow();
     expect(job).toEqual({ status: 'done', attempts: 1, lease_holder: null });
   });
@@ -115,18 +115,43 @@ describe('validation jobs', () => {
     expect((await client.getOrder(order)).status).toBe('ready');
   });
 
+  it('one challenge of an authorization is attempted: a POST to another while it runs only reads it', async () => {
+    const { client, authz } = await pendingOrder('one-attempt.example.test');
+    env.dns.setA('one-attempt.example.test', '127.0.0.2'); // refused: the attempt stays processing
+    const http = authz.challenges.find((c) => c.type === 'http-01')!;
+    const dns = authz.challenges.find((c) => c.type === 'dns-01')!;
+    expect((await internals(client).api.apiRequest(http.url, {})).data.status).toBe('processing');
+    await publish(env, client, authz, 'dns-01');
+    const other = await internals(client).api.apiRequest(dns.url, {});
+    expect(other.data.status).toBe('pending');
+    const now = (await internals(client).api.apiRequest(authz.url, null, [200])).data as {
+      status: string;
+      challenges: { type: string; status: string }[];
+    };
+    expect(now.status).toBe('pending');
+    expect(now.challenges.map((c) => [c.type, c.status])).toEqual([
+      ['dns-01', 'pending'],
+      ['http-01', 'processing'],
+      ['tls-alpn-01', 'pending'],
+    ]);
+  });
+
   it('a job whose holder died is taken over once its lease lapses, not before', async () => {
     const { client, authz } = await pendingOrder('lease.example.test');
     const challenge = await publish(env, client, authz, 'http-01');
     const db = env.ca.ctx.database.db;
-    const id = challenge.url.split('/').pop()!;
+    const id = authz.url.split('/').pop()!;
     const now = new Date();
-    await db.updateTable('acme_challenges').set({ status: 'processing' }).where('id', '=', id).execute();
+    await db
+      .updateTable('acme_authzs')
+      .set({ attempted: 'http-01', attempt_status: 'processing' })
+      .where('id', '=', id)
+      .execute();
     await db
       .insertInto('acme_jobs')
       .values({
         id: 'ghost-job',
-        challenge_id: id,
+        authz_id: id,
         status: 'queued',
         run_at: now,
         deadline: new Date(now.getTime() + 16_000),

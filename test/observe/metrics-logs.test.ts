@@ -136,13 +136,13 @@ describe('GET /metrics and the operator log', () => {
     await client.createAccount({ termsOfServiceAgreed: true });
     const order = await client.createOrder({ identifiers: [{ type: 'dns', value: 'queued.internal' }] });
     const [authz] = await client.getAuthorizations(order);
-    const challengeId = authz!.challenges[0]!.url.split('/').pop()!;
+    const authzId = authz!.url.split('/').pop()!;
     const later = new Date(Date.now() + 3_600_000);
     await db
       .insertInto('acme_jobs')
       .values({
         id: 'queued-by-test',
-        challenge_id: challengeId,
+        authz_id: authzId,
         status: 'queued',
         run_at: later,
         deadline: later,
