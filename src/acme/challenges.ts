@@ -3,9 +3,10 @@ import { sql } from 'kysely';
 
 import { addMs } from '../core/clock.ts';
 import { KeywardError } from '../core/errors.ts';
-import { underLimit } from '../policy/index.ts';
 import type { AcmeChallengeType } from '../db/acme-schema.ts';
+import { underLimit } from '../policy/index.ts';
 import type { ValidationOutcome } from '../validation/index.ts';
+import { ownedAuthz } from './authz.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
@@ -13,8 +14,7 @@ import { throwIfLimited } from './limits.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
 import { jsonResponse, link } from './respond.ts';
 import { settleIfQuick } from './validate-at-once.ts';
-import { ownedAuthz } from './authz.ts';
-import { type AuthzRow, type ChallengeRow, challengeOf, challengeView } from './views.ts';
+import { type AuthzRow, challengeOf, type ChallengeRow, challengeView } from './views.ts';
 import { attemptValidation, checkChallenge, jobLeaseMs, retryDelay } from './worker.ts';
 
 type Found = AuthzRow & {

@@ -1,5 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -12,8 +12,8 @@ import { openDatabase } from '../../src/db/connect.ts';
 import {
   type AcmeJson,
   type AcmeTestEnv,
-  rawKey,
   type RawKey,
+  rawKey,
   resolveToLoopback,
   signedPost,
   startAcmeEnv,
