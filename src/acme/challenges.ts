@@ -35,7 +35,11 @@ async function addressed(c: Context, deps: AcmeDeps): Promise<{ authzId: string;
   const old =
     id === undefined
       ? undefined
-      : await deps.db.selectFrom('acme_old_challenge_ids').select(['authz_id', 'type']).where('id', '=', id).executeTakeFirst();
+      : await deps.db
+          .selectFrom('acme_old_challenge_ids')
+          .select(['authz_id', 'type'])
+          .where('id', '=', id)
+          .executeTakeFirst();
   if (!old) throw new KeywardError('notFound', 'No such challenge');
   return { authzId: old.authz_id, type: old.type };
 }
@@ -127,7 +131,7 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
       deps.log.error({ err: err instanceof Error ? err.stack : String(err), authz: authzId }, 'validation failed');
       return undefined;
     });
-    challenge = settled ?? challengeOf((await ownedAuthz(deps.db, account, authzId)), type)!;
+    challenge = settled ?? challengeOf(await ownedAuthz(deps.db, account, authzId), type)!;
   }
   return challengeResponse(deps, challenge);
 }

@@ -30,10 +30,7 @@ export interface NewOrder {
  * its authorizations' ids. Nothing is written when the account is over its limit (`undefined` is returned). Arrays,
  * not VALUES lists, so the text (and its prepared plan) is the same for any number of names.
  */
-export async function insertOrder(
-  db: Executor,
-  o: NewOrder,
-): Promise<OrderRow | undefined> {
+export async function insertOrder(db: Executor, o: NewOrder): Promise<OrderRow | undefined> {
   const ids = o.identifiers.map(authzIdentifier);
   const newIds = ids.map(() => randomId());
   // One challenge per allowed type, by type (the order the authorization shows them in), each with

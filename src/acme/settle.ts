@@ -5,7 +5,7 @@ import type { AcmeChallengeType, AcmeProblemJson } from '../db/acme-schema.ts';
 import { countHit, underLimit } from '../policy/index.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
-import { type AuthzRow, challengeOf,type ChallengeRow } from './views.ts';
+import { type AuthzRow, challengeOf, type ChallengeRow } from './views.ts';
 
 export interface SettlingJob {
   /** The job holding the check; null for a check run at once in the challenge POST (no job yet). */
