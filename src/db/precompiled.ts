@@ -1,4 +1,4 @@
-import { CompiledQuery } from 'kysely';
+import { CompiledQuery, type OperationNodeSource } from 'kysely';
 
 import type { Executor } from './schema.ts';
 
@@ -44,3 +44,89 @@ export function precompiled<P extends unknown[], R>(
     return rows;
   };
 }
+
+/**
+ * One value per distinct list of keys, compared by identity: a statement compiled once per
+ * process for each list of parts (shapes of other modules' fragments) it was assembled from.
+ * Keys must be few and long-lived (module constants): each distinct list is kept forever.
+ */
+export class ShapeCache<K, V> {
+  private readonly root: ShapeNode<K, V> = {};
+
+  get(keys: readonly K[], make: () => V): V {
+    let node = this.root;
+    for (const key of keys) {
+      node.next ??= new Map();
+      let next = node.next.get(key);
+      if (!next) node.next.set(key, (next = {}));
+      node = next;
+    }
+    return (node.value ??= { value: make() }).value;
+  }
+}
+
+interface ShapeNode<K, V> {
+  next?: Map<K, ShapeNode<K, V>>;
+  value?: { value: V };
+}
+
+/** How a fragment is built from stand-ins for its values; one per `fragment` call, shared by its runs. */
+interface FragmentShape {
+  build(db: Executor, standIns: readonly unknown[]): OperationNodeSource;
+}
+
+/** A run's fragment of another module's statement: its fixed shape and this run's values. */
+export interface Fragment {
+  readonly shape: FragmentShape;
+  readonly values: readonly unknown[];
+}
+
+/**
+ * A fragment (a CTE body, a condition) for a statement of another module that is compiled once
+ * per process (`precompiledWith`), so the caller's part of the text is fixed too. `build` follows
+ * `precompiled`'s rules: it gets stand-ins for the values and must not look at them. Call this
+ * once, at module level, and the function it returns on each run with that run's values.
+ */
+export function fragment<P extends unknown[]>(
+  build: (db: Executor, ...params: P) => OperationNodeSource,
+): (...values: P) => Fragment {
+  const shape: FragmentShape = { build: (db, standIns) => build(db, ...(standIns as P)) };
+  return (...values) => ({ shape, values });
+}
+
+/**
+ * `precompiled` for a statement that embeds fragments of its callers (`fragment`): compiled once
+ * per process for each distinct list of fragment shapes. `build` gets the fragments built from
+ * their stand-ins, in order, and stand-ins for its own parameters.
+ */
+export function precompiledWith<P extends unknown[], R>(
+  build: (db: Executor, fragments: readonly OperationNodeSource[], ...params: P) => CompiledQuery<R>,
+): (db: Executor, fragments: readonly Fragment[], ...params: P) => Promise<R[]> {
+  const statements = new ShapeCache<FragmentShape, { arities: number[]; run: Run<R> }>();
+  return async (db, fragments, ...params) => {
+    const statement = statements.get(
+      fragments.map((f) => f.shape),
+      () => {
+        const shapes = fragments.map((f) => f.shape);
+        const arities = fragments.map((f) => f.values.length);
+        const run = precompiled((db, ...standIns: unknown[]) => {
+          let at = 0;
+          const built = shapes.map((shape, i) => shape.build(db, standIns.slice(at, (at += arities[i]!))));
+          return build(db, built, ...(standIns.slice(at) as P));
+        });
+        return { arities, run };
+      },
+    );
+    const values: unknown[] = [];
+    fragments.forEach((f, i) => {
+      // The stand-ins were laid out by the first run's counts; another count would shift them.
+      if (f.values.length !== statement.arities[i])
+        throw new Error(`a fragment was given ${f.values.length} values, not ${statement.arities[i]}`);
+      values.push(...f.values);
+    });
+    values.push(...params);
+    return statement.run(db, ...values);
+  };
+}
+
+type Run<R> = (db: Executor, ...params: unknown[]) => Promise<R[]>;

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { DatabaseHandle } from '../../src/db/connect.ts';
-import { precompiled } from '../../src/db/precompiled.ts';
+import { fragment, precompiled, precompiledWith } from '../../src/db/precompiled.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
 
 // Raw SQL with a value used twice and a constant; a builder query on one of the schema's tables.
@@ -19,6 +19,21 @@ const takeOver = precompiled((db, name: string, holder: string) =>
     .where('holder', '<>', 'nobody')
     .returning(['name', 'holder'])
     .compile(),
+);
+
+// Fragments of another module's statement: the statement is compiled once per list of shapes.
+const named = fragment((db, name: string) => db.selectFrom('leases').select('name').where('name', '=', name));
+const heldByFragment = fragment((db, holder: string) =>
+  db.selectFrom('leases').select('name').where('holder', '=', holder).where('holder', '<>', 'nobody'),
+);
+const anyOf = fragment((db, ...names: string[]) => db.selectFrom('leases').select('name').where('name', 'in', names));
+const union = precompiledWith((db, [first, ...rest], extra: string) =>
+  sql<{ name: string }>`SELECT name FROM (${first}) f
+    ${sql.join(
+      rest.map((r, i) => sql`UNION SELECT name FROM (${r}) ${sql.id(`r${i}`)}`),
+      sql` `,
+    )}
+    UNION SELECT ${extra}::text ORDER BY 1`.compile(db),
 );
 
 describe('precompiled statements', () => {
@@ -60,5 +75,29 @@ describe('precompiled statements', () => {
     ).rejects.toThrow('roll back');
     expect(await heldBy(database.db, 'carol', day)).toEqual([]);
     expect(await heldBy(database.db, 'alice', day)).toEqual([{ name: 'a' }, { name: 'c' }]);
+  });
+
+  it('compiles a statement once per list of fragment shapes, each run with its own values', async () => {
+    // After the tests above: a, b and c are alice's.
+    expect(await union(database.db, [named('b'), heldByFragment('bob')], 'x')).toEqual([{ name: 'b' }, { name: 'x' }]);
+    expect(await union(database.db, [heldByFragment('alice'), named('zz')], 'y')).toEqual([
+      { name: 'a' },
+      { name: 'b' },
+      { name: 'c' },
+      { name: 'y' },
+    ]);
+    expect(await union(database.db, [named('a'), heldByFragment('alice'), named('c')], 'z')).toEqual([
+      { name: 'a' },
+      { name: 'b' },
+      { name: 'c' },
+      { name: 'z' },
+    ]);
+    expect(await union(database.db, [named('c'), heldByFragment('carol')], 'w')).toEqual([
+      { name: 'c' },
+      { name: 'w' },
+    ]);
+    // A fragment's values are laid out by its first run: another count is refused, not shifted.
+    expect(await union(database.db, [anyOf('a', 'b')], 'v')).toEqual([{ name: 'a' }, { name: 'b' }, { name: 'v' }]);
+    await expect(union(database.db, [anyOf('a', 'b', 'c')], 'v')).rejects.toThrow('given 3 values, not 2');
   });
 });
