@@ -5,6 +5,7 @@ import { sql } from 'kysely';
 import type { Clock } from '../core/clock.ts';
 import { randomBytesPooled } from '../core/random.ts';
 import { GroupCommit } from '../db/group-commit.ts';
+import { precompiled } from '../db/precompiled.ts';
 import type { Db } from '../db/schema.ts';
 import { accountById, type AccountRow } from './account-store.ts';
 import { B64URL } from './ids.ts';
@@ -31,6 +32,22 @@ export interface SpentNonce {
   /** The account asked for, when it exists. */
   account: AccountRow | undefined;
 }
+
+// Arrays, not a VALUES list, so the statement's text (and its prepared plan) is the same for any
+// batch size; built and compiled once (db/precompiled.ts): every ACME POST runs it.
+const spendBatch = precompiled((db, i: number[], nonces: string[], expires: string[], accountIds: (string | null)[]) =>
+  sql<AccountColumns & { i: number; fresh: boolean }>`
+      WITH req AS (
+        SELECT * FROM unnest(${i}::int[], ${nonces}::text[], ${expires}::timestamptz[], ${accountIds}::text[])
+          AS r (i, nonce, expires, account_id)),
+      spent AS (
+        INSERT INTO acme_spent_nonces (nonce, expires_at) SELECT nonce, max(expires) FROM req GROUP BY nonce
+        ON CONFLICT (nonce) DO NOTHING RETURNING nonce)
+      SELECT req.i, spent.nonce IS NOT NULL AS fresh, a.*
+      FROM req LEFT JOIN spent ON spent.nonce = req.nonce LEFT JOIN acme_accounts a ON a.id = req.account_id`.compile(
+    db,
+  ),
+);
 
 /**
  * Nonces carry their own expiry and a MAC under a secret shared through the database, so handing
@@ -61,18 +78,12 @@ export class NonceService {
   }
 
   private async spend(items: Spend[]): Promise<SpentNonce[]> {
-    // Arrays, not a VALUES list, so the statement's text (and its prepared plan) is the same for any batch size.
-    const { rows } = await sql<AccountColumns & { i: number; fresh: boolean }>`
-      WITH req AS (
-        SELECT * FROM unnest(${items.map((_, i) => i)}::int[], ${items.map((s) => s.nonce)}::text[],
-          ${items.map((s) => s.expires.toISOString())}::timestamptz[], ${items.map((s) => s.accountId ?? null)}::text[])
-          AS r (i, nonce, expires, account_id)),
-      spent AS (
-        INSERT INTO acme_spent_nonces (nonce, expires_at) SELECT nonce, max(expires) FROM req GROUP BY nonce
-        ON CONFLICT (nonce) DO NOTHING RETURNING nonce)
-      SELECT req.i, spent.nonce IS NOT NULL AS fresh, a.*
-      FROM req LEFT JOIN spent ON spent.nonce = req.nonce LEFT JOIN acme_accounts a ON a.id = req.account_id`.execute(
+    const rows = await spendBatch(
       this.spendDb,
+      items.map((_, i) => i),
+      items.map((s) => s.nonce),
+      items.map((s) => s.expires.toISOString()),
+      items.map((s) => s.accountId ?? null),
     );
     const out: SpentNonce[] = new Array(items.length);
     for (const { i, fresh, ...account } of rows) {
