@@ -74,19 +74,29 @@ export async function reserveBatch(db: Executor, items: Reservation[]): Promise<
  * commit for a batch of concurrent issues, before anything is signed. A subject key blocked after
  * keyCompromise vetoes its item: nothing of it is written and the batch goes again without it.
  */
-export const reservationsWithAudit: AttachedWrites<Reservation> = {
+export const reservationsWithAudit: AttachedWrites<Reservation, ReservationColumns> = {
   name: 'reservation',
-  vetoes: (items) => sql`
-    SELECT (r.n - 1)::int AS i FROM unnest(${items.map((i) => hex(i.spkiSha256))}::text[]) WITH ORDINALITY AS r (spki, n)
+  parameters: (items) => [
+    items.map((i) => hex(i.spkiSha256)),
+    items.map((i) => i.serial),
+    items.map((i) => i.issuerId),
+    items.map((i) => i.profile),
+    items.map((i) => i.requester),
+    items.map((i) => i.request),
+  ],
+  vetoes: (spki) => sql`
+    SELECT (r.n - 1)::int AS i FROM unnest(${spki}::text[]) WITH ORDINALITY AS r (spki, n)
     WHERE EXISTS (SELECT 1 FROM blocked_keys WHERE spki_sha256 = decode(r.spki, 'hex'))`,
-  writes: (items, appended) => sql`
+  writes: (appended, _spki, serial, issuerId, profile, requester, request) => sql`
     INSERT INTO serial_reservations (serial, issuer_id, profile, requester, request)
     SELECT r.serial, r.issuer_id, r.profile, r.requester, r.request::jsonb
-    FROM unnest(${items.map((i) => i.serial)}::text[], ${items.map((i) => i.issuerId)}::text[],
-      ${items.map((i) => i.profile)}::text[], ${items.map((i) => i.requester)}::text[],
-      ${items.map((i) => i.request)}::text[]) AS r (serial, issuer_id, profile, requester, request)
+    FROM unnest(${serial}::text[], ${issuerId}::text[], ${profile}::text[], ${requester}::text[], ${request}::text[])
+      AS r (serial, issuer_id, profile, requester, request)
     WHERE ${appended}`,
 };
+
+/** A batch of reservations as the audit statement's values: subject key (hex), serial, issuer, profile, requester, request. */
+type ReservationColumns = [string[], string[], string[], string[], string[], string[]];
 
 /** Records certificates in one statement (in the caller's transaction when `db` is one). */
 export async function recordBatch(db: Executor, items: Recorded[]): Promise<void[]> {

@@ -4,6 +4,7 @@ import { type RawBuilder, sql } from 'kysely';
 
 import { events } from '../core/events.ts';
 import { GroupCommit } from '../db/group-commit.ts';
+import { precompiled, ShapeCache } from '../db/precompiled.ts';
 import type { Db, Executor } from '../db/schema.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { KmsError } from './errors.ts';
@@ -87,18 +88,27 @@ export interface KeyGuard {
  * Rows of another layer written by the statement that appends their events, so that they commit
  * with the events or not at all (the signing core's serial reservations: a reservation and the key
  * use it is for in one flushed commit). The audit log knows nothing of these rows.
+ *
+ * The statement is compiled once per process for each set of writers in a batch
+ * (db/precompiled.ts): `vetoes` and `writes` are built once, from stand-ins for what `parameters`
+ * returns, and must not look at them; each batch sends its own values in the same text.
  */
-export interface AttachedWrites<C> {
+export interface AttachedWrites<C, P extends unknown[] = unknown[]> {
   /** Names the statement's CTEs for this writer (an SQL identifier, unique per writer). */
   readonly name: string;
   /**
-   * A query yielding `i`, the 0-based positions in `items` of the items that must not be written
-   * (a blocked key). Any such item stops the whole statement; its event is answered `vetoed` and
-   * the others are sent again without it.
+   * A batch's values for the writer's SQL, always as many: arrays with an element per item (so the
+   * text is the same for any batch size), in the order `vetoes` and `writes` take them.
    */
-  vetoes(items: readonly C[]): RawBuilder<unknown>;
+  parameters(items: readonly C[]): P;
+  /**
+   * A query yielding `i`, the 0-based positions in the batch's items of those that must not be
+   * written (a blocked key). Any such item stops the whole statement; its event is answered
+   * `vetoed` and the others are sent again without it.
+   */
+  vetoes(...params: P): RawBuilder<unknown>;
   /** The data-modifying statement that writes the items; it must write only where `appended` holds. */
-  writes(items: readonly C[], appended: RawBuilder<unknown>): RawBuilder<unknown>;
+  writes(appended: RawBuilder<unknown>, ...params: P): RawBuilder<unknown>;
 }
 
 /** One item for an attached writer, with the event it goes with. */
@@ -255,59 +265,33 @@ export class AuditLog {
       const guards = pending.flatMap((i) => (items[i]!.guard ? [items[i]!.guard!] : []));
       const attached = attachedGroups(items, pending);
       const last = rows[rows.length - 1]!;
-      const { rows: out } = await sql<{
-        appended: boolean;
-        refused: string[];
-        vetoed: number[][];
-        seq: string | number;
-        hash: Uint8Array;
-      }>`
-        WITH ev AS (
-          SELECT * FROM unnest(${rows.map((r) => String(r.input.seq))}::bigint[], ${rows.map((r) => r.input.event_id)}::uuid[],
-            ${rows.map((r) => r.input.ts)}::timestamptz[], ${rows.map((r) => r.input.principal)}::text[],
-            ${rows.map((r) => r.input.action)}::text[], ${rows.map((r) => r.input.key_id)}::uuid[],
-            ${rows.map((r) => r.input.key_version)}::int[], ${rows.map((r) => r.input.outcome)}::text[],
-            ${rows.map((r) => r.input.error_code)}::text[], ${rows.map((r) => JSON.stringify(r.input.context))}::jsonb[],
-            ${rows.map((r) => r.prevHash.toString('hex'))}::text[], ${rows.map((r) => r.hash.toString('hex'))}::text[])
-            AS e (seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code, context, prev_hash, hash)),
-        refused AS (
-          SELECT DISTINCT g.key_id FROM unnest(${guards.map((g) => g.keyId)}::text[],
-            ${guards.map((g) => JSON.stringify(g.policy ?? null))}::jsonb[])
-            AS g (key_id, policy)
-          LEFT JOIN kms_keys k ON k.id::text = g.key_id
-          WHERE k.id IS NULL OR k.state <> 'Enabled' OR coalesce(k.policy, 'null') <> g.policy),
-        ${sql.join(
-          attached.map((a) => sql`${sql.id(`${a.writer.name}_veto`)} AS (${a.writer.vetoes(a.items)}),`),
-          sql` `,
-        )}
-        head AS (
-          UPDATE audit_head SET seq = ${last.input.seq}, hash = decode(${last.hash.toString('hex')}, 'hex')
-          WHERE id = 1 AND seq = ${base.seq} AND hash = decode(${base.hash.toString('hex')}, 'hex')
-            AND NOT EXISTS (SELECT 1 FROM refused)
-            ${sql.join(
-              attached.map((a) => sql`AND NOT EXISTS (SELECT 1 FROM ${sql.id(`${a.writer.name}_veto`)})`),
-              sql` `,
-            )}
-          RETURNING seq),
-        ${sql.join(
-          attached.map(
-            (a) =>
-              sql`${sql.id(`${a.writer.name}_rows`)} AS (${a.writer.writes(a.items, sql`EXISTS (SELECT 1 FROM head)`)}),`,
-          ),
-          sql` `,
-        )}
-        ins AS (
-          INSERT INTO audit_events (seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code,
-            context, prev_hash, hash)
-          SELECT seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code, context,
-            decode(prev_hash, 'hex'), decode(hash, 'hex')
-          FROM ev WHERE EXISTS (SELECT 1 FROM head))
-        SELECT EXISTS (SELECT 1 FROM head) AS appended, ARRAY(SELECT key_id FROM refused) AS refused,
-          json_build_array(${sql.join(
-            attached.map((a) => sql`ARRAY(SELECT i FROM ${sql.id(`${a.writer.name}_veto`)})`),
-            sql`, `,
-          )}) AS vetoed, h.seq, h.hash
-        FROM audit_head h WHERE h.id = 1`.execute(db);
+      const shape = attached.map((a) => a.writer);
+      const values = attached.map((a) => a.writer.parameters(a.items));
+      const statement = appendStatements.get(shape, () => appendStatement(shape, values));
+      const out = await statement(
+        db,
+        [
+          rows.map((r) => String(r.input.seq)),
+          rows.map((r) => r.input.event_id),
+          rows.map((r) => r.input.ts),
+          rows.map((r) => r.input.principal),
+          rows.map((r) => r.input.action),
+          rows.map((r) => r.input.key_id),
+          rows.map((r) => r.input.key_version),
+          rows.map((r) => r.input.outcome),
+          rows.map((r) => r.input.error_code),
+          rows.map((r) => JSON.stringify(r.input.context)),
+          rows.map((r) => r.prevHash.toString('hex')),
+          rows.map((r) => r.hash.toString('hex')),
+          guards.map((g) => g.keyId),
+          guards.map((g) => JSON.stringify(g.policy ?? null)),
+          last.input.seq,
+          last.hash.toString('hex'),
+          base.seq,
+          base.hash.toString('hex'),
+        ],
+        values,
+      );
       const r = out[0];
       if (!r) throw new KmsError('AuditFailure', 'the audit log head is missing');
       if (r.appended) {
@@ -432,6 +416,86 @@ export class AuditLog {
       return fail(count, headSeq, 'head-mismatch', `the head's hash is not the hash of event ${headSeq}`);
     return { ok: true, events: count, headSeq, keyedFrom };
   }
+}
+
+interface AppendedRow {
+  appended: boolean;
+  refused: string[];
+  vetoed: number[][];
+  seq: string | number;
+  hash: Uint8Array;
+}
+
+/** The grouped append's own values: 12 event columns, 2 key guard columns, the head's 4. */
+const OWN_PARAMETERS = 18;
+
+/** The grouped append's statement by the list of writers attached to a batch: compiled once each. */
+const appendStatements = new ShapeCache<AttachedWrites<unknown>, ReturnType<typeof appendStatement>>();
+
+/**
+ * The grouped append (see writeBatch), compiled once per process for `writers` (db/precompiled.ts).
+ * Its values: the events' columns and the key guards' as arrays, the head it moves to and from
+ * (OWN_PARAMETERS), then each writer's, as many as in `first` (the first batch's).
+ */
+function appendStatement(writers: readonly AttachedWrites<unknown>[], first: readonly unknown[][]) {
+  const arities = first.map((p) => p.length);
+  const run = precompiled((db, ...p: unknown[]) => {
+    const [seq, eventId, ts, principal, action, keyId, keyVersion, outcome, errorCode, context, prevHash, hash] = p;
+    const [guardKeys, guardPolicies, lastSeq, lastHash, baseSeq, baseHash] = p.slice(12);
+    let at = OWN_PARAMETERS;
+    const own = writers.map((w, i) => ({ writer: w, params: p.slice(at, (at += arities[i]!)) }));
+    const veto = (w: AttachedWrites<unknown>) => sql.id(`${w.name}_veto`);
+    return sql<AppendedRow>`
+      WITH ev AS (
+        SELECT * FROM unnest(${seq}::bigint[], ${eventId}::uuid[], ${ts}::timestamptz[], ${principal}::text[],
+          ${action}::text[], ${keyId}::uuid[], ${keyVersion}::int[], ${outcome}::text[], ${errorCode}::text[],
+          ${context}::jsonb[], ${prevHash}::text[], ${hash}::text[])
+          AS e (seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code, context, prev_hash, hash)),
+      refused AS (
+        SELECT DISTINCT g.key_id FROM unnest(${guardKeys}::text[], ${guardPolicies}::jsonb[]) AS g (key_id, policy)
+        LEFT JOIN kms_keys k ON k.id::text = g.key_id
+        WHERE k.id IS NULL OR k.state <> 'Enabled' OR coalesce(k.policy, 'null') <> g.policy),
+      ${sql.join(
+        own.map((o) => sql`${veto(o.writer)} AS (${o.writer.vetoes(...o.params)}),`),
+        sql` `,
+      )}
+      head AS (
+        UPDATE audit_head SET seq = ${lastSeq}, hash = decode(${lastHash}, 'hex')
+        WHERE id = 1 AND seq = ${baseSeq} AND hash = decode(${baseHash}, 'hex')
+          AND NOT EXISTS (SELECT 1 FROM refused)
+          ${sql.join(
+            own.map((o) => sql`AND NOT EXISTS (SELECT 1 FROM ${veto(o.writer)})`),
+            sql` `,
+          )}
+        RETURNING seq),
+      ${sql.join(
+        own.map(
+          (o) =>
+            sql`${sql.id(`${o.writer.name}_rows`)} AS (${o.writer.writes(sql`EXISTS (SELECT 1 FROM head)`, ...o.params)}),`,
+        ),
+        sql` `,
+      )}
+      ins AS (
+        INSERT INTO audit_events (seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code,
+          context, prev_hash, hash)
+        SELECT seq, event_id, ts, principal, action, key_id, key_version, outcome, error_code, context,
+          decode(prev_hash, 'hex'), decode(hash, 'hex')
+        FROM ev WHERE EXISTS (SELECT 1 FROM head))
+      SELECT EXISTS (SELECT 1 FROM head) AS appended, ARRAY(SELECT key_id FROM refused) AS refused,
+        json_build_array(${sql.join(
+          own.map((o) => sql`ARRAY(SELECT i FROM ${veto(o.writer)})`),
+          sql`, `,
+        )}) AS vetoed, h.seq, h.hash
+      FROM audit_head h WHERE h.id = 1`.compile(db);
+  });
+  return (db: Executor, own: readonly unknown[], writerValues: readonly unknown[][]) => {
+    writerValues.forEach((v, i) => {
+      // The stand-ins were laid out by the first batch's counts; another count would shift them.
+      if (v.length !== arities[i])
+        throw new Error(`the attached writer ${writers[i]!.name} gave ${v.length} values, not ${arities[i]}`);
+    });
+    return run(db, ...own, ...writerValues.flat(1));
+  };
 }
 
 /** The attached items of a batch by writer, with each item's index in `items`. */
