@@ -6,6 +6,7 @@ import { bytesEqual } from '../core/bytes.ts';
 import { crashPoint } from '../core/crash-points.ts';
 import { asKeywardError, KeywardError, problemDocument } from '../core/errors.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
+import { fragment } from '../db/precompiled.ts';
 import type { Decision } from '../issuance/index.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -99,6 +100,17 @@ async function decideFinalize(
   });
 }
 
+// Finalize's part of the statement that records the certificate (IssueRequest.recordWith): a
+// fragment, so that statement is built and compiled once per process (db/precompiled.ts).
+const orderTurnsValid = fragment((db, serial: string, orderId: string, now: Date) =>
+  db
+    .updateTable('acme_orders')
+    .set({ status: 'valid', certificate_serial: serial, updated_at: now })
+    .where('id', '=', orderId)
+    .where('status', '=', 'processing')
+    .returningAll(),
+);
+
 /**
  * Finalize: a conditional ready→processing update picks exactly one of concurrent requests and
  * reads what the decision needs (one statement); a CSR or decision that is refused turns the order
@@ -129,13 +141,7 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   try {
     const issued = await deps.issuance.sign(decision, {
       // The certificate, its reservation and the order turning valid: one statement.
-      recordWith: (serial) =>
-        deps.db
-          .updateTable('acme_orders')
-          .set({ status: 'valid', certificate_serial: serial, updated_at: deps.clock.now() })
-          .where('id', '=', order.id)
-          .where('status', '=', 'processing')
-          .returningAll(),
+      recordWith: (serial) => orderTurnsValid(serial, order.id, deps.clock.now()),
     });
     done = issued.linked?.[0] as OrderRow | undefined;
     if (done)

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 
-import { type OperationNodeSource, type RawBuilder, sql } from 'kysely';
+import { sql } from 'kysely';
 
 import type { CaKeyType, Profile, SubjectKeyType } from '../config/schema.ts';
 import { type Clock, systemClock } from '../core/clock.ts';
@@ -10,6 +10,7 @@ import { events } from '../core/events.ts';
 import type { SanSet } from '../core/identifiers.ts';
 import { normalizeSerial } from '../core/serial.ts';
 import type { Listen } from '../db/notifications.ts';
+import type { Fragment } from '../db/precompiled.ts';
 import type { CertificateRow, Db, Executor, IssuerRow, IssuerState } from '../db/schema.ts';
 import type { AuthorizedSignature, KeyHierarchy, Signer } from '../kms/index.ts';
 import { buildSelfSignedCa, buildSubordinateCa } from './ca-builder.ts';
@@ -94,14 +95,16 @@ export interface IssueRequest {
    * The caller's bookkeeping as one conditional write (UPDATE … RETURNING) run by the statement that
    * records the certificate: one round trip and one commit. The certificate is recorded only if
    * that write returns a row (else issue fails and the reservation stays, naming what was signed);
-   * the rows come back as `linked`.
+   * the rows come back as `linked`. A fragment (db/precompiled.ts), so the statement's text is
+   * compiled once per process.
    */
-  recordWith?: (serial: string) => OperationNodeSource;
+  recordWith?: (serial: string) => Fragment;
   /**
-   * More writes for the statement `recordWith` runs in (CTE bodies, which may refer to its rows as
-   * `linked`), each to be conditioned on `linked` having a row: what the certificate's issue owes.
+   * More writes for the statement `recordWith` runs in (fragments of CTE bodies, which may refer to
+   * its rows as `linked`), each to be conditioned on `linked` having a row: what the certificate's
+   * issue owes.
    */
-  recordAlso?: RawBuilder<unknown>[];
+  recordAlso?: Fragment[];
 }
 
 export interface IssuedCertificate {

@@ -1,6 +1,7 @@
-import { type OperationNodeSource, type RawBuilder, sql } from 'kysely';
+import { sql } from 'kysely';
 
 import { GroupCommit } from '../db/group-commit.ts';
+import { type Fragment, precompiled, precompiledWith } from '../db/precompiled.ts';
 import type { Db, Executor } from '../db/schema.ts';
 import type { AttachedWrites } from '../kms/index.ts';
 
@@ -100,55 +101,105 @@ type ReservationColumns = [string[], string[], string[], string[], string[], str
 
 /** Records certificates in one statement (in the caller's transaction when `db` is one). */
 export async function recordBatch(db: Executor, items: Recorded[]): Promise<void[]> {
-  await sql`
-    WITH c AS (${recordedRows(items)}),
+  await recordStatement(db, ...recordedColumns(items));
+  return items.map(() => undefined);
+}
+
+// Built and compiled once (db/precompiled.ts), like the statements below.
+const recordStatement = precompiled((db, ...columns: RecordedColumns) =>
+  sql`
+    WITH c AS (${recordedRows(columns)}),
     reservation AS (
-      UPDATE serial_reservations SET status = 'issued' WHERE serial = ANY(${items.map((i) => i.serial)}::text[]))
+      UPDATE serial_reservations SET status = 'issued' WHERE serial = ANY(${columns[0]}::text[]))
     INSERT INTO certificates (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki_sha256,
       requester, crl_shard)
     SELECT serial, issuer_id, decode(der, 'hex'), common_name, sans, not_before, not_after, profile, decode(spki, 'hex'),
       requester, crl_shard
-    FROM c`.execute(db);
-  return items.map(() => undefined);
-}
+    FROM c`.compile(db),
+);
 
 /**
  * Records one certificate together with the caller's conditional write (an UPDATE … RETURNING):
  * one statement, one commit. The certificate and its reservation's status are written only if
  * that write returns a row; its rows are returned (none: nothing was recorded). `also`: the
- * caller's further writes for the same statement, conditioned by their own SQL on `linked`.
+ * caller's further writes for the same statement (CTE bodies that may refer to `linked`'s rows),
+ * conditioned by their own SQL on `linked`. The statement is compiled once per process for each
+ * list of fragment shapes (db/precompiled.ts): callers pass fragments, not builders.
  */
 export async function recordLinked<R>(
   db: Executor,
   item: Recorded,
-  linked: OperationNodeSource,
-  also: readonly RawBuilder<unknown>[] = [],
+  linked: Fragment,
+  also: readonly Fragment[] = [],
 ): Promise<R[]> {
+  return (await linkedStatement(db, [linked, ...also], item.serial, ...recordedColumns([item]))) as R[];
+}
+
+const linkedStatement = precompiledWith((db, [linked, ...also], serial: string, ...columns: RecordedColumns) => {
   const extra = also.map((body, i) => sql`${sql.id(`also_${i}`)} AS (${body}),`);
-  const { rows } = await sql<R>`
+  return sql<unknown>`
     WITH linked AS (${linked}),
     ${extra.length > 0 ? sql.join(extra, sql` `) : sql``}
-    c AS (${recordedRows([item])}),
+    c AS (${recordedRows(columns)}),
     reservation AS (
       UPDATE serial_reservations SET status = 'issued'
-      WHERE serial = ${item.serial} AND EXISTS (SELECT 1 FROM linked)),
+      WHERE serial = ${serial} AND EXISTS (SELECT 1 FROM linked)),
     ins AS (
       INSERT INTO certificates (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki_sha256,
         requester, crl_shard)
       SELECT serial, issuer_id, decode(der, 'hex'), common_name, sans, not_before, not_after, profile, decode(spki, 'hex'),
         requester, crl_shard
       FROM c WHERE EXISTS (SELECT 1 FROM linked))
-    SELECT * FROM linked`.execute(db);
-  return rows;
+    SELECT * FROM linked`.compile(db);
+});
+
+/** Certificates to record as column arrays (so the text is the same for any count), in recordedRows' order. */
+type RecordedColumns = [
+  serial: string[],
+  issuerId: string[],
+  der: string[],
+  commonName: (string | null)[],
+  sans: string[],
+  notBefore: string[],
+  notAfter: string[],
+  profile: string[],
+  spki: string[],
+  requester: string[],
+  crlShard: number[],
+];
+
+function recordedColumns(items: readonly Recorded[]): RecordedColumns {
+  return [
+    items.map((i) => i.serial),
+    items.map((i) => i.issuerId),
+    items.map((i) => hex(i.der)),
+    items.map((i) => i.commonName),
+    items.map((i) => i.sans),
+    items.map((i) => i.notBefore.toISOString()),
+    items.map((i) => i.notAfter.toISOString()),
+    items.map((i) => i.profile),
+    items.map((i) => hex(i.spkiSha256)),
+    items.map((i) => i.requester),
+    items.map((i) => i.crlShard),
+  ];
 }
 
-function recordedRows(items: Recorded[]) {
+function recordedRows([
+  serial,
+  issuerId,
+  der,
+  commonName,
+  sans,
+  notBefore,
+  notAfter,
+  profile,
+  spki,
+  requester,
+  crlShard,
+]: RecordedColumns) {
   return sql`
-      SELECT * FROM unnest(${items.map((i) => i.serial)}::text[], ${items.map((i) => i.issuerId)}::text[],
-        ${items.map((i) => hex(i.der))}::text[], ${items.map((i) => i.commonName)}::text[],
-        ${items.map((i) => i.sans)}::jsonb[], ${items.map((i) => i.notBefore.toISOString())}::timestamptz[],
-        ${items.map((i) => i.notAfter.toISOString())}::timestamptz[], ${items.map((i) => i.profile)}::text[],
-        ${items.map((i) => hex(i.spkiSha256))}::text[], ${items.map((i) => i.requester)}::text[],
-        ${items.map((i) => i.crlShard)}::smallint[])
+      SELECT * FROM unnest(${serial}::text[], ${issuerId}::text[], ${der}::text[], ${commonName}::text[],
+        ${sans}::jsonb[], ${notBefore}::timestamptz[], ${notAfter}::timestamptz[], ${profile}::text[],
+        ${spki}::text[], ${requester}::text[], ${crlShard}::smallint[])
         AS c (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki, requester, crl_shard)`;
 }

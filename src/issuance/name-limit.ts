@@ -1,11 +1,13 @@
-import { type RawBuilder, sql } from 'kysely';
+import { sql } from 'kysely';
 
 import { KeywardError } from '../core/errors.ts';
 import { identifiersOf, type SanSet } from '../core/identifiers.ts';
+import type { Fragment } from '../db/precompiled.ts';
 import type { Executor } from '../db/schema.ts';
 import {
   type CounterReading,
   countHits,
+  countHitsFragment,
   judgeCounters,
   type RateLimitResult,
   type RateLimitRule,
@@ -78,12 +80,14 @@ export async function checkNameCount(
   if (full) throw refusal(full, full.key);
 }
 
+const hitsWithRecord = countHitsFragment({ when: sql<boolean>`EXISTS (SELECT 1 FROM linked)`, strict: false });
+
 /**
  * The names' hits as a CTE body for the statement that records the certificate (see
  * IssuanceHooks): counted only when that statement's `linked` write found its row.
  */
-export function countWithRecordHits(count: NameCount, now: Date): RawBuilder<unknown> {
-  return countHits(count.rule, count.keys, now, { when: sql<boolean>`EXISTS (SELECT 1 FROM linked)`, strict: false });
+export function countWithRecordHits(count: NameCount, now: Date): Fragment {
+  return hitsWithRecord(count.rule, count.keys, now);
 }
 
 /**

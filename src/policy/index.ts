@@ -14,6 +14,7 @@ export {
   countersOf,
   countHit,
   countHits,
+  countHitsFragment,
   judgeCounters,
   parseCounters,
   peek,

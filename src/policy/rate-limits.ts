@@ -1,5 +1,6 @@
 import { type RawBuilder, sql } from 'kysely';
 
+import { type Fragment, fragment } from '../db/precompiled.ts';
 import type { Executor } from '../db/schema.ts';
 
 export type RateLimitName = 'newOrdersPerAccount' | 'certificatesPerName' | 'failedValidationsPerAccount';
@@ -58,7 +59,6 @@ export function countHit(
  * spends what the hits pay for). Rows come back for the keys that counted. `strict`: a key at its
  * limit is not counted (the caller compares the rows with the keys and refuses); otherwise every
  * key counts, for callers that judged the limit from an earlier read (see `countersOf`).
- * Sorted keys: concurrent statements lock the rows in one order, so they never deadlock.
  */
 export function countHits(
   rule: RateLimitRule,
@@ -66,17 +66,49 @@ export function countHits(
   now: Date,
   options: { when?: RawBuilder<boolean>; strict: boolean },
 ): RawBuilder<unknown> {
-  const cutoff = new Date(now.getTime() - rule.windowMs);
-  const sorted = [...new Set(keys)].sort();
   const when = options.when ?? sql<boolean>`true`;
+  return countHitsText(...hitValues(rule, keys, now), { when, strict: options.strict });
+}
+
+/**
+ * `countHits` as a fragment for a statement compiled once per process (db/precompiled.ts), such
+ * as the one that records a certificate: `when` and `strict` are part of its fixed text. Call this
+ * once, at module level; the function it returns makes each run's fragment.
+ */
+export function countHitsFragment(options: {
+  when: RawBuilder<boolean>;
+  strict: boolean;
+}): (rule: RateLimitRule, keys: readonly string[], now: Date) => Fragment {
+  const hits = fragment((_db, ...v: HitValues) => countHitsText(...v, options));
+  return (rule, keys, now) => hits(...hitValues(rule, keys, now));
+}
+
+/** countHits' values: rule name, sorted unique keys, now, the window's cutoff, the limit, whether the rule is on. */
+type HitValues = [name: string, keys: string[], now: Date, cutoff: Date, limit: number, on: boolean];
+
+function hitValues(rule: RateLimitRule, keys: readonly string[], now: Date): HitValues {
+  // Sorted keys: concurrent statements lock the rows in one order, so they never deadlock.
+  const sorted = [...new Set(keys)].sort();
+  return [rule.name, sorted, now, new Date(now.getTime() - rule.windowMs), rule.limit, rule.limit > 0];
+}
+
+function countHitsText(
+  name: string,
+  keys: string[],
+  now: Date,
+  cutoff: Date,
+  limit: number,
+  on: boolean,
+  options: { when: RawBuilder<boolean>; strict: boolean },
+): RawBuilder<unknown> {
   return sql`
     INSERT INTO rate_limit_counters AS c (name, key, window_start, count)
-    SELECT ${rule.name}, k.key, ${now}::timestamptz, 1 FROM unnest(${sorted}::text[]) AS k (key)
-    WHERE ${rule.limit > 0}::bool AND ${when}
+    SELECT ${name}, k.key, ${now}::timestamptz, 1 FROM unnest(${keys}::text[]) AS k (key)
+    WHERE ${on}::bool AND ${options.when}
     ON CONFLICT (name, key) DO UPDATE SET
       window_start = CASE WHEN c.window_start <= ${cutoff} THEN ${now} ELSE c.window_start END,
       count = CASE WHEN c.window_start <= ${cutoff} THEN 1 ELSE c.count + 1 END
-    WHERE NOT ${options.strict}::bool OR c.window_start <= ${cutoff} OR c.count < ${rule.limit}
+    WHERE NOT ${options.strict}::bool OR c.window_start <= ${cutoff} OR c.count < ${limit}
     RETURNING c.key`;
 }
 
