@@ -78,20 +78,20 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   const limit = deps.limits.rule('failedValidationsPerAccount');
   const { rows } = await sql<Found>`
     WITH found AS (
-      SELECT a.*, ${underLimit(limit, account.id, now)} AS under_limit,
+      SELECT a.*, ${underLimit(limit, account.id, now)} AS limit_ok,
         ${start}::bool AND a.status = 'pending' AND a.attempted IS NULL AND a.expires > ${now}
           AND a.account_id = ${account.id} AND ${type} = ANY (a.challenge_types) AS startable
       FROM acme_authzs a WHERE a.id = ${authzId}),
     started AS (
       UPDATE acme_authzs a SET attempted = ${type}, attempt_status = 'processing'
       FROM found WHERE a.id = found.id AND a.status = 'pending' AND a.attempted IS NULL
-        AND found.startable AND found.under_limit
+        AND found.startable AND found.limit_ok
       RETURNING a.id),
     job AS (
       INSERT INTO acme_jobs (id, authz_id, status, run_at, deadline, attempts, lease_holder, lease_until, created_at)
       SELECT ${randomId()}, id, 'queued', ${now}, ${deadline}, 1, ${deps.holder}, ${addMs(now, jobLeaseMs(deps))}, ${now}
       FROM started RETURNING id, deadline)
-    SELECT found.*, found.under_limit OR NOT found.startable AS under_limit,
+    SELECT found.*, found.limit_ok OR NOT found.startable AS under_limit,
       job.id AS job_id, job.deadline AS job_deadline
     FROM found LEFT JOIN job ON true`.execute(deps.db);
   const found = rows[0];
@@ -107,7 +107,6 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   }
   let challenge = challengeOf(found, type)!;
   if (found.job_id !== null) {
-    const started = challengeOf({ ...found, attempted: type, attempt_status: 'processing' }, type)!;
     const settled = await attemptValidation(
       deps,
       {
@@ -115,7 +114,7 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
         authzId,
         accountId: account.id,
         kind: type,
-        token: started.token,
+        token: challenge.token,
         thumbprint: account.key_thumbprint,
         identifier: {
           type: found.identifier_type,

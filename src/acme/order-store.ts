@@ -27,8 +27,9 @@ export interface NewOrder {
 /**
  * newOrder as one statement (RFC 8555 §7.4): the rate-limit hit, the reuse of recent valid
  * authorizations, the new authorizations with one challenge per allowed type, and the order with
- * its authorizations' ids. Nothing is written when the account is over its limit (`undefined` is returned). Arrays,
- * not VALUES lists, so the text (and its prepared plan) is the same for any number of names.
+ * its authorizations' ids. Nothing is written when the account is over its limit (`undefined` is
+ * returned). Arrays, not VALUES lists, so the text (and its prepared plan) is the same for any
+ * number of names.
  */
 export async function insertOrder(db: Executor, o: NewOrder): Promise<OrderRow | undefined> {
   const ids = o.identifiers.map(authzIdentifier);
