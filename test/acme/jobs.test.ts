@@ -183,6 +183,19 @@ describe('validation jobs', () => {
   });
 });
 
+describe('deactivation of a reused authorization', () => {
+  it('invalidates every open order using it, the one that made it and those that reused it', async () => {
+    const { client, authz, order: first } = await pendingOrder('reused.example.test');
+    await internals(client).api.apiRequest((await publish(env, client, authz, 'http-01')).url, {});
+    const second = await client.createOrder({ identifiers: [{ type: 'dns', value: 'reused.example.test' }] });
+    expect(second.authorizations).toEqual(first.authorizations);
+    expect((await client.getOrder(second)).status).toBe('ready');
+    expect((await client.deactivateAuthorization(authz)).status).toBe('deactivated');
+    expect((await client.getOrder(first)).status).toBe('invalid');
+    expect((await client.getOrder(second)).status).toBe('invalid');
+  });
+});
+
 describe('janitor', () => {
   it('purges spent nonces past expiry and old finished jobs, and marks expired orders invalid', async () => {
     const deps = createAcmeDeps(env.ca.ctx, createLogger('silent'));
@@ -208,6 +221,52 @@ describe('janitor', () => {
     expect(nonces).toEqual(['live-nonce']);
     const row = await db.selectFrom('acme_orders').select('status').where('id', '=', orderId).executeTakeFirstOrThrow();
     expect(row.status).toBe('invalid');
+  });
+
+  it('deletes orders long expired, and an authorization once no order using it is left', async () => {
+    const deps = createAcmeDeps(env.ca.ctx, createLogger('silent'));
+    const db = env.ca.ctx.database.db;
+    const { client, authz, order: first } = await pendingOrder('kept.example.test');
+    await internals(client).api.apiRequest((await publish(env, client, authz, 'http-01')).url, {});
+    const second = await client.createOrder({ identifiers: [{ type: 'dns', value: 'kept.example.test' }] });
+    expect(second.authorizations).toEqual(first.authorizations); // reused
+    const authzId = authz.url.split('/').pop()!;
+    const firstId = first.url.split('/').pop()!;
+    const secondId = second.url.split('/').pop()!;
+    // Forty days back: the authorization lived from day 40 to day 31 before now; the first order
+    // expired on day 33, the second was made on day 35, while the authorization was live.
+    const daysAgo = (d: number) => new Date(Date.now() - d * 86_400_000);
+    await db
+      .updateTable('acme_authzs')
+      .set({ created_at: daysAgo(40), expires: daysAgo(31) })
+      .where('id', '=', authzId)
+      .execute();
+    await db
+      .updateTable('acme_orders')
+      .set({ created_at: daysAgo(40), expires: daysAgo(33) })
+      .where('id', '=', firstId)
+      .execute();
+    await db
+      .updateTable('acme_orders')
+      .set({ created_at: daysAgo(35), expires: daysAgo(-1) })
+      .where('id', '=', secondId)
+      .execute();
+    const exists = async (table: 'acme_orders' | 'acme_authzs', id: string) =>
+      (await db.selectFrom(table).select('id').where('id', '=', id).executeTakeFirst()) !== undefined;
+
+    await sweep(deps);
+    expect(await exists('acme_orders', firstId)).toBe(false);
+    expect(await exists('acme_orders', secondId)).toBe(true);
+    expect(await exists('acme_authzs', authzId)).toBe(true); // the second order still shows it
+
+    await db
+      .updateTable('acme_orders')
+      .set({ expires: daysAgo(31) })
+      .where('id', '=', secondId)
+      .execute();
+    await sweep(deps);
+    expect(await exists('acme_orders', secondId)).toBe(false);
+    expect(await exists('acme_authzs', authzId)).toBe(false);
   });
 });
 
