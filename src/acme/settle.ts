@@ -41,7 +41,8 @@ const readyOrder = (orderId: RawBuilder<unknown>, now: Date, alsoValid: string |
       SELECT 1 FROM acme_authzs a WHERE a.id = ANY (o.authz_ids)
         AND a.id IS DISTINCT FROM ${alsoValid}::text AND (a.status <> 'valid' OR a.expires <= ${now}))`;
 
-const settled = (job: SettlingJob, row: AuthzRow | undefined): ChallengeRow | undefined =>
+/** The challenge as a settling statement left it (undefined: the statement changed nothing). */
+const settled = (job: { type: AcmeChallengeType }, row: AuthzRow | undefined): ChallengeRow | undefined =>
   row && challengeOf(row, job.type);
 
 // settleValid and settleInvalid run on connections that keep one plan per statement
@@ -147,5 +148,5 @@ export async function scheduleRetry(
       UPDATE acme_jobs SET run_at = ${runAt}, lease_holder = NULL, lease_until = NULL
       WHERE id = ${job.id} AND lease_holder = ${holder})
     SELECT * FROM authz`.execute(deps.db);
-  return rows[0] && challengeOf(rows[0], job.type);
+  return settled(job, rows[0]);
 }
