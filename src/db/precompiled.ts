@@ -47,10 +47,10 @@ export function precompiled<P extends unknown[], R>(
 
 /**
  * One value per distinct list of keys, compared by identity: a statement compiled once per
- * process for each list of parts (shapes of other modules' fragments) it was assembled from.
- * Keys must be few and long-lived (module constants): each distinct list is kept forever.
+ * process for each list of parts it was assembled from. Keys must be few and long-lived (module
+ * constants): each distinct list is kept forever.
  */
-export class ShapeCache<K, V> {
+class ShapeCache<K, V> {
   private readonly root: ShapeNode<K, V> = {};
 
   get(keys: readonly K[], make: () => V): V {
@@ -70,16 +70,54 @@ interface ShapeNode<K, V> {
   value?: { value: V };
 }
 
+/** A part of a statement from another module: what shapes its SQL (compared by identity) and its values. */
+export interface Part<K> {
+  readonly key: K;
+  readonly values: readonly unknown[];
+}
+
+/**
+ * `precompiled` for a statement assembled from parts that other modules contribute: compiled once
+ * per process for each distinct list of part keys. `build` gets each part's key with stand-ins for
+ * its values (as many as that list's first run gave), and stand-ins for its own parameters.
+ */
+export function precompiledByParts<K, P extends unknown[], R>(
+  build: (db: Executor, parts: readonly { key: K; standIns: unknown[] }[], ...params: P) => CompiledQuery<R>,
+): (db: Executor, parts: readonly Part<K>[], ...params: P) => Promise<R[]> {
+  const statements = new ShapeCache<K, { arities: number[]; run: Run<R> }>();
+  return async (db, parts, ...params) => {
+    const statement = statements.get(
+      parts.map((p) => p.key),
+      () => {
+        const keys = parts.map((p) => p.key);
+        const arities = parts.map((p) => p.values.length);
+        const run = precompiled((db, ...standIns: unknown[]) => {
+          let at = 0;
+          const built = keys.map((key, i) => ({ key, standIns: standIns.slice(at, (at += arities[i]!)) }));
+          return build(db, built, ...(standIns.slice(at) as P));
+        });
+        return { arities, run };
+      },
+    );
+    const values: unknown[] = [];
+    parts.forEach((p, i) => {
+      // The stand-ins were laid out by the first run's counts; another count would shift them.
+      if (p.values.length !== statement.arities[i])
+        throw new Error(`a part was given ${p.values.length} values, not ${statement.arities[i]}`);
+      values.push(...p.values);
+    });
+    values.push(...params);
+    return statement.run(db, ...values);
+  };
+}
+
 /** How a fragment is built from stand-ins for its values; one per `fragment` call, shared by its runs. */
 interface FragmentShape {
   build(db: Executor, standIns: readonly unknown[]): OperationNodeSource;
 }
 
 /** A run's fragment of another module's statement: its fixed shape and this run's values. */
-export interface Fragment {
-  readonly shape: FragmentShape;
-  readonly values: readonly unknown[];
-}
+export type Fragment = Part<FragmentShape>;
 
 /**
  * A fragment (a CTE body, a condition) for a statement of another module that is compiled once
@@ -90,43 +128,24 @@ export interface Fragment {
 export function fragment<P extends unknown[]>(
   build: (db: Executor, ...params: P) => OperationNodeSource,
 ): (...values: P) => Fragment {
-  const shape: FragmentShape = { build: (db, standIns) => build(db, ...(standIns as P)) };
-  return (...values) => ({ shape, values });
+  const key: FragmentShape = { build: (db, standIns) => build(db, ...(standIns as P)) };
+  return (...values) => ({ key, values });
 }
 
 /**
- * `precompiled` for a statement that embeds fragments of its callers (`fragment`): compiled once
- * per process for each distinct list of fragment shapes. `build` gets the fragments built from
- * their stand-ins, in order, and stand-ins for its own parameters.
+ * `precompiledByParts` for a statement that embeds fragments of its callers (`fragment`): `build`
+ * gets the fragments built from their stand-ins, in order, and stand-ins for its own parameters.
  */
 export function precompiledWith<P extends unknown[], R>(
   build: (db: Executor, fragments: readonly OperationNodeSource[], ...params: P) => CompiledQuery<R>,
 ): (db: Executor, fragments: readonly Fragment[], ...params: P) => Promise<R[]> {
-  const statements = new ShapeCache<FragmentShape, { arities: number[]; run: Run<R> }>();
-  return async (db, fragments, ...params) => {
-    const statement = statements.get(
-      fragments.map((f) => f.shape),
-      () => {
-        const shapes = fragments.map((f) => f.shape);
-        const arities = fragments.map((f) => f.values.length);
-        const run = precompiled((db, ...standIns: unknown[]) => {
-          let at = 0;
-          const built = shapes.map((shape, i) => shape.build(db, standIns.slice(at, (at += arities[i]!))));
-          return build(db, built, ...(standIns.slice(at) as P));
-        });
-        return { arities, run };
-      },
-    );
-    const values: unknown[] = [];
-    fragments.forEach((f, i) => {
-      // The stand-ins were laid out by the first run's counts; another count would shift them.
-      if (f.values.length !== statement.arities[i])
-        throw new Error(`a fragment was given ${f.values.length} values, not ${statement.arities[i]}`);
-      values.push(...f.values);
-    });
-    values.push(...params);
-    return statement.run(db, ...values);
-  };
+  return precompiledByParts<FragmentShape, P, R>((db, parts, ...params) =>
+    build(
+      db,
+      parts.map((p) => p.key.build(db, p.standIns)),
+      ...params,
+    ),
+  );
 }
 
 type Run<R> = (db: Executor, ...params: unknown[]) => Promise<R[]>;

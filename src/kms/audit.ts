@@ -4,7 +4,7 @@ import { type RawBuilder, sql } from 'kysely';
 
 import { events } from '../core/events.ts';
 import { GroupCommit } from '../db/group-commit.ts';
-import { precompiled, ShapeCache } from '../db/precompiled.ts';
+import { precompiledByParts } from '../db/precompiled.ts';
 import type { Db, Executor } from '../db/schema.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { KmsError } from './errors.ts';
@@ -265,32 +265,27 @@ export class AuditLog {
       const guards = pending.flatMap((i) => (items[i]!.guard ? [items[i]!.guard!] : []));
       const attached = attachedGroups(items, pending);
       const last = rows[rows.length - 1]!;
-      const shape = attached.map((a) => a.writer);
-      const values = attached.map((a) => a.writer.parameters(a.items));
-      const statement = appendStatements.get(shape, () => appendStatement(shape, values));
-      const out = await statement(
+      const out = await appendStatement(
         db,
-        [
-          rows.map((r) => String(r.input.seq)),
-          rows.map((r) => r.input.event_id),
-          rows.map((r) => r.input.ts),
-          rows.map((r) => r.input.principal),
-          rows.map((r) => r.input.action),
-          rows.map((r) => r.input.key_id),
-          rows.map((r) => r.input.key_version),
-          rows.map((r) => r.input.outcome),
-          rows.map((r) => r.input.error_code),
-          rows.map((r) => JSON.stringify(r.input.context)),
-          rows.map((r) => r.prevHash.toString('hex')),
-          rows.map((r) => r.hash.toString('hex')),
-          guards.map((g) => g.keyId),
-          guards.map((g) => JSON.stringify(g.policy ?? null)),
-          last.input.seq,
-          last.hash.toString('hex'),
-          base.seq,
-          base.hash.toString('hex'),
-        ],
-        values,
+        attached.map((a) => ({ key: a.writer, values: a.writer.parameters(a.items) })),
+        rows.map((r) => String(r.input.seq)),
+        rows.map((r) => r.input.event_id),
+        rows.map((r) => r.input.ts),
+        rows.map((r) => r.input.principal),
+        rows.map((r) => r.input.action),
+        rows.map((r) => r.input.key_id),
+        rows.map((r) => r.input.key_version),
+        rows.map((r) => r.input.outcome),
+        rows.map((r) => r.input.error_code),
+        rows.map((r) => JSON.stringify(r.input.context)),
+        rows.map((r) => r.prevHash.toString('hex')),
+        rows.map((r) => r.hash.toString('hex')),
+        guards.map((g) => g.keyId),
+        guards.map((g) => JSON.stringify(g.policy ?? null)),
+        last.input.seq,
+        last.hash.toString('hex'),
+        base.seq,
+        base.hash.toString('hex'),
       );
       const r = out[0];
       if (!r) throw new KmsError('AuditFailure', 'the audit log head is missing');
@@ -426,26 +421,16 @@ interface AppendedRow {
   hash: Uint8Array;
 }
 
-/** The grouped append's own values: 12 event columns, 2 key guard columns, the head's 4. */
-const OWN_PARAMETERS = 18;
-
-/** The grouped append's statement by the list of writers attached to a batch: compiled once each. */
-const appendStatements = new ShapeCache<AttachedWrites<unknown>, ReturnType<typeof appendStatement>>();
-
 /**
- * The grouped append (see writeBatch), compiled once per process for `writers` (db/precompiled.ts).
- * Its values: the events' columns and the key guards' as arrays, the head it moves to and from
- * (OWN_PARAMETERS), then each writer's, as many as in `first` (the first batch's).
+ * The grouped append (see writeBatch), compiled once per process for each list of writers attached
+ * to a batch (db/precompiled.ts). Its own values: the events' 12 columns and the key guards' 2 as
+ * arrays, then the head it moves to and from.
  */
-function appendStatement(writers: readonly AttachedWrites<unknown>[], first: readonly unknown[][]) {
-  const arities = first.map((p) => p.length);
-  const run = precompiled((db, ...p: unknown[]) => {
-    const [seq, eventId, ts, principal, action, keyId, keyVersion, outcome, errorCode, context, prevHash, hash] = p;
-    const [guardKeys, guardPolicies, lastSeq, lastHash, baseSeq, baseHash] = p.slice(12);
-    let at = OWN_PARAMETERS;
-    const own = writers.map((w, i) => ({ writer: w, params: p.slice(at, (at += arities[i]!)) }));
-    const veto = (w: AttachedWrites<unknown>) => sql.id(`${w.name}_veto`);
-    return sql<AppendedRow>`
+const appendStatement = precompiledByParts<AttachedWrites<unknown>, unknown[], AppendedRow>((db, writers, ...own) => {
+  const [seq, eventId, ts, principal, action, keyId, keyVersion, outcome, errorCode, context, prevHash, hash] = own;
+  const [guardKeys, guardPolicies, lastSeq, lastHash, baseSeq, baseHash] = own.slice(12);
+  const veto = (w: AttachedWrites<unknown>) => sql.id(`${w.name}_veto`);
+  return sql<AppendedRow>`
       WITH ev AS (
         SELECT * FROM unnest(${seq}::bigint[], ${eventId}::uuid[], ${ts}::timestamptz[], ${principal}::text[],
           ${action}::text[], ${keyId}::uuid[], ${keyVersion}::int[], ${outcome}::text[], ${errorCode}::text[],
@@ -456,7 +441,7 @@ function appendStatement(writers: readonly AttachedWrites<unknown>[], first: rea
         LEFT JOIN kms_keys k ON k.id::text = g.key_id
         WHERE k.id IS NULL OR k.state <> 'Enabled' OR coalesce(k.policy, 'null') <> g.policy),
       ${sql.join(
-        own.map((o) => sql`${veto(o.writer)} AS (${o.writer.vetoes(...o.params)}),`),
+        writers.map((w) => sql`${veto(w.key)} AS (${w.key.vetoes(...w.standIns)}),`),
         sql` `,
       )}
       head AS (
@@ -464,14 +449,14 @@ function appendStatement(writers: readonly AttachedWrites<unknown>[], first: rea
         WHERE id = 1 AND seq = ${baseSeq} AND hash = decode(${baseHash}, 'hex')
           AND NOT EXISTS (SELECT 1 FROM refused)
           ${sql.join(
-            own.map((o) => sql`AND NOT EXISTS (SELECT 1 FROM ${veto(o.writer)})`),
+            writers.map((w) => sql`AND NOT EXISTS (SELECT 1 FROM ${veto(w.key)})`),
             sql` `,
           )}
         RETURNING seq),
       ${sql.join(
-        own.map(
-          (o) =>
-            sql`${sql.id(`${o.writer.name}_rows`)} AS (${o.writer.writes(sql`EXISTS (SELECT 1 FROM head)`, ...o.params)}),`,
+        writers.map(
+          (w) =>
+            sql`${sql.id(`${w.key.name}_rows`)} AS (${w.key.writes(sql`EXISTS (SELECT 1 FROM head)`, ...w.standIns)}),`,
         ),
         sql` `,
       )}
@@ -483,20 +468,11 @@ function appendStatement(writers: readonly AttachedWrites<unknown>[], first: rea
         FROM ev WHERE EXISTS (SELECT 1 FROM head))
       SELECT EXISTS (SELECT 1 FROM head) AS appended, ARRAY(SELECT key_id FROM refused) AS refused,
         json_build_array(${sql.join(
-          own.map((o) => sql`ARRAY(SELECT i FROM ${veto(o.writer)})`),
+          writers.map((w) => sql`ARRAY(SELECT i FROM ${veto(w.key)})`),
           sql`, `,
         )}) AS vetoed, h.seq, h.hash
       FROM audit_head h WHERE h.id = 1`.compile(db);
-  });
-  return (db: Executor, own: readonly unknown[], writerValues: readonly unknown[][]) => {
-    writerValues.forEach((v, i) => {
-      // The stand-ins were laid out by the first batch's counts; another count would shift them.
-      if (v.length !== arities[i])
-        throw new Error(`the attached writer ${writers[i]!.name} gave ${v.length} values, not ${arities[i]}`);
-    });
-    return run(db, ...own, ...writerValues.flat(1));
-  };
-}
+});
 
 /** The attached items of a batch by writer, with each item's index in `items`. */
 function attachedGroups(

@@ -136,6 +136,16 @@ describe('validation jobs', () => {
     ]);
   });
 
+  it('a challenge URL with a type the authorization does not offer is not found and starts nothing', async () => {
+    const { client, authz } = await pendingOrder('no-such-type.example.test');
+    const res = await internals(client).api.apiRequest(`${authz.url.replace('/authz/', '/chall/')}/smtp-01`, {}, [404]);
+    expect([res.status, res.data.type]).toEqual([404, 'urn:ietf:params:acme:error:malformed']);
+    const now = (await internals(client).api.apiRequest(authz.url, null, [200])).data as {
+      challenges: { status: string }[];
+    };
+    expect(now.challenges.map((c) => c.status)).toEqual(['pending', 'pending', 'pending']);
+  });
+
   it('a job whose holder died is taken over once its lease lapses, not before', async () => {
     const { client, authz } = await pendingOrder('lease.example.test');
     const challenge = await publish(env, client, authz, 'http-01');
