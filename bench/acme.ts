@@ -13,7 +13,7 @@
 //   BENCH_HISTORY=0                         no earlier orders in the database (default 30,000)
 import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -95,7 +95,7 @@ async function startServer(databaseUrl: string | undefined): Promise<Server> {
 http: { listen: "127.0.0.1:${httpPort}" }
 validation: { httpPort: ${challengePort}, dnsResolver: "${dnsAddress}" }
 rateLimits: { newOrdersPerAccount: { limit: 1000000, window: 1h }, certificatesPerName: { limit: 1000000, window: 1h } }
-log: { level: warn }
+log: { level: info }
 ${process.env.BENCH_SETTINGS ?? ''}
 `,
   );
@@ -109,15 +109,23 @@ ${process.env.BENCH_SETTINGS ?? ''}
     env: { ...process.env, DATABASE_URL: databaseUrl ?? '', KEYWARD_CONFIG: configFile },
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
   });
+  // The log level `keyward serve` runs at, info: a request line per request, written to a file as
+  // a deployment would ship it, so its cost is in the server's CPU.
+  const log = createWriteStream(join(dataDir, 'server.log'));
   await new Promise<void>((resolve, reject) => {
-    let out = '';
+    let started = false;
     proc.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('Press Ctrl-C')) resolve();
+      log.write(d);
+      const text = d.toString();
+      if (!started && text.includes('Press Ctrl-C')) {
+        started = true;
+        resolve();
+      }
       // The server's own warnings and errors explain failed flows.
-      for (const line of d.toString().split('\n'))
-        if (line.includes('"level":50') || line.includes('"level":40'))
-          console.error(`  server: ${line.slice(0, 400)}`);
+      if (text.includes('"level":50') || text.includes('"level":40'))
+        for (const line of text.split('\n'))
+          if (line.includes('"level":50') || line.includes('"level":40'))
+            console.error(`  server: ${line.slice(0, 400)}`);
     });
     proc.once('exit', (code) => reject(new Error(`keyward serve exited with ${code}`)));
   });
@@ -148,6 +156,7 @@ ${process.env.BENCH_SETTINGS ?? ''}
       proc.disconnect();
       proc.kill('SIGTERM');
       if (proc.exitCode === null) await new Promise((r) => proc.once('exit', r));
+      await new Promise((r) => log.end(r));
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
@@ -317,7 +326,7 @@ const printRow = (r: Row) => console.log(`| ${cells(r).join(' | ')} |`);
 
 // ---- the run ------------------------------------------------------------------------------------
 console.log(
-  `bench:acme — http-01, CAA on, ${SECONDS} s per level; driver: undici keep-alive, ES256, one account per worker, ` +
+  `bench:acme — http-01, CAA on, log level info (request lines to a file), ${SECONDS} s per level; driver: undici keep-alive, ES256, one account per worker, ` +
     `every certificate checked (SAN, key, chain to the root)\n` +
     `machine: ${cpus().length} cores, load average ${loadavg()
       .map((l) => l.toFixed(2))
