@@ -15,46 +15,89 @@ export interface NotificationHandler {
 export type Listen = (channel: string, handler: NotificationHandler) => Promise<() => Promise<void>>;
 
 const RECONNECT_MS = 1_000;
+/** How the connection shows in pg_stat_activity, so an operator can tell it from the pools'. */
+const APPLICATION_NAME = 'keyward-listen';
 
 /**
- * LISTEN on a connection of its own, outside the pool (a pooled connection would be handed to
- * other work). When it drops, notifications sent meanwhile are lost: the handler hears `lost`,
- * then `ready` once listening again (tried every second).
+ * LISTEN on one connection per replica for every channel, outside the pool (a pooled connection
+ * would be handed to other work). When it drops, notifications sent meanwhile are lost: every
+ * handler hears `lost`, then `ready` once listening again (tried every second).
  */
 export function listenPostgres(url: string): Listen {
+  const handlers = new Map<string, Set<NotificationHandler>>();
+  let client: pg.Client | undefined;
+  let connecting: Promise<pg.Client> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const everyHandler = () => [...handlers.values()].flatMap((set) => [...set]);
+
+  const lost = (c: pg.Client) => {
+    if (client !== c) return;
+    client = undefined;
+    for (const h of everyHandler()) h.lost();
+    if (handlers.size > 0) {
+      timer = setTimeout(() => void reconnect(), RECONNECT_MS);
+      timer.unref();
+    }
+  };
+  const reconnect = async () => {
+    try {
+      await connection();
+      for (const h of everyHandler()) h.ready();
+    } catch {
+      // lost() has scheduled the next try.
+    }
+  };
+  const connect = async (): Promise<pg.Client> => {
+    const c = new pg.Client({ connectionString: url, application_name: APPLICATION_NAME });
+    c.on('notification', (n) => {
+      for (const h of handlers.get(n.channel) ?? []) h.message(n.payload ?? '');
+    });
+    c.on('error', () => lost(c));
+    c.on('end', () => lost(c));
+    client = c;
+    try {
+      await c.connect();
+      for (const channel of handlers.keys()) await c.query(`LISTEN ${channel}`);
+    } catch (err) {
+      lost(c);
+      await c.end().catch(() => {});
+      throw err;
+    }
+    return c;
+  };
+  const connection = (): Promise<pg.Client> => {
+    if (client && !connecting) return Promise.resolve(client);
+    connecting ??= connect().finally(() => (connecting = undefined));
+    return connecting;
+  };
+
   return async (channel, handler) => {
     if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`bad channel name ${channel}`);
-    let closed = false;
-    let client: pg.Client | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    const connect = async (): Promise<void> => {
-      const c = new pg.Client({ connectionString: url });
-      c.on('notification', (n) => {
-        if (n.channel === channel) handler.message(n.payload ?? '');
-      });
-      const lost = () => {
-        if (client !== c) return;
-        client = undefined;
-        handler.lost();
-        if (!closed) {
-          timer = setTimeout(() => void connect().catch(lost), RECONNECT_MS);
-          timer.unref();
-        }
-      };
-      c.on('error', lost);
-      c.on('end', lost);
-      client = c;
-      await c.connect();
-      await c.query(`LISTEN ${channel}`);
-      handler.ready();
+    let set = handlers.get(channel);
+    if (!set) handlers.set(channel, (set = new Set()));
+    set.add(handler);
+    const forget = () => {
+      set.delete(handler);
+      if (set.size > 0) return undefined;
+      handlers.delete(channel);
+      return client;
     };
-    await connect();
+    try {
+      // LISTEN is idempotent, and a connection made meanwhile listened to this channel already.
+      await (await connection()).query(`LISTEN ${channel}`);
+    } catch (err) {
+      forget();
+      if (handlers.size === 0) clearTimeout(timer);
+      throw err;
+    }
+    handler.ready();
     return async () => {
-      closed = true;
-      clearTimeout(timer);
-      const c = client;
-      client = undefined;
-      await c?.end().catch(() => {});
+      const c = forget();
+      if (handlers.size === 0) {
+        clearTimeout(timer);
+        client = undefined;
+        await c?.end().catch(() => {});
+      } else if (c) await c.query(`UNLISTEN ${channel}`).catch(() => {});
     };
   };
 }
