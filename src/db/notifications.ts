@@ -28,6 +28,13 @@ export function listenPostgres(url: string): Listen {
   let client: pg.Client | undefined;
   let connecting: Promise<pg.Client> | undefined;
   let timer: NodeJS.Timeout | undefined;
+  // pg runs one query at a time per connection; LISTENs from concurrent callers take turns.
+  let turn: Promise<unknown> = Promise.resolve();
+  const inTurn = (c: pg.Client, text: string): Promise<unknown> => {
+    const run = turn.then(() => c.query(text));
+    turn = run.catch(() => {});
+    return run;
+  };
   const everyHandler = () => [...handlers.values()].flatMap((set) => [...set]);
 
   const lost = (c: pg.Client) => {
@@ -57,7 +64,7 @@ export function listenPostgres(url: string): Listen {
     client = c;
     try {
       await c.connect();
-      for (const channel of handlers.keys()) await c.query(`LISTEN ${channel}`);
+      for (const channel of handlers.keys()) await inTurn(c, `LISTEN ${channel}`);
     } catch (err) {
       lost(c);
       await c.end().catch(() => {});
@@ -84,7 +91,7 @@ export function listenPostgres(url: string): Listen {
     };
     try {
       // LISTEN is idempotent, and a connection made meanwhile listened to this channel already.
-      await (await connection()).query(`LISTEN ${channel}`);
+      await inTurn(await connection(), `LISTEN ${channel}`);
     } catch (err) {
       forget();
       if (handlers.size === 0) clearTimeout(timer);
@@ -97,7 +104,7 @@ export function listenPostgres(url: string): Listen {
         clearTimeout(timer);
         client = undefined;
         await c?.end().catch(() => {});
-      } else if (c) await c.query(`UNLISTEN ${channel}`).catch(() => {});
+      } else if (c) await inTurn(c, `UNLISTEN ${channel}`).catch(() => {});
     };
   };
 }
