@@ -19,6 +19,10 @@ const authzById = precompiled((db, id: string) =>
 /** The authorization, with its challenges in the same row. */
 export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promise<AuthzRow> {
   const [row] = await authzById(db, id);
+  return owned(row, account);
+}
+
+function owned(row: AuthzRow | undefined, account: AccountRow): AuthzRow {
   if (!row) throw new KeywardError('notFound', 'No such authorization');
   if (row.account_id !== account.id)
     throw new KeywardError('unauthorized', 'This authorization belongs to another account');
@@ -34,9 +38,10 @@ export function authzResponse(deps: AcmeDeps, authz: AuthzRow): Response {
 
 /** POST-as-GET, or RFC 8555 §7.5.2 deactivation (which also invalidates the orders relying on it). */
 export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
-  const req = await verifyRequest(c, deps, 'kid');
+  // Read with the nonce's spend: a POST-as-GET is one statement.
+  const req = await verifyRequest(c, deps, 'kid', { authzId: c.req.param('id')! });
   const account = requireAccount(req);
-  let authz = await ownedAuthz(deps.db, account, c.req.param('id')!);
+  let authz = owned(req.authz, account);
   deps.challenges.rememberPending(authz);
   const p = req.payload;
   if (p && p.status !== undefined) {

@@ -8,6 +8,7 @@ import { KeywardError } from '../core/errors.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { B64URL, decodeB64url } from './ids.ts';
+import type { AuthzRow } from './views.ts';
 
 /** The fixed text acme.sh looks for before it retries (it ignores the type). */
 const BAD_NONCE_DETAIL = 'JWS has an invalid anti-replay nonce';
@@ -45,6 +46,8 @@ export interface VerifiedJws {
 export interface VerifiedRequest extends VerifiedJws {
   /** Set when the JWS named an account by kid. */
   account: AccountRow | undefined;
+  /** The authorization `verifyRequest` was asked to read along, if it exists; its owner is not checked. */
+  authz?: AuthzRow | undefined;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -241,9 +244,15 @@ export type KeyMode = 'kid' | 'jwk' | 'either';
 
 /**
  * Authenticates an ACME POST (RFC 8555 §6.2–6.5): structure, algorithm, key, signature, url,
- * nonce, then the account's status for kid requests.
+ * nonce, then the account's status for kid requests. `readAlong.authzId`: the authorization the
+ * request is about, read in the nonce's round trip (a POST-as-GET then costs one statement).
  */
-export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): Promise<VerifiedRequest> {
+export async function verifyRequest(
+  c: Context,
+  deps: AcmeDeps,
+  mode: KeyMode,
+  readAlong: { authzId?: string } = {},
+): Promise<VerifiedRequest> {
   const jws = parseFlattened(await readBody(c, deps.config.acme.maxRequestBytes));
   const header = decodeProtected(jws);
   const alg = checkAlgorithm(header.alg);
@@ -263,7 +272,7 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
   const accountId = hasKid ? deps.urls.accountId(header.kid as string) : undefined;
   // One round trip spends the nonce and loads the account; a request that then fails a check has
   // still used its nonce, as it would have on any other error.
-  const { fresh, account } = await deps.nonces.consume(header.nonce, accountId);
+  const { fresh, account, authz } = await deps.nonces.consume(header.nonce, accountId, readAlong.authzId);
   let jwk: JWK;
   if (hasKid) {
     if (!account)
@@ -289,7 +298,7 @@ export async function verifyRequest(c: Context, deps: AcmeDeps, mode: KeyMode): 
   if (account && account.status !== 'valid') throw new KeywardError('unauthorized', `Account is ${account.status}`);
   // The account row keeps its key's thumbprint; only jwk requests need it computed.
   const thumbprint = account ? account.key_thumbprint : await calculateJwkThumbprint(jwk, 'sha256');
-  return { header: { ...header, alg, url: header.url } as ProtectedHeader, payload, jwk, thumbprint, account };
+  return { header: { ...header, alg, url: header.url } as ProtectedHeader, payload, jwk, thumbprint, account, authz };
 }
 
 /** For endpoints that only accept kid requests. */

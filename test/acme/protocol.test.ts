@@ -296,6 +296,50 @@ describe('orders', () => {
     expectProblem(await asAccount(`${orderUrl}/finalize`, { csr: 'AAAA' }), 403, 'orderNotReady');
   });
 
+  it("an authorization read with its nonce's spend: replays and other accounts see nothing, each request its own", async () => {
+    const created = await asAccount(u('/new-order'), { identifiers: [{ type: 'dns', value: 'az.example.test' }] });
+    const authzUrl = (created.json().authorizations as string[])[0]!;
+    const otherKey = await rawKey();
+    const otherKid = String((await signedPost(env, u('/new-account'), otherKey, {})).headers.location);
+    const otherCreated = await signedPost(
+      env,
+      u('/new-order'),
+      otherKey,
+      {
+        identifiers: [{ type: 'dns', value: 'az-other.example.test' }],
+      },
+      { jwk: undefined, kid: otherKid },
+    );
+    const otherAuthzUrl = (otherCreated.json().authorizations as string[])[0]!;
+    const post = (url: string, k: RawKey, account: string, nonce: Promise<string>) =>
+      nonce
+        .then((n) => signJws(k, '', { alg: k.alg, nonce: n, url, kid: account }))
+        .then((jws) =>
+          request(env, 'POST', url, {
+            headers: { 'content-type': 'application/jose+json' },
+            body: JSON.stringify(jws),
+          }),
+        );
+
+    // Sent together, so they share one spend: each answer is the authorization its request named.
+    const [mine, theirs, foreign, unknown] = await Promise.all([
+      post(authzUrl, key, kid, freshNonce(env)),
+      post(otherAuthzUrl, otherKey, otherKid, freshNonce(env)),
+      post(otherAuthzUrl, key, kid, freshNonce(env)),
+      post(authzUrl.replace(/[^/]+$/, 'no-such-authz'), key, kid, freshNonce(env)),
+    ]);
+    expect([mine.status, mine.json().identifier]).toEqual([200, { type: 'dns', value: 'az.example.test' }]);
+    expect([theirs.status, theirs.json().identifier]).toEqual([200, { type: 'dns', value: 'az-other.example.test' }]);
+    expectProblem(foreign, 403, 'unauthorized');
+    expectProblem(unknown, 404, 'malformed');
+
+    // A replayed read is refused before anything read with it is shown.
+    const nonce = await freshNonce(env);
+    expect((await post(authzUrl, key, kid, Promise.resolve(nonce))).status).toBe(200);
+    const replay = expectProblem(await post(authzUrl, key, kid, Promise.resolve(nonce)), 400, 'badNonce');
+    expect(JSON.stringify(replay)).not.toContain('az.example.test');
+  });
+
   it('a challenge POST ignores unknown fields (legacy keyAuthorization) and links up to its authorization', async () => {
     const created = await asAccount(u('/new-order'), { identifiers: [{ type: 'dns', value: 'legacy.example.test' }] });
     const authzUrl = (created.json().authorizations as string[])[0]!;
