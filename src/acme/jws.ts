@@ -8,7 +8,8 @@ import { KeywardError } from '../core/errors.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { B64URL, decodeB64url } from './ids.ts';
-import type { AuthzRow } from './views.ts';
+import type { ReadAlong } from './read-along.ts';
+import type { AuthzRow, OrderRow } from './views.ts';
 
 /** The fixed text acme.sh looks for before it retries (it ignores the type). */
 const BAD_NONCE_DETAIL = 'JWS has an invalid anti-replay nonce';
@@ -46,8 +47,9 @@ export interface VerifiedJws {
 export interface VerifiedRequest extends VerifiedJws {
   /** Set when the JWS named an account by kid. */
   account: AccountRow | undefined;
-  /** The authorization `verifyRequest` was asked to read along, if it exists; its owner is not checked. */
+  /** What `verifyRequest` was asked to read along, if it exists; its owner is not checked. */
   authz?: AuthzRow | undefined;
+  order?: OrderRow | undefined;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -244,14 +246,14 @@ export type KeyMode = 'kid' | 'jwk' | 'either';
 
 /**
  * Authenticates an ACME POST (RFC 8555 §6.2–6.5): structure, algorithm, key, signature, url,
- * nonce, then the account's status for kid requests. `readAlong.authzId`: the authorization the
+ * nonce, then the account's status for kid requests. `readAlong`: the authorization or order the
  * request is about, read in the nonce's round trip (a POST-as-GET then costs one statement).
  */
 export async function verifyRequest(
   c: Context,
   deps: AcmeDeps,
   mode: KeyMode,
-  readAlong: { authzId?: string } = {},
+  readAlong: ReadAlong = {},
 ): Promise<VerifiedRequest> {
   const jws = parseFlattened(await readBody(c, deps.config.acme.maxRequestBytes));
   const header = decodeProtected(jws);
@@ -272,7 +274,7 @@ export async function verifyRequest(
   const accountId = hasKid ? deps.urls.accountId(header.kid as string) : undefined;
   // One round trip spends the nonce and loads the account; a request that then fails a check has
   // still used its nonce, as it would have on any other error.
-  const { fresh, account, authz } = await deps.nonces.consume(header.nonce, accountId, readAlong.authzId);
+  const { fresh, account, authz, order } = await deps.nonces.consume(header.nonce, accountId, readAlong);
   let jwk: JWK;
   if (hasKid) {
     if (!account)
@@ -298,7 +300,15 @@ export async function verifyRequest(
   if (account && account.status !== 'valid') throw new KeywardError('unauthorized', `Account is ${account.status}`);
   // The account row keeps its key's thumbprint; only jwk requests need it computed.
   const thumbprint = account ? account.key_thumbprint : await calculateJwkThumbprint(jwk, 'sha256');
-  return { header: { ...header, alg, url: header.url } as ProtectedHeader, payload, jwk, thumbprint, account, authz };
+  return {
+    header: { ...header, alg, url: header.url } as ProtectedHeader,
+    payload,
+    jwk,
+    thumbprint,
+    account,
+    authz,
+    order,
+  };
 }
 
 /** For endpoints that only accept kid requests. */

@@ -4,13 +4,12 @@ import { sql } from 'kysely';
 
 import type { Clock } from '../core/clock.ts';
 import { randomBytesPooled } from '../core/random.ts';
-import type { AcmeAuthzsTable } from '../db/acme-schema.ts';
 import { GroupCommit } from '../db/group-commit.ts';
 import { precompiled } from '../db/precompiled.ts';
 import type { Db } from '../db/schema.ts';
-import { accountById, type AccountRow } from './account-store.ts';
+import { accountById } from './account-store.ts';
 import { B64URL } from './ids.ts';
-import type { AuthzRow } from './views.ts';
+import { type ReadAlong, readAlongColumns, readAlongJoins, type ReadAlongRows, readAlongRows } from './read-along.ts';
 import { nonceSecretLabel, type SecretBox } from './wrap-secrets.ts';
 
 const SECRET_NAME = 'nonce-mac';
@@ -19,78 +18,47 @@ const RANDOM_BYTES = 16;
 const MAC_BYTES = 16;
 const NONCE_BYTES = EXPIRY_BYTES + RANDOM_BYTES + MAC_BYTES;
 
-/** An account row as a LEFT JOIN returns it: every column null when there is no such account. */
-type AccountColumns = { [K in keyof AccountRow]: AccountRow[K] | null };
-
-/**
- * The authorization's columns, each read as `z_<column>` beside the account's (whose names are the
- * same, so not `z.*`). A Record over the table's keys: a column left out does not compile.
- */
-const AUTHZ_COLUMN_SET: Record<keyof AcmeAuthzsTable, true> = {
-  id: true,
-  account_id: true,
-  identifier_type: true,
-  identifier_value: true,
-  wildcard: true,
-  status: true,
-  expires: true,
-  validated_at: true,
-  created_at: true,
-  order_id: true,
-  challenge_types: true,
-  challenge_tokens: true,
-  attempted: true,
-  attempt_status: true,
-  attempt_error: true,
-};
-const AUTHZ_COLUMNS = Object.keys(AUTHZ_COLUMN_SET) as (keyof AcmeAuthzsTable)[];
-type PrefixedAuthz = { [K in keyof AuthzRow as `z_${K}`]: AuthzRow[K] | null };
-
-interface Spend {
+interface Spend extends ReadAlong {
   nonce: string;
   expires: Date;
   accountId: string | undefined;
-  authzId: string | undefined;
 }
 
-export interface SpentNonce {
+export interface SpentNonce extends ReadAlongRows {
   /** False when the nonce had been spent before. */
   fresh: boolean;
-  /** The account asked for, when it exists. */
-  account: AccountRow | undefined;
-  /** The authorization asked for, when it exists; read before the JWS is checked, so not yet the requester's. */
-  authz?: AuthzRow | undefined;
 }
 
 // Arrays, not a VALUES list, so the statement's text (and its prepared plan) is the same for any
 // batch size; built and compiled once (db/precompiled.ts): every ACME POST runs it.
 const spendBatch = precompiled(
-  (db, i: number[], nonces: string[], expires: string[], accountIds: (string | null)[], authzIds: (string | null)[]) =>
-    sql<AccountColumns & PrefixedAuthz & { i: number; fresh: boolean }>`
+  (
+    db,
+    i: number[],
+    nonces: string[],
+    expires: string[],
+    accountIds: (string | null)[],
+    authzIds: (string | null)[],
+    orderIds: (string | null)[],
+  ) =>
+    sql<Record<string, unknown> & { i: number; fresh: boolean }>`
       WITH req AS (
         SELECT * FROM unnest(${i}::int[], ${nonces}::text[], ${expires}::timestamptz[], ${accountIds}::text[],
-          ${authzIds}::text[]) AS r (i, nonce, expires, account_id, authz_id)),
+          ${authzIds}::text[], ${orderIds}::text[]) AS r (i, nonce, expires, account_id, authz_id, order_id)),
       spent AS (
         INSERT INTO acme_spent_nonces (nonce, expires_at) SELECT nonce, max(expires) FROM req GROUP BY nonce
         ON CONFLICT (nonce) DO NOTHING RETURNING nonce)
-      SELECT req.i, spent.nonce IS NOT NULL AS fresh, a.*, ${sql.raw(AUTHZ_COLUMNS.map((c) => `z.${c} AS z_${c}`).join(', '))}
-      FROM req LEFT JOIN spent ON spent.nonce = req.nonce LEFT JOIN acme_accounts a ON a.id = req.account_id
-        LEFT JOIN acme_authzs z ON z.id = req.authz_id`.compile(db),
+      SELECT req.i, spent.nonce IS NOT NULL AS fresh, ${readAlongColumns}
+      FROM req LEFT JOIN spent ON spent.nonce = req.nonce ${readAlongJoins}`.compile(db),
 );
-
-function authzOf(row: PrefixedAuthz): AuthzRow | undefined {
-  if (row.z_id === null) return undefined;
-  const authz: Record<string, unknown> = {};
-  for (const c of AUTHZ_COLUMNS) authz[c] = row[`z_${c}`];
-  return authz as AuthzRow;
-}
 
 /**
  * Nonces carry their own expiry and a MAC under a secret shared through the database, so handing
  * one out (on every response) costs no write and any replica recognises another's. Spending one is
  * an insert into the spent list, whose primary key makes a replay lose even when two replicas see
- * the same nonce at once. The spend also reads the requesting account, and concurrent requests
- * share one statement and one commit: every ACME POST costs one round trip here, not two.
+ * the same nonce at once. The spend also reads the requesting account (and what a POST-as-GET asks
+ * for, acme/read-along.ts), and concurrent requests share one statement and one commit: every ACME
+ * POST costs one round trip here, not two.
  *
  * Spends commit without waiting for the WAL flush (`spendDb` is the database's asyncCommit
  * connection): a request that changes anything commits its change after the spend, and PostgreSQL
@@ -121,14 +89,10 @@ export class NonceService {
       items.map((s) => s.expires.toISOString()),
       items.map((s) => s.accountId ?? null),
       items.map((s) => s.authzId ?? null),
+      items.map((s) => s.orderId ?? null),
     );
     const out: SpentNonce[] = new Array(items.length);
-    for (const row of rows) {
-      const account: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(row)) if (k !== 'i' && k !== 'fresh' && !k.startsWith('z_')) account[k] = v;
-      out[row.i] = { fresh: row.fresh, account: row.id === null ? undefined : (account as AccountRow) };
-      if (items[row.i]!.authzId !== undefined) out[row.i]!.authz = authzOf(row);
-    }
+    for (const row of rows) out[row.i] = { fresh: row.fresh, ...readAlongRows(row, items[row.i]!) };
     // The same nonce twice in one batch is inserted once: only its first use wins.
     const seen = new Set<string>();
     items.forEach((s, i) => {
@@ -180,16 +144,16 @@ export class NonceService {
   }
 
   /**
-   * Spends the nonce if it is ours and unexpired, and loads the account `accountId` (and the
-   * authorization `authzId`, for a request about one) in the same round trip. `fresh` is false for
-   * a nonce that is not ours, expired or already spent; such a request fails, so nothing else is read.
+   * Spends the nonce if it is ours and unexpired, and reads the account `accountId` (and the
+   * authorization or order a POST-as-GET is about) in the same round trip. `fresh` is false for a
+   * nonce that is not ours, expired or already spent; such a request fails, so nothing else is read.
    */
-  async consume(nonce: string, accountId?: string, authzId?: string): Promise<SpentNonce> {
+  async consume(nonce: string, accountId?: string, readAlong: ReadAlong = {}): Promise<SpentNonce> {
     const expires = await this.expiry(nonce);
     if (expires === undefined) {
       return { fresh: false, account: accountId === undefined ? undefined : await accountById(this.db, accountId) };
     }
-    return this.spends.submit({ nonce, expires, accountId, authzId });
+    return this.spends.submit({ nonce, expires, accountId, ...readAlong });
   }
 
   /** When a nonce of ours expires; undefined if it is not ours or has expired. */

@@ -213,7 +213,8 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
 }
 
 export async function getOrder(c: Context, deps: AcmeDeps): Promise<Response> {
-  const req = await verifyRequest(c, deps, 'kid');
-  const order = await ownedOrder(deps.db, requireAccount(req), c.req.param('id')!);
+  // Read with the nonce's spend: a poll is one statement.
+  const req = await verifyRequest(c, deps, 'kid', { orderId: c.req.param('id')! });
+  const order = owned(req.order, requireAccount(req));
   return orderResponse(deps, order, 200, { Location: deps.urls.order(order.id) });
 }

@@ -296,7 +296,7 @@ describe('orders', () => {
     expectProblem(await asAccount(`${orderUrl}/finalize`, { csr: 'AAAA' }), 403, 'orderNotReady');
   });
 
-  it("an authorization read with its nonce's spend: replays and other accounts see nothing, each request its own", async () => {
+  it("authorizations and orders read with their nonce's spend: replays and other accounts see nothing, each request its own", async () => {
     const created = await asAccount(u('/new-order'), { identifiers: [{ type: 'dns', value: 'az.example.test' }] });
     const authzUrl = (created.json().authorizations as string[])[0]!;
     const otherKey = await rawKey();
@@ -321,17 +321,27 @@ describe('orders', () => {
           }),
         );
 
-    // Sent together, so they share one spend: each answer is the authorization its request named.
-    const [mine, theirs, foreign, unknown] = await Promise.all([
+    const orderUrl = String(created.headers.location);
+    const otherOrderUrl = String(otherCreated.headers.location);
+    // Sent together, so they share one spend: each answer is the resource its request named.
+    const [mine, theirs, foreign, unknown, myOrder, theirOrder, foreignOrder, unknownOrder] = await Promise.all([
       post(authzUrl, key, kid, freshNonce(env)),
       post(otherAuthzUrl, otherKey, otherKid, freshNonce(env)),
       post(otherAuthzUrl, key, kid, freshNonce(env)),
       post(authzUrl.replace(/[^/]+$/, 'no-such-authz'), key, kid, freshNonce(env)),
+      post(orderUrl, key, kid, freshNonce(env)),
+      post(otherOrderUrl, otherKey, otherKid, freshNonce(env)),
+      post(otherOrderUrl, key, kid, freshNonce(env)),
+      post(orderUrl.replace(/[^/]+$/, 'no-such-order'), key, kid, freshNonce(env)),
     ]);
     expect([mine.status, mine.json().identifier]).toEqual([200, { type: 'dns', value: 'az.example.test' }]);
     expect([theirs.status, theirs.json().identifier]).toEqual([200, { type: 'dns', value: 'az-other.example.test' }]);
     expectProblem(foreign, 403, 'unauthorized');
     expectProblem(unknown, 404, 'malformed');
+    expect([myOrder.status, myOrder.json().authorizations]).toEqual([200, [authzUrl]]);
+    expect([theirOrder.status, theirOrder.json().authorizations]).toEqual([200, [otherAuthzUrl]]);
+    expectProblem(foreignOrder, 403, 'unauthorized');
+    expectProblem(unknownOrder, 404, 'malformed');
 
     // A replayed read is refused before anything read with it is shown.
     const nonce = await freshNonce(env);
