@@ -9,7 +9,7 @@ import { precompiled } from '../db/precompiled.ts';
 import type { Db } from '../db/schema.ts';
 import { accountById } from './account-store.ts';
 import { B64URL } from './ids.ts';
-import { type ReadAlong, readAlongColumns, readAlongJoins, type ReadAlongRows, readAlongRows } from './read-along.ts';
+import { type ReadAlong, type ReadAlongRows, readAlongRows, readAlongSql } from './read-along.ts';
 import { nonceSecretLabel, type SecretBox } from './wrap-secrets.ts';
 
 const SECRET_NAME = 'nonce-mac';
@@ -30,27 +30,33 @@ export interface SpentNonce extends ReadAlongRows {
 }
 
 // Arrays, not a VALUES list, so the statement's text (and its prepared plan) is the same for any
-// batch size; built and compiled once (db/precompiled.ts): every ACME POST runs it.
-const spendBatch = precompiled(
-  (
-    db,
-    i: number[],
-    nonces: string[],
-    expires: string[],
-    accountIds: (string | null)[],
-    authzIds: (string | null)[],
-    orderIds: (string | null)[],
-  ) =>
-    sql<Record<string, unknown> & { i: number; fresh: boolean }>`
-      WITH req AS (
-        SELECT * FROM unnest(${i}::int[], ${nonces}::text[], ${expires}::timestamptz[], ${accountIds}::text[],
-          ${authzIds}::text[], ${orderIds}::text[]) AS r (i, nonce, expires, account_id, authz_id, order_id)),
-      spent AS (
-        INSERT INTO acme_spent_nonces (nonce, expires_at) SELECT nonce, max(expires) FROM req GROUP BY nonce
-        ON CONFLICT (nonce) DO NOTHING RETURNING nonce)
-      SELECT req.i, spent.nonce IS NOT NULL AS fresh, ${readAlongColumns}
-      FROM req LEFT JOIN spent ON spent.nonce = req.nonce ${readAlongJoins}`.compile(db),
-);
+// batch size; built and compiled once (db/precompiled.ts): every ACME POST runs it. Two texts: with
+// the order join for a batch that reads an order, without it for the others.
+const spendBatch = (withOrders: boolean) => {
+  const { columns, joins } = readAlongSql(withOrders);
+  return precompiled(
+    (
+      db,
+      i: number[],
+      nonces: string[],
+      expires: string[],
+      accountIds: (string | null)[],
+      authzIds: (string | null)[],
+      orderIds: (string | null)[],
+    ) =>
+      sql<Record<string, unknown> & { i: number; fresh: boolean }>`
+        WITH req AS (
+          SELECT * FROM unnest(${i}::int[], ${nonces}::text[], ${expires}::timestamptz[], ${accountIds}::text[],
+            ${authzIds}::text[], ${orderIds}::text[]) AS r (i, nonce, expires, account_id, authz_id, order_id)),
+        spent AS (
+          INSERT INTO acme_spent_nonces (nonce, expires_at) SELECT nonce, max(expires) FROM req GROUP BY nonce
+          ON CONFLICT (nonce) DO NOTHING RETURNING nonce)
+        SELECT req.i, spent.nonce IS NOT NULL AS fresh, ${columns}
+        FROM req LEFT JOIN spent ON spent.nonce = req.nonce ${joins}`.compile(db),
+  );
+};
+const spendReadingAuthz = spendBatch(false);
+const spendReadingOrders = spendBatch(true);
 
 /**
  * Nonces carry their own expiry and a MAC under a secret shared through the database, so handing
@@ -82,7 +88,8 @@ export class NonceService {
   }
 
   private async spend(items: Spend[]): Promise<SpentNonce[]> {
-    const rows = await spendBatch(
+    const run = items.some((s) => s.orderId !== undefined) ? spendReadingOrders : spendReadingAuthz;
+    const rows = await run(
       this.spendDb,
       items.map((_, i) => i),
       items.map((s) => s.nonce),

@@ -75,16 +75,21 @@ export interface ReadAlongRows {
   order?: OrderRow | undefined;
 }
 
-/** The select list: every column of the three, as `<alias>_<column>`. */
-export const readAlongColumns: RawBuilder<unknown> = sql.raw(
-  TABLES.flatMap((t) => t.columns.map((c) => `${t.alias}.${c} AS ${t.alias}_${c}`)).join(', '),
-);
-
-/** The joins, from a relation `req` with the columns account_id, authz_id and order_id. */
-export const readAlongJoins: RawBuilder<unknown> = sql.raw(
-  'LEFT JOIN acme_accounts a ON a.id = req.account_id LEFT JOIN acme_authzs z ON z.id = req.authz_id ' +
-    'LEFT JOIN acme_orders o ON o.id = req.order_id',
-);
+/**
+ * The select list and joins, from a relation `req` with the columns account_id, authz_id and
+ * order_id: every column of the tables joined, as `<alias>_<column>`. Orders are joined only for
+ * a batch that asks for one (clients poll orders now and then; every POST reads its account).
+ */
+export function readAlongSql(withOrders: boolean): { columns: RawBuilder<unknown>; joins: RawBuilder<unknown> } {
+  const tables = withOrders ? TABLES : TABLES.slice(0, 2);
+  return {
+    columns: sql.raw(tables.flatMap((t) => t.columns.map((c) => `${t.alias}.${c} AS ${t.alias}_${c}`)).join(', ')),
+    joins: sql.raw(
+      'LEFT JOIN acme_accounts a ON a.id = req.account_id LEFT JOIN acme_authzs z ON z.id = req.authz_id' +
+        (withOrders ? ' LEFT JOIN acme_orders o ON o.id = req.order_id' : ''),
+    ),
+  };
+}
 
 function pick(row: Record<string, unknown>, alias: string, columns: readonly string[]): unknown {
   if (row[`${alias}_id`] === null) return undefined;
