@@ -42,7 +42,6 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
   const req = await verifyRequest(c, deps, 'kid', { authzId: c.req.param('id')! });
   const account = requireAccount(req);
   let authz = owned(req.authz, account);
-  deps.challenges.rememberPending(authz);
   const p = req.payload;
   if (p && p.status !== undefined) {
     if (p.status !== 'deactivated')

@@ -7,6 +7,7 @@ import type { AcmeChallengeType } from '../db/acme-schema.ts';
 import { underLimit } from '../policy/index.ts';
 import type { ValidationOutcome } from '../validation/index.ts';
 import { ownedAuthz } from './authz.ts';
+import { startableFacts } from './challenge-facts.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
@@ -47,9 +48,10 @@ async function addressed(c: Context, deps: AcmeDeps): Promise<{ authzId: string;
 /**
  * POST-as-GET reads a challenge; any JSON object (RFC 8555 says `{}`, unknown fields ignored) asks
  * us to validate it. One challenge per authorization is attempted; a POST to another once one is
- * under way reads it. When this replica served the authorization it knows what to check and
- * starts at once; an outcome within the grace period is recorded in one statement
- * (validate-at-once.ts). Otherwise one statement reads the authorization and, when it is pending
+ * under way reads it. The authorization comes with the nonce's spend, so any replica knows what
+ * to check and starts at once; an outcome within the grace period is recorded in one statement
+ * (validate-at-once.ts). Otherwise (a slow check, a challenge URL from before migration 0018, an
+ * account over its failed-validations limit) one statement reads the authorization and, when it is pending
  * with no attempt yet and the account under its failed-validations limit, records the attempt as
  * processing with a job whose lease this replica holds. The first attempt then runs here at once,
  * so a client whose answer is in place gets `valid` in this response. The job carries retries, and
@@ -57,12 +59,15 @@ async function addressed(c: Context, deps: AcmeDeps): Promise<{ authzId: string;
  * POST, or one for a settled challenge, returns the current state.
  */
 export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Response> {
-  const req = await verifyRequest(c, deps, 'kid');
+  // A challenge URL names its authorization, read with the nonce's spend (not so an old id's).
+  const named = c.req.param('authz');
+  const req = await verifyRequest(c, deps, 'kid', named === undefined ? {} : { authzId: named });
   const account = requireAccount(req);
   const { authzId, type } = await addressed(c, deps);
   const now = deps.clock.now();
   const start = req.payload !== undefined;
-  const facts = start ? deps.challenges.knownFor(authzId, type, account.id) : undefined;
+  const facts =
+    start && !deps.limitedAccounts.has(account.id) ? startableFacts(req.authz, type, account.id, now) : undefined;
   let running: Promise<ValidationOutcome> | undefined;
   if (facts) {
     running = checkChallenge(deps, { ...facts, thumbprint: account.key_thumbprint });
@@ -99,7 +104,7 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   if (found.account_id !== account.id)
     throw new KeywardError('unauthorized', 'This challenge belongs to another account');
   if (!found.under_limit) {
-    deps.challenges.overLimit(account.id);
+    deps.limitedAccounts.add(account.id);
     throwIfLimited(
       await deps.limits.peek(deps.db, 'failedValidationsPerAccount', account.id, now),
       'Failed validations for this account',
@@ -136,7 +141,6 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
 }
 
 function challengeResponse(deps: AcmeDeps, challenge: ChallengeRow): Response {
-  if (challenge.status !== 'pending') deps.challenges.forget(challenge.authz_id);
   const headers: Record<string, string | string[]> = { Link: link(deps.urls.authz(challenge.authz_id), 'up') };
   // A failed attempt waits for its retry (the first back-off step; at most a few seconds inside
   // validation.retryFor's 20 s): polling sooner would only show the same error.

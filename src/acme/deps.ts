@@ -8,7 +8,7 @@ import type { Db } from '../db/schema.ts';
 import type { Issuance } from '../issuance/index.ts';
 import type { RateLimiter } from '../policy/index.ts';
 import type { DnsResolver } from '../validation/index.ts';
-import type { ChallengeMemory } from './challenge-memory.ts';
+import type { LimitedAccounts } from './challenge-facts.ts';
 import type { NonceService } from './nonce.ts';
 import type { OrderCertificate } from './recent-certificates.ts';
 import type { AcmeUrls } from './urls.ts';
@@ -49,8 +49,8 @@ export interface AcmeDeps {
   holder: string;
   /** Certificates this replica issued in the last minutes, by serial, for their download. */
   recentCertificates: ExpiringMap<string, OrderCertificate>;
-  /** Challenges whose authorization this replica served, checked at once when POSTed here. */
-  challenges: ChallengeMemory;
+  /** Accounts over their failed-validations limit: their challenge POSTs check nothing at once. */
+  limitedAccounts: LimitedAccounts;
   /** Wakes this node's validation worker after a job was queued for later. */
   kickWorker(): void;
 }

@@ -6,7 +6,7 @@ import type { Feature } from '../core/feature.ts';
 import type { Logger } from '../core/log.ts';
 import { RateLimiter } from '../policy/index.ts';
 import { resolverForConfig } from '../validation/index.ts';
-import { ChallengeMemory } from './challenge-memory.ts';
+import { LimitedAccounts } from './challenge-facts.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { startJanitor } from './janitor.ts';
@@ -47,7 +47,7 @@ export function createAcmeDeps(
     resolver: resolverForConfig(validationConfig(ctx.config.validation)),
     holder: `${hostname()}:${process.pid}:${randomId(6)}`,
     recentCertificates: recentCertificates(),
-    challenges: new ChallengeMemory(),
+    limitedAccounts: new LimitedAccounts(),
     kickWorker,
   };
 }

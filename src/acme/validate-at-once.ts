@@ -1,6 +1,6 @@
 import { addMs } from '../core/clock.ts';
 import type { ValidationOutcome } from '../validation/index.ts';
-import type { ChallengeFacts } from './challenge-memory.ts';
+import type { ChallengeFacts } from './challenge-facts.ts';
 import type { AcmeDeps } from './deps.ts';
 import { queueRetry, type SettlingJob } from './settle.ts';
 import type { ChallengeRow } from './views.ts';

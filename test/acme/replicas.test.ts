@@ -1,8 +1,9 @@
 import type { Server } from 'node:net';
 
+import { calculateJwkThumbprint } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { type AcmeTestEnv, issue, rawKey, request, signJws, startAcmeEnv } from '../support/acme.ts';
+import { type AcmeTestEnv, issue, rawKey, request, resolveToLoopback, signJws, startAcmeEnv } from '../support/acme.ts';
 import { portOf, roundRobin } from '../support/balancer.ts';
 import { freePort } from '../support/ca.ts';
 
@@ -41,6 +42,45 @@ describe.runIf(!!process.env.DATABASE_URL)('two replicas on one database', () =>
       body,
     });
     expect(replayAtA.json().type).toBe('urn:ietf:params:acme:error:badNonce');
+  });
+
+  it('a challenge POSTed to the replica that did not serve its authorization is checked at once there', async () => {
+    const key = await rawKey();
+    const direct = (env: AcmeTestEnv) => env.ca.server!.httpsUrl.replace('localhost', '127.0.0.1');
+    // Signed for the public URL both replicas advertise, sent to one replica's own port.
+    const post = async (env: AcmeTestEnv, url: string, payload: unknown, who: { kid?: string }) => {
+      const nonce = String((await request(env, 'HEAD', `${direct(env)}/acme/new-nonce`)).headers['replay-nonce']);
+      const jws = await signJws(key, payload, { alg: key.alg, nonce, url, ...(who.kid ? who : { jwk: key.jwk }) });
+      return request(env, 'POST', url.replace(a.ca.httpsUrl, direct(env)), {
+        headers: { 'content-type': 'application/jose+json' },
+        body: JSON.stringify(jws),
+      });
+    };
+    const kid = String((await post(a, `${a.ca.httpsUrl}/acme/new-account`, {}, {})).headers.location);
+    const name = 'other-replica.example.test';
+    resolveToLoopback(a, name);
+    const order = await post(
+      a,
+      `${a.ca.httpsUrl}/acme/new-order`,
+      { identifiers: [{ type: 'dns', value: name }] },
+      { kid },
+    );
+    const authzUrl = (order.json().authorizations as string[])[0]!;
+    const authz = (await post(a, authzUrl, '', { kid })).json() as {
+      challenges: { type: string; url: string; token: string }[];
+    };
+    const challenge = authz.challenges.find((c) => c.type === 'http-01')!;
+    a.http01.set(challenge.token, `${challenge.token}.${await calculateJwkThumbprint(key.jwk)}`);
+
+    const res = await post(b, challenge.url, {}, { kid });
+    expect(res.json()).toMatchObject({ status: 'valid', type: 'http-01' });
+    // Checked within the grace period: only the outcome was written, no job to carry the check.
+    const jobs = await a.ca.ctx.database.db
+      .selectFrom('acme_jobs')
+      .select('id')
+      .where('authz_id', '=', authzUrl.split('/').pop()!)
+      .execute();
+    expect(jobs).toEqual([]);
   });
 
   it('serves one client flow whose requests alternate between the replicas', async () => {
