@@ -51,9 +51,9 @@ async function addressed(c: Context, deps: AcmeDeps): Promise<{ authzId: string;
  * under way reads it. The authorization comes with the nonce's spend, so any replica knows what
  * to check and starts at once; an outcome within the grace period is recorded in one statement
  * (validate-at-once.ts). Otherwise (a slow check, a challenge URL from before migration 0018, an
- * account over its failed-validations limit) one statement reads the authorization and, when it is pending
- * with no attempt yet and the account under its failed-validations limit, records the attempt as
- * processing with a job whose lease this replica holds. The first attempt then runs here at once,
+ * account over its failed-validations limit) one statement reads the authorization and, when it
+ * is pending with no attempt yet and the account under its failed-validations limit, records the
+ * attempt as processing with a job whose lease this replica holds. The first attempt then runs here at once,
  * so a client whose answer is in place gets `valid` in this response. The job carries retries, and
  * another replica takes it over when this one dies mid-check and the lease lapses. A repeated
  * POST, or one for a settled challenge, returns the current state.
