@@ -53,10 +53,10 @@ async function addressed(c: Context, deps: AcmeDeps): Promise<{ authzId: string;
  * (validate-at-once.ts). Otherwise (a slow check, a challenge URL from before migration 0018, an
  * account over its failed-validations limit) one statement reads the authorization and, when it
  * is pending with no attempt yet and the account under its failed-validations limit, records the
- * attempt as processing with a job whose lease this replica holds. The first attempt then runs here at once,
- * so a client whose answer is in place gets `valid` in this response. The job carries retries, and
- * another replica takes it over when this one dies mid-check and the lease lapses. A repeated
- * POST, or one for a settled challenge, returns the current state.
+ * attempt as processing with a job whose lease this replica holds. The first attempt then runs
+ * here at once, so a client whose answer is in place gets `valid` in this response. The job
+ * carries retries, and another replica takes it over when this one dies mid-check and the lease
+ * lapses. A repeated POST, or one for a settled challenge, returns the current state.
  */
 export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Response> {
   // A challenge URL names its authorization, read with the nonce's spend (not so an old id's).
