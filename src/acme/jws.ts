@@ -9,6 +9,7 @@ import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { B64URL, decodeB64url } from './ids.ts';
 import type { ReadAlong } from './read-along.ts';
+import type { OrderCertificate } from './recent-certificates.ts';
 import type { AuthzRow, OrderRow } from './views.ts';
 
 /** The fixed text acme.sh looks for before it retries (it ignores the type). */
@@ -50,6 +51,7 @@ export interface VerifiedRequest extends VerifiedJws {
   /** What `verifyRequest` was asked to read along, if it exists; its owner is not checked. */
   authz?: AuthzRow | undefined;
   order?: OrderRow | undefined;
+  certificate?: OrderCertificate | undefined;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -246,8 +248,9 @@ export type KeyMode = 'kid' | 'jwk' | 'either';
 
 /**
  * Authenticates an ACME POST (RFC 8555 §6.2–6.5): structure, algorithm, key, signature, url,
- * nonce, then the account's status for kid requests. `readAlong`: the authorization or order the
- * request is about, read in the nonce's round trip (a POST-as-GET then costs one statement).
+ * nonce, then the account's status for kid requests. `readAlong`: the authorization, order or
+ * certificate the request is about, read in the nonce's round trip (a POST-as-GET then costs one
+ * statement).
  */
 export async function verifyRequest(
   c: Context,
@@ -274,7 +277,7 @@ export async function verifyRequest(
   const accountId = hasKid ? deps.urls.accountId(header.kid as string) : undefined;
   // One round trip spends the nonce and loads the account; a request that then fails a check has
   // still used its nonce, as it would have on any other error.
-  const { fresh, account, authz, order } = await deps.nonces.consume(header.nonce, accountId, readAlong);
+  const { fresh, account, authz, order, certificate } = await deps.nonces.consume(header.nonce, accountId, readAlong);
   let jwk: JWK;
   if (hasKid) {
     if (!account)
@@ -308,6 +311,7 @@ export async function verifyRequest(
     account,
     authz,
     order,
+    certificate,
   };
 }
 

@@ -9,7 +9,14 @@ import { precompiled } from '../db/precompiled.ts';
 import type { Db } from '../db/schema.ts';
 import { accountById } from './account-store.ts';
 import { B64URL } from './ids.ts';
-import { type ReadAlong, type ReadAlongRows, readAlongRows, readAlongSql } from './read-along.ts';
+import {
+  type OptionalReads,
+  optionalReadsOf,
+  type ReadAlong,
+  type ReadAlongRows,
+  readAlongRows,
+  readAlongSql,
+} from './read-along.ts';
 import { nonceSecretLabel, type SecretBox } from './wrap-secrets.ts';
 
 const SECRET_NAME = 'nonce-mac';
@@ -30,10 +37,10 @@ export interface SpentNonce extends ReadAlongRows {
 }
 
 // Arrays, not a VALUES list, so the statement's text (and its prepared plan) is the same for any
-// batch size; built and compiled once (db/precompiled.ts): every ACME POST runs it. Two texts: with
-// the order join for a batch that reads an order, without it for the others.
-const spendBatch = (withOrders: boolean) => {
-  const { columns, joins } = readAlongSql(withOrders);
+// batch size; built and compiled once (db/precompiled.ts) for each set of optional reads: every
+// ACME POST runs one.
+const spendStatement = (optional: OptionalReads) => {
+  const { columns, joins } = readAlongSql(optional);
   return precompiled(
     (
       db,
@@ -43,11 +50,13 @@ const spendBatch = (withOrders: boolean) => {
       accountIds: (string | null)[],
       authzIds: (string | null)[],
       orderIds: (string | null)[],
+      serials: (string | null)[],
     ) =>
       sql<Record<string, unknown> & { i: number; fresh: boolean }>`
         WITH req AS (
           SELECT * FROM unnest(${i}::int[], ${nonces}::text[], ${expires}::timestamptz[], ${accountIds}::text[],
-            ${authzIds}::text[], ${orderIds}::text[]) AS r (i, nonce, expires, account_id, authz_id, order_id)),
+            ${authzIds}::text[], ${orderIds}::text[], ${serials}::text[])
+            AS r (i, nonce, expires, account_id, authz_id, order_id, certificate_serial)),
         spent AS (
           INSERT INTO acme_spent_nonces (nonce, expires_at) SELECT nonce, max(expires) FROM req GROUP BY nonce
           ON CONFLICT (nonce) DO NOTHING RETURNING nonce)
@@ -55,8 +64,13 @@ const spendBatch = (withOrders: boolean) => {
         FROM req LEFT JOIN spent ON spent.nonce = req.nonce ${joins}`.compile(db),
   );
 };
-const spendReadingAuthz = spendBatch(false);
-const spendReadingOrders = spendBatch(true);
+const spendStatements = new Map<string, ReturnType<typeof spendStatement>>();
+function spendBatch(optional: OptionalReads): ReturnType<typeof spendStatement> {
+  const key = `${optional.order}/${optional.certificate}`;
+  let statement = spendStatements.get(key);
+  if (!statement) spendStatements.set(key, (statement = spendStatement(optional)));
+  return statement;
+}
 
 /**
  * Nonces carry their own expiry and a MAC under a secret shared through the database, so handing
@@ -88,8 +102,7 @@ export class NonceService {
   }
 
   private async spend(items: Spend[]): Promise<SpentNonce[]> {
-    const run = items.some((s) => s.orderId !== undefined) ? spendReadingOrders : spendReadingAuthz;
-    const rows = await run(
+    const rows = await spendBatch(optionalReadsOf(items))(
       this.spendDb,
       items.map((_, i) => i),
       items.map((s) => s.nonce),
@@ -97,6 +110,7 @@ export class NonceService {
       items.map((s) => s.accountId ?? null),
       items.map((s) => s.authzId ?? null),
       items.map((s) => s.orderId ?? null),
+      items.map((s) => s.certificateSerial ?? null),
     );
     const out: SpentNonce[] = new Array(items.length);
     for (const row of rows) out[row.i] = { fresh: row.fresh, ...readAlongRows(row, items[row.i]!) };

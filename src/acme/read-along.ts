@@ -2,13 +2,15 @@ import { type RawBuilder, sql } from 'kysely';
 
 import type { AcmeAccountsTable, AcmeAuthzsTable, AcmeOrdersTable } from '../db/acme-schema.ts';
 import type { AccountRow } from './account-store.ts';
+import type { OrderCertificate } from './recent-certificates.ts';
 import type { AuthzRow, OrderRow } from './views.ts';
 
 /**
  * The rows an ACME POST reads in its nonce's spend statement (acme/nonce.ts): the requesting
- * account, and for a POST-as-GET of an authorization or an order that resource too, so such a
- * request costs one statement. Each table's columns come back prefixed (the tables share column
- * names); the lists are Records over the tables' keys, so a column left out does not compile.
+ * account, and for a POST-as-GET of an authorization, an order or a certificate that resource
+ * too, so such a request costs one statement on any replica. Each table's columns come back
+ * prefixed (the tables share column names); the lists are Records over the tables' keys, so a
+ * column left out does not compile.
  */
 const ACCOUNT: Record<keyof AcmeAccountsTable, true> = {
   id: true,
@@ -56,53 +58,93 @@ const ORDER: Record<keyof AcmeOrdersTable, true> = {
   authz_ids: true,
 };
 
-const TABLES = [
-  { alias: 'a', columns: Object.keys(ACCOUNT) },
-  { alias: 'z', columns: Object.keys(AUTHZ) },
-  { alias: 'o', columns: Object.keys(ORDER) },
-] as const;
+/**
+ * Each read: its alias (its columns come back as `<alias>_<column>`), its columns, and its join on
+ * the request column that names the row. Orders and certificates are read by few requests, so a
+ * batch joins them only when one of its requests asks (a statement text per combination).
+ */
+const READS = {
+  account: { alias: 'a', columns: Object.keys(ACCOUNT), join: 'acme_accounts a ON a.id = req.account_id' },
+  authz: { alias: 'z', columns: Object.keys(AUTHZ), join: 'acme_authzs z ON z.id = req.authz_id' },
+  order: { alias: 'o', columns: Object.keys(ORDER), join: 'acme_orders o ON o.id = req.order_id' },
+  certificate: {
+    alias: 'c',
+    columns: ['account_id', 'der', 'issuer_id'],
+    // An order names its certificate; the ordering account may download it.
+    join: `LATERAL (SELECT co.account_id, cc.der, cc.issuer_id, cc.serial AS id
+      FROM acme_orders co JOIN certificates cc ON cc.serial = co.certificate_serial
+      WHERE co.certificate_serial = req.certificate_serial LIMIT 1) c ON true`,
+  },
+} as const;
 
 /** What a request asks to read besides its account. */
 export interface ReadAlong {
   authzId?: string;
   orderId?: string;
+  /** A certificate's serial, for its download. */
+  certificateSerial?: string;
 }
 
-/** The rows found; the authorization and order are not yet checked to be the requester's. */
+/** The rows found; the authorization, order and certificate are not yet checked to be the requester's. */
 export interface ReadAlongRows {
   account: AccountRow | undefined;
   authz?: AuthzRow | undefined;
   order?: OrderRow | undefined;
+  certificate?: OrderCertificate | undefined;
 }
 
+/** Which of the optional reads a batch needs: the key of its statement text. */
+export interface OptionalReads {
+  order: boolean;
+  certificate: boolean;
+}
+
+export const optionalReadsOf = (asked: readonly ReadAlong[]): OptionalReads => ({
+  order: asked.some((r) => r.orderId !== undefined),
+  certificate: asked.some((r) => r.certificateSerial !== undefined),
+});
+
 /**
- * The select list and joins, from a relation `req` with the columns account_id, authz_id and
- * order_id: every column of the tables joined, as `<alias>_<column>`. Orders are joined only for
- * a batch that asks for one (clients poll orders now and then; every POST reads its account).
+ * The select list and joins, from a relation `req` with the columns account_id, authz_id,
+ * order_id and certificate_serial: every column of the rows joined, as `<alias>_<column>`.
  */
-export function readAlongSql(withOrders: boolean): { columns: RawBuilder<unknown>; joins: RawBuilder<unknown> } {
-  const tables = withOrders ? TABLES : TABLES.slice(0, 2);
+export function readAlongSql(optional: OptionalReads): { columns: RawBuilder<unknown>; joins: RawBuilder<unknown> } {
+  const reads = [
+    READS.account,
+    READS.authz,
+    ...(optional.order ? [READS.order] : []),
+    ...(optional.certificate ? [READS.certificate] : []),
+  ];
   return {
-    columns: sql.raw(tables.flatMap((t) => t.columns.map((c) => `${t.alias}.${c} AS ${t.alias}_${c}`)).join(', ')),
-    joins: sql.raw(
-      'LEFT JOIN acme_accounts a ON a.id = req.account_id LEFT JOIN acme_authzs z ON z.id = req.authz_id' +
-        (withOrders ? ' LEFT JOIN acme_orders o ON o.id = req.order_id' : ''),
+    columns: sql.raw(
+      reads
+        .flatMap((r) => [
+          `${r.alias}.id AS ${r.alias}_id`,
+          ...r.columns.filter((c) => c !== 'id').map((c) => `${r.alias}.${c} AS ${r.alias}_${c}`),
+        ])
+        .join(', '),
     ),
+    joins: sql.raw(reads.map((r) => `LEFT JOIN ${r.join}`).join(' ')),
   };
 }
 
 function pick(row: Record<string, unknown>, alias: string, columns: readonly string[]): unknown {
-  if (row[`${alias}_id`] === null) return undefined;
+  if (row[`${alias}_id`] === null || row[`${alias}_id`] === undefined) return undefined;
   const out: Record<string, unknown> = {};
   for (const c of columns) out[c] = row[`${alias}_${c}`];
   return out;
 }
 
-/** The rows out of one result row; an authorization or order only when it was asked for. */
+/** The rows out of one result row; the optional ones only when they were asked for. */
 export function readAlongRows(row: Record<string, unknown>, asked: ReadAlong): ReadAlongRows {
-  const [account, authz, order] = TABLES;
-  const out: ReadAlongRows = { account: pick(row, account.alias, account.columns) as AccountRow | undefined };
-  if (asked.authzId !== undefined) out.authz = pick(row, authz.alias, authz.columns) as AuthzRow | undefined;
-  if (asked.orderId !== undefined) out.order = pick(row, order.alias, order.columns) as OrderRow | undefined;
+  const out: ReadAlongRows = {
+    account: pick(row, READS.account.alias, READS.account.columns) as AccountRow | undefined,
+  };
+  if (asked.authzId !== undefined)
+    out.authz = pick(row, READS.authz.alias, READS.authz.columns) as AuthzRow | undefined;
+  if (asked.orderId !== undefined)
+    out.order = pick(row, READS.order.alias, READS.order.columns) as OrderRow | undefined;
+  if (asked.certificateSerial !== undefined)
+    out.certificate = pick(row, READS.certificate.alias, READS.certificate.columns) as OrderCertificate | undefined;
   return out;
 }

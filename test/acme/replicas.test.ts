@@ -1,5 +1,7 @@
+import { X509Certificate } from 'node:crypto';
 import type { Server } from 'node:net';
 
+import * as acme from 'acme-client';
 import { calculateJwkThumbprint } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -44,7 +46,7 @@ describe.runIf(!!process.env.DATABASE_URL)('two replicas on one database', () =>
     expect(replayAtA.json().type).toBe('urn:ietf:params:acme:error:badNonce');
   });
 
-  it('a challenge POSTed to the replica that did not serve its authorization is checked at once there', async () => {
+  it('a challenge POSTed to the replica that did not serve its authorization is checked at once there, and a certificate downloads from either', async () => {
     const key = await rawKey();
     const direct = (env: AcmeTestEnv) => env.ca.server!.httpsUrl.replace('localhost', '127.0.0.1');
     // Signed for the public URL both replicas advertise, sent to one replica's own port.
@@ -81,6 +83,36 @@ describe.runIf(!!process.env.DATABASE_URL)('two replicas on one database', () =>
       .where('authz_id', '=', authzUrl.split('/').pop()!)
       .execute();
     expect(jobs).toEqual([]);
+
+    // Finalized on A, downloaded from B, which did not issue it (it reads the certificate with its
+    // nonce's spend); sent together with other accounts' and unknown downloads, each gets its own.
+    const [, csr] = await acme.crypto.createCsr({ altNames: [name] });
+    const der = Buffer.from(csr.toString().replace(/-----[^-]+-----|\s/g, ''), 'base64').toString('base64url');
+    const finalized = await post(a, String(order.json().finalize), { csr: der }, { kid });
+    expect(finalized.json().status).toBe('valid');
+    const certUrl = String(finalized.json().certificate);
+    const otherKey = await rawKey();
+    const asOther = async (env: AcmeTestEnv, url: string, payload: unknown, otherKid?: string) => {
+      const nonce = String((await request(env, 'HEAD', `${direct(env)}/acme/new-nonce`)).headers['replay-nonce']);
+      const header = otherKid ? { kid: otherKid } : { jwk: otherKey.jwk };
+      const jws = await signJws(otherKey, payload, { alg: otherKey.alg, nonce, url, ...header });
+      return request(env, 'POST', url.replace(a.ca.httpsUrl, direct(env)), {
+        headers: { 'content-type': 'application/jose+json' },
+        body: JSON.stringify(jws),
+      });
+    };
+    const otherKid = String((await asOther(b, `${a.ca.httpsUrl}/acme/new-account`, {})).headers.location);
+    const [mine, theirs, unknown] = await Promise.all([
+      post(b, certUrl, '', { kid }),
+      asOther(b, certUrl, '', otherKid),
+      post(b, certUrl.replace(/[^/]+$/, 'ab12'), '', { kid }),
+    ]);
+    expect(mine.status).toBe(200);
+    expect(mine.headers['content-type']).toBe('application/pem-certificate-chain');
+    const leaf = new X509Certificate(String(mine.body).split(/(?<=-----END CERTIFICATE-----\n)/)[0]!);
+    expect(leaf.subjectAltName).toBe(`DNS:${name}`);
+    expect([theirs.status, theirs.json().type]).toEqual([403, 'urn:ietf:params:acme:error:unauthorized']);
+    expect(unknown.status).toBe(404);
   });
 
   it('serves one client flow whose requests alternate between the replicas', async () => {
