@@ -24,6 +24,10 @@ export interface AbandonedReservation {
  * to every serial. One statement; the audit lookup runs only for the (rare) reservations abandoned.
  * The event's time is the appending process's clock, read just before the statement that also
  * writes the reservation (whose time is the database's): the window allows for the two clocks.
+ * The look-up walks the key's events by sequence (audit_events_key), from the last checkpoint
+ * made an hour before the reservation (both times the database's, so every event appended after
+ * that checkpoint, the reservation's among them, is after its seq): the events of the hours
+ * around a crash, not the whole log. A failure event comes after the authorisation it names.
  */
 export async function abandonStaleReservations(db: Executor, olderThanMs: number): Promise<AbandonedReservation[]> {
   const { rows } = await sql<AbandonedReservation>`
@@ -31,11 +35,14 @@ export async function abandonStaleReservations(db: Executor, olderThanMs: number
       signed = EXISTS (
         SELECT 1 FROM audit_events e JOIN issuers i ON i.key_id = e.key_id
         WHERE i.id = r.issuer_id AND e.action = 'sign-certificate' AND e.outcome = 'success'
+          AND e.seq > coalesce((
+            SELECT c.seq FROM audit_checkpoints c WHERE c.ts < r.created_at - interval '1 hour'
+            ORDER BY c.seq DESC LIMIT 1), 0)
           AND e.ts >= r.created_at - interval '1 hour' AND e.context->>'serial' = r.serial
           AND NOT EXISTS (
             SELECT 1 FROM audit_events f
-            WHERE f.key_id = e.key_id AND f.action = 'sign-certificate' AND f.outcome = 'failure'
-              AND f.context->>'authorized' = e.seq::text))
+            WHERE f.key_id = e.key_id AND f.seq > e.seq AND f.action = 'sign-certificate'
+              AND f.outcome = 'failure' AND f.context->>'authorized' = e.seq::text))
     WHERE r.status = 'reserved' AND r.created_at < now() - make_interval(secs => ${olderThanMs / 1000})
       AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.serial = r.serial)
     RETURNING r.serial, r.requester, r.signed`.execute(db);

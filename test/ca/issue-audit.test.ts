@@ -226,6 +226,28 @@ describe('issuance: the reservation and its key use commit together', () => {
       },
     );
     expect(use).not.toBe('vetoed');
-    expect(await abandonStaleReservations(db(), 0)).toEqual([{ serial, requester: 'crashed', signed: true }]);
+    // Recovery walks the events from the last checkpoint made an hour before the reservation:
+    // one from two hours ago bounds it, one made just now (past the event) must not.
+    const head = await db().selectFrom('audit_head').select('seq').executeTakeFirstOrThrow();
+    const fake = {
+      head_hash: Buffer.alloc(32),
+      key_id: issuer.key_id!,
+      spki: Buffer.alloc(1),
+      sig: Buffer.alloc(1),
+      prev_sig: Buffer.alloc(1),
+    };
+    await db()
+      .insertInto('audit_checkpoints')
+      .values([
+        { ...fake, seq: 1, ts: new Date(Date.now() - 2 * 3600_000) },
+        { ...fake, seq: Number(head.seq), ts: new Date() },
+      ])
+      .onConflict((oc) => oc.column('seq').doNothing())
+      .execute();
+    try {
+      expect(await abandonStaleReservations(db(), 0)).toEqual([{ serial, requester: 'crashed', signed: true }]);
+    } finally {
+      await db().deleteFrom('audit_checkpoints').where('sig', '=', Buffer.alloc(1)).execute();
+    }
   });
 });
