@@ -50,13 +50,14 @@ async function addressed(c: Context, deps: AcmeDeps): Promise<{ authzId: string;
  * us to validate it. One challenge per authorization is attempted; a POST to another once one is
  * under way reads it. The authorization comes with the nonce's spend, so any replica knows what
  * to check and starts at once; an outcome within the grace period is recorded in one statement
- * (validate-at-once.ts). Otherwise (a slow check, a challenge URL from before migration 0018, an
- * account over its failed-validations limit) one statement reads the authorization and, when it
- * is pending with no attempt yet and the account under its failed-validations limit, records the
- * attempt as processing with a job whose lease this replica holds. The first attempt then runs
- * here at once, so a client whose answer is in place gets `valid` in this response. The job
- * carries retries, and another replica takes it over when this one dies mid-check and the lease
- * lapses. A repeated POST, or one for a settled challenge, returns the current state.
+ * (validate-at-once.ts); a POST that starts nothing is answered from that row. Otherwise (a slow
+ * check, a challenge URL from before migration 0018, an account over its failed-validations limit)
+ * one statement reads the authorization and, when it is pending with no attempt yet and the
+ * account under its failed-validations limit, records the attempt as processing with a job whose
+ * lease this replica holds. The first attempt then runs here at once, so a client whose answer is
+ * in place gets `valid` in this response. The job carries retries, and another replica takes it
+ * over when this one dies mid-check and the lease lapses. A repeated POST, or one for a settled
+ * challenge, returns the current state.
  */
 export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Response> {
   // A challenge URL names its authorization, read with the nonce's spend (not so an old id's).
@@ -66,6 +67,15 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   const { authzId, type } = await addressed(c, deps);
   const now = deps.clock.now();
   const start = req.payload !== undefined;
+  if (named !== undefined) {
+    const authz = req.authz;
+    if (!authz || !authz.challenge_types.includes(type)) throw new KeywardError('notFound', 'No such challenge');
+    if (authz.account_id !== account.id)
+      throw new KeywardError('unauthorized', 'This challenge belongs to another account');
+    // Nothing to start (a POST-as-GET, or an attempt under way or over): the row read is the answer.
+    if (!start || !startableFacts(authz, type, account.id, now))
+      return challengeResponse(deps, challengeOf(authz, type)!);
+  }
   const facts =
     start && !deps.limitedAccounts.has(account.id) ? startableFacts(req.authz, type, account.id, now) : undefined;
   let running: Promise<ValidationOutcome> | undefined;
