@@ -16,9 +16,14 @@ import { type Kysely, sql } from 'kysely';
 // Challenge URLs are now /chall/<authorization>/<type>. Those handed out before keep working:
 // acme_challenges becomes acme_old_challenge_ids, a map from their ids to the authorization and type. Old replicas must
 // be stopped before this release starts (they write the tables this drops).
+//
+// It replaced 0018_order_authz_ids, which a database may have run first (it sorts after this one,
+// hence the migrator's unordered mode): authz_ids may exist already (its values are recomputed the
+// same way), and that migration's validated_by column goes.
 export async function up(db: Kysely<unknown>): Promise<void> {
   const statements = [
-    sql`ALTER TABLE acme_orders ADD COLUMN authz_ids text[] NOT NULL DEFAULT '{}'`,
+    sql`ALTER TABLE acme_orders ADD COLUMN IF NOT EXISTS authz_ids text[] NOT NULL DEFAULT '{}'`,
+    sql`ALTER TABLE acme_authzs DROP COLUMN IF EXISTS validated_by`,
     sql`UPDATE acme_orders o
       SET authz_ids = ARRAY(SELECT authz_id FROM acme_order_authzs oa WHERE oa.order_id = o.id ORDER BY position)`,
     sql`ALTER TABLE acme_authzs

@@ -18,6 +18,7 @@ import * as m0015 from './0015_wrapped_secrets.ts';
 import * as m0016 from './0016_trusted_roots.ts';
 import * as m0017 from './0017_hot_path_references.ts';
 import * as m0018 from './0018_lean_acme_rows.ts';
+import * as m0018b from './0018_order_authz_ids.ts';
 
 /** Ordered by name; a new migration is a new file listed here, never an edit to an old one. */
 export const migrations: Record<string, Migration> = {
@@ -39,4 +40,5 @@ export const migrations: Record<string, Migration> = {
   '0016_trusted_roots': m0016,
   '0017_hot_path_references': m0017,
   '0018_lean_acme_rows': m0018,
+  '0018_order_authz_ids': m0018b,
 };

@@ -21,12 +21,25 @@ import {
 import { createDatabase, dropDatabase, type TestStore } from '../support/db.ts';
 
 /**
+ * What 0018_order_authz_ids did, for the databases that ran it in the half hour it was on main
+ * before 0018_lean_acme_rows replaced it (its file is now empty).
+ */
+const orderAuthzIds = () => [
+  sql`ALTER TABLE acme_orders ADD COLUMN authz_ids text[] NOT NULL DEFAULT '{}'`,
+  sql`ALTER TABLE acme_authzs ADD COLUMN validated_by text`,
+  sql`INSERT INTO kysely_migration (name, timestamp) VALUES ('0018_order_authz_ids', ${new Date().toISOString()})`,
+];
+
+/**
  * Orders in flight when a CA moves to the lean ACME rows (migration 0018): their challenges were
  * rows of their own, with ids in the URLs clients already hold. After the upgrade a client can
  * finish them: the old challenge URL still validates, a check that was being retried is taken up
- * by the job, and both orders turn ready.
+ * by the job, and both orders turn ready. From 0017, and from the 0018 that was replaced.
  */
-describe.runIf(process.env.DATABASE_URL)('an upgrade to challenges kept in their authorization', () => {
+describe.runIf(process.env.DATABASE_URL).each([
+  { from: '0017_hot_path_references', extra: () => [] },
+  { from: '0018_order_authz_ids', extra: orderAuthzIds },
+])('an upgrade to challenges kept in their authorization, from $from', ({ extra }) => {
   const base = process.env.DATABASE_URL!;
   const name = `kw_${randomBytes(6).toString('hex')}`;
   const dataDir = mkdtempSync(join(tmpdir(), 'kw-upgrade-'));
@@ -44,6 +57,7 @@ describe.runIf(process.env.DATABASE_URL)('an upgrade to challenges kept in their
       provider: { getMigrations: async () => before },
     }).migrateToLatest();
     expect(migrated.error).toBeUndefined();
+    for (const statement of extra()) await statement.execute(handle.db);
     key = await rawKey('ES256');
     const now = new Date();
     const db = handle.db;
