@@ -7,7 +7,7 @@ import type { AcmeChallengeType } from '../db/acme-schema.ts';
 import { underLimit } from '../policy/index.ts';
 import type { ValidationOutcome } from '../validation/index.ts';
 import { ownedAuthz } from './authz.ts';
-import { startableFacts } from './challenge-facts.ts';
+import { type ChallengeFacts, startableFacts } from './challenge-facts.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
@@ -67,17 +67,18 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   const { authzId, type } = await addressed(c, deps);
   const now = deps.clock.now();
   const start = req.payload !== undefined;
+  // What to check, when this POST may start it (only by a URL naming its authorization).
+  let facts: ChallengeFacts | undefined;
   if (named !== undefined) {
     const authz = req.authz;
     if (!authz || !authz.challenge_types.includes(type)) throw new KeywardError('notFound', 'No such challenge');
     if (authz.account_id !== account.id)
       throw new KeywardError('unauthorized', 'This challenge belongs to another account');
+    facts = start ? startableFacts(authz, type, account.id, now) : undefined;
     // Nothing to start (a POST-as-GET, or an attempt under way or over): the row read is the answer.
-    if (!start || !startableFacts(authz, type, account.id, now))
-      return challengeResponse(deps, challengeOf(authz, type)!);
+    if (!facts) return challengeResponse(deps, challengeOf(authz, type)!);
+    if (deps.limitedAccounts.has(account.id)) facts = undefined;
   }
-  const facts =
-    start && !deps.limitedAccounts.has(account.id) ? startableFacts(req.authz, type, account.id, now) : undefined;
   let running: Promise<ValidationOutcome> | undefined;
   if (facts) {
     running = checkChallenge(deps, { ...facts, thumbprint: account.key_thumbprint });

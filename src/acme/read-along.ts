@@ -129,7 +129,7 @@ export function readAlongSql(optional: OptionalReads): { columns: RawBuilder<unk
 }
 
 function pick(row: Record<string, unknown>, alias: string, columns: readonly string[]): unknown {
-  if (row[`${alias}_id`] === null || row[`${alias}_id`] === undefined) return undefined;
+  if (row[`${alias}_id`] === null) return undefined;
   const out: Record<string, unknown> = {};
   for (const c of columns) out[c] = row[`${alias}_${c}`];
   return out;
