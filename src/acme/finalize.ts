@@ -12,14 +12,8 @@ import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { decodeB64url } from './ids.ts';
 import { accountSpki, requireAccount, verifyRequest } from './jws.ts';
-import {
-  claimToFinalize,
-  orderResponse,
-  type OrderToFinalize,
-  ownedOrder,
-  releaseClaim,
-  resolveProfile,
-} from './orders.ts';
+import { orderClaims, orderResponse, owned, ownedOrder, resolveProfile } from './orders.ts';
+import type { DecisionInputs } from './read-along.ts';
 import { acmeRequester } from './requester.ts';
 import { type OrderRow, orderStatus } from './views.ts';
 
@@ -53,11 +47,12 @@ function checkNames(csr: ParsedCsr, identifiers: AcmeIdentifierJson[]): void {
   }
 }
 
-/** The CSR checks and the issuance decision for a claimed order; nothing is written. */
+/** The CSR checks and the issuance decision for a ready order; nothing is written. */
 async function decideFinalize(
   deps: AcmeDeps,
   account: AccountRow,
-  order: OrderToFinalize,
+  order: OrderRow,
+  inputs: DecisionInputs,
   p: Record<string, unknown> | undefined,
   now: Date,
 ): Promise<Decision> {
@@ -77,7 +72,7 @@ async function decideFinalize(
     lifetimeMs = order.not_after.getTime() - now.getTime();
     if (lifetimeMs <= 0) throw new KeywardError('malformed', 'The requested notAfter has passed');
   }
-  // Every rule (name policy again, certificates per name, CAA freshness) on what the claim read.
+  // Every rule (name policy again, certificates per name, CAA freshness) on what the nonce's spend read.
   return deps.issuance.decide({
     requester: acmeRequester(deps.urls, account),
     names: {
@@ -96,7 +91,7 @@ async function decideFinalize(
     ...(lifetimeMs !== undefined ? { lifetimeMs } : {}),
     extensions: csr.extensions,
     ...(order.replaces ? { replaces: order.replaces } : {}),
-    gathered: { nameCounters: order.name_counters, proofs: order.proofs },
+    gathered: inputs,
   });
 }
 
@@ -111,37 +106,37 @@ const orderTurnsValid = fragment((db, serial: string, orderId: string, now: Date
     .returningAll(),
 );
 
+const notReady = (order: OrderRow, now: Date) =>
+  new KeywardError('orderNotReady', `Order is ${orderStatus(order, now)}, not ready`);
+
 /**
- * Finalize: a conditional ready→processing update picks exactly one of concurrent requests and
- * reads what the decision needs (one statement); a CSR or decision that is refused turns the order
- * ready again, so the client can fix it and finalize again.
+ * Finalize: the order and what the decision needs come with the nonce's spend; the CSR checks and
+ * the decision write nothing (a refused request leaves the order ready, so the client can fix it).
+ * The order turns processing in the statement that reserves the serial (orderClaims): of
+ * concurrent finalizes exactly one gets that far, the others hear the order is not ready.
  */
 export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
-  const req = await verifyRequest(c, deps, 'kid');
-  const account = requireAccount(req);
   const orderId = c.req.param('id')!;
+  const req = await verifyRequest(c, deps, 'kid', { orderId, decisionInputs: true });
+  const account = requireAccount(req);
+  const order = owned(req.order, account);
   const now = deps.clock.now();
-  // Not waited for: the reservation commits after it, and its flush makes the claim durable too
-  // (WAL order); a claim lost in a crash before that leaves the order ready, with nothing signed.
-  const order = await claimToFinalize(deps.asyncCommit, { account, orderId, now });
-  if (!order) {
-    const current = await ownedOrder(deps.db, account, orderId);
-    throw new KeywardError('orderNotReady', `Order is ${orderStatus(current, now)}, not ready`);
-  }
-  let decision: Decision;
-  try {
-    decision = await decideFinalize(deps, account, order, req.payload, now);
-  } catch (err) {
-    await releaseClaim(deps.db, order.id, deps.clock.now());
-    throw err;
-  }
+  if (orderStatus(order, now) !== 'ready' || !req.decisionInputs) throw notReady(order, now);
+  const decision = await decideFinalize(deps, account, order, req.decisionInputs, req.payload, now);
 
-  crashPoint('order-claimed', `acme:${account.id}`);
+  crashPoint('finalize-decided', `acme:${account.id}`);
+  let claimed = false;
   let done: OrderRow | undefined;
   try {
     const issued = await deps.issuance.sign(decision, {
+      reserveWith: {
+        claims: orderClaims,
+        item: { orderId, accountId: account.id, now },
+        lost: async () => notReady(await ownedOrder(deps.db, account, orderId), deps.clock.now()),
+        claimed: () => (claimed = true),
+      },
       // The certificate, its reservation and the order turning valid: one statement.
-      recordWith: (serial) => orderTurnsValid(serial, order.id, deps.clock.now()),
+      recordWith: (serial) => orderTurnsValid(serial, orderId, deps.clock.now()),
     });
     done = issued.linked?.[0] as OrderRow | undefined;
     if (done)
@@ -151,20 +146,22 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
         issuer_id: issued.issuerId,
       });
   } catch (err) {
+    // Before the claim nothing was written: the order is as it was (or another finalize's).
+    if (!claimed) throw err;
     const prob = asKeywardError(err);
     if (prob.status >= 500)
       deps.log.error(
-        { err: err instanceof Error ? err.stack : String(err), order: order.id },
+        { err: err instanceof Error ? err.stack : String(err), order: orderId },
         'issuing for an ACME order failed',
       );
     await deps.db
       .updateTable('acme_orders')
       .set({ status: 'invalid', error: JSON.stringify(problemDocument(prob)), updated_at: deps.clock.now() })
-      .where('id', '=', order.id)
+      .where('id', '=', orderId)
       .where('status', '=', 'processing')
       .execute();
     throw prob;
   }
-  if (!done) throw new Error(`order ${order.id} was not recorded as valid with its certificate`);
-  return orderResponse(deps, done, 200, { Location: deps.urls.order(order.id) });
+  if (!done) throw new Error(`order ${orderId} was not recorded as valid with its certificate`);
+  return orderResponse(deps, done, 200, { Location: deps.urls.order(orderId) });
 }

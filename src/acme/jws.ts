@@ -8,7 +8,7 @@ import { KeywardError } from '../core/errors.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { B64URL, decodeB64url } from './ids.ts';
-import type { ReadAlong } from './read-along.ts';
+import type { DecisionInputs, ReadAlong } from './read-along.ts';
 import type { OrderCertificate } from './recent-certificates.ts';
 import type { AuthzRow, OrderRow } from './views.ts';
 
@@ -52,6 +52,7 @@ export interface VerifiedRequest extends VerifiedJws {
   authz?: AuthzRow | undefined;
   order?: OrderRow | undefined;
   certificate?: OrderCertificate | undefined;
+  decisionInputs?: DecisionInputs;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -277,7 +278,11 @@ export async function verifyRequest(
   const accountId = hasKid ? deps.urls.accountId(header.kid as string) : undefined;
   // One round trip spends the nonce and loads the account; a request that then fails a check has
   // still used its nonce, as it would have on any other error.
-  const { fresh, account, authz, order, certificate } = await deps.nonces.consume(header.nonce, accountId, readAlong);
+  const { fresh, account, authz, order, certificate, decisionInputs } = await deps.nonces.consume(
+    header.nonce,
+    accountId,
+    readAlong,
+  );
   let jwk: JWK;
   if (hasKid) {
     if (!account)
@@ -312,6 +317,7 @@ export async function verifyRequest(
     authz,
     order,
     certificate,
+    ...(decisionInputs ? { decisionInputs } : {}),
   };
 }
 

@@ -6,9 +6,8 @@ import { addMs } from '../core/clock.ts';
 import { KeywardError } from '../core/errors.ts';
 import { precompiled } from '../db/precompiled.ts';
 import type { Db } from '../db/schema.ts';
-import { parseReplaces, type ProofOfControl } from '../issuance/index.ts';
-import { type CounterReading, countersOf, parseCounters, type RateLimitName } from '../policy/index.ts';
-import type { ChallengeKind } from '../validation/index.ts';
+import { parseReplaces } from '../issuance/index.ts';
+import type { AttachedWrites } from '../kms/index.ts';
 import type { AccountRow } from './account-store.ts';
 import { type AcmeDeps, offeredProfiles } from './deps.ts';
 import { checkIdentifiers } from './identifiers.ts';
@@ -24,7 +23,7 @@ import { type OrderRow, orderStatus, orderView } from './views.ts';
 /** Seconds a client should wait before polling a resource that is still changing. */
 export const RETRY_AFTER_SECONDS = '1';
 
-function owned<T extends { account_id: string }>(order: T | undefined, account: AccountRow): T {
+export function owned<T extends { account_id: string }>(order: T | undefined, account: AccountRow): T {
   if (!order) throw new KeywardError('notFound', 'No such order');
   if (order.account_id !== account.id) throw new KeywardError('unauthorized', 'This order belongs to another account');
   return order;
@@ -39,72 +38,41 @@ export async function ownedOrder(db: Db, account: AccountRow, id: string): Promi
   return owned(order, account);
 }
 
-/** An order as finalize claims it: with what the issuance decision judges, in the same statement. */
-export type OrderToFinalize = OrderRow & { proofs: ProofOfControl[]; name_counters: CounterReading[] };
-
-// Built and compiled once (db/precompiled.ts): it runs on every finalize.
-const claim = precompiled((db, orderId: string, accountId: string, now: Date) =>
-  db
-    .with('o', (q) =>
-      q
-        .updateTable('acme_orders')
-        .set({ status: 'processing', updated_at: now })
-        .where('id', '=', orderId)
-        .where('account_id', '=', accountId)
-        .where('status', '=', 'ready')
-        .where('expires', '>', now)
-        .returningAll(),
-    )
-    .selectFrom('o')
-    .selectAll('o')
-    .select(
-      sql<unknown>`(SELECT coalesce(json_agg(json_build_object(
-          'type', a.identifier_type,
-          'value', CASE WHEN a.wildcard THEN '*.' || a.identifier_value ELSE a.identifier_value END,
-          'method', a.attempted, 'validatedAt', a.validated_at)), '[]')
-        FROM acme_authzs a WHERE a.id = ANY (o.authz_ids) AND a.attempt_status = 'valid')`.as('proofs'),
-    )
-    .select(
-      countersOf(
-        'certificatesPerName' satisfies RateLimitName,
-        sql`ARRAY(SELECT jsonb_array_elements(o.identifiers)->>'value')`,
-      ).as('name_counters'),
-    )
-    .compile(),
-);
+/** Finalize's claim on an order: ready → processing, by the account that owns it, before it expires. */
+export interface OrderClaim {
+  orderId: string;
+  accountId: string;
+  now: Date;
+}
 
 /**
- * Finalize's first statement: the order turns ready→processing (only one of concurrent finalizes
- * gets the row) and comes back with how each of its names was proven (for CAA freshness) and the
- * certificatesPerName counters of its names as they were before this statement, so that deciding
- * costs no query more. Undefined when the account's order is not ready (read it to say why).
+ * Finalize's claim, written by the statement that reserves the serial and audits the key use
+ * (IssueRequest.reserveWith): the order turns processing with its reservation or not at all.
+ * Vetoed when the order is no longer the account's ready, live order, and for every claim on an
+ * order but the first in a batch: of concurrent finalizes exactly one gets to sign. The veto
+ * locks the orders it passes, so nothing changes them before the claim, later in the statement.
  */
-export async function claimToFinalize(
-  db: Db,
-  c: { account: AccountRow; orderId: string; now: Date },
-): Promise<OrderToFinalize | undefined> {
-  const [order] = await claim(db, c.orderId, c.account.id, c.now);
-  if (!order) return undefined;
-  const proofs = (
-    order.proofs as { type: 'dns' | 'ip'; value: string; method: ChallengeKind; validatedAt: string | null }[]
-  ).map((p) => ({
-    identifier: { type: p.type, value: p.value },
-    method: p.method,
-    // A valid authorization always has its time; none reads as stale, so CAA is checked again.
-    validatedAt: new Date(p.validatedAt ?? 0),
-  }));
-  return { ...(order as OrderRow), proofs, name_counters: parseCounters(order.name_counters) };
-}
-
-/** A claimed order whose finalize was refused before anything was signed turns ready again. */
-export async function releaseClaim(db: Db, orderId: string, now: Date): Promise<void> {
-  await db
-    .updateTable('acme_orders')
-    .set({ status: 'ready', updated_at: now })
-    .where('id', '=', orderId)
-    .where('status', '=', 'processing')
-    .execute();
-}
+export const orderClaims: AttachedWrites<OrderClaim, [string[], string[], string[]]> = {
+  name: 'order_claim',
+  parameters: (items) => [
+    items.map((i) => i.orderId),
+    items.map((i) => i.accountId),
+    items.map((i) => i.now.toISOString()),
+  ],
+  vetoes: (orderId, accountId, now) => sql`
+    SELECT (r.n - 1)::int AS i
+    FROM unnest(${orderId}::text[], ${accountId}::text[], ${now}::timestamptz[]) WITH ORDINALITY
+      AS r (order_id, account_id, now, n)
+    WHERE r.n > (SELECT min(f.n) FROM unnest(${orderId}::text[]) WITH ORDINALITY AS f (order_id, n)
+        WHERE f.order_id = r.order_id)
+      OR NOT EXISTS (
+        SELECT 1 FROM acme_orders o WHERE o.id = r.order_id AND o.account_id = r.account_id
+          AND o.status = 'ready' AND o.expires > r.now FOR UPDATE)`,
+  writes: (appended, orderId, _accountId, now) => sql`
+    UPDATE acme_orders o SET status = 'processing', updated_at = r.now
+    FROM unnest(${orderId}::text[], ${now}::timestamptz[]) AS r (order_id, now)
+    WHERE o.id = r.order_id AND o.status = 'ready' AND ${appended}`,
+};
 
 export function orderResponse(
   deps: AcmeDeps,

@@ -1,6 +1,9 @@
 import { type RawBuilder, sql } from 'kysely';
 
 import type { AcmeAccountsTable, AcmeAuthzsTable, AcmeOrdersTable } from '../db/acme-schema.ts';
+import type { ProofOfControl } from '../issuance/index.ts';
+import { type CounterReading, countersOf, parseCounters, type RateLimitName } from '../policy/index.ts';
+import type { ChallengeKind } from '../validation/index.ts';
 import type { AccountRow } from './account-store.ts';
 import type { OrderCertificate } from './recent-certificates.ts';
 import type { AuthzRow, OrderRow } from './views.ts';
@@ -77,10 +80,27 @@ const READS = {
   },
 } as const;
 
+/**
+ * What finalize's issuance decision judges besides the request: how each of the order's names was
+ * proven (for CAA freshness) and the certificatesPerName counters of its names.
+ */
+const DECISION_INPUTS = sql`
+  (SELECT coalesce(json_agg(json_build_object(
+      'type', da.identifier_type,
+      'value', CASE WHEN da.wildcard THEN '*.' || da.identifier_value ELSE da.identifier_value END,
+      'method', da.attempted, 'validatedAt', da.validated_at)), '[]')
+    FROM acme_authzs da WHERE da.id = ANY (o.authz_ids) AND da.attempt_status = 'valid') AS o_proofs,
+  ${countersOf(
+    'certificatesPerName' satisfies RateLimitName,
+    sql`ARRAY(SELECT jsonb_array_elements(o.identifiers)->>'value')`,
+  )} AS o_name_counters`;
+
 /** What a request asks to read besides its account. */
 export interface ReadAlong {
   authzId?: string;
   orderId?: string;
+  /** With `orderId`: the order's decision inputs too (finalize). */
+  decisionInputs?: boolean;
   /** A certificate's serial, for its download. */
   certificateSerial?: string;
 }
@@ -91,16 +111,26 @@ export interface ReadAlongRows {
   authz?: AuthzRow | undefined;
   order?: OrderRow | undefined;
   certificate?: OrderCertificate | undefined;
+  /** With the order, when `decisionInputs` was asked for. */
+  decisionInputs?: DecisionInputs;
+}
+
+/** An order's decision inputs as its finalize reads them (see DECISION_INPUTS). */
+export interface DecisionInputs {
+  proofs: ProofOfControl[];
+  nameCounters: CounterReading[];
 }
 
 /** Which of the optional reads a batch needs: the key of its statement text. */
 export interface OptionalReads {
   order: boolean;
+  decisionInputs: boolean;
   certificate: boolean;
 }
 
 export const optionalReadsOf = (asked: readonly ReadAlong[]): OptionalReads => ({
   order: asked.some((r) => r.orderId !== undefined),
+  decisionInputs: asked.some((r) => r.orderId !== undefined && r.decisionInputs === true),
   certificate: asked.some((r) => r.certificateSerial !== undefined),
 });
 
@@ -115,16 +145,36 @@ export function readAlongSql(optional: OptionalReads): { columns: RawBuilder<unk
     ...(optional.order ? [READS.order] : []),
     ...(optional.certificate ? [READS.certificate] : []),
   ];
+  const columns = sql.raw(
+    reads
+      .flatMap((r) => [
+        `${r.alias}.id AS ${r.alias}_id`,
+        ...r.columns.filter((c) => c !== 'id').map((c) => `${r.alias}.${c} AS ${r.alias}_${c}`),
+      ])
+      .join(', '),
+  );
   return {
-    columns: sql.raw(
-      reads
-        .flatMap((r) => [
-          `${r.alias}.id AS ${r.alias}_id`,
-          ...r.columns.filter((c) => c !== 'id').map((c) => `${r.alias}.${c} AS ${r.alias}_${c}`),
-        ])
-        .join(', '),
-    ),
+    // Computed for every row of the batch that has an order: finalizes are most of those.
+    columns: optional.order && optional.decisionInputs ? sql`${columns}, ${DECISION_INPUTS}` : columns,
     joins: sql.raw(reads.map((r) => `LEFT JOIN ${r.join}`).join(' ')),
+  };
+}
+
+function decisionInputs(row: Record<string, unknown>): DecisionInputs {
+  const proofs = row.o_proofs as {
+    type: 'dns' | 'ip';
+    value: string;
+    method: ChallengeKind;
+    validatedAt: string | null;
+  }[];
+  return {
+    proofs: proofs.map((p) => ({
+      identifier: { type: p.type, value: p.value },
+      method: p.method,
+      // A valid authorization always has its time; none reads as stale, so CAA is checked again.
+      validatedAt: new Date(p.validatedAt ?? 0),
+    })),
+    nameCounters: parseCounters(row.o_name_counters),
   };
 }
 
@@ -142,8 +192,10 @@ export function readAlongRows(row: Record<string, unknown>, asked: ReadAlong): R
   };
   if (asked.authzId !== undefined)
     out.authz = pick(row, READS.authz.alias, READS.authz.columns) as AuthzRow | undefined;
-  if (asked.orderId !== undefined)
+  if (asked.orderId !== undefined) {
     out.order = pick(row, READS.order.alias, READS.order.columns) as OrderRow | undefined;
+    if (out.order && asked.decisionInputs) out.decisionInputs = decisionInputs(row);
+  }
   if (asked.certificateSerial !== undefined)
     out.certificate = pick(row, READS.certificate.alias, READS.certificate.columns) as OrderCertificate | undefined;
   return out;

@@ -2,6 +2,8 @@ import { type RawBuilder, sql } from 'kysely';
 
 import { addMs } from '../core/clock.ts';
 import type { AcmeChallengeType, AcmeProblemJson } from '../db/acme-schema.ts';
+import { GroupCommit } from '../db/group-commit.ts';
+import { precompiled } from '../db/precompiled.ts';
 import { countHit, underLimit } from '../policy/index.ts';
 import type { AcmeDeps } from './deps.ts';
 import { randomId } from './ids.ts';
@@ -57,6 +59,7 @@ const settled = (job: { type: AcmeChallengeType }, row: AuthzRow | undefined): C
  * order can't be left pending with every authorization valid.
  */
 export async function settleValid(deps: AcmeDeps, job: SettlingJob, holder: string): Promise<ChallengeRow | undefined> {
+  if (job.id === null) return settled(job, await validAtOnce(deps).submit(job));
   const now = deps.clock.now();
   const { rows } = await sql<AuthzRow & { shared: boolean }>`
     WITH authz AS (
@@ -74,6 +77,66 @@ export async function settleValid(deps: AcmeDeps, job: SettlingJob, holder: stri
   if (row?.shared && row.order_id !== null) await readyOrder(sql`${row.order_id}::text`, now, null).execute(deps.db);
   return settled(job, row);
 }
+
+/**
+ * Checks run at once that passed, group-committed: the challenge POSTs whose checks pass while a
+ * batch is being written go together in the next statement (db/group-commit.ts), each under the
+ * conditions of `settleable` for a POST's own check. A second check of the same authorization in
+ * a batch is answered as if it had lost the race (nothing settled). The orders re-checked after
+ * the commit are those with several authorizations, as settleValid does.
+ */
+function validAtOnce(deps: AcmeDeps): GroupCommit<SettlingJob, AuthzRow | undefined> {
+  let group = atOnce.get(deps);
+  if (!group) {
+    group = new GroupCommit<SettlingJob, AuthzRow | undefined>(async (jobs) => {
+      const now = deps.clock.now();
+      const first = jobs.map((j, i) => jobs.findIndex((k) => k.authzId === j.authzId) === i);
+      const sent = jobs.filter((_, i) => first[i]);
+      const rows = await validBatch(
+        deps.genericPlans,
+        sent.map((j) => j.authzId),
+        sent.map((j) => j.type),
+        sent.map((j) => j.accountId),
+        now,
+        addMs(now, deps.config.acme.authorizationLifetime),
+      );
+      const byId = new Map<string, AuthzRow>(rows.map((r) => [r.id, r]));
+      await Promise.all(
+        rows
+          .filter((r) => r.shared && r.order_id !== null)
+          .map((r) => readyOrder(sql`${r.order_id}::text`, now, null).execute(deps.db)),
+      );
+      return jobs.map((j, i) => (first[i] ? byId.get(j.authzId) : undefined));
+    });
+    atOnce.set(deps, group);
+  }
+  return group;
+}
+const atOnce = new WeakMap<AcmeDeps, GroupCommit<SettlingJob, AuthzRow | undefined>>();
+
+// Built and compiled once (db/precompiled.ts): it runs for nearly every challenge.
+const validBatch = precompiled(
+  (db, authzIds: string[], types: string[], accountIds: string[], now: Date, expires: Date) =>
+    sql<AuthzRow & { shared: boolean }>`
+      WITH req AS (
+        SELECT * FROM unnest(${authzIds}::text[], ${types}::text[], ${accountIds}::text[]) AS r (authz_id, type, account_id)),
+      authz AS (
+        UPDATE acme_authzs a SET status = 'valid', validated_at = ${now}, attempted = r.type, attempt_status = 'valid',
+          attempt_error = NULL, expires = ${expires}
+        FROM req r
+        WHERE a.id = r.authz_id AND a.status = 'pending' AND a.attempted IS NULL AND a.expires > ${now}
+          AND a.account_id = r.account_id AND r.type = ANY (a.challenge_types)
+        RETURNING a.*),
+      ready AS (
+        UPDATE acme_orders o SET status = 'ready', updated_at = ${now}
+        WHERE o.id IN (SELECT order_id FROM authz) AND o.status = 'pending' AND o.expires > ${now}
+          AND NOT EXISTS (
+            SELECT 1 FROM acme_authzs x WHERE x.id = ANY (o.authz_ids)
+              AND x.id NOT IN (SELECT id FROM authz) AND (x.status <> 'valid' OR x.expires <= ${now})))
+      SELECT authz.*, EXISTS (
+        SELECT 1 FROM acme_orders o WHERE o.id = authz.order_id AND cardinality(o.authz_ids) > 1) AS shared
+      FROM authz`.compile(db),
+);
 
 /**
  * Challenge, authorization and the pending order that created it turn invalid with the reason,

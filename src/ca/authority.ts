@@ -12,12 +12,14 @@ import { normalizeSerial } from '../core/serial.ts';
 import type { Listen } from '../db/notifications.ts';
 import type { Fragment } from '../db/precompiled.ts';
 import type { CertificateRow, Db, Executor, IssuerRow, IssuerState } from '../db/schema.ts';
-import type { AuthorizedSignature, KeyHierarchy, Signer } from '../kms/index.ts';
+import type { AttachedWrites, AuthorizedSignature, KeyHierarchy, Signer } from '../kms/index.ts';
 import { buildSelfSignedCa, buildSubordinateCa } from './ca-builder.ts';
 import type { NameConstraintsSpec } from './cert-extensions.ts';
 import { chainPem, chainsFrom } from './chains.ts';
 import { ROOT_PATH_LENGTH } from './cross-certificates.ts';
 import {
+  claimingReservations,
+  isBlocked,
   IssueWrites,
   recordBatch,
   type Recorded,
@@ -82,6 +84,14 @@ export interface IssueRequest {
    */
   onReserved?: (trx: Executor, serial: string) => Promise<void>;
   /**
+   * The caller's claim on what the certificate is for (an ACME order turning processing), written
+   * by the statement that reserves the serial and audits the key use: one flushed commit for all
+   * three, group-committed across concurrent issues. If the claim's veto holds (the thing claimed
+   * is gone or already taken), nothing is written and issue throws what `lost` gives; once issue
+   * has got past the reservation, `claimed` runs. Not with `onReserved`.
+   */
+  reserveWith?: ReserveWith;
+  /**
    * Runs in the transaction that marks the reservation `abandoned` when the signature is refused
    * (a disabled key, a sealed hierarchy), so the caller can give back what `onReserved` took.
    */
@@ -105,6 +115,13 @@ export interface IssueRequest {
    * issue owes.
    */
   recordAlso?: Fragment[];
+}
+
+export interface ReserveWith<C = unknown> {
+  claims: AttachedWrites<C>;
+  item: C;
+  lost(): Promise<Error>;
+  claimed(): void;
 }
 
 export interface IssuedCertificate {
@@ -425,6 +442,17 @@ export class CertificateAuthority {
         'this public key belongs to a certificate revoked for keyCompromise and may not be certified again',
       );
     const onReserved = req.onReserved;
+    const claim = req.reserveWith;
+    if (claim && onReserved) throw new KeywardError('internal', 'reserveWith and onReserved do not go together');
+    if (claim) {
+      const use = await signer.authorize(context, {
+        writer: claimingReservations(claim.claims),
+        item: { reservation, claim: claim.item },
+      });
+      if (use === 'vetoed') throw (await isBlocked(this.db, reservation.spkiSha256)) ? blocked() : await claim.lost();
+      claim.claimed();
+      return use;
+    }
     if (!onReserved) {
       const use = await signer.authorize(context, { writer: reservationsWithAudit, item: reservation });
       if (use === 'vetoed') throw blocked();

@@ -69,6 +69,16 @@ export async function reserveBatch(db: Executor, items: Reservation[]): Promise<
   return items.map((i) => reserved.has(i.serial));
 }
 
+/** Whether a subject key may no longer be certified (its certificate was revoked for keyCompromise). */
+export async function isBlocked(db: Executor, spkiSha256: Buffer): Promise<boolean> {
+  const row = await db
+    .selectFrom('blocked_keys')
+    .select('spki_sha256')
+    .where('spki_sha256', '=', spkiSha256)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
 /**
  * Reservations written by the statement that appends their signatures' audit events (see
  * Signer.authorize): the serial, the TBS and the authorised key use commit together, one flushed
@@ -98,6 +108,46 @@ export const reservationsWithAudit: AttachedWrites<Reservation, ReservationColum
 
 /** A batch of reservations as the audit statement's values: subject key (hex), serial, issuer, profile, requester, request. */
 type ReservationColumns = [string[], string[], string[], string[], string[], string[]];
+
+/** A reservation with the caller's claim on what it is for (see IssueRequest.reserveWith). */
+export interface ClaimedReservation<C> {
+  reservation: Reservation;
+  claim: C;
+}
+
+const claiming = new WeakMap<AttachedWrites<never>, AttachedWrites<ClaimedReservation<never>>>();
+
+/**
+ * Reservations written together with the caller's claims (an ACME order turning processing): the
+ * claim, the serial and the key use commit in one statement or not at all. An item is vetoed if
+ * its key is blocked or its claim's own veto says the thing claimed is gone or taken. One writer
+ * per claim writer, so the audit statement's text is compiled once for each.
+ */
+export function claimingReservations<C>(claims: AttachedWrites<C>): AttachedWrites<ClaimedReservation<C>> {
+  const key = claims as AttachedWrites<never>;
+  let writer = claiming.get(key);
+  if (!writer) {
+    const own = reservationsWithAudit;
+    const split = (params: unknown[]) => [params.slice(0, 6) as ReservationColumns, params.slice(6)] as const;
+    writer = {
+      name: `${own.name}_${claims.name}`,
+      parameters: (items) => [
+        ...own.parameters(items.map((i) => i.reservation)),
+        ...claims.parameters(items.map((i) => i.claim as C)),
+      ],
+      vetoes: (...params) => {
+        const [mine, theirs] = split(params);
+        return sql`${own.vetoes(...mine)} UNION ${claims.vetoes(...theirs)}`;
+      },
+      writes: (appended, ...params) => {
+        const [mine, theirs] = split(params);
+        return [own.writes(appended, ...mine), claims.writes(appended, ...theirs)].flat();
+      },
+    };
+    claiming.set(key, writer);
+  }
+  return writer as AttachedWrites<ClaimedReservation<C>>;
+}
 
 /** Records certificates in one statement (in the caller's transaction when `db` is one). */
 export async function recordBatch(db: Executor, items: Recorded[]): Promise<void[]> {

@@ -4,9 +4,9 @@
  * only by the configuration loader from KEYWARD_TEST_CRASH_AT; unarmed, a point costs a comparison.
  */
 export type CrashPoint =
-  /** finalize: the order moved ready → processing; no serial reserved yet. */
-  | 'order-claimed'
-  /** issuance: the serial and request are recorded with the key use's audit event; nothing signed yet. */
+  /** finalize: the request is decided; nothing is written yet (the order is still ready). */
+  | 'finalize-decided'
+  /** issuance: the serial and request are recorded with the key use's audit event (for ACME, with the order turning processing); nothing signed yet. */
   | 'serial-reserved'
   /** issuance: the certificate is signed but not stored. */
   | 'certificate-signed'
@@ -14,7 +14,7 @@ export type CrashPoint =
   | 'certificate-stored';
 
 export const CRASH_POINTS: readonly CrashPoint[] = [
-  'order-claimed',
+  'finalize-decided',
   'serial-reserved',
   'certificate-signed',
   'certificate-stored',

@@ -31,7 +31,10 @@ export { requesterLabel } from './request.ts';
  * (judged on the counters the decision read: finalizes in flight at once may each pass the limit
  * by one); otherwise strictly, in the transaction that reserves the serial.
  */
-export type IssuanceHooks = Pick<IssueRequest, 'onReserved' | 'onAbandoned' | 'onRecorded' | 'recordWith'>;
+export type IssuanceHooks = Pick<
+  IssueRequest,
+  'onReserved' | 'onAbandoned' | 'onRecorded' | 'recordWith' | 'reserveWith'
+>;
 
 /** The part of the signing core issuance uses. */
 export type SigningCore = Pick<CertificateAuthority, 'issue' | 'issuerForProfile'>;

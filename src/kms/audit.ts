@@ -107,8 +107,11 @@ export interface AttachedWrites<C, P extends unknown[] = unknown[]> {
    * `vetoed` and the others are sent again without it.
    */
   vetoes(...params: P): RawBuilder<unknown>;
-  /** The data-modifying statement that writes the items; it must write only where `appended` holds. */
-  writes(appended: RawBuilder<unknown>, ...params: P): RawBuilder<unknown>;
+  /**
+   * The data-modifying statements that write the items (each its own CTE); they must write only
+   * where `appended` holds.
+   */
+  writes(appended: RawBuilder<unknown>, ...params: P): RawBuilder<unknown> | readonly RawBuilder<unknown>[];
 }
 
 /** One item for an attached writer, with the event it goes with. */
@@ -454,9 +457,10 @@ const appendStatement = precompiledByParts<AttachedWrites<unknown>, unknown[], A
           )}
         RETURNING seq),
       ${sql.join(
-        writers.map(
-          (w) =>
-            sql`${sql.id(`${w.key.name}_rows`)} AS (${w.key.writes(sql`EXISTS (SELECT 1 FROM head)`, ...w.standIns)}),`,
+        writers.flatMap((w) =>
+          [w.key.writes(sql`EXISTS (SELECT 1 FROM head)`, ...w.standIns)]
+            .flat()
+            .map((body, k) => sql`${sql.id(`${w.key.name}_rows_${k}`)} AS (${body}),`),
         ),
         sql` `,
       )}

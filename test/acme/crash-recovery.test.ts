@@ -26,7 +26,7 @@ const serialOf = (pem: string) => BigInt(`0x${new X509Certificate(pem).serialNum
  * just before signing from one just after, and says so rather than "not signed".
  */
 const EXPECTED: Record<CrashPoint, 'none' | { status: 'abandoned'; signed: boolean } | { status: 'issued' }> = {
-  'order-claimed': 'none',
+  'finalize-decided': 'none',
   'serial-reserved': { status: 'abandoned', signed: true },
   'certificate-signed': { status: 'abandoned', signed: true },
   'certificate-stored': { status: 'issued' },

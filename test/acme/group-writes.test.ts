@@ -1,0 +1,148 @@
+import { createHash, generateKeyPairSync } from 'node:crypto';
+
+import type * as acme from 'acme-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { createAcmeDeps } from '../../src/acme/feature.ts';
+import { type OrderClaim, orderClaims } from '../../src/acme/orders.ts';
+import { settleValid } from '../../src/acme/settle.ts';
+import type { IssueRequest } from '../../src/ca/authority.ts';
+import { createLogger } from '../../src/http/log.ts';
+import { type AcmeTestEnv, publish, resolveToLoopback, startAcmeEnv } from '../support/acme.ts';
+
+// Writes of concurrent ACME requests that go together in one statement: checks run at once that
+// passed (acme/settle.ts) and finalize's claims, which ride with their serials' reservations
+// (acme/orders.ts orderClaims). Calls made in the same tick go in the same batch.
+
+let env: AcmeTestEnv;
+beforeAll(async () => {
+  env = await startAcmeEnv();
+});
+afterAll(async () => env?.close());
+
+const idOf = (url: string) => url.split('/').pop()!;
+
+async function account(): Promise<{ client: acme.Client; accountId: string }> {
+  const client = await env.client();
+  await client.createAccount({ termsOfServiceAgreed: true });
+  return { client, accountId: idOf(client.getAccountUrl()) };
+}
+
+const orderStatus = async (orderId: string) =>
+  (
+    await env.ca.ctx.database.db
+      .selectFrom('acme_orders')
+      .select('status')
+      .where('id', '=', orderId)
+      .executeTakeFirstOrThrow()
+  ).status;
+
+describe('checks run at once, settled together', () => {
+  it('two authorizations of one order valid in the same statement make the order ready', async () => {
+    const { client, accountId } = await account();
+    const order = await client.createOrder({
+      identifiers: [
+        { type: 'dns', value: 'both1.group.test' },
+        { type: 'dns', value: 'both2.group.test' },
+      ],
+    });
+    const deps = createAcmeDeps(env.ca.ctx, createLogger('silent'));
+    const settled = await Promise.all(
+      order.authorizations.map((url) =>
+        settleValid(deps, { id: null, authzId: idOf(url), type: 'http-01', accountId }, deps.holder),
+      ),
+    );
+    expect(settled.map((c) => c?.status)).toEqual(['valid', 'valid']);
+    // Each authorization is the other's "still pending" unless the statement counts its own.
+    expect(await orderStatus(idOf(order.url))).toBe('ready');
+  });
+
+  it('the same authorization twice in a batch is settled once; another account’s is not settled', async () => {
+    const { client, accountId } = await account();
+    const other = await account();
+    const order = await client.createOrder({ identifiers: [{ type: 'dns', value: 'twice.group.test' }] });
+    const authzId = idOf(order.authorizations[0]!);
+    const deps = createAcmeDeps(env.ca.ctx, createLogger('silent'));
+    const [first, second, foreign] = await Promise.all([
+      settleValid(deps, { id: null, authzId, type: 'http-01', accountId }, deps.holder),
+      settleValid(deps, { id: null, authzId, type: 'dns-01', accountId }, deps.holder),
+      settleValid(deps, { id: null, authzId, type: 'http-01', accountId: other.accountId }, deps.holder),
+    ]);
+    expect(first).toMatchObject({ type: 'http-01', status: 'valid' });
+    expect(second).toBeUndefined();
+    expect(foreign).toBeUndefined();
+    const row = await env.ca.ctx.database.db
+      .selectFrom('acme_authzs')
+      .select(['status', 'attempted'])
+      .where('id', '=', authzId)
+      .executeTakeFirstOrThrow();
+    expect(row).toEqual({ status: 'valid', attempted: 'http-01' });
+  });
+});
+
+describe('finalize claims, written with the reservation', () => {
+  /** A ready order, and an issue request for its name whose reservation claims it. */
+  async function readyOrder(name: string) {
+    const { client, accountId } = await account();
+    resolveToLoopback(env, name);
+    const order = await client.createOrder({ identifiers: [{ type: 'dns', value: name }] });
+    const [authz] = await client.getAuthorizations(order);
+    const ch = await publish(env, client, authz!, 'http-01');
+    await client.completeChallenge(ch);
+    await client.waitForValidStatus(ch);
+    const orderId = idOf(order.url);
+    expect(await orderStatus(orderId)).toBe('ready');
+    let claims = 0;
+    const request = (): IssueRequest => ({
+      subjectPublicKeyInfo: generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({
+        format: 'der',
+        type: 'spki',
+      }),
+      keyType: 'ecdsa-p256',
+      sans: { dns: [name], ip: [], uri: [], email: [] },
+      profile: env.ca.ctx.config.acme.defaultProfile,
+      requester: `acme:${accountId}`,
+      reserveWith: {
+        claims: orderClaims,
+        item: { orderId, accountId, now: new Date() } satisfies OrderClaim,
+        lost: () => Promise.resolve(new Error('claim lost')),
+        claimed: () => claims++,
+      },
+    });
+    return { orderId, request, claims: () => claims };
+  }
+
+  const reservationsOf = (requester: string) =>
+    env.ca.ctx.database.db
+      .selectFrom('serial_reservations')
+      .select(['serial', 'status'])
+      .where('requester', '=', requester)
+      .execute();
+
+  it('of claims on one order in the same batch, one signs; a later claim is lost too', async () => {
+    const { orderId, request, claims } = await readyOrder('claimed.group.test');
+    const outcomes = await Promise.allSettled([env.ca.ctx.ca.issue(request()), env.ca.ctx.ca.issue(request())]);
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected']);
+    const lost = outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult;
+    expect((lost.reason as Error).message).toBe('claim lost');
+    expect(claims()).toBe(1);
+    expect(await orderStatus(orderId)).toBe('processing');
+    // The order is no longer ready: a claim in a later statement is vetoed by the order's state.
+    await expect(env.ca.ctx.ca.issue(request())).rejects.toThrow('claim lost');
+    expect(claims()).toBe(1);
+    expect(await reservationsOf(request().requester)).toHaveLength(1);
+  });
+
+  it('a blocked key refuses the request and leaves the order ready', async () => {
+    const { orderId, request, claims } = await readyOrder('blocked.group.test');
+    const req = request();
+    await env.ca.ctx.database.db
+      .insertInto('blocked_keys')
+      .values({ spki_sha256: createHash('sha256').update(req.subjectPublicKeyInfo).digest(), reason: 'test' })
+      .execute();
+    await expect(env.ca.ctx.ca.issue(req)).rejects.toMatchObject({ kind: 'badPublicKey' });
+    expect(claims()).toBe(0);
+    expect(await orderStatus(orderId)).toBe('ready');
+    expect(await reservationsOf(req.requester)).toEqual([]);
+  });
+});
