@@ -98,7 +98,9 @@ export class NonceService {
     private readonly clock: Clock,
     private readonly secrets: SecretBox,
   ) {
-    this.spends = new GroupCommit((items) => this.spend(items));
+    // No waiting for company: every request's first round trip is its spend, which batches well
+    // without (at 8 clients waiting cost 40 % of the rate).
+    this.spends = new GroupCommit((items) => this.spend(items), 500, 0);
   }
 
   private async spend(items: Spend[]): Promise<SpentNonce[]> {

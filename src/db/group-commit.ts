@@ -1,3 +1,12 @@
+/**
+ * How long a batch waits for company once callers have been arriving together (the last batch
+ * had more than one), as PostgreSQL's commit_delay does for commits: under load, fewer and larger
+ * statements cost both sides less per item (bench:acme at 8 and 32 clients: 10–20 % more
+ * certificates per CPU-second, the same rate). A lone caller, or callers taking turns, go on the
+ * event loop's next turn.
+ */
+export const GROUP_DELAY_MS = 5;
+
 interface Waiter<I, O> {
   item: I;
   resolve: (out: O) => void;
@@ -9,16 +18,19 @@ interface Waiter<I, O> {
  * in the next one, so N concurrent callers cost one statement and one commit instead of N. A lone
  * caller goes on the event loop's next turn (setImmediate, not a timer): the requests whose bytes
  * came in the same turn share its statement too (at 8 and 32 ACME clients, 0.2–0.6 fewer
- * statements per certificate).
+ * statements per certificate). While callers arrive together, a batch waits `delayMs` first.
  */
 export class GroupCommit<I, O> {
   private queue: Waiter<I, O>[] = [];
   private flushing = false;
+  /** Items in the last batch written: more than one means callers are arriving together. */
+  private lastBatch = 0;
 
   /** `run` gets the items in arrival order and answers one output per item, in the same order. */
   constructor(
     private readonly run: (items: I[]) => Promise<O[]>,
     private readonly maxBatch = 500,
+    private readonly delayMs = GROUP_DELAY_MS,
   ) {}
 
   submit(item: I): Promise<O> {
@@ -26,7 +38,8 @@ export class GroupCommit<I, O> {
       this.queue.push({ item, resolve, reject });
       if (!this.flushing) {
         this.flushing = true;
-        setImmediate(() => void this.flush());
+        if (this.lastBatch > 1 && this.delayMs > 0) setTimeout(() => void this.flush(), this.delayMs);
+        else setImmediate(() => void this.flush());
       }
     });
   }
@@ -36,6 +49,7 @@ export class GroupCommit<I, O> {
     try {
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, this.maxBatch);
+        this.lastBatch = batch.length;
         try {
           const out = await this.run(batch.map((w) => w.item));
           batch.forEach((w, i) => w.resolve(out[i]!));

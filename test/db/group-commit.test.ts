@@ -22,6 +22,32 @@ describe('group commit', () => {
     ]);
   });
 
+  it('waits for company once callers arrive together, and stops waiting when they take turns', async () => {
+    const batches: number[][] = [];
+    const group = new GroupCommit<number, number>(
+      async (items) => {
+        batches.push(items);
+        return items;
+      },
+      500,
+      50,
+    );
+    // Callers taking turns: each goes on the next turn, alone.
+    await group.submit(1);
+    await group.submit(2);
+    // Two together: the next batch waits 50 ms, long enough for a caller who comes 20 ms later.
+    await Promise.all([group.submit(3), group.submit(4)]);
+    const waited = group.submit(5);
+    await new Promise((r) => setTimeout(r, 20));
+    await Promise.all([waited, group.submit(6)]);
+    // That batch had two: one more wait; alone in it, the next caller goes at once again.
+    await group.submit(7);
+    const started = performance.now();
+    await group.submit(8);
+    expect(performance.now() - started).toBeLessThan(40);
+    expect(batches).toEqual([[1], [2], [3, 4], [5, 6], [7], [8]]);
+  });
+
   it('fails only the calls of the batch whose statement failed', async () => {
     const group = new GroupCommit<number, number>(async (items) => {
       if (items.includes(1)) throw new Error('statement failed');
