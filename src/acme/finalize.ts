@@ -1,12 +1,13 @@
 import type { Context } from 'hono';
 import type { JWK } from 'jose';
+import { sql } from 'kysely';
 
 import { parseCsr, type ParsedCsr } from '../ca/csr.ts';
+import type { RecordWrites } from '../ca/issue-writes.ts';
 import { bytesEqual } from '../core/bytes.ts';
 import { crashPoint } from '../core/crash-points.ts';
 import { asKeywardError, KeywardError, problemDocument } from '../core/errors.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
-import { fragment } from '../db/precompiled.ts';
 import type { Decision } from '../issuance/index.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
@@ -95,16 +96,23 @@ async function decideFinalize(
   });
 }
 
-// Finalize's part of the statement that records the certificate (IssueRequest.recordWith): a
-// fragment, so that statement is built and compiled once per process (db/precompiled.ts).
-const orderTurnsValid = fragment((db, serial: string, orderId: string, now: Date) =>
-  db
-    .updateTable('acme_orders')
-    .set({ status: 'valid', certificate_serial: serial, updated_at: now })
-    .where('id', '=', orderId)
-    .where('status', '=', 'processing')
-    .returningAll(),
-);
+/**
+ * Finalize's part of the statement that records certificates (IssueRequest.recordWith): each
+ * claimed order turns valid with its certificate, which is recorded only if its order did.
+ */
+const orderTurnsValid: RecordWrites<{ orderId: string; now: Date }, [string[], string[], string[]]> = {
+  name: 'order_valid',
+  parameters: (items) => [
+    items.map((i) => i.serial),
+    items.map((i) => i.item.orderId),
+    items.map((i) => i.item.now.toISOString()),
+  ],
+  body: (_linked, serial, orderId, now) => sql`
+    UPDATE acme_orders o SET status = 'valid', certificate_serial = r.serial, updated_at = r.now
+    FROM unnest(${serial}::text[], ${orderId}::text[], ${now}::timestamptz[]) AS r (serial, order_id, now)
+    WHERE o.id = r.order_id AND o.status = 'processing'
+    RETURNING o.*, r.serial AS linked_serial`,
+};
 
 const notReady = (order: OrderRow, now: Date) =>
   new KeywardError('orderNotReady', `Order is ${orderStatus(order, now)}, not ready`);
@@ -136,7 +144,7 @@ export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
         claimed: () => (claimed = true),
       },
       // The certificate, its reservation and the order turning valid: one statement.
-      recordWith: (serial) => orderTurnsValid(serial, orderId, deps.clock.now()),
+      recordWith: { writer: orderTurnsValid, item: { orderId, now } },
     });
     done = issued.linked?.[0] as OrderRow | undefined;
     if (done)

@@ -10,7 +10,6 @@ import { events } from '../core/events.ts';
 import type { SanSet } from '../core/identifiers.ts';
 import { normalizeSerial } from '../core/serial.ts';
 import type { Listen } from '../db/notifications.ts';
-import type { Fragment } from '../db/precompiled.ts';
 import type { CertificateRow, Db, Executor, IssuerRow, IssuerState } from '../db/schema.ts';
 import type { AttachedWrites, AuthorizedSignature, KeyHierarchy, Signer } from '../kms/index.ts';
 import { buildSelfSignedCa, buildSubordinateCa } from './ca-builder.ts';
@@ -23,7 +22,7 @@ import {
   IssueWrites,
   recordBatch,
   type Recorded,
-  recordLinked,
+  type RecordWith,
   type Reservation,
   reservationsWithAudit,
   reserveBatch,
@@ -102,19 +101,14 @@ export interface IssueRequest {
    */
   onRecorded?: (trx: Executor, serial: string) => Promise<void>;
   /**
-   * The caller's bookkeeping as one conditional write (UPDATE … RETURNING) run by the statement that
-   * records the certificate: one round trip and one commit. The certificate is recorded only if
-   * that write returns a row (else issue fails and the reservation stays, naming what was signed);
-   * the rows come back as `linked`. A fragment (db/precompiled.ts), so the statement's text is
-   * compiled once per process.
+   * The caller's bookkeeping as one conditional write (an UPDATE … RETURNING) in the statement that
+   * records the certificate, group-committed with concurrent issues' (RecordWrites): the
+   * certificate is recorded only if that write links it (else issue fails and the reservation
+   * stays, naming what was signed); its rows come back as `linked`.
    */
-  recordWith?: (serial: string) => Fragment;
-  /**
-   * More writes for the statement `recordWith` runs in (fragments of CTE bodies, which may refer to
-   * its rows as `linked`), each to be conditioned on `linked` having a row: what the certificate's
-   * issue owes.
-   */
-  recordAlso?: Fragment[];
+  recordWith?: RecordWith;
+  /** More writes for that statement, for the certificates `recordWith` linked: what the issue owes. */
+  recordAlso?: RecordWith[];
 }
 
 export interface ReserveWith<C = unknown> {
@@ -389,7 +383,7 @@ export class CertificateAuthority {
     const onRecorded = req.onRecorded;
     let linked: unknown[] | undefined;
     if (req.recordWith) {
-      const rows = await recordLinked(this.db, record, req.recordWith(serial), req.recordAlso);
+      const rows = await this.writes.recordLinked(record, req.recordWith, req.recordAlso);
       linked = rows;
       if (rows.length === 0)
         throw new KeywardError('internal', `certificate ${serial} was signed but its request changed meanwhile`);

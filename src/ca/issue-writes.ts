@@ -1,7 +1,7 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 
 import { GroupCommit } from '../db/group-commit.ts';
-import { type Fragment, precompiled, precompiledWith } from '../db/precompiled.ts';
+import { precompiled, precompiledByParts } from '../db/precompiled.ts';
 import type { Db, Executor } from '../db/schema.ts';
 import type { AttachedWrites } from '../kms/index.ts';
 
@@ -41,13 +41,33 @@ export interface Recorded {
  */
 export class IssueWrites {
   private readonly records: GroupCommit<Recorded, void>;
+  /** One group per list of writers (compared by identity): a batch's statement has one text. */
+  private readonly linked: { writers: RecordWrites<unknown>[]; group: GroupCommit<LinkedRecord, LinkedRow[]> }[] = [];
 
-  constructor(db: Db) {
+  constructor(private readonly db: Db) {
     this.records = new GroupCommit((items) => recordBatch(db, items));
   }
 
   record(r: Recorded): Promise<void> {
     return this.records.submit(r);
+  }
+
+  /**
+   * Records a certificate with the caller's bookkeeping (see RecordWrites), group-committed: the
+   * certificate, its reservation turning `issued` and the writers' rows commit in one statement,
+   * the certificate only if `linked`'s writer links it. Answers the rows that link it (none: it
+   * was not recorded).
+   */
+  recordLinked(r: Recorded, linked: RecordWith, also: readonly RecordWith[] = []): Promise<LinkedRow[]> {
+    const writers = [linked.writer, ...also.map((a) => a.writer)];
+    let entry = this.linked.find(
+      (e) => e.writers.length === writers.length && e.writers.every((w, i) => w === writers[i]),
+    );
+    if (!entry) {
+      entry = { writers, group: new GroupCommit((batch) => recordLinkedBatch(this.db, writers, batch)) };
+      this.linked.push(entry);
+    }
+    return entry.group.submit({ record: r, items: [linked.item, ...also.map((a) => a.item)] });
   }
 }
 
@@ -168,40 +188,86 @@ const recordStatement = precompiled((db, ...columns: RecordedColumns) =>
     FROM c`.compile(db),
 );
 
-/**
- * Records one certificate together with the caller's conditional write (an UPDATE … RETURNING):
- * one statement, one commit. The certificate and its reservation's status are written only if
- * that write returns a row; its rows are returned (none: nothing was recorded). `also`: the
- * caller's further writes for the same statement (CTE bodies that may refer to `linked`'s rows),
- * conditioned by their own SQL on `linked`. The statement is compiled once per process for each
- * list of fragment shapes (db/precompiled.ts): callers pass fragments, not builders.
- */
-export async function recordLinked<R>(
-  db: Executor,
-  item: Recorded,
-  linked: Fragment,
-  also: readonly Fragment[] = [],
-): Promise<R[]> {
-  return (await linkedStatement(db, [linked, ...also], item.serial, ...recordedColumns([item]))) as R[];
+/** A certificate's item for a `RecordWrites` writer: its serial and what the caller gave. */
+export interface LinkedItem<C> {
+  serial: string;
+  item: C;
 }
 
-const linkedStatement = precompiledWith((db, [linked, ...also], serial: string, ...columns: RecordedColumns) => {
-  const extra = also.map((body, i) => sql`${sql.id(`also_${i}`)} AS (${body}),`);
-  return sql<unknown>`
-    WITH linked AS (${linked}),
-    ${extra.length > 0 ? sql.join(extra, sql` `) : sql``}
-    c AS (${recordedRows(columns)}),
-    reservation AS (
-      UPDATE serial_reservations SET status = 'issued'
-      WHERE serial = ${serial} AND EXISTS (SELECT 1 FROM linked)),
-    ins AS (
-      INSERT INTO certificates (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki_sha256,
-        requester, crl_shard)
-      SELECT serial, issuer_id, decode(der, 'hex'), common_name, sans, not_before, not_after, profile, decode(spki, 'hex'),
-        requester, crl_shard
-      FROM c WHERE EXISTS (SELECT 1 FROM linked))
-    SELECT * FROM linked`.compile(db);
-});
+/**
+ * The caller's bookkeeping written by the statement that records certificates (an ACME order
+ * turning valid, the per-name counts), group-committed across concurrent issues: like
+ * `AttachedWrites`, fixed SQL over arrays with an element per item, compiled once per process for
+ * each list of writers.
+ */
+export interface RecordWrites<C, P extends unknown[] = unknown[]> {
+  /** Names the writer's CTE (an SQL identifier, unique per writer). */
+  readonly name: string;
+  parameters(items: readonly LinkedItem<C>[]): P;
+  /**
+   * The CTE body. For `recordWith`'s writer, the write that links each certificate: an UPDATE …
+   * RETURNING whose rows carry the serial they link as `linked_serial`; a certificate is recorded
+   * only if a row links it. For `recordAlso`'s, writes only for the items whose serial is among
+   * `linked` (a subquery of serials).
+   */
+  body(linked: RawBuilder<unknown>, ...params: P): RawBuilder<unknown>;
+}
+
+/** A writer and this certificate's item for it. */
+export interface RecordWith<C = unknown> {
+  writer: RecordWrites<C>;
+  item: C;
+}
+
+interface LinkedRecord {
+  record: Recorded;
+  /** One item per writer of the group, in its order. */
+  items: unknown[];
+}
+
+/** Rows that link a certificate: what `recordWith`'s writer returned for it. */
+type LinkedRow = Record<string, unknown> & { linked_serial: string };
+
+async function recordLinkedBatch(
+  db: Executor,
+  writers: readonly RecordWrites<unknown>[],
+  batch: readonly LinkedRecord[],
+): Promise<LinkedRow[][]> {
+  const parts = writers.map((writer, k) => ({
+    key: writer,
+    values: writer.parameters(batch.map((b) => ({ serial: b.record.serial, item: b.items[k] }))),
+  }));
+  const rows = await linkedStatement(db, parts, ...recordedColumns(batch.map((b) => b.record)));
+  const bySerial = new Map<string, LinkedRow[]>();
+  for (const row of rows) {
+    const list = bySerial.get(row.linked_serial);
+    if (list) list.push(row);
+    else bySerial.set(row.linked_serial, [row]);
+  }
+  return batch.map((b) => bySerial.get(b.record.serial) ?? []);
+}
+
+const linkedStatement = precompiledByParts<RecordWrites<unknown>, RecordedColumns, LinkedRow>(
+  (db, [linked, ...also], ...columns) => {
+    const serials = sql`(SELECT linked_serial FROM linked)`;
+    const extra = also.map(
+      (w, i) => sql`${sql.id(`also_${i}_${w.key.name}`)} AS (${w.key.body(serials, ...w.standIns)}),`,
+    );
+    return sql<LinkedRow>`
+      WITH linked AS (${linked!.key.body(sql`NULL`, ...linked!.standIns)}),
+      ${extra.length > 0 ? sql.join(extra, sql` `) : sql``}
+      c AS (${recordedRows(columns)}),
+      reservation AS (
+        UPDATE serial_reservations SET status = 'issued' WHERE serial IN ${serials}),
+      ins AS (
+        INSERT INTO certificates (serial, issuer_id, der, common_name, sans, not_before, not_after, profile, spki_sha256,
+          requester, crl_shard)
+        SELECT serial, issuer_id, decode(der, 'hex'), common_name, sans, not_before, not_after, profile, decode(spki, 'hex'),
+          requester, crl_shard
+        FROM c WHERE serial IN ${serials})
+      SELECT * FROM linked`.compile(db);
+  },
+);
 
 /** Certificates to record as column arrays (so the text is the same for any count), in recordedRows' order. */
 type RecordedColumns = [

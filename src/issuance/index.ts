@@ -6,7 +6,7 @@ import type { Db } from '../db/schema.ts';
 import type { PolicySettings } from '../policy/index.ts';
 import type { CaaFreshnessSettings } from './caa-freshness.ts';
 import { checkNames, decide, type Decision, type DecisionInputs } from './decide.ts';
-import { countNamesStrictly, countWithRecordHits, type NameLimitSettings } from './name-limit.ts';
+import { countNamesStrictly, type NameLimitSettings, namesCountedWithRecord } from './name-limit.ts';
 import { checkReplaces, type ReplacedCertificate, type Replaces } from './replaces.ts';
 import { type IssuanceRequest, type Requester, requesterLabel } from './request.ts';
 
@@ -117,7 +117,9 @@ export class Issuance {
       ...(decision.mustStaple ? { mustStaple: true } : {}),
       requester: requesterLabel(req.requester),
       ...rest,
-      ...(countWithRecord ? { recordAlso: [countWithRecordHits(count, now)] } : {}),
+      ...(countWithRecord
+        ? { recordAlso: [{ writer: namesCountedWithRecord(count.rule), item: { keys: count.keys, now } }] }
+        : {}),
       ...(countStrictly || onReserved
         ? {
             onReserved: async (trx, serial) => {

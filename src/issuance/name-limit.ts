@@ -1,13 +1,13 @@
 import { sql } from 'kysely';
 
+import type { RecordWrites } from '../ca/issue-writes.ts';
 import { KeywardError } from '../core/errors.ts';
 import { identifiersOf, type SanSet } from '../core/identifiers.ts';
-import type { Fragment } from '../db/precompiled.ts';
 import type { Executor } from '../db/schema.ts';
 import {
   type CounterReading,
   countHits,
-  countHitsFragment,
+  countHitsOf,
   judgeCounters,
   type RateLimitResult,
   type RateLimitRule,
@@ -80,14 +80,46 @@ export async function checkNameCount(
   if (full) throw refusal(full, full.key);
 }
 
-const hitsWithRecord = countHitsFragment({ when: sql<boolean>`EXISTS (SELECT 1 FROM linked)`, strict: false });
+/** A certificate's names to count with its record, and when. */
+export interface NamesToCount {
+  keys: readonly string[];
+  now: Date;
+}
+
+const recordWriters = new Map<string, RecordWrites<NamesToCount>>();
 
 /**
- * The names' hits as a CTE body for the statement that records the certificate (see
- * IssuanceHooks): counted only when that statement's `linked` write found its row.
+ * The names' hits in the statement that records certificates (see IssuanceHooks), counted for
+ * the certificates it records: one writer per rule, so a batch shares its rule.
  */
-export function countWithRecordHits(count: NameCount, now: Date): Fragment {
-  return hitsWithRecord(count.rule, count.keys, now);
+export function namesCountedWithRecord(rule: RateLimitRule): RecordWrites<NamesToCount> {
+  const id = `${rule.name}/${rule.limit}/${rule.windowMs}`;
+  let writer = recordWriters.get(id);
+  if (!writer) {
+    writer = {
+      name: 'names_counted',
+      parameters: (items) => {
+        const now = new Date(Math.max(...items.map((i) => i.item.now.getTime())));
+        return [
+          rule.name,
+          now,
+          new Date(now.getTime() - rule.windowMs),
+          rule.limit > 0,
+          items.flatMap((i) => i.item.keys),
+          items.flatMap((i) => i.item.keys.map(() => i.serial)),
+        ];
+      },
+      body: (linked, name, now, cutoff, on, keys, of) =>
+        countHitsOf(
+          { name: sql`${name}`, now: sql`${now}`, cutoff: sql`${cutoff}`, on: sql`${on}` },
+          sql`${keys}`,
+          sql`${of}`,
+          linked,
+        ),
+    };
+    recordWriters.set(id, writer);
+  }
+  return writer;
 }
 
 /**

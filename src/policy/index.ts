@@ -14,7 +14,7 @@ export {
   countersOf,
   countHit,
   countHits,
-  countHitsFragment,
+  countHitsOf,
   judgeCounters,
   parseCounters,
   peek,

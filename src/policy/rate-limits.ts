@@ -1,6 +1,5 @@
 import { type RawBuilder, sql } from 'kysely';
 
-import { type Fragment, fragment } from '../db/precompiled.ts';
 import type { Executor } from '../db/schema.ts';
 
 export type RateLimitName = 'newOrdersPerAccount' | 'certificatesPerName' | 'failedValidationsPerAccount';
@@ -71,16 +70,28 @@ export function countHits(
 }
 
 /**
- * `countHits` as a fragment for a statement compiled once per process (db/precompiled.ts), such
- * as the one that records a certificate: `when` and `strict` are part of its fixed text. Call this
- * once, at module level; the function it returns makes each run's fragment.
+ * Hits for many requests in one statement, as a CTE body: `keys[i]` counted once for each `of[i]`
+ * in `counted` (an SQL query of the values `of` holds). Not strict: every key counts, for callers
+ * that judged the limit from an earlier read. The rule's values are parameters, so the text is
+ * the same for any rule and batch.
  */
-export function countHitsFragment(options: {
-  when: RawBuilder<boolean>;
-  strict: boolean;
-}): (rule: RateLimitRule, keys: readonly string[], now: Date) => Fragment {
-  const hits = fragment((_db, ...v: HitValues) => countHitsText(...v, options));
-  return (rule, keys, now) => hits(...hitValues(rule, keys, now));
+export function countHitsOf(
+  rule: { name: RawBuilder<unknown>; now: RawBuilder<unknown>; cutoff: RawBuilder<unknown>; on: RawBuilder<unknown> },
+  keys: RawBuilder<unknown>,
+  of: RawBuilder<unknown>,
+  counted: RawBuilder<unknown>,
+): RawBuilder<unknown> {
+  // Sorted keys: concurrent statements lock the rows in one order, so they never deadlock.
+  return sql`
+    INSERT INTO rate_limit_counters AS c (name, key, window_start, count)
+    SELECT ${rule.name}::text, k.key, ${rule.now}::timestamptz, count(*)
+    FROM unnest(${keys}::text[], ${of}::text[]) AS k (key, of)
+    WHERE ${rule.on}::bool AND k.of IN ${counted}
+    GROUP BY k.key ORDER BY k.key
+    ON CONFLICT (name, key) DO UPDATE SET
+      window_start = CASE WHEN c.window_start <= ${rule.cutoff}::timestamptz THEN excluded.window_start ELSE c.window_start END,
+      count = CASE WHEN c.window_start <= ${rule.cutoff}::timestamptz THEN excluded.count ELSE c.count + excluded.count END
+    RETURNING c.key`;
 }
 
 /** countHits' values: rule name, sorted unique keys, now, the window's cutoff, the limit, whether the rule is on. */
