@@ -100,7 +100,7 @@ async function decideFinalize(
  * Finalize's part of the statement that records certificates (IssueRequest.recordWith): each
  * claimed order turns valid with its certificate, which is recorded only if its order did.
  */
-const orderTurnsValid: RecordWrites<{ orderId: string; now: Date }, [string[], string[], string[]]> = {
+export const orderTurnsValid: RecordWrites<{ orderId: string; now: Date }, [string[], string[], string[]]> = {
   name: 'order_valid',
   parameters: (items) => [
     items.map((i) => i.serial),

@@ -4,10 +4,12 @@ import type * as acme from 'acme-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createAcmeDeps } from '../../src/acme/feature.ts';
+import { orderTurnsValid } from '../../src/acme/finalize.ts';
 import { type OrderClaim, orderClaims } from '../../src/acme/orders.ts';
 import { settleValid } from '../../src/acme/settle.ts';
-import type { IssueRequest } from '../../src/ca/authority.ts';
+import type { IssuedCertificate, IssueRequest } from '../../src/ca/authority.ts';
 import { createLogger } from '../../src/http/log.ts';
+import { namesCountedWithRecord } from '../../src/issuance/name-limit.ts';
 import { type AcmeTestEnv, publish, resolveToLoopback, startAcmeEnv } from '../support/acme.ts';
 
 // Writes of concurrent ACME requests that go together in one statement: checks run at once that
@@ -27,6 +29,13 @@ async function account(): Promise<{ client: acme.Client; accountId: string }> {
   await client.createAccount({ termsOfServiceAgreed: true });
   return { client, accountId: idOf(client.getAccountUrl()) };
 }
+
+const reservationsOf = (requester: string) =>
+  env.ca.ctx.database.db
+    .selectFrom('serial_reservations')
+    .select(['serial', 'status'])
+    .where('requester', '=', requester)
+    .execute();
 
 const orderStatus = async (orderId: string) =>
   (
@@ -112,13 +121,6 @@ describe('finalize claims, written with the reservation', () => {
     return { orderId, request, claims: () => claims };
   }
 
-  const reservationsOf = (requester: string) =>
-    env.ca.ctx.database.db
-      .selectFrom('serial_reservations')
-      .select(['serial', 'status'])
-      .where('requester', '=', requester)
-      .execute();
-
   it('of claims on one order in the same batch, one signs; a later claim is lost too', async () => {
     const { orderId, request, claims } = await readyOrder('claimed.group.test');
     const outcomes = await Promise.allSettled([env.ca.ctx.ca.issue(request()), env.ca.ctx.ca.issue(request())]);
@@ -144,5 +146,93 @@ describe('finalize claims, written with the reservation', () => {
     expect(claims()).toBe(0);
     expect(await orderStatus(orderId)).toBe('ready');
     expect(await reservationsOf(req.requester)).toEqual([]);
+  });
+});
+
+describe('certificates recorded together', () => {
+  /** A claimed order (processing) for `name`, as finalize leaves it before signing. */
+  async function processingOrder(name: string) {
+    const { client, accountId } = await account();
+    resolveToLoopback(env, name);
+    const order = await client.createOrder({ identifiers: [{ type: 'dns', value: name }] });
+    const [authz] = await client.getAuthorizations(order);
+    const ch = await publish(env, client, authz!, 'http-01');
+    await client.completeChallenge(ch);
+    await client.waitForValidStatus(ch);
+    const orderId = idOf(order.url);
+    await env.ca.ctx.database.db
+      .updateTable('acme_orders')
+      .set({ status: 'processing' })
+      .where('id', '=', orderId)
+      .execute();
+    return { orderId, accountId };
+  }
+
+  const rule = { name: 'certificatesPerName', limit: 100, windowMs: 3_600_000 };
+  const issueFor = (name: string, orderId: string, accountId: string): Promise<IssuedCertificate> =>
+    env.ca.ctx.ca.issue({
+      subjectPublicKeyInfo: generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({
+        format: 'der',
+        type: 'spki',
+      }),
+      keyType: 'ecdsa-p256',
+      sans: { dns: [name], ip: [], uri: [], email: [] },
+      profile: env.ca.ctx.config.acme.defaultProfile,
+      requester: `acme:${accountId}`,
+      recordWith: { writer: orderTurnsValid, item: { orderId, now: new Date() } },
+      recordAlso: [{ writer: namesCountedWithRecord(rule), item: { keys: [name], now: new Date() } }],
+    });
+
+  it('each with its own order and count; one whose order changed is not recorded, the others are', async () => {
+    const name = 'together.group.test';
+    const a = await processingOrder(name);
+    const b = await processingOrder(name);
+    const c = await processingOrder(name);
+    // c's order is no longer processing (deactivated meanwhile, say): its certificate must not be recorded.
+    await env.ca.ctx.database.db
+      .updateTable('acme_orders')
+      .set({ status: 'invalid' })
+      .where('id', '=', c.orderId)
+      .execute();
+    const outcomes = await Promise.allSettled([
+      issueFor(name, a.orderId, a.accountId),
+      issueFor(name, b.orderId, b.accountId),
+      issueFor(name, c.orderId, c.accountId),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'rejected']);
+    const [ia, ib] = outcomes.map((o) => (o.status === 'fulfilled' ? o.value : undefined));
+    expect((outcomes[2] as PromiseRejectedResult).reason.message).toMatch(/signed but its request changed/);
+    const db = env.ca.ctx.database.db;
+    for (const [o, issued] of [
+      [a, ia],
+      [b, ib],
+    ] as const) {
+      const row = await db
+        .selectFrom('acme_orders')
+        .select(['status', 'certificate_serial'])
+        .where('id', '=', o.orderId)
+        .executeTakeFirstOrThrow();
+      expect(row).toEqual({ status: 'valid', certificate_serial: issued!.serial });
+      expect(issued!.linked).toEqual([expect.objectContaining({ id: o.orderId, status: 'valid' })]);
+    }
+    const stored = await db
+      .selectFrom('certificates')
+      .select('requester')
+      .where(
+        'requester',
+        'in',
+        [a, b, c].map((o) => `acme:${o.accountId}`),
+      )
+      .execute();
+    expect(stored.map((r) => r.requester).sort()).toEqual([`acme:${a.accountId}`, `acme:${b.accountId}`].sort());
+    // c's reservation stays: it names a certificate that was signed and never recorded.
+    expect((await reservationsOf(`acme:${c.accountId}`)).map((r) => r.status)).toEqual(['reserved']);
+    const counter = await db
+      .selectFrom('rate_limit_counters')
+      .select('count')
+      .where('name', '=', 'certificatesPerName')
+      .where('key', '=', name)
+      .executeTakeFirstOrThrow();
+    expect(Number(counter.count)).toBe(2);
   });
 });
