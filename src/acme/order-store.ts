@@ -1,8 +1,10 @@
 import { sql } from 'kysely';
 
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
+import { GroupCommit } from '../db/group-commit.ts';
+import { precompiled } from '../db/precompiled.ts';
 import type { Executor } from '../db/schema.ts';
-import { countHit, type RateLimitRule } from '../policy/index.ts';
+import type { RateLimitRule } from '../policy/index.ts';
 import { challengeKindsFor } from '../validation/index.ts';
 import { authzIdentifier } from './identifiers.ts';
 import { randomId } from './ids.ts';
@@ -25,55 +27,158 @@ export interface NewOrder {
 }
 
 /**
- * newOrder as one statement (RFC 8555 §7.4): the rate-limit hit, the reuse of recent valid
- * authorizations, the new authorizations with one challenge per allowed type, and the order with
- * its authorizations' ids. Nothing is written when the account is over its limit (`undefined` is
- * returned). Arrays, not VALUES lists, so the text (and its prepared plan) is the same for any
- * number of names.
+ * newOrder (RFC 8555 §7.4), group-committed across concurrent requests: the rate-limit hit, the
+ * reuse of recent valid authorizations, the new authorizations with one challenge per allowed type,
+ * and the order with its authorizations' ids, for every order of a batch in one statement. Nothing
+ * is written for an order whose account is over its limit (`undefined` is returned). Arrays, not
+ * VALUES lists, so the text (and its prepared plan) is the same for any batch.
  */
-export async function insertOrder(db: Executor, o: NewOrder): Promise<OrderRow | undefined> {
-  const ids = o.identifiers.map(authzIdentifier);
-  const newIds = ids.map(() => randomId());
-  // One challenge per allowed type, by type (the order the authorization shows them in), each with
-  // its own token; passed as comma-joined text, one per authorization (types and tokens have no commas).
-  const kinds = o.identifiers.map((id) => [...challengeKindsFor(id)].sort());
-  const types = kinds.map((k) => k.join(','));
-  const tokens = kinds.map((k) => k.map(() => randomId(24)).join(','));
-  const limited = o.limit.limit > 0;
-  const { rows } = await sql<OrderRow>`
+export function insertOrder(db: Executor, o: NewOrder): Promise<OrderRow | undefined> {
+  let group = groups.get(db);
+  if (!group) groups.set(db, (group = new GroupCommit((batch) => insertOrders(db, batch))));
+  return group.submit(o);
+}
+const groups = new WeakMap<Executor, GroupCommit<NewOrder, OrderRow | undefined>>();
+
+/**
+ * A batch in rounds: in each, an account has at most one order (its limit is one conditional
+ * upsert per order) and every order the same limit rule. Usually one round.
+ */
+async function insertOrders(db: Executor, batch: NewOrder[]): Promise<(OrderRow | undefined)[]> {
+  const ruleOf = (o: NewOrder) => `${o.limit.name}/${o.limit.limit}/${o.limit.windowMs}`;
+  const rounds: { rule: string; accounts: Set<string>; orders: NewOrder[] }[] = [];
+  for (const o of batch) {
+    let round = rounds.find((r) => r.rule === ruleOf(o) && !r.accounts.has(o.accountId));
+    if (!round) rounds.push((round = { rule: ruleOf(o), accounts: new Set(), orders: [] }));
+    round.accounts.add(o.accountId);
+    round.orders.push(o);
+  }
+  const created = new Map<string, OrderRow>();
+  for (const round of rounds) for (const row of await insertRound(db, round.orders)) created.set(row.id, row);
+  return batch.map((o) => created.get(o.id));
+}
+
+function insertRound(db: Executor, orders: NewOrder[]): Promise<OrderRow[]> {
+  const names = orders.flatMap((o, k) =>
+    o.identifiers.map((identifier, pos) => {
+      const id = authzIdentifier(identifier);
+      // One challenge per allowed type, by type (the order the authorization shows them in), each
+      // with its own token; comma-joined text per authorization (types and tokens have no commas).
+      const kinds = [...challengeKindsFor(identifier)].sort();
+      return {
+        k,
+        pos,
+        ...id,
+        newId: randomId(),
+        types: kinds.join(','),
+        tokens: kinds.map(() => randomId(24)).join(','),
+      };
+    }),
+  );
+  const rule = orders[0]!.limit;
+  return newOrders(
+    db,
+    names.map((n) => n.k),
+    names.map((n) => n.pos),
+    names.map((n) => n.type),
+    names.map((n) => n.value),
+    names.map((n) => n.wildcard),
+    names.map((n) => n.newId),
+    names.map((n) => n.types),
+    names.map((n) => n.tokens),
+    orders.map((_, k) => k),
+    orders.map((o) => o.id),
+    orders.map((o) => o.accountId),
+    orders.map((o) => JSON.stringify(o.identifiers)),
+    orders.map((o) => o.notAfter?.toISOString() ?? null),
+    orders.map((o) => o.profile),
+    orders.map((o) => o.replaces),
+    orders.map((o) => o.now.toISOString()),
+    orders.map((o) => o.expires.toISOString()),
+    orders.map((o) => o.authzExpires.toISOString()),
+    orders.map((o) => o.reuseSince?.toISOString() ?? null),
+    rule.name,
+    rule.limit,
+    rule.windowMs / 1000,
+  );
+}
+
+// Built and compiled once (db/precompiled.ts): every newOrder batch runs it.
+const newOrders = precompiled(
+  (
+    db,
+    k: number[],
+    pos: number[],
+    type: string[],
+    value: string[],
+    wildcard: boolean[],
+    newId: string[],
+    types: string[],
+    tokens: string[],
+    orderK: number[],
+    orderId: string[],
+    accountId: string[],
+    identifiers: string[],
+    notAfter: (string | null)[],
+    profile: string[],
+    replaces: (string | null)[],
+    now: string[],
+    expires: string[],
+    authzExpires: string[],
+    reuseSince: (string | null)[],
+    ruleName: string,
+    limit: number,
+    windowSeconds: number,
+  ) =>
+    sql<OrderRow>`
     WITH ids AS (
-      SELECT * FROM unnest(${ids.map((_, i) => i)}::int[], ${ids.map((i) => i.type)}::text[],
-        ${ids.map((i) => i.value)}::text[], ${ids.map((i) => i.wildcard)}::bool[], ${newIds}::text[],
-        ${types}::text[], ${tokens}::text[])
-        AS t (pos, type, value, wildcard, new_id, challenge_types, challenge_tokens)),
-    counted AS (${countHit(o.limit, o.accountId, o.now)}),
-    allowed AS (SELECT NOT ${limited}::bool OR EXISTS (SELECT 1 FROM counted) AS ok),
+      SELECT * FROM unnest(${k}::int[], ${pos}::int[], ${type}::text[], ${value}::text[], ${wildcard}::bool[],
+        ${newId}::text[], ${types}::text[], ${tokens}::text[])
+        AS t (k, pos, type, value, wildcard, new_id, challenge_types, challenge_tokens)),
+    orders AS (
+      SELECT * FROM unnest(${orderK}::int[], ${orderId}::text[], ${accountId}::text[], ${identifiers}::jsonb[],
+        ${notAfter}::timestamptz[], ${profile}::text[], ${replaces}::text[], ${now}::timestamptz[],
+        ${expires}::timestamptz[], ${authzExpires}::timestamptz[], ${reuseSince}::timestamptz[])
+        AS o (k, id, account_id, identifiers, not_after, profile, replaces, now, expires, authz_expires, reuse_since)),
+    counted AS (
+      INSERT INTO rate_limit_counters AS c (name, key, window_start, count)
+      SELECT ${ruleName}::text, o.account_id, o.now, 1 FROM orders o WHERE ${limit}::int > 0 ORDER BY o.account_id
+      ON CONFLICT (name, key) DO UPDATE SET
+        window_start = CASE WHEN c.window_start <= excluded.window_start - make_interval(secs => ${windowSeconds}::float8)
+          THEN excluded.window_start ELSE c.window_start END,
+        count = CASE WHEN c.window_start <= excluded.window_start - make_interval(secs => ${windowSeconds}::float8)
+          THEN 1 ELSE c.count + 1 END
+      WHERE c.window_start <= excluded.window_start - make_interval(secs => ${windowSeconds}::float8)
+        OR c.count < ${limit}::int
+      RETURNING c.key),
+    allowed AS (SELECT o.* FROM orders o WHERE ${limit}::int <= 0 OR o.account_id IN (SELECT key FROM counted)),
     reuse AS (
-      SELECT DISTINCT ON (ids.pos) ids.pos, a.id
-      FROM ids JOIN acme_authzs a ON a.account_id = ${o.accountId} AND a.identifier_type = ids.type
+      SELECT DISTINCT ON (ids.k, ids.pos) ids.k, ids.pos, a.id
+      FROM ids JOIN allowed o ON o.k = ids.k
+      JOIN acme_authzs a ON a.account_id = o.account_id AND a.identifier_type = ids.type
         AND a.identifier_value = ids.value AND a.wildcard = ids.wildcard AND a.status = 'valid'
-        AND a.validated_at >= ${o.reuseSince} AND a.expires > ${o.now}
-      ORDER BY ids.pos, a.expires DESC),
+        AND a.validated_at >= o.reuse_since AND a.expires > o.now
+      ORDER BY ids.k, ids.pos, a.expires DESC),
     chosen AS (
-      SELECT ids.*, coalesce(reuse.id, ids.new_id) AS authz_id, reuse.id IS NOT NULL AS reused
-      FROM ids LEFT JOIN reuse ON reuse.pos = ids.pos WHERE (SELECT ok FROM allowed)),
+      SELECT ids.*, o.id AS order_id, o.account_id, o.now, o.authz_expires,
+        coalesce(reuse.id, ids.new_id) AS authz_id, reuse.id IS NOT NULL AS reused
+      FROM ids JOIN allowed o ON o.k = ids.k LEFT JOIN reuse ON reuse.k = ids.k AND reuse.pos = ids.pos),
     authzs AS (
       INSERT INTO acme_authzs (id, account_id, identifier_type, identifier_value, wildcard, status, expires, created_at,
         order_id, challenge_types, challenge_tokens)
-      SELECT new_id, ${o.accountId}, type, value, wildcard, 'pending', ${o.authzExpires}, ${o.now},
-        ${o.id}, string_to_array(challenge_types, ','), string_to_array(challenge_tokens, ',')
+      SELECT new_id, account_id, type, value, wildcard, 'pending', authz_expires, now,
+        order_id, string_to_array(challenge_types, ','), string_to_array(challenge_tokens, ',')
       FROM chosen WHERE NOT reused),
     ord AS (
       INSERT INTO acme_orders (id, account_id, status, expires, identifiers, not_after, profile, replaces, created_at,
         updated_at, authz_ids)
-      SELECT ${o.id}, ${o.accountId}, CASE WHEN bool_and(reused) THEN 'ready' ELSE 'pending' END, ${o.expires},
-        ${JSON.stringify(o.identifiers)}::jsonb, ${o.notAfter}::timestamptz, ${o.profile}, ${o.replaces}::text, ${o.now}, ${o.now},
-        array_agg(authz_id ORDER BY pos)
-      FROM chosen HAVING count(*) > 0
+      SELECT o.id, o.account_id, CASE WHEN bool_and(c.reused) THEN 'ready' ELSE 'pending' END, o.expires,
+        o.identifiers, o.not_after, o.profile, o.replaces, o.now, o.now, array_agg(c.authz_id ORDER BY c.pos)
+      FROM allowed o JOIN chosen c ON c.k = o.k
+      GROUP BY o.k, o.id, o.account_id, o.expires, o.identifiers, o.not_after, o.profile, o.replaces, o.now
       RETURNING *)
-    SELECT * FROM ord`.execute(db);
-  return rows[0];
-}
+    SELECT * FROM ord`.compile(db),
+);
 
 /** What an open order becomes when its account or one of its authorizations goes away (RFC 8555 7.1.6). */
 export function invalidatedBy(detail: string, now: Date) {

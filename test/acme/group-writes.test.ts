@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createAcmeDeps } from '../../src/acme/feature.ts';
 import { orderTurnsValid } from '../../src/acme/finalize.ts';
+import { insertOrder } from '../../src/acme/order-store.ts';
 import { type OrderClaim, orderClaims } from '../../src/acme/orders.ts';
 import { settleValid } from '../../src/acme/settle.ts';
 import type { IssuedCertificate, IssueRequest } from '../../src/ca/authority.ts';
@@ -86,6 +87,58 @@ describe('checks run at once, settled together', () => {
       .where('id', '=', authzId)
       .executeTakeFirstOrThrow();
     expect(row).toEqual({ status: 'valid', attempted: 'http-01' });
+  });
+});
+
+describe('new orders, written together', () => {
+  it('each gets its own authorizations; an account over its limit gets no more orders than it may', async () => {
+    const a = await account();
+    const b = await account();
+    const now = new Date();
+    const order = (accountId: string, name: string, id = `${name}-order`) =>
+      insertOrder(env.ca.ctx.database.db, {
+        id,
+        accountId,
+        identifiers: [
+          { type: 'dns', value: name },
+          { type: 'dns', value: `www.${name}` },
+        ],
+        profile: env.ca.ctx.config.acme.defaultProfile,
+        notAfter: null,
+        replaces: null,
+        now,
+        expires: new Date(now.getTime() + 3_600_000),
+        authzExpires: new Date(now.getTime() + 3_600_000),
+        reuseSince: null,
+        limit: { name: 'newOrdersPerAccount', limit: 2, windowMs: 3_600_000 },
+      });
+    const made = await Promise.all([
+      order(a.accountId, 'a1.batch.test'),
+      order(a.accountId, 'a2.batch.test'),
+      order(b.accountId, 'b1.batch.test'),
+      order(a.accountId, 'a3.batch.test'),
+    ]);
+    expect(made.map((o) => o?.id)).toEqual([
+      'a1.batch.test-order',
+      'a2.batch.test-order',
+      'b1.batch.test-order',
+      undefined,
+    ]);
+    const authzs = await env.ca.ctx.database.db
+      .selectFrom('acme_authzs')
+      .select(['id', 'order_id', 'identifier_value', 'account_id'])
+      .where('identifier_value', 'like', '%.batch.test')
+      .execute();
+    for (const o of made.slice(0, 3)) {
+      const own = authzs.filter((z) => z.order_id === o!.id);
+      expect(own.map((z) => z.identifier_value).sort()).toEqual(o!.identifiers.map((i) => i.value).sort());
+      expect(o!.authz_ids).toEqual(o!.identifiers.map((i) => own.find((z) => z.identifier_value === i.value)!.id));
+      expect(own.every((z) => z.account_id === o!.account_id)).toBe(true);
+      expect(o!.status).toBe('pending');
+    }
+    expect(
+      authzs.filter((z) => z.identifier_value.startsWith('a3') || z.identifier_value.endsWith('a3.batch.test')),
+    ).toEqual([]);
   });
 });
 

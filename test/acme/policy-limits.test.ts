@@ -119,6 +119,17 @@ describe('ACME name policy and rate limits', () => {
     return { a, orderUrl, finalize: () => a.post(order.finalize, { csr: der }) };
   }
 
+  it('holds the new-order limit for requests that arrive together, per account', async () => {
+    const a = await account();
+    const b = await account();
+    const order = (who: typeof a, i: number) =>
+      who.post(u('/new-order'), { identifiers: [{ type: 'dns', value: `together${i}.example.test` }] });
+    const results = await Promise.all([...[0, 1, 2, 3, 4].map((i) => order(a, i)), order(b, 5), order(b, 6)]);
+    const statuses = results.map((r) => r.status);
+    expect(statuses.slice(0, 5).sort()).toEqual([201, 201, 201, 429, 429]);
+    expect(statuses.slice(5)).toEqual([201, 201]);
+  });
+
   it('limits certificates per name at finalize with rateLimited and Retry-After, leaving the order ready', async () => {
     const first = await env.client();
     await first.createAccount({ termsOfServiceAgreed: true });
