@@ -109,10 +109,14 @@ export async function openContext(
       options.principal ?? 'keyward',
       hsmSettings(config),
     );
-    const ca = new CertificateAuthority(database.db, kms, config.profiles, options.clock, {
-      baseUrl: config.httpBaseUrl,
-      crlShards: config.revocation.crlShards,
-    });
+    const ca = new CertificateAuthority(
+      database.db,
+      kms,
+      config.profiles,
+      options.clock,
+      { baseUrl: config.httpBaseUrl, crlShards: config.revocation.crlShards },
+      database.genericPlans,
+    );
     const issuance = new Issuance({
       db: database.db,
       ca,

@@ -158,8 +158,13 @@ export class CertificateAuthority {
     readonly profiles: ReadonlyMap<string, Profile>,
     private readonly clock: Clock = systemClock,
     private readonly revocation?: LeafRevocationSettings,
+    /**
+     * Where issuance's group-committed writes run (the reservation with its audit event, the
+     * record): connections that plan each statement once (DatabaseHandle.genericPlans).
+     */
+    private readonly batches: Db = db,
   ) {
-    this.writes = new IssueWrites(db);
+    this.writes = new IssueWrites(batches);
     this.registry = new IssuerRegistry(db);
   }
 
@@ -274,7 +279,7 @@ export class CertificateAuthority {
     let signing = this.signing.get(row.id);
     if (!signing) {
       signing = (async () => {
-        const signer = await this.kms.signer(issuerKey(row), 'sign-certificate', 'keyward');
+        const signer = await this.kms.signer(issuerKey(row), 'sign-certificate', 'keyward', this.batches);
         return {
           row,
           signer,

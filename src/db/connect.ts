@@ -17,7 +17,8 @@ export interface DatabaseHandle {
    * pre-signed OCSP answer, a validation job's lease): its commits return before PostgreSQL flushes
    * them to disk (synchronous_commit off), so they cost no flush of their own. WAL is flushed in
    * order, so the next ordinary commit, or the WAL writer within a fraction of a second, makes
-   * them durable too. The embedded database has one connection: there it is `db`.
+   * them durable too. Its prepared statements keep one plan, as `genericPlans`'. The embedded
+   * database has one connection: there it is `db`.
    */
   asyncCommit: Db;
   /**
@@ -48,8 +49,14 @@ export async function openDatabase(options: {
 }): Promise<DatabaseHandle> {
   if (options.url) {
     const pool = newPool(options.url, options.poolSize ?? 10);
-    const asyncPool = newPool(options.url, ASYNC_COMMIT_POOL_SIZE, '-c synchronous_commit=off');
-    // Two statements per certificate (newOrder, the settle) hold one of these for their run and flush.
+    // Its statements (nonce spends, OCSP answers) find rows by primary key: one plan fits all.
+    const asyncPool = newPool(
+      options.url,
+      ASYNC_COMMIT_POOL_SIZE,
+      '-c synchronous_commit=off -c plan_cache_mode=force_generic_plan',
+    );
+    // The hot path's group-committed writes (newOrder, the settle, the reservation with its audit
+    // events, the record) hold one of these for their run and flush.
     const genericPool = newPool(
       options.url,
       Math.max(4, Math.ceil((options.poolSize ?? 10) / 2)),
