@@ -4,7 +4,7 @@ import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
 import { GroupCommit } from '../db/group-commit.ts';
 import { precompiled } from '../db/precompiled.ts';
 import type { Executor } from '../db/schema.ts';
-import type { RateLimitRule } from '../policy/index.ts';
+import { countHitsOf, type RateLimitRule } from '../policy/index.ts';
 import { challengeKindsFor } from '../validation/index.ts';
 import { authzIdentifier } from './identifiers.ts';
 import { randomId } from './ids.ts';
@@ -76,6 +76,8 @@ function insertRound(db: Executor, orders: NewOrder[]): Promise<OrderRow[]> {
     }),
   );
   const rule = orders[0]!.limit;
+  // The limit's window is judged at the batch's latest time (each order keeps its own).
+  const now = new Date(Math.max(...orders.map((o) => o.now.getTime())));
   return newOrders(
     db,
     names.map((n) => n.k),
@@ -99,7 +101,8 @@ function insertRound(db: Executor, orders: NewOrder[]): Promise<OrderRow[]> {
     orders.map((o) => o.reuseSince?.toISOString() ?? null),
     rule.name,
     rule.limit,
-    rule.windowMs / 1000,
+    now,
+    new Date(now.getTime() - rule.windowMs),
   );
 }
 
@@ -128,7 +131,8 @@ const newOrders = precompiled(
     reuseSince: (string | null)[],
     ruleName: string,
     limit: number,
-    windowSeconds: number,
+    ruleNow: Date,
+    cutoff: Date,
   ) =>
     sql<OrderRow>`
     WITH ids AS (
@@ -140,17 +144,12 @@ const newOrders = precompiled(
         ${notAfter}::timestamptz[], ${profile}::text[], ${replaces}::text[], ${now}::timestamptz[],
         ${expires}::timestamptz[], ${authzExpires}::timestamptz[], ${reuseSince}::timestamptz[])
         AS o (k, id, account_id, identifiers, not_after, profile, replaces, now, expires, authz_expires, reuse_since)),
-    counted AS (
-      INSERT INTO rate_limit_counters AS c (name, key, window_start, count)
-      SELECT ${ruleName}::text, o.account_id, o.now, 1 FROM orders o WHERE ${limit}::int > 0 ORDER BY o.account_id
-      ON CONFLICT (name, key) DO UPDATE SET
-        window_start = CASE WHEN c.window_start <= excluded.window_start - make_interval(secs => ${windowSeconds}::float8)
-          THEN excluded.window_start ELSE c.window_start END,
-        count = CASE WHEN c.window_start <= excluded.window_start - make_interval(secs => ${windowSeconds}::float8)
-          THEN 1 ELSE c.count + 1 END
-      WHERE c.window_start <= excluded.window_start - make_interval(secs => ${windowSeconds}::float8)
-        OR c.count < ${limit}::int
-      RETURNING c.key),
+    counted AS (${countHitsOf(
+      { name: sql`${ruleName}`, limit: sql`${limit}`, now: sql`${ruleNow}`, cutoff: sql`${cutoff}`, strict: sql`true` },
+      sql`${accountId}`,
+      sql`${orderId}`,
+      sql`(SELECT id FROM orders)`,
+    )}),
     allowed AS (SELECT o.* FROM orders o WHERE ${limit}::int <= 0 OR o.account_id IN (SELECT key FROM counted)),
     reuse AS (
       SELECT DISTINCT ON (ids.k, ids.pos) ids.k, ids.pos, a.id

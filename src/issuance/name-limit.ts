@@ -102,16 +102,16 @@ export function namesCountedWithRecord(rule: RateLimitRule): RecordWrites<NamesT
         const now = new Date(Math.max(...items.map((i) => i.item.now.getTime())));
         return [
           rule.name,
+          rule.limit,
           now,
           new Date(now.getTime() - rule.windowMs),
-          rule.limit > 0,
           items.flatMap((i) => i.item.keys),
           items.flatMap((i) => i.item.keys.map(() => i.serial)),
         ];
       },
-      body: (linked, name, now, cutoff, on, keys, of) =>
+      body: (linked, name, limit, now, cutoff, keys, of) =>
         countHitsOf(
-          { name: sql`${name}`, now: sql`${now}`, cutoff: sql`${cutoff}`, on: sql`${on}` },
+          { name: sql`${name}`, limit: sql`${limit}`, now: sql`${now}`, cutoff: sql`${cutoff}`, strict: sql`false` },
           sql`${keys}`,
           sql`${of}`,
           linked,

@@ -15,6 +15,7 @@ export {
   countHit,
   countHits,
   countHitsOf,
+  type HitsOfRule,
   judgeCounters,
   parseCounters,
   peek,

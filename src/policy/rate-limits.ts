@@ -71,12 +71,13 @@ export function countHits(
 
 /**
  * Hits for many requests in one statement, as a CTE body: `keys[i]` counted once for each `of[i]`
- * in `counted` (an SQL query of the values `of` holds). Not strict: every key counts, for callers
- * that judged the limit from an earlier read. The rule's values are parameters, so the text is
- * the same for any rule and batch.
+ * found in `counted` (an SQL query of the values `of` holds). Strict: a key whose hits would take
+ * it over its limit is not counted (no row comes back for it); otherwise every key counts, for
+ * callers that judged the limit from an earlier read. The rule's values are parameters, so the
+ * text is the same for any rule and batch.
  */
 export function countHitsOf(
-  rule: { name: RawBuilder<unknown>; now: RawBuilder<unknown>; cutoff: RawBuilder<unknown>; on: RawBuilder<unknown> },
+  rule: HitsOfRule,
   keys: RawBuilder<unknown>,
   of: RawBuilder<unknown>,
   counted: RawBuilder<unknown>,
@@ -86,12 +87,24 @@ export function countHitsOf(
     INSERT INTO rate_limit_counters AS c (name, key, window_start, count)
     SELECT ${rule.name}::text, k.key, ${rule.now}::timestamptz, count(*)
     FROM unnest(${keys}::text[], ${of}::text[]) AS k (key, of)
-    WHERE ${rule.on}::bool AND k.of IN ${counted}
+    WHERE ${rule.limit}::int > 0 AND k.of IN ${counted}
     GROUP BY k.key ORDER BY k.key
     ON CONFLICT (name, key) DO UPDATE SET
       window_start = CASE WHEN c.window_start <= ${rule.cutoff}::timestamptz THEN excluded.window_start ELSE c.window_start END,
       count = CASE WHEN c.window_start <= ${rule.cutoff}::timestamptz THEN excluded.count ELSE c.count + excluded.count END
+    WHERE NOT ${rule.strict}::bool OR c.window_start <= ${rule.cutoff}::timestamptz
+      OR c.count + excluded.count <= ${rule.limit}::int
     RETURNING c.key`;
+}
+
+/** A rule's values for `countHitsOf`, as SQL (parameters of a statement compiled once). */
+export interface HitsOfRule {
+  name: RawBuilder<unknown>;
+  limit: RawBuilder<unknown>;
+  now: RawBuilder<unknown>;
+  /** The window's start for `now`: counters that started before it begin again. */
+  cutoff: RawBuilder<unknown>;
+  strict: RawBuilder<unknown>;
 }
 
 /** countHits' values: rule name, sorted unique keys, now, the window's cutoff, the limit, whether the rule is on. */

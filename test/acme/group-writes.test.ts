@@ -31,6 +31,18 @@ async function account(): Promise<{ client: acme.Client; accountId: string }> {
   return { client, accountId: idOf(client.getAccountUrl()) };
 }
 
+/** An order for `name` whose challenge a client completed. */
+async function validatedOrder(name: string): Promise<{ orderId: string; accountId: string }> {
+  const { client, accountId } = await account();
+  resolveToLoopback(env, name);
+  const order = await client.createOrder({ identifiers: [{ type: 'dns', value: name }] });
+  const [authz] = await client.getAuthorizations(order);
+  const ch = await publish(env, client, authz!, 'http-01');
+  await client.completeChallenge(ch);
+  await client.waitForValidStatus(ch);
+  return { orderId: idOf(order.url), accountId };
+}
+
 const reservationsOf = (requester: string) =>
   env.ca.ctx.database.db
     .selectFrom('serial_reservations')
@@ -145,14 +157,7 @@ describe('new orders, written together', () => {
 describe('finalize claims, written with the reservation', () => {
   /** A ready order, and an issue request for its name whose reservation claims it. */
   async function readyOrder(name: string) {
-    const { client, accountId } = await account();
-    resolveToLoopback(env, name);
-    const order = await client.createOrder({ identifiers: [{ type: 'dns', value: name }] });
-    const [authz] = await client.getAuthorizations(order);
-    const ch = await publish(env, client, authz!, 'http-01');
-    await client.completeChallenge(ch);
-    await client.waitForValidStatus(ch);
-    const orderId = idOf(order.url);
+    const { orderId, accountId } = await validatedOrder(name);
     expect(await orderStatus(orderId)).toBe('ready');
     let claims = 0;
     const request = (): IssueRequest => ({
@@ -205,14 +210,7 @@ describe('finalize claims, written with the reservation', () => {
 describe('certificates recorded together', () => {
   /** A claimed order (processing) for `name`, as finalize leaves it before signing. */
   async function processingOrder(name: string) {
-    const { client, accountId } = await account();
-    resolveToLoopback(env, name);
-    const order = await client.createOrder({ identifiers: [{ type: 'dns', value: name }] });
-    const [authz] = await client.getAuthorizations(order);
-    const ch = await publish(env, client, authz!, 'http-01');
-    await client.completeChallenge(ch);
-    await client.waitForValidStatus(ch);
-    const orderId = idOf(order.url);
+    const { orderId, accountId } = await validatedOrder(name);
     await env.ca.ctx.database.db
       .updateTable('acme_orders')
       .set({ status: 'processing' })

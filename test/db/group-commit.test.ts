@@ -2,6 +2,20 @@ import { describe, expect, it } from 'vitest';
 
 import { GroupCommit } from '../../src/db/group-commit.ts';
 
+/** A group that answers each item with itself and keeps its batches. */
+function recording(delayMs: number) {
+  const batches: number[][] = [];
+  const group = new GroupCommit<number, number>(
+    async (items) => {
+      batches.push(items);
+      return items;
+    },
+    500,
+    delayMs,
+  );
+  return { group, batches };
+}
+
 describe('group commit', () => {
   it('sends the calls of one turn of the event loop together, and those made while it runs in the next batch', async () => {
     const batches: number[][] = [];
@@ -23,15 +37,7 @@ describe('group commit', () => {
   });
 
   it('waits for company once callers arrive together, and stops waiting when they take turns', async () => {
-    const batches: number[][] = [];
-    const group = new GroupCommit<number, number>(
-      async (items) => {
-        batches.push(items);
-        return items;
-      },
-      500,
-      1_000,
-    );
+    const { group, batches } = recording(1_000);
     // Callers taking turns: each goes on the next turn, alone.
     await group.submit(1);
     await group.submit(2);
@@ -46,16 +52,8 @@ describe('group commit', () => {
   });
 
   it('stops waiting once as many callers as came together last time are in', async () => {
-    const batches: number[][] = [];
     // A wait longer than the test's time-out: only company ends it.
-    const group = new GroupCommit<number, number>(
-      async (items) => {
-        batches.push(items);
-        return items;
-      },
-      500,
-      60_000,
-    );
+    const { group, batches } = recording(60_000);
     await Promise.all([group.submit(1), group.submit(2)]);
     const waiting = group.submit(3);
     await new Promise((r) => setTimeout(r, 20));
