@@ -5,7 +5,16 @@ import * as acme from 'acme-client';
 import { calculateJwkThumbprint } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { type AcmeTestEnv, issue, rawKey, request, resolveToLoopback, signJws, startAcmeEnv } from '../support/acme.ts';
+import {
+  type AcmeTestEnv,
+  issue,
+  type RawKey,
+  rawKey,
+  request,
+  resolveToLoopback,
+  signJws,
+  startAcmeEnv,
+} from '../support/acme.ts';
 import { portOf, roundRobin } from '../support/balancer.ts';
 import { freePort } from '../support/ca.ts';
 
@@ -27,9 +36,19 @@ describe.runIf(!!process.env.DATABASE_URL)('two replicas on one database', () =>
     await a?.close();
   });
 
+  const direct = (env: AcmeTestEnv) => env.ca.server!.httpsUrl.replace('localhost', '127.0.0.1');
+  /** POSTs signed by `key` for the public URL both replicas advertise, sent to one replica's own port. */
+  const poster = (key: RawKey) => async (env: AcmeTestEnv, url: string, payload: unknown, who: { kid?: string }) => {
+    const nonce = String((await request(env, 'HEAD', `${direct(env)}/acme/new-nonce`)).headers['replay-nonce']);
+    const jws = await signJws(key, payload, { alg: key.alg, nonce, url, ...(who.kid ? who : { jwk: key.jwk }) });
+    return request(env, 'POST', url.replace(a.ca.httpsUrl, direct(env)), {
+      headers: { 'content-type': 'application/jose+json' },
+      body: JSON.stringify(jws),
+    });
+  };
+
   it('a nonce from one replica is accepted once by the other', async () => {
     const key = await rawKey();
-    const direct = (env: AcmeTestEnv) => env.ca.server!.httpsUrl.replace('localhost', '127.0.0.1');
     const nonceFromA = String((await request(a, 'HEAD', `${direct(a)}/acme/new-nonce`)).headers['replay-nonce']);
     // The signed url is the public one both replicas advertise.
     const url = `${a.ca.httpsUrl}/acme/new-account`;
@@ -48,16 +67,7 @@ describe.runIf(!!process.env.DATABASE_URL)('two replicas on one database', () =>
 
   it('a challenge POSTed to the replica that did not serve its authorization is checked at once there, and a certificate downloads from either', async () => {
     const key = await rawKey();
-    const direct = (env: AcmeTestEnv) => env.ca.server!.httpsUrl.replace('localhost', '127.0.0.1');
-    // Signed for the public URL both replicas advertise, sent to one replica's own port.
-    const post = async (env: AcmeTestEnv, url: string, payload: unknown, who: { kid?: string }) => {
-      const nonce = String((await request(env, 'HEAD', `${direct(env)}/acme/new-nonce`)).headers['replay-nonce']);
-      const jws = await signJws(key, payload, { alg: key.alg, nonce, url, ...(who.kid ? who : { jwk: key.jwk }) });
-      return request(env, 'POST', url.replace(a.ca.httpsUrl, direct(env)), {
-        headers: { 'content-type': 'application/jose+json' },
-        body: JSON.stringify(jws),
-      });
-    };
+    const post = poster(key);
     const kid = String((await post(a, `${a.ca.httpsUrl}/acme/new-account`, {}, {})).headers.location);
     const name = 'other-replica.example.test';
     resolveToLoopback(a, name);
@@ -113,6 +123,36 @@ describe.runIf(!!process.env.DATABASE_URL)('two replicas on one database', () =>
     expect(leaf.subjectAltName).toBe(`DNS:${name}`);
     expect([theirs.status, theirs.json().type]).toEqual([403, 'urn:ietf:params:acme:error:unauthorized']);
     expect(unknown.status).toBe(404);
+  });
+
+  it('finalizes of one order sent to both replicas at once issue one certificate; the others hear it is not ready', async () => {
+    const key = await rawKey();
+    const post = poster(key);
+    const kid = String((await post(a, `${a.ca.httpsUrl}/acme/new-account`, {}, {})).headers.location);
+    const name = 'raced-replicas.example.test';
+    resolveToLoopback(a, name);
+    const order = (
+      await post(a, `${a.ca.httpsUrl}/acme/new-order`, { identifiers: [{ type: 'dns', value: name }] }, { kid })
+    ).json() as { authorizations: string[]; finalize: string; url: string };
+    const authz = (await post(b, order.authorizations[0]!, '', { kid })).json() as {
+      challenges: { type: string; url: string; token: string }[];
+    };
+    const challenge = authz.challenges.find((c) => c.type === 'http-01')!;
+    a.http01.set(challenge.token, `${challenge.token}.${await calculateJwkThumbprint(key.jwk)}`);
+    expect((await post(a, challenge.url, {}, { kid })).json().status).toBe('valid');
+
+    const [, csr] = await acme.crypto.createCsr({ altNames: [name] });
+    const der = Buffer.from(csr.toString().replace(/-----[^-]+-----|\s/g, ''), 'base64').toString('base64url');
+    const results = await Promise.all([a, b, a, b].map((env) => post(env, order.finalize, { csr: der }, { kid })));
+    const outcomes = results.map((r) => (r.status === 200 ? r.json().status : r.json().type));
+    expect(outcomes.filter((o) => o === 'valid')).toHaveLength(1);
+    expect(outcomes.filter((o) => o === 'urn:ietf:params:acme:error:orderNotReady')).toHaveLength(3);
+    const issued = await a.ca.ctx.database.db
+      .selectFrom('certificates')
+      .select('serial')
+      .where('requester', '=', `acme:${kid.split('/').pop()}`)
+      .execute();
+    expect(issued).toHaveLength(1);
   });
 
   it('serves one client flow whose requests alternate between the replicas', async () => {
