@@ -1,4 +1,4 @@
-import { CompiledQuery, type OperationNodeSource } from 'kysely';
+import { CompiledQuery } from 'kysely';
 
 import type { Executor } from './schema.ts';
 
@@ -109,43 +109,6 @@ export function precompiledByParts<K, P extends unknown[], R>(
     values.push(...params);
     return statement.run(db, ...values);
   };
-}
-
-/** How a fragment is built from stand-ins for its values; one per `fragment` call, shared by its runs. */
-interface FragmentShape {
-  build(db: Executor, standIns: readonly unknown[]): OperationNodeSource;
-}
-
-/** A run's fragment of another module's statement: its fixed shape and this run's values. */
-export type Fragment = Part<FragmentShape>;
-
-/**
- * A fragment (a CTE body, a condition) for a statement of another module that is compiled once
- * per process (`precompiledWith`), so the caller's part of the text is fixed too. `build` follows
- * `precompiled`'s rules: it gets stand-ins for the values and must not look at them. Call this
- * once, at module level, and the function it returns on each run with that run's values.
- */
-export function fragment<P extends unknown[]>(
-  build: (db: Executor, ...params: P) => OperationNodeSource,
-): (...values: P) => Fragment {
-  const key: FragmentShape = { build: (db, standIns) => build(db, ...(standIns as P)) };
-  return (...values) => ({ key, values });
-}
-
-/**
- * `precompiledByParts` for a statement that embeds fragments of its callers (`fragment`): `build`
- * gets the fragments built from their stand-ins, in order, and stand-ins for its own parameters.
- */
-export function precompiledWith<P extends unknown[], R>(
-  build: (db: Executor, fragments: readonly OperationNodeSource[], ...params: P) => CompiledQuery<R>,
-): (db: Executor, fragments: readonly Fragment[], ...params: P) => Promise<R[]> {
-  return precompiledByParts<FragmentShape, P, R>((db, parts, ...params) =>
-    build(
-      db,
-      parts.map((p) => p.key.build(db, p.standIns)),
-      ...params,
-    ),
-  );
 }
 
 type Run<R> = (db: Executor, ...params: unknown[]) => Promise<R[]>;

@@ -1,8 +1,9 @@
-import { sql } from 'kysely';
+import { type OperationNodeSource, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { DatabaseHandle } from '../../src/db/connect.ts';
-import { fragment, precompiled, precompiledWith } from '../../src/db/precompiled.ts';
+import { type Part, precompiled, precompiledByParts } from '../../src/db/precompiled.ts';
+import type { Executor } from '../../src/db/schema.ts';
 import { createTestStore, type TestStore } from '../support/db.ts';
 
 // Raw SQL with a value used twice and a constant; a builder query on one of the schema's tables.
@@ -21,20 +22,42 @@ const takeOver = precompiled((db, name: string, holder: string) =>
     .compile(),
 );
 
-// Fragments of another module's statement: the statement is compiled once per list of shapes.
-const named = fragment((db, name: string) => db.selectFrom('leases').select('name').where('name', '=', name));
-const heldByFragment = fragment((db, holder: string) =>
-  db.selectFrom('leases').select('name').where('holder', '=', holder).where('holder', '<>', 'nobody'),
-);
-const anyOf = fragment((db, ...names: string[]) => db.selectFrom('leases').select('name').where('name', 'in', names));
-const union = precompiledWith((db, [first, ...rest], extra: string) =>
-  sql<{ name: string }>`SELECT name FROM (${first}) f
+// Parts of another module's statement (as the audit append's attached writers): the statement is
+// compiled once per list of part keys, each built from stand-ins for its values.
+interface Shape {
+  build(db: Executor, standIns: unknown[]): OperationNodeSource;
+}
+const named: Shape = {
+  build: (db, [name]) =>
+    db
+      .selectFrom('leases')
+      .select('name')
+      .where('name', '=', name as string),
+};
+const heldByPart: Shape = {
+  build: (db, [holder]) =>
+    db
+      .selectFrom('leases')
+      .select('name')
+      .where('holder', '=', holder as string)
+      .where('holder', '<>', 'nobody'),
+};
+const anyOf: Shape = {
+  build: (db, names) =>
+    db
+      .selectFrom('leases')
+      .select('name')
+      .where('name', 'in', names as string[]),
+};
+const union = precompiledByParts<Shape, [string], { name: string }>((db, [first, ...rest], extra) =>
+  sql<{ name: string }>`SELECT name FROM (${first!.key.build(db, first!.standIns)}) f
     ${sql.join(
-      rest.map((r, i) => sql`UNION SELECT name FROM (${r}) ${sql.id(`r${i}`)}`),
+      rest.map((r, i) => sql`UNION SELECT name FROM (${r.key.build(db, r.standIns)}) ${sql.id(`r${i}`)}`),
       sql` `,
     )}
     UNION SELECT ${extra}::text ORDER BY 1`.compile(db),
 );
+const part = (key: Shape, ...values: unknown[]): Part<Shape> => ({ key, values });
 
 describe('precompiled statements', () => {
   let store: TestStore;
@@ -77,27 +100,34 @@ describe('precompiled statements', () => {
     expect(await heldBy(database.db, 'alice', day)).toEqual([{ name: 'a' }, { name: 'c' }]);
   });
 
-  it('compiles a statement once per list of fragment shapes, each run with its own values', async () => {
+  it('compiles a statement once per list of part keys, each run with its own values', async () => {
     // After the tests above: a, b and c are alice's.
-    expect(await union(database.db, [named('b'), heldByFragment('bob')], 'x')).toEqual([{ name: 'b' }, { name: 'x' }]);
-    expect(await union(database.db, [heldByFragment('alice'), named('zz')], 'y')).toEqual([
+    expect(await union(database.db, [part(named, 'b'), part(heldByPart, 'bob')], 'x')).toEqual([
+      { name: 'b' },
+      { name: 'x' },
+    ]);
+    expect(await union(database.db, [part(heldByPart, 'alice'), part(named, 'zz')], 'y')).toEqual([
       { name: 'a' },
       { name: 'b' },
       { name: 'c' },
       { name: 'y' },
     ]);
-    expect(await union(database.db, [named('a'), heldByFragment('alice'), named('c')], 'z')).toEqual([
+    expect(await union(database.db, [part(named, 'a'), part(heldByPart, 'alice'), part(named, 'c')], 'z')).toEqual([
       { name: 'a' },
       { name: 'b' },
       { name: 'c' },
       { name: 'z' },
     ]);
-    expect(await union(database.db, [named('c'), heldByFragment('carol')], 'w')).toEqual([
+    expect(await union(database.db, [part(named, 'c'), part(heldByPart, 'carol')], 'w')).toEqual([
       { name: 'c' },
       { name: 'w' },
     ]);
-    // A fragment's values are laid out by its first run: another count is refused, not shifted.
-    expect(await union(database.db, [anyOf('a', 'b')], 'v')).toEqual([{ name: 'a' }, { name: 'b' }, { name: 'v' }]);
-    await expect(union(database.db, [anyOf('a', 'b', 'c')], 'v')).rejects.toThrow('given 3 values, not 2');
+    // A part's values are laid out by its first run: another count is refused, not shifted.
+    expect(await union(database.db, [part(anyOf, 'a', 'b')], 'v')).toEqual([
+      { name: 'a' },
+      { name: 'b' },
+      { name: 'v' },
+    ]);
+    await expect(union(database.db, [part(anyOf, 'a', 'b', 'c')], 'v')).rejects.toThrow('given 3 values, not 2');
   });
 });
