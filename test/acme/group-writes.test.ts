@@ -43,6 +43,18 @@ async function validatedOrder(name: string): Promise<{ orderId: string; accountI
   return { orderId: idOf(order.url), accountId };
 }
 
+/** A decided request for a new P-256 key and `name`, as ACME finalize makes one. */
+const requestFor = (name: string, accountId: string): IssueRequest => ({
+  subjectPublicKeyInfo: generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({
+    format: 'der',
+    type: 'spki',
+  }),
+  keyType: 'ecdsa-p256',
+  sans: { dns: [name], ip: [], uri: [], email: [] },
+  profile: env.ca.ctx.config.acme.defaultProfile,
+  requester: `acme:${accountId}`,
+});
+
 const reservationsOf = (requester: string) =>
   env.ca.ctx.database.db
     .selectFrom('serial_reservations')
@@ -161,14 +173,7 @@ describe('finalize claims, written with the reservation', () => {
     expect(await orderStatus(orderId)).toBe('ready');
     let claims = 0;
     const request = (): IssueRequest => ({
-      subjectPublicKeyInfo: generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({
-        format: 'der',
-        type: 'spki',
-      }),
-      keyType: 'ecdsa-p256',
-      sans: { dns: [name], ip: [], uri: [], email: [] },
-      profile: env.ca.ctx.config.acme.defaultProfile,
-      requester: `acme:${accountId}`,
+      ...requestFor(name, accountId),
       reserveWith: {
         claims: orderClaims,
         item: { orderId, accountId, now: new Date() } satisfies OrderClaim,
@@ -222,14 +227,7 @@ describe('certificates recorded together', () => {
   const rule = { name: 'certificatesPerName', limit: 100, windowMs: 3_600_000 };
   const issueFor = (name: string, orderId: string, accountId: string): Promise<IssuedCertificate> =>
     env.ca.ctx.ca.issue({
-      subjectPublicKeyInfo: generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({
-        format: 'der',
-        type: 'spki',
-      }),
-      keyType: 'ecdsa-p256',
-      sans: { dns: [name], ip: [], uri: [], email: [] },
-      profile: env.ca.ctx.config.acme.defaultProfile,
-      requester: `acme:${accountId}`,
+      ...requestFor(name, accountId),
       recordWith: { writer: orderTurnsValid, item: { orderId, now: new Date() } },
       recordAlso: [{ writer: namesCountedWithRecord(rule), item: { keys: [name], now: new Date() } }],
     });
