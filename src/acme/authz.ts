@@ -9,6 +9,7 @@ import type { AcmeDeps } from './deps.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { invalidatedBy } from './order-store.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
+import { owned } from './owned.ts';
 import { jsonResponse } from './respond.ts';
 import { type AuthzRow, authzStatus, authzView } from './views.ts';
 
@@ -19,14 +20,7 @@ const authzById = precompiled((db, id: string) =>
 /** The authorization, with its challenges in the same row. */
 export async function ownedAuthz(db: Db, account: AccountRow, id: string): Promise<AuthzRow> {
   const [row] = await authzById(db, id);
-  return owned(row, account);
-}
-
-function owned(row: AuthzRow | undefined, account: AccountRow): AuthzRow {
-  if (!row) throw new KeywardError('notFound', 'No such authorization');
-  if (row.account_id !== account.id)
-    throw new KeywardError('unauthorized', 'This authorization belongs to another account');
-  return row;
+  return owned(row, account, 'authorization');
 }
 
 export function authzResponse(deps: AcmeDeps, authz: AuthzRow): Response {
@@ -41,7 +35,7 @@ export async function postAuthz(c: Context, deps: AcmeDeps): Promise<Response> {
   // Read with the nonce's spend: a POST-as-GET is one statement.
   const req = await verifyRequest(c, deps, 'kid', { authzId: c.req.param('id')! });
   const account = requireAccount(req);
-  let authz = owned(req.authz, account);
+  let authz = owned(req.authz, account, 'authorization');
   const p = req.payload;
   if (p && p.status !== undefined) {
     if (p.status !== 'deactivated')

@@ -3,6 +3,7 @@ import type { Context } from 'hono';
 import { KeywardError } from '../core/errors.ts';
 import type { AcmeDeps } from './deps.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
+import { owned } from './owned.ts';
 import { link, rawResponse } from './respond.ts';
 
 /**
@@ -17,10 +18,7 @@ export async function getCertificate(c: Context, deps: AcmeDeps): Promise<Respon
   const remembered = deps.recentCertificates.get(serial);
   const req = await verifyRequest(c, deps, 'kid', remembered ? {} : { certificateSerial: serial });
   const account = requireAccount(req);
-  const row = remembered ?? req.certificate;
-  if (!row) throw new KeywardError('notFound', 'No such certificate');
-  if (row.account_id !== account.id)
-    throw new KeywardError('unauthorized', 'This certificate belongs to another account');
+  const row = owned(remembered ?? req.certificate, account, 'certificate');
   const chains = await deps.certificates.chainsFor(row);
   const index = chainIndex(c.req.param('n'));
   if (index === undefined || index >= chains.length) throw new KeywardError('notFound', 'No such certificate chain');

@@ -13,6 +13,7 @@ import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { throwIfLimited } from './limits.ts';
 import { RETRY_AFTER_SECONDS } from './orders.ts';
+import { owned } from './owned.ts';
 import { jsonResponse, link } from './respond.ts';
 import { settleIfQuick } from './validate-at-once.ts';
 import { type AuthzRow, challengeOf, type ChallengeRow, challengeView } from './views.ts';
@@ -70,10 +71,7 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
   // What to check, when this POST may start it (only by a URL naming its authorization).
   let facts: ChallengeFacts | undefined;
   if (named !== undefined) {
-    const authz = req.authz;
-    if (!authz || !authz.challenge_types.includes(type)) throw new KeywardError('notFound', 'No such challenge');
-    if (authz.account_id !== account.id)
-      throw new KeywardError('unauthorized', 'This challenge belongs to another account');
+    const authz = owned(req.authz?.challenge_types.includes(type) ? req.authz : undefined, account, 'challenge');
     facts = start ? startableFacts(authz, type, account.id, now) : undefined;
     // Nothing to start (a POST-as-GET, or an attempt under way or over): the row read is the answer.
     if (!facts) return challengeResponse(deps, challengeOf(authz, type)!);
@@ -110,10 +108,7 @@ export async function postChallenge(c: Context, deps: AcmeDeps): Promise<Respons
     SELECT found.*, found.limit_ok OR NOT found.startable AS under_limit,
       job.id AS job_id, job.deadline AS job_deadline
     FROM found LEFT JOIN job ON true`.execute(deps.db);
-  const found = rows[0];
-  if (!found || !found.challenge_types.includes(type)) throw new KeywardError('notFound', 'No such challenge');
-  if (found.account_id !== account.id)
-    throw new KeywardError('unauthorized', 'This challenge belongs to another account');
+  const found = owned(rows[0]?.challenge_types.includes(type) ? rows[0] : undefined, account, 'challenge');
   if (!found.under_limit) {
     deps.limitedAccounts.add(account.id);
     throwIfLimited(

@@ -8,13 +8,13 @@ import { bytesEqual } from '../core/bytes.ts';
 import { crashPoint } from '../core/crash-points.ts';
 import { asKeywardError, KeywardError, problemDocument } from '../core/errors.ts';
 import type { AcmeIdentifierJson } from '../db/acme-schema.ts';
-import type { Decision } from '../issuance/index.ts';
+import type { Decision, Gathered } from '../issuance/index.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { decodeB64url } from './ids.ts';
 import { accountSpki, requireAccount, verifyRequest } from './jws.ts';
-import { orderClaims, orderResponse, owned, ownedOrder, resolveProfile } from './orders.ts';
-import type { DecisionInputs } from './read-along.ts';
+import { orderClaims, orderResponse, ownedOrder, resolveProfile } from './orders.ts';
+import { owned } from './owned.ts';
 import { acmeRequester } from './requester.ts';
 import { type OrderRow, orderStatus } from './views.ts';
 
@@ -53,7 +53,7 @@ async function decideFinalize(
   deps: AcmeDeps,
   account: AccountRow,
   order: OrderRow,
-  inputs: DecisionInputs,
+  gathered: Gathered,
   p: Record<string, unknown> | undefined,
   now: Date,
 ): Promise<Decision> {
@@ -92,7 +92,7 @@ async function decideFinalize(
     ...(lifetimeMs !== undefined ? { lifetimeMs } : {}),
     extensions: csr.extensions,
     ...(order.replaces ? { replaces: order.replaces } : {}),
-    gathered: inputs,
+    gathered,
   });
 }
 
@@ -125,12 +125,12 @@ const notReady = (order: OrderRow, now: Date) =>
  */
 export async function finalize(c: Context, deps: AcmeDeps): Promise<Response> {
   const orderId = c.req.param('id')!;
-  const req = await verifyRequest(c, deps, 'kid', { orderId, decisionInputs: true });
+  const req = await verifyRequest(c, deps, 'kid', { orderId, gathered: true });
   const account = requireAccount(req);
-  const order = owned(req.order, account);
+  const order = owned(req.order, account, 'order');
   const now = deps.clock.now();
-  if (orderStatus(order, now) !== 'ready' || !req.decisionInputs) throw notReady(order, now);
-  const decision = await decideFinalize(deps, account, order, req.decisionInputs, req.payload, now);
+  if (orderStatus(order, now) !== 'ready' || !req.gathered) throw notReady(order, now);
+  const decision = await decideFinalize(deps, account, order, req.gathered, req.payload, now);
 
   crashPoint('finalize-decided', `acme:${account.id}`);
   let claimed = false;

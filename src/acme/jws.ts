@@ -5,10 +5,11 @@ import { calculateJwkThumbprint, type JWK } from 'jose';
 
 import { nodeIncoming, readBodyText } from '../core/body.ts';
 import { KeywardError } from '../core/errors.ts';
+import type { Gathered } from '../issuance/index.ts';
 import type { AccountRow } from './account-store.ts';
 import type { AcmeDeps } from './deps.ts';
 import { B64URL, decodeB64url } from './ids.ts';
-import type { DecisionInputs, ReadAlong } from './read-along.ts';
+import type { ReadAlong } from './read-along.ts';
 import type { OrderCertificate } from './recent-certificates.ts';
 import type { AuthzRow, OrderRow } from './views.ts';
 
@@ -52,7 +53,7 @@ export interface VerifiedRequest extends VerifiedJws {
   authz?: AuthzRow | undefined;
   order?: OrderRow | undefined;
   certificate?: OrderCertificate | undefined;
-  decisionInputs?: DecisionInputs;
+  gathered?: Required<Gathered>;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -278,7 +279,7 @@ export async function verifyRequest(
   const accountId = hasKid ? deps.urls.accountId(header.kid as string) : undefined;
   // One round trip spends the nonce and loads the account; a request that then fails a check has
   // still used its nonce, as it would have on any other error.
-  const { fresh, account, authz, order, certificate, decisionInputs } = await deps.nonces.consume(
+  const { fresh, account, authz, order, certificate, gathered } = await deps.nonces.consume(
     header.nonce,
     accountId,
     readAlong,
@@ -317,7 +318,7 @@ export async function verifyRequest(
     authz,
     order,
     certificate,
-    ...(decisionInputs ? { decisionInputs } : {}),
+    ...(gathered ? { gathered } : {}),
   };
 }
 

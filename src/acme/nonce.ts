@@ -66,7 +66,7 @@ const spendStatement = (optional: OptionalReads) => {
 };
 const spendStatements = new Map<string, ReturnType<typeof spendStatement>>();
 function spendBatch(optional: OptionalReads): ReturnType<typeof spendStatement> {
-  const key = `${optional.order}/${optional.decisionInputs}/${optional.certificate}`;
+  const key = `${optional.order}/${optional.gathered}/${optional.certificate}`;
   let statement = spendStatements.get(key);
   if (!statement) spendStatements.set(key, (statement = spendStatement(optional)));
   return statement;

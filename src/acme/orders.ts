@@ -15,6 +15,7 @@ import { randomId } from './ids.ts';
 import { requireAccount, verifyRequest } from './jws.ts';
 import { throwIfLimited } from './limits.ts';
 import { insertOrder } from './order-store.ts';
+import { owned } from './owned.ts';
 import { replacedCertificate } from './replaces.ts';
 import { acmeRequester } from './requester.ts';
 import { jsonResponse } from './respond.ts';
@@ -23,19 +24,13 @@ import { type OrderRow, orderStatus, orderView } from './views.ts';
 /** Seconds a client should wait before polling a resource that is still changing. */
 export const RETRY_AFTER_SECONDS = '1';
 
-export function owned<T extends { account_id: string }>(order: T | undefined, account: AccountRow): T {
-  if (!order) throw new KeywardError('notFound', 'No such order');
-  if (order.account_id !== account.id) throw new KeywardError('unauthorized', 'This order belongs to another account');
-  return order;
-}
-
 const orderById = precompiled((db, id: string) =>
   db.selectFrom('acme_orders').selectAll().where('id', '=', id).compile(),
 );
 
 export async function ownedOrder(db: Db, account: AccountRow, id: string): Promise<OrderRow> {
   const [order] = await orderById(db, id);
-  return owned(order, account);
+  return owned(order, account, 'order');
 }
 
 /** Finalize's claim on an order: ready → processing, by the account that owns it, before it expires. */
@@ -183,6 +178,6 @@ export async function newOrder(c: Context, deps: AcmeDeps): Promise<Response> {
 export async function getOrder(c: Context, deps: AcmeDeps): Promise<Response> {
   // Read with the nonce's spend: a poll is one statement.
   const req = await verifyRequest(c, deps, 'kid', { orderId: c.req.param('id')! });
-  const order = owned(req.order, requireAccount(req));
+  const order = owned(req.order, requireAccount(req), 'order');
   return orderResponse(deps, order, 200, { Location: deps.urls.order(order.id) });
 }

@@ -1,8 +1,8 @@
 import { type RawBuilder, sql } from 'kysely';
 
 import type { AcmeAccountsTable, AcmeAuthzsTable, AcmeOrdersTable } from '../db/acme-schema.ts';
-import type { ProofOfControl } from '../issuance/index.ts';
-import { type CounterReading, countersOf, parseCounters, type RateLimitName } from '../policy/index.ts';
+import type { Gathered } from '../issuance/index.ts';
+import { countersOf, parseCounters, type RateLimitName } from '../policy/index.ts';
 import type { ChallengeKind } from '../validation/index.ts';
 import type { AccountRow } from './account-store.ts';
 import type { OrderCertificate } from './recent-certificates.ts';
@@ -84,7 +84,7 @@ const READS = {
  * What finalize's issuance decision judges besides the request: how each of the order's names was
  * proven (for CAA freshness) and the certificatesPerName counters of its names.
  */
-const DECISION_INPUTS = sql`
+const GATHERED = sql`
   (SELECT coalesce(json_agg(json_build_object(
       'type', da.identifier_type,
       'value', CASE WHEN da.wildcard THEN '*.' || da.identifier_value ELSE da.identifier_value END,
@@ -99,8 +99,8 @@ const DECISION_INPUTS = sql`
 export interface ReadAlong {
   authzId?: string;
   orderId?: string;
-  /** With `orderId`: the order's decision inputs too (finalize). */
-  decisionInputs?: boolean;
+  /** With `orderId`: what the issuance decision judges of the order too (finalize). */
+  gathered?: boolean;
   /** A certificate's serial, for its download. */
   certificateSerial?: string;
 }
@@ -111,26 +111,20 @@ export interface ReadAlongRows {
   authz?: AuthzRow | undefined;
   order?: OrderRow | undefined;
   certificate?: OrderCertificate | undefined;
-  /** With the order, when `decisionInputs` was asked for. */
-  decisionInputs?: DecisionInputs;
-}
-
-/** An order's decision inputs as its finalize reads them (see DECISION_INPUTS). */
-export interface DecisionInputs {
-  proofs: ProofOfControl[];
-  nameCounters: CounterReading[];
+  /** With the order, when `gathered` was asked for: what finalize's decision judges. */
+  gathered?: Required<Gathered>;
 }
 
 /** Which of the optional reads a batch needs: the key of its statement text. */
 export interface OptionalReads {
   order: boolean;
-  decisionInputs: boolean;
+  gathered: boolean;
   certificate: boolean;
 }
 
 export const optionalReadsOf = (asked: readonly ReadAlong[]): OptionalReads => ({
   order: asked.some((r) => r.orderId !== undefined),
-  decisionInputs: asked.some((r) => r.orderId !== undefined && r.decisionInputs === true),
+  gathered: asked.some((r) => r.orderId !== undefined && r.gathered === true),
   certificate: asked.some((r) => r.certificateSerial !== undefined),
 });
 
@@ -155,12 +149,12 @@ export function readAlongSql(optional: OptionalReads): { columns: RawBuilder<unk
   );
   return {
     // Computed for every row of the batch that has an order: finalizes are most of those.
-    columns: optional.order && optional.decisionInputs ? sql`${columns}, ${DECISION_INPUTS}` : columns,
+    columns: optional.order && optional.gathered ? sql`${columns}, ${GATHERED}` : columns,
     joins: sql.raw(reads.map((r) => `LEFT JOIN ${r.join}`).join(' ')),
   };
 }
 
-function decisionInputs(row: Record<string, unknown>): DecisionInputs {
+function gathered(row: Record<string, unknown>): Required<Gathered> {
   const proofs = row.o_proofs as {
     type: 'dns' | 'ip';
     value: string;
@@ -194,7 +188,7 @@ export function readAlongRows(row: Record<string, unknown>, asked: ReadAlong): R
     out.authz = pick(row, READS.authz.alias, READS.authz.columns) as AuthzRow | undefined;
   if (asked.orderId !== undefined) {
     out.order = pick(row, READS.order.alias, READS.order.columns) as OrderRow | undefined;
-    if (out.order && asked.decisionInputs) out.decisionInputs = decisionInputs(row);
+    if (out.order && asked.gathered) out.gathered = gathered(row);
   }
   if (asked.certificateSerial !== undefined)
     out.certificate = pick(row, READS.certificate.alias, READS.certificate.columns) as OrderCertificate | undefined;
